@@ -1,0 +1,67 @@
+// The one place where errors become HTTP responses: { statusCode, code, error, message, ...details }.
+import { STATUS_CODES } from 'node:http';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { AppError, ERROR_STATUS, type ErrorCode, isAppError } from '../errors.ts';
+
+export interface ErrorBody {
+  statusCode: number;
+  code: ErrorCode;
+  error: string;
+  message: string;
+  [extra: string]: unknown;
+}
+
+export function errorBody(err: AppError): ErrorBody {
+  return {
+    ...err.details,
+    statusCode: err.statusCode,
+    code: err.code,
+    error: STATUS_CODES[err.statusCode] ?? 'Error',
+    message: err.message,
+  };
+}
+
+/** Translates Fastify's own errors (schema, body size, media type) into our codes. */
+function fromFastifyError(err: FastifyError, request: FastifyRequest): AppError {
+  if (err.validation) return new AppError('INVALID_REQUEST', err.message);
+  switch (err.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+    case 'FST_REQ_FILE_TOO_LARGE':
+      return request.routeOptions.config?.tooLargeCode
+        ? new AppError(request.routeOptions.config.tooLargeCode, err.message)
+        : new AppError('INVALID_REQUEST', err.message);
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new AppError('UNSUPPORTED_MEDIA_TYPE', err.message);
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return new AppError('INVALID_REQUEST', err.message);
+  }
+  const status = err.statusCode ?? 500;
+  if (status === 429) return new AppError('RATE_LIMITED', err.message);
+  if (status >= 400 && status < 500) return new AppError('INVALID_REQUEST', err.message);
+  return new AppError('INTERNAL_ERROR', 'internal server error', { cause: err });
+}
+
+export function installErrorHandler(app: FastifyInstance): void {
+  app.setErrorHandler((err: FastifyError | AppError, request: FastifyRequest, reply: FastifyReply) => {
+    const appError = isAppError(err) ? err : fromFastifyError(err, request);
+    if (appError.statusCode >= 500 && appError.code === 'INTERNAL_ERROR') {
+      request.log.error({ err }, 'unhandled error');
+    }
+    void reply.code(appError.statusCode).headers(appError.headers).send(errorBody(appError));
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const err = new AppError('NOT_FOUND', `route ${request.method} ${request.url} not found`);
+    void reply.code(err.statusCode).send(errorBody(err));
+  });
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Error code answered when this route's body exceeds its limit. */
+    tooLargeCode?: ErrorCode;
+  }
+}
+
+export { ERROR_STATUS };

@@ -1,0 +1,191 @@
+// Environment → one typed, validated Config, read once at start (main.ts) and passed down.
+// No other module reads process.env.
+import { availableParallelism } from 'node:os';
+import path from 'node:path';
+
+const MiB = 1024 * 1024;
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+/** A limit a caller may lower per request but never raise above `ceiling`. */
+export interface Limit {
+  default: number;
+  ceiling: number;
+}
+
+export interface Config {
+  port: number;
+  host: string;
+  dataDir: string;
+  logLevel: LogLevel;
+  maxPluginBytes: number;
+  /** Compiled modules kept in memory (bytes of Wasm source they came from). */
+  moduleCacheBytes: number;
+  engine: {
+    workers: number;
+    /** Calls waiting for a worker beyond which new calls get 503 OVERLOADED. */
+    queueMax: number;
+    maxInputBytes: number;
+    limits: {
+      timeoutMs: Limit;
+      memoryPages: Limit;
+      outputBytes: Limit;
+      httpResponseBytes: Limit;
+      varBytes: Limit;
+      logEntries: Limit;
+      logBytes: Limit;
+    };
+  };
+  egress: {
+    /** Operator ceiling: host patterns a call may ever reach. */
+    allowedHosts: string[];
+    allowPrivate: boolean;
+    timeoutMs: number;
+    maxRequestsPerCall: number;
+    maxRedirects: number;
+    maxRequestBodyBytes: number;
+  };
+  ops: {
+    /** token → role; empty means the service runs open. */
+    authTokens: Map<string, Role>;
+    metricsToken: string | null;
+    forwardPluginLogs: boolean;
+    rateLimitMax: number;
+    rateLimitWindowMs: number;
+    shutdownDrainMs: number;
+    maxEventLoopDelayMs: number;
+    maxHeapUsedBytes: number;
+  };
+}
+
+export type Role = 'admin' | 'invoke';
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+type Env = Record<string, string | undefined>;
+
+function int(env: Env, key: string, fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  const raw = env[key];
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^\d+$/.test(raw.trim())) throw new ConfigError(`${key} must be a non-negative integer, got "${raw}"`);
+  const value = Number(raw.trim());
+  if (value < min || value > max) throw new ConfigError(`${key} must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+function bool(env: Env, key: string, fallback: boolean): boolean {
+  const raw = env[key];
+  if (raw === undefined || raw === '') return fallback;
+  const v = raw.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['0', 'false', 'no', 'off'].includes(v)) return false;
+  throw new ConfigError(`${key} must be true or false, got "${raw}"`);
+}
+
+function oneOf<T extends string>(env: Env, key: string, allowed: readonly T[], fallback: T): T {
+  const raw = env[key];
+  if (raw === undefined || raw === '') return fallback;
+  if (!(allowed as readonly string[]).includes(raw)) {
+    throw new ConfigError(`${key} must be one of ${allowed.join(', ')}, got "${raw}"`);
+  }
+  return raw as T;
+}
+
+/** `<NAME>` is the default a call gets, `<NAME>_CEILING` the most a caller may ask for. */
+function limit(env: Env, key: string, def: number, ceiling: number, min = 1): Limit {
+  const c = int(env, `${key}_CEILING`, Math.max(ceiling, 0), min);
+  const d = int(env, key, Math.min(def, c), min);
+  if (d > c) throw new ConfigError(`${key} (${d}) must not exceed ${key}_CEILING (${c})`);
+  return { default: d, ceiling: c };
+}
+
+function list(env: Env, key: string, fallback: string[]): string[] {
+  const raw = env[key];
+  if (raw === undefined || raw.trim() === '') return fallback;
+  return raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+}
+
+/** AUTH_TOKENS="token1:admin,token2:invoke"; AUTH_TOKENS_FILE holds the same, one per line. */
+export function parseAuthTokens(text: string, source: string): Map<string, Role> {
+  const tokens = new Map<string, Role>();
+  for (const entry of text.split(/[,\n]/).map((s) => s.trim()).filter((s) => s !== '' && !s.startsWith('#'))) {
+    const sep = entry.lastIndexOf(':');
+    const token = sep > 0 ? entry.slice(0, sep) : '';
+    const role = sep > 0 ? entry.slice(sep + 1) : '';
+    if (token.length < 16) throw new ConfigError(`${source}: each entry must be "<token of 16+ chars>:<role>"`);
+    if (role !== 'admin' && role !== 'invoke') throw new ConfigError(`${source}: role must be admin or invoke, got "${role}"`);
+    tokens.set(token, role);
+  }
+  return tokens;
+}
+
+export interface ConfigSources {
+  /** Reads AUTH_TOKENS_FILE; injected so tests need no file system. */
+  readFile?: (file: string) => string;
+}
+
+export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
+  const port = int(env, 'PORT', 8080, 0, 65535);
+  const host = env.HOST?.trim() || '127.0.0.1';
+  const dataDir = path.resolve(env.DATA_DIR?.trim() || './data');
+  const logLevel = oneOf(env, 'LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info');
+
+  let authTokens = new Map<string, Role>();
+  if (env.AUTH_TOKENS && env.AUTH_TOKENS_FILE) throw new ConfigError('set AUTH_TOKENS or AUTH_TOKENS_FILE, not both');
+  if (env.AUTH_TOKENS) authTokens = parseAuthTokens(env.AUTH_TOKENS, 'AUTH_TOKENS');
+  if (env.AUTH_TOKENS_FILE) {
+    if (!sources.readFile) throw new ConfigError('AUTH_TOKENS_FILE given but no file reader');
+    let text: string;
+    try {
+      text = sources.readFile(env.AUTH_TOKENS_FILE);
+    } catch (err) {
+      throw new ConfigError(`AUTH_TOKENS_FILE: cannot read ${env.AUTH_TOKENS_FILE}: ${(err as Error).message}`);
+    }
+    authTokens = parseAuthTokens(text, 'AUTH_TOKENS_FILE');
+  }
+  const metricsToken = env.METRICS_TOKEN?.trim() || null;
+
+  const config: Config = {
+    port,
+    host,
+    dataDir,
+    logLevel,
+    maxPluginBytes: int(env, 'MAX_PLUGIN_BYTES', 32 * MiB, 8),
+    moduleCacheBytes: int(env, 'MODULE_CACHE_BYTES', 256 * MiB, 0),
+    engine: {
+      workers: int(env, 'WORKERS', Math.max(1, availableParallelism()), 1, 256),
+      queueMax: int(env, 'QUEUE_MAX', 256, 0),
+      maxInputBytes: int(env, 'MAX_INPUT_BYTES', 4 * MiB, 0),
+      limits: {
+        timeoutMs: limit(env, 'CALL_TIMEOUT_MS', 5_000, 60_000),
+        memoryPages: limit(env, 'CALL_MEMORY_PAGES', 256, 4096),
+        outputBytes: limit(env, 'CALL_OUTPUT_BYTES', 4 * MiB, 16 * MiB),
+        httpResponseBytes: limit(env, 'CALL_HTTP_RESPONSE_BYTES', MiB, 16 * MiB),
+        varBytes: limit(env, 'CALL_VAR_BYTES', MiB, 16 * MiB),
+        logEntries: limit(env, 'CALL_LOG_ENTRIES', 1000, 10_000),
+        logBytes: limit(env, 'CALL_LOG_BYTES', 256 * 1024, 4 * MiB),
+      },
+    },
+    egress: {
+      allowedHosts: list(env, 'EGRESS_ALLOWED_HOSTS', ['*']),
+      allowPrivate: bool(env, 'EGRESS_ALLOW_PRIVATE', false),
+      timeoutMs: int(env, 'EGRESS_TIMEOUT_MS', 10_000, 1),
+      maxRequestsPerCall: int(env, 'EGRESS_MAX_REQUESTS', 32, 0),
+      maxRedirects: int(env, 'EGRESS_MAX_REDIRECTS', 5, 0, 20),
+      maxRequestBodyBytes: int(env, 'EGRESS_MAX_REQUEST_BODY_BYTES', MiB, 0),
+    },
+    ops: {
+      authTokens,
+      metricsToken,
+      forwardPluginLogs: bool(env, 'FORWARD_PLUGIN_LOGS', false),
+      rateLimitMax: int(env, 'RATE_LIMIT_MAX', 600, 0),
+      rateLimitWindowMs: int(env, 'RATE_LIMIT_WINDOW_MS', 60_000, 1),
+      shutdownDrainMs: int(env, 'SHUTDOWN_DRAIN_MS', 10_000, 0),
+      maxEventLoopDelayMs: int(env, 'MAX_EVENT_LOOP_DELAY_MS', 1_000, 0),
+      maxHeapUsedBytes: int(env, 'MAX_HEAP_USED_BYTES', 0, 0),
+    },
+  };
+  return config;
+}
