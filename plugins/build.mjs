@@ -1,0 +1,2 @@
+// Placeholder until the plugin build lands.
+console.log('plugins: nothing to build yet');

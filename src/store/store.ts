@@ -1,0 +1,52 @@
+// What the rest of the service knows about stored plugins. Backends: fs-store.ts (embedded default).
+
+export interface PluginImport {
+  module: string;
+  name: string;
+}
+
+export interface PluginMeta {
+  /** Lowercase hex sha256 of the Wasm bytes: content-addressed and immutable. */
+  id: string;
+  /** Movable alias pointing at the newest upload that carried it. */
+  name: string | null;
+  description: string;
+  size: number;
+  /** ISO 8601. */
+  createdAt: string;
+  /** Exported function names (what a caller may call). */
+  exports: string[];
+  imports: PluginImport[];
+  /** Imports wasi_snapshot_preview1: WASI is enabled for its calls. */
+  wasi: boolean;
+  /** Defaults merged under each call's config. */
+  config: Record<string, string>;
+  /** Default egress allow-list when a call gives none. */
+  allowedHosts: string[];
+}
+
+export interface NewPlugin {
+  bytes: Uint8Array;
+  meta: PluginMeta;
+}
+
+export interface PutResult {
+  meta: PluginMeta;
+  /** False when the same bytes were already stored (idempotent upload). */
+  created: boolean;
+}
+
+export interface PluginStore {
+  /** Stores bytes + metadata atomically; with bytes already stored, applies a new name only. */
+  put(plugin: NewPlugin): Promise<PutResult>;
+  /** Resolves an id or a name. */
+  get(idOrName: string): Promise<PluginMeta | null>;
+  getBytes(id: string): Promise<Uint8Array | null>;
+  /** Newest first. */
+  list(filter?: { name?: string }): Promise<PluginMeta[]>;
+  /** Deletes what an id or name points at (and that name). Returns the deleted record. */
+  delete(idOrName: string): Promise<PluginMeta | null>;
+  /** Readiness: throws when the store cannot be read or written. */
+  check(): Promise<void>;
+  stats(): { plugins: number; bytes: number };
+}
