@@ -28,7 +28,7 @@ function fromFastifyError(err: FastifyError, request: FastifyRequest): AppError 
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
     case 'FST_REQ_FILE_TOO_LARGE':
       return request.routeOptions.config?.tooLargeCode
-        ? new AppError(request.routeOptions.config.tooLargeCode, err.message)
+        ? new AppError(request.routeOptions.config.tooLargeCode, request.routeOptions.config.tooLargeMessage ?? err.message)
         : new AppError('INVALID_REQUEST', err.message);
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return new AppError('UNSUPPORTED_MEDIA_TYPE', err.message);
@@ -61,6 +61,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** Error code answered when this route's body exceeds its limit. */
     tooLargeCode?: ErrorCode;
+    /** Message answered with `tooLargeCode` (default: Fastify's). */
+    tooLargeMessage?: string;
   }
 }
 

@@ -1,0 +1,313 @@
+// Plugin routes: upload (raw or multipart), list, describe, download, delete. `:id` is an id or a name.
+import { createHash } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import multipart from '@fastify/multipart';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Config } from '../config.ts';
+import { inspectModule } from '../engine/inspect.ts';
+import { AppError } from '../errors.ts';
+import type { PluginMeta } from '../store/store.ts';
+import { errorSchema, pluginParamsSchema, pluginSchema } from './schemas.ts';
+
+const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+const ID_PATTERN = /^[0-9a-f]{64}$/;
+const MAX_DESCRIPTION_CHARS = 1024;
+const MAX_CONFIG_ENTRIES = 256;
+const MAX_ALLOWED_HOSTS = 256;
+const MAX_HOST_PATTERN_CHARS = 255;
+/** Room for the form's text fields and part headers on top of the file itself. */
+const MULTIPART_FIELD_BYTES = 64 * 1024;
+const MULTIPART_FIELDS = 8;
+const MULTIPART_OVERHEAD_BYTES = MULTIPART_FIELDS * MULTIPART_FIELD_BYTES + 64 * 1024;
+const UPLOAD_FIELDS = new Set(['name', 'description', 'config', 'allowedHosts']);
+
+export interface PluginRoutesOptions {
+  config: Config;
+}
+
+interface UploadInput {
+  bytes: Uint8Array;
+  name: string | null;
+  description: string;
+  config: Record<string, string>;
+  allowedHosts: string[];
+}
+
+type IdParams = { id: string };
+type NameQuery = { name?: string };
+
+export function isValidName(name: string): boolean {
+  return NAME_PATTERN.test(name) && !ID_PATTERN.test(name);
+}
+
+function parseName(value: string | undefined): string | null {
+  if (value === undefined) return null;
+  if (!isValidName(value)) {
+    throw new AppError(
+      'INVALID_NAME',
+      `invalid name "${value.slice(0, 80)}": use 1-63 characters of a-z, 0-9, ".", "_", "-", starting with a letter or digit, and not 64 hex digits`,
+    );
+  }
+  return value;
+}
+
+function parseDescription(value: string | undefined): string {
+  if (value === undefined) return '';
+  if (value.length > MAX_DESCRIPTION_CHARS) {
+    throw new AppError('INVALID_REQUEST', `description is longer than ${MAX_DESCRIPTION_CHARS} characters`);
+  }
+  return value;
+}
+
+function parseConfig(value: string | undefined): Record<string, string> {
+  if (value === undefined) return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch (err) {
+    throw new AppError('INVALID_CONFIG', `config is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new AppError('INVALID_CONFIG', 'config must be a JSON object of string values');
+  }
+  const entries = Object.entries(parsed);
+  if (entries.length > MAX_CONFIG_ENTRIES) throw new AppError('INVALID_CONFIG', `config has more than ${MAX_CONFIG_ENTRIES} keys`);
+  const config: Record<string, string> = {};
+  for (const [key, v] of entries) {
+    if (typeof v !== 'string') throw new AppError('INVALID_CONFIG', `config value of "${key}" must be a string`);
+    config[key] = v;
+  }
+  return config;
+}
+
+// Only the shape is checked here; the pattern syntax belongs to the egress policy (src/egress/policy.ts).
+function parseAllowedHosts(value: string | undefined): string[] {
+  if (value === undefined) return [];
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch (err) {
+    throw new AppError('INVALID_ALLOWED_HOSTS', `allowedHosts is not valid JSON: ${(err as Error).message}`);
+  }
+  if (!Array.isArray(parsed)) throw new AppError('INVALID_ALLOWED_HOSTS', 'allowedHosts must be a JSON array of host patterns');
+  if (parsed.length > MAX_ALLOWED_HOSTS) throw new AppError('INVALID_ALLOWED_HOSTS', `allowedHosts has more than ${MAX_ALLOWED_HOSTS} entries`);
+  for (const host of parsed) {
+    if (typeof host !== 'string' || host.trim() === '' || host.length > MAX_HOST_PATTERN_CHARS) {
+      throw new AppError('INVALID_ALLOWED_HOSTS', `allowedHosts entries must be non-empty strings of at most ${MAX_HOST_PATTERN_CHARS} characters`);
+    }
+  }
+  return parsed as string[];
+}
+
+/** Reads a multipart file stream; busboy stops at the size limit and marks the stream truncated. */
+async function readFilePart(file: Readable & { truncated?: boolean }, maxBytes: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of file as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size <= maxBytes) chunks.push(chunk);
+  }
+  if (file.truncated || size > maxBytes) throw tooLarge(maxBytes);
+  return Buffer.concat(chunks, size);
+}
+
+function tooLarge(maxBytes: number): AppError {
+  return new AppError('PLUGIN_TOO_LARGE', `the plugin is larger than the limit of ${maxBytes} bytes (MAX_PLUGIN_BYTES)`);
+}
+
+async function readMultipart(request: FastifyRequest, maxBytes: number, query: NameQuery): Promise<UploadInput> {
+  let bytes: Buffer | null = null;
+  const fields = new Map<string, string>();
+  const parts = request.parts({
+    limits: {
+      fileSize: maxBytes,
+      files: 1,
+      fields: MULTIPART_FIELDS,
+      fieldSize: MULTIPART_FIELD_BYTES,
+      parts: MULTIPART_FIELDS + 1,
+    },
+  });
+  for await (const part of parts) {
+    if (part.type === 'file') {
+      if (part.fieldname !== 'file') {
+        part.file.resume();
+        throw new AppError('INVALID_REQUEST', `unexpected file part "${part.fieldname}": send the Wasm module in the part "file"`);
+      }
+      bytes = await readFilePart(part.file, maxBytes);
+      continue;
+    }
+    if (!UPLOAD_FIELDS.has(part.fieldname)) {
+      throw new AppError('INVALID_REQUEST', `unknown form field "${part.fieldname}" (known: file, ${[...UPLOAD_FIELDS].join(', ')})`);
+    }
+    if (fields.has(part.fieldname)) throw new AppError('INVALID_REQUEST', `form field "${part.fieldname}" given twice`);
+    if (part.valueTruncated) throw new AppError('INVALID_REQUEST', `form field "${part.fieldname}" is longer than ${MULTIPART_FIELD_BYTES} bytes`);
+    // @fastify/multipart already parses fields sent as application/json; keep one representation.
+    fields.set(part.fieldname, typeof part.value === 'string' ? part.value : JSON.stringify(part.value));
+  }
+  const nameField = fields.get('name') ?? query.name;
+  const input = {
+    name: parseName(nameField),
+    description: parseDescription(fields.get('description')),
+    config: parseConfig(fields.get('config')),
+    allowedHosts: parseAllowedHosts(fields.get('allowedHosts')),
+  };
+  if (bytes === null) throw new AppError('MISSING_FILE', 'the form has no file part named "file" holding the Wasm module');
+  return { ...input, bytes };
+}
+
+function readUpload(request: FastifyRequest<{ Querystring: NameQuery }>, maxBytes: number): Promise<UploadInput> | UploadInput {
+  if (request.isMultipart()) return readMultipart(request, maxBytes, request.query);
+  const body = request.body;
+  const name = parseName(request.query.name);
+  if (body === undefined || body === null || (Buffer.isBuffer(body) && body.length === 0)) {
+    throw new AppError('EMPTY_BODY', 'the request body is empty: send the Wasm module as the body (application/wasm)');
+  }
+  if (!Buffer.isBuffer(body)) {
+    throw new AppError(
+      'UNSUPPORTED_MEDIA_TYPE',
+      `upload the module as application/wasm, application/octet-stream or multipart/form-data, not ${request.headers['content-type'] ?? 'no content type'}`,
+    );
+  }
+  return { bytes: body, name, description: '', config: {}, allowedHosts: [] };
+}
+
+function ifNoneMatchHits(header: string | undefined, etag: string): boolean {
+  if (!header) return false;
+  return header.split(',').some((tag) => {
+    const t = tag.trim();
+    return t === '*' || t === etag || t === `W/${etag}`;
+  });
+}
+
+const errorResponses = {
+  400: errorSchema,
+  404: errorSchema,
+  413: errorSchema,
+  415: errorSchema,
+  500: errorSchema,
+} as const;
+
+export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptions): Promise<void> {
+  const { maxPluginBytes } = opts.config;
+  const { store, moduleCache } = app;
+
+  // Fastify's raw parser streams with a byte cap and refuses an oversize Content-Length before reading.
+  app.addContentTypeParser(
+    ['application/wasm', 'application/octet-stream'],
+    { parseAs: 'buffer', bodyLimit: maxPluginBytes },
+    (_request, body, done) => done(null, body),
+  );
+  await app.register(multipart, { limits: { fileSize: maxPluginBytes } });
+
+  const notFound = (idOrName: string): AppError =>
+    new AppError('PLUGIN_NOT_FOUND', `no plugin with id or name "${idOrName.slice(0, 80)}"`);
+
+  const resolve = async (idOrName: string): Promise<PluginMeta> => {
+    const meta = await store.get(idOrName);
+    if (!meta) throw notFound(idOrName);
+    return meta;
+  };
+
+  const storePut = async (plugin: Parameters<typeof store.put>[0]) => {
+    try {
+      return await store.put(plugin);
+    } catch (err) {
+      app.log.error({ err, plugin: plugin.meta.id }, 'store: writing a plugin failed');
+      throw new AppError('STORE_ERROR', 'the plugin could not be stored', { cause: err });
+    }
+  };
+
+  app.post<{ Querystring: NameQuery }>(
+    '/plugins',
+    {
+      bodyLimit: maxPluginBytes,
+      config: { tooLargeCode: 'PLUGIN_TOO_LARGE', tooLargeMessage: tooLarge(maxPluginBytes).message },
+      schema: {
+        querystring: { type: 'object', properties: { name: { type: 'string' } } },
+        response: { 200: pluginSchema, 201: pluginSchema, ...errorResponses },
+      },
+      // A multipart body larger than the file limit plus its fields cannot be valid: refuse before reading.
+      onRequest: async (request) => {
+        const length = Number(request.headers['content-length']);
+        const type = request.headers['content-type'] ?? '';
+        if (type.startsWith('multipart/') && length > maxPluginBytes + MULTIPART_OVERHEAD_BYTES) throw tooLarge(maxPluginBytes);
+      },
+    },
+    async (request, reply) => {
+      const upload = await readUpload(request, maxPluginBytes);
+      const inspected = await inspectModule(upload.bytes);
+      const id = createHash('sha256').update(upload.bytes).digest('hex');
+      const { meta, created } = await storePut({
+        bytes: upload.bytes,
+        meta: {
+          id,
+          name: upload.name,
+          description: upload.description,
+          size: upload.bytes.length,
+          createdAt: new Date().toISOString(),
+          exports: inspected.exports,
+          imports: inspected.imports,
+          wasi: inspected.wasi,
+          config: upload.config,
+          allowedHosts: upload.allowedHosts,
+        },
+      });
+      moduleCache.set(id, inspected.module, upload.bytes.length);
+      request.log.info({ plugin: id, name: meta.name, size: meta.size, created }, created ? 'plugin stored' : 'plugin already stored');
+      if (created) void reply.code(201).header('location', `/plugins/${id}`);
+      return meta;
+    },
+  );
+
+  app.get<{ Querystring: NameQuery }>(
+    '/plugins',
+    {
+      schema: {
+        querystring: { type: 'object', properties: { name: { type: 'string' } } },
+        response: {
+          200: { type: 'object', required: ['plugins'], properties: { plugins: { type: 'array', items: pluginSchema } } },
+          ...errorResponses,
+        },
+      },
+    },
+    async (request) => ({ plugins: await store.list(request.query.name === undefined ? {} : { name: request.query.name }) }),
+  );
+
+  app.get<{ Params: IdParams }>(
+    '/plugins/:id',
+    { schema: { params: pluginParamsSchema, response: { 200: pluginSchema, ...errorResponses } } },
+    async (request) => resolve(request.params.id),
+  );
+
+  app.get<{ Params: IdParams }>(
+    '/plugins/:id/wasm',
+    { schema: { params: pluginParamsSchema, response: errorResponses } },
+    async (request: FastifyRequest<{ Params: IdParams }>, reply: FastifyReply) => {
+      const meta = await resolve(request.params.id);
+      const etag = `"${meta.id}"`;
+      // By id the bytes never change; by name they may move to another upload.
+      void reply
+        .header('etag', etag)
+        .header('cache-control', request.params.id === meta.id ? 'public, max-age=31536000, immutable' : 'no-cache');
+      if (ifNoneMatchHits(request.headers['if-none-match'], etag)) return reply.code(304).send();
+      const bytes = await store.getBytes(meta.id);
+      if (!bytes) throw notFound(request.params.id);
+      return reply
+        .type('application/wasm')
+        .header('content-disposition', `attachment; filename="${meta.name ?? meta.id}.wasm"`)
+        .send(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    },
+  );
+
+  app.delete<{ Params: IdParams }>(
+    '/plugins/:id',
+    { schema: { params: pluginParamsSchema, response: { 204: { type: 'null' }, ...errorResponses } } },
+    async (request, reply) => {
+      const deleted = await store.delete(request.params.id);
+      if (!deleted) throw notFound(request.params.id);
+      moduleCache.delete(deleted.id);
+      request.log.info({ plugin: deleted.id, name: deleted.name }, 'plugin deleted');
+      return reply.code(204).send();
+    },
+  );
+}

@@ -1,0 +1,298 @@
+// Filesystem PluginStore: blobs/<id>.wasm + meta/<id>.json under the data dir, each written atomically
+// (temp file, fsync, rename, fsync dir). A plugin is visible once its meta file exists, so the blob is
+// always written first and removed last. The whole index lives in memory: get/list never touch disk.
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { NewPlugin, PluginMeta, PluginStore, PutResult } from './store.ts';
+
+const ID_PATTERN = /^[0-9a-f]{64}$/;
+const TEMP_PREFIX = '.tmp-';
+
+/** What a meta file holds: the public record plus the order facts that survive a restart. */
+interface MetaFile {
+  version: 1;
+  /** Upload order (newest first in list()). */
+  seq: number;
+  /** When the current name was given; on a conflict after a crash the higher one keeps the name. */
+  nameSeq: number;
+  plugin: PluginMeta;
+}
+
+interface Entry {
+  meta: PluginMeta;
+  seq: number;
+  nameSeq: number;
+}
+
+export interface FsStoreLogger {
+  warn(obj: object, msg: string): void;
+}
+
+export class FsPluginStore implements PluginStore {
+  readonly #blobDir: string;
+  readonly #metaDir: string;
+  readonly #dataDir: string;
+  readonly #log: FsStoreLogger;
+  readonly #byId = new Map<string, Entry>();
+  readonly #byName = new Map<string, string>();
+  #nextSeq = 1;
+  #bytes = 0;
+  /** Mutations run one at a time; reads never wait. */
+  #queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(dataDir: string, log: FsStoreLogger) {
+    this.#dataDir = dataDir;
+    this.#blobDir = path.join(dataDir, 'blobs');
+    this.#metaDir = path.join(dataDir, 'meta');
+    this.#log = log;
+  }
+
+  /** Creates the directories, removes leftovers of interrupted writes and loads the index. */
+  static async open(dataDir: string, log: FsStoreLogger = { warn: () => {} }): Promise<FsPluginStore> {
+    const store = new FsPluginStore(dataDir, log);
+    await store.#load();
+    return store;
+  }
+
+  async #load(): Promise<void> {
+    await mkdir(this.#blobDir, { recursive: true });
+    await mkdir(this.#metaDir, { recursive: true });
+    await removeTempFiles(this.#dataDir);
+    await removeTempFiles(this.#blobDir);
+    await removeTempFiles(this.#metaDir);
+
+    const blobs = new Set((await readdir(this.#blobDir)).filter((f) => f.endsWith('.wasm')).map((f) => f.slice(0, -5)));
+    const entries: Entry[] = [];
+    for (const file of await readdir(this.#metaDir)) {
+      if (!file.endsWith('.json')) continue;
+      const id = file.slice(0, -5);
+      let parsed: MetaFile;
+      try {
+        parsed = JSON.parse(await readFile(path.join(this.#metaDir, file), 'utf8')) as MetaFile;
+      } catch (err) {
+        this.#log.warn({ file, err }, 'store: unreadable metadata file skipped');
+        continue;
+      }
+      if (parsed.version !== 1 || parsed.plugin?.id !== id || !ID_PATTERN.test(id)) {
+        this.#log.warn({ file }, 'store: metadata file with unexpected content skipped');
+        continue;
+      }
+      if (!blobs.has(id)) {
+        this.#log.warn({ id }, 'store: metadata without its Wasm blob skipped');
+        continue;
+      }
+      entries.push({ meta: freezeMeta(parsed.plugin), seq: parsed.seq, nameSeq: parsed.nameSeq });
+      blobs.delete(id);
+    }
+    // Blobs nobody acknowledged: an upload that crashed before its metadata, or a delete cut short.
+    for (const id of blobs) await unlinkIfPresent(this.#blobPath(id));
+
+    // A crash while a name moved can leave it on two plugins; the later assignment wins.
+    entries.sort((a, b) => a.nameSeq - b.nameSeq);
+    for (const entry of entries) {
+      const name = entry.meta.name;
+      if (name !== null) {
+        const previous = this.#byName.get(name);
+        if (previous !== undefined) this.#index({ ...this.#byId.get(previous)!, meta: withName(this.#byId.get(previous)!.meta, null) });
+        this.#byName.set(name, entry.meta.id);
+      }
+      this.#index(entry);
+      this.#nextSeq = Math.max(this.#nextSeq, entry.seq + 1, entry.nameSeq + 1);
+    }
+    // Persist the losers of name conflicts so the next start reads a consistent state.
+    for (const entry of entries) {
+      const current = this.#byId.get(entry.meta.id)!;
+      if (current.meta.name !== entry.meta.name) await this.#writeMeta(current);
+    }
+  }
+
+  #index(entry: Entry): void {
+    const previous = this.#byId.get(entry.meta.id);
+    if (previous) this.#bytes -= previous.meta.size;
+    this.#byId.set(entry.meta.id, entry);
+    this.#bytes += entry.meta.size;
+  }
+
+  #resolve(idOrName: string): Entry | undefined {
+    const id = ID_PATTERN.test(idOrName) ? idOrName : this.#byName.get(idOrName);
+    return id === undefined ? undefined : this.#byId.get(id);
+  }
+
+  #blobPath(id: string): string {
+    return path.join(this.#blobDir, `${id}.wasm`);
+  }
+
+  #metaPath(id: string): string {
+    return path.join(this.#metaDir, `${id}.json`);
+  }
+
+  async #writeMeta(entry: Entry): Promise<void> {
+    const file: MetaFile = { version: 1, seq: entry.seq, nameSeq: entry.nameSeq, plugin: entry.meta };
+    await writeAtomic(this.#metaPath(entry.meta.id), JSON.stringify(file));
+  }
+
+  #serialize<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(task, task);
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Gives `name` to `target`, taking it from whoever held it. Target's new record is written first. */
+  async #assignName(target: Entry, name: string): Promise<Entry> {
+    const holderId = this.#byName.get(name);
+    const updated: Entry = { ...target, meta: withName(target.meta, name), nameSeq: this.#nextSeq++ };
+    await this.#writeMeta(updated);
+    if (target.meta.name !== null) this.#byName.delete(target.meta.name);
+    this.#index(updated);
+    this.#byName.set(name, updated.meta.id);
+    if (holderId !== undefined && holderId !== target.meta.id) {
+      const holder = this.#byId.get(holderId)!;
+      const freed: Entry = { ...holder, meta: withName(holder.meta, null) };
+      this.#index(freed);
+      await this.#writeMeta(freed);
+    }
+    return updated;
+  }
+
+  put(plugin: NewPlugin): Promise<PutResult> {
+    return this.#serialize(async () => {
+      const { bytes, meta } = plugin;
+      if (!ID_PATTERN.test(meta.id)) throw new Error(`store: invalid plugin id ${meta.id}`);
+      const existing = this.#byId.get(meta.id);
+      if (existing) {
+        if (meta.name === null || meta.name === existing.meta.name) return { meta: existing.meta, created: false };
+        const renamed = await this.#assignName(existing, meta.name);
+        return { meta: renamed.meta, created: false };
+      }
+
+      await writeAtomic(this.#blobPath(meta.id), bytes);
+      const entry: Entry = { meta: freezeMeta({ ...meta, name: null }), seq: this.#nextSeq++, nameSeq: 0 };
+      try {
+        if (meta.name === null) {
+          await this.#writeMeta(entry);
+          this.#index(entry);
+          return { meta: entry.meta, created: true };
+        }
+        const named = await this.#assignName(entry, meta.name);
+        return { meta: named.meta, created: true };
+      } catch (err) {
+        // Not acknowledged: leave nothing behind (a blob without metadata is invisible anyway).
+        if (!this.#byId.has(meta.id)) await unlinkIfPresent(this.#blobPath(meta.id)).catch(() => undefined);
+        throw err;
+      }
+    });
+  }
+
+  async get(idOrName: string): Promise<PluginMeta | null> {
+    return this.#resolve(idOrName)?.meta ?? null;
+  }
+
+  async getBytes(id: string): Promise<Uint8Array | null> {
+    if (!this.#byId.has(id)) return null;
+    try {
+      return await readFile(this.#blobPath(id));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null; // deleted meanwhile
+      throw err;
+    }
+  }
+
+  async list(filter: { name?: string } = {}): Promise<PluginMeta[]> {
+    let entries = [...this.#byId.values()];
+    if (filter.name !== undefined) entries = entries.filter((e) => e.meta.name === filter.name);
+    return entries.sort((a, b) => b.seq - a.seq).map((e) => e.meta);
+  }
+
+  delete(idOrName: string): Promise<PluginMeta | null> {
+    return this.#serialize(async () => {
+      const entry = this.#resolve(idOrName);
+      if (!entry) return null;
+      const { id, name } = entry.meta;
+      // Removing the meta file is the commit point; the blob goes after (an orphan is cleaned at start).
+      await unlinkIfPresent(this.#metaPath(id));
+      await fsyncDir(this.#metaDir);
+      this.#byId.delete(id);
+      this.#bytes -= entry.meta.size;
+      if (name !== null && this.#byName.get(name) === id) this.#byName.delete(name);
+      await unlinkIfPresent(this.#blobPath(id));
+      return entry.meta;
+    });
+  }
+
+  async check(): Promise<void> {
+    const probe = path.join(this.#dataDir, `${TEMP_PREFIX}probe-${randomBytes(6).toString('hex')}`);
+    const content = randomBytes(16);
+    try {
+      await writeAtomic(probe, content);
+      const back = await readFile(probe);
+      if (!back.equals(content)) throw new Error('store check: probe file read back differs');
+    } finally {
+      await unlinkIfPresent(probe).catch(() => undefined);
+    }
+  }
+
+  stats(): { plugins: number; bytes: number } {
+    return { plugins: this.#byId.size, bytes: this.#bytes };
+  }
+}
+
+function withName(meta: PluginMeta, name: string | null): PluginMeta {
+  return freezeMeta({ ...meta, name });
+}
+
+/** Records are shared with every reader (the engine holds them per call): an immutable copy. */
+function freezeMeta(meta: PluginMeta): PluginMeta {
+  return Object.freeze({
+    ...meta,
+    exports: Object.freeze([...meta.exports]),
+    imports: Object.freeze(meta.imports.map((imp) => Object.freeze({ module: imp.module, name: imp.name }))),
+    config: Object.freeze({ ...meta.config }),
+    allowedHosts: Object.freeze([...meta.allowedHosts]),
+  }) as PluginMeta;
+}
+
+async function writeAtomic(target: string, data: Uint8Array | string): Promise<void> {
+  const dir = path.dirname(target);
+  const temp = path.join(dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
+  const handle = await open(temp, 'wx', 0o644);
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } catch (err) {
+    await handle.close();
+    await unlinkIfPresent(temp);
+    throw err;
+  }
+  await handle.close();
+  try {
+    await rename(temp, target);
+  } catch (err) {
+    await unlinkIfPresent(temp);
+    throw err;
+  }
+  await fsyncDir(dir);
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function unlinkIfPresent(file: string): Promise<void> {
+  try {
+    await unlink(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}
+
+async function removeTempFiles(dir: string): Promise<void> {
+  for (const file of await readdir(dir)) {
+    if (file.startsWith(TEMP_PREFIX)) await unlinkIfPresent(path.join(dir, file));
+  }
+}
