@@ -27,6 +27,7 @@ export const ERROR_STATUS = {
   MEMORY_LIMIT: 422,
   OUTPUT_TOO_LARGE: 422,
   EGRESS_ERROR: 422,
+  EGRESS_TIMEOUT: 504,
   TIMEOUT: 504,
   OVERLOADED: 503,
   // access and operations
