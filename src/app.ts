@@ -2,7 +2,12 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { DestinationStream } from 'pino';
 import type { Config } from './config.ts';
+import { installAccessControl } from './api/auth.ts';
 import { installErrorHandler } from './api/error-handler.ts';
+import { Lifecycle, installLifecycle } from './api/lifecycle.ts';
+import { Readiness, installLoadShedding, opsRoutes } from './api/ops.ts';
+import { RequestLogController, genRequestId, installTelemetry, loggerOptions } from './api/telemetry.ts';
+import { ServiceMetrics } from './metrics.ts';
 import { pluginRoutes } from './api/plugins.ts';
 import { ModuleCache } from './engine/module-cache.ts';
 import { FsPluginStore } from './store/fs-store.ts';
@@ -15,19 +20,35 @@ export interface AppOptions {
 
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: options.logStream
-      ? { level: config.logLevel, stream: options.logStream }
-      : { level: config.logLevel },
+    logger: loggerOptions(config, options.logStream),
+    logController: new RequestLogController(),
+    genReqId: genRequestId,
+    requestIdHeader: false,
+    // Shutdown is answered by api/lifecycle.ts with our error shape.
+    return503OnClosing: false,
     bodyLimit: 1024 * 1024,
   });
   installErrorHandler(app);
+
+  const metrics = new ServiceMetrics();
+  const readiness = new Readiness();
+  app.decorate('metrics', metrics);
+  app.decorate('readiness', readiness);
+  app.decorate('lifecycle', new Lifecycle());
+  // Hook order matters: request id first (every answer carries it), then shutdown, then tokens and rate limits.
+  await installTelemetry(app, config, metrics);
+  installLifecycle(app, app.lifecycle);
+  await installAccessControl(app, config);
+  await installLoadShedding(app, config);
 
   // Opened before any route is served: the index must be loaded before the first request.
   const store = await FsPluginStore.open(config.dataDir, app.log);
   app.decorate('store', store);
   app.decorate('moduleCache', new ModuleCache(config.moduleCacheBytes));
 
-  app.get('/healthz', async () => ({ status: 'ok' }));
+  metrics.watch({ store: () => store.stats(), moduleCache: () => app.moduleCache.stats() });
+  readiness.add('store', () => store.check());
+  await app.register(opsRoutes, { metrics, readiness });
   await app.register(pluginRoutes, { config });
 
   return app;

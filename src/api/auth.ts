@@ -1,0 +1,108 @@
+// Access control: bearer tokens with a role each (route-policy.ts says which role a route needs),
+// and a per-token (per-address when open) rate limit on calls and uploads.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import rateLimit from '@fastify/rate-limit';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { Config, Role } from '../config.ts';
+import { AppError } from '../errors.ts';
+import { type Access, routePolicy } from './route-policy.ts';
+
+export type Grant = Role | 'metrics';
+
+export interface Principal {
+  grant: Grant;
+  /** Short digest of the token: safe to log and to key rate limits by. */
+  tokenId: string;
+}
+
+const SATISFIES: Record<Grant, ReadonlySet<Access>> = {
+  admin: new Set<Access>(['admin', 'invoke', 'metrics']),
+  invoke: new Set<Access>(['invoke']),
+  metrics: new Set<Access>(['metrics']),
+};
+
+function sha256(text: string): Buffer {
+  return createHash('sha256').update(text, 'utf8').digest();
+}
+
+/** Compares a presented token against every known one in constant time (equal-length digests, no early exit). */
+export class TokenVerifier {
+  readonly #known: { digest: Buffer; principal: Principal }[] = [];
+
+  constructor(tokens: ReadonlyMap<string, Role>, metricsToken: string | null) {
+    const add = (token: string, grant: Grant): void => {
+      const digest = sha256(token);
+      this.#known.push({ digest, principal: { grant, tokenId: digest.subarray(0, 6).toString('hex') } });
+    };
+    for (const [token, role] of tokens) add(token, role);
+    if (metricsToken !== null) add(metricsToken, 'metrics');
+  }
+
+  verify(token: string): Principal | null {
+    const presented = sha256(token);
+    let found: Principal | null = null;
+    for (const known of this.#known) {
+      if (timingSafeEqual(presented, known.digest) && found === null) found = known.principal;
+    }
+    return found;
+  }
+}
+
+/** The token of an `Authorization: Bearer <token>` header; undefined when absent, null when malformed. */
+function bearerToken(request: FastifyRequest): string | null | undefined {
+  const header = request.headers.authorization;
+  if (header === undefined) return undefined;
+  const match = /^Bearer +([^\s]+) *$/i.exec(header);
+  return match ? match[1]! : null;
+}
+
+function unauthorized(message: string, invalid: boolean): AppError {
+  const challenge = invalid ? 'Bearer realm="wasmhost", error="invalid_token"' : 'Bearer realm="wasmhost"';
+  return new AppError('UNAUTHORIZED', message, { headers: { 'www-authenticate': challenge } });
+}
+
+export async function installAccessControl(app: FastifyInstance, config: Config): Promise<void> {
+  const { authTokens, metricsToken, rateLimitMax, rateLimitWindowMs } = config.ops;
+  const verifier = new TokenVerifier(authTokens, metricsToken);
+  const open = authTokens.size === 0;
+  if (open) {
+    app.log.warn('AUTH_TOKENS is not set: the API is open, anyone who can reach it may upload, delete and call plugins');
+  }
+
+  app.decorateRequest('principal', null);
+  app.addHook('onRequest', async (request) => {
+    const token = bearerToken(request);
+    if (typeof token === 'string') request.principal = verifier.verify(token);
+
+    const { access } = routePolicy(request);
+    if (access === 'open') return;
+    if (access === 'metrics' ? metricsToken === null : open) return;
+    if (token === undefined) throw unauthorized('this route needs a bearer token (Authorization: Bearer <token>)', false);
+    if (request.principal === null) throw unauthorized('the bearer token is not valid', true);
+    if (!SATISFIES[request.principal.grant].has(access)) {
+      throw new AppError('FORBIDDEN', `this route needs a token with the ${access} role`);
+    }
+  });
+
+  if (rateLimitMax === 0) return;
+  // Registered before the routes: the plugin attaches its hook to each route as it is added, after ours.
+  await app.register(rateLimit, {
+    global: true,
+    max: rateLimitMax,
+    timeWindow: rateLimitWindowMs,
+    allowList: (request) => routePolicy(request).rateLimit === null,
+    keyGenerator: (request) =>
+      `${routePolicy(request).rateLimit}:${request.principal ? `token:${request.principal.tokenId}` : `ip:${request.ip}`}`,
+    errorResponseBuilder: (_request, context) =>
+      new AppError('RATE_LIMITED', `rate limit of ${context.max} requests per ${rateLimitWindowMs} ms exceeded, retry in ${context.after}`, {
+        headers: { 'retry-after': String(Math.max(1, Math.ceil(context.ttl / 1000))) },
+      }),
+  });
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Who the bearer token belongs to; null without a valid token. */
+    principal: Principal | null;
+  }
+}

@@ -1,0 +1,100 @@
+// Graceful shutdown: stop taking work, let running calls finish until the drain deadline, then cancel
+// what is left with 503 SHUTTING_DOWN. main.ts calls shutdown(); readiness reads `shuttingDown`.
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { AppError } from '../errors.ts';
+import { routePolicy } from './route-policy.ts';
+
+/** After cancelling, how long the engine gets to end a call itself before the reply is sent for it. */
+const CANCEL_GRACE_MS = 250;
+/** After the cancelled replies, how long sockets may linger before they are closed. */
+const CLOSE_CONNECTIONS_AFTER_MS = 1_000;
+
+function shuttingDownError(message: string): AppError {
+  return new AppError('SHUTTING_DOWN', message, { headers: { connection: 'close', 'retry-after': '1' } });
+}
+
+export class Lifecycle {
+  #shuttingDown = false;
+  readonly #drain = new AbortController();
+  readonly #calls = new Set<FastifyReply>();
+
+  get shuttingDown(): boolean {
+    return this.#shuttingDown;
+  }
+
+  /** Aborted (reason: an AppError SHUTTING_DOWN) when the drain deadline passes; the engine should stop the call. */
+  get drainSignal(): AbortSignal {
+    return this.#drain.signal;
+  }
+
+  get callsInFlight(): number {
+    return this.#calls.size;
+  }
+
+  beginShutdown(): void {
+    this.#shuttingDown = true;
+  }
+
+  track(reply: FastifyReply): void {
+    this.#calls.add(reply);
+  }
+
+  untrack(reply: FastifyReply): void {
+    this.#calls.delete(reply);
+  }
+
+  /** Cancels the calls still running; returns how many there were. */
+  cancelInFlight(): number {
+    const count = this.#calls.size;
+    if (count === 0) return 0;
+    this.#drain.abort(shuttingDownError('the server is shutting down: the call was cancelled at the drain timeout'));
+    setTimeout(() => {
+      for (const reply of this.#calls) {
+        if (!reply.sent) reply.send(shuttingDownError('the server is shutting down: the call was cancelled at the drain timeout'));
+      }
+    }, CANCEL_GRACE_MS).unref();
+    return count;
+  }
+}
+
+export function installLifecycle(app: FastifyInstance, lifecycle: Lifecycle): void {
+  app.addHook('onRequest', async (request, reply) => {
+    const policy = routePolicy(request);
+    if (lifecycle.shuttingDown && !policy.ops) {
+      throw shuttingDownError('the server is shutting down and takes no new requests');
+    }
+    if (policy.call) lifecycle.track(reply);
+  });
+  app.addHook('onSend', async (_request, reply) => {
+    // Keep-alive sockets would hold the listener open past the drain.
+    if (lifecycle.shuttingDown) void reply.header('connection', 'close');
+  });
+  app.addHook('onResponse', async (_request, reply) => {
+    lifecycle.untrack(reply);
+  });
+}
+
+/**
+ * Readiness turns 503 and new requests get 503 SHUTTING_DOWN, the listener closes, running calls get
+ * `drainMs` to finish and are then cancelled; resolves once the app (and with it the engine) is closed.
+ */
+export async function shutdown(app: FastifyInstance, drainMs: number): Promise<void> {
+  const { lifecycle } = app;
+  lifecycle.beginShutdown();
+  const deadline = setTimeout(() => {
+    const cancelled = lifecycle.cancelInFlight();
+    if (cancelled > 0) app.log.warn({ cancelled, drainMs }, 'drain timeout: cancelled the calls still running');
+    setTimeout(() => app.server.closeAllConnections(), CANCEL_GRACE_MS + CLOSE_CONNECTIONS_AFTER_MS).unref();
+  }, drainMs);
+  try {
+    await app.close();
+  } finally {
+    clearTimeout(deadline);
+  }
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    lifecycle: Lifecycle;
+  }
+}

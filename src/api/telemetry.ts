@@ -1,0 +1,181 @@
+// HTTP-side telemetry: request ids, one JSON log line per request (with the call's facts for calls),
+// HTTP request metrics per route template, and call metrics from the report the call route fills in.
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import fastifyMetricsModule from 'fastify-metrics';
+import { type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
+import type { DestinationStream, LoggerOptions } from 'pino';
+import promClient from 'prom-client';
+import type { Config } from '../config.ts';
+import { isAppError } from '../errors.ts';
+import { type EgressOutcome, METRIC_PREFIX, type ServiceMetrics, UNRESOLVED, pluginLabel } from '../metrics.ts';
+import { routePolicy } from './route-policy.ts';
+
+/** What the call route learns about a call, as it learns it; every field may stay unset (e.g. 404 before lookup). */
+export interface CallReport {
+  plugin?: { id: string; name: string | null };
+  /** Set only once the name matched an export of the plugin (it becomes a metric label). */
+  function?: string;
+  /** Effective config handed to the plugin: logged with its values redacted. */
+  config?: Record<string, string>;
+  queueMs?: number;
+  runMs?: number;
+  egress?: readonly { allowed: boolean; status?: number | null }[];
+  logs?: readonly { level: string; message: string }[];
+  logsTruncated?: boolean;
+}
+
+/** The facts of a finished call as logged on its request line. */
+interface CallSummary {
+  plugin: string;
+  pluginId?: string;
+  function: string;
+  outcome: string;
+  queueMs?: number;
+  runMs?: number;
+  egressCount: number;
+  config?: Record<string, string>;
+}
+
+/** Adds to the report of the current call (call route → telemetry). */
+export function reportCall(request: FastifyRequest, facts: CallReport): void {
+  request.callReport = { ...request.callReport, ...facts };
+}
+
+const REDACTED = '[REDACTED]';
+/** Secrets never reach the log: credentials, and values of configs passed to plugins (keys stay). */
+const REDACT_PATHS = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'headers.authorization',
+  'call.config.*',
+  'config.*',
+];
+
+export function loggerOptions(config: Config, stream?: DestinationStream): LoggerOptions & { stream?: DestinationStream } {
+  return {
+    level: config.logLevel,
+    redact: { paths: REDACT_PATHS, censor: REDACTED },
+    ...(stream ? { stream } : {}),
+  };
+}
+
+const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** A caller's X-Request-Id is kept when it is short and plain (it goes into every log line), else replaced. */
+export function genRequestId(raw: IncomingMessage): string {
+  const given = raw.headers['x-request-id'];
+  return typeof given === 'string' && SANE_REQUEST_ID.test(given) ? given : randomUUID();
+}
+
+/** Replaces Fastify's two lines per request with one, carrying route template, status, duration and call facts. */
+export class RequestLogController extends LogController {
+  override incomingRequest(): void {}
+
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    const policy = routePolicy(request);
+    const line = {
+      method: request.method,
+      route: request.routeOptions.url ?? null,
+      url: request.url,
+      statusCode: reply.statusCode,
+      durationMs: round(reply.elapsedTime),
+      ...(request.callSummary ? { call: request.callSummary } : {}),
+      ...(error ? { err: error } : {}),
+    };
+    if (policy.ops && reply.statusCode < 500) request.log.debug(line, 'request completed');
+    else if (error || reply.statusCode >= 500) request.log.warn(line, 'request completed');
+    else request.log.info(line, 'request completed');
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}
+
+function egressOutcome(entry: { allowed: boolean; status?: number | null }): EgressOutcome {
+  if (!entry.allowed) return 'refused';
+  return typeof entry.status === 'number' && entry.status > 0 ? 'ok' : 'error';
+}
+
+export async function installTelemetry(app: FastifyInstance, config: Config, metrics: ServiceMetrics): Promise<void> {
+  // CommonJS module whose plugin is its `default` export.
+  await app.register(fastifyMetricsModule.default, {
+    endpoint: null,
+    name: 'httpMetrics',
+    promClient,
+    defaultMetrics: { enabled: false },
+    routeMetrics: {
+      enabled: { histogram: true, summary: false },
+      groupStatusCodes: true,
+      registeredRoutesOnly: false,
+      invalidRouteGroup: '(unmatched)',
+      overrides: {
+        labels: { status: 'status_class' },
+        histogram: {
+          name: `${METRIC_PREFIX}http_request_duration_seconds`,
+          help: 'HTTP requests by method, route template and status class.',
+          registers: [metrics.registry],
+        },
+        // Not exposed: the plugin builds its summary even when disabled.
+        summary: { registers: [] },
+      },
+    },
+  });
+
+  app.decorateRequest('callReport', null);
+  app.decorateRequest('callSummary', null);
+  app.decorateRequest('errorCode', null);
+
+  app.addHook('onRequest', async (request, reply) => {
+    void reply.header('x-request-id', request.id);
+  });
+
+  app.addHook('onError', async (request, _reply, err) => {
+    if (isAppError(err)) request.errorCode = err.code;
+  });
+
+  app.addHook('onResponse', async (request, reply) => {
+    if (!routePolicy(request).call) return;
+    const report = request.callReport ?? {};
+    const plugin = report.plugin ? pluginLabel(report.plugin) : UNRESOLVED;
+    const fn = report.plugin && report.function !== undefined ? report.function : UNRESOLVED;
+    const outcome = reply.statusCode < 400 ? 'ok' : (request.errorCode?.toLowerCase() ?? `http_${reply.statusCode}`);
+
+    metrics.observeCall({
+      plugin,
+      function: fn,
+      outcome,
+      ...(report.queueMs !== undefined ? { queueSeconds: report.queueMs / 1000 } : {}),
+      ...(report.runMs !== undefined ? { runSeconds: report.runMs / 1000 } : {}),
+    });
+    for (const entry of report.egress ?? []) metrics.egressRequests(egressOutcome(entry));
+    const logs = report.logs ?? [];
+    for (const line of logs) metrics.pluginLogLines(line.level);
+    if (report.logsTruncated) metrics.pluginLogsTruncated();
+
+    if (config.ops.forwardPluginLogs) {
+      for (const line of logs) request.log.debug({ plugin, function: fn, pluginLevel: line.level }, line.message);
+    }
+    request.callSummary = {
+      plugin,
+      ...(report.plugin ? { pluginId: report.plugin.id } : {}),
+      function: fn,
+      outcome,
+      ...(report.queueMs !== undefined ? { queueMs: round(report.queueMs) } : {}),
+      ...(report.runMs !== undefined ? { runMs: round(report.runMs) } : {}),
+      egressCount: report.egress?.length ?? 0,
+      // Copied: redaction rewrites the logged object.
+      ...(report.config ? { config: { ...report.config } } : {}),
+    };
+  });
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    callReport: CallReport | null;
+    callSummary: CallSummary | null;
+    /** Code of the AppError this request ended with, if any. */
+    errorCode: string | null;
+  }
+}

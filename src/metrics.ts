@@ -1,0 +1,209 @@
+// The service's Prometheus metrics: one Registry per app (tests build several apps in one process),
+// every service metric under one prefix, label values only from bounded sets.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export const METRIC_PREFIX = 'wasmhost_';
+
+/** Label value for calls whose plugin or function was never resolved (caller input never becomes a label). */
+export const UNRESOLVED = '';
+
+/** Outcome label of a call: `ok`, or the lower-cased error code it ended with (a closed set, see errors.ts). */
+export type CallOutcome = string;
+
+export interface CallObservation {
+  /** `pluginLabel()` of the resolved plugin, or UNRESOLVED. */
+  plugin: string;
+  /** An export of the plugin, or UNRESOLVED. */
+  function: string;
+  outcome: CallOutcome;
+  queueSeconds?: number;
+  runSeconds?: number;
+}
+
+export type EgressOutcome = 'ok' | 'refused' | 'error';
+
+/** Gauges and counters read when Prometheus scrapes, from whatever part owns the numbers. */
+export interface MetricSources {
+  store?: () => { plugins: number; bytes: number };
+  moduleCache?: () => { entries: number; bytes: number; hits: number; misses: number };
+  workerPool?: () => { size: number; busy: number; queued: number };
+}
+
+const SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+/** Plugins are labelled by name when they have one, else by the first 12 hex digits of their id. */
+export function pluginLabel(plugin: { id: string; name: string | null }): string {
+  return plugin.name ?? plugin.id.slice(0, 12);
+}
+
+export class ServiceMetrics {
+  readonly registry = new Registry();
+  readonly #sources: MetricSources = {};
+
+  readonly #calls: Counter<'plugin' | 'function' | 'outcome'>;
+  readonly #callSeconds: Histogram<'plugin' | 'phase'>;
+  readonly #compileSeconds: Histogram;
+  readonly #workerRestarts: Counter<'reason'>;
+  readonly #egress: Counter<'outcome'>;
+  readonly #pluginLogLines: Counter<'level'>;
+  readonly #pluginLogTruncations: Counter;
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry });
+    const registers = [this.registry];
+    const sources = this.#sources;
+
+    this.#calls = new Counter({
+      name: `${METRIC_PREFIX}calls_total`,
+      help: 'Plugin function calls by plugin, function and outcome (ok or the lower-cased error code).',
+      labelNames: ['plugin', 'function', 'outcome'],
+      registers,
+    });
+    this.#callSeconds = new Histogram({
+      name: `${METRIC_PREFIX}call_duration_seconds`,
+      help: 'Time a call spent waiting for a worker (phase="queue") and running in it (phase="run").',
+      labelNames: ['plugin', 'phase'],
+      buckets: SECONDS_BUCKETS,
+      registers,
+    });
+    this.#compileSeconds = new Histogram({
+      name: `${METRIC_PREFIX}compile_duration_seconds`,
+      help: 'Time to compile a plugin module (at upload, and on a module cache miss).',
+      buckets: SECONDS_BUCKETS,
+      registers,
+    });
+    this.#workerRestarts = new Counter({
+      name: `${METRIC_PREFIX}worker_restarts_total`,
+      help: 'Worker threads replaced, by reason (timeout, crash, memory_limit, ...).',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.#egress = new Counter({
+      name: `${METRIC_PREFIX}egress_requests_total`,
+      help: 'HTTP requests attempted by plugins: ok (answered), refused (policy), error (failed upstream).',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.#pluginLogLines = new Counter({
+      name: `${METRIC_PREFIX}plugin_log_lines_total`,
+      help: 'Log lines captured from plugins (after the call\'s log level filter), by level.',
+      labelNames: ['level'],
+      registers,
+    });
+    this.#pluginLogTruncations = new Counter({
+      name: `${METRIC_PREFIX}plugin_log_truncations_total`,
+      help: 'Calls whose captured plugin logs hit the count or byte cap.',
+      registers,
+    });
+
+    new Gauge({
+      name: `${METRIC_PREFIX}plugins_stored`,
+      help: 'Plugins in the store.',
+      registers,
+      collect() {
+        if (sources.store) this.set(sources.store().plugins);
+      },
+    });
+    new Gauge({
+      name: `${METRIC_PREFIX}plugins_stored_bytes`,
+      help: 'Bytes of Wasm held by the store.',
+      registers,
+      collect() {
+        if (sources.store) this.set(sources.store().bytes);
+      },
+    });
+    new Counter({
+      name: `${METRIC_PREFIX}module_cache_hits_total`,
+      help: 'Compiled-module cache lookups that found the module.',
+      registers,
+      collect() {
+        if (sources.moduleCache) setCounter(this, sources.moduleCache().hits);
+      },
+    });
+    new Counter({
+      name: `${METRIC_PREFIX}module_cache_misses_total`,
+      help: 'Compiled-module cache lookups that had to load and compile the module.',
+      registers,
+      collect() {
+        if (sources.moduleCache) setCounter(this, sources.moduleCache().misses);
+      },
+    });
+    new Gauge({
+      name: `${METRIC_PREFIX}module_cache_entries`,
+      help: 'Compiled modules held in the cache.',
+      registers,
+      collect() {
+        if (sources.moduleCache) this.set(sources.moduleCache().entries);
+      },
+    });
+    new Gauge({
+      name: `${METRIC_PREFIX}module_cache_bytes`,
+      help: 'Wasm source bytes of the modules held in the cache (its size measure).',
+      registers,
+      collect() {
+        if (sources.moduleCache) this.set(sources.moduleCache().bytes);
+      },
+    });
+    new Gauge({
+      name: `${METRIC_PREFIX}workers`,
+      help: 'Worker threads in the pool.',
+      registers,
+      collect() {
+        if (sources.workerPool) this.set(sources.workerPool().size);
+      },
+    });
+    new Gauge({
+      name: `${METRIC_PREFIX}workers_busy`,
+      help: 'Worker threads running a call.',
+      registers,
+      collect() {
+        if (sources.workerPool) this.set(sources.workerPool().busy);
+      },
+    });
+    new Gauge({
+      name: `${METRIC_PREFIX}queue_depth`,
+      help: 'Calls waiting for a free worker.',
+      registers,
+      collect() {
+        if (sources.workerPool) this.set(sources.workerPool().queued);
+      },
+    });
+  }
+
+  /** Lets the part that owns a number expose it; read at scrape time. */
+  watch(sources: MetricSources): void {
+    Object.assign(this.#sources, sources);
+  }
+
+  observeCall(call: CallObservation): void {
+    this.#calls.inc({ plugin: call.plugin, function: call.function, outcome: call.outcome });
+    if (call.queueSeconds !== undefined) this.#callSeconds.observe({ plugin: call.plugin, phase: 'queue' }, call.queueSeconds);
+    if (call.runSeconds !== undefined) this.#callSeconds.observe({ plugin: call.plugin, phase: 'run' }, call.runSeconds);
+  }
+
+  observeCompile(seconds: number): void {
+    this.#compileSeconds.observe(seconds);
+  }
+
+  workerRestarted(reason: string): void {
+    this.#workerRestarts.inc({ reason });
+  }
+
+  egressRequests(outcome: EgressOutcome, count = 1): void {
+    this.#egress.inc({ outcome }, count);
+  }
+
+  pluginLogLines(level: string, count = 1): void {
+    this.#pluginLogLines.inc({ level }, count);
+  }
+
+  pluginLogsTruncated(): void {
+    this.#pluginLogTruncations.inc();
+  }
+}
+
+/** Counters owned elsewhere (e.g. the module cache's hit count) are mirrored, never decremented. */
+function setCounter(counter: Counter, value: number): void {
+  counter.reset();
+  counter.inc(value);
+}

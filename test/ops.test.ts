@@ -1,0 +1,311 @@
+// Operability without the call engine: health and readiness, request ids, access tokens, rate limits,
+// the /metrics exposition, and secrets kept out of the logs. Real servers on 127.0.0.1.
+import { rename, rm, writeFile } from 'node:fs/promises';
+import { Writable } from 'node:stream';
+import { afterEach, describe, expect, it } from 'vitest';
+import { TokenVerifier } from '../src/api/auth.ts';
+import { makeTempDir, removeDir, startServer, tinyPluginWat, wat, type StartOptions, type TestServer } from './helpers.ts';
+import { parsePrometheusText, sampleValue } from './prom-text.ts';
+
+const ADMIN = 'admin-token-0123456789abcdef';
+const INVOKE = 'invoke-token-0123456789abcdef';
+const METRICS = 'metrics-token-0123456789abcdef';
+const TOKENS_ENV = { AUTH_TOKENS: `${ADMIN}:admin,${INVOKE}:invoke`, METRICS_TOKEN: METRICS };
+
+const servers: TestServer[] = [];
+afterEach(async () => {
+  for (const server of servers.splice(0)) {
+    await server.close();
+    await removeDir(server.dataDir);
+  }
+});
+
+async function start(options: StartOptions = {}): Promise<TestServer> {
+  const server = await startServer(options);
+  servers.push(server);
+  return server;
+}
+
+function bearer(token: string | undefined): Record<string, string> {
+  return token === undefined ? {} : { authorization: `Bearer ${token}` };
+}
+
+let marker = 1000;
+/** Uploads a fresh tiny plugin (new bytes each time) and returns its id. */
+async function upload(server: TestServer, token?: string, name?: string): Promise<Response> {
+  const bytes = await wat(tinyPluginWat(marker++));
+  const query = name ? `?name=${name}` : '';
+  return fetch(`${server.url}/plugins${query}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/wasm', ...bearer(token) },
+    body: bytes,
+  });
+}
+
+/** Collects pino's JSON lines. */
+function logCapture(): { stream: Writable; lines: () => Record<string, unknown>[]; text: () => string } {
+  const chunks: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      chunks.push(chunk.toString());
+      done();
+    },
+  });
+  return {
+    stream,
+    text: () => chunks.join(''),
+    lines: () =>
+      chunks
+        .join('')
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
+  };
+}
+
+describe('health and readiness', () => {
+  it('answers /healthz and /readyz with 200 when the store is usable', async () => {
+    const server = await start();
+    const health = await fetch(`${server.url}/healthz`);
+    expect(health.status).toBe(200);
+    expect(await health.json()).toEqual({ status: 'ok' });
+    const ready = await fetch(`${server.url}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toMatchObject({ status: 'ok', checks: { store: 'ok' } });
+  });
+
+  it('turns /readyz 503 NOT_READY naming the store when DATA_DIR stops being a writable directory, and back to 200', async () => {
+    const server = await start();
+    // Tests run as root, and root ignores permission bits (chmod would not make the store fail):
+    // instead DATA_DIR is swapped for a regular file, so the store's write probe really fails.
+    const away = `${server.dataDir}.away`;
+    await rename(server.dataDir, away);
+    await writeFile(server.dataDir, 'not a directory');
+    try {
+      const ready = await fetch(`${server.url}/readyz`);
+      expect(ready.status).toBe(503);
+      const body = (await ready.json()) as { code: string; message: string; checks: Record<string, string> };
+      expect(body.code).toBe('NOT_READY');
+      expect(body.message).toMatch(/store/);
+      expect(body.checks.store).toMatch(/^failed: /);
+      // Liveness does not depend on the store.
+      expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+    } finally {
+      await rm(server.dataDir);
+      await rename(away, server.dataDir);
+    }
+    expect((await fetch(`${server.url}/readyz`)).status).toBe(200);
+  });
+
+  it('turns /readyz 503 SHUTTING_DOWN and refuses new API requests once shutdown began', async () => {
+    const server = await start();
+    server.app.lifecycle.beginShutdown();
+    const ready = await fetch(`${server.url}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(await ready.json()).toMatchObject({ code: 'SHUTTING_DOWN' });
+    const list = await fetch(`${server.url}/plugins`);
+    expect(list.status).toBe(503);
+    expect(list.headers.get('connection')).toBe('close');
+    expect(await list.json()).toMatchObject({ code: 'SHUTTING_DOWN' });
+    expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+  });
+});
+
+describe('request ids', () => {
+  it('echoes a sane X-Request-Id, replaces an unsafe one, and generates one when absent', async () => {
+    const server = await start();
+    const given = await fetch(`${server.url}/healthz`, { headers: { 'x-request-id': 'abc-123.XYZ:9' } });
+    expect(given.headers.get('x-request-id')).toBe('abc-123.XYZ:9');
+
+    const unsafe = await fetch(`${server.url}/healthz`, { headers: { 'x-request-id': 'x'.repeat(200) } });
+    expect(unsafe.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+
+    const a = (await fetch(`${server.url}/plugins`)).headers.get('x-request-id');
+    const b = (await fetch(`${server.url}/nope`)).headers.get('x-request-id');
+    expect(a).toMatch(/^[0-9a-f-]{36}$/);
+    expect(b).toMatch(/^[0-9a-f-]{36}$/);
+    expect(a).not.toBe(b);
+  });
+
+  it('logs one JSON line per request with request id, route template, status and duration', async () => {
+    const logs = logCapture();
+    const server = await start({ env: { LOG_LEVEL: 'info' }, appOptions: { logStream: logs.stream } });
+    const created = await upload(server);
+    const { id } = (await created.json()) as { id: string };
+    await fetch(`${server.url}/plugins/${id}`, { headers: { 'x-request-id': 'req-describe-1' } });
+
+    const lines = logs.lines().filter((l) => l.reqId === 'req-describe-1');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({
+      msg: 'request completed',
+      method: 'GET',
+      route: '/plugins/:id',
+      url: `/plugins/${id}`,
+      statusCode: 200,
+    });
+    expect(typeof lines[0]!.durationMs).toBe('number');
+  });
+});
+
+describe('access tokens', () => {
+  it('compares tokens in constant time over sha256 digests, and tells roles apart', () => {
+    const verifier = new TokenVerifier(new Map([[ADMIN, 'admin'], [INVOKE, 'invoke']]), METRICS);
+    expect(verifier.verify(ADMIN)?.grant).toBe('admin');
+    expect(verifier.verify(INVOKE)?.grant).toBe('invoke');
+    expect(verifier.verify(METRICS)?.grant).toBe('metrics');
+    expect(verifier.verify(`${ADMIN}x`)).toBeNull();
+    expect(verifier.verify('')).toBeNull();
+    // Ids are digests, never the token itself.
+    expect(verifier.verify(ADMIN)?.tokenId).toMatch(/^[0-9a-f]{12}$/);
+    expect(verifier.verify(ADMIN)?.tokenId).not.toBe(verifier.verify(INVOKE)?.tokenId);
+  });
+
+  it('answers the 401/403/2xx matrix for every plugin-management route and role', async () => {
+    const server = await start({ env: TOKENS_ENV });
+    const seeded = await upload(server, ADMIN, 'seed');
+    expect(seeded.status).toBe(201);
+    const { id } = (await seeded.json()) as { id: string };
+
+    type Case = { method: string; path: string; ok: number; needs: 'invoke' | 'admin' };
+    const cases: Case[] = [
+      { method: 'GET', path: '/plugins', ok: 200, needs: 'invoke' },
+      { method: 'GET', path: `/plugins/${id}`, ok: 200, needs: 'invoke' },
+      { method: 'GET', path: '/plugins/seed', ok: 200, needs: 'invoke' },
+      { method: 'GET', path: `/plugins/${id}/wasm`, ok: 200, needs: 'invoke' },
+      { method: 'POST', path: '/plugins', ok: 201, needs: 'admin' },
+      { method: 'DELETE', path: '/plugins/:fresh', ok: 204, needs: 'admin' },
+    ];
+    const tokens: [string, string | undefined][] = [
+      ['none', undefined],
+      ['unknown', 'not-a-token-0123456789abcdef'],
+      ['metrics', METRICS],
+      ['invoke', INVOKE],
+      ['admin', ADMIN],
+    ];
+    for (const c of cases) {
+      for (const [who, token] of tokens) {
+        let res: Response;
+        if (c.method === 'POST') {
+          res = await upload(server, token);
+        } else {
+          let path = c.path;
+          if (path === '/plugins/:fresh') {
+            const fresh = (await (await upload(server, ADMIN)).json()) as { id: string };
+            path = `/plugins/${fresh.id}`;
+          }
+          res = await fetch(`${server.url}${path}`, { method: c.method, headers: bearer(token) });
+        }
+        const allowed = who === 'admin' || (who === 'invoke' && c.needs === 'invoke');
+        const expected = who === 'none' || who === 'unknown' ? 401 : allowed ? c.ok : 403;
+        expect({ route: `${c.method} ${c.path}`, who, status: res.status }).toEqual({ route: `${c.method} ${c.path}`, who, status: expected });
+        if (expected === 401) {
+          expect(res.headers.get('www-authenticate')).toMatch(/^Bearer /);
+          expect(await res.json()).toMatchObject({ statusCode: 401, code: 'UNAUTHORIZED' });
+        } else if (expected === 403) {
+          expect(await res.json()).toMatchObject({ statusCode: 403, code: 'FORBIDDEN' });
+        } else {
+          await res.arrayBuffer();
+        }
+      }
+    }
+  });
+
+  it('keeps /healthz and /readyz open and protects /metrics with METRICS_TOKEN (or an admin token)', async () => {
+    const server = await start({ env: TOKENS_ENV });
+    for (const path of ['/healthz', '/readyz']) {
+      expect((await fetch(`${server.url}${path}`)).status).toBe(200);
+      expect((await fetch(`${server.url}${path}`, { headers: bearer('bogus-token-0123456789') })).status).toBe(200);
+    }
+    const none = await fetch(`${server.url}/metrics`);
+    expect(none.status).toBe(401);
+    expect(none.headers.get('www-authenticate')).toMatch(/^Bearer /);
+    expect((await fetch(`${server.url}/metrics`, { headers: bearer('bogus-token-0123456789') })).status).toBe(401);
+    expect((await fetch(`${server.url}/metrics`, { headers: bearer(INVOKE) })).status).toBe(403);
+    expect((await fetch(`${server.url}/metrics`, { headers: bearer(METRICS) })).status).toBe(200);
+    expect((await fetch(`${server.url}/metrics`, { headers: bearer(ADMIN) })).status).toBe(200);
+  });
+
+  it('runs open with one clear warning when no tokens are configured, /metrics included', async () => {
+    const logs = logCapture();
+    const server = await start({ env: { LOG_LEVEL: 'info' }, appOptions: { logStream: logs.stream } });
+    expect((await upload(server)).status).toBe(201);
+    expect((await fetch(`${server.url}/plugins`)).status).toBe(200);
+    expect((await fetch(`${server.url}/metrics`)).status).toBe(200);
+    const warnings = logs.lines().filter((l) => l.level === 40 && String(l.msg).includes('AUTH_TOKENS'));
+    expect(warnings).toHaveLength(1);
+  });
+
+  it('never writes a token into the log', async () => {
+    const logs = logCapture();
+    const server = await start({ env: { ...TOKENS_ENV, LOG_LEVEL: 'trace' }, appOptions: { logStream: logs.stream } });
+    await upload(server, ADMIN);
+    await fetch(`${server.url}/plugins`, { headers: bearer(INVOKE) });
+    await fetch(`${server.url}/plugins`, { headers: bearer('wrong-token-0123456789abcdef') });
+    await fetch(`${server.url}/metrics`, { headers: bearer(METRICS) });
+    const text = logs.text();
+    expect(text).toContain('request completed');
+    for (const secret of [ADMIN, INVOKE, METRICS, 'wrong-token-0123456789abcdef']) expect(text).not.toContain(secret);
+  });
+});
+
+describe('rate limits', () => {
+  it('limits uploads per token with 429 RATE_LIMITED and Retry-After, and leaves reads and other tokens alone', async () => {
+    const dataDir = await makeTempDir();
+    const server = await start({
+      dataDir,
+      env: { AUTH_TOKENS: `${ADMIN}:admin,other-admin-0123456789abcdef:admin`, RATE_LIMIT_MAX: '2', RATE_LIMIT_WINDOW_MS: '60000' },
+    });
+    expect((await upload(server, ADMIN)).status).toBe(201);
+    expect((await upload(server, ADMIN)).status).toBe(201);
+    const limited = await upload(server, ADMIN);
+    expect(limited.status).toBe(429);
+    expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(await limited.json()).toMatchObject({ statusCode: 429, code: 'RATE_LIMITED' });
+
+    expect((await upload(server, 'other-admin-0123456789abcdef')).status).toBe(201);
+    for (let i = 0; i < 5; i++) expect((await fetch(`${server.url}/plugins`, { headers: bearer(ADMIN) })).status).toBe(200);
+    const list = (await (await fetch(`${server.url}/plugins`, { headers: bearer(ADMIN) })).json()) as { plugins: unknown[] };
+    expect(list.plugins).toHaveLength(3);
+  });
+});
+
+describe('/metrics', () => {
+  it('serves valid Prometheus text with process defaults, HTTP metrics per route template and store gauges', async () => {
+    const server = await start();
+    await upload(server);
+    const second = (await (await upload(server)).json()) as { id: string; size: number };
+    await fetch(`${server.url}/plugins/${second.id}`);
+    await fetch(`${server.url}/plugins/${'0'.repeat(64)}`);
+    for (let i = 0; i < 3; i++) await fetch(`${server.url}/no/such/route/${i}`);
+
+    const res = await fetch(`${server.url}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+    const families = parsePrometheusText(await res.text());
+
+    expect(families.get('process_cpu_user_seconds_total')?.type).toBe('counter');
+    expect(families.get('nodejs_eventloop_lag_seconds')?.type).toBe('gauge');
+    const http = 'wasmhost_http_request_duration_seconds_count';
+    expect(families.get('wasmhost_http_request_duration_seconds')?.type).toBe('histogram');
+    expect(sampleValue(families, http, { method: 'POST', route: '/plugins', status_class: '2xx' })).toBe(2);
+    expect(sampleValue(families, http, { method: 'GET', route: '/plugins/:id', status_class: '2xx' })).toBe(1);
+    expect(sampleValue(families, http, { method: 'GET', route: '/plugins/:id', status_class: '4xx' })).toBe(1);
+    // Unknown paths share one series: a caller cannot mint label values.
+    expect(sampleValue(families, http, { method: 'GET', route: '(unmatched)', status_class: '4xx' })).toBe(3);
+
+    expect(sampleValue(families, 'wasmhost_plugins_stored')).toBe(2);
+    expect(sampleValue(families, 'wasmhost_plugins_stored_bytes')).toBeGreaterThanOrEqual(second.size * 2 - 2);
+    for (const name of ['wasmhost_module_cache_entries', 'wasmhost_module_cache_bytes', 'wasmhost_module_cache_hits_total']) {
+      expect(families.has(name)).toBe(true);
+    }
+  });
+
+  it('keeps one registry per app, so two apps in one process count separately', async () => {
+    const a = await start();
+    const b = await start();
+    await upload(a);
+    const scrape = async (s: TestServer) => parsePrometheusText(await (await fetch(`${s.url}/metrics`)).text());
+    expect(sampleValue(await scrape(a), 'wasmhost_plugins_stored')).toBe(1);
+    expect(sampleValue(await scrape(b), 'wasmhost_plugins_stored')).toBe(0);
+  });
+});
