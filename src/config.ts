@@ -2,6 +2,7 @@
 // No other module reads process.env.
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
+import { InvalidHostPatternError, validateHostPatterns } from './egress/policy.ts';
 
 const MiB = 1024 * 1024;
 
@@ -107,6 +108,18 @@ function list(env: Env, key: string, fallback: string[]): string[] {
   return raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
 }
 
+/** A host pattern list (egress/policy.ts grammar), checked at start so a bad ceiling fails fast. */
+function hostPatterns(env: Env, key: string, fallback: string[]): string[] {
+  const patterns = list(env, key, fallback);
+  try {
+    validateHostPatterns(patterns);
+  } catch (err) {
+    if (err instanceof InvalidHostPatternError) throw new ConfigError(`${key}: ${err.message}`);
+    throw err;
+  }
+  return patterns;
+}
+
 /** AUTH_TOKENS="token1:admin,token2:invoke"; AUTH_TOKENS_FILE holds the same, one per line. */
 export function parseAuthTokens(text: string, source: string): Map<string, Role> {
   const tokens = new Map<string, Role>();
@@ -169,7 +182,7 @@ export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
       },
     },
     egress: {
-      allowedHosts: list(env, 'EGRESS_ALLOWED_HOSTS', ['*']),
+      allowedHosts: hostPatterns(env, 'EGRESS_ALLOWED_HOSTS', ['*']),
       allowPrivate: bool(env, 'EGRESS_ALLOW_PRIVATE', false),
       timeoutMs: int(env, 'EGRESS_TIMEOUT_MS', 10_000, 1),
       maxRequestsPerCall: int(env, 'EGRESS_MAX_REQUESTS', 32, 0),

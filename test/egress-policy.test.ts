@@ -1,6 +1,7 @@
 // Pure unit tests of the egress policy: no sockets, no DNS. Addresses outside loopback are only
 // ever classified here, never connected to.
 import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../src/config.ts';
 import {
   InvalidHostPatternError,
   classifyAddress,
@@ -25,6 +26,8 @@ describe('host pattern matching', () => {
     ['*.example.com', 'https://example.com/', false],
     ['*.example.com', 'https://evilexample.com/', false],
     ['*.example.com', 'https://example.com.evil.test/', false],
+    ['*.example.com', 'https://.example.com/', false],
+    ['*', 'https://a..example.com/', false],
     ['*', 'https://anything.test/', true],
     ['*', 'http://127.0.0.1:8080/', true],
     ['https://api.example.com', 'https://api.example.com/', true],
@@ -198,5 +201,15 @@ describe('address classification (no connection is made)', () => {
     for (const text of ['example.com', '127.1', '0x7f000001', '', '[example.com]', '1.2.3.4.5']) {
       expect(classifyAddress(text)).toBeNull();
     }
+  });
+});
+
+describe('operator ceiling from the environment', () => {
+  it('fails at start on a malformed EGRESS_ALLOWED_HOSTS and keeps a valid one as written', () => {
+    expect(() => loadConfig({ EGRESS_ALLOWED_HOSTS: 'api.example.com,!evil.test' })).toThrow(ConfigError);
+    expect(() => loadConfig({ EGRESS_ALLOWED_HOSTS: '*.example.com/path' })).toThrow(/EGRESS_ALLOWED_HOSTS/);
+    expect(loadConfig({ EGRESS_ALLOWED_HOSTS: 'https://api.example.com:8443, *.example.test' }).egress.allowedHosts)
+      .toEqual(['https://api.example.com:8443', '*.example.test']);
+    expect(loadConfig({}).egress).toMatchObject({ allowedHosts: ['*'], allowPrivate: false });
   });
 });

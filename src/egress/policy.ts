@@ -120,6 +120,8 @@ export function matchesPattern(url: URL, pattern: HostPattern): boolean {
     if (port !== pattern.port) return false;
   }
   const host = urlHost(url);
+  // The URL parser keeps empty labels (".example.com", "a..b"); no real host has them.
+  if (host.startsWith('.') || host.includes('..')) return false;
   switch (pattern.host.kind) {
     case 'any':
       return true;
