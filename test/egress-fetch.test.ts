@@ -1,6 +1,11 @@
 // The egress fetch against real HTTP servers on 127.0.0.1 and ::1. Every name used here resolves
 // through the session's static `hosts` table (or an injected resolver), so nothing reaches real DNS,
 // and every address connected to is loopback.
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import wabtInit from 'wabt';
 import createPlugin from '@extism/extism';
@@ -191,6 +196,44 @@ describe('allowed requests (allowPrivate=true, as in the test default)', () => {
     expect(echoed.headers.authorization).toBe(`Basic ${Buffer.from('user:s3cret').toString('base64')}`);
     expect(s.audit[0]?.url).toBe(`http://REDACTED:REDACTED@a.example.test:${v4.port}/echo?q=1&x=2`);
     expect(JSON.stringify(s.audit)).not.toContain('s3cret');
+  });
+});
+
+describe('HTTPS through the pinned connection', () => {
+  const tlsDir = fileURLToPath(new URL('./fixtures/tls/', import.meta.url));
+  let server: https.Server;
+  let port: number;
+  let ca: string;
+
+  beforeAll(async () => {
+    ca = readFileSync(`${tlsDir}cert.pem`, 'utf8');
+    server = https.createServer({ cert: ca, key: readFileSync(`${tlsDir}key.pem`) }, (_req, res) => res.end('secure'));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    port = (server.address() as AddressInfo).port;
+  });
+
+  afterAll(async () => {
+    server.closeAllConnections();
+    server.close();
+    await once(server, 'close');
+  });
+
+  const hosts = { 'secure.example.test': '127.0.0.1', 'other.example.test': '127.0.0.1' };
+
+  it('verifies the certificate against the URL host name, not the pinned IP', async () => {
+    const s = session({ hosts }, { ca: [ca] });
+    const res = await s.fetch(`https://secure.example.test:${port}/`);
+    expect(await res.text()).toBe('secure');
+    // Same address, other name: the certificate does not cover it, so the TLS handshake fails.
+    const err = await rejection(s.fetch(`https://other.example.test:${port}/`));
+    expect(err).toMatchObject({ reason: 'connect_failed', code: 'EGRESS_ERROR' });
+    expect(err.message).toMatch(/ERR_TLS_CERT_ALTNAME_INVALID/);
+  });
+
+  it('refuses an untrusted certificate', async () => {
+    const s = session({ hosts });
+    expect((await rejection(s.fetch(`https://secure.example.test:${port}/`))).reason).toBe('connect_failed');
   });
 });
 

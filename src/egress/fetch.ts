@@ -41,6 +41,8 @@ export interface EgressOptions {
 /** Injectable resolver, for tests only (e.g. DNS answers that change between lookups). */
 export interface EgressDeps {
   resolve?: (host: string) => Promise<LookupAddress[]>;
+  /** Extra trusted CA certificates (PEM), so tests can serve HTTPS on loopback. */
+  ca?: string[];
 }
 
 /** What the SDK passes: `fetch(url, { headers, method, body? })`. */
@@ -323,7 +325,7 @@ export function createEgressFetch(options: EgressOptions, deps: EgressDeps = {})
   }
 
   function dispatcher(): Agent {
-    agent ??= new Agent({ connect: { lookup: pinnedLookup }, keepAliveTimeout: 4_000 });
+    agent ??= new Agent({ connect: { lookup: pinnedLookup, ...(deps.ca ? { ca: deps.ca } : {}) }, keepAliveTimeout: 4_000 });
     return agent;
   }
 
