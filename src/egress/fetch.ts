@@ -204,6 +204,8 @@ export function redactUrl(url: URL | string): string {
   return text.length > MAX_AUDIT_URL ? `${text.slice(0, MAX_AUDIT_URL)}…` : text;
 }
 
+// setTimeout fires at once for longer delays (32-bit), so longer budgets are clamped (~24.8 days).
+const MAX_TIMER_MS = 2 ** 31 - 1;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
 // Connection management is ours; Host would let a plugin reach a virtual host the URL does not name.
@@ -238,6 +240,14 @@ function headerPairs(headers: { forEach(cb: (value: string, name: string) => voi
   const pairs: [string, string][] = [];
   headers.forEach((value, name) => pairs.push([name, value]));
   return pairs;
+}
+
+function percentDecode(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
 }
 
 function roundMs(ms: number): number {
@@ -284,7 +294,7 @@ const REASON_TEXT: Record<EgressReason, string> = {
   request_too_large: 'request body too large',
   invalid_request: 'invalid request',
   dns_failed: 'host name did not resolve',
-  connect_failed: 'connection failed',
+  connect_failed: 'connection failed or closed before a response',
   upstream_failed: 'upstream failed',
   response_too_large: 'response body too large',
   timeout: 'timed out',
@@ -396,7 +406,7 @@ export function createEgressFetch(options: EgressOptions, deps: EgressDeps = {})
     const remaining = deadline - Date.now();
     const cutByDeadline = remaining <= options.timeoutMs;
     const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(new Error('egress timeout')), Math.max(0, Math.min(options.timeoutMs, remaining)));
+    const timer = setTimeout(() => controller.abort(new Error('egress timeout')), Math.max(0, Math.min(options.timeoutMs, remaining, MAX_TIMER_MS)));
     const onCallerAbort = () => controller.abort(init.signal?.reason);
     init.signal?.addEventListener('abort', onCallerAbort, { once: true });
     const signal = controller.signal;
@@ -440,7 +450,7 @@ export function createEgressFetch(options: EgressOptions, deps: EgressDeps = {})
         const target = new URL(url.href);
         if (target.username !== '' || target.password !== '') {
           if (!headers.has('authorization')) {
-            const userinfo = `${decodeURIComponent(target.username)}:${decodeURIComponent(target.password)}`;
+            const userinfo = `${percentDecode(target.username)}:${percentDecode(target.password)}`;
             headers.set('authorization', `Basic ${Buffer.from(userinfo).toString('base64')}`);
           }
           target.username = '';
