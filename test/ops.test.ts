@@ -38,7 +38,7 @@ async function upload(server: TestServer, token?: string, name?: string): Promis
   return fetch(`${server.url}/plugins${query}`, {
     method: 'POST',
     headers: { 'content-type': 'application/wasm', ...bearer(token) },
-    body: bytes,
+    body: new Uint8Array(bytes),
   });
 }
 
