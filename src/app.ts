@@ -9,6 +9,8 @@ import { Readiness, installLoadShedding, opsRoutes } from './api/ops.ts';
 import { RequestLogController, genRequestId, installTelemetry, loggerOptions } from './api/telemetry.ts';
 import { ServiceMetrics } from './metrics.ts';
 import { pluginRoutes } from './api/plugins.ts';
+import { callRoutes } from './api/call.ts';
+import { CallEngine } from './engine/engine.ts';
 import { ModuleCache } from './engine/module-cache.ts';
 import { FsPluginStore } from './store/fs-store.ts';
 import type { PluginStore } from './store/store.ts';
@@ -27,6 +29,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     // Shutdown is answered by api/lifecycle.ts with our error shape.
     return503OnClosing: false,
     bodyLimit: 1024 * 1024,
+    // Unknown fields in a body are an error (schemas say additionalProperties: false), never dropped.
+    ajv: { customOptions: { removeAdditional: false } },
   });
   installErrorHandler(app);
 
@@ -51,6 +55,11 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(opsRoutes, { metrics, readiness });
   await app.register(pluginRoutes, { config });
 
+  const engine = new CallEngine(config, { store, moduleCache: app.moduleCache });
+  app.decorate('engine', engine);
+  app.addHook('onClose', () => engine.close());
+  await app.register(callRoutes, { config, engine });
+
   return app;
 }
 
@@ -58,5 +67,6 @@ declare module 'fastify' {
   interface FastifyInstance {
     store: PluginStore;
     moduleCache: ModuleCache;
+    engine: CallEngine;
   }
 }

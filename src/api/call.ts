@@ -1,0 +1,165 @@
+// POST /plugins/:id/call — run one exported function of a stored plugin for an HTTP caller.
+import type { FastifyInstance } from 'fastify';
+import type { Config } from '../config.ts';
+import { InvalidHostPatternError, validateHostPatterns } from '../egress/policy.ts';
+import { AppError } from '../errors.ts';
+import type { CallEngine } from '../engine/engine.ts';
+import { resolveLimits } from '../engine/limits.ts';
+import { CALL_LOG_LEVELS, type CallLogLevel } from '../engine/logs.ts';
+import { errorSchema, pluginParamsSchema } from './schemas.ts';
+
+export interface CallBody {
+  function: string;
+  input?: string;
+  inputBase64?: string;
+  config?: Record<string, string>;
+  allowedHosts?: string[];
+  logLevel?: CallLogLevel;
+  timeoutMs?: number;
+  memoryMaxPages?: number;
+  maxOutputBytes?: number;
+  maxHttpResponseBytes?: number;
+  maxVarBytes?: number;
+  outputEncoding?: 'utf8' | 'base64';
+}
+
+export const callBodySchema = {
+  type: 'object',
+  required: ['function'],
+  additionalProperties: false,
+  properties: {
+    function: { type: 'string', minLength: 1, maxLength: 1024 },
+    input: { type: 'string' },
+    inputBase64: { type: 'string', pattern: '^[A-Za-z0-9+/]*={0,2}$' },
+    config: { type: 'object', additionalProperties: { type: 'string' } },
+    allowedHosts: { type: 'array', items: { type: 'string' }, maxItems: 256 },
+    logLevel: { type: 'string', enum: [...CALL_LOG_LEVELS] },
+    timeoutMs: { type: 'integer', minimum: 1 },
+    memoryMaxPages: { type: 'integer', minimum: 1 },
+    maxOutputBytes: { type: 'integer', minimum: 0 },
+    maxHttpResponseBytes: { type: 'integer', minimum: 0 },
+    maxVarBytes: { type: 'integer', minimum: 0 },
+    outputEncoding: { type: 'string', enum: ['utf8', 'base64'] },
+  },
+  not: { required: ['input', 'inputBase64'] },
+} as const;
+
+const logEntrySchema = {
+  type: 'object',
+  required: ['level', 'message', 'time'],
+  properties: { level: { type: 'string' }, message: { type: 'string' }, time: { type: 'string' } },
+} as const;
+
+const egressEntrySchema = {
+  type: 'object',
+  required: ['method', 'url', 'status', 'bytes', 'durationMs', 'allowed'],
+  properties: {
+    method: { type: 'string' },
+    url: { type: 'string' },
+    status: { type: ['integer', 'null'] },
+    bytes: { type: 'integer' },
+    durationMs: { type: 'number' },
+    allowed: { type: 'boolean' },
+    reason: { type: 'string' },
+  },
+} as const;
+
+export const callResponseSchema = {
+  type: 'object',
+  required: ['logs', 'logsTruncated', 'durationMs', 'plugin', 'function', 'egress'],
+  properties: {
+    output: { type: 'string' },
+    outputBase64: { type: 'string' },
+    logs: { type: 'array', items: logEntrySchema },
+    logsTruncated: { type: 'boolean' },
+    durationMs: { type: 'number' },
+    plugin: {
+      type: 'object',
+      required: ['id', 'name'],
+      properties: { id: { type: 'string' }, name: { type: ['string', 'null'] } },
+    },
+    function: { type: 'string' },
+    egress: { type: 'array', items: egressEntrySchema },
+  },
+} as const;
+
+export interface CallRoutesOptions {
+  config: Config;
+  engine: CallEngine;
+}
+
+/** JSON quoting and base64 make a body bigger than the input it carries; the input itself is checked exactly. */
+export function callBodyLimit(maxInputBytes: number): number {
+  return Math.ceil((maxInputBytes * 4) / 3) + 1024 * 1024;
+}
+
+export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions): Promise<void> {
+  const { config, engine } = opts;
+  const { maxInputBytes } = config.engine;
+  const { store } = app;
+
+  app.post<{ Params: { id: string }; Body: CallBody }>(
+    '/plugins/:id/call',
+    {
+      bodyLimit: callBodyLimit(maxInputBytes),
+      config: { tooLargeCode: 'INPUT_TOO_LARGE' },
+      schema: {
+        params: pluginParamsSchema,
+        body: callBodySchema,
+        response: { 200: callResponseSchema, '4xx': errorSchema, '5xx': errorSchema },
+      },
+    },
+    async (request) => {
+      const body = request.body;
+      const inputBytes =
+        body.input !== undefined
+          ? Buffer.byteLength(body.input, 'utf8')
+          : body.inputBase64 !== undefined
+            ? Math.floor((body.inputBase64.length * 3) / 4) - (body.inputBase64.endsWith('==') ? 2 : body.inputBase64.endsWith('=') ? 1 : 0)
+            : 0;
+      if (inputBytes > maxInputBytes) {
+        throw new AppError('INPUT_TOO_LARGE', `the input is ${inputBytes} bytes; the limit is ${maxInputBytes} bytes (MAX_INPUT_BYTES)`);
+      }
+      if (body.allowedHosts) {
+        try {
+          validateHostPatterns(body.allowedHosts);
+        } catch (err) {
+          if (err instanceof InvalidHostPatternError) {
+            throw new AppError('INVALID_ALLOWED_HOSTS', err.message, { details: { pattern: err.pattern, problem: err.problem } });
+          }
+          throw err;
+        }
+      }
+      const limits = resolveLimits(config.engine.limits, {
+        timeoutMs: body.timeoutMs,
+        memoryMaxPages: body.memoryMaxPages,
+        maxOutputBytes: body.maxOutputBytes,
+        maxHttpResponseBytes: body.maxHttpResponseBytes,
+        maxVarBytes: body.maxVarBytes,
+      });
+      const plugin = await store.get(request.params.id);
+      if (!plugin) throw new AppError('PLUGIN_NOT_FOUND', `no plugin with id or name "${request.params.id.slice(0, 80)}"`);
+
+      const result = await engine.call({
+        plugin,
+        function: body.function,
+        input: body.input ?? body.inputBase64 ?? null,
+        inputEncoding: body.inputBase64 !== undefined ? 'base64' : 'utf8',
+        config: body.config,
+        allowedHosts: body.allowedHosts,
+        logLevel: body.logLevel ?? 'info',
+        limits,
+        outputEncoding: body.outputEncoding,
+      });
+      return {
+        ...(result.outputBase64 !== undefined ? { outputBase64: result.outputBase64 } : { output: result.output ?? '' }),
+        logs: result.logs,
+        logsTruncated: result.logsTruncated,
+        durationMs: Math.round(result.durationMs * 1000) / 1000,
+        plugin: { id: plugin.id, name: plugin.name },
+        function: body.function,
+        egress: result.egress,
+      };
+    },
+  );
+}

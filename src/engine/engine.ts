@@ -1,0 +1,208 @@
+// The call engine: turns a stored plugin + a call request into a worker task and its outcome.
+// Knows nothing of HTTP; failures are AppErrors carrying the logs (and egress audit) of the call.
+import type { Config } from '../config.ts';
+import type { EgressAuditEntry, EgressOptions } from '../egress/fetch.ts';
+import { AppError } from '../errors.ts';
+import type { PluginMeta, PluginStore } from '../store/store.ts';
+import type { ResolvedLimits } from './limits.ts';
+import type { CallLogLevel, LogEntry } from './logs.ts';
+import type { ModuleCache } from './module-cache.ts';
+import { WorkerPool, type PoolObserver, type PoolStats } from './pool.ts';
+import { EXTISM_ENV } from './host-env.ts';
+import { rewriteForEngine, WasmRewriteError } from './wasm-rewrite.ts';
+
+export interface CallRequest {
+  plugin: PluginMeta;
+  function: string;
+  input: string | null;
+  inputEncoding: 'utf8' | 'base64';
+  /** Merged over the plugin's stored defaults. */
+  config?: Record<string, string> | undefined;
+  /** Replaces the plugin's stored list when given. */
+  allowedHosts?: string[] | undefined;
+  logLevel: CallLogLevel;
+  limits: ResolvedLimits;
+  outputEncoding?: 'utf8' | 'base64' | undefined;
+}
+
+export interface CallResult {
+  output?: string;
+  outputBase64?: string;
+  logs: LogEntry[];
+  logsTruncated: boolean;
+  egress: EgressAuditEntry[];
+  durationMs: number;
+  queueMs: number;
+  runMs: number;
+}
+
+export type CallOutcome = 'ok' | AppError['code'];
+
+export interface CallEvent {
+  pluginId: string;
+  function: string;
+  outcome: CallOutcome;
+  queueMs: number;
+  runMs: number;
+  durationMs: number;
+}
+
+/** Hooks for metrics: called after every call and on every worker restart. */
+export interface EngineObserver extends PoolObserver {
+  onCall?(event: CallEvent): void;
+}
+
+export interface EngineDeps {
+  store: PluginStore;
+  moduleCache: ModuleCache;
+}
+
+interface Prepared {
+  module: WebAssembly.Module;
+  initialPages: number;
+}
+
+export class CallEngine {
+  readonly #config: Config;
+  readonly #deps: EngineDeps;
+  readonly #pool: WorkerPool;
+  /** Which cached modules are the engine's rewritten ones (the upload API caches the original). */
+  readonly #prepared = new WeakMap<WebAssembly.Module, number>();
+  readonly #preparing = new Map<string, Promise<Prepared>>();
+  readonly #observers: EngineObserver[] = [];
+
+  constructor(config: Config, deps: EngineDeps) {
+    this.#config = config;
+    this.#deps = deps;
+    this.#pool = new WorkerPool({
+      size: config.engine.workers,
+      queueMax: config.engine.queueMax,
+      observer: { onWorkerRestart: (reason) => this.#observers.forEach((o) => o.onWorkerRestart?.(reason)) },
+    });
+  }
+
+  /** Subscribes to call outcomes and worker restarts (metrics, logs). */
+  observe(observer: EngineObserver): void {
+    this.#observers.push(observer);
+  }
+
+  async #prepare(meta: PluginMeta): Promise<Prepared> {
+    const cached = this.#deps.moduleCache.get(meta.id);
+    const initialPages = cached ? this.#prepared.get(cached) : undefined;
+    if (cached && initialPages !== undefined) return { module: cached, initialPages };
+    let pending = this.#preparing.get(meta.id);
+    if (!pending) {
+      pending = this.#compile(meta).finally(() => this.#preparing.delete(meta.id));
+      this.#preparing.set(meta.id, pending);
+    }
+    return pending;
+  }
+
+  async #compile(meta: PluginMeta): Promise<Prepared> {
+    const bytes = await this.#deps.store.getBytes(meta.id);
+    if (!bytes) throw new AppError('PLUGIN_NOT_FOUND', `no plugin with id "${meta.id}"`);
+    let rewritten;
+    try {
+      rewritten = rewriteForEngine(bytes);
+    } catch (err) {
+      if (err instanceof WasmRewriteError) throw new AppError('PLUGIN_ERROR', `the plugin cannot be run: ${err.message}`);
+      throw err;
+    }
+    const module = await WebAssembly.compile(rewritten.bytes as Uint8Array<ArrayBuffer>);
+    this.#prepared.set(module, rewritten.initialPages);
+    this.#deps.moduleCache.set(meta.id, module, bytes.length);
+    return { module, initialPages: rewritten.initialPages };
+  }
+
+  #egressOptions(request: CallRequest): EgressOptions | null {
+    const { plugin } = request;
+    if (!plugin.imports.some((i) => i.module === EXTISM_ENV && i.name === 'http_request')) return null;
+    const egress = this.#config.egress;
+    return {
+      allowedHosts: request.allowedHosts ?? plugin.allowedHosts,
+      ceiling: egress.allowedHosts,
+      allowPrivate: egress.allowPrivate,
+      timeoutMs: egress.timeoutMs,
+      deadline: Date.now() + request.limits.timeoutMs,
+      maxResponseBytes: request.limits.httpResponseBytes,
+      maxRequests: egress.maxRequestsPerCall,
+      maxRedirects: egress.maxRedirects,
+      maxRequestBodyBytes: egress.maxRequestBodyBytes,
+      hosts: null,
+    };
+  }
+
+  async call(request: CallRequest): Promise<CallResult> {
+    const started = performance.now();
+    const { plugin, limits } = request;
+    const event = (outcome: CallOutcome, queueMs: number, runMs: number) => {
+      if (this.#observers.length === 0) return;
+      const e: CallEvent = { pluginId: plugin.id, function: request.function, outcome, queueMs, runMs, durationMs: performance.now() - started };
+      for (const o of this.#observers) o.onCall?.(e);
+    };
+    try {
+      if (!plugin.exports.includes(request.function)) {
+        throw new AppError(
+          'FUNCTION_NOT_FOUND',
+          `plugin ${plugin.name ?? plugin.id} has no function "${request.function.slice(0, 100)}"; exports: ${plugin.exports.join(', ')}`,
+          { details: { exports: plugin.exports } },
+        );
+      }
+      const prepared = await this.#prepare(plugin);
+      const { result, queueMs } = await this.#pool.run({
+        module: prepared.module,
+        deadline: started + limits.timeoutMs,
+        message: {
+          kind: 'call',
+          moduleKey: plugin.id,
+          initialPages: prepared.initialPages,
+          function: request.function,
+          input: request.input,
+          inputEncoding: request.inputEncoding,
+          config: { ...plugin.config, ...request.config },
+          logLevel: request.logLevel,
+          limits: {
+            memoryPages: limits.memoryPages,
+            outputBytes: limits.outputBytes,
+            varBytes: limits.varBytes,
+            httpResponseBytes: limits.httpResponseBytes,
+            logEntries: limits.logEntries,
+            logBytes: limits.logBytes,
+          },
+          egress: this.#egressOptions(request),
+          outputEncoding: request.outputEncoding ?? null,
+        },
+      });
+      const durationMs = performance.now() - started;
+      const base = { logs: result.logs, logsTruncated: result.logsTruncated, egress: result.egress };
+      if (!result.ok) {
+        const error = result.error ?? { code: 'INTERNAL_ERROR' as const, message: 'the call failed' };
+        event(error.code, queueMs, result.runMs);
+        throw new AppError(error.code, error.message, { details: base });
+      }
+      event('ok', queueMs, result.runMs);
+      const out: CallResult = { ...base, durationMs, queueMs, runMs: result.runMs };
+      if (result.output !== undefined) out.output = result.output;
+      if (result.outputBase64 !== undefined) out.outputBase64 = result.outputBase64;
+      return out;
+    } catch (err) {
+      if (err instanceof AppError) {
+        if (!('logs' in err.details)) {
+          event(err.code, 0, 0);
+          Object.assign(err.details, { logs: [], logsTruncated: false, egress: [] });
+        }
+        throw err;
+      }
+      event('INTERNAL_ERROR', 0, 0);
+      throw err;
+    }
+  }
+
+  stats(): PoolStats {
+    return this.#pool.stats();
+  }
+
+  close(): Promise<void> {
+    return this.#pool.close();
+  }
+}

@@ -1,0 +1,196 @@
+// One instantiated plugin that is recycled across calls: state is snapshotted once, right after
+// instantiation and start-up, and restored after every call (linear memory, every mutable global,
+// every table), so each call starts exactly where a fresh instance would. Pages the plugin grew
+// during calls are zeroed; past a growth threshold the instance is rebuilt (memory cannot shrink).
+import { CallFailure } from './call-failure.ts';
+import { createExtismEnv, EXTISM_ENV, type CallState, type HostSlot } from './host-env.ts';
+import { createWasi, WASI_PREVIEW1 } from './wasi.ts';
+import { GLOBAL_EXPORT_PREFIX, HOST_MODULE, MEMORY_IMPORT, TABLE_EXPORT_PREFIX } from './wasm-rewrite.ts';
+
+const PAGE = 65536;
+const WASM32_MAX_PAGES = 65536;
+
+/** What the engine knows about a rewritten module, derived once per module per worker. */
+export interface ModuleShape {
+  module: WebAssembly.Module;
+  initialPages: number;
+  wasi: boolean;
+  /** Imports http_request: exports are called through JSPI so HTTP can suspend them. */
+  jspi: boolean;
+  functions: Set<string>;
+}
+
+/** `initialPages` comes from the rewriter (V8 does not reflect import types). */
+export function describeModule(module: WebAssembly.Module, initialPages: number): ModuleShape {
+  const imports = WebAssembly.Module.imports(module);
+  if (!imports.some((i) => i.module === HOST_MODULE && i.name === MEMORY_IMPORT)) {
+    throw new CallFailure('INTERNAL_ERROR', 'the module was not prepared for the engine');
+  }
+  return {
+    module,
+    initialPages,
+    wasi: imports.some((i) => i.module === WASI_PREVIEW1),
+    jspi: imports.some((i) => i.module === EXTISM_ENV && i.name === 'http_request'),
+    functions: new Set(WebAssembly.Module.exports(module).filter((e) => e.kind === 'function').map((e) => e.name)),
+  };
+}
+
+interface Snapshot {
+  memory: Uint8Array;
+  globals: { global: WebAssembly.Global; value: unknown }[];
+  tables: { table: WebAssembly.Table; elements: unknown[] }[];
+}
+
+interface Live {
+  instance: WebAssembly.Instance;
+  memory: WebAssembly.Memory;
+  globals: WebAssembly.Global[];
+  tables: WebAssembly.Table[];
+  exports: Map<string, () => number | Promise<number>>;
+}
+
+export class PluginInstance {
+  readonly shape: ModuleShape;
+  readonly maxPages: number;
+  readonly #slot: HostSlot = { call: null };
+  #live: Live;
+  #snapshot: Snapshot;
+  /** Memory size (pages) past which a reset rebuilds instead of zeroing grown pages. */
+  readonly #rebuildAbovePages: number;
+  rebuilds = 0;
+
+  constructor(shape: ModuleShape, maxPages: number) {
+    this.shape = shape;
+    this.maxPages = Math.min(maxPages, WASM32_MAX_PAGES);
+    if (shape.initialPages > this.maxPages) {
+      throw new CallFailure(
+        'MEMORY_LIMIT',
+        `the plugin needs ${shape.initialPages} pages of memory to start; the limit is ${this.maxPages} pages (memoryMaxPages)`,
+      );
+    }
+    this.#live = this.#instantiate();
+    this.#start();
+    this.#snapshot = this.#takeSnapshot();
+    const snapshotPages = this.#snapshot.memory.length / PAGE;
+    this.#rebuildAbovePages = snapshotPages + Math.max(16, Math.ceil(snapshotPages / 4));
+  }
+
+  #instantiate(): Live {
+    const memory = new WebAssembly.Memory({ initial: this.shape.initialPages, maximum: this.maxPages });
+    const imports: WebAssembly.Imports = {
+      [EXTISM_ENV]: createExtismEnv(this.#slot, this.shape.jspi) as WebAssembly.ModuleImports,
+      [HOST_MODULE]: { [MEMORY_IMPORT]: memory },
+    };
+    if (this.shape.wasi) imports[WASI_PREVIEW1] = createWasi(this.#slot, memory) as WebAssembly.ModuleImports;
+    let instance: WebAssembly.Instance;
+    try {
+      instance = new WebAssembly.Instance(this.shape.module, imports);
+    } catch (err) {
+      throw new CallFailure('PLUGIN_ERROR', `the plugin failed to instantiate: ${(err as Error).message}`);
+    }
+    const globals: WebAssembly.Global[] = [];
+    const tables: WebAssembly.Table[] = [];
+    const exports = new Map<string, () => number | Promise<number>>();
+    const promising = (WebAssembly as unknown as { promising?: (f: unknown) => () => Promise<number> }).promising;
+    for (const [name, value] of Object.entries(instance.exports)) {
+      if (name.startsWith(GLOBAL_EXPORT_PREFIX)) globals.push(value as WebAssembly.Global);
+      else if (name.startsWith(TABLE_EXPORT_PREFIX)) tables.push(value as WebAssembly.Table);
+      else if (typeof value === 'function') {
+        exports.set(name, this.shape.jspi && promising ? promising(value) : (value as () => number));
+      }
+    }
+    return { instance, memory, globals, tables, exports };
+  }
+
+  /** Start-up as @extism/extism does it: WASI reactors get _initialize; others _initialize/_start/hs_init. */
+  #start(): void {
+    const exports = this.#live.instance.exports as Record<string, unknown>;
+    const run = (name: string) => {
+      const fn = exports[name];
+      if (typeof fn === 'function') (fn as () => void)();
+    };
+    try {
+      if (this.shape.wasi) {
+        run('_initialize');
+        run('hs_init');
+      } else if (typeof exports.hs_init === 'function') run('hs_init');
+      else if (typeof exports._initialize === 'function') run('_initialize');
+      if (!this.shape.wasi && typeof exports._start === 'function') run('_start');
+    } catch (err) {
+      throw new CallFailure('PLUGIN_ERROR', `the plugin failed to start: ${(err as Error).message}`);
+    }
+  }
+
+  #takeSnapshot(withMemory = true): Snapshot {
+    const { memory, globals, tables } = this.#live;
+    return {
+      memory: withMemory ? new Uint8Array(memory.buffer).slice() : new Uint8Array(0),
+      globals: globals.map((global) => ({ global, value: global.value })),
+      tables: tables.map((table) => {
+        const elements: unknown[] = [];
+        for (let i = 0; i < table.length; i++) elements.push(table.get(i));
+        return { table, elements };
+      }),
+    };
+  }
+
+  hasFunction(name: string): boolean {
+    return this.#live.exports.has(name);
+  }
+
+  /** Runs one export for one call. The caller must `reset()` afterwards, whatever happened. */
+  async run(name: string, call: CallState): Promise<number> {
+    const fn = this.#live.exports.get(name);
+    if (!fn) throw new CallFailure('FUNCTION_NOT_FOUND', `the plugin has no function "${name}"`);
+    this.#slot.call = call;
+    try {
+      return await fn();
+    } finally {
+      this.#slot.call = null;
+    }
+  }
+
+  /** Pages of linear memory in use right now (for MEMORY_LIMIT diagnosis after a failure). */
+  memoryPages(): number {
+    return this.#live.memory.buffer.byteLength / PAGE;
+  }
+
+  /** Back to the snapshot: restore in place, or rebuild when memory grew past the threshold. */
+  reset(): void {
+    const { memory } = this.#live;
+    const snapshot = this.#snapshot;
+    const size = memory.buffer.byteLength;
+    const tablesGrew = snapshot.tables.some((t) => t.table.length !== t.elements.length);
+    if (size / PAGE > this.#rebuildAbovePages || tablesGrew) {
+      this.#rebuild();
+      return;
+    }
+    const bytes = new Uint8Array(memory.buffer);
+    if (size > snapshot.memory.length) bytes.fill(0, snapshot.memory.length);
+    bytes.set(snapshot.memory);
+    for (const { global, value } of snapshot.globals) global.value = value;
+    for (const { table, elements } of snapshot.tables) {
+      for (let i = 0; i < elements.length; i++) if (table.get(i) !== elements[i]) table.set(i, elements[i]);
+    }
+  }
+
+  /**
+   * A new instance and memory, brought to the snapshot. Start-up is not re-run (the snapshot holds
+   * its effects). Tables keep what instantiation put there: their snapshot held references to the
+   * old instance's functions, and start-up does not write tables in the plugins we accept.
+   */
+  #rebuild(): void {
+    this.rebuilds++;
+    const old = this.#snapshot;
+    this.#live = this.#instantiate();
+    const { memory, globals } = this.#live;
+    const missingPages = old.memory.length / PAGE - memory.buffer.byteLength / PAGE;
+    if (missingPages > 0) memory.grow(missingPages);
+    new Uint8Array(memory.buffer).set(old.memory);
+    globals.forEach((global, i) => {
+      const value = old.globals[i]?.value;
+      if (typeof value === 'number' || typeof value === 'bigint') global.value = value;
+    });
+    this.#snapshot = { ...this.#takeSnapshot(false), memory: old.memory };
+  }
+}

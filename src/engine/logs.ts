@@ -1,0 +1,92 @@
+// A call's captured logs: the plugin's own log calls (filtered by the call's level) and, for WASI
+// plugins, its stdout/stderr lines. Bounded by entry count and bytes; beyond that, `truncated`.
+
+export const CALL_LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'off'] as const;
+export type CallLogLevel = (typeof CALL_LOG_LEVELS)[number];
+export type LogEntryLevel = Exclude<CallLogLevel, 'off'> | 'stdout' | 'stderr';
+
+export interface LogEntry {
+  level: LogEntryLevel;
+  message: string;
+  time: string;
+}
+
+/** Extism's level priorities (what `get_log_level` reports); off is i32 max, like the SDK's silent. */
+export const LOG_PRIORITY: Record<CallLogLevel, number> = {
+  trace: 0,
+  debug: 1,
+  info: 2,
+  warn: 3,
+  error: 4,
+  off: 0x7fffffff,
+};
+
+const STREAM_LINE_MAX = 64 * 1024;
+
+export class LogCollector {
+  readonly entries: LogEntry[] = [];
+  truncated = false;
+  readonly priority: number;
+  readonly #maxEntries: number;
+  readonly #maxBytes: number;
+  #bytes = 0;
+  readonly #decoder = new TextDecoder();
+  /** Partial stdout/stderr lines waiting for their newline. */
+  readonly #pending: { stdout: string; stderr: string } = { stdout: '', stderr: '' };
+
+  constructor(level: CallLogLevel, maxEntries: number, maxBytes: number) {
+    this.priority = LOG_PRIORITY[level];
+    this.#maxEntries = maxEntries;
+    this.#maxBytes = maxBytes;
+  }
+
+  get off(): boolean {
+    return this.priority === LOG_PRIORITY.off;
+  }
+
+  wants(priority: number): boolean {
+    return priority >= this.priority && !this.truncated;
+  }
+
+  /** `size` is the message's size in bytes (known to callers that decoded it). */
+  add(level: LogEntryLevel, message: string, size: number): void {
+    if (this.truncated) return;
+    if (this.entries.length >= this.#maxEntries || this.#bytes + size > this.#maxBytes) {
+      this.truncated = true;
+      return;
+    }
+    this.#bytes += size;
+    this.entries.push({ level, message, time: new Date().toISOString() });
+  }
+
+  addBytes(level: LogEntryLevel, bytes: Uint8Array): void {
+    this.add(level, this.#decoder.decode(bytes), bytes.length);
+  }
+
+  /** WASI output: split into lines; a line longer than STREAM_LINE_MAX is cut into pieces. */
+  stream(level: 'stdout' | 'stderr', bytes: Uint8Array): void {
+    if (this.off || this.truncated) return;
+    let text = this.#pending[level] + this.#decoder.decode(bytes);
+    let newline = text.indexOf('\n');
+    while (newline !== -1) {
+      const line = text.slice(0, newline);
+      this.add(level, line, line.length);
+      text = text.slice(newline + 1);
+      newline = text.indexOf('\n');
+    }
+    while (text.length > STREAM_LINE_MAX) {
+      this.add(level, text.slice(0, STREAM_LINE_MAX), STREAM_LINE_MAX);
+      text = text.slice(STREAM_LINE_MAX);
+    }
+    this.#pending[level] = text;
+  }
+
+  /** Ends the call: unterminated stdout/stderr lines become entries. */
+  flush(): void {
+    for (const level of ['stdout', 'stderr'] as const) {
+      const rest = this.#pending[level];
+      if (rest !== '') this.add(level, rest, rest.length);
+      this.#pending[level] = '';
+    }
+  }
+}

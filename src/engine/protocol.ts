@@ -1,0 +1,59 @@
+// Messages between the pool (main thread) and its workers. Everything here is structured-cloneable;
+// a WebAssembly.Module crosses by reference to its compiled code (no recompilation).
+import type { ErrorCode } from '../errors.ts';
+import type { EgressAuditEntry, EgressOptions } from '../egress/fetch.ts';
+import type { CallLogLevel, LogEntry } from './logs.ts';
+
+export interface WorkerCallLimits {
+  memoryPages: number;
+  outputBytes: number;
+  varBytes: number;
+  httpResponseBytes: number;
+  logEntries: number;
+  logBytes: number;
+}
+
+export interface CallMessage {
+  kind: 'call';
+  callId: number;
+  /** Plugin id: the worker keeps compiled modules and instances by it. */
+  moduleKey: string;
+  /** Sent when the pool believes the worker does not hold the module yet. */
+  module?: WebAssembly.Module;
+  /** The plugin's declared minimum memory (from the rewriter). */
+  initialPages: number;
+  function: string;
+  input: string | null;
+  inputEncoding: 'utf8' | 'base64';
+  config: Record<string, string>;
+  logLevel: CallLogLevel;
+  limits: WorkerCallLimits;
+  /** Null: the call may not make HTTP requests (or the plugin cannot). */
+  egress: EgressOptions | null;
+  outputEncoding: 'utf8' | 'base64' | null;
+}
+
+export interface CallOutcome {
+  logs: LogEntry[];
+  logsTruncated: boolean;
+  egress: EgressAuditEntry[];
+  /** Time spent in the plugin (instantiation included when it happened), ms. */
+  runMs: number;
+}
+
+export interface ResultMessage extends CallOutcome {
+  kind: 'result';
+  callId: number;
+  ok: boolean;
+  output?: string;
+  outputBase64?: string;
+  error?: { code: ErrorCode; message: string };
+}
+
+/** The worker had evicted (or never got) the module: the pool resends the call with it. */
+export interface MissingModuleMessage {
+  kind: 'missing-module';
+  callId: number;
+}
+
+export type WorkerMessage = ResultMessage | MissingModuleMessage;

@@ -1,0 +1,170 @@
+// Worker thread entry: runs one call at a time on recycled plugin instances (see instance.ts).
+// The result is posted before the instance is reset, so the reset is off the caller's path.
+import { parentPort } from 'node:worker_threads';
+import type * as EgressFetch from '../egress/fetch.ts';
+import type { EgressSession } from '../egress/fetch.ts';
+import type { ErrorCode } from '../errors.ts';
+import { CallFailure, WasiExit } from './call-failure.ts';
+import { CallState } from './host-env.ts';
+import { describeModule, PluginInstance, type ModuleShape } from './instance.ts';
+import { LogCollector } from './logs.ts';
+import type { CallMessage, ResultMessage, WorkerMessage } from './protocol.ts';
+
+const MAX_MODULES = 64;
+const MAX_INSTANCES_PER_MODULE = 4;
+const PAGE = 65536;
+
+interface ModuleEntry {
+  shape: ModuleShape;
+  /** By memory cap (pages). */
+  instances: Map<number, PluginInstance>;
+}
+
+const modules = new Map<string, ModuleEntry>();
+/** Loaded on the first call that may use HTTP: it pulls in undici, which would slow every worker start. */
+let egressModule: typeof EgressFetch | null = null;
+const port = parentPort;
+if (!port) throw new Error('engine/worker.ts must run in a worker thread');
+
+function post(message: WorkerMessage): void {
+  port!.postMessage(message);
+}
+
+function moduleFor(msg: CallMessage): ModuleEntry | null {
+  let entry = modules.get(msg.moduleKey);
+  if (entry) {
+    modules.delete(msg.moduleKey); // most recently used last
+    modules.set(msg.moduleKey, entry);
+    return entry;
+  }
+  if (!msg.module) return null;
+  entry = { shape: describeModule(msg.module, msg.initialPages), instances: new Map() };
+  modules.set(msg.moduleKey, entry);
+  if (modules.size > MAX_MODULES) modules.delete(modules.keys().next().value as string);
+  return entry;
+}
+
+function instanceFor(entry: ModuleEntry, memoryPages: number): PluginInstance {
+  let instance = entry.instances.get(memoryPages);
+  if (!instance) {
+    instance = new PluginInstance(entry.shape, memoryPages);
+    entry.instances.set(memoryPages, instance);
+    if (entry.instances.size > MAX_INSTANCES_PER_MODULE) entry.instances.delete(entry.instances.keys().next().value as number);
+  }
+  return instance;
+}
+
+const encoder = new TextEncoder();
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+const lossyUtf8 = new TextDecoder('utf-8');
+
+function encodeOutput(bytes: Uint8Array, encoding: CallMessage['outputEncoding']): Pick<ResultMessage, 'output' | 'outputBase64'> {
+  const base64 = () => ({ outputBase64: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64') });
+  if (encoding === 'base64') return base64();
+  if (encoding === 'utf8') return { output: lossyUtf8.decode(bytes) };
+  try {
+    return { output: strictUtf8.decode(bytes) };
+  } catch {
+    return base64();
+  }
+}
+
+/** Maps whatever ended a call to a code and message. */
+function describeFailure(err: unknown, instance: PluginInstance | null): { code: ErrorCode; message: string } {
+  if (err instanceof CallFailure) return { code: err.code, message: err.message };
+  if (egressModule?.isEgressError(err)) return { code: err.code, message: err.message };
+  if (err instanceof WasiExit) return { code: 'PLUGIN_ERROR', message: err.message };
+  const text = err instanceof Error ? err.message : String(err);
+  if (instance && err instanceof WebAssembly.RuntimeError) {
+    const pages = instance.memoryPages();
+    // A refused memory.grow surfaces as the plugin's own trap; near the cap, that is the likely cause.
+    if (pages >= instance.maxPages - Math.max(1, Math.floor(instance.maxPages / 8))) {
+      return {
+        code: 'MEMORY_LIMIT',
+        message: `the plugin ran out of memory: ${pages} of ${instance.maxPages} pages in use (memoryMaxPages); trap: ${text}`,
+      };
+    }
+    return { code: 'PLUGIN_ERROR', message: `the plugin trapped: ${text}` };
+  }
+  if (err instanceof RangeError) return { code: 'PLUGIN_ERROR', message: `the plugin failed: ${text}` };
+  return { code: 'PLUGIN_ERROR', message: text };
+}
+
+async function handleCall(msg: CallMessage): Promise<void> {
+  const started = performance.now();
+  const entry = moduleFor(msg);
+  if (!entry) {
+    post({ kind: 'missing-module', callId: msg.callId });
+    return;
+  }
+  const { limits } = msg;
+  const logs = new LogCollector(msg.logLevel, limits.logEntries, limits.logBytes);
+  let instance: PluginInstance | null = null;
+  let egress: EgressSession | null = null;
+  let result: ResultMessage;
+  try {
+    instance = instanceFor(entry, limits.memoryPages);
+    if (!instance.hasFunction(msg.function)) throw new CallFailure('FUNCTION_NOT_FOUND', `the plugin has no function "${msg.function}"`);
+    if (msg.egress && entry.shape.jspi) {
+      egressModule ??= await import('../egress/fetch.ts');
+      egress = egressModule.createEgressFetch(msg.egress);
+    }
+    const input = msg.input === null ? null : msg.inputEncoding === 'base64' ? Buffer.from(msg.input, 'base64') : encoder.encode(msg.input);
+    const call = new CallState(
+      input,
+      msg.config,
+      logs,
+      {
+        hostBytes: limits.memoryPages * PAGE + limits.outputBytes + (input?.length ?? 0),
+        outputBytes: limits.outputBytes,
+        varBytes: limits.varBytes,
+        httpResponseBytes: limits.httpResponseBytes,
+      },
+      egress ? (url, init) => egress!.fetch(url, init) : null,
+    );
+    let rc = 0;
+    try {
+      rc = await instance.run(msg.function, call);
+    } catch (err) {
+      if (!(err instanceof WasiExit && err.exitCode === 0)) throw err;
+    }
+    if (egress?.failure) throw egress.failure;
+    const { output, error } = call.result();
+    if (error !== null) throw new CallFailure('PLUGIN_ERROR', error);
+    if (rc !== 0) throw new CallFailure('PLUGIN_ERROR', `the function returned ${rc} (non-zero) without setting an error`);
+    logs.flush();
+    result = {
+      kind: 'result',
+      callId: msg.callId,
+      ok: true,
+      ...encodeOutput(output ?? new Uint8Array(0), msg.outputEncoding),
+      logs: logs.entries,
+      logsTruncated: logs.truncated,
+      egress: egress?.audit ?? [],
+      runMs: performance.now() - started,
+    };
+  } catch (err) {
+    logs.flush();
+    result = {
+      kind: 'result',
+      callId: msg.callId,
+      ok: false,
+      error: describeFailure(egress?.failure ?? err, instance),
+      logs: logs.entries,
+      logsTruncated: logs.truncated,
+      egress: egress?.audit ?? [],
+      runMs: performance.now() - started,
+    };
+  }
+  post(result);
+  instance?.reset();
+  if (egress) await egress.close();
+}
+
+port.on('message', (msg: CallMessage) => {
+  handleCall(msg).catch((err: unknown) => {
+    // Only a bug in the engine lands here; the pool fails the call and replaces this worker.
+    port.postMessage({ kind: 'result', callId: msg.callId, ok: false, error: { code: 'INTERNAL_ERROR', message: String(err) }, logs: [], logsTruncated: false, egress: [], runMs: 0 });
+    process.exit(1);
+  });
+});

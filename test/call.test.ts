@@ -1,0 +1,375 @@
+// POST /plugins/:id/call through real HTTP against a listening server, with real plugins built from
+// plugins/ (npm run build:plugins) and a real upstream on 127.0.0.1 for plugin HTTP.
+import http from 'node:http';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readPlugin, removeDir, startServer, type TestServer } from './helpers.ts';
+
+interface CallResponse {
+  statusCode?: number;
+  code?: string;
+  message?: string;
+  output?: string;
+  outputBase64?: string;
+  logs: { level: string; message: string; time: string }[];
+  logsTruncated: boolean;
+  durationMs: number;
+  plugin: { id: string; name: string | null };
+  function: string;
+  egress: unknown[];
+}
+
+async function upload(server: TestServer, name: string, plugin = name): Promise<string> {
+  const res = await fetch(`${server.url}/plugins?name=${name}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/wasm' },
+    body: new Uint8Array(await readPlugin(plugin)),
+  });
+  expect([200, 201]).toContain(res.status);
+  return ((await res.json()) as { id: string }).id;
+}
+
+async function call(server: TestServer, plugin: string, body: Record<string, unknown>) {
+  const res = await fetch(`${server.url}/plugins/${plugin}/call`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, size: text.length, body: JSON.parse(text) as CallResponse };
+}
+
+interface TitleServer {
+  url: string;
+  hits: number;
+  close(): Promise<void>;
+}
+
+async function startTitleServer(title: string): Promise<TitleServer> {
+  const state = { hits: 0 };
+  const server = http.createServer((_req, res) => {
+    state.hits++;
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ userId: 1, id: 1, title }));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}/todos/1`,
+    get hits() {
+      return state.hits;
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+describe('POST /plugins/:id/call', () => {
+  let server: TestServer;
+  let titles: TitleServer;
+
+  beforeAll(async () => {
+    server = await startServer({ env: { WORKERS: '2', EGRESS_ALLOW_PRIVATE: 'true', MAX_INPUT_BYTES: '65536' } });
+    titles = await startTitleServer('delectus aut autem');
+    for (const name of ['hello', 'count_vowels', 'echo', 'fail', 'logs', 'loop', 'trap', 'membomb', 'huge_output', 'log_flood', 'wasi_io', 'state']) {
+      await upload(server, name);
+    }
+  });
+
+  afterAll(async () => {
+    await server?.close();
+    await titles?.close();
+    if (server) await removeDir(server.dataDir);
+  });
+
+  describe('hello (HTTP, config, logs)', () => {
+    it('fetches the configured route through the allow-list and returns the title with both info logs in order', async () => {
+      const { status, body } = await call(server, 'hello', {
+        function: 'say_hello',
+        input: 'Benjamin',
+        config: { route: titles.url },
+        allowedHosts: ['127.0.0.1'],
+        logLevel: 'info',
+      });
+      expect(status).toBe(200);
+      expect(body.output).toBe('param: Benjamin title: delectus aut autem');
+      expect(body.logs.map((l) => [l.level, l.message])).toEqual([
+        ['info', 'hello this is wasm'],
+        ['info', `calling ${titles.url}`],
+      ]);
+      expect(body.logsTruncated).toBe(false);
+      expect(body.plugin.name).toBe('hello');
+      expect(body.function).toBe('say_hello');
+      expect(body.egress).toHaveLength(1);
+      for (const log of body.logs) expect(Number.isNaN(Date.parse(log.time))).toBe(false);
+    });
+
+    it('drops info logs when the call asks for error level', async () => {
+      const { status, body } = await call(server, 'hello', {
+        function: 'say_hello',
+        input: 'x',
+        config: { route: titles.url },
+        allowedHosts: ['127.0.0.1'],
+        logLevel: 'error',
+      });
+      expect(status).toBe(200);
+      expect(body.output).toBe('param: x title: delectus aut autem');
+      expect(body.logs).toEqual([]);
+    });
+
+    it('refuses a host outside the allow-list with 422 HOST_NOT_ALLOWED naming the host, and never reaches it', async () => {
+      const before = titles.hits;
+      const { status, body } = await call(server, 'hello', { function: 'say_hello', input: 'x', config: { route: titles.url } });
+      expect(status).toBe(422);
+      expect(body.code).toBe('HOST_NOT_ALLOWED');
+      expect(body.message).toContain('127.0.0.1');
+      expect(body.logs.map((l) => l.message)).toEqual(['hello this is wasm', `calling ${titles.url}`]);
+      expect(titles.hits).toBe(before);
+    });
+  });
+
+  describe('fresh state per call', () => {
+    it('count_vowels returns total == count on three calls in a row', async () => {
+      for (let i = 0; i < 3; i++) {
+        const { status, body } = await call(server, 'count_vowels', { function: 'count_vowels', input: 'Hello, World!' });
+        expect(status).toBe(200);
+        expect(JSON.parse(body.output!)).toEqual({ count: 3, total: 3, vowels: 'aeiouAEIOU' });
+      }
+    });
+
+    it('config vowels changes the result per request', async () => {
+      const { body } = await call(server, 'count_vowels', { function: 'count_vowels', input: 'Hello, World!', config: { vowels: 'lo' } });
+      expect(JSON.parse(body.output!)).toEqual({ count: 5, total: 5, vowels: 'lo' });
+    });
+
+    it('200 interleaved concurrent calls with different config each get their own answer', async () => {
+      const sets = ['a', 'e', 'o', 'lo', 'xyz', 'aeiou', 'H', 'W'];
+      const input = 'Hello, World! A quick brown fox jumps over the lazy dog.';
+      const expected = (v: string) => [...input].filter((c) => v.includes(c)).length;
+      const results = await Promise.all(
+        Array.from({ length: 200 }, (_, i) => {
+          const vowels = sets[i % sets.length]!;
+          return call(server, 'count_vowels', { function: 'count_vowels', input, config: { vowels } }).then((r) => ({ vowels, r }));
+        }),
+      );
+      const mixups = results.filter(({ vowels, r }) => {
+        const out = JSON.parse(r.body.output!) as { count: number; total: number; vowels: string };
+        return r.status !== 200 || out.vowels !== vowels || out.count !== expected(vowels) || out.total !== out.count;
+      });
+      expect(mixups).toEqual([]);
+    });
+
+    it('state probe reads initial memory, non-exported global, var and no leftover input on every call, from every caller', async () => {
+      const fresh = { memCounter: 0, globalCounter: 0, var: 0, leftover: '0'.repeat(32) };
+      for (let i = 0; i < 50; i++) {
+        const { status, body } = await call(server, 'state', { function: 'probe', input: `secret of caller ${i % 3}` });
+        expect(status).toBe(200);
+        expect(JSON.parse(body.output!)).toEqual(fresh);
+      }
+      const concurrent = await Promise.all(
+        Array.from({ length: 100 }, (_, i) =>
+          call(server, 'state', { function: 'probe', input: `concurrent secret ${i}`, ...(i % 2 ? { memoryMaxPages: 8 } : {}) }),
+        ),
+      );
+      for (const { status, body } of concurrent) {
+        expect(status).toBe(200);
+        expect(JSON.parse(body.output!)).toEqual(fresh);
+      }
+    });
+  });
+
+  describe('hostile plugins', () => {
+    it('stops an infinite loop at timeoutMs with 504 TIMEOUT in under a second', async () => {
+      const started = performance.now();
+      const { status, body } = await call(server, 'loop', { function: 'spin', timeoutMs: 200 });
+      const elapsed = performance.now() - started;
+      expect(status).toBe(504);
+      expect(body.code).toBe('TIMEOUT');
+      expect(elapsed).toBeLessThan(1000);
+    });
+
+    it('keeps answering other calls and health checks while two loops spin, then is back at full size', async () => {
+      const restartsBefore = server.app.engine.stats().restarts.timeout;
+      const spins = [1, 2].map(() => call(server, 'loop', { function: 'spin', timeoutMs: 800 }));
+      await new Promise((r) => setTimeout(r, 100));
+      const t0 = performance.now();
+      const health = await fetch(`${server.url}/healthz`);
+      expect(health.status).toBe(200);
+      const healthMs = performance.now() - t0;
+      const t1 = performance.now();
+      const vowels = await call(server, 'count_vowels', { function: 'count_vowels', input: 'aaa', timeoutMs: 5000 });
+      const vowelsMs = performance.now() - t1;
+      expect(vowels.status).toBe(200);
+      expect(healthMs).toBeLessThan(200);
+      // A warm standby takes it at once; if the last timeout just used the standby, a new one is booting.
+      expect(vowelsMs).toBeLessThan(1000);
+      for (const spin of await Promise.all(spins)) expect(spin.status).toBe(504);
+      await new Promise((r) => setTimeout(r, 50));
+      const stats = server.app.engine.stats();
+      expect(stats.size).toBe(2);
+      expect(stats.restarts.timeout).toBe(restartsBefore + 2);
+      const after = await call(server, 'count_vowels', { function: 'count_vowels', input: 'aeiou' });
+      expect(JSON.parse(after.body.output!).count).toBe(5);
+    });
+
+    it('reports a trap as 422 PLUGIN_ERROR', async () => {
+      const { status, body } = await call(server, 'trap', { function: 'trap' });
+      expect(status).toBe(422);
+      expect(body.code).toBe('PLUGIN_ERROR');
+      expect(body.message).toMatch(/trap|unreachable/);
+    });
+
+    it('reports a plugin-set error as 422 with its message', async () => {
+      const { status, body } = await call(server, 'fail', { function: 'fail', input: 'boom' });
+      expect(status).toBe(422);
+      expect(body.code).toBe('PLUGIN_ERROR');
+      expect(body.message).toContain('boom');
+    });
+
+    it('caps the memory bomb at memoryMaxPages: 422 MEMORY_LIMIT and server RSS grows < 64 MiB', async () => {
+      const rssBefore = process.memoryUsage().rss;
+      const { status, body } = await call(server, 'membomb', { function: 'grow', memoryMaxPages: 32 });
+      const growth = process.memoryUsage().rss - rssBefore;
+      expect(status).toBe(422);
+      expect(body.code).toBe('MEMORY_LIMIT');
+      expect(body.message).toContain('32');
+      expect(growth).toBeLessThan(64 * 1024 * 1024);
+    });
+
+    it('refuses output beyond the limit with a clear code and keeps serving', async () => {
+      const big = await call(server, 'huge_output', { function: 'huge', input: String(8 * 1024 * 1024) });
+      expect(big.status).toBe(422);
+      expect(big.body.code).toBe('OUTPUT_TOO_LARGE');
+      const default64 = await call(server, 'huge_output', { function: 'huge' });
+      expect(default64.status).toBe(422);
+      expect(['OUTPUT_TOO_LARGE', 'MEMORY_LIMIT']).toContain(default64.body.code);
+      const lowered = await call(server, 'huge_output', { function: 'huge', input: '2000', maxOutputBytes: 1000 });
+      expect(lowered.body.code).toBe('OUTPUT_TOO_LARGE');
+      const small = await call(server, 'huge_output', { function: 'huge', input: '10' });
+      expect(small.body.output).toBe('x'.repeat(10));
+    });
+
+    it('truncates a log flood and keeps the response bounded', async () => {
+      const { status, body, size } = await call(server, 'log_flood', { function: 'flood' });
+      expect(status).toBe(200);
+      expect(body.output).toBe('done');
+      expect(body.logsTruncated).toBe(true);
+      expect(body.logs.length).toBeLessThanOrEqual(server.config.engine.limits.logEntries.default);
+      expect(size).toBeLessThan(server.config.engine.limits.logBytes.default * 2 + 200_000);
+    });
+  });
+
+  describe('WASI', () => {
+    it('captures stdout and stderr as log entries', async () => {
+      const { status, body } = await call(server, 'wasi_io', { function: 'write_both' });
+      expect(status).toBe(200);
+      expect(body.output).toBe('ok');
+      expect(body.logs.map((l) => [l.level, l.message])).toEqual([
+        ['stdout', 'to stdout'],
+        ['stderr', 'to stderr'],
+      ]);
+      const off = await call(server, 'wasi_io', { function: 'write_both', logLevel: 'off' });
+      expect(off.body.logs).toEqual([]);
+    });
+
+    it('maps a non-zero exit to 422 PLUGIN_ERROR', async () => {
+      const { status, body } = await call(server, 'wasi_io', { function: 'exit_nonzero' });
+      expect(status).toBe(422);
+      expect(body.code).toBe('PLUGIN_ERROR');
+      expect(body.message).toContain('3');
+    });
+  });
+
+  describe('request handling', () => {
+    it('round-trips binary input and output as base64', async () => {
+      const bytes = Buffer.from([0, 255, 1, 254, 0x80, 0x81]);
+      const { status, body } = await call(server, 'echo', { function: 'echo', inputBase64: bytes.toString('base64') });
+      expect(status).toBe(200);
+      expect(body.outputBase64).toBe(bytes.toString('base64'));
+      const text = await call(server, 'echo', { function: 'echo', input: 'héllo', outputEncoding: 'base64' });
+      expect(Buffer.from(text.body.outputBase64!, 'base64').toString()).toBe('héllo');
+    });
+
+    it('answers 404 FUNCTION_NOT_FOUND listing the exports', async () => {
+      const { status, body } = await call(server, 'count_vowels', { function: 'nope' });
+      expect(status).toBe(404);
+      expect(body.code).toBe('FUNCTION_NOT_FOUND');
+      expect(body.message).toContain('count_vowels');
+    });
+
+    it('answers 404 PLUGIN_NOT_FOUND for an unknown or deleted plugin', async () => {
+      expect((await call(server, 'no-such-plugin', { function: 'x' })).body.code).toBe('PLUGIN_NOT_FOUND');
+      const id = await upload(server, 'doomed', 'echo');
+      expect((await call(server, id, { function: 'echo', input: 'a' })).status).toBe(200);
+      // echo's bytes are shared with the "echo" name; delete by the name of the copy only after checking it works.
+      const del = await fetch(`${server.url}/plugins/doomed`, { method: 'DELETE' });
+      expect(del.status).toBe(204);
+      const after = await call(server, 'doomed', { function: 'echo', input: 'a' });
+      expect(after.status).toBe(404);
+      expect(after.body.code).toBe('PLUGIN_NOT_FOUND');
+      await upload(server, 'echo');
+    });
+
+    it('answers 413 INPUT_TOO_LARGE above MAX_INPUT_BYTES', async () => {
+      const { status, body } = await call(server, 'echo', { function: 'echo', input: 'x'.repeat(65537) });
+      expect(status).toBe(413);
+      expect(body.code).toBe('INPUT_TOO_LARGE');
+      const huge = await call(server, 'echo', { function: 'echo', input: 'x'.repeat(200_000) });
+      expect(huge.status).toBe(413);
+      expect(huge.body.code).toBe('INPUT_TOO_LARGE');
+    });
+
+    it('rejects unknown fields, both inputs, bad types and limits above a ceiling with 400', async () => {
+      const unknown = await call(server, 'echo', { function: 'echo', input: 'a', extra: 1 });
+      expect(unknown.status).toBe(400);
+      expect(unknown.body.code).toBe('INVALID_REQUEST');
+      const both = await call(server, 'echo', { function: 'echo', input: 'a', inputBase64: 'YQ==' });
+      expect(both.body.code).toBe('INVALID_REQUEST');
+      const level = await call(server, 'echo', { function: 'echo', logLevel: 'loud' });
+      expect(level.body.code).toBe('INVALID_REQUEST');
+      const ceiling = await call(server, 'echo', { function: 'echo', timeoutMs: 10_000_000 });
+      expect(ceiling.status).toBe(400);
+      expect(ceiling.body.code).toBe('LIMIT_ABOVE_CEILING');
+      expect(ceiling.body.message).toContain(String(server.config.engine.limits.timeoutMs.ceiling));
+      const pages = await call(server, 'echo', { function: 'echo', memoryMaxPages: 1_000_000 });
+      expect(pages.body.code).toBe('LIMIT_ABOVE_CEILING');
+    });
+  });
+});
+
+describe('queue overflow', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startServer({ env: { WORKERS: '1', QUEUE_MAX: '2' } });
+    await upload(server, 'loop');
+    await upload(server, 'count_vowels');
+  });
+
+  afterAll(async () => {
+    await server?.close();
+    if (server) await removeDir(server.dataDir);
+  });
+
+  it('answers 503 OVERLOADED with Retry-After beyond the queue, and completes every accepted call', async () => {
+    const spin = call(server, 'loop', { function: 'spin', timeoutMs: 500 });
+    await new Promise((r) => setTimeout(r, 50));
+    const calls = Array.from({ length: 6 }, () => call(server, 'count_vowels', { function: 'count_vowels', input: 'aei' }));
+    const results = await Promise.all(calls);
+    const overloaded = results.filter((r) => r.status === 503);
+    const accepted = results.filter((r) => r.status !== 503);
+    // 2 queue places, plus at most one burst worker that may take a waiting call once the loop has run 100 ms.
+    expect(overloaded.length).toBeGreaterThanOrEqual(3);
+    for (const r of overloaded) {
+      expect(r.body.code).toBe('OVERLOADED');
+      expect(Number(r.headers.get('retry-after'))).toBeGreaterThan(0);
+    }
+    expect(accepted.length).toBeGreaterThanOrEqual(2);
+    for (const r of accepted) {
+      expect(r.status).toBe(200);
+      expect(JSON.parse(r.body.output!).count).toBe(3);
+    }
+    expect((await spin).status).toBe(504);
+  });
+});
