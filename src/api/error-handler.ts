@@ -22,7 +22,7 @@ export function errorBody(err: AppError): ErrorBody {
 }
 
 /** Translates Fastify's own errors (schema, body size, media type) into our codes. */
-function fromFastifyError(err: FastifyError, request: FastifyRequest): AppError {
+export function fromFastifyError(err: FastifyError, request: FastifyRequest): AppError {
   if (err.validation) return new AppError('INVALID_REQUEST', err.message);
   switch (err.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':

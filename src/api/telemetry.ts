@@ -9,6 +9,7 @@ import promClient from 'prom-client';
 import type { Config } from '../config.ts';
 import { isAppError } from '../errors.ts';
 import { type EgressOutcome, METRIC_PREFIX, type ServiceMetrics, UNRESOLVED, pluginLabel } from '../metrics.ts';
+import { fromFastifyError } from './error-handler.ts';
 import { routePolicy } from './route-policy.ts';
 
 /** What the call route learns about a call, as it learns it; every field may stay unset (e.g. 404 before lookup). */
@@ -132,7 +133,7 @@ export async function installTelemetry(app: FastifyInstance, config: Config, met
   });
 
   app.addHook('onError', async (request, _reply, err) => {
-    if (isAppError(err)) request.errorCode = err.code;
+    request.errorCode = isAppError(err) ? err.code : fromFastifyError(err, request).code;
   });
 
   app.addHook('onResponse', async (request, reply) => {
