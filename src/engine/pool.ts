@@ -70,7 +70,8 @@ export interface PoolOptions {
   maxBurst?: number;
 }
 
-const WORKER_URL = new URL('./worker.ts', import.meta.url);
+// tsc rewrites import specifiers but not this URL: from the built dist/ the worker is worker.js.
+const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url);
 
 export class WorkerPool {
   readonly #slots: Slot[] = [];
