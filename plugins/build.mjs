@@ -1,2 +1,108 @@
-// Placeholder until the plugin build lands.
-console.log('plugins: nothing to build yet');
+// Builds the example/test plugins into plugins/dist/<name>.wasm.
+//   node plugins/build.mjs              rebuild everything; fail on any error
+//   node plugins/build.mjs --if-missing skip when every output exists; a missing Rust toolchain
+//                                        only skips the Rust plugin, with a warning
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const pluginsDir = dirname(fileURLToPath(import.meta.url));
+const rootDir = dirname(pluginsDir);
+const distDir = join(pluginsDir, 'dist');
+const ifMissing = process.argv.includes('--if-missing');
+
+// Debian's rustc, which has the wasm32 std (libstd-rust-dev-wasm32); a rustup rustc earlier on
+// PATH usually has no wasm32 target, so it is never picked implicitly.
+const rustc = process.env.WASMHOST_RUSTC ?? '/usr/bin/rustc';
+
+/** Names of the entries of plugins/<dir> that end in `suffix` (and are folders when `folders`). */
+function pluginNames(dir, suffix, folders = false) {
+  const path = join(pluginsDir, dir);
+  if (!existsSync(path)) return [];
+  return readdirSync(path, { withFileTypes: true })
+    .filter((e) => e.isDirectory() === folders && e.name.endsWith(suffix))
+    .map((e) => e.name.slice(0, e.name.length - suffix.length));
+}
+
+// AssemblyScript: plugins/as/<name>/assembly/index.ts (plugins/as/shared holds common code).
+const asPlugins = pluginNames('as', '', true).filter((name) => name !== 'shared');
+const watPlugins = pluginNames('wat', '.wat');
+const rustPlugins = pluginNames('rust', '.rs');
+
+const outputOf = (name) => join(distDir, `${name}.wasm`);
+
+async function main() {
+  const all = [...asPlugins, ...watPlugins, ...rustPlugins];
+  if (ifMissing && all.every((name) => existsSync(outputOf(name)))) return;
+  mkdirSync(distDir, { recursive: true });
+
+  for (const name of asPlugins) await buildAssemblyScript(name);
+  for (const name of watPlugins) await buildWat(name);
+
+  const problem = rustPlugins.length === 0 ? null : rustProblem();
+  if (problem !== null) {
+    if (!ifMissing) throw new Error(`cannot build Rust plugins (${rustPlugins.join(', ')}): ${problem}`);
+    console.warn(`plugins: WARNING skipping Rust plugins (${rustPlugins.join(', ')}): ${problem}`);
+  } else {
+    for (const name of rustPlugins) buildRust(name);
+  }
+  console.log(`plugins: built into ${relative(rootDir, distDir)}/`);
+}
+
+async function buildAssemblyScript(name) {
+  const { default: asc } = await import('assemblyscript/asc');
+  const entry = relative(rootDir, join(pluginsDir, 'as', name, 'assembly', 'index.ts'));
+  // asc names elements by path relative to its baseDir; the abort handler lives in shared/host.ts.
+  const abort = relative(rootDir, join(pluginsDir, 'as', 'shared', 'assembly', 'host')) + '/pluginAbort';
+  const { error, stderr } = await asc.main(
+    [entry, '--outFile', outputOf(name), '--optimizeLevel', '3', '--shrinkLevel', '1', '--use', `abort=${abort}`,
+      '--baseDir', rootDir],
+    {},
+  );
+  if (error) throw new Error(`AssemblyScript plugin ${name} failed to build:\n${stderr.toString()}`);
+}
+
+async function buildWat(name) {
+  const { default: loadWabt } = await import('wabt');
+  const wabt = await loadWabt();
+  const file = join(pluginsDir, 'wat', `${name}.wat`);
+  const module = wabt.parseWat(file, readFileSync(file, 'utf8'));
+  try {
+    module.validate();
+    writeFileSync(outputOf(name), module.toBinary({}).buffer);
+  } finally {
+    module.destroy();
+  }
+}
+
+/** Why the Rust plugins cannot be built here, or null when they can. */
+function rustProblem() {
+  if (!existsSync(rustc)) return `${rustc} not found (install Debian packages rustc and libstd-rust-dev-wasm32)`;
+  let sysroot;
+  try {
+    sysroot = execFileSync(rustc, ['--print', 'sysroot'], { encoding: 'utf8' }).trim();
+  } catch (err) {
+    return `${rustc} does not run: ${err.message}`;
+  }
+  if (!existsSync(join(sysroot, 'lib', 'rustlib', 'wasm32-unknown-unknown', 'lib'))) {
+    return `${rustc} has no wasm32-unknown-unknown std (install Debian package libstd-rust-dev-wasm32)`;
+  }
+  return null;
+}
+
+function buildRust(name) {
+  const source = join(pluginsDir, 'rust', `${name}.rs`);
+  try {
+    execFileSync(rustc, ['--edition', '2021', '--target', 'wasm32-unknown-unknown', '--crate-type', 'cdylib',
+      '-C', 'opt-level=s', '-C', 'strip=debuginfo', '--crate-name', name, '-o', outputOf(name), source],
+    { stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8' });
+  } catch (err) {
+    throw new Error(`Rust plugin ${name} failed to build:\n${err.stderr ?? err.message}`);
+  }
+}
+
+main().catch((err) => {
+  console.error(`plugins: ${err.message}`);
+  process.exit(1);
+});
