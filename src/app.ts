@@ -1,5 +1,5 @@
 // Builds the Fastify app from a Config. Tests build it directly; main.ts only listens.
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type RouteOptions } from 'fastify';
 import type { DestinationStream } from 'pino';
 import type { Config } from './config.ts';
 import { installAccessControl } from './api/auth.ts';
@@ -18,6 +18,8 @@ import type { PluginStore } from './store/store.ts';
 export interface AppOptions {
   /** Where pino writes (tests capture logs here); stdout by default. */
   logStream?: DestinationStream;
+  /** Sees every route as it is registered (the OpenAPI drift test lists them). */
+  onRoute?: (route: RouteOptions) => void;
 }
 
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
@@ -32,6 +34,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     // Unknown fields in a body are an error (schemas say additionalProperties: false), never dropped.
     ajv: { customOptions: { removeAdditional: false } },
   });
+  if (options.onRoute) app.addHook('onRoute', options.onRoute);
   installErrorHandler(app);
 
   const metrics = new ServiceMetrics();
