@@ -29,8 +29,10 @@ interface InjectResponse {
 }
 
 const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'] as const;
-// OpenAPI's own schema keywords, which JSON Schema validators treat as annotations.
-const OAS_KEYWORDS = ['example', 'discriminator', 'xml', 'externalDocs'];
+// OpenAPI's own schema keywords (annotations to a JSON Schema validator), and the document's
+// top-level fields: Ajv compiles the document root when it resolves a pointer into it.
+const OAS_KEYWORDS = ['example', 'discriminator', 'xml', 'externalDocs', 'openapi', 'info', 'jsonSchemaDialect',
+  'servers', 'paths', 'webhooks', 'components', 'security', 'tags'];
 const SPEC_ID = 'openapi.json';
 
 interface Contract {
@@ -69,6 +71,10 @@ function escapeRegExp(text: string): string {
 const pointerSegment = (s: string): string => encodeURIComponent(s.replace(/~/g, '~0').replace(/\//g, '~1'));
 
 /** Follows a local `$ref` (responses, headers, parameters) to the object it names. */
+export function resolveRef(value: unknown): Json {
+  return deref(load().document, value, []).value;
+}
+
 function deref(document: Json, value: unknown, pointer: string[]): { value: Json; pointer: string[] } {
   let current = value as Json;
   let at = pointer;
