@@ -60,6 +60,7 @@ export interface EngineDeps {
 interface Prepared {
   module: WebAssembly.Module;
   initialPages: number;
+  virtualGrowth: boolean;
 }
 
 export class CallEngine {
@@ -67,7 +68,7 @@ export class CallEngine {
   readonly #deps: EngineDeps;
   readonly #pool: WorkerPool;
   /** Which cached modules are the engine's rewritten ones (the upload API caches the original). */
-  readonly #prepared = new WeakMap<WebAssembly.Module, number>();
+  readonly #prepared = new WeakMap<WebAssembly.Module, Prepared>();
   readonly #preparing = new Map<string, Promise<Prepared>>();
   readonly #observers: EngineObserver[] = [];
 
@@ -88,8 +89,8 @@ export class CallEngine {
 
   async #prepare(meta: PluginMeta): Promise<Prepared> {
     const cached = this.#deps.moduleCache.get(meta.id);
-    const initialPages = cached ? this.#prepared.get(cached) : undefined;
-    if (cached && initialPages !== undefined) return { module: cached, initialPages };
+    const known = cached ? this.#prepared.get(cached) : undefined;
+    if (known) return known;
     let pending = this.#preparing.get(meta.id);
     if (!pending) {
       pending = this.#compile(meta).finally(() => this.#preparing.delete(meta.id));
@@ -109,9 +110,10 @@ export class CallEngine {
       throw err;
     }
     const module = await WebAssembly.compile(rewritten.bytes as Uint8Array<ArrayBuffer>);
-    this.#prepared.set(module, rewritten.initialPages);
+    const prepared = { module, initialPages: rewritten.initialPages, virtualGrowth: rewritten.virtualGrowth };
+    this.#prepared.set(module, prepared);
     this.#deps.moduleCache.set(meta.id, module, bytes.length);
-    return { module, initialPages: rewritten.initialPages };
+    return prepared;
   }
 
   #egressOptions(request: CallRequest): EgressOptions | null {
@@ -156,6 +158,7 @@ export class CallEngine {
           kind: 'call',
           moduleKey: plugin.id,
           initialPages: prepared.initialPages,
+          virtualGrowth: prepared.virtualGrowth,
           function: request.function,
           input: request.input,
           inputEncoding: request.inputEncoding,

@@ -1,7 +1,8 @@
 // One instantiated plugin that is recycled across calls: state is snapshotted once, right after
 // instantiation and start-up, and restored after every call (linear memory, every mutable global,
-// every table), so each call starts exactly where a fresh instance would. Pages the plugin grew
-// during calls are zeroed; past a growth threshold the instance is rebuilt (memory cannot shrink).
+// every table), so each call starts exactly where a fresh instance would. Pages above the snapshot
+// are zeroed; past a threshold the instance is rebuilt (memory cannot shrink). Fresh memory is
+// expensive here (page faults: ~100 µs per 64 KiB page), so rebuilds are kept rare.
 import { CallFailure } from './call-failure.ts';
 import { createExtismEnv, EXTISM_ENV, type CallState, type HostSlot } from './host-env.ts';
 import { createWasi, WASI_PREVIEW1 } from './wasi.ts';
@@ -18,10 +19,12 @@ export interface ModuleShape {
   /** Imports http_request: exports are called through JSPI so HTTP can suspend them. */
   jspi: boolean;
   functions: Set<string>;
+  /** memory.size/grow go through the rewriter's shims: memory does not creep across calls. */
+  virtualGrowth: boolean;
 }
 
-/** `initialPages` comes from the rewriter (V8 does not reflect import types). */
-export function describeModule(module: WebAssembly.Module, initialPages: number): ModuleShape {
+/** `initialPages` and `virtualGrowth` come from the rewriter (V8 does not reflect import types). */
+export function describeModule(module: WebAssembly.Module, initialPages: number, virtualGrowth: boolean): ModuleShape {
   const imports = WebAssembly.Module.imports(module);
   if (!imports.some((i) => i.module === HOST_MODULE && i.name === MEMORY_IMPORT)) {
     throw new CallFailure('INTERNAL_ERROR', 'the module was not prepared for the engine');
@@ -29,6 +32,7 @@ export function describeModule(module: WebAssembly.Module, initialPages: number)
   return {
     module,
     initialPages,
+    virtualGrowth,
     wasi: imports.some((i) => i.module === WASI_PREVIEW1),
     jspi: imports.some((i) => i.module === EXTISM_ENV && i.name === 'http_request'),
     functions: new Set(WebAssembly.Module.exports(module).filter((e) => e.kind === 'function').map((e) => e.name)),
@@ -72,7 +76,11 @@ export class PluginInstance {
     this.#start();
     this.#snapshot = this.#takeSnapshot();
     const snapshotPages = this.#snapshot.memory.length / PAGE;
-    this.#rebuildAbovePages = snapshotPages + Math.max(16, Math.ceil(snapshotPages / 4));
+    // Pages above the snapshot are zeroed after every call; past this many, rebuilding is cheaper.
+    // With virtual growth they only hold what one call needed; without, they creep up every call.
+    this.#rebuildAbovePages = shape.virtualGrowth
+      ? snapshotPages + Math.max(64, Math.ceil(snapshotPages / 2))
+      : snapshotPages + Math.max(16, Math.ceil(snapshotPages / 4));
   }
 
   #instantiate(): Live {

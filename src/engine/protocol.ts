@@ -22,6 +22,7 @@ export interface CallMessage {
   module?: WebAssembly.Module;
   /** The plugin's declared minimum memory (from the rewriter). */
   initialPages: number;
+  virtualGrowth: boolean;
   function: string;
   input: string | null;
   inputEncoding: 'utf8' | 'base64';

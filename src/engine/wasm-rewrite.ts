@@ -1,18 +1,23 @@
-// Rewrites a module so the engine can reset and cap it from JS, touching only the import, memory,
-// global and export sections (code is left byte-for-byte alone, so function indices never move):
-// - its own linear memory becomes an import (`wasmhost.memory`): the engine creates it with the
-//   caller's page cap as its maximum, so one compiled module serves every cap;
+// Rewrites a plugin module (once, before compiling) so the engine can cap and reset it from JS:
+// - its linear memory becomes an import (`wasmhost.memory`): the engine creates it with the call's
+//   page cap as maximum, so one compiled module serves every cap;
 // - every mutable global and every table is exported (`__wasmhost_global_N`, `__wasmhost_table_N`)
-//   so their values can be snapshotted after start-up and restored after each call.
+//   so they can be snapshotted after start-up and restored after each call;
+// - "virtual growth": memory.size/memory.grow become calls to two appended functions that keep the
+//   size in a global. After a reset, that global says the memory is back at its initial size, so an
+//   allocator that grows on first use (Rust's dlmalloc) reuses the same pages call after call,
+//   instead of growing the memory forever. Appended functions, types and globals go at the end of
+//   their index spaces, so no existing index moves. A body the decoder cannot read leaves the module
+//   without virtual growth (the engine then rebuilds instances that grew too much).
+import { concat, leb, nameBytes, Reader, readLimits, section, skipConstExpr, skipValType, splitSections, WasmRewriteError, type RawSection } from './wasm-binary.ts';
+import { replaceMemoryOps } from './wasm-code.ts';
+
+export { WasmRewriteError } from './wasm-binary.ts';
 
 export const HOST_MODULE = 'wasmhost';
 export const MEMORY_IMPORT = 'memory';
 export const GLOBAL_EXPORT_PREFIX = '__wasmhost_global_';
 export const TABLE_EXPORT_PREFIX = '__wasmhost_table_';
-
-export class WasmRewriteError extends Error {
-  override name = 'WasmRewriteError';
-}
 
 export interface RewriteResult {
   bytes: Uint8Array;
@@ -20,173 +25,69 @@ export interface RewriteResult {
   initialPages: number;
   /** The module's own declared maximum, if any. */
   declaredMaxPages: number | null;
+  /** memory.size/memory.grow go through the engine's shims (see above). */
+  virtualGrowth: boolean;
 }
 
-const SECTION = { custom: 0, type: 1, import: 2, function: 3, table: 4, memory: 5, global: 6, export: 7, start: 8 } as const;
+const SECTION = { custom: 0, type: 1, import: 2, function: 3, table: 4, memory: 5, global: 6, export: 7, code: 10 } as const;
 const KIND = { func: 0, table: 1, memory: 2, global: 3, tag: 4 } as const;
-
-class Reader {
-  pos: number;
-  readonly bytes: Uint8Array;
-  readonly end: number;
-  constructor(bytes: Uint8Array, start: number, end: number) {
-    this.bytes = bytes;
-    this.pos = start;
-    this.end = end;
-  }
-  byte(): number {
-    if (this.pos >= this.end) throw new WasmRewriteError('unexpected end of section');
-    return this.bytes[this.pos++] as number;
-  }
-  u32(): number {
-    let result = 0;
-    let shift = 0;
-    for (;;) {
-      const b = this.byte();
-      result += (b & 0x7f) * 2 ** shift;
-      if ((b & 0x80) === 0) break;
-      shift += 7;
-      if (shift > 35) throw new WasmRewriteError('LEB128 integer too long');
-    }
-    return result;
-  }
-  /** Skips a signed LEB128 of any width. */
-  skipLeb(): void {
-    while (this.byte() & 0x80);
-  }
-  skip(n: number): void {
-    if (this.pos + n > this.end) throw new WasmRewriteError('unexpected end of section');
-    this.pos += n;
-  }
-  name(): void {
-    this.skip(this.u32());
-  }
-}
-
-function leb(value: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = value % 128;
-    value = Math.floor(value / 128);
-    if (value > 0) b |= 0x80;
-    out.push(b);
-  } while (value > 0);
-  return out;
-}
-
-function nameBytes(text: string): number[] {
-  const encoded = new TextEncoder().encode(text);
-  return [...leb(encoded.length), ...encoded];
-}
-
-function section(id: number, body: Uint8Array | number[]): Uint8Array {
-  const header = [id, ...leb(body.length)];
-  const out = new Uint8Array(header.length + body.length);
-  out.set(header, 0);
-  out.set(body, header.length);
-  return out;
-}
-
-/** Table type or memory limits: flags, min, [max]. Returns [min, max|null]. */
-function readLimits(r: Reader): [number, number | null, number] {
-  const flags = r.byte();
-  if (flags > 0x01) {
-    throw new WasmRewriteError(`unsupported memory/table limits (flags 0x${flags.toString(16)}: shared or 64-bit)`);
-  }
-  const min = r.u32();
-  const max = flags & 1 ? r.u32() : null;
-  return [min, max, flags];
-}
-
-/** Skips a constant expression up to and including its `end`. */
-function skipConstExpr(r: Reader): void {
-  for (;;) {
-    const op = r.byte();
-    switch (op) {
-      case 0x0b: return; // end
-      case 0x41: case 0x42: r.skipLeb(); break; // i32.const, i64.const
-      case 0x43: r.skip(4); break; // f32.const
-      case 0x44: r.skip(8); break; // f64.const
-      case 0x23: r.u32(); break; // global.get
-      case 0xd0: r.byte(); break; // ref.null t (single-byte heap types are all we accept)
-      case 0xd2: r.u32(); break; // ref.func
-      case 0x6a: case 0x6b: case 0x6c: case 0x7c: case 0x7d: case 0x7e: break; // extended const arithmetic
-      case 0xfd: { // v128.const
-        if (r.u32() !== 12) throw new WasmRewriteError('unsupported SIMD instruction in a constant expression');
-        r.skip(16);
-        break;
-      }
-      default:
-        throw new WasmRewriteError(`unsupported instruction 0x${op.toString(16)} in a constant expression`);
-    }
-  }
-}
-
-function skipValType(r: Reader): void {
-  const t = r.byte();
-  // ref types with an explicit heap type (0x63/0x64) carry one more LEB.
-  if (t === 0x63 || t === 0x64) r.skipLeb();
-}
-
-interface ParsedSection {
-  id: number;
-  /** Offset of the section id byte. */
-  headerStart: number;
-  start: number;
-  end: number;
-}
-
-function splitSections(bytes: Uint8Array): ParsedSection[] {
-  if (bytes.length < 8 || bytes[0] !== 0 || bytes[1] !== 0x61 || bytes[2] !== 0x73 || bytes[3] !== 0x6d) {
-    throw new WasmRewriteError('not a WebAssembly binary (bad magic)');
-  }
-  if (bytes[4] !== 1 || bytes[5] !== 0 || bytes[6] !== 0 || bytes[7] !== 0) {
-    throw new WasmRewriteError('unsupported WebAssembly binary version (a component?)');
-  }
-  const sections: ParsedSection[] = [];
-  const r = new Reader(bytes, 8, bytes.length);
-  while (r.pos < bytes.length) {
-    const headerStart = r.pos;
-    const id = r.byte();
-    const size = r.u32();
-    const start = r.pos;
-    r.skip(size);
-    sections.push({ id, headerStart, start, end: r.pos });
-  }
-  return sections;
-}
-
-/** Section order position for inserting new sections (custom sections keep their places). */
+const I32 = 0x7f;
+/** Position of each known section id in the required order (custom sections keep their places). */
 const ORDER: Record<number, number> = { 1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 13: 6, 6: 7, 7: 8, 8: 9, 9: 10, 12: 11, 10: 12, 11: 13 };
 
+function sleb(value: number): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const b = value & 0x7f;
+    value >>= 7;
+    if ((value === 0 && (b & 0x40) === 0) || (value === -1 && (b & 0x40) !== 0)) {
+      out.push(b);
+      return out;
+    }
+    out.push(b | 0x80);
+  }
+}
+
+/** A vector section's entry count and the bytes of its entries. */
+function vector(input: Uint8Array, s: RawSection | undefined): { count: number; entries: Uint8Array; reader: Reader } {
+  if (!s) return { count: 0, entries: new Uint8Array(0), reader: new Reader(new Uint8Array(0), 0, 0) };
+  const r = new Reader(input, s.start, s.end);
+  const count = r.u32();
+  return { count, entries: input.subarray(r.pos, s.end), reader: r };
+}
+
 export function rewriteForEngine(input: Uint8Array): RewriteResult {
+  try {
+    return rewrite(input, true);
+  } catch (err) {
+    if (!(err instanceof WasmRewriteError)) throw err;
+    return rewrite(input, false);
+  }
+}
+
+function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
   const sections = splitSections(input);
   const find = (id: number) => sections.find((s) => s.id === id);
 
-  // Imports: count imported globals/tables (they come first in their index spaces).
+  // Imports come first in their index spaces.
+  const imports = vector(input, find(SECTION.import));
+  let importedFuncs = 0;
   let importedGlobals = 0;
   let importedTables = 0;
-  let importedMemories = 0;
-  let importCount = 0;
-  const importSection = find(SECTION.import);
-  if (importSection) {
-    const r = new Reader(input, importSection.start, importSection.end);
-    importCount = r.u32();
-    for (let i = 0; i < importCount; i++) {
-      r.name();
-      r.name();
-      const kind = r.byte();
-      switch (kind) {
-        case KIND.func: r.u32(); break;
-        case KIND.table: skipValType(r); readLimits(r); importedTables++; break;
-        case KIND.memory: readLimits(r); importedMemories++; break;
-        case KIND.global: skipValType(r); r.byte(); importedGlobals++; break;
-        case KIND.tag: r.byte(); r.u32(); break;
-        default: throw new WasmRewriteError(`unknown import kind ${kind}`);
-      }
+  for (let i = 0; i < imports.count; i++) {
+    const r = imports.reader;
+    r.name();
+    r.name();
+    const kind = r.byte();
+    switch (kind) {
+      case KIND.func: r.u32(); importedFuncs++; break;
+      case KIND.table: skipValType(r); readLimits(r); importedTables++; break;
+      case KIND.memory: throw new WasmRewriteError('the module imports its memory; it must define one');
+      case KIND.global: skipValType(r); r.byte(); importedGlobals++; break;
+      case KIND.tag: r.byte(); r.u32(); break;
+      default: throw new WasmRewriteError(`unknown import kind ${kind}`);
     }
   }
-  if (importedMemories > 0) throw new WasmRewriteError('the module imports its memory; it must define one');
 
   // A module without memory gets an empty one it never touches (the engine treats all alike).
   let initialPages = 0;
@@ -199,72 +100,100 @@ export function rewriteForEngine(input: Uint8Array): RewriteResult {
     if (count === 1) [initialPages, declaredMaxPages] = readLimits(mr);
   }
 
-  // Tables defined by the module.
-  let definedTables = 0;
-  const tableSection = find(SECTION.table);
-  if (tableSection) definedTables = new Reader(input, tableSection.start, tableSection.end).u32();
+  const tables = vector(input, find(SECTION.table)).count;
 
-  // Mutable globals defined by the module.
+  const globals = vector(input, find(SECTION.global));
   const mutableGlobals: number[] = [];
-  const globalSection = find(SECTION.global);
-  if (globalSection) {
-    const r = new Reader(input, globalSection.start, globalSection.end);
-    const count = r.u32();
-    for (let i = 0; i < count; i++) {
-      skipValType(r);
-      const mutable = r.byte() === 1;
-      skipConstExpr(r);
-      if (mutable) mutableGlobals.push(importedGlobals + i);
-    }
+  for (let i = 0; i < globals.count; i++) {
+    skipValType(globals.reader);
+    if (globals.reader.byte() === 1) mutableGlobals.push(importedGlobals + i);
+    skipConstExpr(globals.reader);
   }
 
-  // Existing exports: keep them, note what is already reachable.
-  const exportEntries: Uint8Array[] = [];
-  const exportNames = new Set<string>();
-  const exportSection = find(SECTION.export);
-  if (exportSection) {
-    const r = new Reader(input, exportSection.start, exportSection.end);
-    const count = r.u32();
-    for (let i = 0; i < count; i++) {
-      const entryStart = r.pos;
-      const nameLen = r.u32();
-      const name = new TextDecoder().decode(input.subarray(r.pos, r.pos + nameLen));
-      r.skip(nameLen);
-      r.byte(); // kind
-      r.u32(); // index
-      exportNames.add(name);
-      exportEntries.push(input.subarray(entryStart, r.pos));
-    }
-  }
-  const addExport = (name: string, kind: number, index: number) => {
-    if (exportNames.has(name)) throw new WasmRewriteError(`the module already exports "${name}"`);
-    exportEntries.push(Uint8Array.from([...nameBytes(name), kind, ...leb(index)]));
-  };
-  for (const index of mutableGlobals) addExport(`${GLOBAL_EXPORT_PREFIX}${index}`, KIND.global, index);
-  for (let t = 0; t < importedTables + definedTables; t++) addExport(`${TABLE_EXPORT_PREFIX}${t}`, KIND.table, t);
+  const types = vector(input, find(SECTION.type));
+  const functions = vector(input, find(SECTION.function));
+  const code = vector(input, find(SECTION.code));
+  const replaced = new Map<number, Uint8Array | null>([[SECTION.memory, null]]);
+  let extraGlobals: number[] = [];
 
-  // New import section: the old entries plus the memory.
-  const memoryImport = [...nameBytes(HOST_MODULE), ...nameBytes(MEMORY_IMPORT), KIND.memory, 0x00, ...leb(initialPages)];
-  let oldImports: Uint8Array = new Uint8Array(0);
-  if (importSection) {
-    const r = new Reader(input, importSection.start, importSection.end);
+  if (virtualGrowth) {
+    const sizeType = types.count;
+    const growType = types.count + 1;
+    const sizeFn = importedFuncs + functions.count;
+    const growFn = sizeFn + 1;
+    const pagesGlobal = importedGlobals + globals.count;
+
+    const bodies: (Uint8Array | number[])[] = [];
+    const r = code.reader;
+    for (let i = 0; i < code.count; i++) {
+      const size = r.u32();
+      const body = input.subarray(r.pos, r.pos + size);
+      r.skip(size);
+      const rewritten = replaceMemoryOps(body, sizeFn, growFn);
+      bodies.push(rewritten ? concat([leb(rewritten.length), rewritten]) : concat([leb(size), body]));
+    }
+    // () -> i32: the virtual size.
+    const sizeBody = [0x00, 0x23, ...leb(pagesGlobal), 0x0b];
+    // (n: i32) -> i32: grow the virtual size by n, growing the real memory only when needed.
+    const [n, old, delta] = [0, 1, 2];
+    const growBody = [
+      0x01, 0x02, I32, // locals: old, delta
+      0x23, ...leb(pagesGlobal), 0x21, old, // old = pages
+      0x20, n, 0x41, ...sleb(65536), 0x20, old, 0x6b, 0x4b, // n > 65536 - old (unsigned)?
+      0x04, 0x40, 0x41, 0x7f, 0x0f, 0x0b, //   return -1
+      0x20, old, 0x20, n, 0x6a, 0x3f, 0x00, 0x6b, 0x22, delta, // delta = old + n - memory.size
+      0x41, 0x00, 0x4a, // delta > 0 (signed)?
+      0x04, 0x40,
+      0x20, delta, 0x40, 0x00, 0x41, 0x7f, 0x46, // memory.grow(delta) == -1?
+      0x04, 0x40, 0x41, 0x7f, 0x0f, 0x0b, //   return -1
+      0x0b,
+      0x20, old, 0x20, n, 0x6a, 0x24, ...leb(pagesGlobal), // pages = old + n
+      0x20, old,
+      0x0b,
+    ];
+    bodies.push(concat([leb(sizeBody.length), sizeBody]), concat([leb(growBody.length), growBody]));
+
+    replaced.set(SECTION.code, section(SECTION.code, concat([leb(code.count + 2), ...bodies])));
+    replaced.set(SECTION.type, section(SECTION.type, concat([leb(types.count + 2), types.entries, [0x60, 0x00, 0x01, I32], [0x60, 0x01, I32, 0x01, I32]])));
+    replaced.set(SECTION.function, section(SECTION.function, concat([leb(functions.count + 2), functions.entries, leb(sizeType), leb(growType)])));
+    replaced.set(SECTION.global, section(SECTION.global, concat([leb(globals.count + 1), globals.entries, [I32, 0x01, 0x41, ...sleb(initialPages), 0x0b]])));
+    extraGlobals = [pagesGlobal];
+  }
+
+  // Exports: the plugin's own, plus every mutable global and table under engine names.
+  const exports = vector(input, find(SECTION.export));
+  const names = new Set<string>();
+  for (let i = 0; i < exports.count; i++) {
+    const r = exports.reader;
+    const length = r.u32();
+    names.add(new TextDecoder().decode(input.subarray(r.pos, r.pos + length)));
+    r.skip(length);
+    r.byte();
     r.u32();
-    oldImports = input.subarray(r.pos, importSection.end);
   }
-  const importBody = [...leb(importCount + 1), ...oldImports, ...memoryImport];
-  const exportBody: number[] = [...leb(exportEntries.length)];
-  for (const entry of exportEntries) exportBody.push(...entry);
+  const added: number[][] = [];
+  const addExport = (name: string, kind: number, index: number) => {
+    if (names.has(name)) throw new WasmRewriteError(`the module already exports "${name}"`);
+    added.push([...nameBytes(name), kind, ...leb(index)]);
+  };
+  for (const index of [...mutableGlobals, ...extraGlobals]) addExport(`${GLOBAL_EXPORT_PREFIX}${index}`, KIND.global, index);
+  for (let t = 0; t < importedTables + tables; t++) addExport(`${TABLE_EXPORT_PREFIX}${t}`, KIND.table, t);
+  replaced.set(SECTION.export, section(SECTION.export, concat([leb(exports.count + added.length), exports.entries, ...added])));
 
-  const replaced = new Map<number, Uint8Array | null>([
-    [SECTION.import, section(SECTION.import, importBody)],
-    [SECTION.memory, null],
-    [SECTION.export, section(SECTION.export, exportBody)],
-  ]);
+  // The memory, as an import with the plugin's minimum and no maximum (the engine supplies it).
+  const memoryImport = [...nameBytes(HOST_MODULE), ...nameBytes(MEMORY_IMPORT), KIND.memory, 0x00, ...leb(initialPages)];
+  replaced.set(SECTION.import, section(SECTION.import, concat([leb(imports.count + 1), imports.entries, memoryImport])));
 
+  return { bytes: assemble(input, sections, replaced), initialPages, declaredMaxPages, virtualGrowth };
+}
+
+/** The module with `replaced` sections swapped in (null: dropped), new ones inserted in order. */
+function assemble(input: Uint8Array, sections: RawSection[], replaced: Map<number, Uint8Array | null>): Uint8Array {
   const parts: Uint8Array[] = [input.subarray(0, 8)];
   const pending = new Map(replaced);
   const flushBefore = (order: number) => {
-    for (const [id, bytes] of [...pending]) {
+    const due = [...pending].sort(([a], [b]) => (ORDER[a] ?? 0) - (ORDER[b] ?? 0));
+    for (const [id, bytes] of due) {
       if ((ORDER[id] ?? 0) < order) {
         if (bytes) parts.push(bytes);
         pending.delete(id);
@@ -287,13 +216,5 @@ export function rewriteForEngine(input: Uint8Array): RewriteResult {
     }
   }
   flushBefore(Number.MAX_SAFE_INTEGER);
-
-  const total = parts.reduce((n, p) => n + p.length, 0);
-  const bytes = new Uint8Array(total);
-  let offset = 0;
-  for (const p of parts) {
-    bytes.set(p, offset);
-    offset += p.length;
-  }
-  return { bytes, initialPages, declaredMaxPages };
+  return concat(parts);
 }

@@ -1,0 +1,26 @@
+// The server side of bench/call.ts, run as a child process: the real app (same setup as main.ts)
+// plus one bare POST route with a trivial handler, the baseline every call is compared with.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { buildApp } from '../src/app.ts';
+import { loadConfig } from '../src/config.ts';
+
+const dataDir = mkdtempSync(path.join(tmpdir(), 'wasmhost-bench-'));
+const config = loadConfig({ ...process.env, DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1' });
+const app = await buildApp(config);
+app.post('/bench/bare', async () => ({ ok: true }));
+await app.listen({ port: 0, host: '127.0.0.1' });
+const address = app.server.address();
+if (address === null || typeof address === 'string') throw new Error('no TCP address');
+process.send?.({ port: address.port, workers: config.engine.workers });
+
+process.on('message', (msg: { kind?: string }) => {
+  if (msg.kind === 'stats') process.send?.({ kind: 'stats', engine: app.engine.stats(), rss: process.memoryUsage().rss });
+});
+process.on('disconnect', () => {
+  void app.close().finally(() => {
+    rmSync(dataDir, { recursive: true, force: true });
+    process.exit(0);
+  });
+});

@@ -1,0 +1,77 @@
+// The module rewriter alone: what it changes must be exactly what the engine relies on.
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { GLOBAL_EXPORT_PREFIX, HOST_MODULE, MEMORY_IMPORT, rewriteForEngine, WasmRewriteError } from '../src/engine/wasm-rewrite.ts';
+import { readPlugin, repoRoot, wat } from './helpers.ts';
+
+const builtPlugins = readdirSync(path.join(repoRoot, 'plugins', 'dist'))
+  .filter((f) => f.endsWith('.wasm') && f !== 'bad_import.wasm')
+  .map((f) => f.slice(0, -5));
+
+function instantiate(bytes: Uint8Array, memory: WebAssembly.Memory, imports: WebAssembly.Imports = {}) {
+  const module = new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);
+  return new WebAssembly.Instance(module, { ...imports, [HOST_MODULE]: { [MEMORY_IMPORT]: memory } });
+}
+
+describe('rewriteForEngine', () => {
+  it.each(builtPlugins)('keeps %s valid, imports its memory, exports every mutable global and keeps its exports', async (name) => {
+    const original = new Uint8Array(await readPlugin(name));
+    const result = rewriteForEngine(original);
+    const before = new WebAssembly.Module(original as Uint8Array<ArrayBuffer>);
+    const after = new WebAssembly.Module(result.bytes as Uint8Array<ArrayBuffer>);
+    expect(result.virtualGrowth).toBe(true);
+    expect(WebAssembly.Module.imports(after)).toContainEqual({ module: HOST_MODULE, name: MEMORY_IMPORT, kind: 'memory' });
+    const exportsAfter = WebAssembly.Module.exports(after);
+    for (const e of WebAssembly.Module.exports(before)) expect(exportsAfter).toContainEqual(e);
+    expect(exportsAfter.some((e) => e.name.startsWith(GLOBAL_EXPORT_PREFIX))).toBe(true);
+  });
+
+  it('reaches a non-exported mutable global and preserves the declared initial memory', async () => {
+    const bytes = await wat(`(module
+      (memory 3)
+      (global $hidden (mut i32) (i32.const 41))
+      (func (export "bump") (result i32) (global.set $hidden (i32.add (global.get $hidden) (i32.const 1))) (global.get $hidden)))`);
+    const result = rewriteForEngine(bytes);
+    expect(result.initialPages).toBe(3);
+    const instance = instantiate(result.bytes, new WebAssembly.Memory({ initial: 3 }));
+    const hidden = Object.entries(instance.exports).find(([k]) => k.startsWith(GLOBAL_EXPORT_PREFIX) && (instance.exports[k] as WebAssembly.Global).value === 41);
+    expect(hidden).toBeDefined();
+    expect((instance.exports.bump as () => number)()).toBe(42);
+    (hidden![1] as WebAssembly.Global).value = 41;
+    expect((instance.exports.bump as () => number)()).toBe(42);
+  });
+
+  it('virtualises memory growth: after the size global is reset, growth reuses the same pages', async () => {
+    const bytes = await wat(`(module
+      (memory 1)
+      (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
+      (func (export "size") (result i32) (memory.size))
+      (func (export "poke") (param i32) (i32.store8 (local.get 0) (i32.const 7))))`);
+    const result = rewriteForEngine(bytes);
+    const memory = new WebAssembly.Memory({ initial: 1, maximum: 4 });
+    const instance = instantiate(result.bytes, memory);
+    const grow = instance.exports.grow as (n: number) => number;
+    const size = instance.exports.size as () => number;
+    const pages = Object.entries(instance.exports).find(([k]) => k.startsWith(GLOBAL_EXPORT_PREFIX))![1] as WebAssembly.Global;
+
+    expect(grow(1)).toBe(1);
+    expect(size()).toBe(2);
+    expect(memory.buffer.byteLength).toBe(2 * 65536);
+    pages.value = 1; // what a reset does
+    expect(size()).toBe(1);
+    expect(grow(1)).toBe(1);
+    expect(memory.buffer.byteLength).toBe(2 * 65536); // no new real page
+    expect(grow(2)).toBe(2);
+    expect(memory.buffer.byteLength).toBe(4 * 65536);
+    expect(grow(1)).toBe(-1); // the Memory's maximum still holds
+    expect(grow(-1)).toBe(-1);
+    expect(size()).toBe(4);
+  });
+
+  it('refuses what it cannot cap: an imported memory, several memories, non-Wasm bytes', async () => {
+    const imported = await wat(`(module (import "env" "mem" (memory 1)) (func (export "f")))`);
+    expect(() => rewriteForEngine(imported)).toThrow(WasmRewriteError);
+    expect(() => rewriteForEngine(new TextEncoder().encode('not wasm at all'))).toThrow(WasmRewriteError);
+  });
+});
