@@ -61,6 +61,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const engine = new CallEngine(config, { store, moduleCache: app.moduleCache });
   app.decorate('engine', engine);
   app.addHook('onClose', () => engine.close());
+  engine.observe({ onWorkerRestart: (reason) => metrics.workerRestarted(reason) });
+  metrics.watch({ workerPool: () => engine.stats() });
+  readiness.add('workers', () => {
+    if (engine.stats().size === 0) throw new Error('no worker thread is running');
+  });
+  // At the drain deadline the engine stops the calls still running; they answer 503 SHUTTING_DOWN.
+  app.lifecycle.drainSignal.addEventListener('abort', () => void engine.close(), { once: true });
   await app.register(callRoutes, { config, engine });
 
   return app;

@@ -2,11 +2,12 @@
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.ts';
 import { InvalidHostPatternError, validateHostPatterns } from '../egress/policy.ts';
-import { AppError } from '../errors.ts';
+import { AppError, isAppError } from '../errors.ts';
 import type { CallEngine } from '../engine/engine.ts';
 import { resolveLimits } from '../engine/limits.ts';
 import { CALL_LOG_LEVELS, type CallLogLevel } from '../engine/logs.ts';
 import { errorSchema, pluginParamsSchema } from './schemas.ts';
+import { reportCall, reportFromDetails } from './telemetry.ts';
 
 export interface CallBody {
   function: string;
@@ -139,6 +140,11 @@ export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions):
       });
       const plugin = await store.get(request.params.id);
       if (!plugin) throw new AppError('PLUGIN_NOT_FOUND', `no plugin with id or name "${request.params.id.slice(0, 80)}"`);
+      reportCall(request, {
+        plugin: { id: plugin.id, name: plugin.name },
+        config: { ...plugin.config, ...body.config },
+        ...(plugin.exports.includes(body.function) ? { function: body.function } : {}),
+      });
 
       const result = await engine.call({
         plugin,
@@ -150,7 +156,12 @@ export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions):
         logLevel: body.logLevel ?? 'info',
         limits,
         outputEncoding: body.outputEncoding,
+      }).catch((err: unknown) => {
+        if (isAppError(err)) reportCall(request, reportFromDetails(err.details));
+        throw err;
       });
+      const { queueMs, runMs, egress, logs, logsTruncated } = result;
+      reportCall(request, { queueMs, runMs, egress, logs, logsTruncated });
       return {
         ...(result.outputBase64 !== undefined ? { outputBase64: result.outputBase64 } : { output: result.output ?? '' }),
         logs: result.logs,

@@ -26,6 +26,17 @@ export interface CallReport {
   logsTruncated?: boolean;
 }
 
+/** What a failed call's error carries (the engine attaches its logs and egress audit to the AppError). */
+export function reportFromDetails(details: Record<string, unknown>): CallReport {
+  const report: CallReport = {};
+  if (Array.isArray(details.logs)) report.logs = details.logs as CallReport['logs'];
+  if (typeof details.logsTruncated === 'boolean') report.logsTruncated = details.logsTruncated;
+  if (Array.isArray(details.egress)) report.egress = details.egress as CallReport['egress'];
+  if (typeof details.queueMs === 'number') report.queueMs = details.queueMs;
+  if (typeof details.runMs === 'number') report.runMs = details.runMs;
+  return report;
+}
+
 /** The facts of a finished call as logged on its request line. */
 interface CallSummary {
   plugin: string;
