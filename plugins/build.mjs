@@ -1,9 +1,10 @@
 // Builds the example/test plugins into plugins/dist/<name>.wasm.
 //   node plugins/build.mjs              rebuild everything; fail on any error
-//   node plugins/build.mjs --if-missing skip when every output exists; a missing Rust toolchain
-//                                        only skips the Rust plugin, with a warning
+//   node plugins/build.mjs --if-missing build only outputs that do not exist yet; a missing Rust
+//                                        toolchain only skips the Rust plugins, with a warning
+// WASMHOST_RUSTC overrides the rustc used (default: Debian's /usr/bin/rustc).
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -32,45 +33,63 @@ const rustPlugins = pluginNames('rust', '.rs');
 
 const outputOf = (name) => join(distDir, `${name}.wasm`);
 
-async function main() {
-  const all = [...asPlugins, ...watPlugins, ...rustPlugins];
-  if (ifMissing && all.every((name) => existsSync(outputOf(name)))) return;
-  mkdirSync(distDir, { recursive: true });
-
-  for (const name of asPlugins) await buildAssemblyScript(name);
-  for (const name of watPlugins) await buildWat(name);
-
-  const problem = rustPlugins.length === 0 ? null : rustProblem();
-  if (problem !== null) {
-    if (!ifMissing) throw new Error(`cannot build Rust plugins (${rustPlugins.join(', ')}): ${problem}`);
-    console.warn(`plugins: WARNING skipping Rust plugins (${rustPlugins.join(', ')}): ${problem}`);
-  } else {
-    for (const name of rustPlugins) buildRust(name);
+/**
+ * Runs `write(tmpPath)` then renames the result into place, so a reader (or a concurrent
+ * `--if-missing` build from another npm script) never sees a half-written module.
+ */
+async function writeOutput(name, write) {
+  const tmp = `${outputOf(name)}.${process.pid}.tmp`;
+  try {
+    await write(tmp);
+    renameSync(tmp, outputOf(name));
+  } finally {
+    rmSync(tmp, { force: true });
   }
-  console.log(`plugins: built into ${relative(rootDir, distDir)}/`);
 }
 
-async function buildAssemblyScript(name) {
+async function main() {
+  // --if-missing (npm start/test): only what is absent; otherwise everything.
+  const wanted = (names) => (ifMissing ? names.filter((name) => !existsSync(outputOf(name))) : names);
+  const as = wanted(asPlugins);
+  const wat = wanted(watPlugins);
+  const rust = wanted(rustPlugins);
+  if (as.length + wat.length + rust.length === 0) return;
+  mkdirSync(distDir, { recursive: true });
+
+  for (const name of as) await writeOutput(name, (out) => buildAssemblyScript(name, out));
+  for (const name of wat) await writeOutput(name, (out) => buildWat(name, out));
+
+  const problem = rust.length === 0 ? null : rustProblem();
+  if (problem !== null) {
+    if (!ifMissing) throw new Error(`cannot build Rust plugins (${rust.join(', ')}): ${problem}`);
+    console.warn(`plugins: WARNING skipping Rust plugins (${rust.join(', ')}): ${problem}`);
+  } else {
+    for (const name of rust) await writeOutput(name, (out) => buildRust(name, out));
+  }
+  console.log(`plugins: built ${[...as, ...wat, ...(problem === null ? rust : [])].join(', ')} into ${relative(rootDir, distDir)}/`);
+}
+
+async function buildAssemblyScript(name, out) {
   const { default: asc } = await import('assemblyscript/asc');
   const entry = relative(rootDir, join(pluginsDir, 'as', name, 'assembly', 'index.ts'));
   // asc names elements by path relative to its baseDir; the abort handler lives in shared/host.ts.
   const abort = relative(rootDir, join(pluginsDir, 'as', 'shared', 'assembly', 'host')) + '/pluginAbort';
   const { error, stderr } = await asc.main(
-    [entry, '--outFile', outputOf(name), '--optimizeLevel', '3', '--shrinkLevel', '1', '--use', `abort=${abort}`,
+    [entry, '--outFile', out, '--optimizeLevel', '3', '--shrinkLevel', '1', '--use', `abort=${abort}`,
       '--baseDir', rootDir],
     {},
   );
   if (error) throw new Error(`AssemblyScript plugin ${name} failed to build:\n${stderr.toString()}`);
 }
 
-async function buildWat(name) {
+async function buildWat(name, out) {
   const { default: loadWabt } = await import('wabt');
   const wabt = await loadWabt();
   const file = join(pluginsDir, 'wat', `${name}.wat`);
   const module = wabt.parseWat(file, readFileSync(file, 'utf8'));
   try {
     module.validate();
-    writeFileSync(outputOf(name), module.toBinary({}).buffer);
+    writeFileSync(out, module.toBinary({}).buffer);
   } finally {
     module.destroy();
   }
@@ -91,11 +110,11 @@ function rustProblem() {
   return null;
 }
 
-function buildRust(name) {
+function buildRust(name, out) {
   const source = join(pluginsDir, 'rust', `${name}.rs`);
   try {
     execFileSync(rustc, ['--edition', '2021', '--target', 'wasm32-unknown-unknown', '--crate-type', 'cdylib',
-      '-C', 'opt-level=s', '-C', 'strip=debuginfo', '--crate-name', name, '-o', outputOf(name), source],
+      '-C', 'opt-level=s', '-C', 'strip=debuginfo', '--crate-name', name, '-o', out, source],
     { stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8' });
   } catch (err) {
     throw new Error(`Rust plugin ${name} failed to build:\n${err.stderr ?? err.message}`);

@@ -240,3 +240,32 @@ describe('WAT plugins', () => {
     expect(noExports).toEqual([{ name: 'memory', kind: 'memory' }]);
   });
 });
+
+describe('Rust plugin', () => {
+  it('rust_vowels counts, keeps total in a var, counts calls in a static, and honours the vowels config', async () => {
+    const wasm = wasmOf('rust_vowels');
+    const memory = WebAssembly.Module.exports(new WebAssembly.Module(wasm)).find((e) => e.kind === 'memory');
+    expect(memory?.name).toBe('memory');
+
+    const plugin = await load('rust_vowels');
+    expect(JSON.parse(await callText(plugin, 'count_vowels', 'Hello World'))).toEqual({
+      count: 3, total: 3, vowels: 'aeiouAEIOU', calls: 1,
+    });
+    expect(JSON.parse(await callText(plugin, 'count_vowels', 'aéiou'))).toEqual({
+      count: 4, total: 7, vowels: 'aeiouAEIOU', calls: 2,
+    });
+    await plugin.close();
+
+    const custom = await load('rust_vowels', { config: { vowels: 'é"' } });
+    expect(JSON.parse(await callText(custom, 'count_vowels', 'é "é"'))).toEqual({ count: 4, total: 4, vowels: 'é"', calls: 1 });
+    await custom.close();
+  });
+
+  it('rust_vowels starts with at least 1 MiB of linear memory (the Rust stack)', async () => {
+    const module = new WebAssembly.Module(wasmOf('rust_vowels'));
+    const env = Object.fromEntries(WebAssembly.Module.imports(module).map((i) => [i.name, () => 0n]));
+    const instance = new WebAssembly.Instance(module, { 'extism:host/env': env });
+    const memory = instance.exports.memory as WebAssembly.Memory;
+    expect(memory.buffer.byteLength).toBeGreaterThanOrEqual(1024 * 1024);
+  });
+});
