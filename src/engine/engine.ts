@@ -45,6 +45,8 @@ export interface CallEvent {
   queueMs: number;
   runMs: number;
   durationMs: number;
+  /** Linear memory of the plugin instance at the end of the call, in 64 KiB pages. */
+  memoryPages: number;
 }
 
 /** Hooks for metrics: called after every call and on every worker restart. */
@@ -137,9 +139,17 @@ export class CallEngine {
   async call(request: CallRequest): Promise<CallResult> {
     const started = performance.now();
     const { plugin, limits } = request;
-    const event = (outcome: CallOutcome, queueMs: number, runMs: number) => {
+    const event = (outcome: CallOutcome, queueMs: number, runMs: number, memoryPages = 0) => {
       if (this.#observers.length === 0) return;
-      const e: CallEvent = { pluginId: plugin.id, function: request.function, outcome, queueMs, runMs, durationMs: performance.now() - started };
+      const e: CallEvent = {
+        pluginId: plugin.id,
+        function: request.function,
+        outcome,
+        queueMs,
+        runMs,
+        durationMs: performance.now() - started,
+        memoryPages,
+      };
       for (const o of this.#observers) o.onCall?.(e);
     };
     try {
@@ -180,10 +190,10 @@ export class CallEngine {
       const base = { logs: result.logs, logsTruncated: result.logsTruncated, egress: result.egress };
       if (!result.ok) {
         const error = result.error ?? { code: 'INTERNAL_ERROR' as const, message: 'the call failed' };
-        event(error.code, queueMs, result.runMs);
+        event(error.code, queueMs, result.runMs, result.memoryPages);
         throw new AppError(error.code, error.message, { details: base });
       }
-      event('ok', queueMs, result.runMs);
+      event('ok', queueMs, result.runMs, result.memoryPages);
       const out: CallResult = { ...base, durationMs, queueMs, runMs: result.runMs };
       if (result.output !== undefined) out.output = result.output;
       if (result.outputBase64 !== undefined) out.outputBase64 = result.outputBase64;

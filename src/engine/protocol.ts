@@ -40,6 +40,8 @@ export interface CallOutcome {
   egress: EgressAuditEntry[];
   /** Time spent in the plugin (instantiation included when it happened), ms. */
   runMs: number;
+  /** Pages of linear memory the instance had when the call ended (0 if it never started). */
+  memoryPages: number;
 }
 
 export interface ResultMessage extends CallOutcome {

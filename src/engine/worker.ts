@@ -142,6 +142,7 @@ async function handleCall(msg: CallMessage): Promise<void> {
       logsTruncated: logs.truncated,
       egress: egress?.audit ?? [],
       runMs: performance.now() - started,
+      memoryPages: instance.memoryPages(),
     };
   } catch (err) {
     logs.flush();
@@ -154,6 +155,7 @@ async function handleCall(msg: CallMessage): Promise<void> {
       logsTruncated: logs.truncated,
       egress: egress?.audit ?? [],
       runMs: performance.now() - started,
+      memoryPages: instance?.memoryPages() ?? 0,
     };
   }
   post(result);
@@ -164,7 +166,7 @@ async function handleCall(msg: CallMessage): Promise<void> {
 port.on('message', (msg: CallMessage) => {
   handleCall(msg).catch((err: unknown) => {
     // Only a bug in the engine lands here; the pool fails the call and replaces this worker.
-    port.postMessage({ kind: 'result', callId: msg.callId, ok: false, error: { code: 'INTERNAL_ERROR', message: String(err) }, logs: [], logsTruncated: false, egress: [], runMs: 0 });
+    port.postMessage({ kind: 'result', callId: msg.callId, ok: false, error: { code: 'INTERNAL_ERROR', message: String(err) }, logs: [], logsTruncated: false, egress: [], runMs: 0, memoryPages: 0 });
     process.exit(1);
   });
 });
