@@ -1,6 +1,8 @@
 // Shared test helpers: a real app listening on 127.0.0.1 over a temporary DATA_DIR, built plugins,
 // and Wasm fixtures compiled from WAT text.
+import { once } from 'node:events';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -87,4 +89,83 @@ export function tinyPluginWat(marker: number, exportName = 'run'): string {
   return `(module
   (memory (export "memory") 1)
   (func (export "${exportName}") (result i32) (i32.const ${marker})))`;
+}
+
+export interface StreamedResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+  /** Body bytes the client had written when the response arrived. */
+  bytesSent: number;
+}
+
+/**
+ * Sends a request whose body comes from `chunks` over a raw socket, chunked unless a content-length
+ * header is given, and stops sending as soon as the server answers (as a careful client does; fetch
+ * would send the whole body first), so a test sees how much the server read before refusing it.
+ * Loopback only.
+ */
+export async function sendStreaming(
+  baseUrl: string,
+  options: { method?: string; path: string; headers: Record<string, string>; chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array> },
+): Promise<StreamedResponse> {
+  const { hostname, port } = new URL(baseUrl);
+  if (hostname !== '127.0.0.1' && hostname !== 'localhost' && hostname !== '[::1]') throw new Error('sendStreaming is for loopback servers only');
+  const socket = net.connect({ host: hostname.replace(/^\[|\]$/g, ''), port: Number(port) });
+  await once(socket, 'connect');
+  const chunked = !Object.keys(options.headers).some((h) => h.toLowerCase() === 'content-length');
+  const head = [`${options.method ?? 'POST'} ${options.path} HTTP/1.1`, `host: ${hostname}:${port}`];
+  for (const [k, v] of Object.entries(options.headers)) head.push(`${k}: ${v}`);
+  if (chunked) head.push('transfer-encoding: chunked');
+
+  let received = Buffer.alloc(0);
+  let answered = false;
+  let bytesSent = 0;
+  const ended = new Promise<void>((resolve) => {
+    socket.on('data', (data: Buffer) => {
+      received = Buffer.concat([received, data]);
+      answered = true;
+    });
+    socket.on('close', () => resolve());
+    // The server may reset the connection while we write; what it answered has been read by then.
+    socket.on('error', () => resolve());
+  });
+
+  // Resolves when the socket can take more, or is gone (then the loop below stops).
+  const write = (data: Uint8Array | string): Promise<void> =>
+    new Promise((resolve) => {
+      if (socket.destroyed || socket.write(data)) return resolve();
+      const done = (): void => {
+        socket.off('drain', done);
+        socket.off('close', done);
+        resolve();
+      };
+      socket.on('drain', done);
+      socket.on('close', done);
+    });
+  await write(`${head.join('\r\n')}\r\n\r\n`);
+  for await (const chunk of options.chunks) {
+    if (answered || socket.destroyed) break;
+    // Framing written separately: copying each chunk would make the client's own garbage show in RSS.
+    if (chunked) socket.write(`${chunk.length.toString(16)}\r\n`);
+    await write(chunk);
+    if (chunked) socket.write('\r\n');
+    bytesSent += chunk.length;
+  }
+  if (!answered && !socket.destroyed && chunked) await write('0\r\n\r\n');
+  if (!socket.destroyed) socket.end();
+  await ended;
+
+  const text = received.toString('latin1');
+  const headerEnd = text.indexOf('\r\n\r\n');
+  if (headerEnd < 0) throw new Error(`no HTTP response received (sent ${bytesSent} body bytes)`);
+  const [statusLine = '', ...headerLines] = text.slice(0, headerEnd).split('\r\n');
+  const headers: Record<string, string> = {};
+  for (const line of headerLines) {
+    const sep = line.indexOf(':');
+    headers[line.slice(0, sep).trim().toLowerCase()] = line.slice(sep + 1).trim();
+  }
+  let body = received.subarray(Buffer.byteLength(text.slice(0, headerEnd + 4), 'latin1'));
+  if (headers['content-length'] !== undefined) body = body.subarray(0, Number(headers['content-length']));
+  return { status: Number(statusLine.split(' ')[1]), headers, body: body.toString('utf8'), bytesSent };
 }

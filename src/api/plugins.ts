@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream';
 import multipart from '@fastify/multipart';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config.ts';
+import { InvalidHostPatternError, validateHostPatterns } from '../egress/policy.ts';
 import { inspectModule } from '../engine/inspect.ts';
 import { AppError } from '../errors.ts';
 import type { PluginMeta } from '../store/store.ts';
@@ -13,13 +14,13 @@ const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 const ID_PATTERN = /^[0-9a-f]{64}$/;
 const MAX_DESCRIPTION_CHARS = 1024;
 const MAX_CONFIG_ENTRIES = 256;
-const MAX_ALLOWED_HOSTS = 256;
-const MAX_HOST_PATTERN_CHARS = 255;
 /** Room for the form's text fields and part headers on top of the file itself. */
 const MULTIPART_FIELD_BYTES = 64 * 1024;
 const MULTIPART_FIELDS = 8;
 const MULTIPART_OVERHEAD_BYTES = MULTIPART_FIELDS * MULTIPART_FIELD_BYTES + 64 * 1024;
 const UPLOAD_FIELDS = new Set(['name', 'description', 'config', 'allowedHosts']);
+/** How long a refused upload's remaining body is read and dropped before the connection is cut. */
+const LINGER_MS = 5_000;
 
 export interface PluginRoutesOptions {
   config: Config;
@@ -80,7 +81,7 @@ function parseConfig(value: string | undefined): Record<string, string> {
   return config;
 }
 
-// Only the shape is checked here; the pattern syntax belongs to the egress policy (src/egress/policy.ts).
+// The pattern grammar is the egress policy's (src/egress/policy.ts); the same check as for a call's list.
 function parseAllowedHosts(value: string | undefined): string[] {
   if (value === undefined) return [];
   let parsed: unknown;
@@ -89,30 +90,60 @@ function parseAllowedHosts(value: string | undefined): string[] {
   } catch (err) {
     throw new AppError('INVALID_ALLOWED_HOSTS', `allowedHosts is not valid JSON: ${(err as Error).message}`);
   }
-  if (!Array.isArray(parsed)) throw new AppError('INVALID_ALLOWED_HOSTS', 'allowedHosts must be a JSON array of host patterns');
-  if (parsed.length > MAX_ALLOWED_HOSTS) throw new AppError('INVALID_ALLOWED_HOSTS', `allowedHosts has more than ${MAX_ALLOWED_HOSTS} entries`);
-  for (const host of parsed) {
-    if (typeof host !== 'string' || host.trim() === '' || host.length > MAX_HOST_PATTERN_CHARS) {
-      throw new AppError('INVALID_ALLOWED_HOSTS', `allowedHosts entries must be non-empty strings of at most ${MAX_HOST_PATTERN_CHARS} characters`);
+  if (!Array.isArray(parsed) || parsed.some((host) => typeof host !== 'string')) {
+    throw new AppError('INVALID_ALLOWED_HOSTS', 'allowedHosts must be a JSON array of host pattern strings');
+  }
+  try {
+    validateHostPatterns(parsed as string[]);
+  } catch (err) {
+    if (err instanceof InvalidHostPatternError) {
+      throw new AppError('INVALID_ALLOWED_HOSTS', err.message, { details: { pattern: err.pattern, problem: err.problem } });
     }
+    throw err;
   }
   return parsed as string[];
 }
 
-/** Reads a multipart file stream; busboy stops at the size limit and marks the stream truncated. */
-async function readFilePart(file: Readable & { truncated?: boolean }, maxBytes: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of file as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size <= maxBytes) chunks.push(chunk);
-  }
-  if (file.truncated || size > maxBytes) throw tooLarge(maxBytes);
-  return Buffer.concat(chunks, size);
+/**
+ * Reads a multipart file stream. Busboy stops passing data at the size limit and emits 'limit':
+ * refuse right then, without waiting for (or keeping) the rest of the part.
+ */
+function readFilePart(file: Readable & { truncated?: boolean }, maxBytes: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    let chunks: Buffer[] = [];
+    let size = 0;
+    file.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      chunks.push(chunk);
+    });
+    file.once('limit', () => {
+      chunks = [];
+      reject(tooLarge(maxBytes));
+    });
+    file.once('error', reject);
+    file.once('end', () => {
+      if (file.truncated || size > maxBytes) reject(tooLarge(maxBytes));
+      else resolve(Buffer.concat(chunks, size));
+    });
+  });
 }
 
 function tooLarge(maxBytes: number): AppError {
   return new AppError('PLUGIN_TOO_LARGE', `the plugin is larger than the limit of ${maxBytes} bytes (MAX_PLUGIN_BYTES)`);
+}
+
+/**
+ * After refusing a body still in flight, read and discard the rest for a while before closing. Closing
+ * at once (what Fastify does after a parser error) resets a connection with unread data, and the reset
+ * can destroy the error response before the client reads it.
+ */
+function lingerOnUnreadBody(request: FastifyRequest, reply: FastifyReply): void {
+  const raw = request.raw;
+  if (raw.complete || reply.statusCode < 400) return;
+  const timer = setTimeout(() => raw.socket.destroy(), LINGER_MS);
+  timer.unref();
+  raw.once('close', () => clearTimeout(timer));
+  raw.on('data', () => {}).resume();
 }
 
 async function readMultipart(request: FastifyRequest, maxBytes: number, query: NameQuery): Promise<UploadInput> {
@@ -152,6 +183,7 @@ async function readMultipart(request: FastifyRequest, maxBytes: number, query: N
     allowedHosts: parseAllowedHosts(fields.get('allowedHosts')),
   };
   if (bytes === null) throw new AppError('MISSING_FILE', 'the form has no file part named "file" holding the Wasm module');
+  if (bytes.length === 0) throw new AppError('EMPTY_BODY', 'the file part "file" is empty');
   return { ...input, bytes };
 }
 
@@ -191,13 +223,20 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
   const { maxPluginBytes } = opts.config;
   const { store, moduleCache } = app;
 
-  // Fastify's raw parser streams with a byte cap and refuses an oversize Content-Length before reading.
+  // Fastify's raw parser streams with a byte cap (keeping the socket's chunks, no copies) and refuses
+  // an oversize Content-Length before reading.
   app.addContentTypeParser(
     ['application/wasm', 'application/octet-stream'],
     { parseAs: 'buffer', bodyLimit: maxPluginBytes },
     (_request, body, done) => done(null, body),
   );
   await app.register(multipart, { limits: { fileSize: maxPluginBytes } });
+  app.addHook('onSend', async (request, reply, payload) => {
+    // Keep the connection through the linger below instead of Fastify's immediate close.
+    if (!request.raw.complete && reply.statusCode >= 400) reply.removeHeader('connection');
+    return payload;
+  });
+  app.addHook('onResponse', async (request, reply) => lingerOnUnreadBody(request, reply));
 
   const notFound = (idOrName: string): AppError =>
     new AppError('PLUGIN_NOT_FOUND', `no plugin with id or name "${idOrName.slice(0, 80)}"`);

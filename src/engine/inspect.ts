@@ -2,12 +2,13 @@
 // A module that would fail to link is refused here rather than on every call.
 import { AppError } from '../errors.ts';
 import type { PluginImport } from '../store/store.ts';
+import { rewriteForEngine, WasmRewriteError } from './wasm-rewrite.ts';
 
 export const EXTISM_ENV = 'extism:host/env';
 export const WASI_PREVIEW1 = 'wasi_snapshot_preview1';
 
 /** Host functions @extism/extism 2.0.0-rc13 provides under extism:host/env (its CallContext). */
-const EXTISM_ENV_FUNCTIONS = new Set([
+export const EXTISM_ENV_FUNCTIONS = new Set([
   'alloc', 'free', 'length', 'length_unsafe', 'load_u8', 'load_u64', 'store_u8', 'store_u64',
   'input_offset', 'input_length', 'input_load_u8', 'input_load_u64', 'output_set', 'error_set', 'error_get',
   'config_get', 'var_get', 'var_set', 'http_request', 'http_status_code', 'http_headers',
@@ -15,7 +16,7 @@ const EXTISM_ENV_FUNCTIONS = new Set([
 ]);
 
 /** WASI preview 1 as node:wasi provides it (the SDK uses node:wasi). */
-const WASI_FUNCTIONS = new Set([
+export const WASI_FUNCTIONS = new Set([
   'args_get', 'args_sizes_get', 'clock_res_get', 'clock_time_get', 'environ_get', 'environ_sizes_get',
   'fd_advise', 'fd_allocate', 'fd_close', 'fd_datasync', 'fd_fdstat_get', 'fd_fdstat_set_flags',
   'fd_fdstat_set_rights', 'fd_filestat_get', 'fd_filestat_set_size', 'fd_filestat_set_times', 'fd_pread',
@@ -60,6 +61,14 @@ export async function inspectModule(bytes: Uint8Array): Promise<InspectedModule>
   const exports = WebAssembly.Module.exports(module).filter((d) => d.kind === 'function').map((d) => d.name);
   if (!exports.some((name) => !RUNTIME_EXPORTS.has(name))) {
     throw new AppError('NO_CALLABLE_EXPORTS', 'the module exports no function a caller could call');
+  }
+
+  // The engine rewrites every module before running it; one it cannot rewrite would fail every call.
+  try {
+    rewriteForEngine(bytes);
+  } catch (err) {
+    if (!(err instanceof WasmRewriteError)) throw err;
+    throw new AppError('INVALID_WASM', `the module cannot be run by this service: ${err.message}`);
   }
 
   return {

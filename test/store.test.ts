@@ -1,0 +1,178 @@
+import { createHash } from 'node:crypto';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FsPluginStore } from '../src/store/fs-store.ts';
+import type { NewPlugin } from '../src/store/store.ts';
+import { listFiles, makeTempDir, removeDir, tinyPluginWat, wat } from './helpers.ts';
+
+async function newPlugin(marker: number, name: string | null = null): Promise<NewPlugin> {
+  const bytes = await wat(tinyPluginWat(marker));
+  return {
+    bytes,
+    meta: {
+      id: createHash('sha256').update(bytes).digest('hex'),
+      name,
+      description: `plugin ${marker}`,
+      size: bytes.length,
+      createdAt: new Date().toISOString(),
+      exports: ['run'],
+      imports: [],
+      wasi: false,
+      config: { k: `v${marker}` },
+      allowedHosts: ['example.test'],
+    },
+  };
+}
+
+describe('FsPluginStore', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await makeTempDir('wasmhost-store-');
+  });
+  afterEach(async () => {
+    await removeDir(dir);
+  });
+
+  it('stores bytes and metadata, and the same bytes again are not stored twice', async () => {
+    const store = await FsPluginStore.open(dir);
+    const plugin = await newPlugin(1);
+    const first = await store.put(plugin);
+    expect(first.created).toBe(true);
+    expect(first.meta).toEqual(plugin.meta);
+    const again = await store.put({ ...plugin, meta: { ...plugin.meta, createdAt: new Date(0).toISOString() } });
+    expect(again.created).toBe(false);
+    expect(again.meta).toEqual(first.meta);
+    expect(await store.list()).toHaveLength(1);
+    expect(Buffer.from((await store.getBytes(plugin.meta.id))!)).toEqual(Buffer.from(plugin.bytes));
+    expect(store.stats()).toEqual({ plugins: 1, bytes: plugin.bytes.length });
+    expect(await listFiles(dir)).toEqual([`blobs/${plugin.meta.id}.wasm`, `meta/${plugin.meta.id}.json`]);
+  });
+
+  it('hands out immutable records', async () => {
+    const store = await FsPluginStore.open(dir);
+    const { meta } = await store.put(await newPlugin(1));
+    expect(Object.isFrozen(meta)).toBe(true);
+    expect(Object.isFrozen(meta.config)).toBe(true);
+    expect(Object.isFrozen(meta.exports)).toBe(true);
+  });
+
+  it('lists newest first and filters by name', async () => {
+    const store = await FsPluginStore.open(dir);
+    const a = await store.put(await newPlugin(1, 'a'));
+    const b = await store.put(await newPlugin(2));
+    const c = await store.put(await newPlugin(3, 'c'));
+    expect((await store.list()).map((m) => m.id)).toEqual([c.meta.id, b.meta.id, a.meta.id]);
+    expect((await store.list({ name: 'a' })).map((m) => m.id)).toEqual([a.meta.id]);
+    expect(await store.list({ name: 'nope' })).toEqual([]);
+  });
+
+  it('moves a name to the newest upload carrying it, and frees it on delete', async () => {
+    const store = await FsPluginStore.open(dir);
+    const a = await store.put(await newPlugin(1, 'tool'));
+    const b = await store.put(await newPlugin(2, 'tool'));
+    expect((await store.get('tool'))!.id).toBe(b.meta.id);
+    expect((await store.get(a.meta.id))!.name).toBeNull();
+
+    // Re-uploading A's bytes with the name moves it back, without a new plugin.
+    const again = await store.put(await newPlugin(1, 'tool'));
+    expect(again.created).toBe(false);
+    expect(again.meta.name).toBe('tool');
+    expect((await store.get('tool'))!.id).toBe(a.meta.id);
+    expect((await store.get(b.meta.id))!.name).toBeNull();
+
+    // A plugin holds one name: a new one replaces the old, which is freed.
+    await store.put(await newPlugin(1, 'renamed'));
+    expect(await store.get('tool')).toBeNull();
+    expect((await store.get('renamed'))!.id).toBe(a.meta.id);
+
+    const deleted = await store.delete('renamed');
+    expect(deleted!.id).toBe(a.meta.id);
+    expect(await store.get('renamed')).toBeNull();
+    expect(await store.get(a.meta.id)).toBeNull();
+    expect(await store.getBytes(a.meta.id)).toBeNull();
+    expect(await store.delete('renamed')).toBeNull();
+    expect(await listFiles(dir)).toEqual([`blobs/${b.meta.id}.wasm`, `meta/${b.meta.id}.json`]);
+  });
+
+  it('finds every stored plugin, name and order again after a restart', async () => {
+    const store = await FsPluginStore.open(dir);
+    await store.put(await newPlugin(1, 'one'));
+    await store.put(await newPlugin(2, 'one'));
+    await store.put(await newPlugin(3));
+    const before = await store.list();
+
+    const reopened = await FsPluginStore.open(dir);
+    expect(await reopened.list()).toEqual(before);
+    expect((await reopened.get('one'))!.id).toBe(before[1]!.id);
+    for (const meta of before) {
+      const bytes = await reopened.getBytes(meta.id);
+      expect(createHash('sha256').update(bytes!).digest('hex')).toBe(meta.id);
+    }
+    expect(reopened.stats()).toEqual(store.stats());
+    // Upload order continues after the restart.
+    const next = await reopened.put(await newPlugin(4));
+    expect((await reopened.list())[0]!.id).toBe(next.meta.id);
+  });
+
+  it('cleans up what an interrupted write left and never shows a half-written plugin', async () => {
+    const store = await FsPluginStore.open(dir);
+    const kept = await store.put(await newPlugin(1));
+    const orphan = await newPlugin(2);
+    // A crash after the blob was renamed into place but before its metadata: not acknowledged.
+    await writeFile(path.join(dir, 'blobs', `${orphan.meta.id}.wasm`), orphan.bytes);
+    // Crashes before a rename leave temp files.
+    await writeFile(path.join(dir, 'blobs', '.tmp-0123456789abcdef'), Buffer.alloc(1000));
+    await writeFile(path.join(dir, 'meta', '.tmp-fedcba9876543210'), '{"version":1');
+
+    const reopened = await FsPluginStore.open(dir);
+    expect((await reopened.list()).map((m) => m.id)).toEqual([kept.meta.id]);
+    expect(await reopened.get(orphan.meta.id)).toBeNull();
+    expect(await listFiles(dir)).toEqual([`blobs/${kept.meta.id}.wasm`, `meta/${kept.meta.id}.json`]);
+  });
+
+  it('skips metadata whose blob is missing and an unreadable metadata file', async () => {
+    const store = await FsPluginStore.open(dir);
+    const a = await store.put(await newPlugin(1));
+    const b = await store.put(await newPlugin(2));
+    await rm(path.join(dir, 'blobs', `${a.meta.id}.wasm`));
+    await writeFile(path.join(dir, 'meta', `${'e'.repeat(64)}.json`), 'not json');
+    const warnings: string[] = [];
+    const reopened = await FsPluginStore.open(dir, { warn: (_obj, msg) => warnings.push(msg) });
+    expect((await reopened.list()).map((m) => m.id)).toEqual([b.meta.id]);
+    expect(warnings).toHaveLength(2);
+  });
+
+  it('resolves a name left on two plugins by a crash mid-move to the later assignment', async () => {
+    const store = await FsPluginStore.open(dir);
+    const a = await store.put(await newPlugin(1, 'x'));
+    const b = await store.put(await newPlugin(2, 'x'));
+    // Simulate the crash: B's record (written first) has the name, A's old record still has it too.
+    const aFile = path.join(dir, 'meta', `${a.meta.id}.json`);
+    const onDisk = JSON.parse(await readFile(aFile, 'utf8'));
+    onDisk.plugin.name = 'x';
+    await writeFile(aFile, JSON.stringify(onDisk));
+
+    const reopened = await FsPluginStore.open(dir);
+    expect((await reopened.get('x'))!.id).toBe(b.meta.id);
+    expect((await reopened.get(a.meta.id))!.name).toBeNull();
+    // The loser was rewritten, so the next start reads a consistent state.
+    expect(JSON.parse(await readFile(aFile, 'utf8')).plugin.name).toBeNull();
+  });
+
+  it('serializes concurrent uploads of the same bytes into one plugin', async () => {
+    const store = await FsPluginStore.open(dir);
+    const plugin = await newPlugin(7);
+    const results = await Promise.all(Array.from({ length: 5 }, () => store.put(plugin)));
+    expect(results.filter((r) => r.created)).toHaveLength(1);
+    expect(await store.list()).toHaveLength(1);
+  });
+
+  it('check() writes, reads and deletes a probe, and fails when the directory is gone', async () => {
+    const store = await FsPluginStore.open(dir);
+    await store.check();
+    expect(await listFiles(dir)).toEqual([]);
+    await removeDir(dir);
+    await expect(store.check()).rejects.toThrow();
+  });
+});

@@ -1,0 +1,307 @@
+import { createHash } from 'node:crypto';
+import v8 from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { listFiles, readPlugin, removeDir, sendStreaming, startServer, tinyPluginWat, wat, type TestServer } from './helpers.ts';
+
+const MiB = 1024 * 1024;
+v8.setFlagsFromString('--expose-gc');
+const collectGarbage = runInNewContext('gc') as () => void;
+const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
+
+function postRaw(server: TestServer, bytes: Uint8Array | string, query = '', contentType = 'application/wasm'): Promise<Response> {
+  const body = typeof bytes === 'string' ? bytes : (bytes as Uint8Array<ArrayBuffer>);
+  return fetch(`${server.url}/plugins${query}`, { method: 'POST', headers: { 'content-type': contentType }, body });
+}
+
+function postForm(server: TestServer, fields: Record<string, string>, file?: { bytes: Uint8Array; part?: string }): Promise<Response> {
+  const form = new FormData();
+  for (const [k, v] of Object.entries(fields)) form.set(k, v);
+  if (file) form.set(file.part ?? 'file', new Blob([file.bytes as Uint8Array<ArrayBuffer>], { type: 'application/wasm' }), 'plugin.wasm');
+  return fetch(`${server.url}/plugins`, { method: 'POST', body: form });
+}
+
+async function listIds(server: TestServer): Promise<string[]> {
+  const res = await fetch(`${server.url}/plugins`);
+  expect(res.status).toBe(200);
+  return ((await res.json()) as { plugins: { id: string }[] }).plugins.map((p) => p.id);
+}
+
+describe('plugin upload API', () => {
+  let server: TestServer;
+  afterEach(async () => {
+    await server.close();
+    await removeDir(server.dataDir);
+  });
+
+  it('stores a raw upload: 201, Location, metadata from the module, compiled module cached', async () => {
+    server = await startServer();
+    const bytes = await readPlugin('count_vowels');
+    const res = await postRaw(server, bytes, '?name=count_vowels');
+    expect(res.status).toBe(201);
+    const meta = await res.json();
+    expect(res.headers.get('location')).toBe(`/plugins/${sha256(bytes)}`);
+    expect(meta).toMatchObject({
+      id: sha256(bytes),
+      name: 'count_vowels',
+      description: '',
+      size: bytes.length,
+      exports: ['count_vowels'],
+      wasi: false,
+      config: {},
+      allowedHosts: [],
+    });
+    expect(Date.parse(meta.createdAt)).toBeGreaterThan(Date.now() - 60_000);
+    expect(meta.imports).toContainEqual({ module: 'extism:host/env', name: 'var_set' });
+    expect(server.app.moduleCache.get(meta.id)).toBeInstanceOf(WebAssembly.Module);
+  });
+
+  it('stores a multipart upload with its description, config and allowed hosts', async () => {
+    server = await startServer();
+    const bytes = await readPlugin('hello');
+    const res = await postForm(
+      server,
+      { name: 'hello', description: 'the seed plugin', config: '{"route":"http://127.0.0.1:1/todos/1"}', allowedHosts: '["127.0.0.1"]' },
+      { bytes },
+    );
+    expect(res.status).toBe(201);
+    expect(await res.json()).toMatchObject({
+      id: sha256(bytes),
+      name: 'hello',
+      description: 'the seed plugin',
+      exports: ['say_hello'],
+      config: { route: 'http://127.0.0.1:1/todos/1' },
+      allowedHosts: ['127.0.0.1'],
+    });
+    const wasi = await postForm(server, {}, { bytes: await readPlugin('wasi_io') });
+    expect(wasi.status).toBe(201);
+    expect((await wasi.json()).wasi).toBe(true);
+  });
+
+  it('answers 200 with the existing record for bytes already stored, applying a new name', async () => {
+    server = await startServer();
+    const bytes = await readPlugin('echo');
+    const first = await (await postRaw(server, bytes)).json();
+    const again = await postRaw(server, bytes);
+    expect(again.status).toBe(200);
+    expect(again.headers.get('location')).toBeNull();
+    expect(await again.json()).toEqual(first);
+    const named = await postForm(server, { name: 'echo' }, { bytes });
+    expect(named.status).toBe(200);
+    expect(await named.json()).toEqual({ ...first, name: 'echo' });
+    expect(await listIds(server)).toEqual([first.id]);
+  });
+
+  it('describes, downloads and deletes by id or name', async () => {
+    server = await startServer();
+    const bytes = await readPlugin('count_vowels');
+    const meta = await (await postRaw(server, bytes, '?name=cv')).json();
+
+    for (const ref of [meta.id, 'cv']) {
+      const got = await fetch(`${server.url}/plugins/${ref}`);
+      expect(got.status).toBe(200);
+      expect(await got.json()).toEqual(meta);
+    }
+    const byId = await fetch(`${server.url}/plugins/${meta.id}/wasm`);
+    expect(byId.status).toBe(200);
+    expect(byId.headers.get('content-type')).toBe('application/wasm');
+    expect(byId.headers.get('etag')).toBe(`"${meta.id}"`);
+    expect(byId.headers.get('cache-control')).toContain('immutable');
+    expect(sha256(new Uint8Array(await byId.arrayBuffer()))).toBe(meta.id);
+    const byName = await fetch(`${server.url}/plugins/cv/wasm`);
+    expect(byName.headers.get('cache-control')).toBe('no-cache');
+    expect(sha256(new Uint8Array(await byName.arrayBuffer()))).toBe(meta.id);
+
+    const cached = await fetch(`${server.url}/plugins/cv/wasm`, { headers: { 'if-none-match': `W/"x", "${meta.id}"` } });
+    expect(cached.status).toBe(304);
+    expect(cached.headers.get('etag')).toBe(`"${meta.id}"`);
+    expect((await cached.arrayBuffer()).byteLength).toBe(0);
+    const stale = await fetch(`${server.url}/plugins/cv/wasm`, { headers: { 'if-none-match': '"something-else"' } });
+    expect(stale.status).toBe(200);
+    await stale.arrayBuffer();
+
+    const del = await fetch(`${server.url}/plugins/cv`, { method: 'DELETE' });
+    expect(del.status).toBe(204);
+    expect(server.app.moduleCache.get(meta.id)).toBeUndefined();
+    for (const [method, url] of [
+      ['GET', `/plugins/${meta.id}`],
+      ['GET', '/plugins/cv'],
+      ['GET', '/plugins/cv/wasm'],
+      ['DELETE', `/plugins/${meta.id}`],
+    ] as const) {
+      const res = await fetch(`${server.url}${url}`, { method });
+      expect(res.status).toBe(404);
+      expect(await res.json()).toMatchObject({ statusCode: 404, code: 'PLUGIN_NOT_FOUND', error: 'Not Found' });
+    }
+    expect(await listFiles(server.dataDir)).toEqual([]);
+  });
+
+  it('moves a name to the newest upload carrying it and frees it with the plugin on delete', async () => {
+    server = await startServer();
+    const a = await (await postRaw(server, await wat(tinyPluginWat(1)), '?name=tool')).json();
+    const b = await (await postRaw(server, await wat(tinyPluginWat(2)), '?name=tool')).json();
+    expect((await (await fetch(`${server.url}/plugins/tool`)).json()).id).toBe(b.id);
+    expect((await (await fetch(`${server.url}/plugins/${a.id}`)).json()).name).toBeNull();
+    const filtered = await (await fetch(`${server.url}/plugins?name=tool`)).json();
+    expect(filtered.plugins.map((p: { id: string }) => p.id)).toEqual([b.id]);
+    expect(await listIds(server)).toEqual([b.id, a.id]);
+
+    expect((await fetch(`${server.url}/plugins/tool`, { method: 'DELETE' })).status).toBe(204);
+    expect((await fetch(`${server.url}/plugins/tool`)).status).toBe(404);
+    expect(await listIds(server)).toEqual([a.id]);
+    // The freed name can be given again.
+    const again = await postRaw(server, await wat(tinyPluginWat(1)), '?name=tool');
+    expect(again.status).toBe(200);
+    expect((await again.json()).name).toBe('tool');
+  });
+
+  it('lists identical metadata and serves identical bytes after a restart on the same DATA_DIR', async () => {
+    server = await startServer();
+    const uploads = [await readPlugin('count_vowels'), await readPlugin('hello'), await readPlugin('wasi_io')];
+    await postRaw(server, uploads[0]!, '?name=vowels');
+    await postForm(server, { name: 'hello', config: '{"route":"x"}', allowedHosts: '["a.test"]' }, { bytes: uploads[1]! });
+    await postRaw(server, uploads[2]!);
+    const before = await (await fetch(`${server.url}/plugins`)).json();
+    await server.close();
+
+    server = await startServer({ dataDir: server.dataDir });
+    expect(await (await fetch(`${server.url}/plugins`)).json()).toEqual(before);
+    for (const bytes of uploads) {
+      const res = await fetch(`${server.url}/plugins/${sha256(bytes)}/wasm`);
+      expect(sha256(new Uint8Array(await res.arrayBuffer()))).toBe(sha256(bytes));
+    }
+    expect((await (await fetch(`${server.url}/plugins/vowels`)).json()).id).toBe(sha256(uploads[0]!));
+  });
+});
+
+describe('rejected uploads', () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startServer({ env: { MAX_PLUGIN_BYTES: '16384' } });
+  });
+  afterAll(async () => {
+    await server.close();
+    await removeDir(server.dataDir);
+  });
+
+  const valid = (): Promise<Uint8Array> => wat(tinyPluginWat(42));
+  const cases: { title: string; status: number; code: string; send: () => Promise<Response>; message?: RegExp }[] = [
+    { title: 'bytes that are not WebAssembly', status: 400, code: 'INVALID_WASM', send: () => postRaw(server, 'hello world'), message: /magic word/ },
+    {
+      title: 'a module cut short',
+      status: 400,
+      code: 'INVALID_WASM',
+      send: async () => postRaw(server, (await readPlugin('echo')).subarray(0, 1000)),
+    },
+    { title: 'imports the service does not provide', status: 400, code: 'UNSUPPORTED_IMPORTS', send: async () => postRaw(server, await readPlugin('bad_import')), message: /env\.abort.*foo\.bar/ },
+    { title: 'no callable export', status: 400, code: 'NO_CALLABLE_EXPORTS', send: async () => postRaw(server, await readPlugin('no_exports')) },
+    { title: 'a raw body over the size limit', status: 413, code: 'PLUGIN_TOO_LARGE', send: async () => postRaw(server, await readPlugin('hello')) },
+    { title: 'a multipart file over the size limit', status: 413, code: 'PLUGIN_TOO_LARGE', send: async () => postForm(server, {}, { bytes: await readPlugin('hello') }) },
+    { title: 'an empty raw body', status: 400, code: 'EMPTY_BODY', send: () => postRaw(server, new Uint8Array(0)) },
+    { title: 'no body at all', status: 400, code: 'EMPTY_BODY', send: () => fetch(`${server.url}/plugins`, { method: 'POST' }) },
+    { title: 'an empty file part', status: 400, code: 'EMPTY_BODY', send: () => postForm(server, { name: 'x' }, { bytes: new Uint8Array(0) }) },
+    { title: 'a form without the file part', status: 400, code: 'MISSING_FILE', send: () => postForm(server, { name: 'x' }) },
+    { title: 'a file in a part not named file', status: 400, code: 'INVALID_REQUEST', send: async () => postForm(server, {}, { bytes: await valid(), part: 'wasm' }) },
+    { title: 'an unknown form field', status: 400, code: 'INVALID_REQUEST', send: async () => postForm(server, { colour: 'red' }, { bytes: await valid() }) },
+    { title: 'a text body', status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', send: () => postRaw(server, 'abc', '', 'text/plain') },
+    { title: 'a name with capitals', status: 400, code: 'INVALID_NAME', send: async () => postRaw(server, await valid(), '?name=Hello') },
+    { title: 'a name of 64 hex digits', status: 400, code: 'INVALID_NAME', send: async () => postRaw(server, await valid(), `?name=${'a'.repeat(64)}`) },
+    { title: 'a name too long', status: 400, code: 'INVALID_NAME', send: async () => postRaw(server, await valid(), `?name=${'n'.repeat(64)}`) },
+    { title: 'a name starting with a dot', status: 400, code: 'INVALID_NAME', send: async () => postForm(server, { name: '.hidden' }, { bytes: await valid() }) },
+    { title: 'config that is not JSON', status: 400, code: 'INVALID_CONFIG', send: async () => postForm(server, { config: '{route:' }, { bytes: await valid() }) },
+    { title: 'config that is an array', status: 400, code: 'INVALID_CONFIG', send: async () => postForm(server, { config: '["a"]' }, { bytes: await valid() }) },
+    { title: 'config with a non-string value', status: 400, code: 'INVALID_CONFIG', send: async () => postForm(server, { config: '{"n":1}' }, { bytes: await valid() }) },
+    { title: 'allowedHosts that is not JSON', status: 400, code: 'INVALID_ALLOWED_HOSTS', send: async () => postForm(server, { allowedHosts: '*.x.com' }, { bytes: await valid() }) },
+    { title: 'allowedHosts that is an object', status: 400, code: 'INVALID_ALLOWED_HOSTS', send: async () => postForm(server, { allowedHosts: '{"a":1}' }, { bytes: await valid() }) },
+    { title: 'allowedHosts with an empty entry', status: 400, code: 'INVALID_ALLOWED_HOSTS', send: async () => postForm(server, { allowedHosts: '[""]' }, { bytes: await valid() }) },
+    { title: 'allowedHosts with a pattern outside the grammar', status: 400, code: 'INVALID_ALLOWED_HOSTS', send: async () => postForm(server, { allowedHosts: '["ok.test", "*x.com"]' }, { bytes: await valid() }), message: /\*x\.com/ },
+    { title: 'allowedHosts with a non-string entry', status: 400, code: 'INVALID_ALLOWED_HOSTS', send: async () => postForm(server, { allowedHosts: '[1]' }, { bytes: await valid() }) },
+  ];
+
+  for (const c of cases) {
+    it(`refuses ${c.title} with ${c.status} ${c.code} and stores nothing`, async () => {
+      const res = await c.send();
+      expect(res.status).toBe(c.status);
+      const body = await res.json();
+      expect(body).toMatchObject({ statusCode: c.status, code: c.code });
+      expect(typeof body.error).toBe('string');
+      expect(body.message.length).toBeGreaterThan(10);
+      if (c.message) expect(body.message).toMatch(c.message);
+      expect(await listIds(server)).toEqual([]);
+      expect(await listFiles(server.dataDir)).toEqual([]);
+    });
+  }
+
+  it('lists the unsupported imports in the error', async () => {
+    const res = await postRaw(server, await readPlugin('bad_import'));
+    expect((await res.json()).unsupportedImports).toEqual([
+      { module: 'env', name: 'abort', kind: 'function' },
+      { module: 'foo', name: 'bar', kind: 'function' },
+    ]);
+  });
+
+  it('accepts a valid upload on the same server afterwards', async () => {
+    const res = await postRaw(server, await wat(tinyPluginWat(42)), '?name=fine');
+    expect(res.status).toBe(201);
+    expect(await listFiles(server.dataDir)).toHaveLength(2);
+    await fetch(`${server.url}/plugins/fine`, { method: 'DELETE' });
+  });
+});
+
+describe('a 100 MiB upload to a server limited at 32 MiB', () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startServer();
+    expect(server.config.maxPluginBytes).toBe(32 * MiB);
+    // Warm the upload paths (lazy modules, JIT) so their one-time cost is not counted below.
+    const warm = await postRaw(server, await wat(tinyPluginWat(1)));
+    expect(warm.status).toBe(201);
+    const form = await postForm(server, {}, { bytes: await wat(tinyPluginWat(2)) });
+    expect(form.status).toBe(201);
+    for (const id of await listIds(server)) await fetch(`${server.url}/plugins/${id}`, { method: 'DELETE' });
+  });
+  afterAll(async () => {
+    await server.close();
+    await removeDir(server.dataDir);
+  });
+
+  const block = Buffer.alloc(64 * 1024, 0x61);
+  // The same block over and over: the client holds 64 KiB, whatever it sends.
+  function* body(total: number): Generator<Buffer> {
+    for (let sent = 0; sent < total; sent += block.length) yield block;
+  }
+  const boundary = 'wasmhost-test-boundary';
+  function* multipart(total: number): Generator<Buffer> {
+    yield Buffer.from(`--${boundary}\r\ncontent-disposition: form-data; name="file"; filename="big.wasm"\r\ncontent-type: application/wasm\r\n\r\n`);
+    yield* body(total);
+    yield Buffer.from(`\r\n--${boundary}--\r\n`);
+  }
+
+  const variants: { title: string; headers: Record<string, string>; chunks: () => Generator<Buffer> }[] = [
+    { title: 'raw, chunked', headers: { 'content-type': 'application/wasm' }, chunks: () => body(100 * MiB) },
+    { title: 'raw, with Content-Length', headers: { 'content-type': 'application/octet-stream', 'content-length': String(100 * MiB) }, chunks: () => body(100 * MiB) },
+    { title: 'multipart, chunked', headers: { 'content-type': `multipart/form-data; boundary=${boundary}` }, chunks: () => multipart(100 * MiB) },
+  ];
+
+  for (const v of variants) {
+    it(`is refused with 413 (${v.title}) while the server's RSS grows by less than 64 MiB`, async () => {
+      collectGarbage(); // what earlier tests left unreferenced must not hide or inflate this request's cost
+      const rssBefore = process.memoryUsage().rss;
+      let rssPeak = rssBefore;
+      const sampler = setInterval(() => {
+        rssPeak = Math.max(rssPeak, process.memoryUsage().rss);
+      }, 5);
+      const res = await sendStreaming(server.url, { path: '/plugins', headers: v.headers, chunks: v.chunks() });
+      clearInterval(sampler);
+      rssPeak = Math.max(rssPeak, process.memoryUsage().rss);
+
+      expect(res.status).toBe(413);
+      expect(JSON.parse(res.body)).toMatchObject({ statusCode: 413, code: 'PLUGIN_TOO_LARGE' });
+      // The server answered without reading the rest of the body.
+      expect(res.bytesSent).toBeLessThan(64 * MiB);
+      expect(rssPeak - rssBefore).toBeLessThan(64 * MiB);
+      expect(await listIds(server)).toEqual([]);
+      expect(await listFiles(server.dataDir)).toEqual([]);
+    });
+  }
+});
