@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { contractProblems, expectContract } from './openapi-contract.ts';
 import { listFiles, readPlugin, removeDir, sendStreaming, startServer, tinyPluginWat, wat, type TestServer } from './helpers.ts';
 
 const MiB = 1024 * 1024;
@@ -9,20 +10,27 @@ v8.setFlagsFromString('--expose-gc');
 const collectGarbage = runInNewContext('gc') as () => void;
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 
+/** fetch, and the response must be one openapi.yaml documents for the route. */
+async function api(server: TestServer, path: string, init?: RequestInit): Promise<Response> {
+  const res = await fetch(`${server.url}${path}`, init);
+  await expectContract(init?.method ?? 'GET', path, res);
+  return res;
+}
+
 function postRaw(server: TestServer, bytes: Uint8Array | string, query = '', contentType = 'application/wasm'): Promise<Response> {
   const body = typeof bytes === 'string' ? bytes : (bytes as Uint8Array<ArrayBuffer>);
-  return fetch(`${server.url}/plugins${query}`, { method: 'POST', headers: { 'content-type': contentType }, body });
+  return api(server, `/plugins${query}`, { method: 'POST', headers: { 'content-type': contentType }, body });
 }
 
 function postForm(server: TestServer, fields: Record<string, string>, file?: { bytes: Uint8Array; part?: string }): Promise<Response> {
   const form = new FormData();
   for (const [k, v] of Object.entries(fields)) form.set(k, v);
   if (file) form.set(file.part ?? 'file', new Blob([file.bytes as Uint8Array<ArrayBuffer>], { type: 'application/wasm' }), 'plugin.wasm');
-  return fetch(`${server.url}/plugins`, { method: 'POST', body: form });
+  return api(server, '/plugins', { method: 'POST', body: form });
 }
 
 async function listIds(server: TestServer): Promise<string[]> {
-  const res = await fetch(`${server.url}/plugins`);
+  const res = await api(server, `/plugins`);
   expect(res.status).toBe(200);
   return ((await res.json()) as { plugins: { id: string }[] }).plugins.map((p) => p.id);
 }
@@ -98,29 +106,29 @@ describe('plugin upload API', () => {
     const meta = await (await postRaw(server, bytes, '?name=cv')).json();
 
     for (const ref of [meta.id, 'cv']) {
-      const got = await fetch(`${server.url}/plugins/${ref}`);
+      const got = await api(server, `/plugins/${ref}`);
       expect(got.status).toBe(200);
       expect(await got.json()).toEqual(meta);
     }
-    const byId = await fetch(`${server.url}/plugins/${meta.id}/wasm`);
+    const byId = await api(server, `/plugins/${meta.id}/wasm`);
     expect(byId.status).toBe(200);
     expect(byId.headers.get('content-type')).toBe('application/wasm');
     expect(byId.headers.get('etag')).toBe(`"${meta.id}"`);
     expect(byId.headers.get('cache-control')).toContain('immutable');
     expect(sha256(new Uint8Array(await byId.arrayBuffer()))).toBe(meta.id);
-    const byName = await fetch(`${server.url}/plugins/cv/wasm`);
+    const byName = await api(server, `/plugins/cv/wasm`);
     expect(byName.headers.get('cache-control')).toBe('no-cache');
     expect(sha256(new Uint8Array(await byName.arrayBuffer()))).toBe(meta.id);
 
-    const cached = await fetch(`${server.url}/plugins/cv/wasm`, { headers: { 'if-none-match': `W/"x", "${meta.id}"` } });
+    const cached = await api(server, `/plugins/cv/wasm`, { headers: { 'if-none-match': `W/"x", "${meta.id}"` } });
     expect(cached.status).toBe(304);
     expect(cached.headers.get('etag')).toBe(`"${meta.id}"`);
     expect((await cached.arrayBuffer()).byteLength).toBe(0);
-    const stale = await fetch(`${server.url}/plugins/cv/wasm`, { headers: { 'if-none-match': '"something-else"' } });
+    const stale = await api(server, `/plugins/cv/wasm`, { headers: { 'if-none-match': '"something-else"' } });
     expect(stale.status).toBe(200);
     await stale.arrayBuffer();
 
-    const del = await fetch(`${server.url}/plugins/cv`, { method: 'DELETE' });
+    const del = await api(server, `/plugins/cv`, { method: 'DELETE' });
     expect(del.status).toBe(204);
     expect(server.app.moduleCache.get(meta.id)).toBeUndefined();
     for (const [method, url] of [
@@ -129,7 +137,7 @@ describe('plugin upload API', () => {
       ['GET', '/plugins/cv/wasm'],
       ['DELETE', `/plugins/${meta.id}`],
     ] as const) {
-      const res = await fetch(`${server.url}${url}`, { method });
+      const res = await api(server, `${url}`, { method });
       expect(res.status).toBe(404);
       expect(await res.json()).toMatchObject({ statusCode: 404, code: 'PLUGIN_NOT_FOUND', error: 'Not Found' });
     }
@@ -140,14 +148,14 @@ describe('plugin upload API', () => {
     server = await startServer();
     const a = await (await postRaw(server, await wat(tinyPluginWat(1)), '?name=tool')).json();
     const b = await (await postRaw(server, await wat(tinyPluginWat(2)), '?name=tool')).json();
-    expect((await (await fetch(`${server.url}/plugins/tool`)).json()).id).toBe(b.id);
-    expect((await (await fetch(`${server.url}/plugins/${a.id}`)).json()).name).toBeNull();
-    const filtered = await (await fetch(`${server.url}/plugins?name=tool`)).json();
+    expect((await (await api(server, `/plugins/tool`)).json()).id).toBe(b.id);
+    expect((await (await api(server, `/plugins/${a.id}`)).json()).name).toBeNull();
+    const filtered = await (await api(server, `/plugins?name=tool`)).json();
     expect(filtered.plugins.map((p: { id: string }) => p.id)).toEqual([b.id]);
     expect(await listIds(server)).toEqual([b.id, a.id]);
 
-    expect((await fetch(`${server.url}/plugins/tool`, { method: 'DELETE' })).status).toBe(204);
-    expect((await fetch(`${server.url}/plugins/tool`)).status).toBe(404);
+    expect((await api(server, `/plugins/tool`, { method: 'DELETE' })).status).toBe(204);
+    expect((await api(server, `/plugins/tool`)).status).toBe(404);
     expect(await listIds(server)).toEqual([a.id]);
     // The freed name can be given again.
     const again = await postRaw(server, await wat(tinyPluginWat(1)), '?name=tool');
@@ -161,16 +169,16 @@ describe('plugin upload API', () => {
     await postRaw(server, uploads[0]!, '?name=vowels');
     await postForm(server, { name: 'hello', config: '{"route":"x"}', allowedHosts: '["a.test"]' }, { bytes: uploads[1]! });
     await postRaw(server, uploads[2]!);
-    const before = await (await fetch(`${server.url}/plugins`)).json();
+    const before = await (await api(server, `/plugins`)).json();
     await server.close();
 
     server = await startServer({ dataDir: server.dataDir });
-    expect(await (await fetch(`${server.url}/plugins`)).json()).toEqual(before);
+    expect(await (await api(server, `/plugins`)).json()).toEqual(before);
     for (const bytes of uploads) {
-      const res = await fetch(`${server.url}/plugins/${sha256(bytes)}/wasm`);
+      const res = await api(server, `/plugins/${sha256(bytes)}/wasm`);
       expect(sha256(new Uint8Array(await res.arrayBuffer()))).toBe(sha256(bytes));
     }
-    expect((await (await fetch(`${server.url}/plugins/vowels`)).json()).id).toBe(sha256(uploads[0]!));
+    expect((await (await api(server, `/plugins/vowels`)).json()).id).toBe(sha256(uploads[0]!));
   });
 });
 
@@ -198,7 +206,7 @@ describe('rejected uploads', () => {
     { title: 'a raw body over the size limit', status: 413, code: 'PLUGIN_TOO_LARGE', send: async () => postRaw(server, await readPlugin('hello')) },
     { title: 'a multipart file over the size limit', status: 413, code: 'PLUGIN_TOO_LARGE', send: async () => postForm(server, {}, { bytes: await readPlugin('hello') }) },
     { title: 'an empty raw body', status: 400, code: 'EMPTY_BODY', send: () => postRaw(server, new Uint8Array(0)) },
-    { title: 'no body at all', status: 400, code: 'EMPTY_BODY', send: () => fetch(`${server.url}/plugins`, { method: 'POST' }) },
+    { title: 'no body at all', status: 400, code: 'EMPTY_BODY', send: () => api(server, `/plugins`, { method: 'POST' }) },
     { title: 'an empty file part', status: 400, code: 'EMPTY_BODY', send: () => postForm(server, { name: 'x' }, { bytes: new Uint8Array(0) }) },
     { title: 'a form without the file part', status: 400, code: 'MISSING_FILE', send: () => postForm(server, { name: 'x' }) },
     { title: 'a file in a part not named file', status: 400, code: 'INVALID_REQUEST', send: async () => postForm(server, {}, { bytes: await valid(), part: 'wasm' }) },
@@ -244,7 +252,7 @@ describe('rejected uploads', () => {
     const res = await postRaw(server, await wat(tinyPluginWat(42)), '?name=fine');
     expect(res.status).toBe(201);
     expect(await listFiles(server.dataDir)).toHaveLength(2);
-    await fetch(`${server.url}/plugins/fine`, { method: 'DELETE' });
+    await api(server, `/plugins/fine`, { method: 'DELETE' });
   });
 });
 
@@ -258,7 +266,7 @@ describe('a 100 MiB upload to a server limited at 32 MiB', () => {
     expect(warm.status).toBe(201);
     const form = await postForm(server, {}, { bytes: await wat(tinyPluginWat(2)) });
     expect(form.status).toBe(201);
-    for (const id of await listIds(server)) await fetch(`${server.url}/plugins/${id}`, { method: 'DELETE' });
+    for (const id of await listIds(server)) await api(server, `/plugins/${id}`, { method: 'DELETE' });
   });
   afterAll(async () => {
     await server.close();
@@ -297,6 +305,7 @@ describe('a 100 MiB upload to a server limited at 32 MiB', () => {
 
       expect(res.status).toBe(413);
       expect(JSON.parse(res.body)).toMatchObject({ statusCode: 413, code: 'PLUGIN_TOO_LARGE' });
+      expect(contractProblems('POST', '/plugins', { status: res.status, headers: res.headers, body: JSON.parse(res.body) })).toEqual([]);
       // The server answered without reading the rest of the body.
       expect(res.bytesSent).toBeLessThan(64 * MiB);
       expect(rssPeak - rssBefore).toBeLessThan(64 * MiB);

@@ -256,6 +256,15 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
     }
   };
 
+  const storeDelete = async (idOrName: string) => {
+    try {
+      return await store.delete(idOrName);
+    } catch (err) {
+      app.log.error({ err, plugin: idOrName }, 'store: deleting a plugin failed');
+      throw new AppError('STORE_ERROR', 'the plugin could not be deleted', { cause: err });
+    }
+  };
+
   app.post<{ Querystring: NameQuery }>(
     '/plugins',
     {
@@ -342,7 +351,7 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
     '/plugins/:id',
     { schema: { params: pluginParamsSchema, response: { 204: { type: 'null' }, ...errorResponses } } },
     async (request, reply) => {
-      const deleted = await store.delete(request.params.id);
+      const deleted = await storeDelete(request.params.id);
       if (!deleted) throw notFound(request.params.id);
       moduleCache.delete(deleted.id);
       request.log.info({ plugin: deleted.id, name: deleted.name }, 'plugin deleted');
