@@ -3,6 +3,7 @@ import Fastify, { type FastifyInstance, type RouteOptions } from 'fastify';
 import type { DestinationStream } from 'pino';
 import type { Config } from './config.ts';
 import { installAccessControl } from './api/auth.ts';
+import { docsRoutes } from './api/docs.ts';
 import { installErrorHandler } from './api/error-handler.ts';
 import { Lifecycle, installLifecycle } from './api/lifecycle.ts';
 import { Readiness, installLoadShedding, opsRoutes } from './api/ops.ts';
@@ -56,6 +57,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   metrics.watch({ store: () => store.stats(), moduleCache: () => app.moduleCache.stats() });
   readiness.add('store', () => store.check());
   await app.register(opsRoutes, { metrics, readiness });
+  await app.register(docsRoutes);
   await app.register(pluginRoutes, { config });
 
   const engine = new CallEngine(config, { store, moduleCache: app.moduleCache });
