@@ -132,6 +132,8 @@ function tooLarge(maxBytes: number): AppError {
   return new AppError('PLUGIN_TOO_LARGE', `the plugin is larger than the limit of ${maxBytes} bytes (MAX_PLUGIN_BYTES)`);
 }
 
+const isClientError = (status: number): boolean => status >= 400 && status < 500;
+
 /**
  * After refusing a body still in flight, read and discard the rest for a while before closing. Closing
  * at once (what Fastify does after a parser error) resets a connection with unread data, and the reset
@@ -139,7 +141,7 @@ function tooLarge(maxBytes: number): AppError {
  */
 function lingerOnUnreadBody(request: FastifyRequest, reply: FastifyReply): void {
   const raw = request.raw;
-  if (raw.complete || reply.statusCode < 400) return;
+  if (raw.complete || !isClientError(reply.statusCode)) return;
   const timer = setTimeout(() => raw.socket.destroy(), LINGER_MS);
   timer.unref();
   raw.once('close', () => clearTimeout(timer));
@@ -233,7 +235,7 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
   await app.register(multipart, { limits: { fileSize: maxPluginBytes } });
   app.addHook('onSend', async (request, reply, payload) => {
     // Keep the connection through the linger below instead of Fastify's immediate close.
-    if (!request.raw.complete && reply.statusCode >= 400) reply.removeHeader('connection');
+    if (!request.raw.complete && isClientError(reply.statusCode)) reply.removeHeader('connection');
     return payload;
   });
   app.addHook('onResponse', async (request, reply) => lingerOnUnreadBody(request, reply));
