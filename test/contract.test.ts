@@ -1,0 +1,192 @@
+// Contract suite: produces every status code openapi.yaml documents for every operation, over real
+// HTTP, and checks each response against the document (status, content type, schema, required
+// headers). The last test fails when a documented status was never produced here.
+import { rename, rm, writeFile } from 'node:fs/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { documentedOperations, expectContract, matchPath } from './openapi-contract.ts';
+import { readPlugin, removeDir, startServer, type StartOptions, type TestServer } from './helpers.ts';
+
+const ADMIN = 'contract-admin-token-000001';
+const INVOKE = 'contract-invoke-token-00001';
+const METRICS = 'contract-metrics-token-0001';
+const MAX_PLUGIN_BYTES = 256 * 1024;
+
+/** "METHOD /template STATUS" of every response checked in this file. */
+const covered = new Set<string>();
+const servers: TestServer[] = [];
+
+async function start(options: StartOptions = {}): Promise<TestServer> {
+  const server = await startServer({ ...options, env: { MAX_PLUGIN_BYTES: String(MAX_PLUGIN_BYTES), ...options.env } });
+  servers.push(server);
+  return server;
+}
+
+/** fetch, check the response against openapi.yaml and record the status it covered. */
+async function call(server: TestServer, method: string, url: string, init: RequestInit = {}): Promise<Response> {
+  const res = await fetch(`${server.url}${url}`, { ...init, method });
+  await expectContract(method, url, res);
+  const template = matchPath(new URL(url, server.url).pathname);
+  covered.add(`${method} ${template} ${res.status}`);
+  return res;
+}
+
+const wasmBody = (bytes: Uint8Array, headers: Record<string, string> = {}): RequestInit => ({
+  headers: { 'content-type': 'application/wasm', ...headers },
+  body: bytes,
+});
+
+const bearer = (token: string): Record<string, string> => ({ authorization: `Bearer ${token}` });
+
+let vowels: Buffer;
+let echo: Buffer;
+let vowelsId: string;
+
+/** A concrete request for a documented operation: {id} filled with a stored plugin, a valid body. */
+function requestFor(method: string, path: string, headers: Record<string, string> = {}): { url: string; init: RequestInit } {
+  const url = path.replace('{id}', vowelsId);
+  if (method === 'POST' && path === '/plugins') return { url, init: wasmBody(echo, headers) };
+  if (method === 'POST' && path.endsWith('/call')) {
+    return { url, init: { headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify({ function: 'count_vowels', input: 'a' }) } };
+  }
+  return { url, init: { headers } };
+}
+
+beforeAll(async () => {
+  vowels = await readPlugin('count_vowels');
+  echo = await readPlugin('echo');
+});
+
+afterAll(async () => {
+  for (const server of servers) {
+    await server.close().catch(() => undefined);
+    await removeDir(server.dataDir);
+  }
+});
+
+describe('plugin routes', () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await start();
+  });
+
+  it('uploads (201), re-uploads the same bytes (200) and refuses bad uploads (400, 413, 415)', async () => {
+    const created = await call(server, 'POST', '/plugins?name=contract-vowels', wasmBody(vowels));
+    expect(created.status).toBe(201);
+    vowelsId = ((await created.json()) as { id: string }).id;
+    expect((await call(server, 'POST', '/plugins', wasmBody(vowels))).status).toBe(200);
+
+    const notWasm = await call(server, 'POST', '/plugins', wasmBody(new TextEncoder().encode('not wasm at all')));
+    expect(notWasm.status).toBe(400);
+    const tooLarge = await call(server, 'POST', '/plugins', wasmBody(new Uint8Array(MAX_PLUGIN_BYTES + 1)));
+    expect(tooLarge.status).toBe(413);
+    const wrongType = await call(server, 'POST', '/plugins', { headers: { 'content-type': 'text/plain' }, body: 'hello' });
+    expect(wrongType.status).toBe(415);
+  });
+
+  it('lists, describes and downloads plugins (200, 304) and answers 404 for unknown ones', async () => {
+    expect((await call(server, 'GET', '/plugins')).status).toBe(200);
+    expect((await call(server, 'GET', `/plugins/${vowelsId}`)).status).toBe(200);
+    expect((await call(server, 'GET', '/plugins/no-such-plugin')).status).toBe(404);
+
+    const wasm = await call(server, 'GET', `/plugins/${vowelsId}/wasm`);
+    expect(wasm.status).toBe(200);
+    const etag = wasm.headers.get('etag') ?? '';
+    expect((await call(server, 'GET', `/plugins/${vowelsId}/wasm`, { headers: { 'if-none-match': etag } })).status).toBe(304);
+    expect((await call(server, 'GET', '/plugins/no-such-plugin/wasm')).status).toBe(404);
+  });
+
+  it('deletes a plugin (204) and answers 404 when it is gone', async () => {
+    const uploaded = await call(server, 'POST', '/plugins?name=contract-echo', wasmBody(echo));
+    expect(uploaded.status).toBe(201);
+    expect((await call(server, 'DELETE', '/plugins/contract-echo')).status).toBe(204);
+    expect((await call(server, 'DELETE', '/plugins/contract-echo')).status).toBe(404);
+  });
+
+  it('answers 500 STORE_ERROR when the store cannot write or delete', async () => {
+    const broken = await start();
+    expect((await call(broken, 'POST', '/plugins?name=contract-vowels', wasmBody(vowels))).status).toBe(201);
+    // Root ignores permission bits, so DATA_DIR is swapped for a regular file instead.
+    const away = `${broken.dataDir}.away`;
+    await rename(broken.dataDir, away);
+    await writeFile(broken.dataDir, 'not a directory');
+    try {
+      const upload = await call(broken, 'POST', '/plugins', wasmBody(echo));
+      expect(upload.status).toBe(500);
+      expect(await upload.json()).toMatchObject({ code: 'STORE_ERROR' });
+      const del = await call(broken, 'DELETE', `/plugins/${vowelsId}`);
+      expect(del.status).toBe(500);
+    } finally {
+      await rm(broken.dataDir, { force: true });
+      await rename(away, broken.dataDir);
+    }
+  });
+});
+
+describe('documentation routes', () => {
+  it('serves the document and the UI (200)', async () => {
+    const server = await start();
+    for (const url of ['/openapi.yaml', '/openapi.json', '/docs']) expect((await call(server, 'GET', url)).status).toBe(200);
+  });
+});
+
+describe('rules every documented operation shares', () => {
+  it('answers 401 without a token and 403 for a token without the role, on every operation documenting them', async () => {
+    const server = await start({ env: { AUTH_TOKENS: `${ADMIN}:admin,${INVOKE}:invoke`, METRICS_TOKEN: METRICS } });
+    const stored = await fetch(`${server.url}/plugins`, { method: 'POST', ...wasmBody(vowels, bearer(ADMIN)) });
+    expect(stored.status).toBe(201);
+    for (const op of documentedOperations()) {
+      if (op.statuses.includes('401')) {
+        const { url, init } = requestFor(op.method, op.path);
+        const res = await call(server, op.method, url, init);
+        expect(res.status, `${op.method} ${op.path} without a token`).toBe(401);
+      }
+      if (op.statuses.includes('403')) {
+        // The metrics token may only scrape; the invoke token may not manage plugins or scrape.
+        const statuses: number[] = [];
+        for (const token of [METRICS, INVOKE]) {
+          const { url, init } = requestFor(op.method, op.path, bearer(token));
+          statuses.push((await call(server, op.method, url, init)).status);
+        }
+        expect(statuses, `${op.method} ${op.path} with a token lacking the role`).toContain(403);
+      }
+    }
+  });
+
+  it('answers 429 RATE_LIMITED on every operation documenting it once its bucket is spent', async () => {
+    const server = await start({ env: { RATE_LIMIT_MAX: '1' } });
+    const stored = await fetch(`${server.url}/plugins`, { method: 'POST', ...wasmBody(vowels) });
+    expect(stored.status).toBe(201);
+    for (const op of documentedOperations().filter((o) => o.statuses.includes('429'))) {
+      const statuses: number[] = [];
+      for (let i = 0; i < 3 && !statuses.includes(429); i++) {
+        const { url, init } = requestFor(op.method, op.path);
+        statuses.push((await call(server, op.method, url, init)).status);
+      }
+      expect(statuses, `${op.method} ${op.path}`).toContain(429);
+    }
+  });
+
+  it('answers 503 SHUTTING_DOWN on every operation documenting it once shutdown began', async () => {
+    const server = await start();
+    const stored = await fetch(`${server.url}/plugins`, { method: 'POST', ...wasmBody(vowels) });
+    expect(stored.status).toBe(201);
+    server.app.lifecycle.beginShutdown();
+    for (const op of documentedOperations().filter((o) => o.statuses.includes('503'))) {
+      const { url, init } = requestFor(op.method, op.path);
+      const res = await call(server, op.method, url, init);
+      expect(res.status, `${op.method} ${op.path} during shutdown`).toBe(503);
+    }
+  });
+});
+
+describe('coverage', () => {
+  it('produced every status code openapi.yaml documents for every operation', () => {
+    const seen = (op: { method: string; path: string }, status: string): boolean =>
+      /^[1-5]XX$/.test(status)
+        ? [...covered].some((c) => c.startsWith(`${op.method} ${op.path} ${status[0]}`))
+        : covered.has(`${op.method} ${op.path} ${status}`);
+    const missing = documentedOperations().flatMap((op) =>
+      op.statuses.filter((s) => s !== 'default' && !seen(op, s)).map((s) => `${op.method} ${op.path} ${s}`));
+    expect(missing, 'documented statuses no test here produced').toEqual([]);
+  });
+});
