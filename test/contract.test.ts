@@ -32,7 +32,7 @@ async function call(server: TestServer, method: string, url: string, init: Reque
 
 const wasmBody = (bytes: Uint8Array, headers: Record<string, string> = {}): RequestInit => ({
   headers: { 'content-type': 'application/wasm', ...headers },
-  body: bytes,
+  body: new Uint8Array(bytes),
 });
 
 const bearer = (token: string): Record<string, string> => ({ authorization: `Bearer ${token}` });
