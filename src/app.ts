@@ -21,6 +21,11 @@ export interface AppOptions {
   logStream?: DestinationStream;
   /** Sees every route as it is registered (the OpenAPI drift test lists them). */
   onRoute?: (route: RouteOptions) => void;
+  /**
+   * Tests only: host name → address(es) for plugin egress instead of DNS, so a test can aim a
+   * public-looking name at a loopback server. Never set from the environment.
+   */
+  egressHosts?: Record<string, string | string[]>;
 }
 
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
@@ -60,7 +65,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(docsRoutes);
   await app.register(pluginRoutes, { config });
 
-  const engine = new CallEngine(config, { store, moduleCache: app.moduleCache });
+  const engine = new CallEngine(config, { store, moduleCache: app.moduleCache, egressHosts: options.egressHosts ?? null });
   app.decorate('engine', engine);
   app.addHook('onClose', () => engine.close());
   engine.observe({ onWorkerRestart: (reason) => metrics.workerRestarted(reason) });

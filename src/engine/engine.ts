@@ -57,12 +57,19 @@ export interface EngineObserver extends PoolObserver {
 export interface EngineDeps {
   store: PluginStore;
   moduleCache: ModuleCache;
+  /** Tests only (AppOptions.egressHosts): egress resolves these names from this table, never DNS. */
+  egressHosts?: Record<string, string | string[]> | null;
 }
 
 interface Prepared {
   module: WebAssembly.Module;
   initialPages: number;
   virtualGrowth: boolean;
+}
+
+/** ms kept between an egress request's cut-off and the call's deadline (see #egressOptions). */
+function deadlineMargin(timeoutMs: number): number {
+  return Math.min(50, Math.floor(timeoutMs / 10));
 }
 
 export class CallEngine {
@@ -118,7 +125,8 @@ export class CallEngine {
     return prepared;
   }
 
-  #egressOptions(request: CallRequest): EgressOptions | null {
+  /** `started`: performance.now() at the call's start, the origin of its deadline. */
+  #egressOptions(request: CallRequest, started: number): EgressOptions | null {
     const { plugin } = request;
     if (!plugin.imports.some((i) => i.module === EXTISM_ENV && i.name === 'http_request')) return null;
     const egress = this.#config.egress;
@@ -127,12 +135,14 @@ export class CallEngine {
       ceiling: egress.allowedHosts,
       allowPrivate: egress.allowPrivate,
       timeoutMs: egress.timeoutMs,
-      deadline: Date.now() + request.limits.timeoutMs,
+      // A little before the pool's deadline, so a request cut by it ends the call inside the worker
+      // (TIMEOUT with the audit) rather than by terminating the worker.
+      deadline: Date.now() - (performance.now() - started) + request.limits.timeoutMs - deadlineMargin(request.limits.timeoutMs),
       maxResponseBytes: request.limits.httpResponseBytes,
       maxRequests: egress.maxRequestsPerCall,
       maxRedirects: egress.maxRedirects,
       maxRequestBodyBytes: egress.maxRequestBodyBytes,
-      hosts: null,
+      hosts: this.#deps.egressHosts ?? null,
     };
   }
 
@@ -182,7 +192,7 @@ export class CallEngine {
             logEntries: limits.logEntries,
             logBytes: limits.logBytes,
           },
-          egress: this.#egressOptions(request),
+          egress: this.#egressOptions(request, started),
           outputEncoding: request.outputEncoding ?? null,
         },
       });
@@ -191,7 +201,7 @@ export class CallEngine {
       if (!result.ok) {
         const error = result.error ?? { code: 'INTERNAL_ERROR' as const, message: 'the call failed' };
         event(error.code, queueMs, result.runMs, result.memoryPages);
-        throw new AppError(error.code, error.message, { details: base });
+        throw new AppError(error.code, error.message, { details: { ...error.details, ...base } });
       }
       event('ok', queueMs, result.runMs, result.memoryPages);
       const out: CallResult = { ...base, durationMs, queueMs, runMs: result.runMs };

@@ -50,7 +50,8 @@ export interface ResultMessage extends CallOutcome {
   ok: boolean;
   output?: string;
   outputBase64?: string;
-  error?: { code: ErrorCode; message: string };
+  /** `details` become fields of the error body (egress failures: reason, host, url, targetReason?). */
+  error?: { code: ErrorCode; message: string; details?: Record<string, string> };
 }
 
 /** The worker had evicted (or never got) the module: the pool resends the call with it. */

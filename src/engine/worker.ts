@@ -70,9 +70,12 @@ function encodeOutput(bytes: Uint8Array, encoding: CallMessage['outputEncoding']
 }
 
 /** Maps whatever ended a call to a code and message. */
-function describeFailure(err: unknown, instance: PluginInstance | null): { code: ErrorCode; message: string } {
+function describeFailure(err: unknown, instance: PluginInstance | null): { code: ErrorCode; message: string; details?: Record<string, string> } {
   if (err instanceof CallFailure) return { code: err.code, message: err.message };
-  if (egressModule?.isEgressError(err)) return { code: err.code, message: err.message };
+  if (egressModule?.isEgressError(err)) {
+    const { code, message, ...details } = err.toJSON();
+    return { code, message, details };
+  }
   if (err instanceof WasiExit) return { code: 'PLUGIN_ERROR', message: err.message };
   const text = err instanceof Error ? err.message : String(err);
   if (instance && err instanceof WebAssembly.RuntimeError) {
