@@ -6,7 +6,9 @@
 //   await expectContract('GET', '/plugins', res);          // fetch Response (body read from a clone)
 //   expectContract('GET', '/plugins', await app.inject({ method: 'GET', url: '/plugins' }));
 //   contractProblems(...)                                   // the same check, returning the problems
+//   startServer({ appOptions: { onRoute: checkEveryResponse(problems) } })  // every answer of an app
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
+import type { onSendHookHandler, RouteOptions } from 'fastify';
 import addFormatsModule from 'ajv-formats';
 import { OPENAPI_FILE, readOpenApi } from '../src/api/docs.ts';
 
@@ -215,4 +217,30 @@ export function documentedOperations(): { method: string; path: string; statuses
 /** The document itself, parsed (for tests that inspect parameters and schemas). */
 export function openApiDocument(): Json {
   return load().document;
+}
+
+/**
+ * An `onRoute` for buildApp (AppOptions.onRoute) that checks every response the app sends from a
+ * route against the document and pushes each mismatch onto `problems` (assert it is empty at the end).
+ * Swagger UI's own asset routes (schema.hide) are skipped.
+ */
+export function checkEveryResponse(problems: string[]): (route: RouteOptions) => void {
+  const onSend: onSendHookHandler = async (request, reply, payload) => {
+    let body: unknown = payload;
+    if (Buffer.isBuffer(payload)) body = payload.length === 0 ? '' : '<binary>';
+    else if (typeof payload !== 'string' && payload !== null && payload !== undefined) body = '<stream>';
+    const headers: Record<string, string | undefined> = {};
+    for (const [k, v] of Object.entries(reply.getHeaders())) headers[k.toLowerCase()] = v === undefined ? undefined : String(v);
+    const media = mediaType(headers['content-type']);
+    if (typeof body === 'string' && media && isJsonMedia(media) && body !== '') body = JSON.parse(body) as unknown;
+    problems.push(...contractProblems(request.method, request.url, { status: reply.statusCode, headers, body }));
+    return payload;
+  };
+  return (route) => {
+    if ((route.schema as { hide?: boolean } | undefined)?.hide === true) return;
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    if (methods.every((m) => m === 'HEAD')) return;
+    const existing = route.onSend === undefined ? [] : Array.isArray(route.onSend) ? route.onSend : [route.onSend];
+    route.onSend = [...existing, onSend];
+  };
 }
