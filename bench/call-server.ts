@@ -15,8 +15,14 @@ const address = app.server.address();
 if (address === null || typeof address === 'string') throw new Error('no TCP address');
 process.send?.({ port: address.port, workers: config.engine.workers });
 
+// Marks let the bench split CPU per request: main thread and whole process (workers included).
 process.on('message', (msg: { kind?: string }) => {
   if (msg.kind === 'stats') process.send?.({ kind: 'stats', engine: app.engine.stats(), rss: process.memoryUsage().rss });
+  if (msg.kind === 'mark') {
+    const cpu = process.cpuUsage();
+    const main = process.threadCpuUsage();
+    process.send?.({ kind: 'mark', cpuUs: cpu.user + cpu.system, mainCpuUs: main.user + main.system });
+  }
 });
 process.on('disconnect', () => {
   void app.close().finally(() => {

@@ -22,6 +22,9 @@ interface Scenario {
 interface Measured {
   label: string;
   rps: number;
+  /** Server CPU per request, µs: main thread and the whole process (workers too). */
+  mainUs: number;
+  processUs: number;
   p50: number;
   p99: number;
   errors: number;
@@ -64,7 +67,32 @@ async function check(name: string, fn: string): Promise<void> {
   }
 }
 
-function run(s: Scenario, duration: number): Promise<Measured> {
+interface Mark {
+  cpuUs: number;
+  mainCpuUs: number;
+}
+
+async function mark(): Promise<Mark> {
+  child.send({ kind: 'mark' });
+  for (;;) {
+    const [msg] = (await once(child, 'message')) as [Mark & { kind: string }];
+    if (msg.kind === 'mark') return msg;
+  }
+}
+
+async function run(s: Scenario, duration: number): Promise<Measured> {
+  const before = await mark();
+  const measured = await autocannonRun(s, duration);
+  const after = await mark();
+  const requests = measured.rps * duration;
+  return {
+    ...measured,
+    mainUs: (after.mainCpuUs - before.mainCpuUs) / requests,
+    processUs: (after.cpuUs - before.cpuUs) / requests,
+  };
+}
+
+function autocannonRun(s: Scenario, duration: number): Promise<Omit<Measured, 'mainUs' | 'processUs'>> {
   return new Promise((resolve, reject) => {
     autocannon(
       { url: base + s.path, method: 'POST', headers: { 'content-type': 'application/json' }, body: s.body, connections, duration },
@@ -104,16 +132,20 @@ results.push({ ...(await run(scenarios[0]!, seconds)), label: '(a) bare POST rou
 
 const baseline = (results[0]!.rps + results[results.length - 1]!.rps) / 2;
 console.log('');
-console.log(`${'scenario'.padEnd(30)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'ratio'.padStart(6)}  errors/non-2xx`);
+console.log(
+  `${'scenario'.padEnd(30)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'ratio'.padStart(6)} ${'main µs/req'.padStart(12)} ${'cpu µs/req'.padStart(11)}  errors/non-2xx`,
+);
 for (const r of results) {
   console.log(
-    `${r.label.padEnd(30)} ${r.rps.toFixed(0).padStart(8)} ${r.p50.toFixed(1).padStart(7)} ${r.p99.toFixed(1).padStart(7)} ${(r.rps / baseline).toFixed(2).padStart(6)}  ${r.errors}/${r.non2xx}`,
+    `${r.label.padEnd(30)} ${r.rps.toFixed(0).padStart(8)} ${r.p50.toFixed(1).padStart(7)} ${r.p99.toFixed(1).padStart(7)} ${(r.rps / baseline).toFixed(2).padStart(6)} ${r.mainUs.toFixed(0).padStart(12)} ${r.processUs.toFixed(0).padStart(11)}  ${r.errors}/${r.non2xx}`,
   );
 }
-console.log(`(ratio = req/s over the mean of the two baseline runs, ${baseline.toFixed(0)} req/s)`);
+console.log(`(ratio = req/s over the mean of the two baseline runs, ${baseline.toFixed(0)} req/s; main µs = CPU time of the`);
+console.log(' server main thread per request, cpu µs = whole server process incl. workers: both less noisy than req/s)');
 
 child.send({ kind: 'stats' });
 const [stats] = (await once(child, 'message')) as [{ engine: unknown; rss: number }];
+// (the stats reply is the next message: marks are only requested around runs)
 console.log(`server after run: rss ${(stats.rss / 1048576).toFixed(0)} MiB, engine ${JSON.stringify(stats.engine)}`);
 child.disconnect();
 await once(child, 'exit');

@@ -395,4 +395,16 @@ describe('queue overflow', () => {
     }
     expect((await spin).status).toBe(504);
   });
+
+  it('runs a call that arrived right behind an endless loop elsewhere, long before the loop times out', async () => {
+    // Sent together, the second call may be sent ahead to the worker that is about to spin: the pool
+    // must take it back and run it on another worker.
+    const started = performance.now();
+    const spin = call(server, 'loop', { function: 'spin', timeoutMs: 3000 });
+    const quick = await call(server, 'count_vowels', { function: 'count_vowels', input: 'aeiou' });
+    expect(quick.status).toBe(200);
+    expect(JSON.parse(quick.body.output!).count).toBe(5);
+    expect(performance.now() - started).toBeLessThan(1500);
+    expect((await spin).status).toBe(504);
+  });
 });

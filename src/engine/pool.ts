@@ -1,14 +1,18 @@
 // A pool of long-lived worker threads with a bounded FIFO queue.
-// Task lifecycle: queued → running → done | failed | timed out. A deadline covers queue and run;
-// when it passes while running, the worker is terminated (the only way to stop a Wasm loop) and
-// replaced at once by a warm standby, so the pool is back at full size without a start-up delay.
-// When every worker has been held by a call for a while (a loop, a slow upstream) and calls are
-// waiting, a burst worker (the standby) takes them, so long calls cannot starve short ones.
+// Job lifecycle: queued → sent (to one worker) → running → done | failed | timed out.
+// - A deadline covers the whole call. When it passes while the call runs, the worker is terminated
+//   (the only way to stop a Wasm loop) and replaced at once by a warm standby.
+// - Pipelining: a busy worker whose current call is young may get one more call sent ahead, so it
+//   never sleeps between calls (a cross-thread wake-up costs more than the call itself here). A
+//   call sent ahead is claimed by the worker through shared memory before it starts, so the pool
+//   can take it back (and run it elsewhere) if the call in front turns out to be long.
+// - Burst: when every worker is held by a long call (a loop, a slow upstream) and calls wait, a
+//   burst worker (the standby) serves them, so long calls cannot starve short ones.
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { AppError } from '../errors.ts';
-import type { CallMessage, ResultMessage, WorkerMessage } from './protocol.ts';
+import { STATE_AHEAD, STATE_RUNNING, type CallMessage, type ResultMessage, type WorkerMessage } from './protocol.ts';
 
 export type RestartReason = 'timeout' | 'crash' | 'exit';
 
@@ -29,7 +33,7 @@ export interface PoolStats {
 }
 
 export interface PoolTask {
-  message: Omit<CallMessage, 'callId' | 'module'>;
+  message: Omit<CallMessage, 'callId' | 'module' | 'claim'>;
   module: WebAssembly.Module;
   /** performance.now() by which the task must be done. */
   deadline: number;
@@ -37,7 +41,7 @@ export interface PoolTask {
 
 export interface PoolResult {
   result: ResultMessage;
-  /** ms between submission and dispatch to a worker. */
+  /** ms between submission and the moment a worker could start it. */
   queueMs: number;
 }
 
@@ -45,16 +49,25 @@ interface Job {
   task: PoolTask;
   callId: number;
   submitted: number;
-  dispatched: number;
+  /** When it was sent to a worker (0 while queued). */
+  sent: number;
   timer: NodeJS.Timeout;
   resolve: (r: PoolResult) => void;
   reject: (e: unknown) => void;
   slot: Slot | null;
 }
 
+/** Shared with the worker: [RUNNING] = callId it runs now (0: none), [AHEAD] = callId sent ahead. */
+const RUNNING = STATE_RUNNING;
+const AHEAD = STATE_AHEAD;
+
 interface Slot {
   worker: Worker;
-  job: Job | null;
+  /** Sent to this worker and not answered yet, in send order. */
+  jobs: Job[];
+  /** When the worker's current call began (approximately: send time or the previous answer). */
+  busySince: number;
+  state: Int32Array;
   modules: Set<string>;
   retired: boolean;
   burst: boolean;
@@ -74,24 +87,44 @@ export interface PoolOptions {
 
 // tsc rewrites import specifiers but not this URL: from the built dist/ the worker is worker.js.
 const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url);
-
 const WORKER_COMPILE_CACHE = path.join(tmpdir(), 'wasmhost-compile-cache');
+/** A call sent ahead only goes to a worker whose current call started less than this ago. */
+const AHEAD_IF_YOUNGER_MS = 5;
 
 export class WorkerPool {
   readonly #slots: Slot[] = [];
   readonly #burst: Slot[] = [];
   #standby: Slot | null = null;
-  #unstickTimer: NodeJS.Timeout | null = null;
+  #watchTimer: NodeJS.Timeout | null = null;
   readonly #queue: Job[] = [];
   readonly #options: PoolOptions;
+  readonly #longCallMs: number;
   readonly #restarts: Record<RestartReason, number> = { timeout: 0, crash: 0, exit: 0 };
   #nextCallId = 1;
   #closed = false;
 
   constructor(options: PoolOptions) {
     this.#options = options;
+    this.#longCallMs = options.longCallMs ?? 100;
     for (let i = 0; i < options.size; i++) this.#slots.push(this.#spawn());
     this.#standby = this.#spawn();
+  }
+
+  #spawn(): Slot {
+    const state = new Int32Array(new SharedArrayBuffer(8));
+    const worker = new Worker(WORKER_URL, {
+      name: 'wasmhost-engine',
+      workerData: { state },
+      // Workers see no host environment. The compile cache (type-stripped, compiled modules) cuts a
+      // worker's start from ~60-250 ms to ~15 ms here: replacements after a timeout are ready sooner.
+      env: { NODE_COMPILE_CACHE: WORKER_COMPILE_CACHE },
+      resourceLimits: { maxOldGenerationSizeMb: this.#options.maxOldGenerationSizeMb ?? 256 },
+    });
+    const slot: Slot = { worker, jobs: [], busySince: 0, state, modules: new Set(), retired: false, burst: false };
+    worker.on('message', (msg: WorkerMessage) => this.#onMessage(slot, msg));
+    worker.on('error', (err) => this.#onWorkerGone(slot, 'crash', err));
+    worker.on('exit', (code) => this.#onWorkerGone(slot, 'exit', new Error(`worker exited with code ${code}`)));
+    return slot;
   }
 
   /** The warm standby (replaced by a fresh one in the background). */
@@ -101,25 +134,11 @@ export class WorkerPool {
     return slot;
   }
 
-  #spawn(): Slot {
-    const worker = new Worker(WORKER_URL, {
-      name: 'wasmhost-engine',
-      // Workers see no host environment. The compile cache (type-stripped, compiled modules) cuts a
-      // worker's start from ~60-250 ms to ~15 ms here: replacements after a timeout are ready sooner.
-      env: { NODE_COMPILE_CACHE: WORKER_COMPILE_CACHE },
-      resourceLimits: { maxOldGenerationSizeMb: this.#options.maxOldGenerationSizeMb ?? 256 },
-    });
-    const slot: Slot = { worker, job: null, modules: new Set(), retired: false, burst: false };
-    worker.on('message', (msg: WorkerMessage) => this.#onMessage(slot, msg));
-    worker.on('error', (err) => this.#onWorkerGone(slot, 'crash', err));
-    worker.on('exit', (code) => this.#onWorkerGone(slot, 'exit', new Error(`worker exited with code ${code}`)));
-    return slot;
-  }
-
   run(task: PoolTask): Promise<PoolResult> {
     if (this.#closed) return Promise.reject(new AppError('SHUTTING_DOWN', 'the engine is shutting down'));
-    const idle = this.#idleSlot(task.message.moduleKey);
-    if (!idle && this.#queue.length >= this.#options.queueMax) {
+    const now = performance.now();
+    const target = this.#queue.length === 0 ? this.#slotFor(task.message.moduleKey, now) : null;
+    if (!target && this.#queue.length >= this.#options.queueMax) {
       return Promise.reject(
         new AppError('OVERLOADED', `all ${this.#slots.length} workers are busy and ${this.#queue.length} calls are waiting`, {
           headers: { 'retry-after': '1' },
@@ -127,89 +146,132 @@ export class WorkerPool {
       );
     }
     return new Promise<PoolResult>((resolve, reject) => {
-      const now = performance.now();
       const job: Job = {
         task,
         callId: this.#nextCallId++,
         submitted: now,
-        dispatched: 0,
+        sent: 0,
         timer: setTimeout(() => this.#onDeadline(job), Math.max(0, task.deadline - now)),
         resolve,
         reject,
         slot: null,
       };
-      if (idle) this.#dispatch(idle, job);
+      if (target) this.#send(target, job, now);
       else {
         this.#queue.push(job);
-        this.#unstick();
+        this.#watch();
       }
     });
   }
 
-  /** Calls are waiting: start a burst worker if every worker is held by a long call, else check again later. */
-  #unstick(): void {
-    if (this.#queue.length === 0 || this.#closed) return;
-    const longCallMs = this.#options.longCallMs ?? 100;
-    const now = performance.now();
-    const busy = [...this.#slots, ...this.#burst].filter((s) => s.job && !s.retired);
-    const oldestFreshStart = Math.max(...busy.map((s) => s.job!.dispatched));
-    if (now - oldestFreshStart >= longCallMs && this.#burst.length < (this.#options.maxBurst ?? this.#options.size)) {
-      const slot = this.#takeStandby();
-      slot.burst = true;
-      this.#burst.push(slot);
-      this.#next(slot);
+  /** An idle worker (preferring one holding the module), else one that may take a call ahead. */
+  #slotFor(moduleKey: string, now: number): Slot | null {
+    let idle: Slot | null = null;
+    let ahead: Slot | null = null;
+    for (const slot of this.#all()) {
+      if (slot.jobs.length === 0) {
+        if (!idle || (slot.modules.has(moduleKey) && !idle.modules.has(moduleKey))) idle = slot;
+      } else if (slot.jobs.length === 1 && now - slot.busySince < AHEAD_IF_YOUNGER_MS && Atomics.load(slot.state, AHEAD) === 0) {
+        if (!ahead || (slot.modules.has(moduleKey) && !ahead.modules.has(moduleKey))) ahead = slot;
+      }
     }
-    if (this.#queue.length > 0 && !this.#unstickTimer) {
-      const wait = Math.max(5, longCallMs - (now - oldestFreshStart));
-      this.#unstickTimer = setTimeout(() => {
-        this.#unstickTimer = null;
-        this.#unstick();
-      }, wait);
-    }
+    return idle ?? ahead;
   }
 
-  /** An idle worker, preferring one that already holds the module. */
-  #idleSlot(moduleKey: string): Slot | null {
-    let any: Slot | null = null;
-    for (const slot of this.#slots) {
-      if (slot.job || slot.retired) continue;
-      if (slot.modules.has(moduleKey)) return slot;
-      any ??= slot;
-    }
-    return any;
+  #all(): Slot[] {
+    return this.#burst.length === 0 ? this.#slots : [...this.#slots, ...this.#burst];
   }
 
-  #dispatch(slot: Slot, job: Job, forceModule = false): void {
-    slot.job = job;
+  #send(slot: Slot, job: Job, now: number, forceModule = false): void {
+    const ahead = slot.jobs.length > 0;
+    if (!ahead) slot.busySince = now;
+    slot.jobs.push(job);
     job.slot = slot;
-    job.dispatched ||= performance.now();
+    job.sent ||= now;
     const key = job.task.message.moduleKey;
-    const message: CallMessage = { ...job.task.message, callId: job.callId };
+    const message: CallMessage = { ...job.task.message, callId: job.callId, claim: ahead };
     if (forceModule || !slot.modules.has(key)) {
       message.module = job.task.module;
       slot.modules.add(key);
     }
+    if (ahead) Atomics.store(slot.state, AHEAD, job.callId);
     slot.worker.postMessage(message);
+    if (ahead) this.#watch();
   }
 
   #onMessage(slot: Slot, msg: WorkerMessage): void {
-    const job = slot.job;
-    if (!job || job.callId !== msg.callId) return;
+    const index = slot.jobs.findIndex((j) => j.callId === msg.callId);
+    const job = slot.jobs[index];
+    if (!job) return; // a call already answered (timed out while its result was on the way)
+    slot.jobs.splice(index, 1);
     if (msg.kind === 'missing-module') {
-      this.#dispatch(slot, job, true);
+      this.#send(slot, job, performance.now(), true);
       return;
     }
-    slot.job = null;
     clearTimeout(job.timer);
-    job.resolve({ result: msg, queueMs: job.dispatched - job.submitted });
-    this.#next(slot);
+    const now = performance.now();
+    slot.busySince = now;
+    job.resolve({ result: msg, queueMs: Math.max(0, job.sent - job.submitted) });
+    this.#fill(slot, now);
   }
 
-  #next(slot: Slot): void {
-    if (slot.retired || slot.job) return;
-    const job = this.#queue.shift();
-    if (job) this.#dispatch(slot, job);
-    else if (slot.burst) this.#endBurst(slot);
+  /** Sends waiting calls to any worker that can take them (after calls were taken back). */
+  #drain(now: number): void {
+    while (this.#queue.length > 0) {
+      const slot = this.#slotFor(this.#queue[0]!.task.message.moduleKey, now);
+      if (!slot) return;
+      this.#send(slot, this.#queue.shift()!, now);
+    }
+  }
+
+  /** Gives a worker that just freed up the next waiting call(s). */
+  #fill(slot: Slot, now: number): void {
+    if (slot.retired) return;
+    while (this.#queue.length > 0 && slot.jobs.length < 2) {
+      if (slot.jobs.length === 1 && Atomics.load(slot.state, AHEAD) !== 0) break;
+      this.#send(slot, this.#queue.shift()!, now);
+    }
+    if (slot.burst && slot.jobs.length === 0) this.#endBurst(slot);
+  }
+
+  /**
+   * While calls wait (in the queue, or sent ahead to a worker): take back calls sent ahead of a long
+   * call, and start a burst worker when every worker is held by a long call. Re-checks itself.
+   */
+  #watch(): void {
+    if (this.#closed || this.#watchTimer) return;
+    const now = performance.now();
+    for (const slot of this.#all()) {
+      const ahead = Atomics.load(slot.state, AHEAD);
+      if (ahead === 0 || now - slot.busySince < this.#longCallMs) continue;
+      // compareExchange: either we take it back, or the worker has already claimed it.
+      if (Atomics.compareExchange(slot.state, AHEAD, ahead, 0) === ahead) {
+        const index = slot.jobs.findIndex((j) => j.callId === ahead);
+        const [job] = slot.jobs.splice(index, 1);
+        if (job) {
+          job.slot = null;
+          this.#queue.unshift(job);
+        }
+      }
+    }
+    this.#drain(now);
+    if (this.#queue.length > 0) {
+      const busy = this.#all().filter((s) => s.jobs.length > 0);
+      const allLong = busy.length === this.#all().length && busy.every((s) => now - s.busySince >= this.#longCallMs);
+      if (allLong && this.#burst.length < (this.#options.maxBurst ?? this.#options.size)) {
+        const slot = this.#takeStandby();
+        slot.burst = true;
+        this.#burst.push(slot);
+        this.#fill(slot, now);
+      }
+    }
+    const waiting = this.#queue.length > 0 || this.#all().some((s) => Atomics.load(s.state, AHEAD) !== 0);
+    if (waiting) {
+      this.#watchTimer = setTimeout(() => {
+        this.#watchTimer = null;
+        this.#watch();
+      }, Math.max(5, this.#longCallMs / 4));
+    }
   }
 
   /** An idle burst worker becomes the standby again, or goes. */
@@ -224,30 +286,48 @@ export class WorkerPool {
   }
 
   #onDeadline(job: Job): void {
-    if (!job.slot) {
+    const slot = job.slot;
+    const timeout = (message: string) => job.reject(new AppError('TIMEOUT', message));
+    if (!slot) {
       const index = this.#queue.indexOf(job);
       if (index !== -1) this.#queue.splice(index, 1);
-      job.reject(new AppError('TIMEOUT', `the call did not start within its ${Math.round(job.task.deadline - job.submitted)} ms deadline (all workers busy)`));
+      timeout(`the call did not start within its ${Math.round(job.task.deadline - job.submitted)} ms deadline (all workers busy)`);
       return;
     }
-    const ms = Math.round(job.task.deadline - job.dispatched);
-    job.reject(new AppError('TIMEOUT', `the call exceeded its time limit (${ms} ms of run time) and was stopped`));
-    this.#replace(job.slot, 'timeout');
+    const index = slot.jobs.indexOf(job);
+    if (index !== -1) slot.jobs.splice(index, 1);
+    if (Atomics.load(slot.state, RUNNING) !== job.callId) {
+      // Not running: sent ahead and not started (take it back), or finished with its answer on the way.
+      Atomics.compareExchange(slot.state, AHEAD, job.callId, 0);
+      timeout(`the call did not start within its ${Math.round(job.task.deadline - job.submitted)} ms deadline (all workers busy)`);
+      return;
+    }
+    timeout(`the call exceeded its time limit (${Math.round(job.task.deadline - job.submitted)} ms) and was stopped`);
+    this.#replace(slot, 'timeout');
   }
 
   #onWorkerGone(slot: Slot, reason: RestartReason, err: Error): void {
     if (slot.retired) return;
-    const job = slot.job;
-    if (job) {
-      clearTimeout(job.timer);
-      job.reject(new AppError('INTERNAL_ERROR', `the worker running the call stopped: ${err.message}`, { cause: err }));
+    const running = Atomics.load(slot.state, RUNNING);
+    for (const job of slot.jobs.splice(0)) {
+      if (job.callId === running) {
+        clearTimeout(job.timer);
+        job.reject(new AppError('INTERNAL_ERROR', `the worker running the call stopped: ${err.message}`, { cause: err }));
+      } else {
+        job.slot = null;
+        this.#queue.unshift(job);
+      }
     }
     this.#replace(slot, reason);
   }
 
+  /** Terminates a worker and puts a fresh one in its place; calls sent ahead to it run elsewhere. */
   #replace(slot: Slot, reason: RestartReason): void {
     slot.retired = true;
-    slot.job = null;
+    for (const job of slot.jobs.splice(0)) {
+      job.slot = null;
+      this.#queue.unshift(job);
+    }
     void slot.worker.terminate();
     if (this.#closed) return;
     if (slot === this.#standby) {
@@ -256,24 +336,26 @@ export class WorkerPool {
     }
     this.#restarts[reason]++;
     this.#options.observer?.onWorkerRestart?.(reason);
+    const now = performance.now();
     const burstIndex = this.#burst.indexOf(slot);
     if (burstIndex !== -1) {
       this.#burst.splice(burstIndex, 1);
-      this.#unstick();
-      return;
+    } else {
+      const index = this.#slots.indexOf(slot);
+      if (index === -1) return;
+      const fresh = this.#takeStandby();
+      this.#slots[index] = fresh;
+      this.#fill(fresh, now);
     }
-    const index = this.#slots.indexOf(slot);
-    if (index === -1) return;
-    const fresh = this.#takeStandby();
-    this.#slots[index] = fresh;
-    this.#next(fresh);
+    this.#drain(now);
+    if (this.#queue.length > 0) this.#watch();
   }
 
   stats(): PoolStats {
     return {
       size: this.#slots.filter((s) => !s.retired).length,
       burst: this.#burst.length,
-      busy: [...this.#slots, ...this.#burst].filter((s) => s.job !== null).length,
+      busy: this.#all().filter((s) => s.jobs.length > 0).length,
       queued: this.#queue.length,
       queueMax: this.#options.queueMax,
       restarts: { ...this.#restarts },
@@ -282,25 +364,18 @@ export class WorkerPool {
 
   async close(): Promise<void> {
     this.#closed = true;
-    if (this.#unstickTimer) clearTimeout(this.#unstickTimer);
-    const standby = this.#standby;
-    this.#standby = null;
-    if (standby) {
-      standby.retired = true;
-      void standby.worker.terminate();
-    }
-    for (const job of this.#queue.splice(0)) {
+    if (this.#watchTimer) clearTimeout(this.#watchTimer);
+    const shuttingDown = () => new AppError('SHUTTING_DOWN', 'the engine is shutting down');
+    const pending = [...this.#queue.splice(0), ...this.#all().flatMap((s) => s.jobs.splice(0))];
+    for (const job of pending) {
       clearTimeout(job.timer);
-      job.reject(new AppError('SHUTTING_DOWN', 'the engine is shutting down'));
+      job.reject(shuttingDown());
     }
+    const slots = [...this.#slots, ...this.#burst.splice(0), ...(this.#standby ? [this.#standby] : [])];
+    this.#standby = null;
     await Promise.all(
-      [...this.#slots, ...this.#burst.splice(0)].map((slot) => {
+      slots.map((slot) => {
         slot.retired = true;
-        if (slot.job) {
-          clearTimeout(slot.job.timer);
-          slot.job.reject(new AppError('SHUTTING_DOWN', 'the engine is shutting down'));
-          slot.job = null;
-        }
         return slot.worker.terminate();
       }),
     );

@@ -16,6 +16,8 @@ export interface WorkerCallLimits {
 export interface CallMessage {
   kind: 'call';
   callId: number;
+  /** Sent ahead to a busy worker: it must claim the call (shared state) before starting it. */
+  claim: boolean;
   /** Plugin id: the worker keeps compiled modules and instances by it. */
   moduleKey: string;
   /** Sent when the pool believes the worker does not hold the module yet. */
@@ -33,6 +35,10 @@ export interface CallMessage {
   egress: EgressOptions | null;
   outputEncoding: 'utf8' | 'base64' | null;
 }
+
+/** Int32Array over a SharedArrayBuffer, per worker (workerData.state). */
+export const STATE_RUNNING = 0;
+export const STATE_AHEAD = 1;
 
 export interface CallOutcome {
   logs: LogEntry[];

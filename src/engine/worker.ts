@@ -1,6 +1,6 @@
 // Worker thread entry: runs one call at a time on recycled plugin instances (see instance.ts).
 // The result is posted before the instance is reset, so the reset is off the caller's path.
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import type * as EgressFetch from '../egress/fetch.ts';
 import type { EgressSession } from '../egress/fetch.ts';
 import type { ErrorCode } from '../errors.ts';
@@ -8,7 +8,7 @@ import { CallFailure, WasiExit } from './call-failure.ts';
 import { CallState } from './host-env.ts';
 import { describeModule, PluginInstance, type ModuleShape } from './instance.ts';
 import { LogCollector } from './logs.ts';
-import type { CallMessage, ResultMessage, WorkerMessage } from './protocol.ts';
+import { STATE_AHEAD, STATE_RUNNING, type CallMessage, type ResultMessage, type WorkerMessage } from './protocol.ts';
 
 const MAX_MODULES = 64;
 const MAX_INSTANCES_PER_MODULE = 4;
@@ -25,6 +25,8 @@ const modules = new Map<string, ModuleEntry>();
 let egressModule: typeof EgressFetch | null = null;
 const port = parentPort;
 if (!port) throw new Error('engine/worker.ts must run in a worker thread');
+/** Shared with the pool: which call runs now, which was sent ahead (see pool.ts). */
+const state = (workerData as { state: Int32Array }).state;
 
 function post(message: WorkerMessage): void {
   port!.postMessage(message);
@@ -94,12 +96,15 @@ function describeFailure(err: unknown, instance: PluginInstance | null): { code:
 }
 
 async function handleCall(msg: CallMessage): Promise<void> {
+  // A call sent ahead runs only if the pool has not taken it back meanwhile.
+  if (msg.claim && Atomics.compareExchange(state, STATE_AHEAD, msg.callId, 0) !== msg.callId) return;
   const started = performance.now();
   const entry = moduleFor(msg);
   if (!entry) {
     post({ kind: 'missing-module', callId: msg.callId });
     return;
   }
+  Atomics.store(state, STATE_RUNNING, msg.callId);
   const { limits } = msg;
   const logs = new LogCollector(msg.logLevel, limits.logEntries, limits.logBytes);
   let instance: PluginInstance | null = null;
@@ -162,12 +167,15 @@ async function handleCall(msg: CallMessage): Promise<void> {
     };
   }
   post(result);
+  Atomics.store(state, STATE_RUNNING, 0);
   instance?.reset();
   if (egress) await egress.close();
 }
 
+// One call at a time: a call suspended on HTTP must not let the next one onto the same instance.
+let queue: Promise<void> = Promise.resolve();
 port.on('message', (msg: CallMessage) => {
-  handleCall(msg).catch((err: unknown) => {
+  queue = queue.then(() => handleCall(msg)).catch((err: unknown) => {
     // Only a bug in the engine lands here; the pool fails the call and replaces this worker.
     port.postMessage({ kind: 'result', callId: msg.callId, ok: false, error: { code: 'INTERNAL_ERROR', message: String(err) }, logs: [], logsTruncated: false, egress: [], runMs: 0, memoryPages: 0 });
     process.exit(1);
