@@ -26,6 +26,7 @@ export interface Upstream {
 
 /**
  * Routes: /ok, /bytes?n=N[&chunked=1][&gzip=1], /echo (method, headers, body as JSON),
+ * /todo?title=T (JSON with a `title`, as the hello plugin expects),
  * /redirect?to=URL[&status=302], /hang (never answers), /hang-body (headers, then stalls).
  */
 export async function startUpstream(host: '127.0.0.1' | '::1' = '127.0.0.1', port = 0): Promise<Upstream> {
@@ -89,6 +90,10 @@ function route(req: http.IncomingMessage, res: http.ServerResponse, body: string
       }
       return;
     }
+    case '/todo':
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ userId: 1, id: 1, title: url.searchParams.get('title') ?? 'delectus aut autem' }));
+      return;
     case '/echo':
       res.setHeader('content-type', 'application/json');
       res.end(JSON.stringify({ method: req.method, headers: req.headers, body }));
