@@ -87,6 +87,7 @@ export class CallEngine {
     this.#pool = new WorkerPool({
       size: config.engine.workers,
       queueMax: config.engine.queueMax,
+      maxBurst: config.engine.burstWorkers,
       observer: { onWorkerRestart: (reason) => this.#observers.forEach((o) => o.onWorkerRestart?.(reason)) },
     });
   }
