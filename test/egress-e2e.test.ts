@@ -278,7 +278,21 @@ describe('with private addresses allowed (the test default)', () => {
       expect(body.pattern).toBe(bad);
       expect(typeof body.problem).toBe('string');
       expect(body.message).toContain(bad);
+      expect(body.egress).toEqual([]);
     }
+    expect(v4.connections).toBe(0);
+  });
+
+  it('answers errors of calls that never started with an empty egress list too', async () => {
+    const unknownPlugin = await fetchOne(server, 'no-such-plugin', `http://127.0.0.1:${v4.port}/ok`, { allowedHosts: ['127.0.0.1'] });
+    expect(unknownPlugin.status).toBe(404);
+    expect(unknownPlugin.body).toMatchObject({ code: 'PLUGIN_NOT_FOUND', egress: [] });
+    const badBody = await call(server, http, { function: 'fetch', allowedHost: ['127.0.0.1'] });
+    expect(badBody.status).toBe(400);
+    expect(badBody.body).toMatchObject({ code: 'INVALID_REQUEST', egress: [] });
+    const overCeiling = await fetchOne(server, http, `http://127.0.0.1:${v4.port}/ok`, { allowedHosts: ['127.0.0.1'], maxHttpResponseBytes: server.config.engine.limits.httpResponseBytes.ceiling + 1 });
+    expect(overCeiling.status).toBe(400);
+    expect(overCeiling.body).toMatchObject({ code: 'LIMIT_ABOVE_CEILING', field: 'maxHttpResponseBytes', egress: [] });
     expect(v4.connections).toBe(0);
   });
 

@@ -84,6 +84,8 @@ export const callResponseSchema = {
   },
 } as const;
 
+const CALL_ERROR_DEFAULTS = Object.freeze({ logs: [], logsTruncated: false, egress: [] });
+
 export interface CallRoutesOptions {
   config: Config;
   engine: CallEngine;
@@ -103,7 +105,8 @@ export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions):
     '/plugins/:id/call',
     {
       bodyLimit: callBodyLimit(maxInputBytes),
-      config: { tooLargeCode: 'INPUT_TOO_LARGE' },
+      // Every answer of a call carries logs and egress, even when the call never started.
+      config: { tooLargeCode: 'INPUT_TOO_LARGE', errorDefaults: CALL_ERROR_DEFAULTS },
       schema: {
         params: pluginParamsSchema,
         body: callBodySchema,

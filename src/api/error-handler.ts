@@ -49,7 +49,9 @@ export function installErrorHandler(app: FastifyInstance): void {
     if (appError.statusCode >= 500 && appError.code === 'INTERNAL_ERROR') {
       request.log.error({ err }, 'unhandled error');
     }
-    void reply.code(appError.statusCode).headers(appError.headers).send(errorBody(appError));
+    const body = errorBody(appError);
+    const defaults = request.routeOptions.config?.errorDefaults;
+    void reply.code(appError.statusCode).headers(appError.headers).send(defaults ? { ...defaults, ...body } : body);
   });
   app.setNotFoundHandler((request, reply) => {
     const err = new AppError('NOT_FOUND', `route ${request.method} ${request.url} not found`);
@@ -63,6 +65,8 @@ declare module 'fastify' {
     tooLargeCode?: ErrorCode;
     /** Message answered with `tooLargeCode` (default: Fastify's). */
     tooLargeMessage?: string;
+    /** Fields every error of this route carries, under the error's own (the call route: empty logs and egress). */
+    errorDefaults?: Readonly<Record<string, unknown>>;
   }
 }
 
