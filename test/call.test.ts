@@ -4,7 +4,7 @@ import http from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readPlugin, removeDir, startServer, type TestServer } from './helpers.ts';
+import { readPlugin, removeDir, startServer, wat, type TestServer } from './helpers.ts';
 import { checkEveryResponse } from './openapi-contract.ts';
 
 interface CallResponse {
@@ -30,6 +30,45 @@ async function upload(server: TestServer, name: string, plugin = name): Promise<
   expect([200, 201]).toContain(res.status);
   return ((await res.json()) as { id: string }).id;
 }
+
+async function uploadBytes(server: TestServer, name: string, bytes: Uint8Array): Promise<void> {
+  const res = await fetch(`${server.url}/plugins?name=${name}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/wasm' },
+    body: new Uint8Array(bytes),
+  });
+  expect([200, 201]).toContain(res.status);
+}
+
+/** `grow`: grows memory by the first input byte's value; outputs "ok" or "refused". `_initialize` uses host functions. */
+const GROWER_WAT = `(module
+  (import "extism:host/env" "input_load_u8" (func $input_load_u8 (param i64) (result i32)))
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+  (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
+  (import "extism:host/env" "log_info" (func $log_info (param i64)))
+  (memory (export "memory") 1 3)
+  (data (i32.const 0) "okrefused")
+  (global $started (mut i32) (i32.const 0))
+  (func $out (param $at i32) (param $len i32)
+    (local $block i64) (local $i i32)
+    (local.set $block (call $alloc (i64.extend_i32_u (local.get $len))))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (local.get $len)))
+      (call $store_u8 (i64.add (local.get $block) (i64.extend_i32_u (local.get $i)))
+        (i32.load8_u (i32.add (local.get $at) (local.get $i))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))
+    (call $output_set (local.get $block) (i64.extend_i32_u (local.get $len))))
+  (func (export "_initialize")
+    (call $log_info (call $alloc (i64.const 0)))
+    (global.set $started (i32.const 1)))
+  (func (export "grow") (result i32)
+    (if (i32.eqz (global.get $started)) (then unreachable))
+    (if (i32.eq (memory.grow (call $input_load_u8 (i64.const 0))) (i32.const -1))
+      (then (call $out (i32.const 2) (i32.const 7)))
+      (else (call $out (i32.const 0) (i32.const 2))))
+    (i32.const 0)))`;
 
 async function call(server: TestServer, plugin: string, body: Record<string, unknown>) {
   const res = await fetch(`${server.url}/plugins/${plugin}/call`, {
@@ -362,6 +401,30 @@ describe('POST /plugins/:id/call', () => {
       expect(ceiling.body.message).toContain(String(server.config.engine.limits.timeoutMs.ceiling));
       const pages = await call(server, 'echo', { function: 'echo', memoryMaxPages: 1_000_000 });
       expect(pages.body.code).toBe('LIMIT_ABOVE_CEILING');
+    });
+  });
+
+  describe('memory limits', () => {
+    it('keeps the plugin\'s own declared maximum and the caller\'s cap, whichever is lower; start-up may use host functions', async () => {
+      await uploadBytes(server, 'grower', await wat(GROWER_WAT));
+      const grow = async (pages: number, memoryMaxPages?: number) => {
+        const input = Buffer.from([pages]).toString('base64');
+        const r = await call(server, 'grower', { function: 'grow', inputBase64: input, ...(memoryMaxPages ? { memoryMaxPages } : {}) });
+        expect(r.status).toBe(200);
+        return r.body.output;
+      };
+      expect(await grow(2)).toBe('ok'); // 1 + 2 = its declared maximum of 3
+      expect(await grow(2)).toBe('ok'); // fresh state: back at 1 page
+      expect(await grow(3)).toBe('refused'); // beyond its own maximum, whatever the cap (default 256)
+      expect(await grow(1, 1)).toBe('refused'); // the caller's cap is lower than its maximum
+      expect(await grow(1, 2)).toBe('ok');
+    });
+
+    it('refuses a cap below the plugin\'s initial memory with 422 MEMORY_LIMIT', async () => {
+      const { status, body } = await call(server, 'rust_vowels', { function: 'count_vowels', input: 'x', memoryMaxPages: 4 });
+      expect(status).toBe(422);
+      expect(body.code).toBe('MEMORY_LIMIT');
+      expect(body.message).toContain('17 pages');
     });
   });
 

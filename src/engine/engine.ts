@@ -9,7 +9,7 @@ import type { CallLogLevel, LogEntry } from './logs.ts';
 import type { ModuleCache } from './module-cache.ts';
 import { WorkerPool, type PoolObserver, type PoolStats } from './pool.ts';
 import { EXTISM_ENV } from './host-env.ts';
-import { rewriteForEngine, WasmRewriteError } from './wasm-rewrite.ts';
+import { rewriteForEngine, WasmRewriteError, type ModuleLayout } from './wasm-rewrite.ts';
 
 export interface CallRequest {
   plugin: PluginMeta;
@@ -63,8 +63,7 @@ export interface EngineDeps {
 
 interface Prepared {
   module: WebAssembly.Module;
-  initialPages: number;
-  virtualGrowth: boolean;
+  layout: ModuleLayout;
 }
 
 /** ms kept between an egress request's cut-off and the call's deadline (see #egressOptions). */
@@ -120,7 +119,8 @@ export class CallEngine {
       throw err;
     }
     const module = await WebAssembly.compile(rewritten.bytes as Uint8Array<ArrayBuffer>);
-    const prepared = { module, initialPages: rewritten.initialPages, virtualGrowth: rewritten.virtualGrowth };
+    const { initialPages, declaredMaxPages, virtualGrowth } = rewritten;
+    const prepared = { module, layout: { initialPages, declaredMaxPages, virtualGrowth } };
     this.#prepared.set(module, prepared);
     this.#deps.moduleCache.set(meta.id, module, bytes.length);
     return prepared;
@@ -178,8 +178,7 @@ export class CallEngine {
         message: {
           kind: 'call',
           moduleKey: plugin.id,
-          initialPages: prepared.initialPages,
-          virtualGrowth: prepared.virtualGrowth,
+          layout: prepared.layout,
           function: request.function,
           input: request.input,
           inputEncoding: request.inputEncoding,

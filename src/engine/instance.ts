@@ -4,11 +4,18 @@
 // are zeroed; past a threshold the instance is rebuilt (memory cannot shrink). Fresh memory is
 // expensive here (page faults: ~100 µs per 64 KiB page), so rebuilds are kept rare.
 import { CallFailure } from './call-failure.ts';
-import { createExtismEnv, EXTISM_ENV, type CallState, type HostSlot } from './host-env.ts';
+import { CallState, createExtismEnv, EXTISM_ENV, type HostSlot } from './host-env.ts';
 import { createWasi, WASI_PREVIEW1 } from './wasi.ts';
-import { GLOBAL_EXPORT_PREFIX, HOST_MODULE, MEMORY_IMPORT, TABLE_EXPORT_PREFIX } from './wasm-rewrite.ts';
+import { LogCollector } from './logs.ts';
+import { GLOBAL_EXPORT_PREFIX, HOST_MODULE, MEMORY_IMPORT, TABLE_EXPORT_PREFIX, type ModuleLayout } from './wasm-rewrite.ts';
 
 const PAGE = 65536;
+
+/** Host state while a plugin starts (a wasm start function, _initialize): no input, no config, logs dropped. */
+function startupState(): CallState {
+  const limits = { hostBytes: 16 * 1024 * 1024, outputBytes: 0, varBytes: 1024 * 1024, httpResponseBytes: 0 };
+  return new CallState(null, {}, new LogCollector('off', 0, 0), limits, null);
+}
 const ZERO_PAGE = Buffer.alloc(PAGE);
 
 function zeroPagesOf(memory: Buffer): boolean[] {
@@ -19,27 +26,22 @@ function zeroPagesOf(memory: Buffer): boolean[] {
 const WASM32_MAX_PAGES = 65536;
 
 /** What the engine knows about a rewritten module, derived once per module per worker. */
-export interface ModuleShape {
+export interface ModuleShape extends ModuleLayout {
   module: WebAssembly.Module;
-  initialPages: number;
   wasi: boolean;
   /** Imports http_request: exports are called through JSPI so HTTP can suspend them. */
   jspi: boolean;
   functions: Set<string>;
-  /** memory.size/grow go through the rewriter's shims: memory does not creep across calls. */
-  virtualGrowth: boolean;
 }
 
-/** `initialPages` and `virtualGrowth` come from the rewriter (V8 does not reflect import types). */
-export function describeModule(module: WebAssembly.Module, initialPages: number, virtualGrowth: boolean): ModuleShape {
+export function describeModule(module: WebAssembly.Module, layout: ModuleLayout): ModuleShape {
   const imports = WebAssembly.Module.imports(module);
   if (!imports.some((i) => i.module === HOST_MODULE && i.name === MEMORY_IMPORT)) {
     throw new CallFailure('INTERNAL_ERROR', 'the module was not prepared for the engine');
   }
   return {
     module,
-    initialPages,
-    virtualGrowth,
+    ...layout,
     wasi: imports.some((i) => i.module === WASI_PREVIEW1),
     jspi: imports.some((i) => i.module === EXTISM_ENV && i.name === 'http_request'),
     functions: new Set(WebAssembly.Module.exports(module).filter((e) => e.kind === 'function').map((e) => e.name)),
@@ -74,15 +76,20 @@ export class PluginInstance {
 
   constructor(shape: ModuleShape, maxPages: number) {
     this.shape = shape;
-    this.maxPages = Math.min(maxPages, WASM32_MAX_PAGES);
+    this.maxPages = Math.min(maxPages, shape.declaredMaxPages ?? WASM32_MAX_PAGES);
     if (shape.initialPages > this.maxPages) {
       throw new CallFailure(
         'MEMORY_LIMIT',
         `the plugin needs ${shape.initialPages} pages of memory to start; the limit is ${this.maxPages} pages (memoryMaxPages)`,
       );
     }
-    this.#live = this.#instantiate();
-    this.#start();
+    this.#slot.call = startupState();
+    try {
+      this.#live = this.#instantiate();
+      this.#start();
+    } finally {
+      this.#slot.call = null;
+    }
     this.#snapshot = this.#takeSnapshot();
     this.#snapshot.zeroPages = zeroPagesOf(this.#snapshot.memory);
     const snapshotPages = this.#snapshot.memory.length / PAGE;
@@ -211,7 +218,12 @@ export class PluginInstance {
   #rebuild(): void {
     this.rebuilds++;
     const old = this.#snapshot;
-    this.#live = this.#instantiate();
+    this.#slot.call = startupState();
+    try {
+      this.#live = this.#instantiate();
+    } finally {
+      this.#slot.call = null;
+    }
     const { memory, globals } = this.#live;
     const missingPages = old.memory.length / PAGE - memory.buffer.byteLength / PAGE;
     if (missingPages > 0) memory.grow(missingPages);

@@ -3,6 +3,7 @@
 import type { ErrorCode } from '../errors.ts';
 import type { EgressAuditEntry, EgressOptions } from '../egress/fetch.ts';
 import type { CallLogLevel, LogEntry } from './logs.ts';
+import type { ModuleLayout } from './wasm-rewrite.ts';
 
 export interface WorkerCallLimits {
   memoryPages: number;
@@ -22,9 +23,8 @@ export interface CallMessage {
   moduleKey: string;
   /** Sent when the pool believes the worker does not hold the module yet. */
   module?: WebAssembly.Module;
-  /** The plugin's declared minimum memory (from the rewriter). */
-  initialPages: number;
-  virtualGrowth: boolean;
+  /** From the rewriter: the plugin's memory limits and whether its growth is virtualised. */
+  layout: ModuleLayout;
   function: string;
   input: string | null;
   inputEncoding: 'utf8' | 'base64';

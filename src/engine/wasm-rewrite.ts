@@ -19,14 +19,18 @@ export const MEMORY_IMPORT = 'memory';
 export const GLOBAL_EXPORT_PREFIX = '__wasmhost_global_';
 export const TABLE_EXPORT_PREFIX = '__wasmhost_table_';
 
-export interface RewriteResult {
-  bytes: Uint8Array;
+/** What the engine needs to know about a rewritten module (V8 does not reflect import limits). */
+export interface ModuleLayout {
   /** Pages the plugin's memory starts with (its declared minimum). */
   initialPages: number;
   /** The module's own declared maximum, if any. */
   declaredMaxPages: number | null;
   /** memory.size/memory.grow go through the engine's shims (see above). */
   virtualGrowth: boolean;
+}
+
+export interface RewriteResult extends ModuleLayout {
+  bytes: Uint8Array;
 }
 
 const SECTION = { custom: 0, type: 1, import: 2, function: 3, table: 4, memory: 5, global: 6, export: 7, code: 10 } as const;
