@@ -128,6 +128,56 @@ describe('plugin routes', () => {
   });
 });
 
+describe('call route', () => {
+  let server: TestServer;
+  const body = (fields: Record<string, unknown>): RequestInit => ({
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(fields),
+  });
+
+  beforeAll(async () => {
+    server = await start({ env: { WORKERS: '1', MAX_INPUT_BYTES: '1024' } });
+    for (const name of ['count_vowels', 'fail', 'loop']) {
+      const res = await fetch(`${server.url}/plugins?name=${name}`, { method: 'POST', ...wasmBody(await readPlugin(name)) });
+      expect(res.status).toBe(201);
+    }
+  });
+
+  it('runs a function (200) and refuses bad calls (400, 404, 413)', async () => {
+    const ok = await call(server, 'POST', '/plugins/count_vowels/call', body({ function: 'count_vowels', input: 'Hello, World!' }));
+    expect(ok.status).toBe(200);
+    expect((await call(server, 'POST', '/plugins/count_vowels/call', body({ function: 'count_vowels', nope: 1 }))).status).toBe(400);
+    expect((await call(server, 'POST', '/plugins/count_vowels/call', body({ function: 'no_such_export' }))).status).toBe(404);
+    expect((await call(server, 'POST', '/plugins/no-such-plugin/call', body({ function: 'count_vowels' }))).status).toBe(404);
+    expect((await call(server, 'POST', '/plugins/count_vowels/call', body({ function: 'count_vowels', input: 'a'.repeat(2048) }))).status).toBe(413);
+  });
+
+  it('reports plugin failures (422) and timeouts (504)', async () => {
+    expect((await call(server, 'POST', '/plugins/fail/call', body({ function: 'fail' }))).status).toBe(422);
+    expect((await call(server, 'POST', '/plugins/loop/call', body({ function: 'spin', timeoutMs: 200 }))).status).toBe(504);
+  });
+});
+
+describe('operations routes', () => {
+  it('answers liveness, readiness and metrics (200), and readiness 503 NOT_READY when the store is unusable', async () => {
+    const server = await start();
+    expect((await call(server, 'GET', '/healthz')).status).toBe(200);
+    expect((await call(server, 'GET', '/readyz')).status).toBe(200);
+    expect((await call(server, 'GET', '/metrics')).status).toBe(200);
+    const away = `${server.dataDir}.away`;
+    await rename(server.dataDir, away);
+    await writeFile(server.dataDir, 'not a directory');
+    try {
+      const ready = await call(server, 'GET', '/readyz');
+      expect(ready.status).toBe(503);
+      expect(await ready.json()).toMatchObject({ code: 'NOT_READY' });
+    } finally {
+      await rm(server.dataDir, { force: true });
+      await rename(away, server.dataDir);
+    }
+  });
+});
+
 describe('documentation routes', () => {
   it('serves the document and the UI (200)', async () => {
     const server = await start();
