@@ -70,6 +70,25 @@ const GROWER_WAT = `(module
       (else (call $out (i32.const 0) (i32.const 2))))
     (i32.const 0)))`;
 
+/** `log_then_spin`: logs "about to spin" at info, then loops forever. */
+const LOG_THEN_SPIN_WAT = `(module
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+  (import "extism:host/env" "log_info" (func $log_info (param i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "about to spin")
+  (func (export "log_then_spin") (result i32)
+    (local $block i64) (local $i i32)
+    (local.set $block (call $alloc (i64.const 13)))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (i32.const 13)))
+      (call $store_u8 (i64.add (local.get $block) (i64.extend_i32_u (local.get $i))) (i32.load8_u (local.get $i)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))
+    (call $log_info (local.get $block))
+    (loop $forever (br $forever))
+    (i32.const 0)))`;
+
 async function call(server: TestServer, plugin: string, body: Record<string, unknown>) {
   const res = await fetch(`${server.url}/plugins/${plugin}/call`, {
     method: 'POST',
@@ -254,6 +273,14 @@ describe('POST /plugins/:id/call', () => {
       expect(status).toBe(504);
       expect(body.code).toBe('TIMEOUT');
       expect(elapsed).toBeLessThan(1000);
+    });
+
+    it('answers a stopped call with the logs it wrote before it hung', async () => {
+      await uploadBytes(server, 'log_then_spin', await wat(LOG_THEN_SPIN_WAT));
+      const { status, body } = await call(server, 'log_then_spin', { function: 'log_then_spin', timeoutMs: 300 });
+      expect(status).toBe(504);
+      expect(body.code).toBe('TIMEOUT');
+      expect(body.logs.map((l) => [l.level, l.message])).toEqual([['info', 'about to spin']]);
     });
 
     it('keeps answering other calls and health checks while two loops spin, then is back at full size', async () => {

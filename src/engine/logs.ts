@@ -25,6 +25,8 @@ const STREAM_LINE_MAX = 64 * 1024;
 
 export class LogCollector {
   readonly entries: LogEntry[] = [];
+  /** Sees every entry as it is kept (the worker mirrors them to shared memory). */
+  onEntry: ((entry: LogEntry) => void) | null = null;
   truncated = false;
   readonly priority: number;
   readonly #maxEntries: number;
@@ -56,7 +58,9 @@ export class LogCollector {
       return;
     }
     this.#bytes += size;
-    this.entries.push({ level, message, time: new Date().toISOString() });
+    const entry = { level, message, time: new Date().toISOString() };
+    this.entries.push(entry);
+    this.onEntry?.(entry);
   }
 
   addBytes(level: LogEntryLevel, bytes: Uint8Array): void {

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { AppError } from '../errors.ts';
+import { createLogMirrorBuffer, readLogMirror } from './log-mirror.ts';
 import { STATE_AHEAD, STATE_RUNNING, type CallMessage, type ResultMessage, type WorkerMessage } from './protocol.ts';
 
 export type RestartReason = 'timeout' | 'crash' | 'exit';
@@ -68,6 +69,8 @@ interface Slot {
   /** When the worker's current call began (approximately: send time or the previous answer). */
   busySince: number;
   state: Int32Array;
+  /** The running call's logs, mirrored by the worker (see log-mirror.ts). */
+  logMirror: SharedArrayBuffer;
   modules: Set<string>;
   retired: boolean;
   burst: boolean;
@@ -112,15 +115,16 @@ export class WorkerPool {
 
   #spawn(): Slot {
     const state = new Int32Array(new SharedArrayBuffer(8));
+    const logMirror = createLogMirrorBuffer();
     const worker = new Worker(WORKER_URL, {
       name: 'wasmhost-engine',
-      workerData: { state },
+      workerData: { state, logMirror },
       // Workers see no host environment. The compile cache (type-stripped, compiled modules) cuts a
       // worker's start from ~60-250 ms to ~15 ms here: replacements after a timeout are ready sooner.
       env: { NODE_COMPILE_CACHE: WORKER_COMPILE_CACHE },
       resourceLimits: { maxOldGenerationSizeMb: this.#options.maxOldGenerationSizeMb ?? 256 },
     });
-    const slot: Slot = { worker, jobs: [], busySince: 0, state, modules: new Set(), retired: false, burst: false };
+    const slot: Slot = { worker, jobs: [], busySince: 0, state, logMirror, modules: new Set(), retired: false, burst: false };
     worker.on('message', (msg: WorkerMessage) => this.#onMessage(slot, msg));
     worker.on('error', (err) => this.#onWorkerGone(slot, 'crash', err));
     worker.on('exit', (code) => this.#onWorkerGone(slot, 'exit', new Error(`worker exited with code ${code}`)));
@@ -287,7 +291,7 @@ export class WorkerPool {
 
   #onDeadline(job: Job): void {
     const slot = job.slot;
-    const timeout = (message: string) => job.reject(new AppError('TIMEOUT', message));
+    const timeout = (message: string, details: Record<string, unknown> = {}) => job.reject(new AppError('TIMEOUT', message, { details }));
     if (!slot) {
       const index = this.#queue.indexOf(job);
       if (index !== -1) this.#queue.splice(index, 1);
@@ -302,8 +306,13 @@ export class WorkerPool {
       timeout(`the call did not start within its ${Math.round(job.task.deadline - job.submitted)} ms deadline (all workers busy)`);
       return;
     }
-    timeout(`the call exceeded its time limit (${Math.round(job.task.deadline - job.submitted)} ms) and was stopped`);
+    const { logs, truncated } = readLogMirror(slot.logMirror, job.callId);
     this.#replace(slot, 'timeout');
+    timeout(`the call exceeded its time limit (${Math.round(job.task.deadline - job.submitted)} ms) and was stopped`, {
+      logs,
+      logsTruncated: truncated,
+      egress: [],
+    });
   }
 
   #onWorkerGone(slot: Slot, reason: RestartReason, err: Error): void {

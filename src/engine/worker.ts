@@ -7,6 +7,7 @@ import type { ErrorCode } from '../errors.ts';
 import { CallFailure, WasiExit } from './call-failure.ts';
 import { CallState } from './host-env.ts';
 import { describeModule, PluginInstance, type ModuleShape } from './instance.ts';
+import { LogMirrorWriter } from './log-mirror.ts';
 import { LogCollector } from './logs.ts';
 import { STATE_AHEAD, STATE_RUNNING, type CallMessage, type ResultMessage, type WorkerMessage } from './protocol.ts';
 
@@ -25,8 +26,10 @@ const modules = new Map<string, ModuleEntry>();
 let egressModule: typeof EgressFetch | null = null;
 const port = parentPort;
 if (!port) throw new Error('engine/worker.ts must run in a worker thread');
-/** Shared with the pool: which call runs now, which was sent ahead (see pool.ts). */
-const state = (workerData as { state: Int32Array }).state;
+/** Shared with the pool: which call runs now, which was sent ahead (see pool.ts); the running call's logs. */
+const shared = workerData as { state: Int32Array; logMirror: SharedArrayBuffer };
+const state = shared.state;
+const logMirror = new LogMirrorWriter(shared.logMirror);
 
 function post(message: WorkerMessage): void {
   port!.postMessage(message);
@@ -107,6 +110,8 @@ async function handleCall(msg: CallMessage): Promise<void> {
   Atomics.store(state, STATE_RUNNING, msg.callId);
   const { limits } = msg;
   const logs = new LogCollector(msg.logLevel, limits.logEntries, limits.logBytes);
+  logMirror.start(msg.callId);
+  logs.onEntry = (entry) => logMirror.write(entry);
   let instance: PluginInstance | null = null;
   let egress: EgressSession | null = null;
   let result: ResultMessage;
