@@ -68,7 +68,11 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const engine = new CallEngine(config, { store, moduleCache: app.moduleCache, egressHosts: options.egressHosts ?? null });
   app.decorate('engine', engine);
   app.addHook('onClose', () => engine.close());
-  engine.observe({ onWorkerRestart: (reason) => metrics.workerRestarted(reason) });
+  engine.observe({
+    onWorkerRestart: (reason) => metrics.workerRestarted(reason),
+    onModuleLookup: (hit) => metrics.moduleLookup(hit),
+    onCompile: (ms) => metrics.observeCompile(ms / 1000),
+  });
   metrics.watch({ workerPool: () => engine.stats() });
   readiness.add('workers', () => {
     if (engine.stats().size === 0) throw new Error('no worker thread is running');

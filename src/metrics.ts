@@ -25,7 +25,7 @@ export type EgressOutcome = 'ok' | 'refused' | 'error';
 /** Gauges and counters read when Prometheus scrapes, from whatever part owns the numbers. */
 export interface MetricSources {
   store?: () => { plugins: number; bytes: number };
-  moduleCache?: () => { entries: number; bytes: number; hits: number; misses: number };
+  moduleCache?: () => { entries: number; bytes: number };
   workerPool?: () => { size: number; busy: number; queued: number };
 }
 
@@ -47,6 +47,8 @@ export class ServiceMetrics {
   readonly #egress: Counter<'outcome'>;
   readonly #pluginLogLines: Counter<'level'>;
   readonly #pluginLogTruncations: Counter;
+  readonly #cacheHits: Counter;
+  readonly #cacheMisses: Counter;
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
@@ -112,21 +114,15 @@ export class ServiceMetrics {
         if (sources.store) this.set(sources.store().bytes);
       },
     });
-    new Counter({
+    this.#cacheHits = new Counter({
       name: `${METRIC_PREFIX}module_cache_hits_total`,
-      help: 'Compiled-module cache lookups that found the module.',
+      help: 'Calls that found their compiled module in the cache.',
       registers,
-      collect() {
-        if (sources.moduleCache) setCounter(this, sources.moduleCache().hits);
-      },
     });
-    new Counter({
+    this.#cacheMisses = new Counter({
       name: `${METRIC_PREFIX}module_cache_misses_total`,
-      help: 'Compiled-module cache lookups that had to load and compile the module.',
+      help: 'Calls that had to load and compile their module.',
       registers,
-      collect() {
-        if (sources.moduleCache) setCounter(this, sources.moduleCache().misses);
-      },
     });
     new Gauge({
       name: `${METRIC_PREFIX}module_cache_entries`,
@@ -185,6 +181,10 @@ export class ServiceMetrics {
     this.#compileSeconds.observe(seconds);
   }
 
+  moduleLookup(hit: boolean): void {
+    (hit ? this.#cacheHits : this.#cacheMisses).inc();
+  }
+
   workerRestarted(reason: string): void {
     this.#workerRestarts.inc({ reason });
   }
@@ -202,8 +202,3 @@ export class ServiceMetrics {
   }
 }
 
-/** Counters owned elsewhere (e.g. the module cache's hit count) are mirrored, never decremented. */
-function setCounter(counter: Counter, value: number): void {
-  counter.reset();
-  counter.inc(value);
-}

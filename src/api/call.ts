@@ -149,6 +149,7 @@ export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions):
         ...(plugin.exports.includes(body.function) ? { function: body.function } : {}),
       });
 
+      const engineStarted = performance.now();
       const result = await engine.call({
         plugin,
         function: body.function,
@@ -160,7 +161,7 @@ export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions):
         limits,
         outputEncoding: body.outputEncoding,
       }).catch((err: unknown) => {
-        if (isAppError(err)) reportCall(request, reportFromDetails(err.details));
+        if (isAppError(err)) reportCall(request, { ...reportFromDetails(err.details), engineMs: performance.now() - engineStarted });
         throw err;
       });
       const { queueMs, runMs, egress, logs, logsTruncated } = result;

@@ -21,6 +21,8 @@ export interface CallReport {
   config?: Record<string, string>;
   queueMs?: number;
   runMs?: number;
+  /** Wall time spent in the engine, for failures that carry no queue/run split (timeouts, overload). */
+  engineMs?: number;
   egress?: readonly { allowed: boolean; status?: number | null }[];
   logs?: readonly { level: string; message: string }[];
   logsTruncated?: boolean;
@@ -154,12 +156,14 @@ export async function installTelemetry(app: FastifyInstance, config: Config, met
     const fn = report.plugin && report.function !== undefined ? report.function : UNRESOLVED;
     const outcome = reply.statusCode < 400 ? 'ok' : (request.errorCode?.toLowerCase() ?? `http_${reply.statusCode}`);
 
+    // Without the engine's split (a call stopped at its deadline, refused by a full queue) its whole engine time counts as run.
+    const runMs = report.runMs ?? report.engineMs;
     metrics.observeCall({
       plugin,
       function: fn,
       outcome,
       ...(report.queueMs !== undefined ? { queueSeconds: report.queueMs / 1000 } : {}),
-      ...(report.runMs !== undefined ? { runSeconds: report.runMs / 1000 } : {}),
+      ...(runMs !== undefined ? { runSeconds: runMs / 1000 } : {}),
     });
     for (const entry of report.egress ?? []) metrics.egressRequests(egressOutcome(entry));
     const logs = report.logs ?? [];
@@ -175,7 +179,7 @@ export async function installTelemetry(app: FastifyInstance, config: Config, met
       function: fn,
       outcome,
       ...(report.queueMs !== undefined ? { queueMs: round(report.queueMs) } : {}),
-      ...(report.runMs !== undefined ? { runMs: round(report.runMs) } : {}),
+      ...(runMs !== undefined ? { runMs: round(runMs) } : {}),
       egressCount: report.egress?.length ?? 0,
       // Copied: redaction rewrites the logged object.
       ...(report.config ? { config: { ...report.config } } : {}),

@@ -52,6 +52,10 @@ export interface CallEvent {
 /** Hooks for metrics: called after every call and on every worker restart. */
 export interface EngineObserver extends PoolObserver {
   onCall?(event: CallEvent): void;
+  /** A call looked for its prepared module: found (hit) or had to prepare it (miss). */
+  onModuleLookup?(hit: boolean): void;
+  /** A module was prepared (rewritten and compiled) in `ms`. */
+  onCompile?(ms: number): void;
 }
 
 export interface EngineDeps {
@@ -99,6 +103,7 @@ export class CallEngine {
   async #prepare(meta: PluginMeta): Promise<Prepared> {
     const cached = this.#deps.moduleCache.get(meta.id);
     const known = cached ? this.#prepared.get(cached) : undefined;
+    for (const o of this.#observers) o.onModuleLookup?.(known !== undefined);
     if (known) return known;
     let pending = this.#preparing.get(meta.id);
     if (!pending) {
@@ -111,6 +116,7 @@ export class CallEngine {
   async #compile(meta: PluginMeta): Promise<Prepared> {
     const bytes = await this.#deps.store.getBytes(meta.id);
     if (!bytes) throw new AppError('PLUGIN_NOT_FOUND', `no plugin with id "${meta.id}"`);
+    const compileStarted = performance.now();
     let rewritten;
     try {
       rewritten = rewriteForEngine(bytes);
@@ -119,6 +125,7 @@ export class CallEngine {
       throw err;
     }
     const module = await WebAssembly.compile(rewritten.bytes as Uint8Array<ArrayBuffer>);
+    for (const o of this.#observers) o.onCompile?.(performance.now() - compileStarted);
     const { initialPages, declaredMaxPages, virtualGrowth } = rewritten;
     const prepared = { module, layout: { initialPages, declaredMaxPages, virtualGrowth } };
     this.#prepared.set(module, prepared);

@@ -1,0 +1,240 @@
+// Operability of calls: call metrics after a known sequence, bounded label sets, load shedding, and
+// the call log line (request id, outcome, redacted config, forwarded plugin logs). Real servers on
+// 127.0.0.1, real plugins from plugins/dist, upstreams on loopback only.
+import { Writable } from 'node:stream';
+import { afterEach, describe, expect, it } from 'vitest';
+import { readPlugin, removeDir, startServer, type StartOptions, type TestServer } from './helpers.ts';
+import { parsePrometheusText, sampleValue, seriesCount, type MetricFamily } from './prom-text.ts';
+import { startUpstream, type Upstream } from './upstream.ts';
+
+const servers: TestServer[] = [];
+const upstreams: Upstream[] = [];
+afterEach(async () => {
+  for (const server of servers.splice(0)) {
+    await server.close();
+    await removeDir(server.dataDir);
+  }
+  for (const upstream of upstreams.splice(0)) await upstream.close();
+});
+
+async function start(options: StartOptions = {}): Promise<TestServer> {
+  const server = await startServer(options);
+  servers.push(server);
+  return server;
+}
+
+async function upload(server: TestServer, plugin: string): Promise<{ id: string; name: string }> {
+  const res = await fetch(`${server.url}/plugins?name=${plugin.replaceAll('_', '-')}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/wasm' },
+    body: new Uint8Array(await readPlugin(plugin)),
+  });
+  expect(res.status).toBe(201);
+  return (await res.json()) as { id: string; name: string };
+}
+
+async function call(server: TestServer, plugin: string, body: Record<string, unknown>, headers: Record<string, string> = {}): Promise<Response> {
+  return fetch(`${server.url}/plugins/${plugin}/call`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+}
+
+async function scrape(server: TestServer): Promise<Map<string, MetricFamily>> {
+  const res = await fetch(`${server.url}/metrics`);
+  expect(res.status).toBe(200);
+  return parsePrometheusText(await res.text());
+}
+
+function logCapture(): { stream: Writable; text: () => string; lines: () => Record<string, unknown>[] } {
+  const chunks: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      chunks.push(chunk.toString());
+      done();
+    },
+  });
+  const text = () => chunks.join('');
+  return {
+    stream,
+    text,
+    lines: () =>
+      text()
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
+  };
+}
+
+describe('call metrics', () => {
+  it('count a known sequence of calls exactly, with durations, cache, egress, restarts, and valid exposition text', async () => {
+    const env = { EGRESS_ALLOW_PRIVATE: 'true', RATE_LIMIT_MAX: '0' };
+    const server = await start({ env });
+    // Each plugin's first call prepares (rewrites and compiles) its module: a cache miss; later calls hit.
+    for (const plugin of ['count_vowels', 'loop', 'fail', 'http']) await upload(server, plugin);
+    const upstream = await startUpstream('127.0.0.1');
+    upstreams.push(upstream);
+
+    for (const input of ['Hello World', 'aaaa', 'xyz']) {
+      expect((await call(server, 'count-vowels', { function: 'count_vowels', input })).status).toBe(200);
+    }
+    const timeout = await call(server, 'loop', { function: 'spin', timeoutMs: 200 });
+    expect(timeout.status).toBe(504);
+    expect(await timeout.json()).toMatchObject({ code: 'TIMEOUT' });
+    const failed = await call(server, 'fail', { function: 'fail', input: 'boom' });
+    expect(failed.status).toBe(422);
+    expect(await failed.json()).toMatchObject({ code: 'PLUGIN_ERROR' });
+    // The plugin may reach nothing: its request to the loopback upstream is refused by the allow-list.
+    const denied = await call(server, 'http', { function: 'fetch', input: JSON.stringify({ url: `${upstream.url}/ok` }), allowedHosts: [] });
+    expect(denied.status).toBe(422);
+    expect(await denied.json()).toMatchObject({ code: 'HOST_NOT_ALLOWED' });
+    expect(upstream.received).toHaveLength(0);
+
+    const families = await scrape(server);
+    const calls = 'wasmhost_calls_total';
+    expect(families.get(calls)?.type).toBe('counter');
+    expect(sampleValue(families, calls, { plugin: 'count-vowels', function: 'count_vowels', outcome: 'ok' })).toBe(3);
+    expect(sampleValue(families, calls, { plugin: 'loop', function: 'spin', outcome: 'timeout' })).toBe(1);
+    expect(sampleValue(families, calls, { plugin: 'fail', function: 'fail', outcome: 'plugin_error' })).toBe(1);
+    expect(sampleValue(families, calls, { plugin: 'http', function: 'fetch', outcome: 'host_not_allowed' })).toBe(1);
+    const total = families.get(calls)!.samples.reduce((sum, s) => sum + s.value, 0);
+    expect(total).toBe(6);
+
+    const duration = 'wasmhost_call_duration_seconds_count';
+    expect(families.get('wasmhost_call_duration_seconds')?.type).toBe('histogram');
+    expect(sampleValue(families, duration, { plugin: 'count-vowels', phase: 'queue' })).toBe(3);
+    expect(sampleValue(families, duration, { plugin: 'count-vowels', phase: 'run' })).toBe(3);
+    for (const plugin of ['loop', 'fail', 'http']) {
+      expect(sampleValue(families, duration, { plugin, phase: 'run' })).toBe(1);
+    }
+    expect(sampleValue(families, 'wasmhost_call_duration_seconds_sum', { plugin: 'loop', phase: 'run' })).toBeGreaterThanOrEqual(0.15);
+
+    expect(sampleValue(families, 'wasmhost_module_cache_misses_total')).toBe(4);
+    expect(sampleValue(families, 'wasmhost_module_cache_hits_total')).toBe(2);
+    expect(sampleValue(families, 'wasmhost_module_cache_entries')).toBe(4);
+    expect(sampleValue(families, 'wasmhost_module_cache_bytes')).toBeGreaterThan(0);
+    expect(sampleValue(families, 'wasmhost_compile_duration_seconds_count')).toBe(4);
+
+    expect(sampleValue(families, 'wasmhost_egress_requests_total', { outcome: 'refused' })).toBe(1);
+    expect(sampleValue(families, 'wasmhost_worker_restarts_total', { reason: 'timeout' })).toBe(1);
+    expect(sampleValue(families, 'wasmhost_workers')).toBe(server.config.engine.workers);
+    expect(sampleValue(families, 'wasmhost_workers_busy')).toBe(0);
+    expect(sampleValue(families, 'wasmhost_queue_depth')).toBe(0);
+    expect(sampleValue(families, 'wasmhost_plugins_stored')).toBe(4);
+    expect(sampleValue(families, 'wasmhost_http_request_duration_seconds_count', { method: 'POST', route: '/plugins/:id/call', status_class: '2xx' })).toBe(3);
+    expect(sampleValue(families, 'wasmhost_http_request_duration_seconds_count', { method: 'POST', route: '/plugins/:id/call', status_class: '4xx' })).toBe(2);
+    expect(sampleValue(families, 'wasmhost_http_request_duration_seconds_count', { method: 'POST', route: '/plugins/:id/call', status_class: '5xx' })).toBe(1);
+  });
+
+  it('counts allowed egress and plugin log lines by level', async () => {
+    const server = await start({ env: { EGRESS_ALLOW_PRIVATE: 'true', RATE_LIMIT_MAX: '0' } });
+    const upstream = await startUpstream('127.0.0.1');
+    upstreams.push(upstream);
+    await upload(server, 'http');
+    await upload(server, 'logs');
+    const ok = await call(server, 'http', { function: 'fetch', input: JSON.stringify({ url: `${upstream.url}/ok` }), allowedHosts: ['127.0.0.1'] });
+    expect(ok.status).toBe(200);
+    expect((await call(server, 'logs', { function: 'log_all', logLevel: 'debug' })).status).toBe(200);
+
+    const families = await scrape(server);
+    expect(sampleValue(families, 'wasmhost_egress_requests_total', { outcome: 'ok' })).toBe(1);
+    expect(sampleValue(families, 'wasmhost_plugin_log_lines_total', { level: 'trace' })).toBe(0);
+    for (const level of ['debug', 'info', 'warn', 'error']) {
+      expect(sampleValue(families, 'wasmhost_plugin_log_lines_total', { level })).toBe(1);
+    }
+  });
+
+  it('does not grow the calls series with 1,000 distinct unknown function names', async () => {
+    const server = await start({ env: { RATE_LIMIT_MAX: '0' } });
+    await upload(server, 'count_vowels');
+    await upload(server, 'echo');
+    expect((await call(server, 'count-vowels', { function: 'count_vowels', input: 'a' })).status).toBe(200);
+    const before = seriesCount(await scrape(server), 'wasmhost_calls_total');
+
+    for (let i = 0; i < 1000; i++) {
+      const res = await call(server, i % 2 ? 'count-vowels' : 'echo', { function: `no_such_function_${i}` });
+      expect(res.status).toBe(404);
+      await res.arrayBuffer();
+    }
+    // Unknown plugins do not mint label values either.
+    for (let i = 0; i < 50; i++) await (await call(server, `no-such-plugin-${i}`, { function: 'x' })).arrayBuffer();
+    // Nor do bodies the schema rejects.
+    for (let i = 0; i < 5; i++) expect((await call(server, 'echo', { function: 'echo', [`field_${i}`]: 1 })).status).toBe(400);
+
+    const families = await scrape(server);
+    const after = seriesCount(families, 'wasmhost_calls_total');
+    expect(after - before).toBeLessThanOrEqual(4);
+    const notFound = families.get('wasmhost_calls_total')!.samples.filter((s) => s.labels.outcome === 'function_not_found');
+    expect(notFound.reduce((sum, s) => sum + s.value, 0)).toBe(1000);
+    expect(notFound.every((s) => s.labels.function === '')).toBe(true);
+    expect(sampleValue(families, 'wasmhost_calls_total', { plugin: '', function: '', outcome: 'plugin_not_found' })).toBe(50);
+    expect(sampleValue(families, 'wasmhost_calls_total', { plugin: '', function: '', outcome: 'invalid_request' })).toBe(5);
+  });
+});
+
+describe('load shedding', () => {
+  it('answers new calls with 503 UNDER_PRESSURE and Retry-After under heap pressure, while health and management still answer', async () => {
+    // A heap ceiling of 1 byte: the process is "under pressure" from the first sample on.
+    const server = await start({ env: { MAX_HEAP_USED_BYTES: '1', RATE_LIMIT_MAX: '0' } });
+    await upload(server, 'count_vowels');
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
+    const res = await call(server, 'count-vowels', { function: 'count_vowels', input: 'a' });
+    expect(res.status).toBe(503);
+    expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(await res.json()).toMatchObject({ statusCode: 503, code: 'UNDER_PRESSURE' });
+    expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+    expect((await fetch(`${server.url}/readyz`)).status).toBe(200);
+    expect((await fetch(`${server.url}/plugins`)).status).toBe(200);
+    const families = await scrape(server);
+    expect(sampleValue(families, 'wasmhost_calls_total', { plugin: '', function: '', outcome: 'under_pressure' })).toBe(1);
+  });
+});
+
+describe('call logs', () => {
+  it('logs one line per call with request id, plugin, function, outcome, durations, egress count and redacted config', async () => {
+    const logs = logCapture();
+    const server = await start({ env: { LOG_LEVEL: 'info' }, appOptions: { logStream: logs.stream } });
+    await upload(server, 'count_vowels');
+    const secret = 'secret-vowels-7f3a9c';
+    const res = await call(server, 'count-vowels', { function: 'count_vowels', input: 'Hello', config: { vowels: secret } }, { 'x-request-id': 'call-log-1' });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('x-request-id')).toBe('call-log-1');
+    const failed = await call(server, 'count-vowels', { function: 'nope', config: { vowels: secret } }, { 'x-request-id': 'call-log-2' });
+    expect(failed.status).toBe(404);
+
+    const lines = logs.lines();
+    const ok = lines.filter((l) => l.reqId === 'call-log-1');
+    expect(ok).toHaveLength(1);
+    expect(ok[0]).toMatchObject({
+      msg: 'request completed',
+      route: '/plugins/:id/call',
+      statusCode: 200,
+      call: { plugin: 'count-vowels', function: 'count_vowels', outcome: 'ok', egressCount: 0, config: { vowels: '[REDACTED]' } },
+    });
+    const callFacts = ok[0]!.call as Record<string, unknown>;
+    expect(typeof callFacts.queueMs).toBe('number');
+    expect(typeof callFacts.runMs).toBe('number');
+    expect(lines.find((l) => l.reqId === 'call-log-2')).toMatchObject({ call: { outcome: 'function_not_found', function: '' } });
+    expect(logs.text()).not.toContain(secret);
+  });
+
+  it('keeps plugin log lines out of the server log unless FORWARD_PLUGIN_LOGS=true, then forwards them at debug', async () => {
+    const quiet = logCapture();
+    const server = await start({ env: { LOG_LEVEL: 'trace' }, appOptions: { logStream: quiet.stream } });
+    await upload(server, 'logs');
+    expect((await call(server, 'logs', { function: 'log_all', logLevel: 'trace' })).status).toBe(200);
+    expect(quiet.text()).not.toContain('warn message');
+
+    const forwarded = logCapture();
+    const loud = await start({ env: { LOG_LEVEL: 'debug', FORWARD_PLUGIN_LOGS: 'true' }, appOptions: { logStream: forwarded.stream } });
+    await upload(loud, 'logs');
+    const res = await call(loud, 'logs', { function: 'log_all', logLevel: 'trace' }, { 'x-request-id': 'fwd-1' });
+    expect(res.status).toBe(200);
+    const pluginLines = forwarded.lines().filter((l) => l.pluginLevel !== undefined);
+    expect(pluginLines.map((l) => l.msg)).toEqual(['trace message', 'debug message', 'info message', 'warn message', 'error message']);
+    for (const line of pluginLines) {
+      expect(line).toMatchObject({ level: 20, reqId: 'fwd-1', plugin: 'logs', function: 'log_all' });
+    }
+  });
+});

@@ -1,0 +1,158 @@
+// Graceful shutdown of the real server process (node src/main.ts): SIGTERM lets a running call finish,
+// refuses new connections, cancels what outlives the drain timeout, and the process exits 0 by itself.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import http from 'node:http';
+import net, { type AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { makeTempDir, readPlugin, removeDir, repoRoot } from './helpers.ts';
+
+interface Child {
+  process: ChildProcess;
+  url: string;
+  port: number;
+  output: () => string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>;
+}
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function freePort(): Promise<number> {
+  const probe = net.createServer();
+  probe.listen(0, '127.0.0.1');
+  await once(probe, 'listening');
+  const { port } = probe.address() as AddressInfo;
+  probe.close();
+  await once(probe, 'close');
+  return port;
+}
+
+/** Starts `node src/main.ts` (the Node running the tests: 24 under npm) and waits until it listens. */
+async function startMain(env: Record<string, string>): Promise<Child> {
+  const dataDir = await makeTempDir();
+  const port = await freePort();
+  const child = spawn(process.execPath, ['src/main.ts'], {
+    cwd: repoRoot,
+    env: { ...process.env, HOST: '127.0.0.1', PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'info', WORKERS: '2', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal, at: performance.now() }));
+  });
+  cleanups.push(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+    await removeDir(dataDir);
+  });
+  const deadline = Date.now() + 20_000;
+  while (!output.includes('Server listening')) {
+    if (child.exitCode !== null) throw new Error(`server exited early:\n${output}`);
+    if (Date.now() > deadline) throw new Error(`server did not start:\n${output}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return { process: child, port, url: `http://127.0.0.1:${port}`, output: () => output, exited };
+}
+
+/** A loopback upstream that answers each request after `delayMs`, and records when requests arrive. */
+async function slowUpstream(delayMs: number): Promise<{ url: string; arrived: Promise<void> }> {
+  let markArrived!: () => void;
+  const arrived = new Promise<void>((resolve) => (markArrived = resolve));
+  const server = http.createServer((_req, res) => {
+    markArrived();
+    setTimeout(() => res.end('{"slow":true}'), delayMs).unref();
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  cleanups.push(async () => {
+    server.closeAllConnections();
+    server.close();
+  });
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/slow`, arrived };
+}
+
+async function connectionRefused(port: number): Promise<boolean> {
+  const socket = net.connect({ host: '127.0.0.1', port });
+  try {
+    await once(socket, 'connect');
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ECONNREFUSED';
+  } finally {
+    socket.destroy();
+  }
+}
+
+async function uploadHttpPlugin(child: Child): Promise<void> {
+  const res = await fetch(`${child.url}/plugins?name=http`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/wasm' },
+    body: new Uint8Array(await readPlugin('http')),
+  });
+  expect(res.status).toBe(201);
+}
+
+function startCall(child: Child, url: string): Promise<Response> {
+  return fetch(`${child.url}/plugins/http/call`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ function: 'fetch', input: JSON.stringify({ url }), allowedHosts: ['127.0.0.1'], timeoutMs: 10_000 }),
+  });
+}
+
+describe('graceful shutdown', () => {
+  it('on SIGTERM finishes a running 1 s call with 200, refuses new connections, and exits 0 within the drain timeout', async () => {
+    const drainMs = 5_000;
+    const child = await startMain({ EGRESS_ALLOW_PRIVATE: 'true', SHUTDOWN_DRAIN_MS: String(drainMs) });
+    await uploadHttpPlugin(child);
+    const upstream = await slowUpstream(1_000);
+
+    const pending = startCall(child, upstream.url);
+    await upstream.arrived;
+    const signalled = performance.now();
+    child.process.kill('SIGTERM');
+
+    let refused = false;
+    for (let i = 0; i < 20 && !refused; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 25));
+      refused = await connectionRefused(child.port);
+    }
+    expect(refused).toBe(true);
+
+    const res = await pending;
+    const body = (await res.json()) as { output?: string; code?: string };
+    expect({ status: res.status, body }).toMatchObject({ status: 200, body: { output: expect.stringContaining('slow') } });
+
+    const exit = await child.exited;
+    expect({ code: exit.code, signal: exit.signal }).toEqual({ code: 0, signal: null });
+    expect(exit.at - signalled).toBeLessThan(drainMs);
+    expect(child.output()).toContain('"msg":"stopped"');
+    expect(child.output()).not.toContain('still running after shutdown');
+  });
+
+  it('cancels a call that outlives the drain timeout with 503 SHUTTING_DOWN and still exits 0', async () => {
+    const drainMs = 300;
+    const child = await startMain({ EGRESS_ALLOW_PRIVATE: 'true', SHUTDOWN_DRAIN_MS: String(drainMs) });
+    await uploadHttpPlugin(child);
+    const upstream = await slowUpstream(8_000);
+
+    const pending = startCall(child, upstream.url);
+    await upstream.arrived;
+    const signalled = performance.now();
+    child.process.kill('SIGTERM');
+
+    const res = await pending;
+    expect(res.status).toBe(503);
+    expect(await res.json()).toMatchObject({ code: 'SHUTTING_DOWN' });
+    const exit = await child.exited;
+    expect({ code: exit.code, signal: exit.signal }).toEqual({ code: 0, signal: null });
+    expect(exit.at - signalled).toBeLessThan(drainMs + 3_000);
+  });
+});
