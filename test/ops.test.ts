@@ -4,7 +4,7 @@ import { rename, rm, writeFile } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TokenVerifier } from '../src/api/auth.ts';
-import { makeTempDir, removeDir, startServer, tinyPluginWat, wat, type StartOptions, type TestServer } from './helpers.ts';
+import { makeTempDir, readPlugin, removeDir, startServer, tinyPluginWat, wat, type StartOptions, type TestServer } from './helpers.ts';
 import { parsePrometheusText, sampleValue } from './prom-text.ts';
 
 const ADMIN = 'admin-token-0123456789abcdef';
@@ -160,9 +160,13 @@ describe('access tokens', () => {
     expect(verifier.verify(ADMIN)?.tokenId).not.toBe(verifier.verify(INVOKE)?.tokenId);
   });
 
-  it('answers the 401/403/2xx matrix for every plugin-management route and role', async () => {
+  it('answers the 401/403/2xx matrix for every plugin route and role', async () => {
     const server = await start({ env: TOKENS_ENV });
-    const seeded = await upload(server, ADMIN, 'seed');
+    const seeded = await fetch(`${server.url}/plugins?name=seed`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/wasm', ...bearer(ADMIN) },
+      body: new Uint8Array(await readPlugin('count_vowels')),
+    });
     expect(seeded.status).toBe(201);
     const { id } = (await seeded.json()) as { id: string };
 
@@ -173,6 +177,7 @@ describe('access tokens', () => {
       { method: 'GET', path: '/plugins/seed', ok: 200, needs: 'invoke' },
       { method: 'GET', path: `/plugins/${id}/wasm`, ok: 200, needs: 'invoke' },
       { method: 'POST', path: '/plugins', ok: 201, needs: 'admin' },
+      { method: 'POST', path: `/plugins/${id}/call`, ok: 200, needs: 'invoke' },
       { method: 'DELETE', path: '/plugins/:fresh', ok: 204, needs: 'admin' },
     ];
     const tokens: [string, string | undefined][] = [
@@ -185,8 +190,14 @@ describe('access tokens', () => {
     for (const c of cases) {
       for (const [who, token] of tokens) {
         let res: Response;
-        if (c.method === 'POST') {
+        if (c.method === 'POST' && c.path === '/plugins') {
           res = await upload(server, token);
+        } else if (c.method === 'POST') {
+          res = await fetch(`${server.url}${c.path}`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', ...bearer(token) },
+            body: JSON.stringify({ function: 'count_vowels', input: 'abc' }),
+          });
         } else {
           let path = c.path;
           if (path === '/plugins/:fresh') {
