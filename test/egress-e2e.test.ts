@@ -88,7 +88,7 @@ describe('with EGRESS_ALLOW_PRIVATE=false', () => {
     v4 = await startUpstream('127.0.0.1');
     v6 = await startUpstream('::1');
     server = await startServer({
-      env: { WORKERS: '2', EGRESS_ALLOW_PRIVATE: 'false', RATE_LIMIT_MAX: '0' },
+      env: { WORKERS: '2', EGRESS_ALLOW_PRIVATE: 'false', RATE_LIMIT_MAX: '0', MAX_EVENT_LOOP_DELAY_MS: '0' },
       appOptions: { egressHosts: { 'api.public-example.com': '127.0.0.1', 'v6.public-example.com': '::1' } },
     });
     http = await upload(server, 'http');
@@ -174,6 +174,8 @@ describe('with private addresses allowed (the test default)', () => {
         EGRESS_TIMEOUT_MS: String(EGRESS_TIMEOUT_MS),
         EGRESS_MAX_REQUESTS: '4',
         RATE_LIMIT_MAX: '0',
+        // Load shedding off: a busy test machine must not turn calls into 503 UNDER_PRESSURE.
+        MAX_EVENT_LOOP_DELAY_MS: '0',
       },
       appOptions: { egressHosts: { 'api.inside.test': '127.0.0.1', 'api.outside.test': '127.0.0.1' } },
     });
