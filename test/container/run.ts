@@ -179,6 +179,12 @@ async function exerciseService(): Promise<void> {
     throw new FatalError('the image does not serve');
   }
 
+  const ready = await fetch(`${base}/readyz`);
+  check('GET /readyz is 200 (store on the volume writable by the service user)', ready.status === 200, `${ready.status} ${await ready.text()}`);
+  const spec = await fetch(`${base}/openapi.json`);
+  const docs = await fetch(`${base}/docs`);
+  check('serves /openapi.json and /docs', spec.status === 200 && docs.status === 200, `${spec.status}, ${docs.status}`);
+
   const hc = podman('healthcheck', 'run', name);
   check('HEALTHCHECK command reports healthy', hc.status === 0, (hc.stdout + hc.stderr).trim());
 
@@ -214,7 +220,18 @@ async function exerciseService(): Promise<void> {
   check('GET /metrics serves Prometheus text', metrics.status === 200 && /^# TYPE \S+ (counter|gauge|histogram)/m.test(text),
     `${metrics.status}, ${text.split('\n').length} lines`);
 
+  // SIGTERM with a call in flight: the call is drained (it ends at its own 1.5 s timeout), then node exits 0.
+  const loop = readFileSync(path.join(repoRoot, 'plugins/dist/loop.wasm'));
+  const loopUpload = await fetch(`${base}/plugins?name=loop`, { method: 'POST', headers: { 'content-type': 'application/wasm' }, body: loop });
+  const inFlight = loopUpload.ok
+    ? fetch(`${base}/plugins/loop/call`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ function: 'spin', timeoutMs: 1500 }),
+    }).then(async (r) => `${r.status} ${((await r.json()) as { code?: string }).code ?? ''}`, (err: unknown) => `failed: ${String(err)}`)
+    : Promise.resolve(`upload failed: ${loopUpload.status}`);
+  await new Promise((r) => setTimeout(r, 300));
   await stopWithSigterm(name);
+  const drained = await inFlight;
+  check('a call in flight at SIGTERM still gets its answer', drained.startsWith('504 TIMEOUT'), drained);
 
   // A new container on the same volume sees the plugin: data lives on the volume, writable by the user.
   const second = `wasmhost-ctest-${runId}-2`;
