@@ -95,8 +95,9 @@ function ensureBaseImages(): void {
 
 function buildImage(): void {
   const args = ['build', '--format', 'docker', '--pull=never', '--tag', IMAGE, '--file', 'Dockerfile'];
-  const ca = process.env.NODE_EXTRA_CA_CERTS;
-  if (ca && existsSync(ca)) args.push('--secret', `id=ca,src=${ca}`);
+  // npm ci inside the build must trust what the host trusts (a TLS-inspecting proxy's CA, say).
+  const ca = [process.env.NODE_EXTRA_CA_CERTS, '/etc/ssl/certs/ca-certificates.crt'].find((f) => f && existsSync(f));
+  if (ca) args.push('--secret', `id=ca,src=${ca}`);
   args.push('.');
   const started = Date.now();
   const r = run('podman', args, { cwd: repoRoot });
