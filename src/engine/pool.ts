@@ -2,10 +2,11 @@
 // Job lifecycle: queued → sent (to one worker) → running → done | failed | timed out.
 // - A deadline covers the whole call. When it passes while the call runs, the worker is terminated
 //   (the only way to stop a Wasm loop) and replaced at once by a warm standby.
-// - Pipelining: a busy worker whose current call is young may get one more call sent ahead, so it
-//   never sleeps between calls (a cross-thread wake-up costs more than the call itself here). A
-//   call sent ahead is claimed by the worker through shared memory before it starts, so the pool
-//   can take it back (and run it elsewhere) if the call in front turns out to be long.
+// - Pipelining: a busy worker whose current call is young may get more calls sent ahead (gathered
+//   over one event-loop turn into one message), so it does not sleep between calls: a cross-thread
+//   wake-up costs more than a small call here. A call sent ahead is claimed by the worker through
+//   shared memory before it starts, so the pool can take it back (and run it elsewhere) if a call
+//   in front of it turns out to be long.
 // - Burst: when every worker is held by a long call (a loop, a slow upstream) and calls wait, a
 //   burst worker (the standby) serves them, so long calls cannot starve short ones.
 import { tmpdir } from 'node:os';
@@ -13,7 +14,7 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { AppError } from '../errors.ts';
 import { createLogMirrorBuffer, readLogMirror } from './log-mirror.ts';
-import { STATE_AHEAD, STATE_RUNNING, type CallMessage, type ResultMessage, type WorkerMessage } from './protocol.ts';
+import { STATE_CELLS, STATE_RUNNING, type CallMessage, type ResultMessage, type WorkerMessage } from './protocol.ts';
 
 export type RestartReason = 'timeout' | 'crash' | 'exit';
 
@@ -56,11 +57,14 @@ interface Job {
   resolve: (r: PoolResult) => void;
   reject: (e: unknown) => void;
   slot: Slot | null;
+  /** The claim cell it was sent ahead with (0: sent to an idle worker, nothing to claim). */
+  cell: number;
 }
 
-/** Shared with the worker: [RUNNING] = callId it runs now (0: none), [AHEAD] = callId sent ahead. */
+/** Shared with the worker: [RUNNING] = callId it runs now (0: none), then claim cells (see protocol.ts). */
 const RUNNING = STATE_RUNNING;
-const AHEAD = STATE_AHEAD;
+/** Calls sent to one worker and not answered yet, the running one included. */
+const MAX_OUTSTANDING = 4;
 
 interface Slot {
   worker: Worker;
@@ -69,6 +73,8 @@ interface Slot {
   /** When the worker's current call began (approximately: send time or the previous answer). */
   busySince: number;
   state: Int32Array;
+  /** Calls sent ahead during this event-loop turn, posted together. */
+  outbox: CallMessage[];
   /** The running call's logs, mirrored by the worker (see log-mirror.ts). */
   logMirror: SharedArrayBuffer;
   modules: Set<string>;
@@ -99,6 +105,7 @@ export class WorkerPool {
   readonly #burst: Slot[] = [];
   #standby: Slot | null = null;
   #watchTimer: NodeJS.Timeout | null = null;
+  #flushScheduled = false;
   readonly #queue: Job[] = [];
   readonly #options: PoolOptions;
   readonly #longCallMs: number;
@@ -114,7 +121,7 @@ export class WorkerPool {
   }
 
   #spawn(): Slot {
-    const state = new Int32Array(new SharedArrayBuffer(8));
+    const state = new Int32Array(new SharedArrayBuffer(4 * (1 + STATE_CELLS)));
     const logMirror = createLogMirrorBuffer();
     const worker = new Worker(WORKER_URL, {
       name: 'wasmhost-engine',
@@ -124,7 +131,7 @@ export class WorkerPool {
       env: { NODE_COMPILE_CACHE: WORKER_COMPILE_CACHE },
       resourceLimits: { maxOldGenerationSizeMb: this.#options.maxOldGenerationSizeMb ?? 256 },
     });
-    const slot: Slot = { worker, jobs: [], busySince: 0, state, logMirror, modules: new Set(), retired: false, burst: false };
+    const slot: Slot = { worker, jobs: [], busySince: 0, state, outbox: [], logMirror, modules: new Set(), retired: false, burst: false };
     worker.on('message', (msg: WorkerMessage) => this.#onMessage(slot, msg));
     worker.on('error', (err) => this.#onWorkerGone(slot, 'crash', err));
     worker.on('exit', (code) => this.#onWorkerGone(slot, 'exit', new Error(`worker exited with code ${code}`)));
@@ -159,6 +166,7 @@ export class WorkerPool {
         resolve,
         reject,
         slot: null,
+        cell: 0,
       };
       if (target) this.#send(target, job, now);
       else {
@@ -168,18 +176,29 @@ export class WorkerPool {
     });
   }
 
-  /** An idle worker (preferring one holding the module), else one that may take a call ahead. */
+  /** An idle worker (preferring one holding the module), else the least loaded one that may take a call ahead. */
   #slotFor(moduleKey: string, now: number): Slot | null {
     let idle: Slot | null = null;
     let ahead: Slot | null = null;
+    const better = (a: Slot, b: Slot | null) =>
+      !b || a.jobs.length < b.jobs.length || (a.jobs.length === b.jobs.length && a.modules.has(moduleKey) && !b.modules.has(moduleKey));
     for (const slot of this.#all()) {
       if (slot.jobs.length === 0) {
         if (!idle || (slot.modules.has(moduleKey) && !idle.modules.has(moduleKey))) idle = slot;
-      } else if (slot.jobs.length === 1 && now - slot.busySince < AHEAD_IF_YOUNGER_MS && Atomics.load(slot.state, AHEAD) === 0) {
-        if (!ahead || (slot.modules.has(moduleKey) && !ahead.modules.has(moduleKey))) ahead = slot;
+      } else if (this.#canTakeAhead(slot, now) && better(slot, ahead)) {
+        ahead = slot;
       }
     }
     return idle ?? ahead;
+  }
+
+  #canTakeAhead(slot: Slot, now: number): boolean {
+    return slot.jobs.length < MAX_OUTSTANDING && now - slot.busySince < AHEAD_IF_YOUNGER_MS && this.#freeCell(slot) !== 0;
+  }
+
+  #freeCell(slot: Slot): number {
+    for (let cell = 1; cell <= STATE_CELLS; cell++) if (Atomics.load(slot.state, cell) === 0) return cell;
+    return 0;
   }
 
   #all(): Slot[] {
@@ -187,20 +206,38 @@ export class WorkerPool {
   }
 
   #send(slot: Slot, job: Job, now: number, forceModule = false): void {
-    const ahead = slot.jobs.length > 0;
-    if (!ahead) slot.busySince = now;
+    const cell = slot.jobs.length > 0 && !forceModule ? this.#freeCell(slot) : 0;
+    if (slot.jobs.length === 0) slot.busySince = now;
     slot.jobs.push(job);
     job.slot = slot;
+    job.cell = cell;
     job.sent ||= now;
     const key = job.task.message.moduleKey;
-    const message: CallMessage = { ...job.task.message, callId: job.callId, claim: ahead };
+    const message: CallMessage = { ...job.task.message, callId: job.callId, claim: cell };
     if (forceModule || !slot.modules.has(key)) {
       message.module = job.task.module;
       slot.modules.add(key);
     }
-    if (ahead) Atomics.store(slot.state, AHEAD, job.callId);
-    slot.worker.postMessage(message);
-    if (ahead) this.#watch();
+    if (cell === 0) {
+      slot.worker.postMessage(message);
+      return;
+    }
+    Atomics.store(slot.state, cell, job.callId);
+    slot.outbox.push(message);
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(() => this.#flush());
+    }
+    this.#watch();
+  }
+
+  #flush(): void {
+    this.#flushScheduled = false;
+    for (const slot of this.#all()) {
+      if (slot.outbox.length === 0 || slot.retired) continue;
+      slot.worker.postMessage({ kind: 'batch', calls: slot.outbox });
+      slot.outbox = [];
+    }
   }
 
   #onMessage(slot: Slot, msg: WorkerMessage): void {
@@ -231,8 +268,7 @@ export class WorkerPool {
   /** Gives a worker that just freed up the next waiting call(s). */
   #fill(slot: Slot, now: number): void {
     if (slot.retired) return;
-    while (this.#queue.length > 0 && slot.jobs.length < 2) {
-      if (slot.jobs.length === 1 && Atomics.load(slot.state, AHEAD) !== 0) break;
+    while (this.#queue.length > 0 && (slot.jobs.length === 0 || this.#canTakeAhead(slot, now))) {
       this.#send(slot, this.#queue.shift()!, now);
     }
     if (slot.burst && slot.jobs.length === 0) this.#endBurst(slot);
@@ -246,17 +282,16 @@ export class WorkerPool {
     if (this.#closed || this.#watchTimer) return;
     const now = performance.now();
     for (const slot of this.#all()) {
-      const ahead = Atomics.load(slot.state, AHEAD);
-      if (ahead === 0 || now - slot.busySince < this.#longCallMs) continue;
-      // compareExchange: either we take it back, or the worker has already claimed it.
-      if (Atomics.compareExchange(slot.state, AHEAD, ahead, 0) === ahead) {
-        const index = slot.jobs.findIndex((j) => j.callId === ahead);
-        const [job] = slot.jobs.splice(index, 1);
-        if (job) {
-          job.slot = null;
-          this.#queue.unshift(job);
-        }
+      if (now - slot.busySince < this.#longCallMs) continue;
+      // compareExchange: either we take a call back, or the worker has already claimed it.
+      const takenBack = slot.jobs.filter((job) => job.cell !== 0 && Atomics.compareExchange(slot.state, job.cell, job.callId, 0) === job.callId);
+      if (takenBack.length === 0) continue;
+      slot.jobs = slot.jobs.filter((job) => !takenBack.includes(job));
+      for (const job of takenBack) {
+        job.slot = null;
+        job.cell = 0;
       }
+      this.#queue.unshift(...takenBack);
     }
     this.#drain(now);
     if (this.#queue.length > 0) {
@@ -269,7 +304,8 @@ export class WorkerPool {
         this.#fill(slot, now);
       }
     }
-    const waiting = this.#queue.length > 0 || this.#all().some((s) => Atomics.load(s.state, AHEAD) !== 0);
+    const waiting =
+      this.#queue.length > 0 || this.#all().some((s) => s.jobs.some((job) => job.cell !== 0 && Atomics.load(s.state, job.cell) === job.callId));
     if (waiting) {
       this.#watchTimer = setTimeout(() => {
         this.#watchTimer = null;
@@ -302,7 +338,7 @@ export class WorkerPool {
     if (index !== -1) slot.jobs.splice(index, 1);
     if (Atomics.load(slot.state, RUNNING) !== job.callId) {
       // Not running: sent ahead and not started (take it back), or finished with its answer on the way.
-      Atomics.compareExchange(slot.state, AHEAD, job.callId, 0);
+      if (job.cell !== 0) Atomics.compareExchange(slot.state, job.cell, job.callId, 0);
       timeout(`the call did not start within its ${Math.round(job.task.deadline - job.submitted)} ms deadline (all workers busy)`);
       return;
     }
@@ -333,6 +369,7 @@ export class WorkerPool {
   /** Terminates a worker and puts a fresh one in its place; calls sent ahead to it run elsewhere. */
   #replace(slot: Slot, reason: RestartReason): void {
     slot.retired = true;
+    slot.outbox = [];
     for (const job of slot.jobs.splice(0)) {
       job.slot = null;
       this.#queue.unshift(job);

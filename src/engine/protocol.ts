@@ -17,8 +17,8 @@ export interface WorkerCallLimits {
 export interface CallMessage {
   kind: 'call';
   callId: number;
-  /** Sent ahead to a busy worker: it must claim the call (shared state) before starting it. */
-  claim: boolean;
+  /** Sent ahead to a busy worker: the shared-state cell it must claim before starting (0: none). */
+  claim: number;
   /** Plugin id: the worker keeps compiled modules and instances by it. */
   moduleKey: string;
   /** Sent when the pool believes the worker does not hold the module yet. */
@@ -38,7 +38,8 @@ export interface CallMessage {
 
 /** Int32Array over a SharedArrayBuffer, per worker (workerData.state). */
 export const STATE_RUNNING = 0;
-export const STATE_AHEAD = 1;
+/** Cells 1..STATE_CELLS hold the callIds of calls sent ahead and not yet claimed. */
+export const STATE_CELLS = 8;
 
 export interface CallOutcome {
   logs: LogEntry[];
@@ -67,3 +68,9 @@ export interface MissingModuleMessage {
 }
 
 export type WorkerMessage = ResultMessage | MissingModuleMessage;
+
+/** Calls sent ahead to a busy worker, gathered over one event-loop turn: one wake-up for all. */
+export interface BatchMessage {
+  kind: 'batch';
+  calls: CallMessage[];
+}

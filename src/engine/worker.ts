@@ -9,7 +9,7 @@ import { CallState } from './host-env.ts';
 import { describeModule, PluginInstance, type ModuleShape } from './instance.ts';
 import { LogMirrorWriter } from './log-mirror.ts';
 import { LogCollector } from './logs.ts';
-import { STATE_AHEAD, STATE_RUNNING, type CallMessage, type ResultMessage, type WorkerMessage } from './protocol.ts';
+import { STATE_RUNNING, type BatchMessage, type CallMessage, type ResultMessage, type WorkerMessage } from './protocol.ts';
 
 const MAX_MODULES = 64;
 const MAX_INSTANCES_PER_MODULE = 4;
@@ -100,7 +100,7 @@ function describeFailure(err: unknown, instance: PluginInstance | null): { code:
 
 async function handleCall(msg: CallMessage): Promise<void> {
   // A call sent ahead runs only if the pool has not taken it back meanwhile.
-  if (msg.claim && Atomics.compareExchange(state, STATE_AHEAD, msg.callId, 0) !== msg.callId) return;
+  if (msg.claim && Atomics.compareExchange(state, msg.claim, msg.callId, 0) !== msg.callId) return;
   const started = performance.now();
   const entry = moduleFor(msg);
   if (!entry) {
@@ -179,10 +179,14 @@ async function handleCall(msg: CallMessage): Promise<void> {
 
 // One call at a time: a call suspended on HTTP must not let the next one onto the same instance.
 let queue: Promise<void> = Promise.resolve();
-port.on('message', (msg: CallMessage) => {
+function enqueue(msg: CallMessage): void {
   queue = queue.then(() => handleCall(msg)).catch((err: unknown) => {
     // Only a bug in the engine lands here; the pool fails the call and replaces this worker.
-    port.postMessage({ kind: 'result', callId: msg.callId, ok: false, error: { code: 'INTERNAL_ERROR', message: String(err) }, logs: [], logsTruncated: false, egress: [], runMs: 0, memoryPages: 0 });
+    port!.postMessage({ kind: 'result', callId: msg.callId, ok: false, error: { code: 'INTERNAL_ERROR', message: String(err) }, logs: [], logsTruncated: false, egress: [], runMs: 0, memoryPages: 0 });
     process.exit(1);
   });
+}
+port.on('message', (msg: CallMessage | BatchMessage) => {
+  if (msg.kind === 'batch') msg.calls.forEach(enqueue);
+  else enqueue(msg);
 });
