@@ -385,6 +385,20 @@ describe('POST /plugins/:id/call', () => {
       expect(Buffer.from(text.body.outputBase64!, 'base64').toString()).toBe('héllo');
     });
 
+    it('treats a non-zero return without an error as PLUGIN_ERROR, and an export without a result as success', async () => {
+      await uploadBytes(server, 'return_codes', await wat(`(module
+        (memory (export "memory") 1)
+        (func (export "seven") (result i32) (i32.const 7))
+        (func (export "nothing")))`));
+      const seven = await call(server, 'return_codes', { function: 'seven' });
+      expect(seven.status).toBe(422);
+      expect(seven.body.code).toBe('PLUGIN_ERROR');
+      expect(seven.body.message).toContain('7');
+      const nothing = await call(server, 'return_codes', { function: 'nothing' });
+      expect(nothing.status).toBe(200);
+      expect(nothing.body.output).toBe('');
+    });
+
     it('answers 404 FUNCTION_NOT_FOUND listing the exports', async () => {
       const { status, body } = await call(server, 'count_vowels', { function: 'nope' });
       expect(status).toBe(404);

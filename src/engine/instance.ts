@@ -164,13 +164,17 @@ export class PluginInstance {
     return this.#live.exports.has(name);
   }
 
-  /** Runs one export for one call. The caller must `reset()` afterwards, whatever happened. */
+  /**
+   * Runs one export for one call and returns its i32 result (0 for an export without one). The
+   * caller must `reset()` afterwards, whatever happened.
+   */
   async run(name: string, call: CallState): Promise<number> {
     const fn = this.#live.exports.get(name);
     if (!fn) throw new CallFailure('FUNCTION_NOT_FOUND', `the plugin has no function "${name}"`);
     this.#slot.call = call;
     try {
-      return await fn();
+      const rc: unknown = await fn();
+      return typeof rc === 'number' ? rc : 0;
     } finally {
       this.#slot.call = null;
     }
