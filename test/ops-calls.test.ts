@@ -77,7 +77,8 @@ describe('call metrics', () => {
     upstreams.push(upstream);
 
     for (const input of ['Hello World', 'aaaa', 'xyz']) {
-      expect((await call(server, 'count-vowels', { function: 'count_vowels', input })).status).toBe(200);
+      const res = await call(server, 'count-vowels', { function: 'count_vowels', input });
+      expect(res.status, await res.clone().text()).toBe(200);
     }
     const timeout = await call(server, 'loop', { function: 'spin', timeoutMs: 200 });
     expect(timeout.status).toBe(504);
