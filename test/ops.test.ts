@@ -4,6 +4,7 @@ import { rename, rm, writeFile } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TokenVerifier } from '../src/api/auth.ts';
+import { loadConfig } from '../src/config.ts';
 import { makeTempDir, readPlugin, removeDir, startServer, tinyPluginWat, wat, type StartOptions, type TestServer } from './helpers.ts';
 import { parsePrometheusText, sampleValue } from './prom-text.ts';
 
@@ -236,6 +237,15 @@ describe('access tokens', () => {
     expect((await fetch(`${server.url}/metrics`, { headers: bearer(ADMIN) })).status).toBe(200);
   });
 
+  it('reads tokens and roles from AUTH_TOKENS_FILE (comments and blank lines allowed)', () => {
+    const config = loadConfig(
+      { AUTH_TOKENS_FILE: '/run/secrets/tokens' },
+      { readFile: () => `# operators\n${ADMIN}:admin\n\n${INVOKE}:invoke\n` },
+    );
+    expect([...config.ops.authTokens.entries()]).toEqual([[ADMIN, 'admin'], [INVOKE, 'invoke']]);
+    expect(() => loadConfig({ AUTH_TOKENS: 'short:admin' })).toThrow(/16\+ chars/);
+  });
+
   it('runs open with one clear warning when no tokens are configured, /metrics included', async () => {
     const logs = logCapture();
     const server = await start({ env: { LOG_LEVEL: 'info' }, appOptions: { logStream: logs.stream } });
@@ -275,8 +285,21 @@ describe('rate limits', () => {
 
     expect((await upload(server, 'other-admin-0123456789abcdef')).status).toBe(201);
     for (let i = 0; i < 5; i++) expect((await fetch(`${server.url}/plugins`, { headers: bearer(ADMIN) })).status).toBe(200);
-    const list = (await (await fetch(`${server.url}/plugins`, { headers: bearer(ADMIN) })).json()) as { plugins: unknown[] };
+    const list = (await (await fetch(`${server.url}/plugins`, { headers: bearer(ADMIN) })).json()) as { plugins: { id: string }[] };
     expect(list.plugins).toHaveLength(3);
+
+    // Calls have a bucket of their own: spent uploads do not block them, and they run out the same way.
+    const callOnce = () =>
+      fetch(`${server.url}/plugins/${list.plugins[0]!.id}/call`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...bearer(ADMIN) },
+        body: JSON.stringify({ function: 'nope' }),
+      });
+    expect((await callOnce()).status).toBe(404);
+    expect((await callOnce()).status).toBe(404);
+    const callLimited = await callOnce();
+    expect(callLimited.status).toBe(429);
+    expect(await callLimited.json()).toMatchObject({ code: 'RATE_LIMITED' });
   });
 });
 
