@@ -34,8 +34,6 @@ export function reportFromDetails(details: Record<string, unknown>): CallReport 
   if (Array.isArray(details.logs)) report.logs = details.logs as CallReport['logs'];
   if (typeof details.logsTruncated === 'boolean') report.logsTruncated = details.logsTruncated;
   if (Array.isArray(details.egress)) report.egress = details.egress as CallReport['egress'];
-  if (typeof details.queueMs === 'number') report.queueMs = details.queueMs;
-  if (typeof details.runMs === 'number') report.runMs = details.runMs;
   return report;
 }
 
