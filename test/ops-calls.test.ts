@@ -128,22 +128,29 @@ describe('call metrics', () => {
     expect(sampleValue(families, 'wasmhost_http_request_duration_seconds_count', { method: 'POST', route: '/plugins/:id/call', status_class: '5xx' })).toBe(1);
   });
 
-  it('counts allowed egress and plugin log lines by level', async () => {
-    const server = await start({ env: { EGRESS_ALLOW_PRIVATE: 'true', RATE_LIMIT_MAX: '0' } });
+  it('counts allowed egress, plugin log lines by level, and log truncations', async () => {
+    const server = await start({ env: { EGRESS_ALLOW_PRIVATE: 'true', RATE_LIMIT_MAX: '0', CALL_LOG_ENTRIES: '20' } });
     const upstream = await startUpstream('127.0.0.1');
     upstreams.push(upstream);
     await upload(server, 'http');
     await upload(server, 'logs');
+    await upload(server, 'log_flood');
     const ok = await call(server, 'http', { function: 'fetch', input: JSON.stringify({ url: `${upstream.url}/ok` }), allowedHosts: ['127.0.0.1'] });
     expect(ok.status).toBe(200);
     expect((await call(server, 'logs', { function: 'log_all', logLevel: 'debug' })).status).toBe(200);
+    const flood = await call(server, 'log-flood', { function: 'flood', input: '50' });
+    expect(flood.status).toBe(200);
+    expect(await flood.json()).toMatchObject({ logsTruncated: true });
 
     const families = await scrape(server);
     expect(sampleValue(families, 'wasmhost_egress_requests_total', { outcome: 'ok' })).toBe(1);
     expect(sampleValue(families, 'wasmhost_plugin_log_lines_total', { level: 'trace' })).toBe(0);
-    for (const level of ['debug', 'info', 'warn', 'error']) {
+    for (const level of ['debug', 'warn', 'error']) {
       expect(sampleValue(families, 'wasmhost_plugin_log_lines_total', { level })).toBe(1);
     }
+    // One from log_all, 20 kept of the flood's 50.
+    expect(sampleValue(families, 'wasmhost_plugin_log_lines_total', { level: 'info' })).toBe(21);
+    expect(sampleValue(families, 'wasmhost_plugin_log_truncations_total')).toBe(1);
   });
 
   it('does not grow the calls series with 1,000 distinct unknown function names', async () => {
