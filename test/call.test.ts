@@ -168,6 +168,19 @@ describe('POST /plugins/:id/call', () => {
       for (const log of body.logs) expect(Number.isNaN(Date.parse(log.time))).toBe(false);
     });
 
+    it('keeps concurrent HTTP-making calls apart (each suspends on its request while others queue)', async () => {
+      const results = await Promise.all(
+        Array.from({ length: 24 }, (_, i) =>
+          call(server, 'hello', { function: 'say_hello', input: `caller-${i}`, config: { route: titles.url }, allowedHosts: ['127.0.0.1'] }),
+        ),
+      );
+      results.forEach(({ status, body }, i) => {
+        expect(status).toBe(200);
+        expect(body.output).toBe(`param: caller-${i} title: delectus aut autem`);
+        expect(body.logs.map((l) => l.message)).toEqual(['hello this is wasm', `calling ${titles.url}`]);
+      });
+    });
+
     it('drops info logs when the call asks for error level', async () => {
       const { status, body } = await call(server, 'hello', {
         function: 'say_hello',
