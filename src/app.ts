@@ -8,7 +8,7 @@ import { installErrorHandler } from './api/error-handler.ts';
 import { Lifecycle, installLifecycle } from './api/lifecycle.ts';
 import { Readiness, installLoadShedding, opsRoutes } from './api/ops.ts';
 import { RequestLogController, genRequestId, installTelemetry, loggerOptions } from './api/telemetry.ts';
-import { ServiceMetrics } from './metrics.ts';
+import { ServiceMetrics, pluginLabel } from './metrics.ts';
 import { pluginRoutes } from './api/plugins.ts';
 import { callRoutes } from './api/call.ts';
 import { CallEngine } from './engine/engine.ts';
@@ -59,7 +59,11 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.decorate('store', store);
   app.decorate('moduleCache', new ModuleCache(config.moduleCacheBytes));
 
-  metrics.watch({ store: () => store.stats(), moduleCache: () => app.moduleCache.stats() });
+  metrics.watch({
+    store: () => store.stats(),
+    pluginLabels: async () => new Set((await store.list()).map(pluginLabel)),
+    moduleCache: () => app.moduleCache.stats(),
+  });
   readiness.add('store', () => store.check());
   await app.register(opsRoutes, { metrics, readiness });
   await app.register(docsRoutes);

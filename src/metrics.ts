@@ -25,6 +25,8 @@ export type EgressOutcome = 'ok' | 'refused' | 'error';
 /** Gauges and counters read when Prometheus scrapes, from whatever part owns the numbers. */
 export interface MetricSources {
   store?: () => { plugins: number; bytes: number };
+  /** `pluginLabel()` of every stored plugin: series of other plugins (deleted, renamed) are dropped at scrape. */
+  pluginLabels?: () => Promise<Set<string>>;
   moduleCache?: () => { entries: number; bytes: number };
   workerPool?: () => { size: number; busy: number; queued: number };
 }
@@ -39,6 +41,8 @@ export function pluginLabel(plugin: { id: string; name: string | null }): string
 export class ServiceMetrics {
   readonly registry = new Registry();
   readonly #sources: MetricSources = {};
+  /** Label sets of the calls counter by plugin label, so a plugin's series can be removed. */
+  readonly #callSeries = new Map<string, Map<string, { plugin: string; function: string; outcome: string }>>();
 
   readonly #calls: Counter<'plugin' | 'function' | 'outcome'>;
   readonly #callSeconds: Histogram<'plugin' | 'phase'>;
@@ -172,7 +176,11 @@ export class ServiceMetrics {
   }
 
   observeCall(call: CallObservation): void {
-    this.#calls.inc({ plugin: call.plugin, function: call.function, outcome: call.outcome });
+    const labels = { plugin: call.plugin, function: call.function, outcome: call.outcome };
+    this.#calls.inc(labels);
+    let series = this.#callSeries.get(call.plugin);
+    if (!series) this.#callSeries.set(call.plugin, (series = new Map()));
+    series.set(`${call.function}\n${call.outcome}`, labels);
     if (call.queueSeconds !== undefined) this.#callSeconds.observe({ plugin: call.plugin, phase: 'queue' }, call.queueSeconds);
     if (call.runSeconds !== undefined) this.#callSeconds.observe({ plugin: call.plugin, phase: 'run' }, call.runSeconds);
   }
@@ -199,6 +207,23 @@ export class ServiceMetrics {
 
   pluginLogsTruncated(): void {
     this.#pluginLogTruncations.inc();
+  }
+
+  /** The exposition text; first drops the series of plugins no longer stored. */
+  async render(): Promise<string> {
+    await this.#pruneGonePlugins();
+    return this.registry.metrics();
+  }
+
+  async #pruneGonePlugins(): Promise<void> {
+    if (!this.#sources.pluginLabels || this.#callSeries.size === 0) return;
+    const alive = await this.#sources.pluginLabels();
+    for (const [plugin, series] of this.#callSeries) {
+      if (plugin === UNRESOLVED || alive.has(plugin)) continue;
+      for (const labels of series.values()) this.#calls.remove(labels);
+      for (const phase of ['queue', 'run']) this.#callSeconds.remove({ plugin, phase });
+      this.#callSeries.delete(plugin);
+    }
   }
 }
 

@@ -181,6 +181,26 @@ describe('call metrics', () => {
   });
 });
 
+describe('metric series of deleted plugins', () => {
+  it('are dropped at the next scrape, so series stay bounded by the plugins stored', async () => {
+    const server = await start({ env: { RATE_LIMIT_MAX: '0' } });
+    await upload(server, 'echo');
+    const { id } = await upload(server, 'count_vowels');
+    for (const plugin of ['echo', 'count-vowels']) {
+      const fn = plugin === 'echo' ? 'echo' : 'count_vowels';
+      expect((await call(server, plugin, { function: fn, input: 'a' })).status).toBe(200);
+    }
+    let families = await scrape(server);
+    expect(sampleValue(families, 'wasmhost_calls_total', { plugin: 'count-vowels', outcome: 'ok' })).toBe(1);
+
+    expect((await fetch(`${server.url}/plugins/${id}`, { method: 'DELETE' })).status).toBe(204);
+    families = await scrape(server);
+    const plugins = (name: string) => new Set(families.get(name)!.samples.map((s) => s.labels.plugin));
+    expect(plugins('wasmhost_calls_total')).toEqual(new Set(['echo']));
+    expect(plugins('wasmhost_call_duration_seconds')).toEqual(new Set(['echo']));
+  });
+});
+
 describe('load shedding', () => {
   it('answers new calls with 503 UNDER_PRESSURE and Retry-After under heap pressure, while health and management still answer', async () => {
     // A heap ceiling of 1 byte: the process is "under pressure" from the first sample on.

@@ -77,7 +77,7 @@ export async function opsRoutes(app: FastifyInstance, { metrics, readiness }: Op
   });
 
   app.get('/metrics', async (_request, reply) => {
-    const text = await metrics.registry.metrics();
+    const text = await metrics.render();
     return reply.type(metrics.registry.contentType).send(text);
   });
 }
