@@ -10,6 +10,8 @@ import type { FastifyInstance } from 'fastify';
 import wabtInit from 'wabt';
 import { buildApp, type AppOptions } from '../src/app.ts';
 import { loadConfig, type Config } from '../src/config.ts';
+import { responsesBreakingContract } from './contract-problems.ts';
+import { checkEveryResponse } from './openapi-contract.ts';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -48,7 +50,15 @@ export interface StartOptions {
 export async function startServer(options: StartOptions = {}): Promise<TestServer> {
   const dataDir = options.dataDir ?? (await makeTempDir());
   const config = loadConfig({ LOG_LEVEL: 'silent', ...options.env, DATA_DIR: dataDir });
-  const app = await buildApp(config, options.appOptions);
+  const ownOnRoute = options.appOptions?.onRoute;
+  const checkContract = checkEveryResponse(responsesBreakingContract);
+  const app = await buildApp(config, {
+    ...options.appOptions,
+    onRoute: (route) => {
+      ownOnRoute?.(route);
+      checkContract(route);
+    },
+  });
   await app.listen({ port: 0, host: '127.0.0.1' });
   const address = app.server.address();
   if (address === null || typeof address === 'string') throw new Error('server has no TCP address');
