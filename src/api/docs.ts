@@ -31,6 +31,12 @@ export async function docsRoutes(app: FastifyInstance): Promise<void> {
     routePrefix: '/docs',
     staticCSP: true,
     uiConfig: { deepLinking: true, defaultModelsExpandDepth: 0, tryItOutEnabled: false },
+    // "Try it out" should reach the server the page came from (a container's published port, say),
+    // not only the document's example server.
+    transformSpecification: (document, request) => ({
+      ...document,
+      servers: [{ url: `${request.protocol}://${request.host}`, description: 'this server' }, ...((document.servers ?? []) as unknown[])],
+    }),
   });
 
   // The file as written (comments and order kept), not a re-serialisation.
