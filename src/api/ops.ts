@@ -14,7 +14,9 @@ const UNDER_PRESSURE_RETRY_AFTER_S = 5;
 
 export interface ReadinessResult {
   ready: boolean;
-  checks: Record<string, 'ok' | string>;
+  checks: Record<string, 'ok' | 'failed'>;
+  /** Why each failed check failed: logged, not answered (the route is open; reasons name internal paths). */
+  reasons: Record<string, string>;
 }
 
 /** Named checks run together on each /readyz; concurrent probes share one run. */
@@ -36,11 +38,14 @@ export class Readiness {
   async #runAll(): Promise<ReadinessResult> {
     const names = [...this.#checks.keys()];
     const outcomes = await Promise.allSettled([...this.#checks.values()].map((check) => withTimeout(check)));
-    const checks: Record<string, string> = {};
+    const checks: ReadinessResult['checks'] = {};
+    const reasons: ReadinessResult['reasons'] = {};
     outcomes.forEach((outcome, i) => {
-      checks[names[i]!] = outcome.status === 'fulfilled' ? 'ok' : `failed: ${(outcome.reason as Error)?.message ?? String(outcome.reason)}`;
+      const name = names[i]!;
+      checks[name] = outcome.status === 'fulfilled' ? 'ok' : 'failed';
+      if (outcome.status === 'rejected') reasons[name] = (outcome.reason as Error)?.message ?? String(outcome.reason);
     });
-    return { ready: outcomes.every((o) => o.status === 'fulfilled'), checks };
+    return { ready: outcomes.every((o) => o.status === 'fulfilled'), checks, reasons };
   }
 }
 
@@ -64,14 +69,15 @@ export interface OpsRoutesOptions {
 export async function opsRoutes(app: FastifyInstance, { metrics, readiness }: OpsRoutesOptions): Promise<void> {
   app.get('/healthz', async () => ({ status: 'ok' }));
 
-  app.get('/readyz', async (_request, reply) => {
+  app.get('/readyz', async (request, reply) => {
     if (app.lifecycle.shuttingDown) {
       throw new AppError('SHUTTING_DOWN', 'not ready: the server is shutting down', { details: { checks: {} } });
     }
     const result = await readiness.run();
     if (!result.ready) {
-      const failed = Object.entries(result.checks).filter(([, v]) => v !== 'ok').map(([name, v]) => `${name} ${v}`);
-      throw new AppError('NOT_READY', `not ready: ${failed.join('; ')}`, { details: { checks: result.checks } });
+      request.log.warn({ reasons: result.reasons }, 'not ready');
+      const failed = Object.keys(result.reasons).join(', ');
+      throw new AppError('NOT_READY', `not ready: check failed: ${failed}`, { details: { checks: result.checks } });
     }
     return reply.send({ status: 'ok', checks: result.checks });
   });
