@@ -525,15 +525,19 @@ describe('queue overflow', () => {
 
 describe('long calls on a one-worker pool', () => {
   let server: TestServer;
+  let titles: TitleServer;
 
   beforeAll(async () => {
-    server = await startServer({ env: { WORKERS: '1' } });
+    server = await startServer({ env: { WORKERS: '1', EGRESS_ALLOW_PRIVATE: 'true', RATE_LIMIT_MAX: '0' } });
+    titles = await startTitleServer('once');
     await upload(server, 'loop');
     await upload(server, 'count_vowels');
+    await upload(server, 'hello');
   });
 
   afterAll(async () => {
     await server?.close();
+    await titles?.close();
     if (server) await removeDir(server.dataDir);
   });
 
@@ -547,5 +551,20 @@ describe('long calls on a one-worker pool', () => {
     expect(JSON.parse(quick.body.output!).count).toBe(5);
     expect(performance.now() - started).toBeLessThan(1500);
     expect((await spin).status).toBe(504);
+  });
+
+  it('runs each call exactly once, also those taken back from behind a loop (upstream hit count)', async () => {
+    const before = titles.hits;
+    const spin = call(server, 'loop', { function: 'spin', timeoutMs: 1500 });
+    const calls = Array.from({ length: 3 }, (_, i) =>
+      call(server, 'hello', { function: 'say_hello', input: `n${i}`, config: { route: titles.url }, allowedHosts: ['127.0.0.1'] }),
+    );
+    for (const [i, r] of (await Promise.all(calls)).entries()) {
+      expect(r.status).toBe(200);
+      expect(r.body.output).toBe(`param: n${i} title: once`);
+    }
+    expect((await spin).status).toBe(504);
+    await new Promise((r) => setTimeout(r, 200)); // a duplicate run, if any, would land by now
+    expect(titles.hits - before).toBe(3);
   });
 });
