@@ -5,25 +5,25 @@
 // expensive here (page faults: ~100 µs per 64 KiB page), so rebuilds are kept rare.
 import { CallFailure } from './call-failure.ts';
 import { CallState, createExtismEnv, EXTISM_ENV, type HostSlot } from './host-env.ts';
-import { createWasi, WASI_PREVIEW1 } from './wasi.ts';
 import { LogCollector } from './logs.ts';
+import { createWasi, WASI_PREVIEW1 } from './wasi.ts';
 import { GLOBAL_EXPORT_PREFIX, HOST_MODULE, MEMORY_IMPORT, TABLE_EXPORT_PREFIX, type ModuleLayout } from './wasm-rewrite.ts';
 
 const PAGE = 65536;
+const WASM32_MAX_PAGES = 65536;
+const ZERO_PAGE = Buffer.alloc(PAGE);
 
 /** Host state while a plugin starts (a wasm start function, _initialize): no input, no config, logs dropped. */
 function startupState(): CallState {
   const limits = { hostBytes: 16 * 1024 * 1024, outputBytes: 0, varBytes: 1024 * 1024, httpResponseBytes: 0 };
   return new CallState(null, {}, new LogCollector('off', 0, 0), limits, null);
 }
-const ZERO_PAGE = Buffer.alloc(PAGE);
 
 function zeroPagesOf(memory: Buffer): boolean[] {
   const pages: boolean[] = [];
   for (let at = 0; at < memory.length; at += PAGE) pages.push(memory.compare(ZERO_PAGE, 0, PAGE, at, at + PAGE) === 0);
   return pages;
 }
-const WASM32_MAX_PAGES = 65536;
 
 /** What the engine knows about a rewritten module, derived once per module per worker. */
 export interface ModuleShape extends ModuleLayout {
@@ -91,7 +91,6 @@ export class PluginInstance {
       this.#slot.call = null;
     }
     this.#snapshot = this.#takeSnapshot();
-    this.#snapshot.zeroPages = zeroPagesOf(this.#snapshot.memory);
     const snapshotPages = this.#snapshot.memory.length / PAGE;
     // Pages above the snapshot are zeroed after every call; past this many, rebuilding is cheaper.
     // With virtual growth they only hold what one call needed; without, they creep up every call.
@@ -148,9 +147,10 @@ export class PluginInstance {
 
   #takeSnapshot(withMemory = true): Snapshot {
     const { memory, globals, tables } = this.#live;
+    const saved = withMemory ? Buffer.from(new Uint8Array(memory.buffer).slice().buffer) : Buffer.alloc(0);
     return {
-      memory: withMemory ? Buffer.from(new Uint8Array(memory.buffer).slice().buffer) : Buffer.alloc(0),
-      zeroPages: [],
+      memory: saved,
+      zeroPages: zeroPagesOf(saved),
       globals: globals.map((global) => ({ global, value: global.value })),
       tables: tables.map((table) => {
         const elements: unknown[] = [];
