@@ -265,6 +265,7 @@ function cleanup(): void {
 }
 
 function report(skipped: string | null): void {
+  rmSync(confDir, { recursive: true, force: true });
   writeFileSync(resultsFile, JSON.stringify({ passed, failed, skipped: skipped === null ? 0 : 1, reason: skipped }) + '\n');
   if (skipped !== null) console.log(`container: SKIPPED — ${skipped}`);
   else console.log(`container: ${passed} passed, ${failed} failed`);
