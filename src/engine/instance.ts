@@ -180,6 +180,11 @@ export class PluginInstance {
     }
   }
 
+  /** Bytes this instance keeps alive: its linear memory and its snapshot. */
+  footprint(): number {
+    return this.#live.memory.buffer.byteLength + this.#snapshot.memory.length;
+  }
+
   /** Pages of linear memory in use right now (for MEMORY_LIMIT diagnosis after a failure). */
   memoryPages(): number {
     return this.#live.memory.buffer.byteLength / PAGE;

@@ -13,6 +13,8 @@ import { STATE_RUNNING, type BatchMessage, type CallMessage, type ResultMessage,
 
 const MAX_MODULES = 64;
 const MAX_INSTANCES_PER_MODULE = 4;
+/** Memory the cached instances of one worker may keep; least recently used modules go first. */
+const CACHE_BUDGET_BYTES = 256 * 1024 * 1024;
 const PAGE = 65536;
 
 interface ModuleEntry {
@@ -47,6 +49,18 @@ function moduleFor(msg: CallMessage): ModuleEntry | null {
   modules.set(msg.moduleKey, entry);
   if (modules.size > MAX_MODULES) modules.delete(modules.keys().next().value as string);
   return entry;
+}
+
+/** Drops least recently used modules (never `keep`) while the cached instances exceed the budget. */
+function trimCache(keep: ModuleEntry): void {
+  let total = 0;
+  for (const entry of modules.values()) for (const instance of entry.instances.values()) total += instance.footprint();
+  for (const [key, entry] of modules) {
+    if (total <= CACHE_BUDGET_BYTES) return;
+    if (entry === keep) continue;
+    for (const instance of entry.instances.values()) total -= instance.footprint();
+    modules.delete(key);
+  }
 }
 
 function instanceFor(entry: ModuleEntry, memoryPages: number): PluginInstance {
@@ -174,6 +188,7 @@ async function handleCall(msg: CallMessage): Promise<void> {
   post(result);
   Atomics.store(state, STATE_RUNNING, 0);
   instance?.reset();
+  trimCache(entry);
   if (egress) await egress.close();
 }
 
