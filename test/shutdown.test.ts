@@ -120,7 +120,7 @@ describe('graceful shutdown', () => {
     child.process.kill('SIGTERM');
 
     let refused = false;
-    for (let i = 0; i < 20 && !refused; i++) {
+    for (let i = 0; i < 80 && !refused; i++) {
       await new Promise((resolve) => setTimeout(resolve, 25));
       refused = await connectionRefused(child.port);
     }
