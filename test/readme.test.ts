@@ -99,14 +99,20 @@ afterAll(async () => {
   await new Promise((resolve) => upstream?.close(resolve));
 });
 
-/** Service address → test server; an external https URL a plugin fetches → the local upstream; its host pattern → 127.0.0.1. */
-function localize(command: string): string {
+/**
+ * Service address → test server; an external URL a plugin fetches → the local upstream; its host
+ * pattern → 127.0.0.1. `restore` maps what the command prints back to the README's addresses.
+ */
+function localize(command: string): { command: string; restore: (printed: string) => string } {
   let out = command.replaceAll(README_SERVICE, server.url);
+  const external: string[] = [];
   for (const [, url, host] of command.matchAll(/(https?:\/\/([a-z0-9.-]+\.[a-z]{2,})(?::\d+)?)(?=[/"'\s])/gi)) {
-    if (host === '127.0.0.1') continue;
+    external.push(url!);
     out = out.replaceAll(url!, upstreamUrl).replaceAll(`"${host}"`, '"127.0.0.1"').replaceAll(`'${host}'`, "'127.0.0.1'");
   }
-  return out;
+  const restore = (printed: string): string =>
+    external.reduce((text, url) => text.replaceAll(upstreamUrl, url), printed.replaceAll(server.url, README_SERVICE));
+  return { command: out, restore };
 }
 
 describe('README walkthrough', () => {
@@ -116,10 +122,11 @@ describe('README walkthrough', () => {
 
   it('every curl command works as written and prints what the README shows', async () => {
     for (const step of steps) {
-      const command = localize(step.command);
-      const { stdout } = await run('bash', ['-c', `set -o pipefail; ${command}`], { cwd: workDir, timeout: 20_000 }).catch((err: { stderr?: string; message: string }) => {
+      const { command, restore } = localize(step.command);
+      const { stdout: raw } = await run('bash', ['-c', `set -o pipefail; ${command}`], { cwd: workDir, timeout: 20_000 }).catch((err: { stderr?: string; message: string }) => {
         throw new Error(`README command failed: ${step.command}\n${err.stderr ?? err.message}`);
       });
+      const stdout = restore(raw);
       if (step.expected !== undefined) {
         let printed: unknown;
         try {
