@@ -126,6 +126,56 @@ describe('openapi.yaml and the registered routes', () => {
   });
 });
 
+/** Property names and required names of an object schema (after $ref); undefined when it lists none. */
+function shape(schema: unknown): { properties: string[]; required: string[] } | undefined {
+  if (schema === null || typeof schema !== 'object') return undefined;
+  const node = resolveRef(schema);
+  if (node.properties === undefined) return undefined;
+  return { properties: Object.keys(node.properties as Json).sort(), required: [...((node.required ?? []) as string[])].sort() };
+}
+
+describe('openapi.yaml and the route schemas', () => {
+  it('documents the same JSON body fields (and required ones) as each route validates', () => {
+    const mismatches: string[] = [];
+    let compared = 0;
+    for (const route of publicRoutes()) {
+      const body = shape(route.schema.body);
+      if (!body) continue;
+      compared++;
+      const requestBody = documented(route.method, route.path)?.requestBody;
+      const content = requestBody === undefined ? undefined : (resolveRef(requestBody).content as Json | undefined);
+      const documentedBody = shape((content?.['application/json'] as Json | undefined)?.schema);
+      if (JSON.stringify(body) !== JSON.stringify(documentedBody)) {
+        mismatches.push(`${key(route)}: route body ${JSON.stringify(body)} vs documented ${JSON.stringify(documentedBody)}`);
+      }
+    }
+    expect(compared, 'routes with a JSON body schema').toBeGreaterThan(0);
+    expect(mismatches).toEqual([]);
+  });
+
+  it('documents the same success response fields as each route serialises', () => {
+    const mismatches: string[] = [];
+    let compared = 0;
+    for (const route of publicRoutes()) {
+      const operation = documented(route.method, route.path);
+      for (const [status, schema] of Object.entries((route.schema.response ?? {}) as Json)) {
+        const routeShape = status.startsWith('2') ? shape(schema) : undefined;
+        if (!routeShape || !operation) continue;
+        compared++;
+        const response = ((operation.responses ?? {}) as Json)[status];
+        const content = response === undefined ? undefined : (resolveRef(response).content as Json | undefined);
+        const documentedShape = shape((content?.['application/json'] as Json | undefined)?.schema);
+        // Fastify drops fields its response schema does not list, so these must agree exactly.
+        if (JSON.stringify(routeShape.properties) !== JSON.stringify(documentedShape?.properties)) {
+          mismatches.push(`${key(route)} ${status}: route serialises ${routeShape.properties.join(',')}; documented ${documentedShape?.properties.join(',')}`);
+        }
+      }
+    }
+    expect(compared, 'success responses with an object schema').toBeGreaterThan(2);
+    expect(mismatches).toEqual([]);
+  });
+});
+
 /** Error codes a route never answers with, so no operation documents them. */
 const UNDOCUMENTED_CODES: Record<string, string> = {
   NOT_FOUND: 'no route matched: answered outside every operation',
