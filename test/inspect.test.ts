@@ -25,7 +25,7 @@ describe('inspectModule', () => {
     expect(inspected.exports).toEqual(['run']);
     expect(inspected.imports).toHaveLength(EXTISM_ENV_FUNCTIONS.size + WASI_FUNCTIONS.size);
     // Linking is where an unknown host function would fail: the SDK must provide all of them.
-    const plugin = await createPlugin({ wasm: [{ module: inspected.module }] }, { useWasi: true });
+    const plugin = await createPlugin({ wasm: [{ module: await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>) }] }, { useWasi: true });
     await plugin.close();
   });
 

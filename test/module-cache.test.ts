@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { ModuleCache } from '../src/engine/module-cache.ts';
+import { prepareModule, type PreparedModule } from '../src/engine/prepare.ts';
 import { tinyPluginWat, wat } from './helpers.ts';
 
-async function compiled(marker: number): Promise<WebAssembly.Module> {
-  return WebAssembly.compile((await wat(tinyPluginWat(marker))) as Uint8Array<ArrayBuffer>);
+async function compiled(marker: number): Promise<PreparedModule> {
+  return prepareModule(await wat(tinyPluginWat(marker)));
 }
 
 describe('ModuleCache', () => {

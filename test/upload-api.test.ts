@@ -61,7 +61,7 @@ describe('plugin upload API', () => {
     });
     expect(Date.parse(meta.createdAt)).toBeGreaterThan(Date.now() - 60_000);
     expect(meta.imports).toContainEqual({ module: 'extism:host/env', name: 'var_set' });
-    expect(server.app.moduleCache.get(meta.id)).toBeInstanceOf(WebAssembly.Module);
+    expect(server.app.moduleCache.get(meta.id)?.module).toBeInstanceOf(WebAssembly.Module);
   });
 
   it('stores a multipart upload with its description, config and allowed hosts', async () => {

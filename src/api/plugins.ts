@@ -302,7 +302,8 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
           allowedHosts: upload.allowedHosts,
         },
       });
-      moduleCache.set(id, inspected.module, upload.bytes.length);
+      moduleCache.set(id, inspected.prepared, upload.bytes.length);
+      app.metrics.observeCompile(inspected.prepared.compileMs / 1000);
       request.log.info({ plugin: id, name: meta.name, size: meta.size, created }, created ? 'plugin stored' : 'plugin already stored');
       if (created) void reply.code(201).header('location', `/plugins/${id}`);
       return meta;

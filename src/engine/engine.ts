@@ -9,7 +9,8 @@ import type { CallLogLevel, LogEntry } from './logs.ts';
 import type { ModuleCache } from './module-cache.ts';
 import { WorkerPool, type PoolObserver, type PoolStats } from './pool.ts';
 import { EXTISM_ENV } from './host-env.ts';
-import { rewriteForEngine, WasmRewriteError, type ModuleLayout } from './wasm-rewrite.ts';
+import { prepareModule, type PreparedModule } from './prepare.ts';
+import { WasmRewriteError } from './wasm-rewrite.ts';
 
 export interface CallRequest {
   plugin: PluginMeta;
@@ -65,11 +66,6 @@ export interface EngineDeps {
   egressHosts?: Record<string, string | string[]> | null;
 }
 
-interface Prepared {
-  module: WebAssembly.Module;
-  layout: ModuleLayout;
-}
-
 /** ms kept between an egress request's cut-off and the call's deadline (see #egressOptions). */
 function deadlineMargin(timeoutMs: number): number {
   return Math.min(50, Math.floor(timeoutMs / 10));
@@ -79,9 +75,7 @@ export class CallEngine {
   readonly #config: Config;
   readonly #deps: EngineDeps;
   readonly #pool: WorkerPool;
-  /** Which cached modules are the engine's rewritten ones (the upload API caches the original). */
-  readonly #prepared = new WeakMap<WebAssembly.Module, Prepared>();
-  readonly #preparing = new Map<string, Promise<Prepared>>();
+  readonly #preparing = new Map<string, Promise<PreparedModule>>();
   readonly #observers: EngineObserver[] = [];
 
   constructor(config: Config, deps: EngineDeps) {
@@ -100,11 +94,10 @@ export class CallEngine {
     this.#observers.push(observer);
   }
 
-  async #prepare(meta: PluginMeta): Promise<Prepared> {
+  async #prepare(meta: PluginMeta): Promise<PreparedModule> {
     const cached = this.#deps.moduleCache.get(meta.id);
-    const known = cached ? this.#prepared.get(cached) : undefined;
-    for (const o of this.#observers) o.onModuleLookup?.(known !== undefined);
-    if (known) return known;
+    for (const o of this.#observers) o.onModuleLookup?.(cached !== undefined);
+    if (cached) return cached;
     let pending = this.#preparing.get(meta.id);
     if (!pending) {
       pending = this.#compile(meta).finally(() => this.#preparing.delete(meta.id));
@@ -113,23 +106,19 @@ export class CallEngine {
     return pending;
   }
 
-  async #compile(meta: PluginMeta): Promise<Prepared> {
+  /** Evicted from the cache (or stored before this process started): prepare it again from the store. */
+  async #compile(meta: PluginMeta): Promise<PreparedModule> {
     const bytes = await this.#deps.store.getBytes(meta.id);
     if (!bytes) throw new AppError('PLUGIN_NOT_FOUND', `no plugin with id "${meta.id}"`);
-    const compileStarted = performance.now();
-    let rewritten;
+    let prepared: PreparedModule;
     try {
-      rewritten = rewriteForEngine(bytes);
+      prepared = await prepareModule(bytes);
     } catch (err) {
       if (err instanceof WasmRewriteError) throw new AppError('PLUGIN_ERROR', `the plugin cannot be run: ${err.message}`);
       throw err;
     }
-    const module = await WebAssembly.compile(rewritten.bytes as Uint8Array<ArrayBuffer>);
-    for (const o of this.#observers) o.onCompile?.(performance.now() - compileStarted);
-    const { initialPages, declaredMaxPages, virtualGrowth } = rewritten;
-    const prepared = { module, layout: { initialPages, declaredMaxPages, virtualGrowth } };
-    this.#prepared.set(module, prepared);
-    this.#deps.moduleCache.set(meta.id, module, bytes.length);
+    for (const o of this.#observers) o.onCompile?.(prepared.compileMs);
+    this.#deps.moduleCache.set(meta.id, prepared, bytes.length);
     return prepared;
   }
 

@@ -2,7 +2,8 @@
 // A module that would fail to link is refused here rather than on every call.
 import { AppError } from '../errors.ts';
 import type { PluginImport } from '../store/store.ts';
-import { rewriteForEngine, WasmRewriteError } from './wasm-rewrite.ts';
+import { prepareModule, type PreparedModule } from './prepare.ts';
+import { WasmRewriteError } from './wasm-rewrite.ts';
 
 export const EXTISM_ENV = 'extism:host/env';
 export const WASI_PREVIEW1 = 'wasi_snapshot_preview1';
@@ -31,7 +32,8 @@ export const WASI_FUNCTIONS = new Set([
 const RUNTIME_EXPORTS = new Set(['_initialize']);
 
 export interface InspectedModule {
-  module: WebAssembly.Module;
+  /** What the engine runs; the upload hands it to the module cache. */
+  prepared: PreparedModule;
   /** Exported function names. */
   exports: string[];
   imports: PluginImport[];
@@ -63,16 +65,17 @@ export async function inspectModule(bytes: Uint8Array): Promise<InspectedModule>
     throw new AppError('NO_CALLABLE_EXPORTS', 'the module exports no function a caller could call');
   }
 
-  // The engine rewrites every module before running it; one it cannot rewrite would fail every call.
+  // The engine runs a rewritten module; one it cannot rewrite would fail every call.
+  let prepared: PreparedModule;
   try {
-    rewriteForEngine(bytes);
+    prepared = await prepareModule(bytes);
   } catch (err) {
     if (!(err instanceof WasmRewriteError)) throw err;
     throw new AppError('INVALID_WASM', `the module cannot be run by this service: ${err.message}`);
   }
 
   return {
-    module,
+    prepared,
     exports,
     imports: descriptors.map((d) => ({ module: d.module, name: d.name })),
     wasi: descriptors.some((d) => d.module === WASI_PREVIEW1),
