@@ -2,6 +2,8 @@
 //   node plugins/build.mjs              rebuild everything; fail on any error
 //   node plugins/build.mjs --if-missing build only outputs that do not exist yet; a missing Rust
 //                                        toolchain only skips the Rust plugins, with a warning
+//   ... --install-rust                   (npm test) a missing Rust toolchain is installed with apt-get
+//                                        when running as root on Debian, else the build fails
 // WASMHOST_RUSTC overrides the rustc used (default: Debian's /usr/bin/rustc).
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -12,6 +14,7 @@ const pluginsDir = dirname(fileURLToPath(import.meta.url));
 const rootDir = dirname(pluginsDir);
 const distDir = join(pluginsDir, 'dist');
 const ifMissing = process.argv.includes('--if-missing');
+const installRust = process.argv.includes('--install-rust');
 
 // Debian's rustc, which has the wasm32 std (libstd-rust-dev-wasm32); a rustup rustc earlier on
 // PATH usually has no wasm32 target, so it is never picked implicitly.
@@ -59,7 +62,12 @@ async function main() {
   for (const name of as) await writeOutput(name, (out) => buildAssemblyScript(name, out));
   for (const name of wat) await writeOutput(name, (out) => buildWat(name, out));
 
-  const problem = rust.length === 0 ? null : rustProblem();
+  let problem = rust.length === 0 ? null : rustProblem();
+  if (problem !== null && installRust) {
+    installRustToolchain(problem);
+    problem = rustProblem();
+    if (problem !== null) throw new Error(`cannot build Rust plugins (${rust.join(', ')}) after installing: ${problem}`);
+  }
   if (problem !== null) {
     if (!ifMissing) throw new Error(`cannot build Rust plugins (${rust.join(', ')}): ${problem}`);
     console.warn(`plugins: WARNING skipping Rust plugins (${rust.join(', ')}): ${problem}`);
@@ -108,6 +116,18 @@ function rustProblem() {
     return `${rustc} has no wasm32-unknown-unknown std (install Debian package libstd-rust-dev-wasm32)`;
   }
   return null;
+}
+
+/** The tests need the Rust plugin; on a fresh Debian machine (as in CI) its toolchain comes from apt. */
+function installRustToolchain(problem) {
+  const packages = ['rustc', 'libstd-rust-dev-wasm32'];
+  if (process.getuid?.() !== 0 || !existsSync('/usr/bin/apt-get')) {
+    throw new Error(`the tests need the Rust plugin, but ${problem}; install Debian packages: ${packages.join(' ')}`);
+  }
+  console.log(`plugins: ${problem}; installing Debian packages ${packages.join(' ')} with apt-get`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
+  execFileSync('apt-get', ['install', '-y', '-qq', ...packages], { stdio: 'inherit', env });
 }
 
 function buildRust(name, out) {
