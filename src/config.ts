@@ -2,7 +2,7 @@
 // No other module reads process.env.
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
-import { InvalidHostPatternError, validateHostPatterns } from './egress/policy.ts';
+import { checkHostPatterns } from './egress/policy.ts';
 
 const MiB = 1024 * 1024;
 
@@ -113,12 +113,7 @@ function list(env: Env, key: string, fallback: string[]): string[] {
 /** A host pattern list (egress/policy.ts grammar), checked at start so a bad ceiling fails fast. */
 function hostPatterns(env: Env, key: string, fallback: string[]): string[] {
   const patterns = list(env, key, fallback);
-  try {
-    validateHostPatterns(patterns);
-  } catch (err) {
-    if (err instanceof InvalidHostPatternError) throw new ConfigError(`${key}: ${err.message}`);
-    throw err;
-  }
+  checkHostPatterns(patterns, (err) => new ConfigError(`${key}: ${err.message}`));
   return patterns;
 }
 

@@ -193,7 +193,7 @@ describe('rejected uploads', () => {
   });
 
   const valid = (): Promise<Uint8Array> => wat(tinyPluginWat(42));
-  const cases: { title: string; status: number; code: string; send: () => Promise<Response>; message?: RegExp }[] = [
+  const cases: { title: string; status: number; code: string; send: () => Promise<Response>; message?: RegExp; fields?: Record<string, unknown> }[] = [
     { title: 'bytes that are not WebAssembly', status: 400, code: 'INVALID_WASM', send: () => postRaw(server, 'hello world'), message: /magic word/ },
     {
       title: 'a module cut short',
@@ -222,7 +222,7 @@ describe('rejected uploads', () => {
     { title: 'allowedHosts that is not JSON', status: 400, code: 'INVALID_ALLOWED_HOSTS', send: async () => postForm(server, { allowedHosts: '*.x.com' }, { bytes: await valid() }) },
     { title: 'allowedHosts that is an object', status: 400, code: 'INVALID_ALLOWED_HOSTS', send: async () => postForm(server, { allowedHosts: '{"a":1}' }, { bytes: await valid() }) },
     { title: 'allowedHosts with an empty entry', status: 400, code: 'INVALID_ALLOWED_HOSTS', send: async () => postForm(server, { allowedHosts: '[""]' }, { bytes: await valid() }) },
-    { title: 'allowedHosts with a pattern outside the grammar', status: 400, code: 'INVALID_ALLOWED_HOSTS', send: async () => postForm(server, { allowedHosts: '["ok.test", "*x.com"]' }, { bytes: await valid() }), message: /\*x\.com/ },
+    { title: 'allowedHosts with a pattern outside the grammar', status: 400, code: 'INVALID_ALLOWED_HOSTS', send: async () => postForm(server, { allowedHosts: '["ok.test", "*x.com"]' }, { bytes: await valid() }), message: /\*x\.com/, fields: { pattern: '*x.com', problem: expect.stringMatching(/wildcard/) } },
     { title: 'allowedHosts with a non-string entry', status: 400, code: 'INVALID_ALLOWED_HOSTS', send: async () => postForm(server, { allowedHosts: '[1]' }, { bytes: await valid() }) },
   ];
 
@@ -235,6 +235,7 @@ describe('rejected uploads', () => {
       expect(typeof body.error).toBe('string');
       expect(body.message.length).toBeGreaterThan(10);
       if (c.message) expect(body.message).toMatch(c.message);
+      if (c.fields) expect(body).toMatchObject(c.fields);
       expect(await listIds(server)).toEqual([]);
       expect(await listFiles(server.dataDir)).toEqual([]);
     });

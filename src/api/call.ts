@@ -1,7 +1,7 @@
 // POST /plugins/:id/call — run one exported function of a stored plugin for an HTTP caller.
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.ts';
-import { InvalidHostPatternError, validateHostPatterns } from '../egress/policy.ts';
+import { checkHostPatterns } from '../egress/policy.ts';
 import { AppError, isAppError } from '../errors.ts';
 import type { CallEngine } from '../engine/engine.ts';
 import { resolveLimits } from '../engine/limits.ts';
@@ -124,16 +124,7 @@ export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions):
       if (inputBytes > maxInputBytes) {
         throw new AppError('INPUT_TOO_LARGE', `the input is ${inputBytes} bytes; the limit is ${maxInputBytes} bytes (MAX_INPUT_BYTES)`);
       }
-      if (body.allowedHosts) {
-        try {
-          validateHostPatterns(body.allowedHosts);
-        } catch (err) {
-          if (err instanceof InvalidHostPatternError) {
-            throw new AppError('INVALID_ALLOWED_HOSTS', err.message, { details: { pattern: err.pattern, problem: err.problem } });
-          }
-          throw err;
-        }
-      }
+      if (body.allowedHosts) checkHostPatterns(body.allowedHosts);
       const limits = resolveLimits(config.engine.limits, {
         timeoutMs: body.timeoutMs,
         memoryMaxPages: body.memoryMaxPages,

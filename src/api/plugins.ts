@@ -4,14 +4,13 @@ import type { Readable } from 'node:stream';
 import multipart from '@fastify/multipart';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config.ts';
-import { InvalidHostPatternError, validateHostPatterns } from '../egress/policy.ts';
+import { checkHostPatterns } from '../egress/policy.ts';
 import { inspectModule } from '../engine/inspect.ts';
 import { AppError } from '../errors.ts';
-import type { PluginMeta } from '../store/store.ts';
+import { ID_PATTERN, type PluginMeta } from '../store/store.ts';
 import { errorSchema, pluginParamsSchema, pluginSchema } from './schemas.ts';
 
 const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
-const ID_PATTERN = /^[0-9a-f]{64}$/;
 const MAX_DESCRIPTION_CHARS = 1024;
 const MAX_CONFIG_ENTRIES = 256;
 /** Room for the form's text fields and part headers on top of the file itself. */
@@ -93,14 +92,7 @@ function parseAllowedHosts(value: string | undefined): string[] {
   if (!Array.isArray(parsed) || parsed.some((host) => typeof host !== 'string')) {
     throw new AppError('INVALID_ALLOWED_HOSTS', 'allowedHosts must be a JSON array of host pattern strings');
   }
-  try {
-    validateHostPatterns(parsed as string[]);
-  } catch (err) {
-    if (err instanceof InvalidHostPatternError) {
-      throw new AppError('INVALID_ALLOWED_HOSTS', err.message, { details: { pattern: err.pattern, problem: err.problem } });
-    }
-    throw err;
-  }
+  checkHostPatterns(parsed as string[]);
   return parsed as string[];
 }
 

@@ -2,6 +2,7 @@
 // Pure functions, no I/O: the fetch in ./fetch.ts applies them to every request and redirect hop.
 import { isIPv4, isIPv6 } from 'node:net';
 import ipaddr from 'ipaddr.js';
+import { AppError } from '../errors.ts';
 
 /**
  * A parsed allow-list entry. Grammar: `[http://|https://]HOST[:PORT]` where HOST is `*` (any host),
@@ -104,6 +105,23 @@ export function validateHostPatterns(patterns: readonly string[]): HostPattern[]
     throw new InvalidHostPatternError(`(${patterns.length} patterns)`, `at most ${MAX_HOST_PATTERNS} patterns are allowed`);
   }
   return patterns.map(parseHostPattern);
+}
+
+/** The API's answer to a pattern outside the grammar: 400 INVALID_ALLOWED_HOSTS naming the pattern and the problem. */
+export function invalidAllowedHosts(err: InvalidHostPatternError): AppError {
+  return new AppError('INVALID_ALLOWED_HOSTS', err.message, { details: { pattern: err.pattern, problem: err.problem } });
+}
+
+/** validateHostPatterns, a bad pattern thrown as the caller's error (an API 400 unless told otherwise). */
+export function checkHostPatterns(
+  patterns: readonly string[],
+  toError: (err: InvalidHostPatternError) => Error = invalidAllowedHosts,
+): HostPattern[] {
+  try {
+    return validateHostPatterns(patterns);
+  } catch (err) {
+    throw err instanceof InvalidHostPatternError ? toError(err) : err;
+  }
 }
 
 const DEFAULT_PORT: Record<string, number> = { 'http:': 80, 'https:': 443 };

@@ -4,9 +4,8 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import type { NewPlugin, PluginMeta, PluginStore, PutResult } from './store.ts';
+import { ID_PATTERN, type NewPlugin, type PluginMeta, type PluginStore, type PutResult } from './store.ts';
 
-const ID_PATTERN = /^[0-9a-f]{64}$/;
 const TEMP_PREFIX = '.tmp-';
 
 /** What a meta file holds: the public record plus the order facts that survive a restart. */

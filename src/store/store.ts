@@ -1,5 +1,8 @@
 // What the rest of the service knows about stored plugins. Backends: fs-store.ts (embedded default).
 
+/** A plugin id: the lowercase hex sha256 of its bytes (names never look like one). */
+export const ID_PATTERN = /^[0-9a-f]{64}$/;
+
 export interface PluginImport {
   module: string;
   name: string;
