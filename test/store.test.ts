@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -93,6 +93,26 @@ describe('FsPluginStore', () => {
     expect(await store.getBytes(a.meta.id)).toBeNull();
     expect(await store.delete('renamed')).toBeNull();
     expect(await listFiles(dir)).toEqual([`blobs/${b.meta.id}.wasm`, `meta/${b.meta.id}.json`]);
+  });
+
+  it('streams a blob in chunks, to the end even when the plugin is deleted meanwhile', async () => {
+    const store = await FsPluginStore.open(dir);
+    const plugin = await newPlugin(5);
+    const bytes = randomBytes(3 * 1024 * 1024);
+    const id = createHash('sha256').update(bytes).digest('hex');
+    await store.put({ bytes, meta: { ...plugin.meta, id, size: bytes.length } });
+
+    const blob = await store.openBytesStream(id);
+    expect(blob!.size).toBe(bytes.length);
+    await store.delete(id);
+    expect(await store.openBytesStream(id)).toBeNull();
+    const chunks: Buffer[] = [];
+    for await (const chunk of blob!.stream) chunks.push(chunk as Buffer);
+    // Read piece by piece (64 KiB), never the whole file at once.
+    expect(chunks.length).toBeGreaterThan(10);
+    expect(Math.max(...chunks.map((c) => c.length))).toBeLessThanOrEqual(64 * 1024);
+    expect(Buffer.concat(chunks).equals(bytes)).toBe(true);
+    expect(await store.openBytesStream('f'.repeat(64))).toBeNull();
   });
 
   it('finds every stored plugin, name and order again after a restart', async () => {

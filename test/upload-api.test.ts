@@ -29,6 +29,21 @@ function postForm(server: TestServer, fields: Record<string, string>, file?: { b
   return api(server, '/plugins', { method: 'POST', body: form });
 }
 
+/** A valid module made `extra` bytes larger by a custom section (skipped by every engine). */
+function withCustomSection(module: Uint8Array, extra: number): Uint8Array {
+  const name = Buffer.from('padding');
+  const leb = (n: number): number[] => {
+    const out: number[] = [];
+    do {
+      out.push((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
+      n >>>= 7;
+    } while (n > 0);
+    return out;
+  };
+  const content = name.length + 1 + extra;
+  return Buffer.concat([module, Buffer.from([0, ...leb(content), name.length]), name, Buffer.alloc(extra, 0x5a)]);
+}
+
 async function listIds(server: TestServer): Promise<string[]> {
   const res = await api(server, `/plugins`);
   expect(res.status).toBe(200);
@@ -115,6 +130,7 @@ describe('plugin upload API', () => {
     expect(byId.headers.get('content-type')).toBe('application/wasm');
     expect(byId.headers.get('etag')).toBe(`"${meta.id}"`);
     expect(byId.headers.get('cache-control')).toContain('immutable');
+    expect(byId.headers.get('content-length')).toBe(String(bytes.length));
     expect(sha256(new Uint8Array(await byId.arrayBuffer()))).toBe(meta.id);
     const byName = await api(server, `/plugins/cv/wasm`);
     expect(byName.headers.get('cache-control')).toBe('no-cache');
@@ -122,6 +138,7 @@ describe('plugin upload API', () => {
 
     const cached = await api(server, `/plugins/cv/wasm`, { headers: { 'if-none-match': `W/"x", "${meta.id}"` } });
     expect(cached.status).toBe(304);
+    expect(cached.headers.get('content-length')).toBeNull();
     expect(cached.headers.get('etag')).toBe(`"${meta.id}"`);
     expect((await cached.arrayBuffer()).byteLength).toBe(0);
     const stale = await api(server, `/plugins/cv/wasm`, { headers: { 'if-none-match': '"something-else"' } });
@@ -142,6 +159,29 @@ describe('plugin upload API', () => {
       expect(await res.json()).toMatchObject({ statusCode: 404, code: 'PLUGIN_NOT_FOUND', error: 'Not Found' });
     }
     expect(await listFiles(server.dataDir)).toEqual([]);
+  });
+
+  it('streams a large module: byte-exact download with its Content-Length, and 304 when unchanged', async () => {
+    server = await startServer();
+    const bytes = withCustomSection(await wat(tinyPluginWat(9)), 6 * MiB);
+    const meta = await (await postRaw(server, bytes)).json();
+    expect(meta.size).toBe(bytes.length);
+
+    const res = await api(server, `/plugins/${meta.id}/wasm`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-length')).toBe(String(bytes.length));
+    const hash = createHash('sha256');
+    let chunks = 0;
+    const reader = res.body!.getReader();
+    for (let part = await reader.read(); !part.done; part = await reader.read()) {
+      hash.update(part.value);
+      chunks++;
+    }
+    expect(hash.digest('hex')).toBe(meta.id);
+    expect(chunks).toBeGreaterThan(1);
+    const again = await api(server, `/plugins/${meta.id}/wasm`, { headers: { 'if-none-match': `"${meta.id}"` } });
+    expect(again.status).toBe(304);
+    expect((await again.arrayBuffer()).byteLength).toBe(0);
   });
 
   it('moves a name to the newest upload carrying it and frees it with the plugin on delete', async () => {

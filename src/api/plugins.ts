@@ -333,12 +333,13 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
         .header('etag', etag)
         .header('cache-control', request.params.id === meta.id ? 'public, max-age=31536000, immutable' : 'no-cache');
       if (ifNoneMatchHits(request.headers['if-none-match'], etag)) return reply.code(304).send();
-      const bytes = await store.getBytes(meta.id);
-      if (!bytes) throw notFound(request.params.id);
+      const blob = await store.openBytesStream(meta.id);
+      if (!blob) throw notFound(request.params.id);
       return reply
         .type('application/wasm')
+        .header('content-length', blob.size)
         .header('content-disposition', `attachment; filename="${meta.name ?? meta.id}.wasm"`)
-        .send(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+        .send(blob.stream);
     },
   );
 

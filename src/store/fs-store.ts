@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { ID_PATTERN, type NewPlugin, type PluginMeta, type PluginStore, type PutResult } from './store.ts';
+import { ID_PATTERN, type BytesStream, type NewPlugin, type PluginMeta, type PluginStore, type PutResult } from './store.ts';
 
 const TEMP_PREFIX = '.tmp-';
 
@@ -193,6 +193,25 @@ export class FsPluginStore implements PluginStore {
       return await readFile(this.#blobPath(id));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null; // deleted meanwhile
+      throw err;
+    }
+  }
+
+  async openBytesStream(id: string): Promise<BytesStream | null> {
+    if (!this.#byId.has(id)) return null;
+    let handle;
+    try {
+      handle = await open(this.#blobPath(id), 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null; // deleted meanwhile
+      throw err;
+    }
+    try {
+      const { size } = await handle.stat();
+      // The open descriptor keeps the file readable after a delete unlinks it; the stream closes it.
+      return { stream: handle.createReadStream(), size };
+    } catch (err) {
+      await handle.close();
       throw err;
     }
   }

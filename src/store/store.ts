@@ -1,4 +1,5 @@
 // What the rest of the service knows about stored plugins. Backends: fs-store.ts (embedded default).
+import type { Readable } from 'node:stream';
 
 /** A plugin id: the lowercase hex sha256 of its bytes (names never look like one). */
 export const ID_PATTERN = /^[0-9a-f]{64}$/;
@@ -39,12 +40,23 @@ export interface PutResult {
   created: boolean;
 }
 
+export interface BytesStream {
+  stream: Readable;
+  size: number;
+}
+
 export interface PluginStore {
   /** Stores bytes + metadata atomically; with bytes already stored, applies a new name only. */
   put(plugin: NewPlugin): Promise<PutResult>;
   /** Resolves an id or a name. */
   get(idOrName: string): Promise<PluginMeta | null>;
+  /** The whole module in memory (the engine compiles it). */
   getBytes(id: string): Promise<Uint8Array | null>;
+  /**
+   * The module as a stream (downloads: memory stays flat whatever the size or the number of readers).
+   * Once opened it reads to the end even if the plugin is deleted meanwhile; null when not stored.
+   */
+  openBytesStream(id: string): Promise<BytesStream | null>;
   /** Newest first. */
   list(filter?: { name?: string }): Promise<PluginMeta[]>;
   /** Deletes what an id or name points at (and that name). Returns the deleted record. */
