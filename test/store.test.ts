@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FsPluginStore } from '../src/store/fs-store.ts';
@@ -178,6 +178,31 @@ describe('FsPluginStore', () => {
     expect((await reopened.get(a.meta.id))!.name).toBeNull();
     // The loser was rewritten, so the next start reads a consistent state.
     expect(JSON.parse(await readFile(aFile, 'utf8')).plugin.name).toBeNull();
+  });
+
+  it('succeeds when a name moved but its previous holder cannot be rewritten, and a restart agrees', async () => {
+    const warnings: string[] = [];
+    const store = await FsPluginStore.open(dir, { warn: (_obj, msg) => warnings.push(msg) });
+    const a = await store.put(await newPlugin(1, 'x'));
+    // Make A's record impossible to replace: a rename onto a non-empty directory fails (EISDIR).
+    const aFile = path.join(dir, 'meta', `${a.meta.id}.json`);
+    const aRecord = await readFile(aFile, 'utf8');
+    await rm(aFile);
+    await mkdir(aFile);
+    await writeFile(path.join(aFile, 'keep'), '');
+
+    const b = await store.put(await newPlugin(2, 'x'));
+    expect(b).toMatchObject({ created: true, meta: { name: 'x' } });
+    expect((await store.get('x'))!.id).toBe(b.meta.id);
+    expect((await store.get(a.meta.id))!.name).toBeNull();
+    expect(warnings).toEqual([expect.stringContaining('previous holder')]);
+
+    // On disk A still carries the name (its old record); the later assignment wins at the next start.
+    await rm(aFile, { recursive: true });
+    await writeFile(aFile, aRecord);
+    const reopened = await FsPluginStore.open(dir);
+    expect((await reopened.get('x'))!.id).toBe(b.meta.id);
+    expect((await reopened.get(a.meta.id))!.name).toBeNull();
   });
 
   it('serializes concurrent uploads of the same bytes into one plugin', async () => {
