@@ -101,7 +101,7 @@ describe('plugin upload API', () => {
     expect((await wasi.json()).wasi).toBe(true);
   });
 
-  it('answers 200 with the existing record for bytes already stored, applying a new name', async () => {
+  it('answers 200 with the existing record for bytes already stored, applying a new name and nothing else', async () => {
     server = await startServer();
     const bytes = await readPlugin('echo');
     const first = await (await postRaw(server, bytes)).json();
@@ -109,9 +109,11 @@ describe('plugin upload API', () => {
     expect(again.status).toBe(200);
     expect(again.headers.get('location')).toBeNull();
     expect(await again.json()).toEqual(first);
-    const named = await postForm(server, { name: 'echo' }, { bytes });
+    // Idempotent as documented: only the name is applied; the other fields of a re-upload are ignored.
+    const named = await postForm(server, { name: 'echo', description: 'new', config: '{"k":"v"}', allowedHosts: '["127.0.0.1"]' }, { bytes });
     expect(named.status).toBe(200);
     expect(await named.json()).toEqual({ ...first, name: 'echo' });
+    expect(await (await api(server, `/plugins/echo`)).json()).toEqual({ ...first, name: 'echo' });
     expect(await listIds(server)).toEqual([first.id]);
   });
 
