@@ -567,4 +567,20 @@ describe('long calls on a one-worker pool', () => {
     await new Promise((r) => setTimeout(r, 200)); // a duplicate run, if any, would land by now
     expect(titles.hits - before).toBe(3);
   });
+
+  it('never leaves its worker running a loop the pool forgot: calls whose deadline passes before they start, then short calls succeed', async () => {
+    // Deadlines of a few ms pass while the call is on its way to the worker (or re-sent with its
+    // module): the worker must then never start it, or stop it at the deadline.
+    for (let i = 0; i < 20; i++) {
+      const { status, body } = await call(server, 'loop', { function: 'spin', timeoutMs: 1 + (i % 5) });
+      expect(status).toBe(504);
+      expect(body.code).toBe('TIMEOUT');
+    }
+    for (let i = 0; i < 3; i++) {
+      const { status, body } = await call(server, 'count_vowels', { function: 'count_vowels', input: 'aeiou', timeoutMs: 1000 });
+      expect(status).toBe(200);
+      expect(JSON.parse(body.output!).count).toBe(5);
+    }
+    expect(server.app.engine.stats()).toMatchObject({ size: 1, busy: 0, queued: 0 });
+  });
 });

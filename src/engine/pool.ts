@@ -2,11 +2,13 @@
 // Job lifecycle: queued → sent (to one worker) → running → done | failed | timed out.
 // - A deadline covers the whole call. When it passes while the call runs, the worker is terminated
 //   (the only way to stop a Wasm loop) and replaced at once by a warm standby.
+// - Every call sent to a worker owns a claim cell in shared memory (protocol.ts): the worker claims
+//   it and starts in one atomic step, so the pool always knows whether a call never started (take
+//   it back, answer or run it elsewhere) or may be running (only terminating the worker stops it).
 // - Pipelining: a busy worker whose current call is young may get more calls sent ahead (gathered
 //   over one event-loop turn into one message), so it does not sleep between calls: a cross-thread
-//   wake-up costs more than a small call here. A call sent ahead is claimed by the worker through
-//   shared memory before it starts, so the pool can take it back (and run it elsewhere) if a call
-//   in front of it turns out to be long.
+//   wake-up costs more than a small call here. The pool takes calls sent ahead back (and runs them
+//   elsewhere) if a call in front of them turns out to be long.
 // - Burst: when every worker is held by a long call (a loop, a slow upstream) and calls wait, a
 //   burst worker (the standby) serves them, so long calls cannot starve short ones.
 import { tmpdir } from 'node:os';
@@ -14,7 +16,7 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { AppError } from '../errors.ts';
 import { createLogMirrorBuffer, readLogMirror } from './log-mirror.ts';
-import { STATE_CELLS, STATE_RUNNING, type CallMessage, type ResultMessage, type WorkerMessage } from './protocol.ts';
+import { STATE_CELLS, type CallMessage, type ResultMessage, type WorkerMessage } from './protocol.ts';
 
 export type RestartReason = 'timeout' | 'crash' | 'exit';
 
@@ -35,7 +37,7 @@ export interface PoolStats {
 }
 
 export interface PoolTask {
-  message: Omit<CallMessage, 'callId' | 'module' | 'claim'>;
+  message: Omit<CallMessage, 'callId' | 'module' | 'claim' | 'deadline'>;
   module: WebAssembly.Module;
   /** performance.now() by which the task must be done. */
   deadline: number;
@@ -57,12 +59,10 @@ interface Job {
   resolve: (r: PoolResult) => void;
   reject: (e: unknown) => void;
   slot: Slot | null;
-  /** The claim cell it was sent ahead with (0: sent to an idle worker, nothing to claim). */
+  /** Its claim cell in its worker's state (-1 while not sent). */
   cell: number;
 }
 
-/** Shared with the worker: [RUNNING] = callId it runs now (0: none), then claim cells (see protocol.ts). */
-const RUNNING = STATE_RUNNING;
 /** Calls sent to one worker and not answered yet, the running one included. */
 const MAX_OUTSTANDING = 4;
 
@@ -121,7 +121,7 @@ export class WorkerPool {
   }
 
   #spawn(): Slot {
-    const state = new Int32Array(new SharedArrayBuffer(4 * (1 + STATE_CELLS)));
+    const state = new Int32Array(new SharedArrayBuffer(4 * STATE_CELLS));
     const logMirror = createLogMirrorBuffer();
     const worker = new Worker(WORKER_URL, {
       name: 'wasmhost-engine',
@@ -166,7 +166,7 @@ export class WorkerPool {
         resolve,
         reject,
         slot: null,
-        cell: 0,
+        cell: -1,
       };
       if (target) this.#send(target, job, now);
       else {
@@ -183,6 +183,7 @@ export class WorkerPool {
     const better = (a: Slot, b: Slot | null) =>
       !b || a.jobs.length < b.jobs.length || (a.jobs.length === b.jobs.length && a.modules.has(moduleKey) && !b.modules.has(moduleKey));
     for (const slot of this.#all()) {
+      if (slot.retired || this.#freeCell(slot) === -1) continue;
       if (slot.jobs.length === 0) {
         if (!idle || (slot.modules.has(moduleKey) && !idle.modules.has(moduleKey))) idle = slot;
       } else if (this.#canTakeAhead(slot, now) && better(slot, ahead)) {
@@ -193,12 +194,18 @@ export class WorkerPool {
   }
 
   #canTakeAhead(slot: Slot, now: number): boolean {
-    return slot.jobs.length < MAX_OUTSTANDING && now - slot.busySince < AHEAD_IF_YOUNGER_MS && this.#freeCell(slot) !== 0;
+    return slot.jobs.length < MAX_OUTSTANDING && now - slot.busySince < AHEAD_IF_YOUNGER_MS && this.#freeCell(slot) !== -1;
   }
 
+  /** A free claim cell (-1: none; cannot happen while MAX_OUTSTANDING < STATE_CELLS). */
   #freeCell(slot: Slot): number {
-    for (let cell = 1; cell <= STATE_CELLS; cell++) if (Atomics.load(slot.state, cell) === 0) return cell;
-    return 0;
+    for (let cell = 0; cell < STATE_CELLS; cell++) if (Atomics.load(slot.state, cell) === 0) return cell;
+    return -1;
+  }
+
+  /** Takes a call back from its worker if it has not started there; false: it started (and may still run). */
+  #takeBack(slot: Slot, job: Job): boolean {
+    return Atomics.compareExchange(slot.state, job.cell, job.callId, 0) === job.callId;
   }
 
   #all(): Slot[] {
@@ -206,23 +213,26 @@ export class WorkerPool {
   }
 
   #send(slot: Slot, job: Job, now: number, forceModule = false): void {
-    const cell = slot.jobs.length > 0 && !forceModule ? this.#freeCell(slot) : 0;
+    const ahead = slot.jobs.length > 0 && !forceModule;
+    const cell = this.#freeCell(slot);
+    if (cell === -1) throw new Error('engine bug: no free claim cell');
     if (slot.jobs.length === 0) slot.busySince = now;
     slot.jobs.push(job);
     job.slot = slot;
     job.cell = cell;
     job.sent ||= now;
     const key = job.task.message.moduleKey;
-    const message: CallMessage = { ...job.task.message, callId: job.callId, claim: cell };
+    const deadline = performance.timeOrigin + job.task.deadline;
+    const message: CallMessage = { ...job.task.message, callId: job.callId, claim: cell, deadline };
     if (forceModule || !slot.modules.has(key)) {
       message.module = job.task.module;
       slot.modules.add(key);
     }
-    if (cell === 0) {
+    Atomics.store(slot.state, cell, job.callId);
+    if (!ahead) {
       slot.worker.postMessage(message);
       return;
     }
-    Atomics.store(slot.state, cell, job.callId);
     slot.outbox.push(message);
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
@@ -283,13 +293,13 @@ export class WorkerPool {
     const now = performance.now();
     for (const slot of this.#all()) {
       if (now - slot.busySince < this.#longCallMs) continue;
-      // compareExchange: either we take a call back, or the worker has already claimed it.
-      const takenBack = slot.jobs.filter((job) => job.cell !== 0 && Atomics.compareExchange(slot.state, job.cell, job.callId, 0) === job.callId);
+      // Either we take a call back, or the worker has already claimed it.
+      const takenBack = slot.jobs.filter((job) => this.#takeBack(slot, job));
       if (takenBack.length === 0) continue;
       slot.jobs = slot.jobs.filter((job) => !takenBack.includes(job));
       for (const job of takenBack) {
         job.slot = null;
-        job.cell = 0;
+        job.cell = -1;
       }
       this.#queue.unshift(...takenBack);
     }
@@ -305,7 +315,7 @@ export class WorkerPool {
       }
     }
     const waiting =
-      this.#queue.length > 0 || this.#all().some((s) => s.jobs.some((job) => job.cell !== 0 && Atomics.load(s.state, job.cell) === job.callId));
+      this.#queue.length > 0 || this.#all().some((s) => s.jobs.some((job) => Atomics.load(s.state, job.cell) === job.callId));
     if (waiting) {
       this.#watchTimer = setTimeout(() => {
         this.#watchTimer = null;
@@ -336,44 +346,47 @@ export class WorkerPool {
     }
     const index = slot.jobs.indexOf(job);
     if (index !== -1) slot.jobs.splice(index, 1);
-    if (Atomics.load(slot.state, RUNNING) !== job.callId) {
-      // Not running: sent ahead and not started (take it back), or finished with its answer on the way.
-      if (job.cell !== 0) Atomics.compareExchange(slot.state, job.cell, job.callId, 0);
-      timeout(`the call did not start within its ${Math.round(job.task.deadline - job.submitted)} ms deadline (all workers busy)`);
+    const limitMs = Math.round(job.task.deadline - job.submitted);
+    if (this.#takeBack(slot, job)) {
+      // Never started, and now it never will (the worker skips a call whose cell it cannot claim).
+      timeout(`the call did not start within its ${limitMs} ms deadline (all workers busy)`);
+      return;
+    }
+    if (Atomics.load(slot.state, job.cell) !== -job.callId) {
+      // Over, its answer on the way (the worker frees the cell before it posts the result).
+      timeout(`the call exceeded its time limit (${limitMs} ms)`);
       return;
     }
     const { logs, truncated } = readLogMirror(slot.logMirror, job.callId);
     this.#replace(slot, 'timeout');
-    timeout(`the call exceeded its time limit (${Math.round(job.task.deadline - job.submitted)} ms) and was stopped`, {
-      logs,
-      logsTruncated: truncated,
-      egress: [],
-    });
+    timeout(`the call exceeded its time limit (${limitMs} ms) and was stopped`, { logs, logsTruncated: truncated, egress: [] });
   }
 
   #onWorkerGone(slot: Slot, reason: RestartReason, err: Error): void {
     if (slot.retired) return;
-    const running = Atomics.load(slot.state, RUNNING);
-    for (const job of slot.jobs.splice(0)) {
-      if (job.callId === running) {
-        clearTimeout(job.timer);
-        job.reject(new AppError('INTERNAL_ERROR', `the worker running the call stopped: ${err.message}`, { cause: err }));
-      } else {
-        job.slot = null;
-        this.#queue.unshift(job);
-      }
-    }
-    this.#replace(slot, reason);
+    this.#replace(slot, reason, err);
   }
 
-  /** Terminates a worker and puts a fresh one in its place; calls sent ahead to it run elsewhere. */
-  #replace(slot: Slot, reason: RestartReason): void {
+  /**
+   * Terminates a worker and puts a fresh one in its place. Its calls that had not started run
+   * elsewhere; one it had started fails (it may have had effects: it must not run twice).
+   */
+  #replace(slot: Slot, reason: RestartReason, cause?: Error): void {
     slot.retired = true;
     slot.outbox = [];
+    const requeued: Job[] = [];
     for (const job of slot.jobs.splice(0)) {
-      job.slot = null;
-      this.#queue.unshift(job);
+      if (this.#takeBack(slot, job)) {
+        job.slot = null;
+        job.cell = -1;
+        requeued.push(job);
+        continue;
+      }
+      clearTimeout(job.timer);
+      const why = cause ? `the worker running the call stopped: ${cause.message}` : 'the worker running the call was stopped';
+      job.reject(new AppError('INTERNAL_ERROR', why, cause ? { cause } : {}));
     }
+    this.#queue.unshift(...requeued);
     void slot.worker.terminate();
     if (this.#closed) return;
     if (slot === this.#standby) {

@@ -17,8 +17,10 @@ export interface WorkerCallLimits {
 export interface CallMessage {
   kind: 'call';
   callId: number;
-  /** Sent ahead to a busy worker: the shared-state cell it must claim before starting (0: none). */
+  /** Index of the shared-state cell the worker must claim before starting (see STATE_CELLS). */
   claim: number;
+  /** Absolute deadline (performance.timeOrigin + performance.now() scale, ms): past it the worker never starts the call. */
+  deadline: number;
   /** Plugin id: the worker keeps compiled modules and instances by it. */
   moduleKey: string;
   /** Sent when the pool believes the worker does not hold the module yet. */
@@ -36,9 +38,15 @@ export interface CallMessage {
   outputEncoding: 'utf8' | 'base64' | null;
 }
 
-/** Int32Array over a SharedArrayBuffer, per worker (workerData.state). */
-export const STATE_RUNNING = 0;
-/** Cells 1..STATE_CELLS hold the callIds of calls sent ahead and not yet claimed. */
+/**
+ * Claim cells: an Int32Array of STATE_CELLS over a SharedArrayBuffer, per worker (workerData.state).
+ * Every call sent to a worker owns one cell while it is outstanding:
+ *   0        free;
+ *   callId   sent, not started: the pool may take it back (compareExchange callId → 0);
+ *   -callId  claimed and running: the worker claimed it (compareExchange callId → -callId), one atomic step;
+ * the worker stores 0 when the call is over, before it posts the result. So at a deadline the pool
+ * knows for certain whether the call never started, runs, or is over.
+ */
 export const STATE_CELLS = 8;
 
 export interface CallOutcome {

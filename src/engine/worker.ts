@@ -9,7 +9,7 @@ import { CallState } from './host-env.ts';
 import { describeModule, PluginInstance, type ModuleShape } from './instance.ts';
 import { LogMirrorWriter } from './log-mirror.ts';
 import { LogCollector } from './logs.ts';
-import { STATE_RUNNING, type BatchMessage, type CallMessage, type ResultMessage, type WorkerMessage } from './protocol.ts';
+import { type BatchMessage, type CallMessage, type ResultMessage, type WorkerMessage } from './protocol.ts';
 
 const MAX_MODULES = 64;
 const MAX_INSTANCES_PER_MODULE = 4;
@@ -28,7 +28,7 @@ const modules = new Map<string, ModuleEntry>();
 let egressModule: typeof EgressFetch | null = null;
 const port = parentPort;
 if (!port) throw new Error('engine/worker.ts must run in a worker thread');
-/** Shared with the pool: which call runs now, which was sent ahead (see pool.ts); the running call's logs. */
+/** Shared with the pool: the claim cells of the calls sent here (see protocol.ts); the running call's logs. */
 const shared = workerData as { state: Int32Array; logMirror: SharedArrayBuffer };
 const state = shared.state;
 const logMirror = new LogMirrorWriter(shared.logMirror);
@@ -113,15 +113,20 @@ function describeFailure(err: unknown, instance: PluginInstance | null): { code:
 }
 
 async function handleCall(msg: CallMessage): Promise<void> {
-  // A call sent ahead runs only if the pool has not taken it back meanwhile.
-  if (msg.claim && Atomics.compareExchange(state, msg.claim, msg.callId, 0) !== msg.callId) return;
+  const cell = msg.claim;
+  // Taken back by the pool meanwhile (it runs elsewhere, or was answered).
+  if (Atomics.load(state, cell) !== msg.callId) return;
+  // Past its deadline: the pool's timer answers it and frees the cell; starting it would only cost this worker.
+  if (performance.timeOrigin + performance.now() >= msg.deadline) return;
   const started = performance.now();
   const entry = moduleFor(msg);
   if (!entry) {
-    post({ kind: 'missing-module', callId: msg.callId });
+    // Give the cell back unstarted; the pool resends the call with its module.
+    if (Atomics.compareExchange(state, cell, msg.callId, 0) === msg.callId) post({ kind: 'missing-module', callId: msg.callId });
     return;
   }
-  Atomics.store(state, STATE_RUNNING, msg.callId);
+  // Claim and start in one step: from here the pool treats the call as running.
+  if (Atomics.compareExchange(state, cell, msg.callId, -msg.callId) !== msg.callId) return;
   const { limits } = msg;
   const logs = new LogCollector(msg.logLevel, limits.logEntries, limits.logBytes);
   logMirror.start(msg.callId);
@@ -185,8 +190,8 @@ async function handleCall(msg: CallMessage): Promise<void> {
       memoryPages: instance?.memoryPages() ?? 0,
     };
   }
+  Atomics.store(state, cell, 0);
   post(result);
-  Atomics.store(state, STATE_RUNNING, 0);
   instance?.reset();
   trimCache(entry);
   if (egress) await egress.close();
