@@ -78,9 +78,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     onCompile: (ms) => metrics.observeCompile(ms / 1000),
   });
   metrics.watch({ workerPool: () => engine.stats() });
-  readiness.add('workers', () => {
-    if (engine.stats().size === 0) throw new Error('no worker thread is running');
-  });
+  // Ready once a worker thread has started and is not lost to a call the pool no longer tracks.
+  readiness.add('workers', () => engine.whenReady(1_500));
   // At the drain deadline the engine stops the calls still running; they answer 503 SHUTTING_DOWN.
   app.lifecycle.drainSignal.addEventListener('abort', () => void engine.close(), { once: true });
   await app.register(callRoutes, { config, engine });

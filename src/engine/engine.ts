@@ -221,6 +221,11 @@ export class CallEngine {
     return this.#pool.stats();
   }
 
+  /** Resolves once a worker can serve calls; rejects after `timeoutMs` (the readiness check). */
+  whenReady(timeoutMs: number): Promise<void> {
+    return this.#pool.whenReady(timeoutMs);
+  }
+
   close(): Promise<void> {
     return this.#pool.close();
   }

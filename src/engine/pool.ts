@@ -26,8 +26,10 @@ export interface PoolObserver {
 }
 
 export interface PoolStats {
-  /** Core workers alive (always the configured size, but for the instant of a replacement). */
+  /** Core workers configured. */
   size: number;
+  /** Core workers that can serve calls: started, and not running a call the pool does not track. */
+  ready: number;
   /** Extra workers serving while all core workers are held by long calls. */
   burst: number;
   busy: number;
@@ -80,6 +82,8 @@ interface Slot {
   modules: Set<string>;
   retired: boolean;
   burst: boolean;
+  /** The thread has started (its 'online' event). */
+  online: boolean;
 }
 
 export interface PoolOptions {
@@ -131,7 +135,10 @@ export class WorkerPool {
       env: { NODE_COMPILE_CACHE: WORKER_COMPILE_CACHE },
       resourceLimits: { maxOldGenerationSizeMb: this.#options.maxOldGenerationSizeMb ?? 256 },
     });
-    const slot: Slot = { worker, jobs: [], busySince: 0, state, outbox: [], logMirror, modules: new Set(), retired: false, burst: false };
+    const slot: Slot = { worker, jobs: [], busySince: 0, state, outbox: [], logMirror, modules: new Set(), retired: false, burst: false, online: false };
+    worker.on('online', () => {
+      slot.online = true;
+    });
     worker.on('message', (msg: WorkerMessage) => this.#onMessage(slot, msg));
     worker.on('error', (err) => this.#onWorkerGone(slot, 'crash', err));
     worker.on('exit', (code) => this.#onWorkerGone(slot, 'exit', new Error(`worker exited with code ${code}`)));
@@ -410,9 +417,32 @@ export class WorkerPool {
     if (this.#queue.length > 0) this.#watch();
   }
 
+  /** Started, and not running a call the pool has forgotten (an engine bug: the worker would be lost). */
+  #isReady(slot: Slot): boolean {
+    if (slot.retired || !slot.online) return false;
+    for (let cell = 0; cell < STATE_CELLS; cell++) {
+      const value = Atomics.load(slot.state, cell);
+      if (value < 0 && !slot.jobs.some((job) => job.callId === -value)) return false;
+    }
+    return true;
+  }
+
+  /** Resolves once a core worker is ready; rejects after `timeoutMs` (readiness check). */
+  async whenReady(timeoutMs: number): Promise<void> {
+    const until = performance.now() + timeoutMs;
+    for (;;) {
+      const { ready, size } = this.stats();
+      if (ready > 0) return;
+      if (this.#closed) throw new Error('the worker pool is closed');
+      if (performance.now() >= until) throw new Error(`no worker thread is ready (${ready} of ${size})`);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+
   stats(): PoolStats {
     return {
-      size: this.#slots.filter((s) => !s.retired).length,
+      size: this.#slots.length,
+      ready: this.#slots.filter((s) => this.#isReady(s)).length,
       burst: this.#burst.length,
       busy: this.#all().filter((s) => s.jobs.length > 0).length,
       queued: this.#queue.length,
