@@ -20,6 +20,8 @@ export interface Config {
   dataDir: string;
   logLevel: LogLevel;
   maxPluginBytes: number;
+  /** Uploads read, checked and compiled at once; more get 503 OVERLOADED (each may hold MAX_PLUGIN_BYTES). */
+  uploadConcurrency: number;
   /** Compiled modules kept in memory (bytes of Wasm source they came from). */
   moduleCacheBytes: number;
   engine: {
@@ -163,6 +165,7 @@ export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
     dataDir,
     logLevel,
     maxPluginBytes: int(env, 'MAX_PLUGIN_BYTES', 32 * MiB, 8),
+    uploadConcurrency: int(env, 'UPLOAD_CONCURRENCY', 2, 1, 256),
     moduleCacheBytes: int(env, 'MODULE_CACHE_BYTES', 256 * MiB, 0),
     engine: {
       workers: int(env, 'WORKERS', Math.max(1, availableParallelism()), 1, 256),

@@ -1,4 +1,7 @@
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import net from 'node:net';
+import { setTimeout as delay } from 'node:timers/promises';
 import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -296,6 +299,87 @@ describe('rejected uploads', () => {
     expect(res.status).toBe(201);
     expect(await listFiles(server.dataDir)).toHaveLength(2);
     await api(server, `/plugins/fine`, { method: 'DELETE' });
+  });
+});
+
+/** An upload whose body is half sent over a raw loopback socket: it holds its slot until finished or aborted. */
+async function holdUpload(server: TestServer, bytes: Uint8Array): Promise<{ finish(): Promise<{ status: number; body: string }>; abort(): void }> {
+  const { port } = new URL(server.url);
+  const socket = net.connect({ host: '127.0.0.1', port: Number(port) });
+  await once(socket, 'connect');
+  let received = '';
+  socket.on('data', (d: Buffer) => (received += d.toString('latin1')));
+  const closed = once(socket, 'close');
+  socket.write(`POST /plugins HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/wasm\r\ncontent-length: ${bytes.length}\r\nconnection: close\r\n\r\n`);
+  const half = Math.floor(bytes.length / 2);
+  socket.write(bytes.subarray(0, half));
+  // The server has the connection, then a moment to parse the head and run the route's hooks.
+  for (let n = 0; n === 0; ) {
+    n = await new Promise<number>((resolve) => server.app.server.getConnections((_err, count) => resolve(count)));
+    await delay(20);
+  }
+  await delay(100);
+  return {
+    async finish() {
+      socket.write(bytes.subarray(half)); // not end(): a half-closed request gets no answer from Node's server
+      await closed;
+      const [head = '', body = ''] = received.split('\r\n\r\n');
+      return { status: Number(head.split(' ')[1]), body };
+    },
+    abort: () => socket.destroy(),
+  };
+}
+
+describe('uploads in progress at once (UPLOAD_CONCURRENCY)', () => {
+  let server: TestServer;
+  afterEach(async () => {
+    await server.close();
+    await removeDir(server.dataDir);
+  });
+
+  it('defaults to 2', async () => {
+    server = await startServer();
+    expect(server.config.uploadConcurrency).toBe(2);
+  });
+
+  it('refuses an upload beyond the limit with 503 OVERLOADED and Retry-After, storing nothing; the slot comes back', async () => {
+    server = await startServer({ env: { UPLOAD_CONCURRENCY: '1' } });
+    const held = await holdUpload(server, await readPlugin('count_vowels'));
+
+    const other = await wat(tinyPluginWat(77));
+    const refused = await postRaw(server, other, '?name=other');
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    const body = await refused.json();
+    expect(body).toMatchObject({ statusCode: 503, code: 'OVERLOADED' });
+    expect(body.message).toMatch(/UPLOAD_CONCURRENCY/);
+    expect(await listIds(server)).toEqual([]);
+    expect(await listFiles(server.dataDir)).toEqual([]);
+
+    const first = await held.finish();
+    expect(first.status).toBe(201);
+    expect(JSON.parse(first.body).exports).toEqual(['count_vowels']);
+    // The finished upload gave its slot back.
+    const accepted = await postRaw(server, other, '?name=other');
+    expect(accepted.status).toBe(201);
+    expect(await listIds(server)).toHaveLength(2);
+  });
+
+  it('gives the slot back when a client goes away mid-upload', async () => {
+    server = await startServer({ env: { UPLOAD_CONCURRENCY: '1' } });
+    const bytes = await readPlugin('count_vowels');
+    const held = await holdUpload(server, bytes);
+    held.abort();
+    let res: Response;
+    const deadline = Date.now() + 2_000;
+    do {
+      res = await postRaw(server, bytes);
+      if (res.status !== 503) break;
+      await res.arrayBuffer();
+      await delay(20);
+    } while (Date.now() < deadline);
+    expect(res.status).toBe(201);
+    expect(await listIds(server)).toEqual([sha256(bytes)]);
   });
 });
 

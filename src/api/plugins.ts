@@ -20,6 +20,7 @@ const MULTIPART_OVERHEAD_BYTES = MULTIPART_FIELDS * MULTIPART_FIELD_BYTES + 64 *
 const UPLOAD_FIELDS = new Set(['name', 'description', 'config', 'allowedHosts']);
 /** How long a refused upload's remaining body is read and dropped before the connection is cut. */
 const LINGER_MS = 5_000;
+const OVERLOADED_RETRY_AFTER_S = 1;
 
 export interface PluginRoutesOptions {
   config: Config;
@@ -124,7 +125,8 @@ function tooLarge(maxBytes: number): AppError {
   return new AppError('PLUGIN_TOO_LARGE', `the plugin is larger than the limit of ${maxBytes} bytes (MAX_PLUGIN_BYTES)`);
 }
 
-const isClientError = (status: number): boolean => status >= 400 && status < 500;
+/** Answers sent before the body was read (client errors, an upload refused as overloaded). */
+const isRefusal = (status: number): boolean => (status >= 400 && status < 500) || status === 503;
 
 /**
  * After refusing a body still in flight, read and discard the rest for a while before closing. Closing
@@ -133,7 +135,7 @@ const isClientError = (status: number): boolean => status >= 400 && status < 500
  */
 function lingerOnUnreadBody(request: FastifyRequest, reply: FastifyReply): void {
   const raw = request.raw;
-  if (raw.complete || !isClientError(reply.statusCode)) return;
+  if (raw.complete || !isRefusal(reply.statusCode)) return;
   const timer = setTimeout(() => raw.socket.destroy(), LINGER_MS);
   timer.unref();
   raw.once('close', () => clearTimeout(timer));
@@ -211,10 +213,11 @@ const errorResponses = {
   413: errorSchema,
   415: errorSchema,
   500: errorSchema,
+  503: errorSchema,
 } as const;
 
 export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptions): Promise<void> {
-  const { maxPluginBytes } = opts.config;
+  const { maxPluginBytes, uploadConcurrency } = opts.config;
   const { store, moduleCache } = app;
 
   // Fastify's raw parser streams with a byte cap (keeping the socket's chunks, no copies) and refuses
@@ -227,7 +230,7 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
   await app.register(multipart, { limits: { fileSize: maxPluginBytes } });
   app.addHook('onSend', async (request, reply, payload) => {
     // Keep the connection through the linger below instead of Fastify's immediate close.
-    if (!request.raw.complete && isClientError(reply.statusCode)) reply.removeHeader('connection');
+    if (!request.raw.complete && isRefusal(reply.statusCode)) reply.removeHeader('connection');
     return payload;
   });
   app.addHook('onResponse', async (request, reply) => lingerOnUnreadBody(request, reply));
@@ -239,6 +242,20 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
     const meta = await store.get(idOrName);
     if (!meta) throw notFound(idOrName);
     return meta;
+  };
+
+  // Each upload may hold MAX_PLUGIN_BYTES and rewrites + compiles its module on the main thread: a few
+  // at a time. A slot is taken before the body is read and given back when the response ends (or the
+  // client goes away).
+  let uploadsInProgress = 0;
+  const takeUploadSlot = async (_request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    if (uploadsInProgress >= uploadConcurrency) {
+      throw new AppError('OVERLOADED', `${uploadConcurrency} uploads are already in progress (UPLOAD_CONCURRENCY); retry shortly`, {
+        headers: { 'retry-after': String(OVERLOADED_RETRY_AFTER_S) },
+      });
+    }
+    uploadsInProgress++;
+    reply.raw.once('close', () => uploadsInProgress--);
   };
 
   const storePut = async (plugin: Parameters<typeof store.put>[0]) => {
@@ -268,12 +285,15 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
         querystring: { type: 'object', properties: { name: { type: 'string' } } },
         response: { 200: pluginSchema, 201: pluginSchema, ...errorResponses },
       },
-      // A multipart body larger than the file limit plus its fields cannot be valid: refuse before reading.
-      onRequest: async (request) => {
-        const length = Number(request.headers['content-length']);
-        const type = request.headers['content-type'] ?? '';
-        if (type.startsWith('multipart/') && length > maxPluginBytes + MULTIPART_OVERHEAD_BYTES) throw tooLarge(maxPluginBytes);
-      },
+      onRequest: [
+        // A multipart body larger than the file limit plus its fields cannot be valid: refuse before reading.
+        async (request) => {
+          const length = Number(request.headers['content-length']);
+          const type = request.headers['content-type'] ?? '';
+          if (type.startsWith('multipart/') && length > maxPluginBytes + MULTIPART_OVERHEAD_BYTES) throw tooLarge(maxPluginBytes);
+        },
+        takeUploadSlot,
+      ],
     },
     async (request, reply) => {
       const upload = await readUpload(request, maxPluginBytes);
