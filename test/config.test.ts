@@ -1,0 +1,121 @@
+// Environment → Config: invalid values stop the service with a message naming the variable, and an
+// operator's lowered ceiling is what the call API enforces.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../src/config.ts';
+import { expectContract } from './openapi-contract.ts';
+import { makeTempDir, readPlugin, removeDir, repoRoot, startServer, type TestServer } from './helpers.ts';
+
+const MiB = 1024 * 1024;
+
+describe('loadConfig', () => {
+  it('gives every setting its default from an empty environment', () => {
+    const config = loadConfig({});
+    expect(config).toMatchObject({ port: 8080, host: '127.0.0.1', logLevel: 'info', maxPluginBytes: 32 * MiB, uploadConcurrency: 2 });
+    expect(config.engine.limits.timeoutMs).toEqual({ default: 5_000, ceiling: 60_000 });
+  });
+
+  const invalid: { env: Record<string, string>; message: RegExp }[] = [
+    { env: { PORT: 'abc' }, message: /^PORT must be a non-negative integer, got "abc"$/ },
+    { env: { PORT: '-1' }, message: /^PORT must be a non-negative integer, got "-1"$/ },
+    { env: { PORT: '70000' }, message: /^PORT must be between 0 and 65535, got 70000$/ },
+    { env: { CALL_TIMEOUT_MS: '60001' }, message: /^CALL_TIMEOUT_MS \(60001\) must not exceed CALL_TIMEOUT_MS_CEILING \(60000\)$/ },
+    { env: { CALL_TIMEOUT_MS_CEILING: '1000', CALL_TIMEOUT_MS: '2000' }, message: /^CALL_TIMEOUT_MS \(2000\) must not exceed CALL_TIMEOUT_MS_CEILING \(1000\)$/ },
+    { env: { CALL_MEMORY_PAGES: '5000' }, message: /^CALL_MEMORY_PAGES \(5000\) must not exceed CALL_MEMORY_PAGES_CEILING \(4096\)$/ },
+    { env: { CALL_OUTPUT_BYTES_CEILING: '0' }, message: /^CALL_OUTPUT_BYTES_CEILING must be between 1 and \d+, got 0$/ },
+    { env: { MAX_PLUGIN_BYTES: '32MiB' }, message: /^MAX_PLUGIN_BYTES must be a non-negative integer, got "32MiB"$/ },
+    { env: { MAX_PLUGIN_BYTES: '4' }, message: /^MAX_PLUGIN_BYTES must be between 8 and \d+, got 4$/ },
+    { env: { LOG_LEVEL: 'verbose' }, message: /^LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, got "verbose"$/ },
+    { env: { UPLOAD_CONCURRENCY: '0' }, message: /^UPLOAD_CONCURRENCY must be between 1 and 256, got 0$/ },
+    { env: { EGRESS_ALLOW_PRIVATE: 'maybe' }, message: /^EGRESS_ALLOW_PRIVATE must be true or false, got "maybe"$/ },
+    { env: { EGRESS_ALLOWED_HOSTS: 'ok.test,*x.com' }, message: /^EGRESS_ALLOWED_HOSTS: invalid host pattern "\*x\.com": .*wildcard/ },
+  ];
+  for (const c of invalid) {
+    it(`refuses ${JSON.stringify(c.env)} with a ConfigError naming the variable`, () => {
+      let thrown: unknown;
+      try {
+        loadConfig(c.env);
+      } catch (err) {
+        thrown = err;
+      }
+      expect(thrown).toBeInstanceOf(ConfigError);
+      expect((thrown as Error).message).toMatch(c.message);
+    });
+  }
+
+  it('takes a lowered ceiling as the default too when no default is given', () => {
+    expect(loadConfig({ CALL_TIMEOUT_MS_CEILING: '1000' }).engine.limits.timeoutMs).toEqual({ default: 1000, ceiling: 1000 });
+  });
+});
+
+describe('the service process with an invalid environment', () => {
+  it('exits non-zero at start (PORT=abc) and says why on stderr', async () => {
+    const dataDir = await makeTempDir();
+    try {
+      // process.execPath is the pinned Node 24 under `npm test` (it runs src/main.ts as TypeScript).
+      const child = spawn(process.execPath, [path.join('src', 'main.ts')], {
+        cwd: repoRoot,
+        env: { PATH: process.env.PATH ?? '', PORT: 'abc', DATA_DIR: dataDir, LOG_LEVEL: 'silent' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      child.stdout.resume();
+      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+      clearTimeout(timer);
+      expect(signal).toBeNull();
+      expect(code).not.toBe(0);
+      expect(stderr).toContain('wasmhost: invalid configuration: PORT must be a non-negative integer, got "abc"');
+    } finally {
+      await removeDir(dataDir);
+    }
+  });
+});
+
+describe('an operator-lowered ceiling (CALL_TIMEOUT_MS_CEILING=1000)', () => {
+  let server: TestServer | undefined;
+  afterEach(async () => {
+    if (!server) return;
+    await server.close();
+    await removeDir(server.dataDir);
+    server = undefined;
+  });
+
+  async function call(s: TestServer, body: object): Promise<Response> {
+    const res = await fetch(`${s.url}/plugins/count_vowels/call`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    await expectContract('POST', '/plugins/count_vowels/call', res);
+    return res;
+  }
+
+  it('refuses a call asking for more with 400 LIMIT_ABOVE_CEILING naming the ceiling, and runs one within it', async () => {
+    server = await startServer({ env: { CALL_TIMEOUT_MS_CEILING: '1000' } });
+    const upload = await fetch(`${server.url}/plugins?name=count_vowels`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/wasm' },
+      body: (await readPlugin('count_vowels')) as Uint8Array<ArrayBuffer>,
+    });
+    expect(upload.status).toBe(201);
+
+    const refused = await call(server, { function: 'count_vowels', input: 'Hello', timeoutMs: 1001 });
+    expect(refused.status).toBe(400);
+    const body = await refused.json();
+    expect(body).toMatchObject({ statusCode: 400, code: 'LIMIT_ABOVE_CEILING', field: 'timeoutMs', requested: 1001, ceiling: 1000 });
+    expect(body.message).toContain('ceiling of 1000 (CALL_TIMEOUT_MS_CEILING)');
+
+    // The default ceiling (60 s) would have allowed this; the operator's does not.
+    const defaultCeiling = await call(server, { function: 'count_vowels', input: 'Hello', timeoutMs: 30_000 });
+    expect(defaultCeiling.status).toBe(400);
+    expect((await defaultCeiling.json()).code).toBe('LIMIT_ABOVE_CEILING');
+
+    const ok = await call(server, { function: 'count_vowels', input: 'Hello', timeoutMs: 1000 });
+    expect(ok.status).toBe(200);
+    expect(JSON.parse((await ok.json()).output)).toEqual({ count: 2, total: 2, vowels: 'aeiouAEIOU' });
+  });
+});
