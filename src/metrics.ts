@@ -1,6 +1,7 @@
 // The service's Prometheus metrics: one Registry per app (tests build several apps in one process),
 // every service metric under one prefix, label values only from bounded sets.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { EgressOutcome } from './egress/fetch.ts';
 
 export const METRIC_PREFIX = 'wasmhost_';
 
@@ -20,7 +21,6 @@ export interface CallObservation {
   runSeconds?: number;
 }
 
-export type EgressOutcome = 'ok' | 'refused' | 'error';
 
 /** Gauges and counters read when Prometheus scrapes, from whatever part owns the numbers. */
 export interface MetricSources {
@@ -86,7 +86,7 @@ export class ServiceMetrics {
     });
     this.#egress = new Counter({
       name: `${METRIC_PREFIX}egress_requests_total`,
-      help: 'HTTP requests attempted by plugins: ok (answered), refused (policy), error (failed upstream).',
+      help: 'HTTP requests attempted by plugins: ok (a response handed to the plugin), refused (policy or limit, nothing sent), failed (sent, then failed: DNS, connect, timeout, response over the cap).',
       labelNames: ['outcome'],
       registers,
     });

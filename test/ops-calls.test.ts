@@ -171,6 +171,29 @@ describe('call metrics', () => {
     expect(sampleValue(families, 'wasmhost_plugin_log_truncations_total')).toBe(1);
   });
 
+  it('counts an egress request whose response is over the cap as failed, not ok', async () => {
+    const server = await start({ env: { EGRESS_ALLOW_PRIVATE: 'true', RATE_LIMIT_MAX: '0' } });
+    const upstream = await startUpstream('127.0.0.1');
+    upstreams.push(upstream);
+    await upload(server, 'http');
+    const res = await call(server, 'http', {
+      function: 'fetch',
+      input: JSON.stringify({ url: `${upstream.url}/bytes?n=4096` }),
+      allowedHosts: ['127.0.0.1'],
+      maxHttpResponseBytes: 100,
+    });
+    expect(res.status).toBe(422);
+    const body = (await res.json()) as { code: string; egress: { status: number | null; reason?: string }[] };
+    expect(body.code).toBe('EGRESS_ERROR');
+    // The upstream answered (a status arrived), yet the plugin got nothing: a failure.
+    expect(body.egress).toMatchObject([{ status: 200, reason: 'response_too_large' }]);
+    expect(upstream.received).toHaveLength(1);
+
+    const families = await scrape(server);
+    expect(sampleValue(families, 'wasmhost_egress_requests_total', { outcome: 'failed' })).toBe(1);
+    expect(sampleValue(families, 'wasmhost_egress_requests_total', { outcome: 'ok' })).toBe(0);
+  });
+
   it('does not grow the calls series with 1,000 distinct unknown function names', async () => {
     const server = await start({ env: { RATE_LIMIT_MAX: '0' } });
     await upload(server, 'count_vowels');

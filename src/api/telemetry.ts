@@ -7,8 +7,9 @@ import { type FastifyInstance, type FastifyReply, type FastifyRequest, LogContro
 import type { DestinationStream, LoggerOptions } from 'pino';
 import promClient from 'prom-client';
 import type { Config } from '../config.ts';
+import { type EgressAuditEntry, summarizeEgress } from '../egress/fetch.ts';
 import { isAppError } from '../errors.ts';
-import { type EgressOutcome, METRIC_PREFIX, type ServiceMetrics, UNRESOLVED, pluginLabel } from '../metrics.ts';
+import { METRIC_PREFIX, type ServiceMetrics, UNRESOLVED, pluginLabel } from '../metrics.ts';
 import { fromFastifyError } from './error-handler.ts';
 import { routePolicy } from './route-policy.ts';
 
@@ -23,7 +24,7 @@ export interface CallReport {
   runMs?: number;
   /** Wall time spent in the engine, for failures that carry no queue/run split (timeouts, overload). */
   engineMs?: number;
-  egress?: readonly { allowed: boolean; status?: number | null }[];
+  egress?: readonly EgressAuditEntry[];
   logs?: readonly { level: string; message: string }[];
   logsTruncated?: boolean;
 }
@@ -105,11 +106,6 @@ function round(ms: number): number {
   return Math.round(ms * 1000) / 1000;
 }
 
-function egressOutcome(entry: { allowed: boolean; status?: number | null }): EgressOutcome {
-  if (!entry.allowed) return 'refused';
-  return typeof entry.status === 'number' && entry.status > 0 ? 'ok' : 'error';
-}
-
 export async function installTelemetry(app: FastifyInstance, config: Config, metrics: ServiceMetrics): Promise<void> {
   // CommonJS module whose plugin is its `default` export.
   await app.register(fastifyMetricsModule.default, {
@@ -163,7 +159,10 @@ export async function installTelemetry(app: FastifyInstance, config: Config, met
       ...(report.queueMs !== undefined ? { queueSeconds: report.queueMs / 1000 } : {}),
       ...(runMs !== undefined ? { runSeconds: runMs / 1000 } : {}),
     });
-    for (const entry of report.egress ?? []) metrics.egressRequests(egressOutcome(entry));
+    const egress = summarizeEgress(report.egress ?? []);
+    for (const outcome of ['ok', 'refused', 'failed'] as const) {
+      if (egress[outcome] > 0) metrics.egressRequests(outcome, egress[outcome]);
+    }
     const logs = report.logs ?? [];
     for (const line of logs) metrics.pluginLogLines(line.level);
     if (report.logsTruncated) metrics.pluginLogsTruncated();

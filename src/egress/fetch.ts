@@ -162,9 +162,11 @@ export interface EgressSession {
   close(): Promise<void>;
 }
 
+/** `ok`: a response arrived and was handed to the plugin; `refused`: nothing was sent; `failed`: sent, then failed (incl. a body over the cap). */
 export type EgressOutcome = 'ok' | 'refused' | 'failed';
 
-export function egressOutcome(entry: EgressAuditEntry): EgressOutcome {
+/** The one classification of an audited attempt (metrics and summaries use it); a status alone does not make it ok. */
+export function egressOutcome(entry: Pick<EgressAuditEntry, 'allowed' | 'reason'>): EgressOutcome {
   if (!entry.allowed) return 'refused';
   return entry.reason === undefined ? 'ok' : 'failed';
 }
@@ -178,7 +180,7 @@ export interface EgressSummary {
 }
 
 /** Counts by outcome, for metrics and logs. */
-export function summarizeEgress(entries: readonly EgressAuditEntry[]): EgressSummary {
+export function summarizeEgress(entries: readonly Pick<EgressAuditEntry, 'allowed' | 'reason' | 'bytes'>[]): EgressSummary {
   const summary: EgressSummary = { requests: entries.length, ok: 0, refused: 0, failed: 0, bytes: 0 };
   for (const entry of entries) {
     summary[egressOutcome(entry)] += 1;
