@@ -483,6 +483,44 @@ describe('POST /plugins/:id/call', () => {
       expect(await grow(1, 2)).toBe('ok');
     });
 
+    it('reports an ordinary trap in a plugin whose memory is at its cap as PLUGIN_ERROR; MEMORY_LIMIT only after refused memory', async () => {
+      await uploadBytes(server, 'full_trap', await wat(`(module (memory (export "memory") 1 1) (func (export "trap") (result i32) unreachable))`));
+      const full = await call(server, 'full_trap', { function: 'trap' });
+      expect(full.status).toBe(422);
+      expect(full.body.code).toBe('PLUGIN_ERROR');
+      expect(full.body.message).toContain('unreachable');
+      // A refused memory.grow, then a trap (membomb): MEMORY_LIMIT, also at a cap below the module's.
+      const bomb = await call(server, 'membomb', { function: 'grow', memoryMaxPages: 4 });
+      expect(bomb.body.code).toBe('MEMORY_LIMIT');
+      // The flag is per call: the same instance traps plainly on the next call.
+      expect((await call(server, 'full_trap', { function: 'trap' })).body.code).toBe('PLUGIN_ERROR');
+      // A host allocation beyond the call's host memory cap.
+      await uploadBytes(server, 'host_alloc', await wat(`(module
+        (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+        (memory (export "memory") 1)
+        (func (export "big") (result i32) (drop (call $alloc (i64.const 1099511627776))) (i32.const 0)))`));
+      const host = await call(server, 'host_alloc', { function: 'big' });
+      expect(host.status).toBe(422);
+      expect(host.body.code).toBe('MEMORY_LIMIT');
+    });
+
+    it('keeps a trap PLUGIN_ERROR for a module run without the grow shim (undecodable code), hinting at memory near its cap', async () => {
+      // (memory 1 1), export "trap": i32.const 0, ref.i31 (a GC instruction the rewriter does not decode), drop, unreachable.
+      const bytes = new Uint8Array([
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+        0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7f,
+        0x03, 0x02, 0x01, 0x00,
+        0x05, 0x04, 0x01, 0x01, 0x01, 0x01,
+        0x07, 0x08, 0x01, 0x04, 0x74, 0x72, 0x61, 0x70, 0x00, 0x00,
+        0x0a, 0x0a, 0x01, 0x08, 0x00, 0x41, 0x00, 0xfb, 0x1c, 0x1a, 0x00, 0x0b,
+      ]);
+      await uploadBytes(server, 'no_shim_trap', bytes);
+      const { status, body } = await call(server, 'no_shim_trap', { function: 'trap' });
+      expect(status).toBe(422);
+      expect(body.code).toBe('PLUGIN_ERROR');
+      expect(body.message).toContain('1 of 1 pages');
+    });
+
     it('refuses a cap below the plugin\'s initial memory with 422 MEMORY_LIMIT', async () => {
       const { status, body } = await call(server, 'rust_vowels', { function: 'count_vowels', input: 'x', memoryMaxPages: 4 });
       expect(status).toBe(422);

@@ -31,6 +31,8 @@ export class CallState {
   /** Freed indices, reused so a long call (e.g. one log per block) never runs out of addresses. */
   readonly #free: number[] = [];
   #hostBytes = 0;
+  /** An allocation was refused for the host memory cap (the call's failure is then MEMORY_LIMIT). */
+  memoryRefused = false;
   inputIndex = 0;
   outputIndex = 0;
   outputOffset = 0;
@@ -55,6 +57,7 @@ export class CallState {
   /** Counts `size` bytes against the call's host memory budget before anything is allocated. */
   #reserve(size: number): void {
     if (this.#hostBytes + size > this.limits.hostBytes) {
+      this.memoryRefused = true;
       throw new CallFailure(
         'MEMORY_LIMIT',
         `host memory limit exceeded: the plugin asked for ${this.#hostBytes + size} bytes of Extism blocks, ` +

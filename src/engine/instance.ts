@@ -185,6 +185,13 @@ export class PluginInstance {
     return this.#live.memory.buffer.byteLength + this.#snapshot.memory.length;
   }
 
+  /** The grow shim refused a memory.grow during this call (false without virtual growth: unknown). Read before reset(). */
+  growRefused(): boolean {
+    const name = this.shape.growRefusedExport;
+    if (!name) return false;
+    return (this.#live.instance.exports[name] as WebAssembly.Global).value === 1;
+  }
+
   /** Pages of linear memory in use right now (for MEMORY_LIMIT diagnosis after a failure). */
   memoryPages(): number {
     return this.#live.memory.buffer.byteLength / PAGE;

@@ -11,7 +11,7 @@ export interface PreparedModule {
 /** Throws WasmRewriteError for a module the engine cannot run, or a CompileError. */
 export async function prepareModule(bytes: Uint8Array): Promise<PreparedModule> {
   const started = performance.now();
-  const { bytes: rewritten, initialPages, declaredMaxPages, virtualGrowth } = rewriteForEngine(bytes);
+  const { bytes: rewritten, ...layout } = rewriteForEngine(bytes);
   const module = await WebAssembly.compile(rewritten as Uint8Array<ArrayBuffer>);
-  return { module, layout: { initialPages, declaredMaxPages, virtualGrowth }, compileMs: performance.now() - started };
+  return { module, layout, compileMs: performance.now() - started };
 }

@@ -6,7 +6,8 @@
 // - "virtual growth": memory.size/memory.grow become calls to two appended functions that keep the
 //   size in a global. After a reset, that global says the memory is back at its initial size, so an
 //   allocator that grows on first use (Rust's dlmalloc) reuses the same pages call after call,
-//   instead of growing the memory forever. Appended functions, types and globals go at the end of
+//   instead of growing the memory forever. The grow shim also sets a flag global when it refuses a
+//   grow, so a trap that follows can be reported as MEMORY_LIMIT, and only then. Appended functions, types and globals go at the end of
 //   their index spaces, so no existing index moves. A body the decoder cannot read leaves the module
 //   without virtual growth (the engine then rebuilds instances that grew too much).
 import { concat, leb, nameBytes, Reader, readLimits, section, skipConstExpr, skipValType, splitSections, WasmRewriteError, type RawSection } from './wasm-binary.ts';
@@ -27,6 +28,8 @@ export interface ModuleLayout {
   declaredMaxPages: number | null;
   /** memory.size/memory.grow go through the engine's shims (see above). */
   virtualGrowth: boolean;
+  /** Export name of the global the grow shim sets to 1 when it refuses a grow (null without virtual growth). */
+  growRefusedExport: string | null;
 }
 
 export interface RewriteResult extends ModuleLayout {
@@ -119,6 +122,7 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
   const code = vector(input, find(SECTION.code));
   const replaced = new Map<number, Uint8Array | null>([[SECTION.memory, null]]);
   let extraGlobals: number[] = [];
+  let growRefusedExport: string | null = null;
 
   if (virtualGrowth) {
     const sizeType = types.count;
@@ -126,6 +130,8 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
     const sizeFn = importedFuncs + functions.count;
     const growFn = sizeFn + 1;
     const pagesGlobal = importedGlobals + globals.count;
+    const refusedGlobal = pagesGlobal + 1;
+    const refuse = [0x41, 0x01, 0x24, ...leb(refusedGlobal), 0x41, 0x7f, 0x0f]; // refused = 1; return -1
 
     const bodies: (Uint8Array | number[])[] = [];
     const r = code.reader;
@@ -144,12 +150,12 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
       0x01, 0x02, I32, // locals: old, delta
       0x23, ...leb(pagesGlobal), 0x21, old, // old = pages
       0x20, n, 0x41, ...sleb(65536), 0x20, old, 0x6b, 0x4b, // n > 65536 - old (unsigned)?
-      0x04, 0x40, 0x41, 0x7f, 0x0f, 0x0b, //   return -1
+      0x04, 0x40, ...refuse, 0x0b, //   refuse
       0x20, old, 0x20, n, 0x6a, 0x3f, 0x00, 0x6b, 0x22, delta, // delta = old + n - memory.size
       0x41, 0x00, 0x4a, // delta > 0 (signed)?
       0x04, 0x40,
       0x20, delta, 0x40, 0x00, 0x41, 0x7f, 0x46, // memory.grow(delta) == -1?
-      0x04, 0x40, 0x41, 0x7f, 0x0f, 0x0b, //   return -1
+      0x04, 0x40, ...refuse, 0x0b, //   refuse
       0x0b,
       0x20, old, 0x20, n, 0x6a, 0x24, ...leb(pagesGlobal), // pages = old + n
       0x20, old,
@@ -160,8 +166,12 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
     replaced.set(SECTION.code, section(SECTION.code, concat([leb(code.count + 2), ...bodies])));
     replaced.set(SECTION.type, section(SECTION.type, concat([leb(types.count + 2), types.entries, [0x60, 0x00, 0x01, I32], [0x60, 0x01, I32, 0x01, I32]])));
     replaced.set(SECTION.function, section(SECTION.function, concat([leb(functions.count + 2), functions.entries, leb(sizeType), leb(growType)])));
-    replaced.set(SECTION.global, section(SECTION.global, concat([leb(globals.count + 1), globals.entries, [I32, 0x01, 0x41, ...sleb(initialPages), 0x0b]])));
-    extraGlobals = [pagesGlobal];
+    const pagesEntry = [I32, 0x01, 0x41, ...sleb(initialPages), 0x0b];
+    const refusedEntry = [I32, 0x01, 0x41, 0x00, 0x0b];
+    replaced.set(SECTION.global, section(SECTION.global, concat([leb(globals.count + 2), globals.entries, pagesEntry, refusedEntry])));
+    // Exported like every mutable global: restored (to 0) after each call.
+    extraGlobals = [pagesGlobal, refusedGlobal];
+    growRefusedExport = `${GLOBAL_EXPORT_PREFIX}${refusedGlobal}`;
   }
 
   // Exports: the plugin's own, plus every mutable global and table under engine names.
@@ -188,7 +198,7 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
   const memoryImport = [...nameBytes(HOST_MODULE), ...nameBytes(MEMORY_IMPORT), KIND.memory, 0x00, ...leb(initialPages)];
   replaced.set(SECTION.import, section(SECTION.import, concat([leb(imports.count + 1), imports.entries, memoryImport])));
 
-  return { bytes: assemble(input, sections, replaced), initialPages, declaredMaxPages, virtualGrowth };
+  return { bytes: assemble(input, sections, replaced), initialPages, declaredMaxPages, virtualGrowth, growRefusedExport };
 }
 
 /** The module with `replaced` sections swapped in (null: dropped), new ones inserted in order. */

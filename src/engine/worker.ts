@@ -88,8 +88,16 @@ function encodeOutput(bytes: Uint8Array, encoding: CallMessage['outputEncoding']
   }
 }
 
-/** Maps whatever ended a call to a code and message. */
-function describeFailure(err: unknown, instance: PluginInstance | null): { code: ErrorCode; message: string; details?: Record<string, string> } {
+/**
+ * Maps whatever ended a call to a code and message. A trap is MEMORY_LIMIT only when memory was
+ * refused during the call (the grow shim refused a memory.grow, or a host allocation hit its cap);
+ * modules run without the shim cannot tell, so their traps stay PLUGIN_ERROR with a hint near the cap.
+ */
+function describeFailure(
+  err: unknown,
+  instance: PluginInstance | null,
+  call: CallState | null,
+): { code: ErrorCode; message: string; details?: Record<string, string> } {
   if (err instanceof CallFailure) return { code: err.code, message: err.message };
   if (egressModule?.isEgressError(err)) {
     const { code, message, ...details } = err.toJSON();
@@ -99,14 +107,15 @@ function describeFailure(err: unknown, instance: PluginInstance | null): { code:
   const text = err instanceof Error ? err.message : String(err);
   if (instance && err instanceof WebAssembly.RuntimeError) {
     const pages = instance.memoryPages();
-    // A refused memory.grow surfaces as the plugin's own trap; near the cap, that is the likely cause.
-    if (pages >= instance.maxPages - Math.max(1, Math.floor(instance.maxPages / 8))) {
+    if (instance.growRefused() || call?.memoryRefused) {
       return {
         code: 'MEMORY_LIMIT',
-        message: `the plugin ran out of memory: ${pages} of ${instance.maxPages} pages in use (memoryMaxPages); trap: ${text}`,
+        message: `the plugin ran out of memory: a memory.grow beyond ${instance.maxPages} pages (memoryMaxPages) was refused, ${pages} pages in use; trap: ${text}`,
       };
     }
-    return { code: 'PLUGIN_ERROR', message: `the plugin trapped: ${text}` };
+    const nearCap = !instance.shape.virtualGrowth && pages >= instance.maxPages - Math.max(1, Math.floor(instance.maxPages / 8));
+    const hint = nearCap ? ` (its memory was at ${pages} of ${instance.maxPages} pages (memoryMaxPages): a refused memory.grow may be the cause)` : '';
+    return { code: 'PLUGIN_ERROR', message: `the plugin trapped: ${text}${hint}` };
   }
   if (err instanceof RangeError) return { code: 'PLUGIN_ERROR', message: `the plugin failed: ${text}` };
   return { code: 'PLUGIN_ERROR', message: text };
@@ -133,6 +142,7 @@ async function handleCall(msg: CallMessage): Promise<void> {
   logs.onEntry = (entry) => logMirror.write(entry);
   let instance: PluginInstance | null = null;
   let egress: EgressSession | null = null;
+  let call: CallState | null = null;
   let result: ResultMessage;
   try {
     instance = instanceFor(entry, limits.memoryPages);
@@ -142,7 +152,7 @@ async function handleCall(msg: CallMessage): Promise<void> {
       egress = egressModule.createEgressFetch(msg.egress);
     }
     const input = msg.input === null ? null : msg.inputEncoding === 'base64' ? Buffer.from(msg.input, 'base64') : encoder.encode(msg.input);
-    const call = new CallState(
+    call = new CallState(
       input,
       msg.config,
       logs,
@@ -182,7 +192,7 @@ async function handleCall(msg: CallMessage): Promise<void> {
       kind: 'result',
       callId: msg.callId,
       ok: false,
-      error: describeFailure(egress?.failure ?? err, instance),
+      error: describeFailure(egress?.failure ?? err, instance, call),
       logs: logs.entries,
       logsTruncated: logs.truncated,
       egress: egress?.audit ?? [],
