@@ -2,6 +2,7 @@
 // every service metric under one prefix, label values only from bounded sets.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { EgressOutcome } from './egress/fetch.ts';
+import type { RestartReason } from './engine/pool.ts';
 
 export const METRIC_PREFIX = 'wasmhost_';
 
@@ -30,6 +31,13 @@ export interface MetricSources {
   moduleCache?: () => { entries: number; bytes: number };
   workerPool?: () => { size: number; busy: number; queued: number };
 }
+
+/** Every reason the pool replaces a worker for (typed exhaustive, so the help text cannot drift from pool.ts). */
+const RESTART_REASONS: Record<RestartReason, string> = {
+  timeout: 'a call passed its deadline and the worker was terminated',
+  crash: 'the worker threw',
+  exit: 'the worker exited',
+};
 
 const SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
@@ -80,7 +88,7 @@ export class ServiceMetrics {
     });
     this.#workerRestarts = new Counter({
       name: `${METRIC_PREFIX}worker_restarts_total`,
-      help: 'Worker threads replaced, by reason (timeout, crash, memory_limit, ...).',
+      help: `Worker threads replaced, by reason: ${Object.entries(RESTART_REASONS).map(([reason, why]) => `${reason} (${why})`).join(', ')}.`,
       labelNames: ['reason'],
       registers,
     });
@@ -193,7 +201,7 @@ export class ServiceMetrics {
     (hit ? this.#cacheHits : this.#cacheMisses).inc();
   }
 
-  workerRestarted(reason: string): void {
+  workerRestarted(reason: RestartReason): void {
     this.#workerRestarts.inc({ reason });
   }
 

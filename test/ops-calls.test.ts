@@ -137,6 +137,10 @@ describe('call metrics', () => {
 
     expect(sampleValue(families, 'wasmhost_egress_requests_total', { outcome: 'refused' })).toBe(1);
     expect(sampleValue(families, 'wasmhost_worker_restarts_total', { reason: 'timeout' })).toBe(1);
+    // The help names exactly the reasons the pool uses (memory_limit is a call outcome, not a restart).
+    const restartHelp = families.get('wasmhost_worker_restarts_total')!.help;
+    expect([...restartHelp.matchAll(/(\w+) \(/g)].map((m) => m[1])).toEqual(['timeout', 'crash', 'exit']);
+    expect(restartHelp).not.toContain('memory_limit');
     expect(sampleValue(families, 'wasmhost_workers')).toBe(server.config.engine.workers);
     expect(sampleValue(families, 'wasmhost_workers_busy')).toBe(0);
     expect(sampleValue(families, 'wasmhost_queue_depth')).toBe(0);
