@@ -28,6 +28,8 @@ export interface Config {
     workers: number;
     /** Calls waiting for a worker beyond which new calls get 503 OVERLOADED. */
     queueMax: number;
+    /** Input bytes the waiting calls may hold together; beyond it new calls get 503 OVERLOADED. */
+    queueMaxBytes: number;
     /** Extra workers started while every worker is held by a long call (0: never). */
     burstWorkers: number;
     maxInputBytes: number;
@@ -170,6 +172,7 @@ export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
     engine: {
       workers: int(env, 'WORKERS', Math.max(1, availableParallelism()), 1, 256),
       queueMax: int(env, 'QUEUE_MAX', 256, 0),
+      queueMaxBytes: int(env, 'QUEUE_MAX_BYTES', 64 * MiB, 0),
       burstWorkers: int(env, 'BURST_WORKERS', Math.max(1, availableParallelism()), 0, 256),
       maxInputBytes: int(env, 'MAX_INPUT_BYTES', 4 * MiB, 0),
       limits: {

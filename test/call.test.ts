@@ -570,6 +570,41 @@ describe('queue overflow', () => {
   });
 });
 
+describe('queue overflow by bytes', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startServer({ env: { WORKERS: '1', BURST_WORKERS: '0', QUEUE_MAX_BYTES: '100000', MAX_INPUT_BYTES: '65536', RATE_LIMIT_MAX: '0' } });
+    await upload(server, 'loop');
+    await upload(server, 'count_vowels');
+  });
+
+  afterAll(async () => {
+    await server?.close();
+    if (server) await removeDir(server.dataDir);
+  });
+
+  it('answers 503 OVERLOADED with Retry-After once the waiting calls would hold more than QUEUE_MAX_BYTES of input', async () => {
+    const spin = call(server, 'loop', { function: 'spin', timeoutMs: 1000 });
+    await new Promise((r) => setTimeout(r, 50));
+    const big = 'a'.repeat(40_000);
+    const results = await Promise.all([
+      ...Array.from({ length: 3 }, () => call(server, 'count_vowels', { function: 'count_vowels', input: big })),
+      call(server, 'count_vowels', { function: 'count_vowels', input: 'aei' }),
+    ]);
+    const overloaded = results.filter((r) => r.status === 503);
+    expect(overloaded).toHaveLength(1);
+    expect(overloaded[0]!.body.code).toBe('OVERLOADED');
+    expect(overloaded[0]!.body.message).toContain('QUEUE_MAX_BYTES');
+    expect(Number(overloaded[0]!.headers.get('retry-after'))).toBeGreaterThan(0);
+    const accepted = results.filter((r) => r.status !== 503);
+    expect(accepted.map((r) => r.status)).toEqual([200, 200, 200]);
+    expect(accepted.map((r) => JSON.parse(r.body.output!).count).sort((a, b) => a - b)).toEqual([3, 40_000, 40_000]);
+    expect((await spin).status).toBe(504);
+    expect(server.app.engine.stats().queuedBytes).toBe(0);
+  });
+});
+
 describe('long calls on a one-worker pool', () => {
   let server: TestServer;
   let titles: TitleServer;

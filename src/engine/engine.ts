@@ -84,6 +84,7 @@ export class CallEngine {
     this.#pool = new WorkerPool({
       size: config.engine.workers,
       queueMax: config.engine.queueMax,
+      queueMaxBytes: config.engine.queueMaxBytes,
       maxBurst: config.engine.burstWorkers,
       observer: { onWorkerRestart: (reason) => this.#observers.forEach((o) => o.onWorkerRestart?.(reason)) },
     });
@@ -171,6 +172,7 @@ export class CallEngine {
       const { result, queueMs } = await this.#pool.run({
         module: prepared.module,
         deadline: started + limits.timeoutMs,
+        inputBytes: request.input === null ? 0 : request.inputEncoding === 'base64' ? request.input.length : Buffer.byteLength(request.input),
         message: {
           kind: 'call',
           moduleKey: plugin.id,

@@ -35,11 +35,15 @@ export interface PoolStats {
   busy: number;
   queued: number;
   queueMax: number;
+  /** Input bytes the waiting calls hold. */
+  queuedBytes: number;
   restarts: Record<RestartReason, number>;
 }
 
 export interface PoolTask {
   message: Omit<CallMessage, 'callId' | 'module' | 'claim' | 'deadline'>;
+  /** Size of the input it carries (counted against PoolOptions.queueMaxBytes while it waits). */
+  inputBytes: number;
   module: WebAssembly.Module;
   /** performance.now() by which the task must be done. */
   deadline: number;
@@ -89,6 +93,8 @@ interface Slot {
 export interface PoolOptions {
   size: number;
   queueMax: number;
+  /** Input bytes the waiting calls may hold together. */
+  queueMaxBytes: number;
   observer?: PoolObserver;
   /** Worker resource limits (JS heap); Wasm memory is capped per call by the engine. */
   maxOldGenerationSizeMb?: number;
@@ -156,12 +162,14 @@ export class WorkerPool {
     if (this.#closed) return Promise.reject(new AppError('SHUTTING_DOWN', 'the engine is shutting down'));
     const now = performance.now();
     const target = this.#queue.length === 0 ? this.#slotFor(task.message.moduleKey, now) : null;
-    if (!target && this.#queue.length >= this.#options.queueMax) {
-      return Promise.reject(
-        new AppError('OVERLOADED', `all ${this.#slots.length} workers are busy and ${this.#queue.length} calls are waiting`, {
-          headers: { 'retry-after': '1' },
-        }),
-      );
+    if (!target) {
+      const overloaded = (why: string) =>
+        Promise.reject(new AppError('OVERLOADED', `all ${this.#slots.length} workers are busy and ${why}`, { headers: { 'retry-after': '1' } }));
+      if (this.#queue.length >= this.#options.queueMax) return overloaded(`${this.#queue.length} calls are waiting`);
+      const queuedBytes = this.#queue.reduce((sum, job) => sum + job.task.inputBytes, 0);
+      if (queuedBytes + task.inputBytes > this.#options.queueMaxBytes) {
+        return overloaded(`the waiting calls hold ${queuedBytes} bytes of input (QUEUE_MAX_BYTES ${this.#options.queueMaxBytes})`);
+      }
     }
     return new Promise<PoolResult>((resolve, reject) => {
       const job: Job = {
@@ -447,6 +455,7 @@ export class WorkerPool {
       busy: this.#all().filter((s) => s.jobs.length > 0).length,
       queued: this.#queue.length,
       queueMax: this.#options.queueMax,
+      queuedBytes: this.#queue.reduce((sum, job) => sum + job.task.inputBytes, 0),
       restarts: { ...this.#restarts },
     };
   }
