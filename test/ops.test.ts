@@ -4,7 +4,9 @@ import { rename, rm, writeFile } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TokenVerifier } from '../src/api/auth.ts';
+import { buildApp } from '../src/app.ts';
 import { loadConfig } from '../src/config.ts';
+import { AppError } from '../src/errors.ts';
 import { makeTempDir, readPlugin, removeDir, startServer, tinyPluginWat, wat, type StartOptions, type TestServer } from './helpers.ts';
 import { parsePrometheusText, sampleValue } from './prom-text.ts';
 
@@ -150,6 +152,45 @@ describe('request ids', () => {
       statusCode: 200,
     });
     expect(typeof lines[0]!.durationMs).toBe('number');
+  });
+});
+
+describe('error logs', () => {
+  it('carry an internal error\'s code, message, stack and cause, never its details (plugin logs, egress audit)', async () => {
+    const logs = logCapture();
+    const dataDir = await makeTempDir();
+    const app = await buildApp(loadConfig({ DATA_DIR: dataDir, LOG_LEVEL: 'info' }), { logStream: logs.stream });
+    try {
+      // What the engine throws when a worker is lost mid-call: an INTERNAL_ERROR carrying the call's logs and egress.
+      app.get('/test-only/internal-error', async () => {
+        throw new AppError('INTERNAL_ERROR', 'the worker running the call was lost', {
+          cause: new Error('worker exited with code 1'),
+          details: {
+            logs: [{ level: 'info', message: 'plugin-log-line-secret-42', time: '2026-01-01T00:00:00.000Z' }],
+            egress: [{ method: 'GET', url: 'http://upstream.invalid/egress-url-secret-43', status: 200, bytes: 1, durationMs: 1, allowed: true }],
+          },
+        });
+      });
+      const res = await app.inject({ method: 'GET', url: '/test-only/internal-error', headers: { 'x-request-id': 'req-internal-1' } });
+      expect(res.statusCode).toBe(500);
+      // The caller still gets its call's logs back.
+      expect(res.json()).toMatchObject({ code: 'INTERNAL_ERROR', logs: [{ message: 'plugin-log-line-secret-42' }] });
+
+      const logged = logs.lines().find((l) => l.reqId === 'req-internal-1' && l.msg === 'unhandled error');
+      expect(logged?.err).toMatchObject({
+        type: 'AppError',
+        code: 'INTERNAL_ERROR',
+        message: 'the worker running the call was lost',
+        cause: { type: 'Error', message: 'worker exited with code 1' },
+      });
+      expect(typeof (logged?.err as { stack?: unknown }).stack).toBe('string');
+      expect(Object.keys(logged!.err as object).sort()).toEqual(['cause', 'code', 'message', 'stack', 'type']);
+      expect(logs.text()).not.toContain('plugin-log-line-secret-42');
+      expect(logs.text()).not.toContain('egress-url-secret-43');
+    } finally {
+      await app.close();
+      await removeDir(dataDir);
+    }
   });
 });
 

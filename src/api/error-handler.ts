@@ -47,6 +47,7 @@ export function installErrorHandler(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError | AppError, request: FastifyRequest, reply: FastifyReply) => {
     const appError = isAppError(err) ? err : fromFastifyError(err, request);
     if (appError.statusCode >= 500 && appError.code === 'INTERNAL_ERROR') {
+      // The logger's err serializer (api/telemetry.ts) keeps code, message, stack and cause: never details (plugin logs).
       request.log.error({ err }, 'unhandled error');
     }
     const body = errorBody(appError);

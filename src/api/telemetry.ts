@@ -65,10 +65,36 @@ const REDACT_PATHS = [
   'config.*',
 ];
 
+/** A logged error as it appears in the log. */
+export interface LoggedError {
+  type: string;
+  message: string;
+  code?: string;
+  stack?: string;
+  cause?: LoggedError | string;
+}
+
+const MAX_CAUSE_DEPTH = 4;
+
+/**
+ * The `err` serializer of every logger: name, code, message, stack and cause only. Never an error's
+ * other own fields: an AppError's `details` carry plugin logs and egress URLs, which are the caller's.
+ */
+export function errorForLog(err: unknown, depth = 0): LoggedError | string {
+  if (!(err instanceof Error)) return String(err);
+  const code = (err as { code?: unknown }).code;
+  const logged: LoggedError = { type: err.name, message: err.message };
+  if (typeof code === 'string') logged.code = code;
+  if (err.stack !== undefined) logged.stack = err.stack;
+  if (err.cause !== undefined && depth < MAX_CAUSE_DEPTH) logged.cause = errorForLog(err.cause, depth + 1);
+  return logged;
+}
+
 export function loggerOptions(config: Config, stream?: DestinationStream): LoggerOptions & { stream?: DestinationStream } {
   return {
     level: config.logLevel,
     redact: { paths: REDACT_PATHS, censor: REDACTED },
+    serializers: { err: (err: unknown) => errorForLog(err) },
     ...(stream ? { stream } : {}),
   };
 }
