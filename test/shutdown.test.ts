@@ -4,7 +4,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { makeTempDir, readPlugin, removeDir, repoRoot } from './helpers.ts';
 
 interface Child {
@@ -20,6 +20,22 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
+// A runner with service settings exported (tokens, a tiny rate limit, a low timeout ceiling) must not change these tests.
+const RUNNER_SERVICE_ENV = { AUTH_TOKENS: 'runner-token-0123456789:admin', RATE_LIMIT_MAX: '1', CALL_TIMEOUT_MS_CEILING: '50', SHUTDOWN_DRAIN_MS: '1' };
+const savedEnv = new Map<string, string | undefined>();
+beforeAll(() => {
+  for (const [name, value] of Object.entries(RUNNER_SERVICE_ENV)) {
+    savedEnv.set(name, process.env[name]);
+    process.env[name] = value;
+  }
+});
+afterAll(() => {
+  for (const [name, value] of savedEnv) {
+    if (value === undefined) delete process.env[name];
+    else process.env[name] = value;
+  }
+});
+
 async function freePort(): Promise<number> {
   const probe = net.createServer();
   probe.listen(0, '127.0.0.1');
@@ -30,13 +46,26 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+/**
+ * The child's whole environment: PATH and HOME from the runner, then what the test sets. Nothing else
+ * (AUTH_TOKENS, EGRESS_*, limits exported in the shell) may change what the test checks.
+ */
+function serviceEnv(env: Record<string, string>): Record<string, string> {
+  const inherited: Record<string, string> = {};
+  for (const name of ['PATH', 'HOME']) {
+    const value = process.env[name];
+    if (value !== undefined) inherited[name] = value;
+  }
+  return { ...inherited, ...env };
+}
+
 /** Starts `node src/main.ts` (the Node running the tests: 24 under npm) and waits until it listens. */
 async function startMain(env: Record<string, string>): Promise<Child> {
   const dataDir = await makeTempDir();
   const port = await freePort();
   const child = spawn(process.execPath, ['src/main.ts'], {
     cwd: repoRoot,
-    env: { ...process.env, HOST: '127.0.0.1', PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'info', WORKERS: '2', ...env },
+    env: serviceEnv({ HOST: '127.0.0.1', PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'info', WORKERS: '2', ...env }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
