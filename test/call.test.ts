@@ -570,6 +570,57 @@ describe('queue overflow', () => {
   });
 });
 
+describe('WASI output as UTF-8', () => {
+  let server: TestServer;
+  /** `split`: writes "h" + the first byte of "é", then its second byte + "\n". `wide`: one line of 60 "é" (120 bytes). */
+  const UTF8_WAT = `(module
+    (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 1)
+    (data (i32.const 16) "h\\c3")
+    (data (i32.const 32) "\\a9\\n")
+    (func $write (param $ptr i32) (param $len i32)
+      (i32.store (i32.const 0) (local.get $ptr))
+      (i32.store (i32.const 4) (local.get $len))
+      (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+    (func (export "split") (result i32)
+      (call $write (i32.const 16) (i32.const 2))
+      (call $write (i32.const 32) (i32.const 2))
+      (i32.const 0))
+    (func (export "wide") (result i32)
+      (local $i i32)
+      (block $done (loop $next
+        (br_if $done (i32.ge_u (local.get $i) (i32.const 60)))
+        (i32.store8 (i32.add (i32.const 64) (i32.mul (local.get $i) (i32.const 2))) (i32.const 0xc3))
+        (i32.store8 (i32.add (i32.const 65) (i32.mul (local.get $i) (i32.const 2))) (i32.const 0xa9))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $next)))
+      (i32.store8 (i32.const 184) (i32.const 10))
+      (call $write (i32.const 64) (i32.const 121))
+      (i32.const 0)))`;
+
+  beforeAll(async () => {
+    server = await startServer({ env: { WORKERS: '1', CALL_LOG_BYTES: '100', RATE_LIMIT_MAX: '0' } });
+    await uploadBytes(server, 'utf8_out', await wat(UTF8_WAT));
+  });
+
+  afterAll(async () => {
+    await server?.close();
+    if (server) await removeDir(server.dataDir);
+  });
+
+  it('decodes a character split across two writes whole, and counts the log byte cap in UTF-8 bytes', async () => {
+    const split = await call(server, 'utf8_out', { function: 'split' });
+    expect(split.status).toBe(200);
+    expect(split.body.logs.map((l) => [l.level, l.message])).toEqual([['stdout', 'hé']]);
+    expect(split.body.logsTruncated).toBe(false);
+    // 60 characters but 120 bytes: over CALL_LOG_BYTES=100.
+    const wide = await call(server, 'utf8_out', { function: 'wide' });
+    expect(wide.status).toBe(200);
+    expect(wide.body.logs).toEqual([]);
+    expect(wide.body.logsTruncated).toBe(true);
+  });
+});
+
 describe('queue overflow by bytes', () => {
   let server: TestServer;
 

@@ -21,7 +21,20 @@ export const LOG_PRIORITY: Record<CallLogLevel, number> = {
   off: 0x7fffffff,
 };
 
+/** Longest stdout/stderr entry, in UTF-16 code units (a longer line is cut into pieces). */
 const STREAM_LINE_MAX = 64 * 1024;
+const encoder = new TextEncoder();
+
+/** Size of `text` in UTF-8 bytes, what the byte cap counts. */
+function utf8Bytes(text: string): number {
+  return encoder.encode(text).length;
+}
+
+/** Cuts `text` at most `max` code units in, never between the halves of a surrogate pair. */
+function cutAt(text: string, max: number): number {
+  const code = text.charCodeAt(max - 1);
+  return code >= 0xd800 && code <= 0xdbff ? max - 1 : max;
+}
 
 export class LogCollector {
   readonly entries: LogEntry[] = [];
@@ -33,6 +46,8 @@ export class LogCollector {
   readonly #maxBytes: number;
   #bytes = 0;
   readonly #decoder = new TextDecoder();
+  /** One streaming decoder per fd: a UTF-8 character split across two writes decodes whole. */
+  readonly #streams = { stdout: new TextDecoder(), stderr: new TextDecoder() };
   /** Partial stdout/stderr lines waiting for their newline. */
   readonly #pending: { stdout: string; stderr: string } = { stdout: '', stderr: '' };
 
@@ -70,17 +85,21 @@ export class LogCollector {
   /** WASI output: split into lines; a line longer than STREAM_LINE_MAX is cut into pieces. */
   stream(level: 'stdout' | 'stderr', bytes: Uint8Array): void {
     if (this.off || this.truncated) return;
-    let text = this.#pending[level] + this.#decoder.decode(bytes);
+    this.#lines(level, this.#pending[level] + this.#streams[level].decode(bytes, { stream: true }));
+  }
+
+  #lines(level: 'stdout' | 'stderr', text: string): void {
     let newline = text.indexOf('\n');
     while (newline !== -1) {
       const line = text.slice(0, newline);
-      this.add(level, line, line.length);
+      this.add(level, line, utf8Bytes(line));
       text = text.slice(newline + 1);
       newline = text.indexOf('\n');
     }
     while (text.length > STREAM_LINE_MAX) {
-      this.add(level, text.slice(0, STREAM_LINE_MAX), STREAM_LINE_MAX);
-      text = text.slice(STREAM_LINE_MAX);
+      const piece = text.slice(0, cutAt(text, STREAM_LINE_MAX));
+      this.add(level, piece, utf8Bytes(piece));
+      text = text.slice(piece.length);
     }
     this.#pending[level] = text;
   }
@@ -88,8 +107,11 @@ export class LogCollector {
   /** Ends the call: unterminated stdout/stderr lines become entries. */
   flush(): void {
     for (const level of ['stdout', 'stderr'] as const) {
+      // An incomplete character left at the end decodes as U+FFFD.
+      const tail = this.#streams[level].decode();
+      if (tail !== '' && !this.off && !this.truncated) this.#lines(level, this.#pending[level] + tail);
       const rest = this.#pending[level];
-      if (rest !== '') this.add(level, rest, rest.length);
+      if (rest !== '') this.add(level, rest, utf8Bytes(rest));
       this.#pending[level] = '';
     }
   }
