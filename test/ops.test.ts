@@ -1,9 +1,10 @@
 // Operability without the call engine: health and readiness, request ids, access tokens, rate limits,
 // the /metrics exposition, and secrets kept out of the logs. Real servers on 127.0.0.1.
+import { timingSafeEqual } from 'node:crypto';
 import { rename, rm, writeFile } from 'node:fs/promises';
 import { Writable } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
-import { TokenVerifier } from '../src/api/auth.ts';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { TokenVerifier, compareDigests } from '../src/api/auth.ts';
 import { buildApp } from '../src/app.ts';
 import { loadConfig } from '../src/config.ts';
 import { AppError } from '../src/errors.ts';
@@ -205,6 +206,24 @@ describe('access tokens', () => {
     // Ids are digests, never the token itself.
     expect(verifier.verify(ADMIN)?.tokenId).toMatch(/^[0-9a-f]{12}$/);
     expect(verifier.verify(ADMIN)?.tokenId).not.toBe(verifier.verify(INVOKE)?.tokenId);
+  });
+
+  it('checks every token through crypto.timingSafeEqual on equal-length digests, against every known token', () => {
+    // The default comparison is crypto's constant-time one, not ===.
+    expect(compareDigests).toBe(timingSafeEqual);
+    const compare = vi.fn(timingSafeEqual);
+    const verifier = new TokenVerifier(new Map([[ADMIN, 'admin'], [INVOKE, 'invoke']]), METRICS, compare);
+    for (const presented of [ADMIN, INVOKE, METRICS, `${ADMIN}x`, 'short', '']) {
+      compare.mockClear();
+      verifier.verify(presented);
+      // No early exit: a match on the first token still compares the rest; a miss compares all.
+      expect(compare).toHaveBeenCalledTimes(3);
+      for (const [a, b] of compare.mock.calls) {
+        expect(a).toHaveLength(32);
+        expect(b).toHaveLength(32);
+      }
+    }
+    expect(verifier.verify(ADMIN)?.grant).toBe('admin');
   });
 
   it('answers the 401/403/2xx matrix for every plugin route and role', async () => {

@@ -25,11 +25,20 @@ function sha256(text: string): Buffer {
   return createHash('sha256').update(text, 'utf8').digest();
 }
 
+/** Compares two equal-length digests; must take the same time wherever they differ. */
+export type DigestCompare = (a: Buffer, b: Buffer) => boolean;
+
+/** The comparison every token check goes through (tests assert it is crypto's constant-time one). */
+export const compareDigests: DigestCompare = timingSafeEqual;
+
 /** Compares a presented token against every known one in constant time (equal-length digests, no early exit). */
 export class TokenVerifier {
   readonly #known: { digest: Buffer; principal: Principal }[] = [];
+  readonly #compare: DigestCompare;
 
-  constructor(tokens: ReadonlyMap<string, Role>, metricsToken: string | null) {
+  /** `compare` is injectable so a test can watch every comparison; production uses compareDigests. */
+  constructor(tokens: ReadonlyMap<string, Role>, metricsToken: string | null, compare: DigestCompare = compareDigests) {
+    this.#compare = compare;
     const add = (token: string, grant: Grant): void => {
       const digest = sha256(token);
       this.#known.push({ digest, principal: { grant, tokenId: digest.subarray(0, 6).toString('hex') } });
@@ -42,7 +51,7 @@ export class TokenVerifier {
     const presented = sha256(token);
     let found: Principal | null = null;
     for (const known of this.#known) {
-      if (timingSafeEqual(presented, known.digest) && found === null) found = known.principal;
+      if (this.#compare(presented, known.digest) && found === null) found = known.principal;
     }
     return found;
   }
