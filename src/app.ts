@@ -37,8 +37,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     // Shutdown is answered by api/lifecycle.ts with our error shape.
     return503OnClosing: false,
     bodyLimit: 1024 * 1024,
-    // Unknown fields in a body are an error (schemas say additionalProperties: false), never dropped.
-    ajv: { customOptions: { removeAdditional: false } },
+    // Unknown fields in a body are an error (schemas say additionalProperties: false), never dropped; a
+    // value of the wrong type is an error, never converted ({"timeoutMs":"100"}, {"config":{"k":1}}).
+    // No querystring or params field is a number, so nothing needs coercion (a new one would need its own).
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
   });
   if (options.onRoute) app.addHook('onRoute', options.onRoute);
   installErrorHandler(app);

@@ -152,6 +152,14 @@ describe('call route', () => {
     expect((await call(server, 'POST', '/plugins/count_vowels/call', body({ function: 'count_vowels', input: 'a'.repeat(2048) }))).status).toBe(413);
   });
 
+  it('refuses values of the wrong type instead of converting them (400 INVALID_REQUEST)', async () => {
+    for (const wrong of [{ config: { k: 1 } }, { timeoutMs: '100' }, { input: 5 }, { maxOutputBytes: true }, { allowedHosts: '127.0.0.1' }]) {
+      const res = await call(server, 'POST', '/plugins/count_vowels/call', body({ function: 'count_vowels', ...wrong }));
+      expect(res.status, JSON.stringify(wrong)).toBe(400);
+      expect(await res.json()).toMatchObject({ code: 'INVALID_REQUEST' });
+    }
+  });
+
   it('reports plugin failures (422) and timeouts (504)', async () => {
     expect((await call(server, 'POST', '/plugins/fail/call', body({ function: 'fail' }))).status).toBe(422);
     expect((await call(server, 'POST', '/plugins/loop/call', body({ function: 'spin', timeoutMs: 200 }))).status).toBe(504);
