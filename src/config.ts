@@ -30,6 +30,10 @@ export interface Config {
     queueMax: number;
     /** Input bytes the waiting calls may hold together; beyond it new calls get 503 OVERLOADED. */
     queueMaxBytes: number;
+    /** JS heap of each worker thread (MB); plugin memory is capped per call, not by this. */
+    workerHeapMb: number;
+    /** Memory the cached plugin instances of one worker may keep (live memory + snapshots). */
+    workerInstanceCacheBytes: number;
     /** Extra workers started while every worker is held by a long call (0: never). */
     burstWorkers: number;
     maxInputBytes: number;
@@ -173,6 +177,9 @@ export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
       workers: int(env, 'WORKERS', Math.max(1, availableParallelism()), 1, 256),
       queueMax: int(env, 'QUEUE_MAX', 256, 0),
       queueMaxBytes: int(env, 'QUEUE_MAX_BYTES', 64 * MiB, 0),
+      // Below ~16 MB a worker cannot even start (and at 1-2 MB V8 aborts the whole process).
+      workerHeapMb: int(env, 'WORKER_HEAP_MB', 256, 16, 16_384),
+      workerInstanceCacheBytes: int(env, 'WORKER_INSTANCE_CACHE_BYTES', 256 * MiB, 0),
       burstWorkers: int(env, 'BURST_WORKERS', Math.max(1, availableParallelism()), 0, 256),
       maxInputBytes: int(env, 'MAX_INPUT_BYTES', 4 * MiB, 0),
       limits: {

@@ -85,6 +85,8 @@ export class CallEngine {
       size: config.engine.workers,
       queueMax: config.engine.queueMax,
       queueMaxBytes: config.engine.queueMaxBytes,
+      maxOldGenerationSizeMb: config.engine.workerHeapMb,
+      instanceCacheBytes: config.engine.workerInstanceCacheBytes,
       maxBurst: config.engine.burstWorkers,
       observer: { onWorkerRestart: (reason) => this.#observers.forEach((o) => o.onWorkerRestart?.(reason)) },
     });

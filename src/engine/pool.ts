@@ -86,7 +86,7 @@ interface Slot {
   modules: Set<string>;
   retired: boolean;
   burst: boolean;
-  /** The thread has started (its 'online' event). */
+  /** The worker has loaded and listens for calls (its 'ready' message). */
   online: boolean;
 }
 
@@ -98,6 +98,10 @@ export interface PoolOptions {
   observer?: PoolObserver;
   /** Worker resource limits (JS heap); Wasm memory is capped per call by the engine. */
   maxOldGenerationSizeMb?: number;
+  /** Memory the cached plugin instances of one worker may keep (worker.ts). */
+  instanceCacheBytes?: number;
+  /** Tests only: the script workers run (one that fails to start, to check the backoff). */
+  workerUrl?: URL;
   /** A call holding a worker longer than this counts as long-running (burst workers may start). */
   longCallMs?: number;
   /** Most burst workers at once; defaults to the pool size. */
@@ -109,6 +113,9 @@ const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './
 const WORKER_COMPILE_CACHE = path.join(tmpdir(), 'wasmhost-compile-cache');
 /** A call sent ahead only goes to a worker whose current call started less than this ago. */
 const AHEAD_IF_YOUNGER_MS = 5;
+/** Respawn delay after workers died while starting: doubles per failure in a row, up to the max. */
+const RESPAWN_BACKOFF_MS = 50;
+const RESPAWN_BACKOFF_MAX_MS = 5_000;
 
 export class WorkerPool {
   readonly #slots: Slot[] = [];
@@ -122,6 +129,10 @@ export class WorkerPool {
   readonly #restarts: Record<RestartReason, number> = { timeout: 0, crash: 0, exit: 0 };
   #nextCallId = 1;
   #closed = false;
+  /** Workers in a row that died before they started; reset when one starts. */
+  #startFailures = 0;
+  readonly #respawnTimers = new Set<NodeJS.Timeout>();
+  #standbyPending = false;
 
   constructor(options: PoolOptions) {
     this.#options = options;
@@ -133,18 +144,15 @@ export class WorkerPool {
   #spawn(): Slot {
     const state = new Int32Array(new SharedArrayBuffer(4 * STATE_CELLS));
     const logMirror = createLogMirrorBuffer();
-    const worker = new Worker(WORKER_URL, {
+    const worker = new Worker(this.#options.workerUrl ?? WORKER_URL, {
       name: 'wasmhost-engine',
-      workerData: { state, logMirror },
+      workerData: { state, logMirror, instanceCacheBytes: this.#options.instanceCacheBytes ?? 256 * 1024 * 1024 },
       // Workers see no host environment. The compile cache (type-stripped, compiled modules) cuts a
       // worker's start from ~60-250 ms to ~15 ms here: replacements after a timeout are ready sooner.
       env: { NODE_COMPILE_CACHE: WORKER_COMPILE_CACHE },
       resourceLimits: { maxOldGenerationSizeMb: this.#options.maxOldGenerationSizeMb ?? 256 },
     });
     const slot: Slot = { worker, jobs: [], busySince: 0, state, outbox: [], logMirror, modules: new Set(), retired: false, burst: false, online: false };
-    worker.on('online', () => {
-      slot.online = true;
-    });
     worker.on('message', (msg: WorkerMessage) => this.#onMessage(slot, msg));
     worker.on('error', (err) => this.#onWorkerGone(slot, 'crash', err));
     worker.on('exit', (code) => this.#onWorkerGone(slot, 'exit', new Error(`worker exited with code ${code}`)));
@@ -154,8 +162,37 @@ export class WorkerPool {
   /** The warm standby (replaced by a fresh one in the background). */
   #takeStandby(): Slot {
     const slot = this.#standby ?? this.#spawn();
-    this.#standby = this.#closed ? null : this.#spawn();
+    this.#standby = null;
+    this.#refillStandby();
     return slot;
+  }
+
+  /** 0 normally; after workers died while starting, a delay that doubles per failure in a row. */
+  #respawnDelay(): number {
+    return this.#startFailures === 0 ? 0 : Math.min(RESPAWN_BACKOFF_MAX_MS, RESPAWN_BACKOFF_MS * 2 ** (this.#startFailures - 1));
+  }
+
+  /** Runs `spawn` now, or after the backoff delay while workers keep dying at start. */
+  #respawn(spawn: () => void): void {
+    const delay = this.#respawnDelay();
+    if (delay === 0) {
+      spawn();
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.#respawnTimers.delete(timer);
+      if (!this.#closed) spawn();
+    }, delay);
+    this.#respawnTimers.add(timer);
+  }
+
+  #refillStandby(): void {
+    if (this.#closed || this.#standby || this.#standbyPending) return;
+    this.#standbyPending = true;
+    this.#respawn(() => {
+      this.#standbyPending = false;
+      if (!this.#standby) this.#standby = this.#spawn();
+    });
   }
 
   run(task: PoolTask): Promise<PoolResult> {
@@ -266,6 +303,11 @@ export class WorkerPool {
   }
 
   #onMessage(slot: Slot, msg: WorkerMessage): void {
+    if (msg.kind === 'ready') {
+      slot.online = true;
+      this.#startFailures = 0;
+      return;
+    }
     const index = slot.jobs.findIndex((j) => j.callId === msg.callId);
     const job = slot.jobs[index];
     if (!job) return; // a call already answered (timed out while its result was on the way)
@@ -379,6 +421,7 @@ export class WorkerPool {
 
   #onWorkerGone(slot: Slot, reason: RestartReason, err: Error): void {
     if (slot.retired) return;
+    if (!slot.online) this.#startFailures++;
     this.#replace(slot, reason, err);
   }
 
@@ -405,7 +448,8 @@ export class WorkerPool {
     void slot.worker.terminate();
     if (this.#closed) return;
     if (slot === this.#standby) {
-      this.#standby = this.#spawn();
+      this.#standby = null;
+      this.#refillStandby();
       return;
     }
     this.#restarts[reason]++;
@@ -417,9 +461,20 @@ export class WorkerPool {
     } else {
       const index = this.#slots.indexOf(slot);
       if (index === -1) return;
-      const fresh = this.#takeStandby();
-      this.#slots[index] = fresh;
-      this.#fill(fresh, now);
+      if (this.#respawnDelay() > 0 && !this.#standby?.online) {
+        // Workers keep dying at start: the retired slot stays (serving nothing) until the backoff ends.
+        this.#respawn(() => {
+          const fresh = this.#spawn();
+          this.#slots[index] = fresh;
+          const at = performance.now();
+          this.#fill(fresh, at);
+          this.#drain(at);
+        });
+      } else {
+        const fresh = this.#takeStandby();
+        this.#slots[index] = fresh;
+        this.#fill(fresh, now);
+      }
     }
     this.#drain(now);
     if (this.#queue.length > 0) this.#watch();
@@ -463,6 +518,8 @@ export class WorkerPool {
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#watchTimer) clearTimeout(this.#watchTimer);
+    for (const timer of this.#respawnTimers) clearTimeout(timer);
+    this.#respawnTimers.clear();
     const shuttingDown = () => new AppError('SHUTTING_DOWN', 'the engine is shutting down');
     const pending = [...this.#queue.splice(0), ...this.#all().flatMap((s) => s.jobs.splice(0))];
     for (const job of pending) {

@@ -75,7 +75,12 @@ export interface MissingModuleMessage {
   callId: number;
 }
 
-export type WorkerMessage = ResultMessage | MissingModuleMessage;
+/** Posted once the worker has loaded and listens for calls. */
+export interface ReadyMessage {
+  kind: 'ready';
+}
+
+export type WorkerMessage = ResultMessage | MissingModuleMessage | ReadyMessage;
 
 /** Calls sent ahead to a busy worker, gathered over one event-loop turn: one wake-up for all. */
 export interface BatchMessage {

@@ -13,8 +13,6 @@ import { type BatchMessage, type CallMessage, type ResultMessage, type WorkerMes
 
 const MAX_MODULES = 64;
 const MAX_INSTANCES_PER_MODULE = 4;
-/** Memory the cached instances of one worker may keep; least recently used modules go first. */
-const CACHE_BUDGET_BYTES = 256 * 1024 * 1024;
 const PAGE = 65536;
 
 interface ModuleEntry {
@@ -29,8 +27,10 @@ let egressModule: typeof EgressFetch | null = null;
 const port = parentPort;
 if (!port) throw new Error('engine/worker.ts must run in a worker thread');
 /** Shared with the pool: the claim cells of the calls sent here (see protocol.ts); the running call's logs. */
-const shared = workerData as { state: Int32Array; logMirror: SharedArrayBuffer };
+const shared = workerData as { state: Int32Array; logMirror: SharedArrayBuffer; instanceCacheBytes: number };
 const state = shared.state;
+/** Memory the cached instances of this worker may keep (WORKER_INSTANCE_CACHE_BYTES); least recently used modules go first. */
+const CACHE_BUDGET_BYTES = shared.instanceCacheBytes;
 const logMirror = new LogMirrorWriter(shared.logMirror);
 
 function post(message: WorkerMessage): void {
@@ -220,3 +220,4 @@ port.on('message', (msg: CallMessage | BatchMessage) => {
   if (msg.kind === 'batch') msg.calls.forEach(enqueue);
   else enqueue(msg);
 });
+post({ kind: 'ready' });
