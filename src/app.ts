@@ -4,13 +4,13 @@ import type { DestinationStream } from 'pino';
 import type { Config } from './config.ts';
 import { installAccessControl } from './api/auth.ts';
 import { docsRoutes } from './api/docs.ts';
-import { installErrorHandler } from './api/error-handler.ts';
+import { frameworkErrorHandler, installErrorHandler } from './api/error-handler.ts';
 import { Lifecycle, installLifecycle } from './api/lifecycle.ts';
 import { Readiness, installLoadShedding, opsRoutes } from './api/ops.ts';
 import { RequestLogController, genRequestId, installTelemetry, loggerOptions } from './api/telemetry.ts';
 import { ServiceMetrics, pluginLabel } from './metrics.ts';
 import { pluginRoutes } from './api/plugins.ts';
-import { callRoutes } from './api/call.ts';
+import { callErrorDefaults, callRoutes } from './api/call.ts';
 import { CallEngine } from './engine/engine.ts';
 import { ModuleCache } from './engine/module-cache.ts';
 import { FsPluginStore } from './store/fs-store.ts';
@@ -37,6 +37,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     // Shutdown is answered by api/lifecycle.ts with our error shape.
     return503OnClosing: false,
     bodyLimit: 1024 * 1024,
+    // A malformed path or an over-long id answers in our error shape (see frameworkErrorHandler).
+    frameworkErrors: frameworkErrorHandler(callErrorDefaults),
     // Unknown fields in a body are an error (schemas say additionalProperties: false), never dropped; a
     // value of the wrong type is an error, never converted ({"timeoutMs":"100"}, {"config":{"k":1}}).
     // No querystring or params field is a number, so nothing needs coercion (a new one would need its own).

@@ -101,6 +101,32 @@ describe('plugin routes', () => {
     expect((await call(server, 'GET', '/plugins/no-such-plugin/wasm')).status).toBe(404);
   });
 
+  it('answers a path that is not valid percent-encoding with 400 INVALID_REQUEST and an over-long id with 404 PLUGIN_NOT_FOUND, in our shape', async () => {
+    const tooLong = 'a'.repeat(101);
+    const cases: [string, string, number, string][] = [
+      ['GET', '/plugins/%zz', 400, 'INVALID_REQUEST'],
+      ['GET', '/plugins/%zz/wasm', 400, 'INVALID_REQUEST'],
+      ['DELETE', '/plugins/%zz', 400, 'INVALID_REQUEST'],
+      ['POST', '/plugins/%zz/call', 400, 'INVALID_REQUEST'],
+      ['GET', `/plugins/${tooLong}`, 404, 'PLUGIN_NOT_FOUND'],
+      ['GET', `/plugins/${tooLong}/wasm`, 404, 'PLUGIN_NOT_FOUND'],
+      ['DELETE', `/plugins/${tooLong}`, 404, 'PLUGIN_NOT_FOUND'],
+      ['POST', `/plugins/${tooLong}/call`, 404, 'PLUGIN_NOT_FOUND'],
+    ];
+    for (const [method, url, status, code] of cases) {
+      const init: RequestInit =
+        method === 'POST' ? { headers: { 'content-type': 'application/json', 'x-request-id': 'bad-path-1' }, body: '{"function":"f"}' } : { headers: { 'x-request-id': 'bad-path-1' } };
+      const res = await call(server, method, url, init);
+      expect(res.status, `${method} ${url}`).toBe(status);
+      expect(res.headers.get('x-request-id')).toBe('bad-path-1');
+      const body = (await res.json()) as Record<string, unknown>;
+      expect(body).toMatchObject({ statusCode: status, code, error: status === 400 ? 'Bad Request' : 'Not Found' });
+      // The call route's errors always carry logs and egress.
+      if (url.endsWith('/call')) expect(body).toMatchObject({ logs: [], logsTruncated: false, egress: [] });
+      else expect(body).not.toHaveProperty('logs');
+    }
+  });
+
   it('deletes a plugin (204) and answers 404 when it is gone', async () => {
     const uploaded = await call(server, 'POST', '/plugins?name=contract-echo', wasmBody(echo));
     expect(uploaded.status).toBe(201);

@@ -85,6 +85,12 @@ export const callResponseSchema = {
 } as const;
 
 const CALL_ERROR_DEFAULTS = Object.freeze({ logs: [], logsTruncated: false, egress: [] });
+const CALL_PATH = /^\/plugins\/[^/]*\/call\/?$/;
+
+/** For errors answered before routing (api/error-handler.ts frameworkErrorHandler): a call's errors carry logs and egress. */
+export function callErrorDefaults(method: string, path: string): Readonly<Record<string, unknown>> | undefined {
+  return method === 'POST' && CALL_PATH.test(path) ? CALL_ERROR_DEFAULTS : undefined;
+}
 
 export interface CallRoutesOptions {
   config: Config;

@@ -43,6 +43,38 @@ export function fromFastifyError(err: FastifyError, request: FastifyRequest): Ap
   return new AppError('INTERNAL_ERROR', 'internal server error', { cause: err });
 }
 
+/** Extra fields an error answered before routing carries on a given path (the call route: empty logs and egress). */
+export type PathErrorDefaults = (method: string, path: string) => Readonly<Record<string, unknown>> | undefined;
+
+/**
+ * Fastify's `frameworkErrors`: errors found while routing, before any hook or route runs (so before
+ * tokens are checked: they reveal nothing stored). A path that is not valid percent-encoding is
+ * 400 INVALID_REQUEST; a path parameter over maxParamLength is 404 PLUGIN_NOT_FOUND, the answer for any
+ * unknown plugin, as no id (64 hex) or name (at most 63 characters) is that long.
+ */
+export function frameworkErrorHandler(defaultsFor: PathErrorDefaults) {
+  return (err: FastifyError, request: FastifyRequest, reply: FastifyReply): void => {
+    const path = request.raw.url?.split('?')[0] ?? '';
+    const appError =
+      err.code === 'FST_ERR_MAX_PARAM_LENGTH'
+        ? new AppError('PLUGIN_NOT_FOUND', 'no plugin with that id or name (a path segment is longer than any id or name)')
+        : err.code === 'FST_ERR_BAD_URL'
+          ? new AppError('INVALID_REQUEST', 'the URL path is not valid (malformed percent-encoding)')
+          : new AppError('INTERNAL_ERROR', 'internal server error', { cause: err });
+    if (appError.code === 'INTERNAL_ERROR') request.log.error({ err }, 'unhandled error');
+    const defaults = defaultsFor(request.method, path);
+    const body = errorBody(appError);
+    request.log.info(
+      { method: request.method, route: null, url: request.raw.url, statusCode: appError.statusCode, code: appError.code },
+      'request completed',
+    );
+    void reply
+      .code(appError.statusCode)
+      .header('x-request-id', request.id)
+      .send(defaults ? { ...defaults, ...body } : body);
+  };
+}
+
 export function installErrorHandler(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError | AppError, request: FastifyRequest, reply: FastifyReply) => {
     const appError = isAppError(err) ? err : fromFastifyError(err, request);
