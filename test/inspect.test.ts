@@ -1,8 +1,20 @@
 import createPlugin from '@extism/extism';
 import { describe, expect, it } from 'vitest';
 import { EXTISM_ENV, EXTISM_ENV_FUNCTIONS, inspectModule, WASI_FUNCTIONS, WASI_PREVIEW1 } from '../src/engine/inspect.ts';
+import { CallState } from '../src/engine/host-env.ts';
+import { describeModule, PluginInstance } from '../src/engine/instance.ts';
+import { LogCollector } from '../src/engine/logs.ts';
 import { AppError } from '../src/errors.ts';
 import { wat } from './helpers.ts';
+
+/** A module importing every host function upload accepts. */
+function importingEverything(): Promise<Uint8Array> {
+  const imports = [
+    ...[...EXTISM_ENV_FUNCTIONS].map((name) => `(import "${EXTISM_ENV}" "${name}" (func))`),
+    ...[...WASI_FUNCTIONS].map((name) => `(import "${WASI_PREVIEW1}" "${name}" (func))`),
+  ];
+  return wat(`(module ${imports.join(' ')} (memory (export "memory") 1) (func (export "run") (result i32) (i32.const 0)))`);
+}
 
 async function codeOf(promise: Promise<unknown>): Promise<string> {
   const err = await promise.then(
@@ -15,11 +27,7 @@ async function codeOf(promise: Promise<unknown>): Promise<string> {
 
 describe('inspectModule', () => {
   it('accepts a module importing every host function it claims, and the SDK links it', async () => {
-    const imports = [
-      ...[...EXTISM_ENV_FUNCTIONS].map((name) => `(import "${EXTISM_ENV}" "${name}" (func))`),
-      ...[...WASI_FUNCTIONS].map((name) => `(import "${WASI_PREVIEW1}" "${name}" (func))`),
-    ];
-    const bytes = await wat(`(module ${imports.join(' ')} (memory (export "memory") 1) (func (export "run") (result i32) (i32.const 0)))`);
+    const bytes = await importingEverything();
     const inspected = await inspectModule(bytes);
     expect(inspected.wasi).toBe(true);
     expect(inspected.exports).toEqual(['run']);
@@ -27,6 +35,13 @@ describe('inspectModule', () => {
     // Linking is where an unknown host function would fail: the SDK must provide all of them.
     const plugin = await createPlugin({ wasm: [{ module: await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>) }] }, { useWasi: true });
     await plugin.close();
+  });
+
+  it('accepts only what the engine itself links: a module importing every accepted function runs on an engine instance', async () => {
+    const { prepared } = await inspectModule(await importingEverything());
+    const instance = new PluginInstance(describeModule(prepared.module, prepared.layout), 16);
+    const limits = { hostBytes: 1024, outputBytes: 1024, varBytes: 1024, httpResponseBytes: 0 };
+    expect(await instance.run('run', new CallState(null, {}, new LogCollector('off', 0, 0), limits, null))).toBe(0);
   });
 
   it('refuses non-function imports and unknown host functions', async () => {

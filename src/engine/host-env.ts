@@ -308,3 +308,6 @@ async function readBody(response: Response, maxBytes: number): Promise<Uint8Arra
   }
   return out;
 }
+
+/** The functions a plugin may import from EXTISM_ENV (upload checks imports against it). */
+export const EXTISM_ENV_FUNCTIONS: ReadonlySet<string> = new Set(Object.keys(createExtismEnv({ call: null }, false)));

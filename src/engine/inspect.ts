@@ -2,31 +2,14 @@
 // A module that would fail to link is refused here rather than on every call.
 import { AppError } from '../errors.ts';
 import type { PluginImport } from '../store/store.ts';
+import { EXTISM_ENV, EXTISM_ENV_FUNCTIONS } from './host-env.ts';
+import { WASI_FUNCTIONS, WASI_PREVIEW1 } from './wasi.ts';
 import { prepareModule, type PreparedModule } from './prepare.ts';
 import { WasmRewriteError } from './wasm-rewrite.ts';
 
-export const EXTISM_ENV = 'extism:host/env';
-export const WASI_PREVIEW1 = 'wasi_snapshot_preview1';
-
-/** Host functions @extism/extism 2.0.0-rc13 provides under extism:host/env (its CallContext). */
-export const EXTISM_ENV_FUNCTIONS = new Set([
-  'alloc', 'free', 'length', 'length_unsafe', 'load_u8', 'load_u64', 'store_u8', 'store_u64',
-  'input_offset', 'input_length', 'input_load_u8', 'input_load_u64', 'output_set', 'error_set', 'error_get',
-  'config_get', 'var_get', 'var_set', 'http_request', 'http_status_code', 'http_headers',
-  'log_trace', 'log_debug', 'log_info', 'log_warn', 'log_error', 'get_log_level',
-]);
-
-/** WASI preview 1 as node:wasi provides it (the SDK uses node:wasi). */
-export const WASI_FUNCTIONS = new Set([
-  'args_get', 'args_sizes_get', 'clock_res_get', 'clock_time_get', 'environ_get', 'environ_sizes_get',
-  'fd_advise', 'fd_allocate', 'fd_close', 'fd_datasync', 'fd_fdstat_get', 'fd_fdstat_set_flags',
-  'fd_fdstat_set_rights', 'fd_filestat_get', 'fd_filestat_set_size', 'fd_filestat_set_times', 'fd_pread',
-  'fd_prestat_get', 'fd_prestat_dir_name', 'fd_pwrite', 'fd_read', 'fd_readdir', 'fd_renumber', 'fd_seek',
-  'fd_sync', 'fd_tell', 'fd_write', 'path_create_directory', 'path_filestat_get', 'path_filestat_set_times',
-  'path_link', 'path_open', 'path_readlink', 'path_remove_directory', 'path_rename', 'path_symlink',
-  'path_unlink_file', 'poll_oneoff', 'proc_exit', 'proc_raise', 'random_get', 'sched_yield', 'sock_accept',
-  'sock_recv', 'sock_send', 'sock_shutdown',
-]);
+// What upload accepts is exactly what the engine links: the name sets come from its implementations.
+export { EXTISM_ENV, EXTISM_ENV_FUNCTIONS } from './host-env.ts';
+export { WASI_FUNCTIONS, WASI_PREVIEW1 } from './wasi.ts';
 
 /** Exports the runtime calls itself (WASI reactor start-up), not a caller. */
 const RUNTIME_EXPORTS = new Set(['_initialize']);

@@ -22,6 +22,9 @@ const ALL_FUNCTIONS = [
   'sock_recv', 'sock_send', 'sock_shutdown',
 ];
 
+/** The functions a plugin may import from WASI_PREVIEW1 (upload checks imports against it). */
+export const WASI_FUNCTIONS: ReadonlySet<string> = new Set(ALL_FUNCTIONS);
+
 const isStdio = (fd: number) => fd >= 0 && fd <= 2;
 
 export function createWasi(slot: HostSlot, memory: WebAssembly.Memory): Record<string, unknown> {
