@@ -267,7 +267,13 @@ export class WorkerPool {
   #send(slot: Slot, job: Job, now: number, forceModule = false): void {
     const ahead = slot.jobs.length > 0 && !forceModule;
     const cell = this.#freeCell(slot);
-    if (cell === -1) throw new Error('engine bug: no free claim cell');
+    if (cell === -1) {
+      // Cannot happen (callers check; MAX_OUTSTANDING < STATE_CELLS): wait rather than share a cell.
+      job.slot = null;
+      this.#queue.unshift(job);
+      this.#watch();
+      return;
+    }
     if (slot.jobs.length === 0) slot.busySince = now;
     slot.jobs.push(job);
     job.slot = slot;
@@ -335,7 +341,7 @@ export class WorkerPool {
   /** Gives a worker that just freed up the next waiting call(s). */
   #fill(slot: Slot, now: number): void {
     if (slot.retired) return;
-    while (this.#queue.length > 0 && (slot.jobs.length === 0 || this.#canTakeAhead(slot, now))) {
+    while (this.#queue.length > 0 && this.#freeCell(slot) !== -1 && (slot.jobs.length === 0 || this.#canTakeAhead(slot, now))) {
       this.#send(slot, this.#queue.shift()!, now);
     }
     if (slot.burst && slot.jobs.length === 0) this.#endBurst(slot);
