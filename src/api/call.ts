@@ -1,5 +1,5 @@
 // POST /plugins/:id/call — run one exported function of a stored plugin for an HTTP caller.
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Config } from '../config.ts';
 import { checkHostPatterns } from '../egress/policy.ts';
 import { AppError, isAppError } from '../errors.ts';
@@ -97,6 +97,22 @@ export interface CallRoutesOptions {
   engine: CallEngine;
 }
 
+/** The call body is JSON; any other media type is refused before the body is read, naming what was sent. */
+function requireJson(request: FastifyRequest): void {
+  const header = request.headers['content-type'];
+  const mediaType = header?.split(';')[0]!.trim().toLowerCase();
+  // No content type and no body: the schema answers (400, body required).
+  if (mediaType === undefined && !hasBody(request)) return;
+  if (mediaType !== 'application/json') {
+    throw new AppError('UNSUPPORTED_MEDIA_TYPE', `send the call as application/json, not ${mediaType || 'a body without a content type'}`);
+  }
+}
+
+function hasBody(request: FastifyRequest): boolean {
+  const length = request.headers['content-length'];
+  return request.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
 /** JSON quoting and base64 make a body bigger than the input it carries; the input itself is checked exactly. */
 export function callBodyLimit(maxInputBytes: number): number {
   return Math.ceil((maxInputBytes * 4) / 3) + 1024 * 1024;
@@ -113,6 +129,7 @@ export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions):
       bodyLimit: callBodyLimit(maxInputBytes),
       // Every answer of a call carries logs and egress, even when the call never started.
       config: { tooLargeCode: 'INPUT_TOO_LARGE', errorDefaults: CALL_ERROR_DEFAULTS },
+      onRequest: async (request) => requireJson(request),
       schema: {
         params: pluginParamsSchema,
         body: callBodySchema,
