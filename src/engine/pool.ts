@@ -5,6 +5,7 @@
 // - Every call sent to a worker owns a claim cell in shared memory (protocol.ts): the worker claims
 //   it and starts in one atomic step, so the pool always knows whether a call never started (take
 //   it back, answer or run it elsewhere) or may be running (only terminating the worker stops it).
+// - Workers that die while starting are respawned after a delay that doubles per failure in a row.
 // - Pipelining: a busy worker whose current call is young may get more calls sent ahead (gathered
 //   over one event-loop turn into one message), so it does not sleep between calls: a cross-thread
 //   wake-up costs more than a small call here. The pool takes calls sent ahead back (and runs them
@@ -211,7 +212,7 @@ export class WorkerPool {
     return new Promise<PoolResult>((resolve, reject) => {
       const job: Job = {
         task,
-        callId: this.#nextCallId++,
+        callId: this.#takeCallId(),
         submitted: now,
         sent: 0,
         timer: setTimeout(() => this.#onDeadline(job), Math.max(0, task.deadline - now)),
@@ -226,6 +227,13 @@ export class WorkerPool {
         this.#watch();
       }
     });
+  }
+
+  /** Call ids live in Int32 cells (and as -id once claimed): they wrap before 2^31. */
+  #takeCallId(): number {
+    const id = this.#nextCallId;
+    this.#nextCallId = id >= 0x7fffffff ? 1 : id + 1;
+    return id;
   }
 
   /** An idle worker (preferring one holding the module), else the least loaded one that may take a call ahead. */
