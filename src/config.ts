@@ -63,6 +63,8 @@ export interface Config {
     forwardPluginLogs: boolean;
     rateLimitMax: number;
     rateLimitWindowMs: number;
+    /** Failed token attempts per client address per rate-limit window before it gets 429s; 0 = off. */
+    authFailureMax: number;
     shutdownDrainMs: number;
     maxEventLoopDelayMs: number;
     maxHeapUsedBytes: number;
@@ -206,6 +208,7 @@ export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
       forwardPluginLogs: bool(env, 'FORWARD_PLUGIN_LOGS', false),
       rateLimitMax: int(env, 'RATE_LIMIT_MAX', 600, 0),
       rateLimitWindowMs: int(env, 'RATE_LIMIT_WINDOW_MS', 60_000, 1),
+      authFailureMax: int(env, 'AUTH_FAILURE_MAX', 20, 0),
       shutdownDrainMs: int(env, 'SHUTDOWN_DRAIN_MS', 10_000, 0),
       maxEventLoopDelayMs: int(env, 'MAX_EVENT_LOOP_DELAY_MS', 1_000, 0),
       maxHeapUsedBytes: int(env, 'MAX_HEAP_USED_BYTES', 0, 0),

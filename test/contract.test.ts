@@ -262,17 +262,30 @@ describe('rules every documented operation shares', () => {
     }
   });
 
-  it('answers 429 RATE_LIMITED on every operation documenting it once its bucket is spent', async () => {
-    const server = await start({ env: { RATE_LIMIT_MAX: '1' } });
-    const stored = await fetch(`${server.url}/plugins`, { method: 'POST', ...wasmBody(vowels) });
+  it('answers 429 RATE_LIMITED on every operation documenting it: once its bucket is spent, or after failed token attempts', async () => {
+    const server = await start({ env: { AUTH_TOKENS: `${ADMIN}:admin`, METRICS_TOKEN: METRICS, RATE_LIMIT_MAX: '1', AUTH_FAILURE_MAX: '1' } });
+    const stored = await fetch(`${server.url}/plugins`, { method: 'POST', ...wasmBody(vowels, bearer(ADMIN)) });
     expect(stored.status).toBe(201);
-    for (const op of documentedOperations().filter((o) => o.statuses.includes('429'))) {
+    const limitedOps = documentedOperations().filter((o) => o.statuses.includes('429'));
+    // Calls and uploads have a bucket per token.
+    const bucketless: typeof limitedOps = [];
+    for (const op of limitedOps) {
       const statuses: number[] = [];
       for (let i = 0; i < 3 && !statuses.includes(429); i++) {
-        const { url, init } = requestFor(op.method, op.path);
+        const { url, init } = requestFor(op.method, op.path, bearer(ADMIN));
         statuses.push((await call(server, op.method, url, init)).status);
       }
-      expect(statuses, `${op.method} ${op.path}`).toContain(429);
+      if (!statuses.includes(429)) bucketless.push(op);
+    }
+    expect(bucketless.length, 'operations without a bucket').toBeLessThan(limitedOps.length);
+    // One wrong token spends this address's failures: every operation needing a token answers 429, a valid token too.
+    const guess = await call(server, 'GET', '/plugins', { headers: bearer('contract-wrong-guess-00001') });
+    expect(guess.status).toBe(401);
+    for (const op of bucketless) {
+      const { url, init } = requestFor(op.method, op.path, bearer(op.path === '/metrics' ? METRICS : ADMIN));
+      const res = await call(server, op.method, url, init);
+      expect(res.status, `${op.method} ${op.path} after a failed token attempt`).toBe(429);
+      expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
     }
   });
 

@@ -368,6 +368,44 @@ describe('rate limits', () => {
   });
 });
 
+describe('failed token attempts', () => {
+  it('are limited per address: after AUTH_FAILURE_MAX wrong tokens every request needing a token gets 429 with Retry-After until the window ends', async () => {
+    const windowMs = 1500;
+    const server = await start({ env: { ...TOKENS_ENV, AUTH_FAILURE_MAX: '3', RATE_LIMIT_WINDOW_MS: String(windowMs) } });
+    const list = (token?: string) => fetch(`${server.url}/plugins`, { headers: bearer(token) });
+    // Asking without a token is no guess: it does not count.
+    for (let i = 0; i < 5; i++) expect((await list()).status).toBe(401);
+    const started = Date.now();
+    for (let i = 0; i < 3; i++) expect((await list(`wrong-guess-${i}-0123456789`)).status).toBe(401);
+
+    const limited = await list('wrong-guess-3-0123456789');
+    expect(limited.status).toBe(429);
+    expect(await limited.json()).toMatchObject({ statusCode: 429, code: 'RATE_LIMITED' });
+    const retryAfter = Number(limited.headers.get('retry-after'));
+    expect(retryAfter).toBeGreaterThanOrEqual(1);
+    expect(retryAfter).toBeLessThanOrEqual(Math.ceil(windowMs / 1000));
+    // A right guess now looks like any other: refused too, so guessing gains nothing. So do the metrics token and uploads.
+    expect((await list(ADMIN)).status).toBe(429);
+    expect((await list()).status).toBe(429);
+    expect((await fetch(`${server.url}/metrics`, { headers: bearer(METRICS) })).status).toBe(429);
+    expect((await upload(server, ADMIN)).status).toBe(429);
+    // Open routes stay open.
+    expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, started + windowMs + 100 - Date.now())));
+    expect((await list(ADMIN)).status).toBe(200);
+    expect((await list('wrong-guess-4-0123456789')).status).toBe(401);
+  });
+
+  it('are not limited with AUTH_FAILURE_MAX=0', async () => {
+    const server = await start({ env: { ...TOKENS_ENV, AUTH_FAILURE_MAX: '0' } });
+    for (let i = 0; i < 30; i++) {
+      expect((await fetch(`${server.url}/plugins`, { headers: bearer(`wrong-guess-${i}-0123456789`) })).status).toBe(401);
+    }
+    expect((await fetch(`${server.url}/plugins`, { headers: bearer(ADMIN) })).status).toBe(200);
+  });
+});
+
 describe('/metrics', () => {
   it('serves valid Prometheus text with process defaults, HTTP metrics per route template and store gauges', async () => {
     const server = await start();

@@ -1,5 +1,6 @@
 // Access control: bearer tokens with a role each (route-policy.ts says which role a route needs),
-// and a per-token (per-address when open) rate limit on calls and uploads.
+// a per-token (per-address when open) rate limit on calls and uploads, and a per-address limit on
+// failed token attempts (so tokens cannot be guessed at full speed).
 import { createHash, timingSafeEqual } from 'node:crypto';
 import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
@@ -57,6 +58,48 @@ export class TokenVerifier {
   }
 }
 
+const MAX_TRACKED_ADDRESSES = 10_000;
+
+/**
+ * Failed token attempts per client address in fixed windows. Once an address has `max` failures in
+ * its window, every request of it that needs a token is refused until the window ends, valid token
+ * or not: answering a right guess differently would keep the guessing useful.
+ */
+export class AuthFailureLimiter {
+  readonly #windows = new Map<string, { failures: number; endsAt: number }>();
+  readonly #max: number;
+  readonly #windowMs: number;
+
+  constructor(max: number, windowMs: number) {
+    this.#max = max;
+    this.#windowMs = windowMs;
+  }
+
+  /** Seconds until `address` may try again, or 0 when it may try now. */
+  retryAfterSeconds(address: string, now = Date.now()): number {
+    const window = this.#windows.get(address);
+    if (!window || window.endsAt <= now || window.failures < this.#max) return 0;
+    return Math.max(1, Math.ceil((window.endsAt - now) / 1000));
+  }
+
+  recordFailure(address: string, now = Date.now()): void {
+    let window = this.#windows.get(address);
+    if (!window || window.endsAt <= now) {
+      this.#windows.delete(address);
+      if (this.#windows.size >= MAX_TRACKED_ADDRESSES) this.#evict(now);
+      window = { failures: 0, endsAt: now + this.#windowMs };
+      this.#windows.set(address, window);
+    }
+    window.failures += 1;
+  }
+
+  /** Drops ended windows; if all are live, the oldest (Map order is insertion order). */
+  #evict(now: number): void {
+    for (const [address, window] of this.#windows) if (window.endsAt <= now) this.#windows.delete(address);
+    if (this.#windows.size >= MAX_TRACKED_ADDRESSES) this.#windows.delete(this.#windows.keys().next().value!);
+  }
+}
+
 /** The token of an `Authorization: Bearer <token>` header; undefined when absent, null when malformed. */
 function bearerToken(request: FastifyRequest): string | null | undefined {
   const header = request.headers.authorization;
@@ -71,8 +114,9 @@ function unauthorized(message: string, invalid: boolean): AppError {
 }
 
 export async function installAccessControl(app: FastifyInstance, config: Config): Promise<void> {
-  const { authTokens, metricsToken, rateLimitMax, rateLimitWindowMs } = config.ops;
+  const { authTokens, metricsToken, rateLimitMax, rateLimitWindowMs, authFailureMax } = config.ops;
   const verifier = new TokenVerifier(authTokens, metricsToken);
+  const failures = authFailureMax > 0 ? new AuthFailureLimiter(authFailureMax, rateLimitWindowMs) : null;
   const open = authTokens.size === 0;
   if (open) {
     app.log.warn('AUTH_TOKENS is not set: the API is open, anyone who can reach it may upload, delete and call plugins');
@@ -86,8 +130,17 @@ export async function installAccessControl(app: FastifyInstance, config: Config)
     const { access } = routePolicy(request);
     if (access === 'open') return;
     if (access === 'metrics' ? metricsToken === null : open) return;
+    const retryAfter = failures?.retryAfterSeconds(request.ip) ?? 0;
+    if (retryAfter > 0) {
+      throw new AppError('RATE_LIMITED', `too many failed token attempts from this address (AUTH_FAILURE_MAX ${authFailureMax} per ${rateLimitWindowMs} ms), retry in ${retryAfter} s`, {
+        headers: { 'retry-after': String(retryAfter) },
+      });
+    }
     if (token === undefined) throw unauthorized('this route needs a bearer token (Authorization: Bearer <token>)', false);
-    if (request.principal === null) throw unauthorized('the bearer token is not valid', true);
+    if (request.principal === null) {
+      failures?.recordFailure(request.ip);
+      throw unauthorized('the bearer token is not valid', true);
+    }
     if (!SATISFIES[request.principal.grant].has(access)) {
       throw new AppError('FORBIDDEN', `this route needs a token with the ${access} role`);
     }
