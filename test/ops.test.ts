@@ -368,6 +368,67 @@ describe('rate limits', () => {
   });
 });
 
+describe('stored plugin config', () => {
+  const SECRET_CONFIG = { apiKey: 'secret-api-key-value-77', vowels: 'xyz' };
+
+  async function uploadWithConfig(server: TestServer, token?: string): Promise<string> {
+    const form = new FormData();
+    form.append('file', new Blob([new Uint8Array(await readPlugin('count_vowels'))]), 'count_vowels.wasm');
+    form.append('name', 'configured');
+    form.append('config', JSON.stringify(SECRET_CONFIG));
+    const res = await fetch(`${server.url}/plugins`, { method: 'POST', headers: bearer(token), body: form });
+    expect(res.status).toBe(201);
+    const stored = (await res.json()) as { id: string; config: Record<string, string> };
+    // The uploader (admin, or anyone when open) gets back what it stored.
+    expect(stored.config).toEqual(SECRET_CONFIG);
+    return stored.id;
+  }
+
+  async function configsSeen(server: TestServer, token: string | undefined, id: string): Promise<Record<string, string>[]> {
+    const seen: Record<string, string>[] = [];
+    for (const path of [`/plugins/${id}`, '/plugins/configured', '/plugins', '/plugins?name=configured']) {
+      const res = await fetch(`${server.url}${path}`, { headers: bearer(token) });
+      expect(res.status, path).toBe(200);
+      const body = (await res.json()) as { config?: Record<string, string>; plugins?: { config: Record<string, string> }[] };
+      if (body.plugins) seen.push(...body.plugins.map((p) => p.config));
+      else seen.push(body.config!);
+    }
+    return seen;
+  }
+
+  it('shows its values to admin tokens only; invoke tokens see the keys with values redacted', async () => {
+    const server = await start({ env: TOKENS_ENV });
+    const id = await uploadWithConfig(server, ADMIN);
+
+    const byAdmin = await configsSeen(server, ADMIN, id);
+    expect(byAdmin).toHaveLength(4);
+    for (const config of byAdmin) expect(config).toEqual(SECRET_CONFIG);
+
+    const byInvoke = await configsSeen(server, INVOKE, id);
+    expect(byInvoke).toHaveLength(4);
+    for (const config of byInvoke) expect(config).toEqual({ apiKey: '[REDACTED]', vowels: '[REDACTED]' });
+    const asInvoke = await fetch(`${server.url}/plugins/${id}`, { headers: bearer(INVOKE) });
+    expect(await asInvoke.text()).not.toContain('secret-api-key-value-77');
+    // The metrics token may not read plugins at all.
+    expect((await fetch(`${server.url}/plugins/${id}`, { headers: bearer(METRICS) })).status).toBe(403);
+
+    // The stored values still reach the plugin on an invoke token's call (count_vowels counts the configured vowels).
+    const called = await fetch(`${server.url}/plugins/${id}/call`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...bearer(INVOKE) },
+      body: JSON.stringify({ function: 'count_vowels', input: 'xxyyzz aeiou' }),
+    });
+    expect(called.status).toBe(200);
+    expect(JSON.parse(((await called.json()) as { output: string }).output)).toMatchObject({ count: 6, vowels: 'xyz' });
+  });
+
+  it('shows its values to anyone while the service runs open (anyone may then upload and delete too)', async () => {
+    const server = await start();
+    const id = await uploadWithConfig(server);
+    for (const config of await configsSeen(server, undefined, id)) expect(config).toEqual(SECRET_CONFIG);
+  });
+});
+
 describe('failed token attempts', () => {
   it('are limited per address: after AUTH_FAILURE_MAX wrong tokens every request needing a token gets 429 with Retry-After until the window ends', async () => {
     const windowMs = 1500;

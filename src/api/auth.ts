@@ -100,6 +100,18 @@ export class AuthFailureLimiter {
   }
 }
 
+export const REDACTED_VALUE = '[REDACTED]';
+
+/**
+ * A stored plugin config as this caller may see it. Its values are secrets (API keys a plugin
+ * uses): only an admin token reads them, or anyone while the service runs open (anyone may then
+ * upload and delete too). Everyone else sees the keys, each value replaced by "[REDACTED]".
+ */
+export function configForCaller(request: FastifyRequest, config: Readonly<Record<string, string>>): Record<string, string> {
+  if (request.readsConfigValues) return { ...config };
+  return Object.fromEntries(Object.keys(config).map((key) => [key, REDACTED_VALUE]));
+}
+
 /** The token of an `Authorization: Bearer <token>` header; undefined when absent, null when malformed. */
 function bearerToken(request: FastifyRequest): string | null | undefined {
   const header = request.headers.authorization;
@@ -123,9 +135,11 @@ export async function installAccessControl(app: FastifyInstance, config: Config)
   }
 
   app.decorateRequest('principal', null);
+  app.decorateRequest('readsConfigValues', false);
   app.addHook('onRequest', async (request) => {
     const token = bearerToken(request);
     if (typeof token === 'string') request.principal = verifier.verify(token);
+    request.readsConfigValues = open || request.principal?.grant === 'admin';
 
     const { access } = routePolicy(request);
     if (access === 'open') return;
@@ -166,5 +180,7 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** Who the bearer token belongs to; null without a valid token. */
     principal: Principal | null;
+    /** Whether stored plugin config values are shown to this caller (see configForCaller). */
+    readsConfigValues: boolean;
   }
 }

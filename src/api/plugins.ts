@@ -8,6 +8,7 @@ import { checkHostPatterns } from '../egress/policy.ts';
 import { inspectModule } from '../engine/inspect.ts';
 import { AppError } from '../errors.ts';
 import { ID_PATTERN, type PluginMeta } from '../store/store.ts';
+import { configForCaller } from './auth.ts';
 import { errorSchema, pluginParamsSchema, pluginSchema } from './schemas.ts';
 
 const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
@@ -333,13 +334,19 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
         },
       },
     },
-    async (request) => ({ plugins: await store.list(request.query.name === undefined ? {} : { name: request.query.name }) }),
+    async (request) => {
+      const plugins = await store.list(request.query.name === undefined ? {} : { name: request.query.name });
+      return { plugins: plugins.map((meta) => ({ ...meta, config: configForCaller(request, meta.config) })) };
+    },
   );
 
   app.get<{ Params: IdParams }>(
     '/plugins/:id',
     { schema: { params: pluginParamsSchema, response: { 200: pluginSchema, ...errorResponses } } },
-    async (request) => resolve(request.params.id),
+    async (request) => {
+      const meta = await resolve(request.params.id);
+      return { ...meta, config: configForCaller(request, meta.config) };
+    },
   );
 
   app.get<{ Params: IdParams }>(
