@@ -29,7 +29,7 @@ export interface MetricSources {
   /** `pluginLabel()` of every stored plugin: series of other plugins (deleted, renamed) are dropped at scrape. */
   pluginLabels?: () => Promise<Set<string>>;
   moduleCache?: () => { entries: number; bytes: number };
-  workerPool?: () => { size: number; busy: number; queued: number };
+  workerPool?: () => { size: number; ready: number; busy: number; queued: number };
 }
 
 /** Every reason the pool replaces a worker for (typed exhaustive, so the help text cannot drift from pool.ts). */
@@ -158,6 +158,14 @@ export class ServiceMetrics {
       registers,
       collect() {
         if (sources.workerPool) this.set(sources.workerPool().size);
+      },
+    });
+    new Gauge({
+      name: `${METRIC_PREFIX}workers_ready`,
+      help: 'Core worker threads started and able to take a call (less than wasmhost_workers while a replacement starts).',
+      registers,
+      collect() {
+        if (sources.workerPool) this.set(sources.workerPool().ready);
       },
     });
     new Gauge({

@@ -142,6 +142,8 @@ describe('call metrics', () => {
     expect([...restartHelp.matchAll(/(\w+) \(/g)].map((m) => m[1])).toEqual(['timeout', 'crash', 'exit']);
     expect(restartHelp).not.toContain('memory_limit');
     expect(sampleValue(families, 'wasmhost_workers')).toBe(server.config.engine.workers);
+    expect(families.get('wasmhost_workers_ready')?.type).toBe('gauge');
+    expect(sampleValue(families, 'wasmhost_workers_ready')).toBeGreaterThanOrEqual(1);
     expect(sampleValue(families, 'wasmhost_workers_busy')).toBe(0);
     expect(sampleValue(families, 'wasmhost_queue_depth')).toBe(0);
     expect(sampleValue(families, 'wasmhost_plugins_stored')).toBe(4);
