@@ -16,6 +16,8 @@ const run = promisify(execFile);
 const README_SERVICE = 'http://127.0.0.1:8080';
 /** What the classic Extism example fetches (jsonplaceholder's todo 1), served locally instead. */
 const TODO = { userId: 1, id: 1, title: 'delectus aut autem', completed: false };
+/** Formatted as jsonplaceholder sends it (2-space indent, 83 bytes), so the README's egress byte count holds. */
+const TODO_BODY = JSON.stringify(TODO, null, 2);
 
 interface Step {
   command: string;
@@ -82,7 +84,7 @@ let steps: Step[];
 
 beforeAll(async () => {
   steps = walkthrough(await readFile(path.join(repoRoot, 'README.md'), 'utf8'));
-  upstream = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(TODO)));
+  upstream = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(TODO_BODY));
   await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
   const address = upstream.address();
   upstreamUrl = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
