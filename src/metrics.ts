@@ -66,6 +66,18 @@ export class ServiceMetrics {
     collectDefaultMetrics({ register: this.registry });
     const registers = [this.registry];
     const sources = this.#sources;
+    // Numbers owned elsewhere (store, cache, pool), read when /metrics is scraped.
+    const scrapeGauge = (name: string, help: string, read: () => number | undefined): void => {
+      new Gauge({
+        name: `${METRIC_PREFIX}${name}`,
+        help,
+        registers,
+        collect() {
+          const value = read();
+          if (value !== undefined) this.set(value);
+        },
+      });
+    };
 
     this.#calls = new Counter({
       name: `${METRIC_PREFIX}calls_total`,
@@ -110,22 +122,8 @@ export class ServiceMetrics {
       registers,
     });
 
-    new Gauge({
-      name: `${METRIC_PREFIX}plugins_stored`,
-      help: 'Plugins in the store.',
-      registers,
-      collect() {
-        if (sources.store) this.set(sources.store().plugins);
-      },
-    });
-    new Gauge({
-      name: `${METRIC_PREFIX}plugins_stored_bytes`,
-      help: 'Bytes of Wasm held by the store.',
-      registers,
-      collect() {
-        if (sources.store) this.set(sources.store().bytes);
-      },
-    });
+    scrapeGauge('plugins_stored', 'Plugins in the store.', () => sources.store?.().plugins);
+    scrapeGauge('plugins_stored_bytes', 'Bytes of Wasm held by the store.', () => sources.store?.().bytes);
     this.#cacheHits = new Counter({
       name: `${METRIC_PREFIX}module_cache_hits_total`,
       help: 'Calls that found their compiled module in the cache.',
@@ -136,54 +134,12 @@ export class ServiceMetrics {
       help: 'Calls that had to load and compile their module.',
       registers,
     });
-    new Gauge({
-      name: `${METRIC_PREFIX}module_cache_entries`,
-      help: 'Compiled modules held in the cache.',
-      registers,
-      collect() {
-        if (sources.moduleCache) this.set(sources.moduleCache().entries);
-      },
-    });
-    new Gauge({
-      name: `${METRIC_PREFIX}module_cache_bytes`,
-      help: 'Wasm source bytes of the modules held in the cache (its size measure).',
-      registers,
-      collect() {
-        if (sources.moduleCache) this.set(sources.moduleCache().bytes);
-      },
-    });
-    new Gauge({
-      name: `${METRIC_PREFIX}workers`,
-      help: 'Worker threads in the pool.',
-      registers,
-      collect() {
-        if (sources.workerPool) this.set(sources.workerPool().size);
-      },
-    });
-    new Gauge({
-      name: `${METRIC_PREFIX}workers_ready`,
-      help: 'Core worker threads started and able to take a call (less than wasmhost_workers while a replacement starts).',
-      registers,
-      collect() {
-        if (sources.workerPool) this.set(sources.workerPool().ready);
-      },
-    });
-    new Gauge({
-      name: `${METRIC_PREFIX}workers_busy`,
-      help: 'Worker threads running a call.',
-      registers,
-      collect() {
-        if (sources.workerPool) this.set(sources.workerPool().busy);
-      },
-    });
-    new Gauge({
-      name: `${METRIC_PREFIX}queue_depth`,
-      help: 'Calls waiting for a free worker.',
-      registers,
-      collect() {
-        if (sources.workerPool) this.set(sources.workerPool().queued);
-      },
-    });
+    scrapeGauge('module_cache_entries', 'Compiled modules held in the cache.', () => sources.moduleCache?.().entries);
+    scrapeGauge('module_cache_bytes', 'Wasm source bytes of the modules held in the cache (its size measure).', () => sources.moduleCache?.().bytes);
+    scrapeGauge('workers', 'Worker threads in the pool.', () => sources.workerPool?.().size);
+    scrapeGauge('workers_ready', 'Core worker threads started and able to take a call (less than wasmhost_workers while a replacement starts).', () => sources.workerPool?.().ready);
+    scrapeGauge('workers_busy', 'Worker threads running a call.', () => sources.workerPool?.().busy);
+    scrapeGauge('queue_depth', 'Calls waiting for a free worker.', () => sources.workerPool?.().queued);
   }
 
   /** Lets the part that owns a number expose it; read at scrape time. */

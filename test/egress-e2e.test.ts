@@ -5,18 +5,11 @@
 // openapi.yaml.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readPlugin, removeDir, startServer, type TestServer } from './helpers.ts';
+import type { EgressAuditEntry } from '../src/egress/fetch.ts';
 import { expectContract } from './openapi-contract.ts';
 import { closedPort, startUpstream, type Upstream } from './upstream.ts';
 
-interface AuditEntry {
-  method: string;
-  url: string;
-  status: number | null;
-  bytes: number;
-  durationMs: number;
-  allowed: boolean;
-  reason?: string;
-}
+type AuditEntry = EgressAuditEntry;
 
 interface CallBody {
   statusCode?: number;
