@@ -5,6 +5,7 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import wabtInit from 'wabt';
@@ -178,4 +179,33 @@ export async function sendStreaming(
   let body = received.subarray(Buffer.byteLength(text.slice(0, headerEnd + 4), 'latin1'));
   if (headers['content-length'] !== undefined) body = body.subarray(0, Number(headers['content-length']));
   return { status: Number(statusLine.split(' ')[1]), headers, body: body.toString('utf8'), bytesSent };
+}
+
+export interface LogCapture {
+  /** Give to AppOptions.logStream. */
+  stream: Writable;
+  text: () => string;
+  /** Each pino line, parsed. */
+  lines: () => Record<string, unknown>[];
+}
+
+/** Collects what a test server's pino logger writes. */
+export function logCapture(): LogCapture {
+  const chunks: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      chunks.push(chunk.toString());
+      done();
+    },
+  });
+  const text = () => chunks.join('');
+  return {
+    stream,
+    text,
+    lines: () =>
+      text()
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
+  };
 }

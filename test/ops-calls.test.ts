@@ -1,9 +1,8 @@
 // Operability of calls: call metrics after a known sequence, bounded label sets, load shedding, and
 // the call log line (request id, outcome, redacted config, forwarded plugin logs). Real servers on
 // 127.0.0.1, real plugins from plugins/dist, upstreams on loopback only.
-import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { readPlugin, removeDir, startServer, type StartOptions, type TestServer } from './helpers.ts';
+import { logCapture, readPlugin, removeDir, startServer, type StartOptions, type TestServer } from './helpers.ts';
 import { parsePrometheusText, sampleValue, seriesCount, type MetricFamily } from './prom-text.ts';
 import { startUpstream, type Upstream } from './upstream.ts';
 
@@ -45,26 +44,6 @@ async function scrape(server: TestServer): Promise<Map<string, MetricFamily>> {
   const res = await fetch(`${server.url}/metrics`);
   expect(res.status).toBe(200);
   return parsePrometheusText(await res.text());
-}
-
-function logCapture(): { stream: Writable; text: () => string; lines: () => Record<string, unknown>[] } {
-  const chunks: string[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      chunks.push(chunk.toString());
-      done();
-    },
-  });
-  const text = () => chunks.join('');
-  return {
-    stream,
-    text,
-    lines: () =>
-      text()
-        .split('\n')
-        .filter((l) => l !== '')
-        .map((l) => JSON.parse(l) as Record<string, unknown>),
-  };
 }
 
 describe('call metrics', () => {

@@ -2,13 +2,12 @@
 // the /metrics exposition, and secrets kept out of the logs. Real servers on 127.0.0.1.
 import { timingSafeEqual } from 'node:crypto';
 import { rename, rm, writeFile } from 'node:fs/promises';
-import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { TokenVerifier, compareDigests } from '../src/api/auth.ts';
 import { buildApp } from '../src/app.ts';
 import { loadConfig } from '../src/config.ts';
 import { AppError } from '../src/errors.ts';
-import { makeTempDir, readPlugin, removeDir, startServer, tinyPluginWat, wat, type StartOptions, type TestServer } from './helpers.ts';
+import { logCapture, makeTempDir, readPlugin, removeDir, startServer, tinyPluginWat, wat, type StartOptions, type TestServer } from './helpers.ts';
 import { parsePrometheusText, sampleValue } from './prom-text.ts';
 
 const ADMIN = 'admin-token-0123456789abcdef';
@@ -47,25 +46,6 @@ async function upload(server: TestServer, token?: string, name?: string): Promis
 }
 
 /** Collects pino's JSON lines. */
-function logCapture(): { stream: Writable; lines: () => Record<string, unknown>[]; text: () => string } {
-  const chunks: string[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      chunks.push(chunk.toString());
-      done();
-    },
-  });
-  return {
-    stream,
-    text: () => chunks.join(''),
-    lines: () =>
-      chunks
-        .join('')
-        .split('\n')
-        .filter((l) => l !== '')
-        .map((l) => JSON.parse(l) as Record<string, unknown>),
-  };
-}
 
 describe('health and readiness', () => {
   it('answers /healthz and /readyz with 200 when the store is usable', async () => {
