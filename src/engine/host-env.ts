@@ -285,28 +285,13 @@ function hostOf(url: string): string {
   }
 }
 
+/** The egress fetch hands over a body it already read under the exact cap; the check here is a backstop. */
 async function readBody(response: Response, maxBytes: number): Promise<Uint8Array> {
-  const reader = response.body?.getReader();
-  if (!reader) return new Uint8Array(0);
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.length;
-    if (size > maxBytes) {
-      await reader.cancel().catch(() => {});
-      throw new CallFailure('EGRESS_ERROR', `HTTP response body exceeded ${maxBytes} bytes (maxHttpResponseBytes)`);
-    }
-    chunks.push(value);
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  if (bytes.length > maxBytes) {
+    throw new CallFailure('EGRESS_ERROR', `HTTP response body exceeded ${maxBytes} bytes (maxHttpResponseBytes)`);
   }
-  const out = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
+  return bytes;
 }
 
 /** The functions a plugin may import from EXTISM_ENV (upload checks imports against it). */
