@@ -6,6 +6,7 @@ import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { makeTempDir, readPlugin, removeDir, repoRoot } from './helpers.ts';
+import { closedPort } from './upstream.ts';
 
 interface Child {
   process: ChildProcess;
@@ -36,16 +37,6 @@ afterAll(() => {
   }
 });
 
-async function freePort(): Promise<number> {
-  const probe = net.createServer();
-  probe.listen(0, '127.0.0.1');
-  await once(probe, 'listening');
-  const { port } = probe.address() as AddressInfo;
-  probe.close();
-  await once(probe, 'close');
-  return port;
-}
-
 /**
  * The child's whole environment: PATH and HOME from the runner, then what the test sets. Nothing else
  * (AUTH_TOKENS, EGRESS_*, limits exported in the shell) may change what the test checks.
@@ -62,7 +53,7 @@ function serviceEnv(env: Record<string, string>): Record<string, string> {
 /** Starts `node src/main.ts` (the Node running the tests: 24 under npm) and waits until it listens. */
 async function startMain(env: Record<string, string>): Promise<Child> {
   const dataDir = await makeTempDir();
-  const port = await freePort();
+  const port = await closedPort();
   const child = spawn(process.execPath, ['src/main.ts'], {
     cwd: repoRoot,
     env: serviceEnv({ HOST: '127.0.0.1', PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'info', WORKERS: '2', ...env }),
