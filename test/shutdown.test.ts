@@ -157,6 +157,29 @@ describe('graceful shutdown', () => {
     expect(child.output()).not.toContain('still running after shutdown');
   });
 
+  it('on SIGTERM closes idle keep-alive connections and ones holding half a request at once, not at the drain timeout', async () => {
+    const drainMs = 20_000;
+    const child = await startMain({ SHUTDOWN_DRAIN_MS: String(drainMs) });
+    const keepAlive = net.connect({ host: '127.0.0.1', port: child.port });
+    await once(keepAlive, 'connect');
+    keepAlive.write(`GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: keep-alive\r\n\r\n`);
+    const [answer] = (await once(keepAlive, 'data')) as [Buffer];
+    expect(answer.toString()).toMatch(/^HTTP\/1\.1 200 /);
+    const halfRequest = net.connect({ host: '127.0.0.1', port: child.port });
+    await once(halfRequest, 'connect');
+    halfRequest.write(`GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n`);
+    const closed = [keepAlive, halfRequest].map((socket) => new Promise<void>((resolve) => socket.once('close', () => resolve())));
+    for (const socket of [keepAlive, halfRequest]) socket.on('error', () => {});
+
+    const signalled = performance.now();
+    child.process.kill('SIGTERM');
+    await Promise.all(closed);
+    const exit = await child.exited;
+    expect({ code: exit.code, signal: exit.signal }).toEqual({ code: 0, signal: null });
+    // Node alone would keep the half request until the drain deadline cut it.
+    expect(exit.at - signalled).toBeLessThan(drainMs / 2);
+  });
+
   it('cancels a call that outlives the drain timeout with 503 SHUTTING_DOWN and still exits 0', async () => {
     const drainMs = 300;
     const child = await startMain({ EGRESS_ALLOW_PRIVATE: 'true', SHUTDOWN_DRAIN_MS: String(drainMs) });

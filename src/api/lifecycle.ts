@@ -1,5 +1,6 @@
 // Graceful shutdown: stop taking work, let running calls finish until the drain deadline, then cancel
 // what is left with 503 SHUTTING_DOWN. main.ts calls shutdown(); readiness reads `shuttingDown`.
+import type { ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { AppError } from '../errors.ts';
 import { routePolicy } from './route-policy.ts';
@@ -17,6 +18,9 @@ export class Lifecycle {
   #shuttingDown = false;
   readonly #drain = new AbortController();
   readonly #calls = new Set<FastifyReply>();
+  /** Every response not yet closed (sent or abandoned), whatever the route. */
+  readonly #responses = new Set<ServerResponse>();
+  #onNoResponses: (() => void) | null = null;
 
   get shuttingDown(): boolean {
     return this.#shuttingDown;
@@ -41,6 +45,26 @@ export class Lifecycle {
 
   untrack(reply: FastifyReply): void {
     this.#calls.delete(reply);
+  }
+
+  trackResponse(res: ServerResponse): void {
+    this.#responses.add(res);
+    res.once('close', () => {
+      this.#responses.delete(res);
+      if (this.#responses.size === 0) this.#onNoResponses?.();
+    });
+  }
+
+  /** Runs `callback` once no response is open (now, if none is). */
+  whenNoResponses(callback: () => void): void {
+    if (this.#responses.size === 0) {
+      callback();
+      return;
+    }
+    this.#onNoResponses = () => {
+      this.#onNoResponses = null;
+      callback();
+    };
   }
 
   /** Cancels the calls still running; returns how many there were. */
@@ -71,6 +95,14 @@ export function installLifecycle(app: FastifyInstance, lifecycle: Lifecycle): vo
   });
   app.addHook('onResponse', async (_request, reply) => {
     lifecycle.untrack(reply);
+  });
+  // server.close() waits for every connection Node does not count as idle: one holding half a request
+  // (until headersTimeout), and, seen here under load, now and then a keep-alive connection whose
+  // responses are all sent (until keepAliveTimeout, 72 s). Once no response is open, the rest go.
+  app.server.on('request', (_req, res: ServerResponse) => lifecycle.trackResponse(res));
+  app.addHook('preClose', (done) => {
+    lifecycle.whenNoResponses(() => app.server.closeAllConnections());
+    done();
   });
 }
 
