@@ -3,7 +3,7 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FsPluginStore } from '../src/store/fs-store.ts';
-import type { NewPlugin } from '../src/store/store.ts';
+import { StoredBytesCorruptError, type NewPlugin } from '../src/store/store.ts';
 import { listFiles, makeTempDir, removeDir, tinyPluginWat, wat } from './helpers.ts';
 
 async function newPlugin(marker: number, name: string | null = null): Promise<NewPlugin> {
@@ -158,9 +158,24 @@ describe('FsPluginStore', () => {
     await rm(path.join(dir, 'blobs', `${a.meta.id}.wasm`));
     await writeFile(path.join(dir, 'meta', `${'e'.repeat(64)}.json`), 'not json');
     const warnings: string[] = [];
-    const reopened = await FsPluginStore.open(dir, { warn: (_obj, msg) => warnings.push(msg) });
+    const reopened = await FsPluginStore.open(dir, { warn: (_obj, msg) => warnings.push(msg), error: (_obj, msg) => warnings.push(msg) });
     expect((await reopened.list()).map((m) => m.id)).toEqual([b.meta.id]);
     expect(warnings).toHaveLength(2);
+  });
+
+  it('refuses bytes damaged on disk (sha256 no longer the id) and reports it, instead of handing them out', async () => {
+    const errors: { obj: object; msg: string }[] = [];
+    const store = await FsPluginStore.open(dir, { warn: () => {}, error: (obj, msg) => errors.push({ obj, msg }) });
+    const { meta } = await store.put(await newPlugin(1));
+    const blob = path.join(dir, 'blobs', `${meta.id}.wasm`);
+    const damaged = await readFile(blob);
+    damaged[damaged.length - 1]! ^= 0xff;
+    await writeFile(blob, damaged);
+
+    const err = await store.getBytes(meta.id).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StoredBytesCorruptError);
+    expect((err as StoredBytesCorruptError).actualSha256).toBe(createHash('sha256').update(damaged).digest('hex'));
+    expect(errors).toEqual([{ obj: expect.objectContaining({ plugin: meta.id }), msg: 'store: the stored bytes of a plugin are damaged' }]);
   });
 
   it('resolves a name left on two plugins by a crash mid-move to the later assignment', async () => {
@@ -182,7 +197,7 @@ describe('FsPluginStore', () => {
 
   it('succeeds when a name moved but its previous holder cannot be rewritten, and a restart agrees', async () => {
     const warnings: string[] = [];
-    const store = await FsPluginStore.open(dir, { warn: (_obj, msg) => warnings.push(msg) });
+    const store = await FsPluginStore.open(dir, { warn: (_obj, msg) => warnings.push(msg), error: (_obj, msg) => warnings.push(msg) });
     const a = await store.put(await newPlugin(1, 'x'));
     // Make A's record impossible to replace: a rename onto a non-empty directory fails (EISDIR).
     const aFile = path.join(dir, 'meta', `${a.meta.id}.json`);

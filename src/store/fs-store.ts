@@ -1,10 +1,10 @@
 // Filesystem PluginStore: blobs/<id>.wasm + meta/<id>.json under the data dir, each written atomically
 // (temp file, fsync, rename, fsync dir). A plugin is visible once its meta file exists, so the blob is
 // always written first and removed last. The whole index lives in memory: get/list never touch disk.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { ID_PATTERN, type BytesStream, type NewPlugin, type PluginMeta, type PluginStore, type PutResult } from './store.ts';
+import { ID_PATTERN, StoredBytesCorruptError, type BytesStream, type NewPlugin, type PluginMeta, type PluginStore, type PutResult } from './store.ts';
 
 const TEMP_PREFIX = '.tmp-';
 
@@ -26,6 +26,7 @@ interface Entry {
 
 export interface FsStoreLogger {
   warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
 }
 
 export class FsPluginStore implements PluginStore {
@@ -48,7 +49,7 @@ export class FsPluginStore implements PluginStore {
   }
 
   /** Creates the directories, removes leftovers of interrupted writes and loads the index. */
-  static async open(dataDir: string, log: FsStoreLogger = { warn: () => {} }): Promise<FsPluginStore> {
+  static async open(dataDir: string, log: FsStoreLogger = { warn: () => {}, error: () => {} }): Promise<FsPluginStore> {
     const store = new FsPluginStore(dataDir, log);
     await store.#load();
     return store;
@@ -197,12 +198,20 @@ export class FsPluginStore implements PluginStore {
 
   async getBytes(id: string): Promise<Uint8Array | null> {
     if (!this.#byId.has(id)) return null;
+    let bytes: Buffer;
     try {
-      return await readFile(this.#blobPath(id));
+      bytes = await readFile(this.#blobPath(id));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null; // deleted meanwhile
       throw err;
     }
+    // Content addressing makes damage on disk detectable; compiling damaged bytes would blame the plugin.
+    const actual = createHash('sha256').update(bytes).digest('hex');
+    if (actual !== id) {
+      this.#log.error({ plugin: id, actualSha256: actual, file: this.#blobPath(id) }, 'store: the stored bytes of a plugin are damaged');
+      throw new StoredBytesCorruptError(id, actual);
+    }
+    return bytes;
   }
 
   async openBytesStream(id: string): Promise<BytesStream | null> {

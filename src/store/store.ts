@@ -29,6 +29,19 @@ export interface PluginMeta {
   allowedHosts: string[];
 }
 
+/** Stored bytes that no longer hash to their id: damaged on disk, never served as the plugin. */
+export class StoredBytesCorruptError extends Error {
+  readonly id: string;
+  readonly actualSha256: string;
+
+  constructor(id: string, actualSha256: string) {
+    super(`the stored bytes of plugin ${id} are damaged (their sha256 is ${actualSha256}); delete the plugin and upload it again`);
+    this.name = 'StoredBytesCorruptError';
+    this.id = id;
+    this.actualSha256 = actualSha256;
+  }
+}
+
 export interface NewPlugin {
   bytes: Uint8Array;
   meta: PluginMeta;
@@ -50,7 +63,7 @@ export interface PluginStore {
   put(plugin: NewPlugin): Promise<PutResult>;
   /** Resolves an id or a name. */
   get(idOrName: string): Promise<PluginMeta | null>;
-  /** The whole module in memory (the engine compiles it). */
+  /** The whole module in memory (the engine compiles it), checked against its id (StoredBytesCorruptError). */
   getBytes(id: string): Promise<Uint8Array | null>;
   /**
    * The module as a stream (downloads: memory stays flat whatever the size or the number of readers).
