@@ -163,7 +163,7 @@ describe('FsPluginStore', () => {
     expect(warnings).toHaveLength(2);
   });
 
-  it('refuses bytes damaged on disk (sha256 no longer the id) and reports it, instead of handing them out', async () => {
+  it('refuses bytes damaged on disk (sha256 no longer the id), whole or streamed, and reports it', async () => {
     const errors: { obj: object; msg: string }[] = [];
     const store = await FsPluginStore.open(dir, { warn: () => {}, error: (obj, msg) => errors.push({ obj, msg }) });
     const { meta } = await store.put(await newPlugin(1));
@@ -175,7 +175,18 @@ describe('FsPluginStore', () => {
     const err = await store.getBytes(meta.id).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(StoredBytesCorruptError);
     expect((err as StoredBytesCorruptError).actualSha256).toBe(createHash('sha256').update(damaged).digest('hex'));
-    expect(errors).toEqual([{ obj: expect.objectContaining({ plugin: meta.id }), msg: 'store: the stored bytes of a plugin are damaged' }]);
+
+    // A stream hands out everything but the last chunk, then fails: never the whole damaged file.
+    const opened = await store.openBytesStream(meta.id);
+    let received = 0;
+    const streamed = await (async () => {
+      for await (const chunk of opened!.stream) received += (chunk as Buffer).length;
+    })().catch((e: unknown) => e);
+    expect(streamed).toBeInstanceOf(StoredBytesCorruptError);
+    expect(received).toBeLessThan(damaged.length);
+    expect(errors).toHaveLength(2);
+    expect(errors.every((e) => e.msg === 'store: the stored bytes of a plugin are damaged')).toBe(true);
+    expect(errors[0]!.obj).toMatchObject({ plugin: meta.id });
   });
 
   it('resolves a name left on two plugins by a crash mid-move to the later assignment', async () => {

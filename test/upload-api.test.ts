@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
+import { writeFile } from 'node:fs/promises';
 import net from 'node:net';
+import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -187,6 +189,30 @@ describe('plugin upload API', () => {
     const again = await api(server, `/plugins/${meta.id}/wasm`, { headers: { 'if-none-match': `"${meta.id}"` } });
     expect(again.status).toBe(304);
     expect((await again.arrayBuffer()).byteLength).toBe(0);
+  });
+
+  it('never serves damaged bytes whole: a download of a blob damaged on disk is cut before its end', async () => {
+    server = await startServer();
+    const bytes = withCustomSection(await wat(tinyPluginWat(10)), 1 * MiB);
+    const meta = await (await postRaw(server, bytes)).json();
+    const blob = path.join(server.dataDir, 'blobs', `${meta.id}.wasm`);
+    const damaged = new Uint8Array(bytes);
+    damaged[100]! ^= 0xff;
+    await writeFile(blob, damaged);
+
+    // Plain fetch: the contract check would read the body, and this one is cut on purpose.
+    const res = await fetch(`${server.url}/plugins/${meta.id}/wasm`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-length')).toBe(String(bytes.length));
+    let received = 0;
+    const reader = res.body!.getReader();
+    const read = await (async () => {
+      for (let part = await reader.read(); !part.done; part = await reader.read()) received += part.value.length;
+    })().catch((err: unknown) => err);
+    expect(read).toBeInstanceOf(Error);
+    expect(received).toBeLessThan(bytes.length);
+    // The server is fine: the next request on it answers.
+    expect((await api(server, `/plugins/${meta.id}`)).status).toBe(200);
   });
 
   it('moves a name to the newest upload carrying it and frees it with the plugin on delete', async () => {

@@ -4,6 +4,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
+import { Transform, pipeline } from 'node:stream';
 import { ID_PATTERN, StoredBytesCorruptError, type BytesStream, type NewPlugin, type PluginMeta, type PluginStore, type PutResult } from './store.ts';
 
 const TEMP_PREFIX = '.tmp-';
@@ -207,10 +208,7 @@ export class FsPluginStore implements PluginStore {
     }
     // Content addressing makes damage on disk detectable; compiling damaged bytes would blame the plugin.
     const actual = createHash('sha256').update(bytes).digest('hex');
-    if (actual !== id) {
-      this.#log.error({ plugin: id, actualSha256: actual, file: this.#blobPath(id) }, 'store: the stored bytes of a plugin are damaged');
-      throw new StoredBytesCorruptError(id, actual);
-    }
+    if (actual !== id) throw this.#damaged(id, actual);
     return bytes;
   }
 
@@ -226,11 +224,46 @@ export class FsPluginStore implements PluginStore {
     try {
       const { size } = await handle.stat();
       // The open descriptor keeps the file readable after a delete unlinks it; the stream closes it.
-      return { stream: handle.createReadStream(), size };
+      const file = handle.createReadStream();
+      const verified = this.#verifyingStream(id);
+      pipeline(file, verified, () => {});
+      return { stream: verified, size };
     } catch (err) {
       await handle.close();
       throw err;
     }
+  }
+
+  #damaged(id: string, actualSha256: string): StoredBytesCorruptError {
+    this.#log.error({ plugin: id, actualSha256, file: this.#blobPath(id) }, 'store: the stored bytes of a plugin are damaged');
+    return new StoredBytesCorruptError(id, actualSha256);
+  }
+
+  /**
+   * Passes the bytes through, holding back the last chunk until they hash to `id`; damaged bytes end
+   * the stream with StoredBytesCorruptError, so a reader never gets them whole under the id's ETag.
+   */
+  #verifyingStream(id: string): Transform {
+    const hash = createHash('sha256');
+    let held: Buffer | null = null;
+    const damaged = (actual: string) => this.#damaged(id, actual);
+    return new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        hash.update(chunk);
+        if (held) this.push(held);
+        held = chunk;
+        done();
+      },
+      flush(done) {
+        const actual = hash.digest('hex');
+        if (actual !== id) {
+          done(damaged(actual));
+          return;
+        }
+        if (held) this.push(held);
+        done();
+      },
+    });
   }
 
   async list(filter: { name?: string } = {}): Promise<PluginMeta[]> {
