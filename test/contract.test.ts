@@ -181,7 +181,7 @@ describe('call route', () => {
     expect((await call(server, 'POST', '/plugins/count_vowels/call', body({ function: 'count_vowels', input: 'a'.repeat(2048) }))).status).toBe(413);
   });
 
-  it('answers 500 STORE_ERROR when the stored bytes were damaged on disk, and runs nothing from them', async () => {
+  it('answers 500 STORE_ERROR when the stored bytes were damaged on disk, runs nothing from them, and a re-upload repairs them', async () => {
     const first = await start();
     const uploaded = await fetch(`${first.url}/plugins?name=damaged`, { method: 'POST', ...wasmBody(vowels) });
     expect(uploaded.status).toBe(201);
@@ -196,6 +196,10 @@ describe('call route', () => {
     const res = await call(restarted, 'POST', '/plugins/damaged/call', body({ function: 'count_vowels', input: 'a' }));
     expect(res.status).toBe(500);
     expect(await res.json()).toMatchObject({ code: 'STORE_ERROR', message: expect.stringContaining('damaged'), logs: [], egress: [] });
+
+    // As the message says: uploading the same bytes again repairs it.
+    expect((await call(restarted, 'POST', '/plugins', wasmBody(vowels))).status).toBe(200);
+    expect((await call(restarted, 'POST', '/plugins/damaged/call', body({ function: 'count_vowels', input: 'a' }))).status).toBe(200);
   });
 
   it('refuses a body that is not application/json with 415 UNSUPPORTED_MEDIA_TYPE naming what was sent', async () => {

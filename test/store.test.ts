@@ -163,7 +163,7 @@ describe('FsPluginStore', () => {
     expect(warnings).toHaveLength(2);
   });
 
-  it('refuses bytes damaged on disk (sha256 no longer the id), whole or streamed, and reports it', async () => {
+  it('refuses bytes damaged on disk (sha256 no longer the id), whole or streamed, reports it, and a re-upload repairs them', async () => {
     const errors: { obj: object; msg: string }[] = [];
     const store = await FsPluginStore.open(dir, { warn: () => {}, error: (obj, msg) => errors.push({ obj, msg }) });
     const { meta } = await store.put(await newPlugin(1));
@@ -187,6 +187,11 @@ describe('FsPluginStore', () => {
     expect(errors).toHaveLength(2);
     expect(errors.every((e) => e.msg === 'store: the stored bytes of a plugin are damaged')).toBe(true);
     expect(errors[0]!.obj).toMatchObject({ plugin: meta.id });
+
+    // Uploading the same bytes again repairs the copy on disk.
+    const original = await newPlugin(1);
+    expect((await store.put(original)).created).toBe(false);
+    expect(Buffer.from((await store.getBytes(meta.id))!).equals(Buffer.from(original.bytes))).toBe(true);
   });
 
   it('resolves a name left on two plugins by a crash mid-move to the later assignment', async () => {

@@ -170,6 +170,7 @@ export class FsPluginStore implements PluginStore {
       if (!ID_PATTERN.test(meta.id)) throw new Error(`store: invalid plugin id ${meta.id}`);
       const existing = this.#byId.get(meta.id);
       if (existing) {
+        await this.#repairBlob(meta.id, bytes);
         if (meta.name === null || meta.name === existing.meta.name) return { meta: existing.meta, created: false };
         const renamed = await this.#assignName(existing, meta.name);
         return { meta: renamed.meta, created: false };
@@ -191,6 +192,18 @@ export class FsPluginStore implements PluginStore {
         throw err;
       }
     });
+  }
+
+  /** A re-upload of stored bytes rewrites the blob if the copy on disk was damaged (or lost) meanwhile. */
+  async #repairBlob(id: string, bytes: Uint8Array): Promise<void> {
+    const onDisk = await readFile(this.#blobPath(id)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return null;
+      throw err;
+    });
+    if (onDisk !== null && createHash('sha256').update(onDisk).digest('hex') === id) return;
+    if (createHash('sha256').update(bytes).digest('hex') !== id) throw new Error(`store: the bytes given for plugin ${id} do not hash to it`);
+    await writeAtomic(this.#blobPath(id), bytes);
+    this.#log.warn({ plugin: id }, 'store: a damaged stored blob was rewritten from a re-upload of its bytes');
   }
 
   async get(idOrName: string): Promise<PluginMeta | null> {

@@ -35,7 +35,7 @@ export class StoredBytesCorruptError extends Error {
   readonly actualSha256: string;
 
   constructor(id: string, actualSha256: string) {
-    super(`the stored bytes of plugin ${id} are damaged (their sha256 is ${actualSha256}); delete the plugin and upload it again`);
+    super(`the stored bytes of plugin ${id} are damaged (their sha256 is ${actualSha256}); upload the same bytes again to repair it`);
     this.name = 'StoredBytesCorruptError';
     this.id = id;
     this.actualSha256 = actualSha256;
@@ -59,7 +59,7 @@ export interface BytesStream {
 }
 
 export interface PluginStore {
-  /** Stores bytes + metadata atomically; with bytes already stored, applies a new name only. */
+  /** Stores bytes + metadata atomically; with bytes already stored, applies a new name only (and repairs a damaged blob). */
   put(plugin: NewPlugin): Promise<PutResult>;
   /** Resolves an id or a name. */
   get(idOrName: string): Promise<PluginMeta | null>;
