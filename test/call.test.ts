@@ -135,7 +135,7 @@ describe('POST /plugins/:id/call', () => {
       appOptions: { onRoute: checkEveryResponse(contractProblems) },
     });
     titles = await startTitleServer('delectus aut autem');
-    for (const name of ['hello', 'count_vowels', 'echo', 'fail', 'logs', 'loop', 'trap', 'membomb', 'huge_output', 'log_flood', 'wasi_io', 'state', 'rust_vowels']) {
+    for (const name of ['hello', 'count_vowels', 'echo', 'fail', 'logs', 'loop', 'trap', 'membomb', 'huge_output', 'log_flood', 'wasi_io', 'state', 'rust_vowels', 'segments']) {
       await upload(server, name);
     }
   });
@@ -251,6 +251,13 @@ describe('POST /plugins/:id/call', () => {
       for (const { status, body } of concurrent) {
         expect(status).toBe(200);
         expect(JSON.parse(body.output!)).toEqual(fresh);
+      }
+    });
+
+    it('gives every call its passive data and element segments back, though each call drops them', async () => {
+      for (let i = 0; i < 5; i++) {
+        const { status, body } = await call(server, 'segments', { function: 'take' });
+        expect({ status, output: body.output }).toEqual({ status: 200, output: 'fresh' });
       }
     });
   });

@@ -69,6 +69,18 @@ describe('rewriteForEngine', () => {
     expect(size()).toBe(4);
   });
 
+  it('flags passive data or element segments (a call may drop them), not active or declarative ones', async () => {
+    const flagged = async (body: string) => rewriteForEngine(await wat(`(module (memory 1) (table 2 funcref) (func $f) ${body} (func (export "run")))`)).passiveSegments;
+    expect(await flagged('')).toBe(false);
+    expect(await flagged('(data (i32.const 8) "active") (elem (i32.const 0) func $f)')).toBe(false);
+    expect(await flagged('(elem declare func $f)')).toBe(false);
+    expect(await flagged('(data (i32.const 8) "active") (data $p "passive")')).toBe(true);
+    expect(await flagged('(elem (i32.const 0) func $f) (elem $p func $f)')).toBe(true);
+    expect(await flagged('(elem $p funcref (ref.func $f))')).toBe(true);
+    expect(rewriteForEngine(new Uint8Array(await readPlugin('segments'))).passiveSegments).toBe(true);
+    expect(rewriteForEngine(new Uint8Array(await readPlugin('count_vowels'))).passiveSegments).toBe(false);
+  });
+
   it('refuses what it cannot cap: an imported memory, several memories, non-Wasm bytes', async () => {
     const imported = await wat(`(module (import "env" "mem" (memory 1)) (func (export "f")))`);
     expect(() => rewriteForEngine(imported)).toThrow(WasmRewriteError);

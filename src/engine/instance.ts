@@ -197,13 +197,13 @@ export class PluginInstance {
     return this.#live.memory.buffer.byteLength / PAGE;
   }
 
-  /** Back to the snapshot: restore in place, or rebuild when memory grew past the threshold. */
+  /** Back to the snapshot: restore in place, or rebuild when memory grew past the threshold (or segments may be dropped). */
   reset(): void {
     const { memory } = this.#live;
     const snapshot = this.#snapshot;
     const size = memory.buffer.byteLength;
     const tablesGrew = snapshot.tables.some((t) => t.table.length !== t.elements.length);
-    if (size / PAGE > this.#rebuildAbovePages || tablesGrew) {
+    if (size / PAGE > this.#rebuildAbovePages || tablesGrew || this.shape.passiveSegments) {
       this.#rebuild();
       return;
     }

@@ -30,13 +30,18 @@ export interface ModuleLayout {
   virtualGrowth: boolean;
   /** Export name of the global the grow shim sets to 1 when it refuses a grow (null without virtual growth). */
   growRefusedExport: string | null;
+  /**
+   * Has passive data or element segments: a call may drop them (data.drop, elem.drop), and no API
+   * restores a dropped segment, so each call gets a new instance (restored from the snapshot).
+   */
+  passiveSegments: boolean;
 }
 
 export interface RewriteResult extends ModuleLayout {
   bytes: Uint8Array;
 }
 
-const SECTION = { custom: 0, type: 1, import: 2, function: 3, table: 4, memory: 5, global: 6, export: 7, code: 10 } as const;
+const SECTION = { custom: 0, type: 1, import: 2, function: 3, table: 4, memory: 5, global: 6, export: 7, elem: 9, code: 10, data: 11 } as const;
 const KIND = { func: 0, table: 1, memory: 2, global: 3, tag: 4 } as const;
 const I32 = 0x7f;
 /** Position of each known section id in the required order (custom sections keep their places). */
@@ -198,7 +203,47 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
   const memoryImport = [...nameBytes(HOST_MODULE), ...nameBytes(MEMORY_IMPORT), KIND.memory, 0x00, ...leb(initialPages)];
   replaced.set(SECTION.import, section(SECTION.import, concat([leb(imports.count + 1), imports.entries, memoryImport])));
 
-  return { bytes: assemble(input, sections, replaced), initialPages, declaredMaxPages, virtualGrowth, growRefusedExport };
+  const passiveSegments = hasPassiveSegments(input, find(SECTION.data), find(SECTION.elem));
+  return { bytes: assemble(input, sections, replaced), initialPages, declaredMaxPages, virtualGrowth, growRefusedExport, passiveSegments };
+}
+
+/** True when a data or element segment is passive (or the sections cannot be read: assume so). */
+function hasPassiveSegments(input: Uint8Array, dataSection: RawSection | undefined, elemSection: RawSection | undefined): boolean {
+  try {
+    const data = vector(input, dataSection);
+    for (let i = 0; i < data.count; i++) {
+      const r = data.reader;
+      const flags = r.u32();
+      if (flags === 1) return true;
+      if (flags === 2) r.u32(); // memory index
+      if (flags !== 0 && flags !== 2) throw new WasmRewriteError(`unknown data segment kind ${flags}`);
+      skipConstExpr(r);
+      r.skip(r.u32());
+    }
+    const elems = vector(input, elemSection);
+    for (let i = 0; i < elems.count; i++) {
+      const r = elems.reader;
+      const flags = r.u32();
+      if (flags > 7) throw new WasmRewriteError(`unknown element segment kind ${flags}`);
+      if ((flags & 3) === 1) return true; // passive (3 is declarative: never usable by table.init)
+      if (flags & 2 && !(flags & 1)) r.u32(); // explicit table index
+      if (!(flags & 1)) skipConstExpr(r); // active: offset
+      const expressions = (flags & 4) !== 0;
+      if (flags & 3) {
+        if (expressions) skipValType(r); // reference type
+        else r.byte(); // element kind
+      }
+      const count = r.u32();
+      for (let e = 0; e < count; e++) {
+        if (expressions) skipConstExpr(r);
+        else r.u32();
+      }
+    }
+    return false;
+  } catch (err) {
+    if (err instanceof WasmRewriteError) return true;
+    throw err;
+  }
 }
 
 /** The module with `replaced` sections swapped in (null: dropped), new ones inserted in order. */
