@@ -261,6 +261,86 @@ describe('Rust plugin', () => {
     await custom.close();
   });
 
+  it('rust_vowels analyze: word counts, top words by count then alphabet, sentences, classes and logs', async () => {
+    const lines: LogLine[] = [];
+    const plugin = await load('rust_vowels', { logger: recordingLogger(lines), logLevel: 'debug' });
+    const text = 'The cat sat on the mat. The cat ran! Did the dog see it? Yes.';
+    const output = await callText(plugin, 'analyze', JSON.stringify({ text, top: 3, stopwords: ['ON'] }));
+    expect(output).toBe(
+      '{"average_word_length":2.87,"bytes":61,"characters":61,' +
+        '"classes":{"alphabetic":43,"lowercase":39,"numeric":0,"other":0,"punctuation":4,"uppercase":4,"whitespace":14},' +
+        '"lines":1,"longest_word":"cat","sentences":4,"stopwords_removed":1,' +
+        '"top":[{"count":4,"word":"the"},{"count":2,"word":"cat"},{"count":1,"word":"did"}],' +
+        '"top_bigrams":[{"count":2,"word":"the cat"}],"unique_words":10,"word_lengths":[[2,2],[3,13]],"words":15}',
+    );
+    expect(lines).toEqual([
+      { level: 'debug', text: 'analyze: 61 bytes of text, top 3, lowercase true, 1 stopwords' },
+      { level: 'info', text: 'analyze: 15 words (10 unique) in 4 sentences' },
+    ]);
+
+    // Case kept, min_length drops short words from the counts (not from `words`).
+    const cased = JSON.parse(await callText(plugin, 'analyze', JSON.stringify({ text, lowercase: false, min_length: 3, top: 2 })));
+    expect(cased.top).toEqual([{ count: 2, word: 'The' }, { count: 2, word: 'cat' }]);
+    expect(cased.words).toBe(15);
+    expect(cased.unique_words).toBe(10);
+    await plugin.close();
+  });
+
+  it('rust_vowels analyze: Unicode lowercasing, apostrophes, \\u escapes with surrogate pairs, pretty output', async () => {
+    const plugin = await load('rust_vowels');
+    // The input spells everything as JSON \u escapes (𝐀𝐁 as surrogate pairs); `ascii` escapes the output.
+    const input = String.raw`{"text":"\u00c9cole \u00e9COLE don\u2019t \ud835\udc00\ud835\udc01 12\u00bd. \ud83d\ude00","top":4,"ascii":true}`;
+    expect(await callText(plugin, 'analyze', input)).toBe(
+      '{"average_word_length":4,"bytes":41,"characters":27,' +
+        '"classes":{"alphabetic":16,"lowercase":9,"numeric":3,"other":1,"punctuation":2,"uppercase":7,"whitespace":5},' +
+        String.raw`"lines":1,"longest_word":"don\u2019t","sentences":1,"stopwords_removed":0,` +
+        String.raw`"top":[{"count":2,"word":"\u00e9cole"},{"count":1,"word":"12\u00bd"},{"count":1,"word":"don\u2019t"},` +
+        String.raw`{"count":1,"word":"\ud835\udc00\ud835\udc01"}],` +
+        '"top_bigrams":[],"unique_words":4,"word_lengths":[[2,1],[3,1],[5,3]],"words":5}',
+    );
+    // Without `ascii` the same text comes back as UTF-8.
+    expect(JSON.parse(await callText(plugin, 'analyze', input.replace('"ascii":true', '"ascii":false'))).top[3]).toEqual({
+      count: 1, word: '𝐀𝐁',
+    });
+
+    const pretty = await callText(plugin, 'analyze', '{"text": "Hi", "pretty": true, "top": 1}');
+    expect(pretty).toBe(JSON.stringify(JSON.parse(pretty), null, 2));
+    expect(JSON.parse(pretty).top).toEqual([{ count: 1, word: 'hi' }]);
+    await plugin.close();
+  });
+
+  it('rust_vowels analyze: malformed JSON and bad requests fail with the position or the field', async () => {
+    const plugin = await load('rust_vowels');
+    const fails = (input: string) => plugin.call('analyze', input);
+    await expect(fails('{"text": "x", "top": 5,}')).rejects.toThrow(
+      `analyze: invalid JSON: unexpected character '}', expected a string key at line 1, column 24 (byte 23)`,
+    );
+    await expect(fails('{\n  "text": tru}')).rejects.toThrow(
+      `analyze: invalid JSON: unexpected character '}', expected true at line 2, column 14 (byte 15)`,
+    );
+    await expect(fails('{"text": "x"')).rejects.toThrow(
+      `analyze: invalid JSON: unexpected end of input, expected ',' or '}' at line 1, column 13 (byte 12)`,
+    );
+    await expect(fails(String.raw`{"text": "\u00e9\ud800x"}`)).rejects.toThrow(
+      'analyze: invalid JSON: lone UTF-16 surrogate \\uD800 at line 1, column 17 (byte 16)',
+    );
+    await expect(fails('{"text": "x"} x')).rejects.toThrow(
+      `analyze: invalid JSON: trailing character 'x' after the JSON value at line 1, column 15 (byte 14)`,
+    );
+    await expect(fails('{"text": "x", "top": 1e400}')).rejects.toThrow('analyze: invalid JSON: number out of range at line 1, column 22 (byte 21)');
+    await expect(fails('['.repeat(200))).rejects.toThrow('analyze: invalid JSON: nesting deeper than 128 levels at line 1, column 129 (byte 128)');
+    await expect(fails('[1, 2]')).rejects.toThrow('analyze: the input must be a JSON object, found array');
+    await expect(fails('{"txt": "x"}')).rejects.toThrow('analyze: field `text`: missing');
+    await expect(fails('{"text": "x", "top": -1}')).rejects.toThrow('analyze: field `top`: expected a non-negative integer, found -1');
+    await expect(fails('{"text": "x", "stopwords": ["a", 2]}')).rejects.toThrow('analyze: field `stopwords[1]`: expected a string, found number');
+    await expect(fails('{"text": "x", "tops": 1}')).rejects.toThrow(
+      'analyze: field `tops`: unknown field, expected one of: text, top, lowercase, stopwords, min_length, pretty, ascii',
+    );
+    // A failed call leaves the plugin usable.
+    expect(JSON.parse(await callText(plugin, 'analyze', '{"text": "ok"}')).words).toBe(1);
+    await plugin.close();
+  });
+
   it('rust_vowels starts with at least 1 MiB of linear memory (the Rust stack)', async () => {
     const module = new WebAssembly.Module(wasmOf('rust_vowels'));
     const env = Object.fromEntries(WebAssembly.Module.imports(module).map((i) => [i.name, () => 0n]));
