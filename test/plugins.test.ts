@@ -231,6 +231,13 @@ describe('WAT plugins', () => {
     await another.close();
   });
 
+  it('segments outputs fresh on a fresh instance and traps on a reused one (its segments were dropped)', async () => {
+    const plugin = await load('segments');
+    expect(await callText(plugin, 'take')).toBe('fresh');
+    await expect(plugin.call('take')).rejects.toThrow(/out of bounds/);
+    await plugin.close();
+  });
+
   it('upload fixtures: bad_import does not link; no_exports has no functions', async () => {
     const badImports = WebAssembly.Module.imports(new WebAssembly.Module(wasmOf('bad_import')));
     expect(badImports.map((i) => `${i.module}.${i.name}`)).toEqual(['env.abort', 'foo.bar']);
