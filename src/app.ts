@@ -34,6 +34,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     logController: new RequestLogController(),
     genReqId: genRequestId,
     requestIdHeader: false,
+    trustProxy: fastifyTrustProxy(config.ops.trustProxy),
     // Shutdown is answered by api/lifecycle.ts with our error shape.
     return503OnClosing: false,
     bodyLimit: 1024 * 1024,
@@ -89,6 +90,11 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(callRoutes, { config, engine });
 
   return app;
+}
+
+/** A hop count as the function Fastify's types take (its runtime takes numbers too). */
+function fastifyTrustProxy(trust: Config['ops']['trustProxy']): boolean | string[] | ((address: string, hop: number) => boolean) {
+  return typeof trust === 'number' ? (_address, hop) => hop < trust : trust;
 }
 
 declare module 'fastify' {

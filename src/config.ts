@@ -2,6 +2,7 @@
 // No other module reads process.env.
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
+import ipaddr from 'ipaddr.js';
 import { checkHostPatterns } from './egress/policy.ts';
 
 const MiB = 1024 * 1024;
@@ -65,6 +66,11 @@ export interface Config {
     rateLimitWindowMs: number;
     /** Failed token attempts per client address per rate-limit window before it gets 429s; 0 = off. */
     authFailureMax: number;
+    /**
+     * Which peers' X-Forwarded-For to believe for the client address (rate limits, failed-token limits,
+     * logs): false (none), true (any), a hop count, or addresses/CIDRs of the proxies.
+     */
+    trustProxy: boolean | number | string[];
     shutdownDrainMs: number;
     maxEventLoopDelayMs: number;
     maxHeapUsedBytes: number;
@@ -125,6 +131,33 @@ function hostPatterns(env: Env, key: string, fallback: string[]): string[] {
   const patterns = list(env, key, fallback);
   checkHostPatterns(patterns, (err) => new ConfigError(`${key}: ${err.message}`));
   return patterns;
+}
+
+/**
+ * TRUST_PROXY: false (default), true, a hop count, or a comma-separated list of proxy addresses, CIDRs
+ * or the names loopback / linklocal / uniquelocal (as Fastify's trustProxy takes them).
+ */
+function trustProxy(env: Env): boolean | number | string[] {
+  const raw = env.TRUST_PROXY?.trim();
+  if (raw === undefined || raw === '' || /^(false|0|no|off)$/i.test(raw)) return false;
+  if (/^(true|yes|on)$/i.test(raw)) return true;
+  if (/^\d+$/.test(raw)) return int(env, 'TRUST_PROXY', 0, 1, 64);
+  const entries = list(env, 'TRUST_PROXY', []);
+  for (const entry of entries) {
+    if (['loopback', 'linklocal', 'uniquelocal'].includes(entry)) continue;
+    const valid = entry.includes('/') ? isValidCidr(entry) : ipaddr.isValid(entry);
+    if (!valid) throw new ConfigError(`TRUST_PROXY: "${entry}" is not an address, a CIDR, loopback, linklocal or uniquelocal`);
+  }
+  return entries;
+}
+
+function isValidCidr(text: string): boolean {
+  try {
+    ipaddr.parseCIDR(text);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** AUTH_TOKENS="token1:admin,token2:invoke"; AUTH_TOKENS_FILE holds the same, one per line. */
@@ -209,6 +242,7 @@ export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
       rateLimitMax: int(env, 'RATE_LIMIT_MAX', 600, 0),
       rateLimitWindowMs: int(env, 'RATE_LIMIT_WINDOW_MS', 60_000, 1),
       authFailureMax: int(env, 'AUTH_FAILURE_MAX', 20, 0),
+      trustProxy: trustProxy(env),
       shutdownDrainMs: int(env, 'SHUTDOWN_DRAIN_MS', 10_000, 0),
       maxEventLoopDelayMs: int(env, 'MAX_EVENT_LOOP_DELAY_MS', 1_000, 0),
       maxHeapUsedBytes: int(env, 'MAX_HEAP_USED_BYTES', 0, 0),

@@ -31,6 +31,9 @@ describe('loadConfig', () => {
     { env: { UPLOAD_CONCURRENCY: '0' }, message: /^UPLOAD_CONCURRENCY must be between 1 and 256, got 0$/ },
     { env: { EGRESS_ALLOW_PRIVATE: 'maybe' }, message: /^EGRESS_ALLOW_PRIVATE must be true or false, got "maybe"$/ },
     { env: { EGRESS_ALLOWED_HOSTS: 'ok.test,*x.com' }, message: /^EGRESS_ALLOWED_HOSTS: invalid host pattern "\*x\.com": .*wildcard/ },
+    { env: { TRUST_PROXY: '10.0.0.0/33' }, message: /^TRUST_PROXY: "10\.0\.0\.0\/33" is not an address, a CIDR/ },
+    { env: { TRUST_PROXY: 'loopback,proxy.internal' }, message: /^TRUST_PROXY: "proxy\.internal" is not an address/ },
+    { env: { TRUST_PROXY: '65' }, message: /^TRUST_PROXY must be between 1 and 64, got 65$/ },
   ];
   for (const c of invalid) {
     it(`refuses ${JSON.stringify(c.env)} with a ConfigError naming the variable`, () => {
@@ -44,6 +47,14 @@ describe('loadConfig', () => {
       expect((thrown as Error).message).toMatch(c.message);
     });
   }
+
+  it('reads TRUST_PROXY as off (default), on, a hop count or a list of proxies', () => {
+    expect(loadConfig({}).ops.trustProxy).toBe(false);
+    expect(loadConfig({ TRUST_PROXY: 'false' }).ops.trustProxy).toBe(false);
+    expect(loadConfig({ TRUST_PROXY: 'true' }).ops.trustProxy).toBe(true);
+    expect(loadConfig({ TRUST_PROXY: '2' }).ops.trustProxy).toBe(2);
+    expect(loadConfig({ TRUST_PROXY: 'loopback, 10.0.0.0/8, fd00::1' }).ops.trustProxy).toEqual(['loopback', '10.0.0.0/8', 'fd00::1']);
+  });
 
   it('takes a lowered ceiling as the default too when no default is given', () => {
     expect(loadConfig({ CALL_TIMEOUT_MS_CEILING: '1000' }).engine.limits.timeoutMs).toEqual({ default: 1000, ceiling: 1000 });

@@ -130,6 +130,7 @@ describe('request ids', () => {
       method: 'GET',
       route: '/plugins/:id',
       url: `/plugins/${id}`,
+      remoteAddress: '127.0.0.1',
       statusCode: 200,
     });
     expect(typeof lines[0]!.durationMs).toBe('number');
@@ -436,6 +437,23 @@ describe('failed token attempts', () => {
     await new Promise((resolve) => setTimeout(resolve, Math.max(0, started + windowMs + 100 - Date.now())));
     expect((await list(ADMIN)).status).toBe(200);
     expect((await list('wrong-guess-4-0123456789')).status).toBe(401);
+  });
+
+  it('count per client behind a trusted proxy (TRUST_PROXY), and X-Forwarded-For is ignored from anyone else', async () => {
+    // Addresses from TEST-NET-1 (192.0.2.0/24): header values only, no traffic goes to them.
+    const guess = (server: TestServer, client: string, i: number) =>
+      fetch(`${server.url}/plugins`, { headers: { ...bearer(`wrong-guess-${i}-0123456789`), 'x-forwarded-for': client } });
+    const logs = logCapture();
+    const behindProxy = await start({ env: { ...TOKENS_ENV, AUTH_FAILURE_MAX: '2', TRUST_PROXY: '127.0.0.1', LOG_LEVEL: 'info' }, appOptions: { logStream: logs.stream } });
+    for (let i = 0; i < 2; i++) expect((await guess(behindProxy, '192.0.2.1', i)).status).toBe(401);
+    expect((await guess(behindProxy, '192.0.2.1', 2)).status).toBe(429);
+    expect((await guess(behindProxy, '192.0.2.2', 3)).status).toBe(401);
+    expect(logs.lines().filter((l) => l.msg === 'request completed').map((l) => l.remoteAddress)).toEqual(['192.0.2.1', '192.0.2.1', '192.0.2.1', '192.0.2.2']);
+
+    const direct = await start({ env: { ...TOKENS_ENV, AUTH_FAILURE_MAX: '2' } });
+    for (let i = 0; i < 2; i++) expect((await guess(direct, `192.0.2.${10 + i}`, i)).status).toBe(401);
+    // Another forged address does not buy more guesses.
+    expect((await guess(direct, '192.0.2.99', 2)).status).toBe(429);
   });
 
   it('are not limited with AUTH_FAILURE_MAX=0', async () => {

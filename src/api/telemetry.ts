@@ -117,6 +117,8 @@ export class RequestLogController extends LogController {
       method: request.method,
       route: request.routeOptions.url ?? null,
       url: request.url,
+      // The client's address: X-Forwarded-For only from the proxies TRUST_PROXY names.
+      remoteAddress: request.ip,
       statusCode: reply.statusCode,
       durationMs: round(reply.elapsedTime),
       ...(request.callSummary ? { call: request.callSummary } : {}),
