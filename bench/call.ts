@@ -55,6 +55,9 @@ async function upload(name: string): Promise<string | null> {
 
 const input = 'The quick brown fox jumps over the lazy dog. Hello, World!';
 const callBody = (fn: string) => JSON.stringify({ function: fn, input });
+// A heavier call of the Rust plugin: JSON in, word statistics over 1.4 KiB of text (54 sentences), JSON out.
+const analyzeText = Array.from({ length: 18 }, (_, i) => `${input} Sentence ${i} ends here.`).join(' ');
+const analyzeBody = JSON.stringify({ function: 'analyze', input: JSON.stringify({ text: analyzeText, top: 5 }) });
 
 async function check(name: string, fn: string): Promise<void> {
   for (let i = 0; i < 3; i++) {
@@ -65,6 +68,13 @@ async function check(name: string, fn: string): Promise<void> {
       throw new Error(`${name}: unexpected answer ${res.status} ${JSON.stringify(body)}`);
     }
   }
+}
+
+async function checkAnalyze(): Promise<void> {
+  const res = await fetch(`${base}/plugins/rust_vowels/call`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: analyzeBody });
+  const body = (await res.json()) as { output?: string };
+  const out = JSON.parse(body.output ?? '{}') as { words?: number; sentences?: number };
+  if (res.status !== 200 || out.sentences !== 54) throw new Error(`rust_vowels analyze: unexpected answer ${res.status} ${JSON.stringify(body)}`);
 }
 
 interface Mark {
@@ -119,6 +129,8 @@ if (await upload('count_vowels')) {
 if (await upload('rust_vowels')) {
   await check('rust_vowels', 'count_vowels');
   scenarios.push({ label: '(c) call rust_vowels (Rust)', path: '/plugins/rust_vowels/call', body: callBody('count_vowels') });
+  await checkAnalyze();
+  scenarios.push({ label: '(d) rust_vowels analyze 1.4 KiB', path: '/plugins/rust_vowels/call', body: analyzeBody });
 }
 
 console.log(`bench: ${connections} connections, ${seconds} s per scenario, ${ready.workers} engine workers, node ${process.version}`);
