@@ -1,12 +1,11 @@
-// Upload-time validation: compile (the module the engine will run), then check it only asks for what
-// the engine provides.
+// Upload-time validation: compile once, then check the module only asks for what the engine provides.
 // A module that would fail to link is refused here rather than on every call.
 import { AppError } from '../errors.ts';
 import type { PluginImport } from '../store/store.ts';
 import { EXTISM_ENV, EXTISM_ENV_FUNCTIONS } from './host-env.ts';
 import { WASI_FUNCTIONS, WASI_PREVIEW1 } from './wasi.ts';
 import { prepareModule, type PreparedModule } from './prepare.ts';
-import { HOST_MODULE, MEMORY_IMPORT, WasmRewriteError } from './wasm-rewrite.ts';
+import { WasmRewriteError } from './wasm-rewrite.ts';
 
 // What upload accepts is exactly what the engine links: the name sets come from its implementations.
 export { EXTISM_ENV, EXTISM_ENV_FUNCTIONS } from './host-env.ts';
@@ -25,25 +24,14 @@ export interface InspectedModule {
 }
 
 export async function inspectModule(bytes: Uint8Array): Promise<InspectedModule> {
-  // One compile on the way that succeeds: the rewritten module the engine runs describes the plugin
-  // too (same imports plus the engine's memory, same function exports).
-  let prepared: PreparedModule | null = null;
-  let cannotRun: unknown = null;
+  let module: WebAssembly.Module;
   try {
-    prepared = await prepareModule(bytes);
+    module = await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
   } catch (err) {
-    cannotRun = err;
+    throw new AppError('INVALID_WASM', `not a valid WebAssembly module: ${(err as Error).message}`);
   }
-  // Otherwise the original says why: V8's message about it, or what it asks for that is not provided.
-  const module = prepared?.module ?? (await compileOriginal(bytes));
-  // A valid module the rewriter choked on without saying why is a bug here, not bad input.
-  if (cannotRun !== null && !(cannotRun instanceof WasmRewriteError) && !(cannotRun instanceof WebAssembly.CompileError)) throw cannotRun;
+
   const descriptors = WebAssembly.Module.imports(module);
-  // The rewriter appends the engine's memory import; the plugin's own imports come before it.
-  if (prepared) {
-    const memory = descriptors.pop();
-    if (memory?.module !== HOST_MODULE || memory.name !== MEMORY_IMPORT) throw new Error('the rewritten module does not end its imports with the engine memory');
-  }
   const unsupported = descriptors.filter((d) => !isProvided(d));
   if (unsupported.length > 0) {
     const listed = unsupported.map((d) => `${d.module}.${d.name}${d.kind === 'function' ? '' : ` (${d.kind})`}`);
@@ -61,7 +49,13 @@ export async function inspectModule(bytes: Uint8Array): Promise<InspectedModule>
   }
 
   // The engine runs a rewritten module; one it cannot rewrite would fail every call.
-  if (!prepared) throw new AppError('INVALID_WASM', `the module cannot be run by this service: ${(cannotRun as Error).message}`);
+  let prepared: PreparedModule;
+  try {
+    prepared = await prepareModule(bytes);
+  } catch (err) {
+    if (!(err instanceof WasmRewriteError)) throw err;
+    throw new AppError('INVALID_WASM', `the module cannot be run by this service: ${err.message}`);
+  }
 
   return {
     prepared,
@@ -69,14 +63,6 @@ export async function inspectModule(bytes: Uint8Array): Promise<InspectedModule>
     imports: descriptors.map((d) => ({ module: d.module, name: d.name })),
     wasi: descriptors.some((d) => d.module === WASI_PREVIEW1),
   };
-}
-
-async function compileOriginal(bytes: Uint8Array): Promise<WebAssembly.Module> {
-  try {
-    return await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
-  } catch (err) {
-    throw new AppError('INVALID_WASM', `not a valid WebAssembly module: ${(err as Error).message}`);
-  }
 }
 
 function isProvided(d: WebAssembly.ModuleImportDescriptor): boolean {
