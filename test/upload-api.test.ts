@@ -272,6 +272,14 @@ describe('rejected uploads', () => {
       code: 'INVALID_WASM',
       send: async () => postRaw(server, (await readPlugin('echo')).subarray(0, 1000)),
     },
+    {
+      // The engine's rewrite replaces the memory declaration with an import: only the original shows this is invalid.
+      title: 'a memory maximum below its minimum',
+      status: 400,
+      code: 'INVALID_WASM',
+      send: () => postRaw(server, new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 127, 3, 2, 1, 0, 5, 4, 1, 1, 2, 1, 7, 7, 1, 3, 114, 117, 110, 0, 0, 10, 6, 1, 4, 0, 65, 0, 11])),
+      message: /maximum memory size \(1 pages\) is less than initial \(2 pages\)/,
+    },
     { title: 'imports the service does not provide', status: 400, code: 'UNSUPPORTED_IMPORTS', send: async () => postRaw(server, await readPlugin('bad_import')), message: /env\.abort.*foo\.bar/ },
     { title: 'no callable export', status: 400, code: 'NO_CALLABLE_EXPORTS', send: async () => postRaw(server, await readPlugin('no_exports')) },
     { title: 'a raw body over the size limit', status: 413, code: 'PLUGIN_TOO_LARGE', send: async () => postRaw(server, await readPlugin('hello')) },
