@@ -13,6 +13,7 @@ import { pluginRoutes } from './api/plugins.ts';
 import { callErrorDefaults, callRoutes } from './api/call.ts';
 import { CallEngine } from './engine/engine.ts';
 import { ModuleCache } from './engine/module-cache.ts';
+import { ModulePreparer } from './engine/prepare.ts';
 import { FsPluginStore } from './store/fs-store.ts';
 import type { PluginStore } from './store/store.ts';
 
@@ -72,9 +73,11 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   readiness.add('store', () => store.check());
   await app.register(opsRoutes, { metrics, readiness });
   await app.register(docsRoutes);
-  await app.register(pluginRoutes, { config });
+  const preparer = new ModulePreparer();
+  app.addHook('onClose', () => preparer.close());
+  await app.register(pluginRoutes, { config, prepare: preparer.prepare });
 
-  const engine = new CallEngine(config, { store, moduleCache: app.moduleCache, egressHosts: options.egressHosts ?? null });
+  const engine = new CallEngine(config, { store, moduleCache: app.moduleCache, prepare: preparer.prepare, egressHosts: options.egressHosts ?? null });
   app.decorate('engine', engine);
   app.addHook('onClose', () => engine.close());
   engine.observe({

@@ -6,6 +6,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config.ts';
 import { checkHostPatterns } from '../egress/policy.ts';
 import { inspectModule } from '../engine/inspect.ts';
+import type { Prepare } from '../engine/prepare.ts';
 import { AppError } from '../errors.ts';
 import { ID_PATTERN, type PluginMeta } from '../store/store.ts';
 import { configForCaller } from './auth.ts';
@@ -25,6 +26,8 @@ const OVERLOADED_RETRY_AFTER_S = 1;
 
 export interface PluginRoutesOptions {
   config: Config;
+  /** Rewrites and compiles an upload for the engine (off the main thread). */
+  prepare: Prepare;
 }
 
 interface UploadInput {
@@ -298,7 +301,7 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
     },
     async (request, reply) => {
       const upload = await readUpload(request, maxPluginBytes);
-      const inspected = await inspectModule(upload.bytes);
+      const inspected = await inspectModule(upload.bytes, opts.prepare);
       const id = createHash('sha256').update(upload.bytes).digest('hex');
       const { meta, created } = await storePut({
         bytes: upload.bytes,

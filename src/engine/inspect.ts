@@ -4,7 +4,7 @@ import { AppError } from '../errors.ts';
 import type { PluginImport } from '../store/store.ts';
 import { EXTISM_ENV, EXTISM_ENV_FUNCTIONS } from './host-env.ts';
 import { WASI_FUNCTIONS, WASI_PREVIEW1 } from './wasi.ts';
-import { prepareModule, type PreparedModule } from './prepare.ts';
+import { prepareModule, type Prepare, type PreparedModule } from './prepare.ts';
 import { WasmRewriteError } from './wasm-rewrite.ts';
 
 // What upload accepts is exactly what the engine links: the name sets come from its implementations.
@@ -23,7 +23,8 @@ export interface InspectedModule {
   wasi: boolean;
 }
 
-export async function inspectModule(bytes: Uint8Array): Promise<InspectedModule> {
+/** `prepare`: where the rewrite and compile for the engine run (the server passes its ModulePreparer's). */
+export async function inspectModule(bytes: Uint8Array, prepare: Prepare = prepareModule): Promise<InspectedModule> {
   let module: WebAssembly.Module;
   try {
     module = await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
@@ -51,7 +52,7 @@ export async function inspectModule(bytes: Uint8Array): Promise<InspectedModule>
   // The engine runs a rewritten module; one it cannot rewrite would fail every call.
   let prepared: PreparedModule;
   try {
-    prepared = await prepareModule(bytes);
+    prepared = await prepare(bytes);
   } catch (err) {
     if (!(err instanceof WasmRewriteError)) throw err;
     throw new AppError('INVALID_WASM', `the module cannot be run by this service: ${err.message}`);

@@ -1,0 +1,50 @@
+// ModulePreparer: the engine's rewrite and compile, run on a thread of its own.
+import { afterEach, describe, expect, it } from 'vitest';
+import { ModulePreparer, prepareModule } from '../src/engine/prepare.ts';
+import { HOST_MODULE, MEMORY_IMPORT, WasmRewriteError } from '../src/engine/wasm-rewrite.ts';
+import { readPlugin, tinyPluginWat, wat } from './helpers.ts';
+
+describe('ModulePreparer', () => {
+  let preparer: ModulePreparer;
+  afterEach(async () => {
+    await preparer.close();
+  });
+
+  it('hands back the compiled module and layout prepareModule makes, and runs preparations side by side', async () => {
+    preparer = new ModulePreparer();
+    const bytes = await readPlugin('rust_vowels');
+    const [threaded, other] = await Promise.all([preparer.prepare(bytes), preparer.prepare(await wat(tinyPluginWat(7)))]);
+    const local = await prepareModule(bytes);
+    expect(threaded.layout).toEqual(local.layout);
+    expect(WebAssembly.Module.imports(threaded.module)).toEqual(WebAssembly.Module.imports(local.module));
+    expect(WebAssembly.Module.imports(threaded.module)).toContainEqual({ module: HOST_MODULE, name: MEMORY_IMPORT, kind: 'memory' });
+    expect(WebAssembly.Module.exports(other.module).map((e) => e.name)).toContain('run');
+    // The caller's bytes are its own still (a copy went to the thread).
+    expect(bytes.length).toBeGreaterThan(0);
+    expect((await prepareModule(bytes)).layout).toEqual(local.layout);
+  });
+
+  it('keeps the error classes callers tell apart: WasmRewriteError and CompileError', async () => {
+    preparer = new ModulePreparer();
+    const importsMemory = await wat('(module (import "env" "memory" (memory 1)) (func (export "run")))');
+    await expect(preparer.prepare(importsMemory)).rejects.toBeInstanceOf(WasmRewriteError);
+    // Valid sections for the rewriter, invalid code for V8: a function body that leaves nothing for its i32 result.
+    const badBody = await wat('(module (func (export "run") (result i32) (i32.const 1)))');
+    badBody[badBody.length - 3] = 0x01; // i32.const 1 → nop, 1
+    const err = await preparer.prepare(badBody).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WebAssembly.CompileError);
+    // And it keeps working afterwards.
+    expect((await preparer.prepare(await wat(tinyPluginWat(8)))).layout.initialPages).toBe(1);
+  });
+
+  it('fails what it was asked when its thread dies, instead of leaving it waiting', async () => {
+    preparer = new ModulePreparer(new URL('./fixtures/crash-worker.mjs', import.meta.url));
+    await expect(preparer.prepare(await wat(tinyPluginWat(9)))).rejects.toThrow(/the module preparation thread stopped/);
+  });
+
+  it('refuses work once closed', async () => {
+    preparer = new ModulePreparer();
+    await preparer.close();
+    await expect(preparer.prepare(await wat(tinyPluginWat(10)))).rejects.toThrow(/closed/);
+  });
+});
