@@ -381,6 +381,23 @@ describe('POST /plugins/:id/call', () => {
       expect(body.logs.length).toBeLessThanOrEqual(server.config.engine.limits.logEntries.default);
       expect(size).toBeLessThan(server.config.engine.limits.logBytes.default * 2 + 200_000);
     });
+
+    it('keeps fewer log entries or bytes when the caller lowers maxLogEntries or maxLogBytes, never more than the ceiling', async () => {
+      const all = await call(server, 'logs', { function: 'log_all', logLevel: 'trace' });
+      expect({ count: all.body.logs.length, truncated: all.body.logsTruncated }).toEqual({ count: 5, truncated: false });
+      const two = await call(server, 'logs', { function: 'log_all', logLevel: 'trace', maxLogEntries: 2 });
+      expect(two.status).toBe(200);
+      expect({ messages: two.body.logs.map((l) => l.message), truncated: two.body.logsTruncated }).toEqual({
+        messages: ['trace message', 'debug message'],
+        truncated: true,
+      });
+      const bytes = await call(server, 'logs', { function: 'log_all', logLevel: 'trace', maxLogBytes: 30 });
+      const kept = bytes.body.logs.reduce((sum, l) => sum + Buffer.byteLength(l.message), 0);
+      expect({ keptAtMost30: kept <= 30, some: bytes.body.logs.length > 0, truncated: bytes.body.logsTruncated }).toEqual({ keptAtMost30: true, some: true, truncated: true });
+      const above = await call(server, 'logs', { function: 'log_all', maxLogEntries: server.config.engine.limits.logEntries.ceiling + 1 });
+      expect({ status: above.status, code: above.body.code }).toEqual({ status: 400, code: 'LIMIT_ABOVE_CEILING' });
+      expect(above.body.message).toContain('CALL_LOG_ENTRIES_CEILING');
+    });
   });
 
   describe('WASI', () => {

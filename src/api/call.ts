@@ -21,6 +21,8 @@ export interface CallBody {
   maxOutputBytes?: number;
   maxHttpResponseBytes?: number;
   maxVarBytes?: number;
+  maxLogEntries?: number;
+  maxLogBytes?: number;
   outputEncoding?: 'utf8' | 'base64';
 }
 
@@ -40,6 +42,8 @@ export const callBodySchema = {
     maxOutputBytes: { type: 'integer', minimum: 0 },
     maxHttpResponseBytes: { type: 'integer', minimum: 0 },
     maxVarBytes: { type: 'integer', minimum: 0 },
+    maxLogEntries: { type: 'integer', minimum: 0 },
+    maxLogBytes: { type: 'integer', minimum: 0 },
     outputEncoding: { type: 'string', enum: ['utf8', 'base64'] },
   },
   not: { required: ['input', 'inputBase64'] },
@@ -154,6 +158,8 @@ export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions):
         maxOutputBytes: body.maxOutputBytes,
         maxHttpResponseBytes: body.maxHttpResponseBytes,
         maxVarBytes: body.maxVarBytes,
+        maxLogEntries: body.maxLogEntries,
+        maxLogBytes: body.maxLogBytes,
       });
       const plugin = await store.get(request.params.id);
       if (!plugin) throw new AppError('PLUGIN_NOT_FOUND', `no plugin with id or name "${request.params.id.slice(0, 80)}"`);

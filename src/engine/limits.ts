@@ -8,6 +8,8 @@ export interface RequestedLimits {
   maxOutputBytes?: number | undefined;
   maxHttpResponseBytes?: number | undefined;
   maxVarBytes?: number | undefined;
+  maxLogEntries?: number | undefined;
+  maxLogBytes?: number | undefined;
 }
 
 export interface ResolvedLimits {
@@ -42,7 +44,7 @@ export function resolveLimits(config: Config['engine']['limits'], requested: Req
       'CALL_HTTP_RESPONSE_BYTES_CEILING',
     ),
     varBytes: pick('maxVarBytes', requested.maxVarBytes, config.varBytes, 'CALL_VAR_BYTES_CEILING'),
-    logEntries: config.logEntries.default,
-    logBytes: config.logBytes.default,
+    logEntries: pick('maxLogEntries', requested.maxLogEntries, config.logEntries, 'CALL_LOG_ENTRIES_CEILING'),
+    logBytes: pick('maxLogBytes', requested.maxLogBytes, config.logBytes, 'CALL_LOG_BYTES_CEILING'),
   };
 }
