@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readPlugin, removeDir, startServer, wat, type TestServer } from './helpers.ts';
 import { checkEveryResponse } from './openapi-contract.ts';
+import { startUpstream, type Upstream } from './upstream.ts';
 
 interface CallResponse {
   statusCode?: number;
@@ -739,5 +740,34 @@ describe('long calls on a one-worker pool', () => {
       expect(JSON.parse(body.output!).count).toBe(5);
     }
     expect(server.app.engine.stats()).toMatchObject({ size: 1, ready: 1, busy: 0, queued: 0 });
+  });
+});
+
+describe('calls waiting on HTTP (one worker, BURST_WORKERS=0)', () => {
+  let server: TestServer;
+  let upstream: Upstream;
+
+  beforeAll(async () => {
+    server = await startServer({ env: { WORKERS: '1', BURST_WORKERS: '0', EGRESS_ALLOW_PRIVATE: 'true', RATE_LIMIT_MAX: '0' } });
+    upstream = await startUpstream();
+    await upload(server, 'http');
+    await upload(server, 'count_vowels');
+  });
+
+  afterAll(async () => {
+    await server?.close();
+    await upstream?.close();
+    if (server) await removeDir(server.dataDir);
+  });
+
+  it('do not hold the only worker: another call runs on a burst worker while the upstream hangs', async () => {
+    let hungSettled = false;
+    const hung = call(server, 'http', { function: 'fetch', input: JSON.stringify({ url: `${upstream.url}/hang` }), allowedHosts: ['127.0.0.1'], timeoutMs: 3000 })
+      .finally(() => (hungSettled = true));
+    while (upstream.received.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+
+    const quick = await call(server, 'count_vowels', { function: 'count_vowels', input: 'aeiou' });
+    expect({ status: quick.status, count: JSON.parse(quick.body.output!).count, hungSettled }).toEqual({ status: 200, count: 5, hungSettled: false });
+    expect((await hung).status).toBe(504);
   });
 });

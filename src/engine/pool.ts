@@ -11,13 +11,14 @@
 //   wake-up costs more than a small call here. The pool takes calls sent ahead back (and runs them
 //   elsewhere) if a call in front of them turns out to be long.
 // - Burst: when every worker is held by a long call (a loop, a slow upstream) and calls wait, a
-//   burst worker (the standby) serves them, so long calls cannot starve short ones.
+//   burst worker (the standby) serves them, so long calls cannot starve short ones. BURST_WORKERS
+//   bounds them for calls using CPU; a worker waiting on HTTP (HTTP_WAIT_CELL) allows one more.
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { AppError } from '../errors.ts';
 import { createLogMirrorBuffer, readLogMirror } from './log-mirror.ts';
-import { STATE_CELLS, type CallMessage, type ResultMessage, type WorkerMessage } from './protocol.ts';
+import { HTTP_WAIT_CELL, SHARED_CELLS, STATE_CELLS, type CallMessage, type ResultMessage, type WorkerMessage } from './protocol.ts';
 
 export type RestartReason = 'timeout' | 'crash' | 'exit';
 
@@ -117,6 +118,8 @@ const AHEAD_IF_YOUNGER_MS = 5;
 /** Respawn delay after workers died while starting: doubles per failure in a row, up to the max. */
 const RESPAWN_BACKOFF_MS = 50;
 const RESPAWN_BACKOFF_MAX_MS = 5_000;
+/** Burst workers beyond BURST_WORKERS for calls waiting on HTTP, per core worker (bounds the threads). */
+const MAX_HTTP_WAIT_BURST = 4;
 
 export class WorkerPool {
   readonly #slots: Slot[] = [];
@@ -143,7 +146,7 @@ export class WorkerPool {
   }
 
   #spawn(): Slot {
-    const state = new Int32Array(new SharedArrayBuffer(4 * STATE_CELLS));
+    const state = new Int32Array(new SharedArrayBuffer(4 * SHARED_CELLS));
     const logMirror = createLogMirrorBuffer();
     const worker = new Worker(this.#options.workerUrl ?? WORKER_URL, {
       name: 'wasmhost-engine',
@@ -378,7 +381,7 @@ export class WorkerPool {
     if (this.#queue.length > 0) {
       const busy = this.#all().filter((s) => s.jobs.length > 0);
       const allLong = busy.length === this.#all().length && busy.every((s) => now - s.busySince >= this.#longCallMs);
-      if (allLong && this.#burst.length < (this.#options.maxBurst ?? this.#options.size)) {
+      if (allLong && this.#burst.length < this.#burstLimit()) {
         const slot = this.#takeStandby();
         slot.burst = true;
         this.#burst.push(slot);
@@ -393,6 +396,16 @@ export class WorkerPool {
         this.#watch();
       }, Math.max(5, this.#longCallMs / 4));
     }
+  }
+
+  /**
+   * BURST_WORKERS, plus one per worker whose call waits on HTTP (it uses no CPU), up to
+   * MAX_HTTP_WAIT_BURST per core worker: slow upstreams must not hold every worker.
+   */
+  #burstLimit(): number {
+    const cpuBound = this.#options.maxBurst ?? this.#options.size;
+    const waitingOnHttp = this.#all().filter((s) => Atomics.load(s.state, HTTP_WAIT_CELL) > 0).length;
+    return cpuBound + Math.min(waitingOnHttp, MAX_HTTP_WAIT_BURST * this.#options.size);
   }
 
   /** An idle burst worker becomes the standby again, or goes. */

@@ -48,6 +48,14 @@ export interface CallMessage {
  * knows for certain whether the call never started, runs, or is over.
  */
 export const STATE_CELLS = 8;
+/**
+ * After the claim cells: how many of the worker's HTTP requests are in flight (the worker adds and
+ * subtracts). A worker whose call waits on HTTP uses no CPU, so the pool may start a burst worker
+ * beyond BURST_WORKERS for it.
+ */
+export const HTTP_WAIT_CELL = STATE_CELLS;
+/** Int32 cells of a worker's shared state: the claim cells, then HTTP_WAIT_CELL. */
+export const SHARED_CELLS = STATE_CELLS + 1;
 
 export interface CallOutcome {
   logs: LogEntry[];

@@ -9,7 +9,7 @@ import { CallState } from './host-env.ts';
 import { describeModule, PluginInstance, type ModuleShape } from './instance.ts';
 import { LogMirrorWriter } from './log-mirror.ts';
 import { LogCollector } from './logs.ts';
-import { type BatchMessage, type CallMessage, type ResultMessage, type WorkerMessage } from './protocol.ts';
+import { HTTP_WAIT_CELL, type BatchMessage, type CallMessage, type ResultMessage, type WorkerMessage } from './protocol.ts';
 
 const MAX_MODULES = 64;
 const MAX_INSTANCES_PER_MODULE = 4;
@@ -22,6 +22,16 @@ interface ModuleEntry {
 }
 
 const modules = new Map<string, ModuleEntry>();
+
+/** Marks the wait in HTTP_WAIT_CELL, where the pool sees this worker is not using CPU. */
+async function waitingOnHttp<T>(request: () => Promise<T>): Promise<T> {
+  Atomics.add(shared.state, HTTP_WAIT_CELL, 1);
+  try {
+    return await request();
+  } finally {
+    Atomics.sub(shared.state, HTTP_WAIT_CELL, 1);
+  }
+}
 /** Loaded on the first call that may use HTTP: it pulls in undici, which would slow every worker start. */
 let egressModule: typeof EgressFetch | null = null;
 const port = parentPort;
@@ -162,7 +172,7 @@ async function handleCall(msg: CallMessage): Promise<void> {
         varBytes: limits.varBytes,
         httpResponseBytes: limits.httpResponseBytes,
       },
-      egress ? (url, init) => egress!.fetch(url, init) : null,
+      egress ? (url, init) => waitingOnHttp(() => egress!.fetch(url, init)) : null,
     );
     let rc = 0;
     try {
