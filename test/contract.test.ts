@@ -200,6 +200,14 @@ describe('call route', () => {
     // As the message says: uploading the same bytes again repairs it.
     expect((await call(restarted, 'POST', '/plugins', wasmBody(vowels))).status).toBe(200);
     expect((await call(restarted, 'POST', '/plugins/damaged/call', body({ function: 'count_vowels', input: 'a' }))).status).toBe(200);
+
+    // A blob lost from disk: the download answers 500 STORE_ERROR, not 404 (the plugin is still stored).
+    await rm(blob);
+    const download = await call(restarted, 'GET', '/plugins/damaged/wasm');
+    expect(download.status).toBe(500);
+    expect(await download.json()).toMatchObject({ code: 'STORE_ERROR', message: expect.stringContaining('missing') });
+    expect((await call(restarted, 'POST', '/plugins', wasmBody(vowels))).status).toBe(200);
+    expect((await call(restarted, 'GET', '/plugins/damaged/wasm')).status).toBe(200);
   });
 
   it('refuses a body that is not application/json with 415 UNSUPPORTED_MEDIA_TYPE naming what was sent', async () => {

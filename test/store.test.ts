@@ -192,6 +192,14 @@ describe('FsPluginStore', () => {
     const original = await newPlugin(1);
     expect((await store.put(original)).created).toBe(false);
     expect(Buffer.from((await store.getBytes(meta.id))!).equals(Buffer.from(original.bytes))).toBe(true);
+
+    // A blob lost while the plugin is stored is damage too (not "deleted meanwhile"), and repaired the same way.
+    await rm(blob);
+    const missing = await store.getBytes(meta.id).catch((e: unknown) => e);
+    expect({ isCorrupt: missing instanceof StoredBytesCorruptError, sha: (missing as StoredBytesCorruptError).actualSha256 }).toEqual({ isCorrupt: true, sha: null });
+    await expect(store.openBytesStream(meta.id)).rejects.toThrow(/are missing/);
+    expect((await store.put(original)).created).toBe(false);
+    expect((await store.getBytes(meta.id))!.length).toBe(original.bytes.length);
   });
 
   it('resolves a name left on two plugins by a crash mid-move to the later assignment', async () => {

@@ -8,7 +8,7 @@ import { checkHostPatterns } from '../egress/policy.ts';
 import { inspectModule } from '../engine/inspect.ts';
 import type { Prepare } from '../engine/prepare.ts';
 import { AppError } from '../errors.ts';
-import { ID_PATTERN, type PluginMeta } from '../store/store.ts';
+import { ID_PATTERN, StoredBytesCorruptError, type PluginMeta } from '../store/store.ts';
 import { configForCaller } from './auth.ts';
 import { errorSchema, pluginParamsSchema, pluginSchema } from './schemas.ts';
 
@@ -363,7 +363,10 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
         .header('etag', etag)
         .header('cache-control', request.params.id === meta.id ? 'public, max-age=31536000, immutable' : 'no-cache');
       if (ifNoneMatchHits(request.headers['if-none-match'], etag)) return reply.code(304).send();
-      const blob = await store.openBytesStream(meta.id);
+      const blob = await store.openBytesStream(meta.id).catch((err: unknown) => {
+        if (err instanceof StoredBytesCorruptError) throw new AppError('STORE_ERROR', err.message, { cause: err });
+        throw err;
+      });
       if (!blob) throw notFound(request.params.id);
       return reply
         .type('application/wasm')

@@ -216,7 +216,7 @@ export class FsPluginStore implements PluginStore {
     try {
       bytes = await readFile(this.#blobPath(id));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null; // deleted meanwhile
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return this.#lost(id);
       throw err;
     }
     // Content addressing makes damage on disk detectable; compiling damaged bytes would blame the plugin.
@@ -231,7 +231,7 @@ export class FsPluginStore implements PluginStore {
     try {
       handle = await open(this.#blobPath(id), 'r');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null; // deleted meanwhile
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return this.#lost(id);
       throw err;
     }
     try {
@@ -247,7 +247,13 @@ export class FsPluginStore implements PluginStore {
     }
   }
 
-  #damaged(id: string, actualSha256: string): StoredBytesCorruptError {
+  /** No blob: deleted meanwhile (the index drops a plugin before its blob), or lost while still stored. */
+  #lost(id: string): null {
+    if (this.#byId.has(id)) throw this.#damaged(id, null);
+    return null;
+  }
+
+  #damaged(id: string, actualSha256: string | null): StoredBytesCorruptError {
     this.#log.error({ plugin: id, actualSha256, file: this.#blobPath(id) }, 'store: the stored bytes of a plugin are damaged');
     return new StoredBytesCorruptError(id, actualSha256);
   }

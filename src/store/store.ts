@@ -29,13 +29,15 @@ export interface PluginMeta {
   allowedHosts: string[];
 }
 
-/** Stored bytes that no longer hash to their id: damaged on disk, never served as the plugin. */
+/** Stored bytes that no longer hash to their id, or are gone: damaged on disk, never served as the plugin. */
 export class StoredBytesCorruptError extends Error {
   readonly id: string;
-  readonly actualSha256: string;
+  /** null: the blob is missing while the plugin is still stored. */
+  readonly actualSha256: string | null;
 
-  constructor(id: string, actualSha256: string) {
-    super(`the stored bytes of plugin ${id} are damaged (their sha256 is ${actualSha256}); upload the same bytes again to repair it`);
+  constructor(id: string, actualSha256: string | null) {
+    const what = actualSha256 === null ? 'are missing' : `are damaged (their sha256 is ${actualSha256})`;
+    super(`the stored bytes of plugin ${id} ${what}; upload the same bytes again to repair it`);
     this.name = 'StoredBytesCorruptError';
     this.id = id;
     this.actualSha256 = actualSha256;
