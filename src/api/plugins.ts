@@ -1,5 +1,4 @@
 // Plugin routes: upload (raw or multipart), list, describe, download, delete. `:id` is an id or a name.
-import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import multipart from '@fastify/multipart';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -8,7 +7,7 @@ import { checkHostPatterns } from '../egress/policy.ts';
 import { inspectModule } from '../engine/inspect.ts';
 import type { Prepare } from '../engine/prepare.ts';
 import { AppError } from '../errors.ts';
-import { ID_PATTERN, StoredBytesCorruptError, type PluginMeta } from '../store/store.ts';
+import { ID_PATTERN, pluginIdOf, type PluginMeta } from '../store/store.ts';
 import { configForCaller } from './auth.ts';
 import { errorSchema, pluginParamsSchema, pluginSchema } from './schemas.ts';
 
@@ -302,7 +301,7 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
     async (request, reply) => {
       const upload = await readUpload(request, maxPluginBytes);
       const inspected = await inspectModule(upload.bytes, opts.prepare);
-      const id = createHash('sha256').update(upload.bytes).digest('hex');
+      const id = pluginIdOf(upload.bytes);
       const { meta, created } = await storePut({
         bytes: upload.bytes,
         meta: {
@@ -363,10 +362,7 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
         .header('etag', etag)
         .header('cache-control', request.params.id === meta.id ? 'public, max-age=31536000, immutable' : 'no-cache');
       if (ifNoneMatchHits(request.headers['if-none-match'], etag)) return reply.code(304).send();
-      const blob = await store.openBytesStream(meta.id).catch((err: unknown) => {
-        if (err instanceof StoredBytesCorruptError) throw new AppError('STORE_ERROR', err.message, { cause: err });
-        throw err;
-      });
+      const blob = await store.openBytesStream(meta.id);
       if (!blob) throw notFound(request.params.id);
       return reply
         .type('application/wasm')

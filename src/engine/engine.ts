@@ -3,7 +3,7 @@
 import type { Config } from '../config.ts';
 import type { EgressAuditEntry, EgressOptions } from '../egress/fetch.ts';
 import { AppError } from '../errors.ts';
-import { StoredBytesCorruptError, type PluginMeta, type PluginStore } from '../store/store.ts';
+import type { PluginMeta, PluginStore } from '../store/store.ts';
 import type { ResolvedLimits } from './limits.ts';
 import type { CallLogLevel, LogEntry } from './logs.ts';
 import type { ModuleCache } from './module-cache.ts';
@@ -113,13 +113,8 @@ export class CallEngine {
 
   /** Evicted from the cache (or stored before this process started): prepare it again from the store. */
   async #compile(meta: PluginMeta): Promise<PreparedModule> {
-    let bytes: Uint8Array | null;
-    try {
-      bytes = await this.#deps.store.getBytes(meta.id);
-    } catch (err) {
-      if (err instanceof StoredBytesCorruptError) throw new AppError('STORE_ERROR', err.message, { cause: err });
-      throw err;
-    }
+    // Bytes damaged on disk throw StoredBytesCorruptError, a STORE_ERROR.
+    const bytes = await this.#deps.store.getBytes(meta.id);
     if (!bytes) throw new AppError('PLUGIN_NOT_FOUND', `no plugin with id "${meta.id}"`);
     let prepared: PreparedModule;
     try {

@@ -5,7 +5,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, pipeline } from 'node:stream';
-import { ID_PATTERN, StoredBytesCorruptError, type BytesStream, type NewPlugin, type PluginMeta, type PluginStore, type PutResult } from './store.ts';
+import { ID_PATTERN, pluginIdOf, StoredBytesCorruptError, type BytesStream, type NewPlugin, type PluginMeta, type PluginStore, type PutResult } from './store.ts';
 
 const TEMP_PREFIX = '.tmp-';
 
@@ -200,8 +200,8 @@ export class FsPluginStore implements PluginStore {
       if (err.code === 'ENOENT') return null;
       throw err;
     });
-    if (onDisk !== null && createHash('sha256').update(onDisk).digest('hex') === id) return;
-    if (createHash('sha256').update(bytes).digest('hex') !== id) throw new Error(`store: the bytes given for plugin ${id} do not hash to it`);
+    if (onDisk !== null && pluginIdOf(onDisk) === id) return;
+    if (pluginIdOf(bytes) !== id) throw new Error(`store: the bytes given for plugin ${id} do not hash to it`);
     await writeAtomic(this.#blobPath(id), bytes);
     this.#log.warn({ plugin: id }, 'store: a damaged stored blob was rewritten from a re-upload of its bytes');
   }
@@ -220,7 +220,7 @@ export class FsPluginStore implements PluginStore {
       throw err;
     }
     // Content addressing makes damage on disk detectable; compiling damaged bytes would blame the plugin.
-    const actual = createHash('sha256').update(bytes).digest('hex');
+    const actual = pluginIdOf(bytes);
     if (actual !== id) throw this.#damaged(id, actual);
     return bytes;
   }

@@ -1,8 +1,15 @@
 // What the rest of the service knows about stored plugins. Backends: fs-store.ts (embedded default).
+import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
+import { AppError } from '../errors.ts';
 
 /** A plugin id: the lowercase hex sha256 of its bytes (names never look like one). */
 export const ID_PATTERN = /^[0-9a-f]{64}$/;
+
+/** The id of these bytes (content addressing). */
+export function pluginIdOf(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
 
 export interface PluginImport {
   module: string;
@@ -29,15 +36,18 @@ export interface PluginMeta {
   allowedHosts: string[];
 }
 
-/** Stored bytes that no longer hash to their id, or are gone: damaged on disk, never served as the plugin. */
-export class StoredBytesCorruptError extends Error {
+/**
+ * Stored bytes that no longer hash to their id, or are gone: damaged on disk, never served as the
+ * plugin. A STORE_ERROR wherever it surfaces (a call, a download).
+ */
+export class StoredBytesCorruptError extends AppError {
   readonly id: string;
   /** null: the blob is missing while the plugin is still stored. */
   readonly actualSha256: string | null;
 
   constructor(id: string, actualSha256: string | null) {
     const what = actualSha256 === null ? 'are missing' : `are damaged (their sha256 is ${actualSha256})`;
-    super(`the stored bytes of plugin ${id} ${what}; upload the same bytes again to repair it`);
+    super('STORE_ERROR', `the stored bytes of plugin ${id} ${what}; upload the same bytes again to repair it`);
     this.name = 'StoredBytesCorruptError';
     this.id = id;
     this.actualSha256 = actualSha256;
