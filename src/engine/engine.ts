@@ -9,7 +9,7 @@ import type { CallLogLevel, LogEntry } from './logs.ts';
 import type { ModuleCache } from './module-cache.ts';
 import { WorkerPool, type PoolObserver, type PoolStats } from './pool.ts';
 import { EXTISM_ENV } from './host-env.ts';
-import { prepareModule, type Prepare, type PreparedModule } from './prepare.ts';
+import type { Prepare, PreparedModule } from './prepare.ts';
 import { WasmRewriteError } from './wasm-rewrite.ts';
 
 export interface CallRequest {
@@ -63,7 +63,7 @@ export interface EngineDeps {
   store: PluginStore;
   moduleCache: ModuleCache;
   /** Rewrites and compiles a module evicted from the cache (a ModulePreparer's, off the main thread). */
-  prepare?: Prepare;
+  prepare: Prepare;
   /** Tests only (AppOptions.egressHosts): egress resolves these names from this table, never DNS. */
   egressHosts?: Record<string, string | string[]> | null;
 }
@@ -118,7 +118,7 @@ export class CallEngine {
     if (!bytes) throw new AppError('PLUGIN_NOT_FOUND', `no plugin with id "${meta.id}"`);
     let prepared: PreparedModule;
     try {
-      prepared = await (this.#deps.prepare ?? prepareModule)(bytes);
+      prepared = await this.#deps.prepare(bytes);
     } catch (err) {
       if (err instanceof WasmRewriteError) throw new AppError('PLUGIN_ERROR', `the plugin cannot be run: ${err.message}`);
       throw err;
