@@ -61,7 +61,11 @@ const analyzeBody = JSON.stringify({ function: 'analyze', input: JSON.stringify(
 
 async function check(name: string, fn: string): Promise<void> {
   for (let i = 0; i < 3; i++) {
-    const res = await fetch(`${base}/plugins/${name}/call`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: callBody(fn) });
+    const res = await fetch(`${base}/plugins/${name}/call`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: callBody(fn),
+    });
     const body = (await res.json()) as { output?: string };
     const out = JSON.parse(body.output ?? '{}') as { count?: number; total?: number; calls?: number };
     if (res.status !== 200 || out.count !== out.total || (out.calls !== undefined && out.calls !== 1)) {
@@ -71,10 +75,15 @@ async function check(name: string, fn: string): Promise<void> {
 }
 
 async function checkAnalyze(): Promise<void> {
-  const res = await fetch(`${base}/plugins/rust_vowels/call`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: analyzeBody });
+  const res = await fetch(`${base}/plugins/rust_vowels/call`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: analyzeBody,
+  });
   const body = (await res.json()) as { output?: string };
   const out = JSON.parse(body.output ?? '{}') as { words?: number; sentences?: number };
-  if (res.status !== 200 || out.sentences !== 54) throw new Error(`rust_vowels analyze: unexpected answer ${res.status} ${JSON.stringify(body)}`);
+  if (res.status !== 200 || out.sentences !== 54)
+    throw new Error(`rust_vowels analyze: unexpected answer ${res.status} ${JSON.stringify(body)}`);
 }
 
 interface Mark {
@@ -105,7 +114,14 @@ async function run(s: Scenario, duration: number): Promise<Measured> {
 function autocannonRun(s: Scenario, duration: number): Promise<Omit<Measured, 'mainUs' | 'processUs'>> {
   return new Promise((resolve, reject) => {
     autocannon(
-      { url: base + s.path, method: 'POST', headers: { 'content-type': 'application/json' }, body: s.body, connections, duration },
+      {
+        url: base + s.path,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: s.body,
+        connections,
+        duration,
+      },
       (err, result) => {
         if (err) return reject(err);
         resolve({
@@ -133,7 +149,9 @@ if (await upload('rust_vowels')) {
   scenarios.push({ label: '(d) rust_vowels analyze 1.4 KiB', path: '/plugins/rust_vowels/call', body: analyzeBody });
 }
 
-console.log(`bench: ${connections} connections, ${seconds} s per scenario, ${ready.workers} engine workers, node ${process.version}`);
+console.log(
+  `bench: ${connections} connections, ${seconds} s per scenario, ${ready.workers} engine workers, node ${process.version}`,
+);
 const results: Measured[] = [];
 for (const s of scenarios) {
   await run(s, 1); // warm-up: JIT, worker module caches

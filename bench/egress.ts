@@ -11,8 +11,15 @@ const n = Number(process.argv[2] ?? 2000);
 const upstream = await startUpstream('127.0.0.1');
 const url = `${upstream.urlAs('bench.example.test')}/ok`;
 const options: EgressOptions = {
-  allowedHosts: ['*.example.test'], ceiling: ['*'], allowPrivate: true, timeoutMs: 5_000, deadline: null,
-  maxResponseBytes: 1 << 20, maxRequests: Number.MAX_SAFE_INTEGER, maxRedirects: 5, maxRequestBodyBytes: 1 << 20,
+  allowedHosts: ['*.example.test'],
+  ceiling: ['*'],
+  allowPrivate: true,
+  timeoutMs: 5_000,
+  deadline: null,
+  maxResponseBytes: 1 << 20,
+  maxRequests: Number.MAX_SAFE_INTEGER,
+  maxRedirects: 5,
+  maxRequestBodyBytes: 1 << 20,
   hosts: { 'bench.example.test': '127.0.0.1' },
 };
 

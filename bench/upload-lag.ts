@@ -59,18 +59,28 @@ async function measure(label: string, bytes: Uint8Array): Promise<number> {
     delay.reset();
     delay.enable();
     const started = performance.now();
-    const res = await fetch(`${server.url}/plugins`, { method: 'POST', headers: { 'content-type': 'application/wasm' }, body: new Uint8Array(variant(bytes, i)) });
+    const res = await fetch(`${server.url}/plugins`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/wasm' },
+      body: new Uint8Array(variant(bytes, i)),
+    });
     const took = performance.now() - started;
     delay.disable();
     if (res.status !== 201) throw new Error(`${label}: upload answered ${res.status} ${await res.text()}`);
-    console.log(`${label.padEnd(28)} upload ${took.toFixed(0).padStart(5)} ms   loop delay max ${ms(delay.max)} ms  p99 ${ms(delay.percentile(99))} ms`);
+    console.log(
+      `${label.padEnd(28)} upload ${took.toFixed(0).padStart(5)} ms   loop delay max ${ms(delay.max)} ms  p99 ${ms(delay.percentile(99))} ms`,
+    );
     worst = Math.max(worst, delay.max);
   }
   return worst;
 }
 
 // Warm-up (first request, route and preparation thread), not counted.
-await fetch(`${server.url}/plugins`, { method: 'POST', headers: { 'content-type': 'application/wasm' }, body: new Uint8Array(await wat(tinyPluginWat(0))) });
+await fetch(`${server.url}/plugins`, {
+  method: 'POST',
+  headers: { 'content-type': 'application/wasm' },
+  body: new Uint8Array(await wat(tinyPluginWat(0))),
+});
 const tiny = await measure('tiny module (baseline)', await wat(tinyPluginWat(1)));
 const large = largeModule();
 const worst = await measure(`${(large.length / 2 ** 20).toFixed(1)} MiB of code`, large);

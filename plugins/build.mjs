@@ -74,7 +74,9 @@ async function main() {
   } else {
     for (const name of rust) await writeOutput(name, (out) => buildRust(name, out));
   }
-  console.log(`plugins: built ${[...as, ...wat, ...(problem === null ? rust : [])].join(', ')} into ${relative(rootDir, distDir)}/`);
+  console.log(
+    `plugins: built ${[...as, ...wat, ...(problem === null ? rust : [])].join(', ')} into ${relative(rootDir, distDir)}/`,
+  );
 }
 
 async function buildAssemblyScript(name, out) {
@@ -83,8 +85,7 @@ async function buildAssemblyScript(name, out) {
   // asc names elements by path relative to its baseDir; the abort handler lives in shared/host.ts.
   const abort = relative(rootDir, join(pluginsDir, 'as', 'shared', 'assembly', 'host')) + '/pluginAbort';
   const { error, stderr } = await asc.main(
-    [entry, '--outFile', out, '--optimizeLevel', '3', '--shrinkLevel', '1', '--use', `abort=${abort}`,
-      '--baseDir', rootDir],
+    [entry, '--outFile', out, '--optimizeLevel', '3', '--shrinkLevel', '1', '--use', `abort=${abort}`, '--baseDir', rootDir],
     {},
   );
   if (error) throw new Error(`AssemblyScript plugin ${name} failed to build:\n${stderr.toString()}`);
@@ -133,9 +134,27 @@ function installRustToolchain(problem) {
 function buildRust(name, out) {
   const source = join(pluginsDir, 'rust', `${name}.rs`);
   try {
-    execFileSync(rustc, ['--edition', '2021', '--target', 'wasm32-unknown-unknown', '--crate-type', 'cdylib',
-      '-C', 'opt-level=s', '-C', 'strip=debuginfo', '--crate-name', name, '-o', out, source],
-    { stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8' });
+    execFileSync(
+      rustc,
+      [
+        '--edition',
+        '2021',
+        '--target',
+        'wasm32-unknown-unknown',
+        '--crate-type',
+        'cdylib',
+        '-C',
+        'opt-level=s',
+        '-C',
+        'strip=debuginfo',
+        '--crate-name',
+        name,
+        '-o',
+        out,
+        source,
+      ],
+      { stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8' },
+    );
   } catch (err) {
     throw new Error(`Rust plugin ${name} failed to build:\n${err.stderr ?? err.message}`);
   }

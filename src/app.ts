@@ -77,7 +77,12 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.addHook('onClose', () => preparer.close());
   await app.register(pluginRoutes, { config, prepare: preparer.prepare });
 
-  const engine = new CallEngine(config, { store, moduleCache: app.moduleCache, prepare: preparer.prepare, egressHosts: options.egressHosts ?? null });
+  const engine = new CallEngine(config, {
+    store,
+    moduleCache: app.moduleCache,
+    prepare: preparer.prepare,
+    egressHosts: options.egressHosts ?? null,
+  });
   app.decorate('engine', engine);
   app.addHook('onClose', () => engine.close());
   engine.observe({

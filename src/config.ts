@@ -123,7 +123,10 @@ function limit(env: Env, key: string, def: number, ceiling: number, min = 1): Li
 function list(env: Env, key: string, fallback: string[]): string[] {
   const raw = env[key];
   if (raw === undefined || raw.trim() === '') return fallback;
-  return raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  return raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
 }
 
 /** A host pattern list (egress/policy.ts grammar), checked at start so a bad ceiling fails fast. */
@@ -163,7 +166,10 @@ function isValidCidr(text: string): boolean {
 /** AUTH_TOKENS="token1:admin,token2:invoke"; AUTH_TOKENS_FILE holds the same, one per line. */
 export function parseAuthTokens(text: string, source: string): Map<string, Role> {
   const tokens = new Map<string, Role>();
-  for (const entry of text.split(/[,\n]/).map((s) => s.trim()).filter((s) => s !== '' && !s.startsWith('#'))) {
+  for (const entry of text
+    .split(/[,\n]/)
+    .map((s) => s.trim())
+    .filter((s) => s !== '' && !s.startsWith('#'))) {
     const sep = entry.lastIndexOf(':');
     const token = sep > 0 ? entry.slice(0, sep) : '';
     const role = sep > 0 ? entry.slice(sep + 1) : '';

@@ -22,7 +22,6 @@ export interface CallObservation {
   runSeconds?: number;
 }
 
-
 /** Gauges and counters read when Prometheus scrapes, from whatever part owns the numbers. */
 export interface MetricSources {
   store?: () => { plugins: number; bytes: number };
@@ -100,7 +99,9 @@ export class ServiceMetrics {
     });
     this.#workerRestarts = new Counter({
       name: `${METRIC_PREFIX}worker_restarts_total`,
-      help: `Worker threads replaced, by reason: ${Object.entries(RESTART_REASONS).map(([reason, why]) => `${reason} (${why})`).join(', ')}.`,
+      help: `Worker threads replaced, by reason: ${Object.entries(RESTART_REASONS)
+        .map(([reason, why]) => `${reason} (${why})`)
+        .join(', ')}.`,
       labelNames: ['reason'],
       registers,
     });
@@ -112,7 +113,7 @@ export class ServiceMetrics {
     });
     this.#pluginLogLines = new Counter({
       name: `${METRIC_PREFIX}plugin_log_lines_total`,
-      help: 'Log lines captured from plugins (after the call\'s log level filter), by level.',
+      help: "Log lines captured from plugins (after the call's log level filter), by level.",
       labelNames: ['level'],
       registers,
     });
@@ -135,9 +136,17 @@ export class ServiceMetrics {
       registers,
     });
     scrapeGauge('module_cache_entries', 'Compiled modules held in the cache.', () => sources.moduleCache?.().entries);
-    scrapeGauge('module_cache_bytes', 'Wasm source bytes of the modules held in the cache (its size measure).', () => sources.moduleCache?.().bytes);
+    scrapeGauge(
+      'module_cache_bytes',
+      'Wasm source bytes of the modules held in the cache (its size measure).',
+      () => sources.moduleCache?.().bytes,
+    );
     scrapeGauge('workers', 'Worker threads in the pool.', () => sources.workerPool?.().size);
-    scrapeGauge('workers_ready', 'Core worker threads started and able to take a call (less than wasmhost_workers while a replacement starts).', () => sources.workerPool?.().ready);
+    scrapeGauge(
+      'workers_ready',
+      'Core worker threads started and able to take a call (less than wasmhost_workers while a replacement starts).',
+      () => sources.workerPool?.().ready,
+    );
     scrapeGauge('workers_busy', 'Worker threads running a call.', () => sources.workerPool?.().busy);
     scrapeGauge('queue_depth', 'Calls waiting for a free worker.', () => sources.workerPool?.().queued);
   }
@@ -198,4 +207,3 @@ export class ServiceMetrics {
     }
   }
 }
-

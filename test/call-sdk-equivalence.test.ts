@@ -13,7 +13,13 @@ interface Outcome {
   logs: [string, string][];
 }
 
-async function viaSdk(plugin: string, fn: string, input: string, config: Record<string, string>, logLevel: Level): Promise<Outcome> {
+async function viaSdk(
+  plugin: string,
+  fn: string,
+  input: string,
+  config: Record<string, string>,
+  logLevel: Level,
+): Promise<Outcome> {
   const logs: [string, string][] = [];
   const logger = Object.fromEntries(
     (['trace', 'debug', 'info', 'warn', 'error'] as const).map((level) => [level, (text: string) => logs.push([level, text])]),
@@ -32,7 +38,14 @@ async function viaSdk(plugin: string, fn: string, input: string, config: Record<
   }
 }
 
-async function viaService(server: TestServer, plugin: string, fn: string, input: string, config: Record<string, string>, logLevel: Level): Promise<Outcome> {
+async function viaService(
+  server: TestServer,
+  plugin: string,
+  fn: string,
+  input: string,
+  config: Record<string, string>,
+  logLevel: Level,
+): Promise<Outcome> {
   const res = await fetch(`${server.url}/plugins/${plugin}/call`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
@@ -51,7 +64,12 @@ const cases: { plugin: string; fn: string; input: string; config?: Record<string
   { plugin: 'count_vowels', fn: 'count_vowels', input: 'Hello, World!', config: { vowels: 'lo' } },
   { plugin: 'rust_vowels', fn: 'count_vowels', input: 'A realistic Rust plugin' },
   { plugin: 'rust_vowels', fn: 'count_vowels', input: 'with config', config: { vowels: 'cfg' } },
-  { plugin: 'rust_vowels', fn: 'analyze', input: '{"text":"The cat sat. The cat ran! 𝐀𝐁 don’t?","top":3,"ascii":true}', logLevel: 'debug' },
+  {
+    plugin: 'rust_vowels',
+    fn: 'analyze',
+    input: '{"text":"The cat sat. The cat ran! 𝐀𝐁 don’t?","top":3,"ascii":true}',
+    logLevel: 'debug',
+  },
   { plugin: 'rust_vowels', fn: 'analyze', input: '{"text": "x", "stopwords": ["a", 2]}' },
   { plugin: 'segments', fn: 'take', input: '' },
   { plugin: 'echo', fn: 'echo', input: 'héllo wörld ✓' },

@@ -136,7 +136,22 @@ describe('POST /plugins/:id/call', () => {
       appOptions: { onRoute: checkEveryResponse(contractProblems) },
     });
     titles = await startTitleServer('delectus aut autem');
-    for (const name of ['hello', 'count_vowels', 'echo', 'fail', 'logs', 'loop', 'trap', 'membomb', 'huge_output', 'log_flood', 'wasi_io', 'state', 'rust_vowels', 'segments']) {
+    for (const name of [
+      'hello',
+      'count_vowels',
+      'echo',
+      'fail',
+      'logs',
+      'loop',
+      'trap',
+      'membomb',
+      'huge_output',
+      'log_flood',
+      'wasi_io',
+      'state',
+      'rust_vowels',
+      'segments',
+    ]) {
       await upload(server, name);
     }
   });
@@ -172,7 +187,12 @@ describe('POST /plugins/:id/call', () => {
     it('keeps concurrent HTTP-making calls apart (each suspends on its request while others queue)', async () => {
       const results = await Promise.all(
         Array.from({ length: 24 }, (_, i) =>
-          call(server, 'hello', { function: 'say_hello', input: `caller-${i}`, config: { route: titles.url }, allowedHosts: ['127.0.0.1'] }),
+          call(server, 'hello', {
+            function: 'say_hello',
+            input: `caller-${i}`,
+            config: { route: titles.url },
+            allowedHosts: ['127.0.0.1'],
+          }),
         ),
       );
       results.forEach(({ status, body }, i) => {
@@ -216,7 +236,11 @@ describe('POST /plugins/:id/call', () => {
     });
 
     it('config vowels changes the result per request', async () => {
-      const { body } = await call(server, 'count_vowels', { function: 'count_vowels', input: 'Hello, World!', config: { vowels: 'lo' } });
+      const { body } = await call(server, 'count_vowels', {
+        function: 'count_vowels',
+        input: 'Hello, World!',
+        config: { vowels: 'lo' },
+      });
       expect(JSON.parse(body.output!)).toEqual({ count: 5, total: 5, vowels: 'lo' });
     });
 
@@ -227,7 +251,10 @@ describe('POST /plugins/:id/call', () => {
       const results = await Promise.all(
         Array.from({ length: 200 }, (_, i) => {
           const vowels = sets[i % sets.length]!;
-          return call(server, 'count_vowels', { function: 'count_vowels', input, config: { vowels } }).then((r) => ({ vowels, r }));
+          return call(server, 'count_vowels', { function: 'count_vowels', input, config: { vowels } }).then((r) => ({
+            vowels,
+            r,
+          }));
         }),
       );
       const mixups = results.filter(({ vowels, r }) => {
@@ -266,7 +293,9 @@ describe('POST /plugins/:id/call', () => {
   describe('a realistic Rust plugin (1+ MiB initial memory, allocator that grows on first use)', () => {
     it('reads calls == 1 and total == count on every one of 500 calls, and its memory stays flat', async () => {
       const pages: number[] = [];
-      server.app.engine.observe({ onCall: (e) => void (e.function === 'count_vowels' && e.outcome === 'ok' && pages.push(e.memoryPages)) });
+      server.app.engine.observe({
+        onCall: (e) => void (e.function === 'count_vowels' && e.outcome === 'ok' && pages.push(e.memoryPages)),
+      });
       const input = 'Rust allocates: a String for the input, a Vec for the output.';
       const expected = [...input].filter((c) => 'aeiouAEIOU'.includes(c)).length;
       for (let round = 0; round < 50; round++) {
@@ -325,7 +354,9 @@ describe('POST /plugins/:id/call', () => {
       expect(stats.restarts.timeout).toBe(restartsBefore + 2);
       // Both replacements are started threads that serve: WORKERS short calls at once all run promptly.
       const t2 = performance.now();
-      const after = await Promise.all([1, 2].map(() => call(server, 'count_vowels', { function: 'count_vowels', input: 'aeiou', timeoutMs: 2000 })));
+      const after = await Promise.all(
+        [1, 2].map(() => call(server, 'count_vowels', { function: 'count_vowels', input: 'aeiou', timeoutMs: 2000 })),
+      );
       expect(performance.now() - t2).toBeLessThan(1000);
       for (const r of after) {
         expect(r.status).toBe(200);
@@ -394,8 +425,15 @@ describe('POST /plugins/:id/call', () => {
       });
       const bytes = await call(server, 'logs', { function: 'log_all', logLevel: 'trace', maxLogBytes: 30 });
       const kept = bytes.body.logs.reduce((sum, l) => sum + Buffer.byteLength(l.message), 0);
-      expect({ keptAtMost30: kept <= 30, some: bytes.body.logs.length > 0, truncated: bytes.body.logsTruncated }).toEqual({ keptAtMost30: true, some: true, truncated: true });
-      const above = await call(server, 'logs', { function: 'log_all', maxLogEntries: server.config.engine.limits.logEntries.ceiling + 1 });
+      expect({ keptAtMost30: kept <= 30, some: bytes.body.logs.length > 0, truncated: bytes.body.logsTruncated }).toEqual({
+        keptAtMost30: true,
+        some: true,
+        truncated: true,
+      });
+      const above = await call(server, 'logs', {
+        function: 'log_all',
+        maxLogEntries: server.config.engine.limits.logEntries.ceiling + 1,
+      });
       expect({ status: above.status, code: above.body.code }).toEqual({ status: 400, code: 'LIMIT_ABOVE_CEILING' });
       expect(above.body.message).toContain('CALL_LOG_ENTRIES_CEILING');
     });
@@ -433,10 +471,14 @@ describe('POST /plugins/:id/call', () => {
     });
 
     it('treats a non-zero return without an error as PLUGIN_ERROR, and an export without a result as success', async () => {
-      await uploadBytes(server, 'return_codes', await wat(`(module
+      await uploadBytes(
+        server,
+        'return_codes',
+        await wat(`(module
         (memory (export "memory") 1)
         (func (export "seven") (result i32) (i32.const 7))
-        (func (export "nothing")))`));
+        (func (export "nothing")))`),
+      );
       const seven = await call(server, 'return_codes', { function: 'seven' });
       expect(seven.status).toBe(422);
       expect(seven.body.code).toBe('PLUGIN_ERROR');
@@ -493,11 +535,15 @@ describe('POST /plugins/:id/call', () => {
   });
 
   describe('memory limits', () => {
-    it('keeps the plugin\'s own declared maximum and the caller\'s cap, whichever is lower; start-up may use host functions', async () => {
+    it("keeps the plugin's own declared maximum and the caller's cap, whichever is lower; start-up may use host functions", async () => {
       await uploadBytes(server, 'grower', await wat(GROWER_WAT));
       const grow = async (pages: number, memoryMaxPages?: number) => {
         const input = Buffer.from([pages]).toString('base64');
-        const r = await call(server, 'grower', { function: 'grow', inputBase64: input, ...(memoryMaxPages ? { memoryMaxPages } : {}) });
+        const r = await call(server, 'grower', {
+          function: 'grow',
+          inputBase64: input,
+          ...(memoryMaxPages ? { memoryMaxPages } : {}),
+        });
         expect(r.status).toBe(200);
         return r.body.output;
       };
@@ -509,7 +555,11 @@ describe('POST /plugins/:id/call', () => {
     });
 
     it('reports an ordinary trap in a plugin whose memory is at its cap as PLUGIN_ERROR; MEMORY_LIMIT only after refused memory', async () => {
-      await uploadBytes(server, 'full_trap', await wat(`(module (memory (export "memory") 1 1) (func (export "trap") (result i32) unreachable))`));
+      await uploadBytes(
+        server,
+        'full_trap',
+        await wat(`(module (memory (export "memory") 1 1) (func (export "trap") (result i32) unreachable))`),
+      );
       const full = await call(server, 'full_trap', { function: 'trap' });
       expect(full.status).toBe(422);
       expect(full.body.code).toBe('PLUGIN_ERROR');
@@ -520,10 +570,14 @@ describe('POST /plugins/:id/call', () => {
       // The flag is per call: the same instance traps plainly on the next call.
       expect((await call(server, 'full_trap', { function: 'trap' })).body.code).toBe('PLUGIN_ERROR');
       // A host allocation beyond the call's host memory cap.
-      await uploadBytes(server, 'host_alloc', await wat(`(module
+      await uploadBytes(
+        server,
+        'host_alloc',
+        await wat(`(module
         (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
         (memory (export "memory") 1)
-        (func (export "big") (result i32) (drop (call $alloc (i64.const 1099511627776))) (i32.const 0)))`));
+        (func (export "big") (result i32) (drop (call $alloc (i64.const 1099511627776))) (i32.const 0)))`),
+      );
       const host = await call(server, 'host_alloc', { function: 'big' });
       expect(host.status).toBe(422);
       expect(host.body.code).toBe('MEMORY_LIMIT');
@@ -532,12 +586,9 @@ describe('POST /plugins/:id/call', () => {
     it('keeps a trap PLUGIN_ERROR for a module run without the grow shim (undecodable code), hinting at memory near its cap', async () => {
       // (memory 1 1), export "trap": i32.const 0, ref.i31 (a GC instruction the rewriter does not decode), drop, unreachable.
       const bytes = new Uint8Array([
-        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-        0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7f,
-        0x03, 0x02, 0x01, 0x00,
-        0x05, 0x04, 0x01, 0x01, 0x01, 0x01,
-        0x07, 0x08, 0x01, 0x04, 0x74, 0x72, 0x61, 0x70, 0x00, 0x00,
-        0x0a, 0x0a, 0x01, 0x08, 0x00, 0x41, 0x00, 0xfb, 0x1c, 0x1a, 0x00, 0x0b,
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7f, 0x03, 0x02, 0x01, 0x00, 0x05,
+        0x04, 0x01, 0x01, 0x01, 0x01, 0x07, 0x08, 0x01, 0x04, 0x74, 0x72, 0x61, 0x70, 0x00, 0x00, 0x0a, 0x0a, 0x01, 0x08, 0x00,
+        0x41, 0x00, 0xfb, 0x1c, 0x1a, 0x00, 0x0b,
       ]);
       await uploadBytes(server, 'no_shim_trap', bytes);
       const { status, body } = await call(server, 'no_shim_trap', { function: 'trap' });
@@ -546,7 +597,7 @@ describe('POST /plugins/:id/call', () => {
       expect(body.message).toContain('1 of 1 pages');
     });
 
-    it('refuses a cap below the plugin\'s initial memory with 422 MEMORY_LIMIT', async () => {
+    it("refuses a cap below the plugin's initial memory with 422 MEMORY_LIMIT", async () => {
       const { status, body } = await call(server, 'rust_vowels', { function: 'count_vowels', input: 'x', memoryMaxPages: 4 });
       expect(status).toBe(422);
       expect(body.code).toBe('MEMORY_LIMIT');
@@ -650,7 +701,9 @@ describe('queue overflow by bytes', () => {
   let server: TestServer;
 
   beforeAll(async () => {
-    server = await startServer({ env: { WORKERS: '1', BURST_WORKERS: '0', QUEUE_MAX_BYTES: '100000', MAX_INPUT_BYTES: '65536', RATE_LIMIT_MAX: '0' } });
+    server = await startServer({
+      env: { WORKERS: '1', BURST_WORKERS: '0', QUEUE_MAX_BYTES: '100000', MAX_INPUT_BYTES: '65536', RATE_LIMIT_MAX: '0' },
+    });
     await upload(server, 'loop');
     await upload(server, 'count_vowels');
   });
@@ -715,7 +768,12 @@ describe('long calls on a one-worker pool', () => {
     const before = titles.hits;
     const spin = call(server, 'loop', { function: 'spin', timeoutMs: 1500 });
     const calls = Array.from({ length: 3 }, (_, i) =>
-      call(server, 'hello', { function: 'say_hello', input: `n${i}`, config: { route: titles.url }, allowedHosts: ['127.0.0.1'] }),
+      call(server, 'hello', {
+        function: 'say_hello',
+        input: `n${i}`,
+        config: { route: titles.url },
+        allowedHosts: ['127.0.0.1'],
+      }),
     );
     for (const [i, r] of (await Promise.all(calls)).entries()) {
       expect(r.status).toBe(200);
@@ -762,12 +820,20 @@ describe('calls waiting on HTTP (one worker, BURST_WORKERS=0)', () => {
 
   it('do not hold the only worker: another call runs on a burst worker while the upstream hangs', async () => {
     let hungSettled = false;
-    const hung = call(server, 'http', { function: 'fetch', input: JSON.stringify({ url: `${upstream.url}/hang` }), allowedHosts: ['127.0.0.1'], timeoutMs: 3000 })
-      .finally(() => (hungSettled = true));
+    const hung = call(server, 'http', {
+      function: 'fetch',
+      input: JSON.stringify({ url: `${upstream.url}/hang` }),
+      allowedHosts: ['127.0.0.1'],
+      timeoutMs: 3000,
+    }).finally(() => (hungSettled = true));
     while (upstream.received.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
 
     const quick = await call(server, 'count_vowels', { function: 'count_vowels', input: 'aeiou' });
-    expect({ status: quick.status, count: JSON.parse(quick.body.output!).count, hungSettled }).toEqual({ status: 200, count: 5, hungSettled: false });
+    expect({ status: quick.status, count: JSON.parse(quick.body.output!).count, hungSettled }).toEqual({
+      status: 200,
+      count: 5,
+      hungSettled: false,
+    });
     expect((await hung).status).toBe(504);
   });
 });

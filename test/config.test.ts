@@ -13,7 +13,13 @@ const MiB = 1024 * 1024;
 describe('loadConfig', () => {
   it('gives every setting its default from an empty environment', () => {
     const config = loadConfig({});
-    expect(config).toMatchObject({ port: 8080, host: '127.0.0.1', logLevel: 'info', maxPluginBytes: 32 * MiB, uploadConcurrency: 2 });
+    expect(config).toMatchObject({
+      port: 8080,
+      host: '127.0.0.1',
+      logLevel: 'info',
+      maxPluginBytes: 32 * MiB,
+      uploadConcurrency: 2,
+    });
     expect(config.engine.limits.timeoutMs).toEqual({ default: 5_000, ceiling: 60_000 });
   });
 
@@ -21,16 +27,31 @@ describe('loadConfig', () => {
     { env: { PORT: 'abc' }, message: /^PORT must be a non-negative integer, got "abc"$/ },
     { env: { PORT: '-1' }, message: /^PORT must be a non-negative integer, got "-1"$/ },
     { env: { PORT: '70000' }, message: /^PORT must be between 0 and 65535, got 70000$/ },
-    { env: { CALL_TIMEOUT_MS: '60001' }, message: /^CALL_TIMEOUT_MS \(60001\) must not exceed CALL_TIMEOUT_MS_CEILING \(60000\)$/ },
-    { env: { CALL_TIMEOUT_MS_CEILING: '1000', CALL_TIMEOUT_MS: '2000' }, message: /^CALL_TIMEOUT_MS \(2000\) must not exceed CALL_TIMEOUT_MS_CEILING \(1000\)$/ },
-    { env: { CALL_MEMORY_PAGES: '5000' }, message: /^CALL_MEMORY_PAGES \(5000\) must not exceed CALL_MEMORY_PAGES_CEILING \(4096\)$/ },
+    {
+      env: { CALL_TIMEOUT_MS: '60001' },
+      message: /^CALL_TIMEOUT_MS \(60001\) must not exceed CALL_TIMEOUT_MS_CEILING \(60000\)$/,
+    },
+    {
+      env: { CALL_TIMEOUT_MS_CEILING: '1000', CALL_TIMEOUT_MS: '2000' },
+      message: /^CALL_TIMEOUT_MS \(2000\) must not exceed CALL_TIMEOUT_MS_CEILING \(1000\)$/,
+    },
+    {
+      env: { CALL_MEMORY_PAGES: '5000' },
+      message: /^CALL_MEMORY_PAGES \(5000\) must not exceed CALL_MEMORY_PAGES_CEILING \(4096\)$/,
+    },
     { env: { CALL_OUTPUT_BYTES_CEILING: '0' }, message: /^CALL_OUTPUT_BYTES_CEILING must be between 1 and \d+, got 0$/ },
     { env: { MAX_PLUGIN_BYTES: '32MiB' }, message: /^MAX_PLUGIN_BYTES must be a non-negative integer, got "32MiB"$/ },
     { env: { MAX_PLUGIN_BYTES: '4' }, message: /^MAX_PLUGIN_BYTES must be between 8 and \d+, got 4$/ },
-    { env: { LOG_LEVEL: 'verbose' }, message: /^LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, got "verbose"$/ },
+    {
+      env: { LOG_LEVEL: 'verbose' },
+      message: /^LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, got "verbose"$/,
+    },
     { env: { UPLOAD_CONCURRENCY: '0' }, message: /^UPLOAD_CONCURRENCY must be between 1 and 256, got 0$/ },
     { env: { EGRESS_ALLOW_PRIVATE: 'maybe' }, message: /^EGRESS_ALLOW_PRIVATE must be true or false, got "maybe"$/ },
-    { env: { EGRESS_ALLOWED_HOSTS: 'ok.test,*x.com' }, message: /^EGRESS_ALLOWED_HOSTS: invalid host pattern "\*x\.com": .*wildcard/ },
+    {
+      env: { EGRESS_ALLOWED_HOSTS: 'ok.test,*x.com' },
+      message: /^EGRESS_ALLOWED_HOSTS: invalid host pattern "\*x\.com": .*wildcard/,
+    },
     { env: { TRUST_PROXY: '10.0.0.0/33' }, message: /^TRUST_PROXY: "10\.0\.0\.0\/33" is not an address, a CIDR/ },
     { env: { TRUST_PROXY: 'loopback,proxy.internal' }, message: /^TRUST_PROXY: "proxy\.internal" is not an address/ },
     { env: { TRUST_PROXY: '65' }, message: /^TRUST_PROXY must be between 1 and 64, got 65$/ },
@@ -53,7 +74,11 @@ describe('loadConfig', () => {
     expect(loadConfig({ TRUST_PROXY: 'false' }).ops.trustProxy).toBe(false);
     expect(loadConfig({ TRUST_PROXY: 'true' }).ops.trustProxy).toBe(true);
     expect(loadConfig({ TRUST_PROXY: '2' }).ops.trustProxy).toBe(2);
-    expect(loadConfig({ TRUST_PROXY: 'loopback, 10.0.0.0/8, fd00::1' }).ops.trustProxy).toEqual(['loopback', '10.0.0.0/8', 'fd00::1']);
+    expect(loadConfig({ TRUST_PROXY: 'loopback, 10.0.0.0/8, fd00::1' }).ops.trustProxy).toEqual([
+      'loopback',
+      '10.0.0.0/8',
+      'fd00::1',
+    ]);
   });
 
   it('takes a lowered ceiling as the default too when no default is given', () => {
@@ -117,7 +142,13 @@ describe('an operator-lowered ceiling (CALL_TIMEOUT_MS_CEILING=1000)', () => {
     const refused = await call(server, { function: 'count_vowels', input: 'Hello', timeoutMs: 1001 });
     expect(refused.status).toBe(400);
     const body = await refused.json();
-    expect(body).toMatchObject({ statusCode: 400, code: 'LIMIT_ABOVE_CEILING', field: 'timeoutMs', requested: 1001, ceiling: 1000 });
+    expect(body).toMatchObject({
+      statusCode: 400,
+      code: 'LIMIT_ABOVE_CEILING',
+      field: 'timeoutMs',
+      requested: 1001,
+      ceiling: 1000,
+    });
     expect(body.message).toContain('ceiling of 1000 (CALL_TIMEOUT_MS_CEILING)');
 
     // The default ceiling (60 s) would have allowed this; the operator's does not.

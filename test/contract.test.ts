@@ -52,7 +52,13 @@ function requestFor(method: string, path: string, headers: Record<string, string
   const url = path.replace('{id}', vowelsId);
   if (method === 'POST' && path === '/plugins') return { url, init: wasmBody(echo, headers) };
   if (method === 'POST' && path.endsWith('/call')) {
-    return { url, init: { headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify({ function: 'count_vowels', input: 'a' }) } };
+    return {
+      url,
+      init: {
+        headers: { 'content-type': 'application/json', ...headers },
+        body: JSON.stringify({ function: 'count_vowels', input: 'a' }),
+      },
+    };
   }
   return { url, init: { headers } };
 }
@@ -118,7 +124,9 @@ describe('plugin routes', () => {
     ];
     for (const [method, url, status, code] of cases) {
       const init: RequestInit =
-        method === 'POST' ? { headers: { 'content-type': 'application/json', 'x-request-id': 'bad-path-1' }, body: '{"function":"f"}' } : { headers: { 'x-request-id': 'bad-path-1' } };
+        method === 'POST'
+          ? { headers: { 'content-type': 'application/json', 'x-request-id': 'bad-path-1' }, body: '{"function":"f"}' }
+          : { headers: { 'x-request-id': 'bad-path-1' } };
       const res = await call(server, method, url, init);
       expect(res.status, `${method} ${url}`).toBe(status);
       expect(res.headers.get('x-request-id')).toBe('bad-path-1');
@@ -173,12 +181,22 @@ describe('call route', () => {
   });
 
   it('runs a function (200) and refuses bad calls (400, 404, 413)', async () => {
-    const ok = await call(server, 'POST', '/plugins/count_vowels/call', body({ function: 'count_vowels', input: 'Hello, World!' }));
+    const ok = await call(
+      server,
+      'POST',
+      '/plugins/count_vowels/call',
+      body({ function: 'count_vowels', input: 'Hello, World!' }),
+    );
     expect(ok.status).toBe(200);
-    expect((await call(server, 'POST', '/plugins/count_vowels/call', body({ function: 'count_vowels', nope: 1 }))).status).toBe(400);
+    expect((await call(server, 'POST', '/plugins/count_vowels/call', body({ function: 'count_vowels', nope: 1 }))).status).toBe(
+      400,
+    );
     expect((await call(server, 'POST', '/plugins/count_vowels/call', body({ function: 'no_such_export' }))).status).toBe(404);
     expect((await call(server, 'POST', '/plugins/no-such-plugin/call', body({ function: 'count_vowels' }))).status).toBe(404);
-    expect((await call(server, 'POST', '/plugins/count_vowels/call', body({ function: 'count_vowels', input: 'a'.repeat(2048) }))).status).toBe(413);
+    expect(
+      (await call(server, 'POST', '/plugins/count_vowels/call', body({ function: 'count_vowels', input: 'a'.repeat(2048) })))
+        .status,
+    ).toBe(413);
   });
 
   it('answers 500 STORE_ERROR when the stored bytes were damaged on disk, runs nothing from them, and a re-upload repairs them', async () => {
@@ -195,11 +213,18 @@ describe('call route', () => {
     const restarted = await start({ dataDir: first.dataDir });
     const res = await call(restarted, 'POST', '/plugins/damaged/call', body({ function: 'count_vowels', input: 'a' }));
     expect(res.status).toBe(500);
-    expect(await res.json()).toMatchObject({ code: 'STORE_ERROR', message: expect.stringContaining('damaged'), logs: [], egress: [] });
+    expect(await res.json()).toMatchObject({
+      code: 'STORE_ERROR',
+      message: expect.stringContaining('damaged'),
+      logs: [],
+      egress: [],
+    });
 
     // As the message says: uploading the same bytes again repairs it.
     expect((await call(restarted, 'POST', '/plugins', wasmBody(vowels))).status).toBe(200);
-    expect((await call(restarted, 'POST', '/plugins/damaged/call', body({ function: 'count_vowels', input: 'a' }))).status).toBe(200);
+    expect((await call(restarted, 'POST', '/plugins/damaged/call', body({ function: 'count_vowels', input: 'a' }))).status).toBe(
+      200,
+    );
 
     // A blob lost from disk: the download answers 500 STORE_ERROR, not 404 (the plugin is still stored).
     await rm(blob);
@@ -211,7 +236,11 @@ describe('call route', () => {
   });
 
   it('refuses a body that is not application/json with 415 UNSUPPORTED_MEDIA_TYPE naming what was sent', async () => {
-    const sent: [string, string][] = [['application/xml', '<call function="count_vowels"/>'], ['text/plain', '{"function":"count_vowels"}'], ['text/plain; charset=utf-8', 'hi']];
+    const sent: [string, string][] = [
+      ['application/xml', '<call function="count_vowels"/>'],
+      ['text/plain', '{"function":"count_vowels"}'],
+      ['text/plain; charset=utf-8', 'hi'],
+    ];
     for (const [type, payload] of sent) {
       const res = await call(server, 'POST', '/plugins/count_vowels/call', { headers: { 'content-type': type }, body: payload });
       expect(res.status, type).toBe(415);
@@ -220,7 +249,10 @@ describe('call route', () => {
       expect(answer.message).toBe(`send the call as application/json, not ${type.split(';')[0]!}`);
     }
     // JSON with parameters is JSON; no body at all is the schema's 400.
-    const withCharset = await call(server, 'POST', '/plugins/count_vowels/call', { headers: { 'content-type': 'application/json; charset=utf-8' }, body: '{"function":"count_vowels","input":"a"}' });
+    const withCharset = await call(server, 'POST', '/plugins/count_vowels/call', {
+      headers: { 'content-type': 'application/json; charset=utf-8' },
+      body: '{"function":"count_vowels","input":"a"}',
+    });
     expect(withCharset.status).toBe(200);
     const empty = await call(server, 'POST', '/plugins/count_vowels/call');
     expect(empty.status).toBe(400);
@@ -228,7 +260,13 @@ describe('call route', () => {
   });
 
   it('refuses values of the wrong type instead of converting them (400 INVALID_REQUEST)', async () => {
-    for (const wrong of [{ config: { k: 1 } }, { timeoutMs: '100' }, { input: 5 }, { maxOutputBytes: true }, { allowedHosts: '127.0.0.1' }]) {
+    for (const wrong of [
+      { config: { k: 1 } },
+      { timeoutMs: '100' },
+      { input: 5 },
+      { maxOutputBytes: true },
+      { allowedHosts: '127.0.0.1' },
+    ]) {
       const res = await call(server, 'POST', '/plugins/count_vowels/call', body({ function: 'count_vowels', ...wrong }));
       expect(res.status, JSON.stringify(wrong)).toBe(400);
       expect(await res.json()).toMatchObject({ code: 'INVALID_REQUEST' });
@@ -292,7 +330,9 @@ describe('rules every documented operation shares', () => {
   });
 
   it('answers 429 RATE_LIMITED on every operation documenting it: once its bucket is spent, or after failed token attempts', async () => {
-    const server = await start({ env: { AUTH_TOKENS: `${ADMIN}:admin`, METRICS_TOKEN: METRICS, RATE_LIMIT_MAX: '1', AUTH_FAILURE_MAX: '1' } });
+    const server = await start({
+      env: { AUTH_TOKENS: `${ADMIN}:admin`, METRICS_TOKEN: METRICS, RATE_LIMIT_MAX: '1', AUTH_FAILURE_MAX: '1' },
+    });
     const stored = await fetch(`${server.url}/plugins`, { method: 'POST', ...wasmBody(vowels, bearer(ADMIN)) });
     expect(stored.status).toBe(201);
     const limitedOps = documentedOperations().filter((o) => o.statuses.includes('429'));
@@ -331,7 +371,6 @@ describe('rules every documented operation shares', () => {
   });
 });
 
-
 describe('coverage', () => {
   it('every response the servers sent, set-up requests included, matched openapi.yaml', () => {
     expect(serverSideProblems).toEqual([]);
@@ -343,7 +382,8 @@ describe('coverage', () => {
         ? [...covered].some((c) => c.startsWith(`${op.method} ${op.path} ${status[0]}`))
         : covered.has(`${op.method} ${op.path} ${status}`);
     const missing = documentedOperations().flatMap((op) =>
-      op.statuses.filter((s) => s !== 'default' && !seen(op, s)).map((s) => `${op.method} ${op.path} ${s}`));
+      op.statuses.filter((s) => s !== 'default' && !seen(op, s)).map((s) => `${op.method} ${op.path} ${s}`),
+    );
     expect(missing, 'documented statuses no test here produced').toEqual([]);
   });
 });

@@ -104,29 +104,45 @@ describe('with EGRESS_ALLOW_PRIVATE=false', () => {
     ['[::ffff:127.0.0.1] (IPv4-mapped IPv6)', (u) => `http://[::ffff:127.0.0.1]:${u.port}/ok`, '[::ffff:7f00:1]'],
     ['0x7f000001 (hex IPv4)', (u) => `http://0x7f000001:${u.port}/ok`, '127.0.0.1'],
     ['2130706433 (decimal IPv4)', (u) => `http://2130706433:${u.port}/ok`, '127.0.0.1'],
-    ['a public-looking name that resolves to 127.0.0.1', (u) => `http://api.public-example.com:${u.port}/ok`, 'api.public-example.com'],
-    ['a public-looking name that resolves to ::1', (_, u6) => `http://v6.public-example.com:${u6.port}/ok`, 'v6.public-example.com'],
+    [
+      'a public-looking name that resolves to 127.0.0.1',
+      (u) => `http://api.public-example.com:${u.port}/ok`,
+      'api.public-example.com',
+    ],
+    [
+      'a public-looking name that resolves to ::1',
+      (_, u6) => `http://v6.public-example.com:${u6.port}/ok`,
+      'v6.public-example.com',
+    ],
   ];
 
-  it.each(targets)('refuses %s with 422 HOST_NOT_ALLOWED (private address) even with allowedHosts ["*"], and the upstream sees no connection', async (_, target, host) => {
-    const url = target(v4, v6);
-    const { status, body } = await fetchOne(server, http, url, { allowedHosts: ['*'] });
-    expect(status).toBe(422);
-    expect(body.code).toBe('HOST_NOT_ALLOWED');
-    expect(body.reason).toBe('private_address');
-    expect(body.host).toBe(host);
-    expect(body.message).toContain(host);
-    expect(body.message).toContain('private or reserved address');
-    expect(body.egress).toHaveLength(1);
-    expect(body.egress[0]).toMatchObject({ method: 'GET', status: null, bytes: 0, allowed: false, reason: 'private_address' });
-    expect(new URL(body.egress[0]!.url).port).toBe(new URL(url).port);
-    expect(v4.connections + v6.connections).toBe(0);
-    expect(v4.received.length + v6.received.length).toBe(0);
-  });
+  it.each(targets)(
+    'refuses %s with 422 HOST_NOT_ALLOWED (private address) even with allowedHosts ["*"], and the upstream sees no connection',
+    async (_, target, host) => {
+      const url = target(v4, v6);
+      const { status, body } = await fetchOne(server, http, url, { allowedHosts: ['*'] });
+      expect(status).toBe(422);
+      expect(body.code).toBe('HOST_NOT_ALLOWED');
+      expect(body.reason).toBe('private_address');
+      expect(body.host).toBe(host);
+      expect(body.message).toContain(host);
+      expect(body.message).toContain('private or reserved address');
+      expect(body.egress).toHaveLength(1);
+      expect(body.egress[0]).toMatchObject({ method: 'GET', status: null, bytes: 0, allowed: false, reason: 'private_address' });
+      expect(new URL(body.egress[0]!.url).port).toBe(new URL(url).port);
+      expect(v4.connections + v6.connections).toBe(0);
+      expect(v4.received.length + v6.received.length).toBe(0);
+    },
+  );
 
   it('refuses the same way from the hello plugin (config route), and keeps the plugin logs', async () => {
     const route = `http://api.public-example.com:${v4.port}/todo`;
-    const { status, body } = await call(server, hello, { function: 'say_hello', input: 'x', config: { route }, allowedHosts: ['api.public-example.com'] });
+    const { status, body } = await call(server, hello, {
+      function: 'say_hello',
+      input: 'x',
+      config: { route },
+      allowedHosts: ['api.public-example.com'],
+    });
     expect(status).toBe(422);
     expect(body).toMatchObject({ code: 'HOST_NOT_ALLOWED', reason: 'private_address', host: 'api.public-example.com' });
     expect(v4.connections).toBe(0);
@@ -173,7 +189,10 @@ describe('with private addresses allowed (the test default)', () => {
       appOptions: { egressHosts: { 'api.inside.test': '127.0.0.1', 'api.outside.test': '127.0.0.1' } },
     });
     http = await upload(server, 'http');
-    helloWithDefault = await upload(server, 'hello', { name: 'hello-local', allowedHosts: JSON.stringify([`localhost:${v4.port}`]) });
+    helloWithDefault = await upload(server, 'hello', {
+      name: 'hello-local',
+      allowedHosts: JSON.stringify([`localhost:${v4.port}`]),
+    });
   });
 
   afterAll(async () => {
@@ -196,11 +215,19 @@ describe('with private addresses allowed (the test default)', () => {
     expect(v4.received.map((r) => r.url)).toEqual(['/ok']);
   });
 
-  it('uses the plugin\'s stored allowedHosts when the call gives none', async () => {
-    const ok = await call(server, helloWithDefault, { function: 'say_hello', input: 'Benjamin', config: { route: `http://localhost:${v4.port}/todo?title=stored` } });
+  it("uses the plugin's stored allowedHosts when the call gives none", async () => {
+    const ok = await call(server, helloWithDefault, {
+      function: 'say_hello',
+      input: 'Benjamin',
+      config: { route: `http://localhost:${v4.port}/todo?title=stored` },
+    });
     expect(ok.status).toBe(200);
     expect(ok.body.output).toBe('param: Benjamin title: stored');
-    const refused = await call(server, helloWithDefault, { function: 'say_hello', input: 'x', config: { route: `http://127.0.0.1:${v4.port}/todo` } });
+    const refused = await call(server, helloWithDefault, {
+      function: 'say_hello',
+      input: 'x',
+      config: { route: `http://127.0.0.1:${v4.port}/todo` },
+    });
     expect(refused.status).toBe(422);
     expect(refused.body).toMatchObject({ code: 'HOST_NOT_ALLOWED', reason: 'not_in_allow_list', host: '127.0.0.1' });
     expect(refused.body.message).toContain('not in the allow-list');
@@ -219,7 +246,12 @@ describe('with private addresses allowed (the test default)', () => {
     const first = `http://127.0.0.1:${v4.port}/redirect?to=${encodeURIComponent(target)}`;
     const { status, body } = await fetchOne(server, http, first, { allowedHosts: [`127.0.0.1:${v4.port}`] });
     expect(status).toBe(422);
-    expect(body).toMatchObject({ code: 'HOST_NOT_ALLOWED', reason: 'redirect_refused', targetReason: 'not_in_allow_list', host: 'localhost' });
+    expect(body).toMatchObject({
+      code: 'HOST_NOT_ALLOWED',
+      reason: 'redirect_refused',
+      targetReason: 'not_in_allow_list',
+      host: 'localhost',
+    });
     expect(body.message).toContain('redirect to a refused target');
     expect(body.egress).toEqual([
       expect.objectContaining({ url: first, status: 302, allowed: true }),
@@ -267,7 +299,9 @@ describe('with private addresses allowed (the test default)', () => {
 
   it('rejects an invalid allowedHosts pattern with 400 INVALID_ALLOWED_HOSTS naming the pattern and the problem', async () => {
     for (const bad of ['!127.0.0.1', 'a.*.com', 'http://x/path']) {
-      const { status, body } = await fetchOne(server, http, `http://127.0.0.1:${v4.port}/ok`, { allowedHosts: ['127.0.0.1', bad] });
+      const { status, body } = await fetchOne(server, http, `http://127.0.0.1:${v4.port}/ok`, {
+        allowedHosts: ['127.0.0.1', bad],
+      });
       expect(status).toBe(400);
       expect(body.code).toBe('INVALID_ALLOWED_HOSTS');
       expect(body.pattern).toBe(bad);
@@ -279,13 +313,18 @@ describe('with private addresses allowed (the test default)', () => {
   });
 
   it('answers errors of calls that never started with an empty egress list too', async () => {
-    const unknownPlugin = await fetchOne(server, 'no-such-plugin', `http://127.0.0.1:${v4.port}/ok`, { allowedHosts: ['127.0.0.1'] });
+    const unknownPlugin = await fetchOne(server, 'no-such-plugin', `http://127.0.0.1:${v4.port}/ok`, {
+      allowedHosts: ['127.0.0.1'],
+    });
     expect(unknownPlugin.status).toBe(404);
     expect(unknownPlugin.body).toMatchObject({ code: 'PLUGIN_NOT_FOUND', egress: [] });
     const badBody = await call(server, http, { function: 'fetch', allowedHost: ['127.0.0.1'] });
     expect(badBody.status).toBe(400);
     expect(badBody.body).toMatchObject({ code: 'INVALID_REQUEST', egress: [] });
-    const overCeiling = await fetchOne(server, http, `http://127.0.0.1:${v4.port}/ok`, { allowedHosts: ['127.0.0.1'], maxHttpResponseBytes: server.config.engine.limits.httpResponseBytes.ceiling + 1 });
+    const overCeiling = await fetchOne(server, http, `http://127.0.0.1:${v4.port}/ok`, {
+      allowedHosts: ['127.0.0.1'],
+      maxHttpResponseBytes: server.config.engine.limits.httpResponseBytes.ceiling + 1,
+    });
     expect(overCeiling.status).toBe(400);
     expect(overCeiling.body).toMatchObject({ code: 'LIMIT_ABOVE_CEILING', field: 'maxHttpResponseBytes', egress: [] });
     expect(v4.connections).toBe(0);
@@ -318,7 +357,10 @@ describe('with private addresses allowed (the test default)', () => {
   });
 
   it('cuts an upstream that never answers at EGRESS_TIMEOUT_MS with 504 EGRESS_TIMEOUT, well before the call deadline', async () => {
-    const { status, body, elapsedMs } = await fetchOne(server, http, `http://127.0.0.1:${v4.port}/hang`, { allowedHosts: ['127.0.0.1'], timeoutMs: 10_000 });
+    const { status, body, elapsedMs } = await fetchOne(server, http, `http://127.0.0.1:${v4.port}/hang`, {
+      allowedHosts: ['127.0.0.1'],
+      timeoutMs: 10_000,
+    });
     expect(status).toBe(504);
     expect(body).toMatchObject({ code: 'EGRESS_TIMEOUT', reason: 'timeout', host: '127.0.0.1' });
     expect(body.egress[0]).toMatchObject({ status: null, allowed: true, reason: 'timeout' });
@@ -330,7 +372,10 @@ describe('with private addresses allowed (the test default)', () => {
 
   it('cuts a request at the call deadline when that comes first: 504 TIMEOUT with the audit, the worker kept', async () => {
     const timeoutMs = 600;
-    const { status, body, elapsedMs } = await fetchOne(server, http, `http://127.0.0.1:${v4.port}/hang`, { allowedHosts: ['127.0.0.1'], timeoutMs });
+    const { status, body, elapsedMs } = await fetchOne(server, http, `http://127.0.0.1:${v4.port}/hang`, {
+      allowedHosts: ['127.0.0.1'],
+      timeoutMs,
+    });
     expect(status).toBe(504);
     expect(body).toMatchObject({ code: 'TIMEOUT', reason: 'deadline', host: '127.0.0.1' });
     expect(body.egress[0]).toMatchObject({ status: null, allowed: true, reason: 'deadline' });
@@ -340,10 +385,20 @@ describe('with private addresses allowed (the test default)', () => {
 
   it('fails the request after EGRESS_MAX_REQUESTS with 422 EGRESS_ERROR (too_many_requests); the extra one is never sent', async () => {
     const requests = Array.from({ length: 5 }, (_, i) => ({ url: `http://127.0.0.1:${v4.port}/ok?i=${i}` }));
-    const { status, body } = await call(server, http, { function: 'fetch_all', input: JSON.stringify(requests), allowedHosts: ['127.0.0.1'] });
+    const { status, body } = await call(server, http, {
+      function: 'fetch_all',
+      input: JSON.stringify(requests),
+      allowedHosts: ['127.0.0.1'],
+    });
     expect(status).toBe(422);
     expect(body).toMatchObject({ code: 'EGRESS_ERROR', reason: 'too_many_requests' });
-    expect(body.egress.map((e) => [e.allowed, e.reason ?? null])).toEqual([[true, null], [true, null], [true, null], [true, null], [false, 'too_many_requests']]);
+    expect(body.egress.map((e) => [e.allowed, e.reason ?? null])).toEqual([
+      [true, null],
+      [true, null],
+      [true, null],
+      [true, null],
+      [false, 'too_many_requests'],
+    ]);
     expect(v4.received.map((r) => r.url)).toEqual(['/ok?i=0', '/ok?i=1', '/ok?i=2', '/ok?i=3']);
   });
 
@@ -353,14 +408,36 @@ describe('with private addresses allowed (the test default)', () => {
       { url: `http://[::1]:${v6.port}/bytes?n=7` },
       { url: `http://api.outside.test:${other.port}/ok` },
     ];
-    const { status, body } = await call(server, http, { function: 'fetch_all', input: JSON.stringify(requests), allowedHosts: ['*'] });
+    const { status, body } = await call(server, http, {
+      function: 'fetch_all',
+      input: JSON.stringify(requests),
+      allowedHosts: ['*'],
+    });
     expect(status).toBe(422);
     expect(body).toMatchObject({ code: 'HOST_NOT_ALLOWED', reason: 'not_in_allow_list', host: 'api.outside.test' });
     expect(body.egress).toHaveLength(3);
-    expect(body.egress[0]).toMatchObject({ method: 'POST', url: `http://REDACTED:REDACTED@127.0.0.1:${v4.port}/echo?token=abc&x=1`, status: 200, allowed: true });
+    expect(body.egress[0]).toMatchObject({
+      method: 'POST',
+      url: `http://REDACTED:REDACTED@127.0.0.1:${v4.port}/echo?token=abc&x=1`,
+      status: 200,
+      allowed: true,
+    });
     expect(body.egress[0]!.bytes).toBeGreaterThan(0);
-    expect(body.egress[1]).toMatchObject({ method: 'GET', url: `http://[::1]:${v6.port}/bytes?n=7`, status: 200, bytes: 7, allowed: true });
-    expect(body.egress[2]).toMatchObject({ method: 'GET', url: `http://api.outside.test:${other.port}/ok`, status: null, bytes: 0, allowed: false, reason: 'not_in_allow_list' });
+    expect(body.egress[1]).toMatchObject({
+      method: 'GET',
+      url: `http://[::1]:${v6.port}/bytes?n=7`,
+      status: 200,
+      bytes: 7,
+      allowed: true,
+    });
+    expect(body.egress[2]).toMatchObject({
+      method: 'GET',
+      url: `http://api.outside.test:${other.port}/ok`,
+      status: null,
+      bytes: 0,
+      allowed: false,
+      reason: 'not_in_allow_list',
+    });
     expect(JSON.stringify(body)).not.toContain('s3cret');
     // The credentials travelled as a Basic header, not in the URL.
     expect(v4.received[0]).toMatchObject({ method: 'POST', url: '/echo?token=abc&x=1', body: 'hi' });

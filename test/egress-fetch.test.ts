@@ -100,7 +100,9 @@ describe('private and loopback targets with allowPrivate=false', () => {
     expect(err).toBeInstanceOf(EgressDenied);
     expect(err).toMatchObject({ reason: 'private_address', code: 'HOST_NOT_ALLOWED', host });
     expect(err.message).toMatch(/loopback/);
-    expect(s.audit).toEqual([expect.objectContaining({ method: 'GET', status: null, bytes: 0, allowed: false, reason: 'private_address' })]);
+    expect(s.audit).toEqual([
+      expect.objectContaining({ method: 'GET', status: null, bytes: 0, allowed: false, reason: 'private_address' }),
+    ]);
     expect(s.failure).toBe(err);
     expect(v4.connections + v6.connections).toBe(0);
   });
@@ -124,7 +126,14 @@ describe('allowed requests (allowPrivate=true, as in the test default)', () => {
     expect(v4.received).toHaveLength(1);
     expect(v4.received[0]?.headers.host).toBe(`a.example.test:${v4.port}`);
     expect(s.audit).toEqual([
-      { method: 'GET', url: `${v4.urlAs('a.example.test')}/ok`, status: 200, bytes: 2, durationMs: expect.any(Number), allowed: true },
+      {
+        method: 'GET',
+        url: `${v4.urlAs('a.example.test')}/ok`,
+        status: 200,
+        bytes: 2,
+        durationMs: expect.any(Number),
+        allowed: true,
+      },
     ]);
     expect(s.failure).toBeNull();
   });
@@ -152,7 +161,10 @@ describe('allowed requests (allowPrivate=true, as in the test default)', () => {
 
     const missing = await s.fetch(`${v4.urlAs('a.example.test')}/nope`);
     expect(missing.status).toBe(404);
-    expect(s.audit.map((e) => [e.status, e.allowed, e.reason])).toEqual([[200, true, undefined], [404, true, undefined]]);
+    expect(s.audit.map((e) => [e.status, e.allowed, e.reason])).toEqual([
+      [200, true, undefined],
+      [404, true, undefined],
+    ]);
   });
 
   it('connects to the pinned address: one resolution per host per call, never re-resolved', async () => {
@@ -282,8 +294,16 @@ describe('allow-list and ceiling', () => {
 
 function baseOptions(): EgressOptions {
   return {
-    allowedHosts: ['*'], ceiling: ['*'], allowPrivate: true, timeoutMs: 5_000, deadline: null,
-    maxResponseBytes: 1000, maxRequests: 32, maxRedirects: 5, maxRequestBodyBytes: 1000, hosts: HOSTS,
+    allowedHosts: ['*'],
+    ceiling: ['*'],
+    allowPrivate: true,
+    timeoutMs: 5_000,
+    deadline: null,
+    maxResponseBytes: 1000,
+    maxRequests: 32,
+    maxRedirects: 5,
+    maxRequestBodyBytes: 1000,
+    hosts: HOSTS,
   };
 }
 
@@ -294,7 +314,12 @@ describe('redirects', () => {
     const s = session({ allowedHosts: ['a.example.test'] });
     const target = `${v6.urlAs('six.example.test')}/ok`;
     const err = await rejection(s.fetch(redirect(v4.urlAs('a.example.test'), target)));
-    expect(err).toMatchObject({ reason: 'redirect_refused', targetReason: 'not_in_allow_list', code: 'HOST_NOT_ALLOWED', host: 'six.example.test' });
+    expect(err).toMatchObject({
+      reason: 'redirect_refused',
+      targetReason: 'not_in_allow_list',
+      code: 'HOST_NOT_ALLOWED',
+      host: 'six.example.test',
+    });
     expect(v4.received).toHaveLength(1);
     expect(v6.connections).toBe(0);
     expect(s.audit.map((e) => [e.url, e.status, e.allowed, e.reason])).toEqual([
@@ -338,7 +363,10 @@ describe('redirects', () => {
   it('turns POST into GET on 303 and keeps method and body on 307, dropping credentials across origins', async () => {
     const s = session();
     const init = { method: 'POST', headers: { authorization: 'Bearer t', 'content-type': 'text/plain' }, body: 'data' };
-    const r303 = (await (await s.fetch(redirect(v4.url, `${v4.urlAs('a.example.test')}/echo`, 303), init)).json()) as Record<string, unknown>;
+    const r303 = (await (await s.fetch(redirect(v4.url, `${v4.urlAs('a.example.test')}/echo`, 303), init)).json()) as Record<
+      string,
+      unknown
+    >;
     expect(r303).toMatchObject({ method: 'GET', body: '' });
     expect((r303.headers as Record<string, string>).authorization).toBeUndefined();
     expect((r303.headers as Record<string, string>)['content-type']).toBeUndefined();
@@ -359,7 +387,10 @@ describe('limits', () => {
       expect(err).toMatchObject({ reason: 'response_too_large', code: 'EGRESS_ERROR', host: '127.0.0.1' });
     }
     expect(s.audit.map((e) => [e.status, e.allowed, e.reason])).toEqual([
-      [200, true, undefined], [200, true, 'response_too_large'], [200, true, undefined], [200, true, 'response_too_large'],
+      [200, true, undefined],
+      [200, true, 'response_too_large'],
+      [200, true, undefined],
+      [200, true, 'response_too_large'],
     ]);
     expect(s.audit[2]?.bytes).toBe(1000);
   });
@@ -416,7 +447,9 @@ describe('limits', () => {
 
   it('refuses a request body over the cap without sending it', async () => {
     const s = session({ maxRequestBodyBytes: 10 });
-    expect((await (await s.fetch(`${v4.url}/echo`, { method: 'POST', body: 'x'.repeat(10) })).json())).toMatchObject({ body: 'x'.repeat(10) });
+    expect(await (await s.fetch(`${v4.url}/echo`, { method: 'POST', body: 'x'.repeat(10) })).json()).toMatchObject({
+      body: 'x'.repeat(10),
+    });
     const err = await rejection(s.fetch(`${v4.url}/echo`, { method: 'POST', body: 'x'.repeat(11) }));
     expect(err).toMatchObject({ reason: 'request_too_large', code: 'EGRESS_ERROR' });
     expect(v4.received).toHaveLength(1);
@@ -463,8 +496,11 @@ describe('audit summary and error transport', () => {
     const err = await rejection(s.fetch(`${v4.urlAs('b.example.test')}/x?token=1`));
     const info = structuredClone(err.toJSON());
     expect(info).toEqual({
-      reason: 'not_in_allow_list', code: 'HOST_NOT_ALLOWED', host: 'b.example.test',
-      url: `${v4.urlAs('b.example.test')}/x?token=1`, message: expect.stringContaining('b.example.test'),
+      reason: 'not_in_allow_list',
+      code: 'HOST_NOT_ALLOWED',
+      host: 'b.example.test',
+      url: `${v4.urlAs('b.example.test')}/x?token=1`,
+      message: expect.stringContaining('b.example.test'),
     });
     expect(structuredClone(s.audit)).toEqual(s.audit);
   });

@@ -208,8 +208,10 @@ describe('operator ceiling from the environment', () => {
   it('fails at start on a malformed EGRESS_ALLOWED_HOSTS and keeps a valid one as written', () => {
     expect(() => loadConfig({ EGRESS_ALLOWED_HOSTS: 'api.example.com,!evil.test' })).toThrow(ConfigError);
     expect(() => loadConfig({ EGRESS_ALLOWED_HOSTS: '*.example.com/path' })).toThrow(/EGRESS_ALLOWED_HOSTS/);
-    expect(loadConfig({ EGRESS_ALLOWED_HOSTS: 'https://api.example.com:8443, *.example.test' }).egress.allowedHosts)
-      .toEqual(['https://api.example.com:8443', '*.example.test']);
+    expect(loadConfig({ EGRESS_ALLOWED_HOSTS: 'https://api.example.com:8443, *.example.test' }).egress.allowedHosts).toEqual([
+      'https://api.example.com:8443',
+      '*.example.test',
+    ]);
     expect(loadConfig({}).egress).toMatchObject({ allowedHosts: ['*'], allowPrivate: false });
   });
 });

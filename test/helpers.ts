@@ -118,10 +118,16 @@ export interface StreamedResponse {
  */
 export async function sendStreaming(
   baseUrl: string,
-  options: { method?: string; path: string; headers: Record<string, string>; chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array> },
+  options: {
+    method?: string;
+    path: string;
+    headers: Record<string, string>;
+    chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
+  },
 ): Promise<StreamedResponse> {
   const { hostname, port } = new URL(baseUrl);
-  if (hostname !== '127.0.0.1' && hostname !== 'localhost' && hostname !== '[::1]') throw new Error('sendStreaming is for loopback servers only');
+  if (hostname !== '127.0.0.1' && hostname !== 'localhost' && hostname !== '[::1]')
+    throw new Error('sendStreaming is for loopback servers only');
   const socket = net.connect({ host: hostname.replace(/^\[|\]$/g, ''), port: Number(port) });
   await once(socket, 'connect');
   const chunked = !Object.keys(options.headers).some((h) => h.toLowerCase() === 'content-length');

@@ -33,7 +33,10 @@ describe('inspectModule', () => {
     expect(inspected.exports).toEqual(['run']);
     expect(inspected.imports).toHaveLength(EXTISM_ENV_FUNCTIONS.size + WASI_FUNCTIONS.size);
     // Linking is where an unknown host function would fail: the SDK must provide all of them.
-    const plugin = await createPlugin({ wasm: [{ module: await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>) }] }, { useWasi: true });
+    const plugin = await createPlugin(
+      { wasm: [{ module: await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>) }] },
+      { useWasi: true },
+    );
     await plugin.close();
   });
 
@@ -57,7 +60,9 @@ describe('inspectModule', () => {
   });
 
   it('refuses a module the engine could not prepare for running', async () => {
-    const bytes = await wat(`(module (global $g (mut i32) (i32.const 0)) (func (export "run")) (func (export "__wasmhost_global_0")))`);
+    const bytes = await wat(
+      `(module (global $g (mut i32) (i32.const 0)) (func (export "run")) (func (export "__wasmhost_global_0")))`,
+    );
     const err = await inspectModule(bytes).catch((e: AppError) => e);
     expect((err as AppError).code).toBe('INVALID_WASM');
     expect((err as AppError).message).toMatch(/cannot be run by this service/);

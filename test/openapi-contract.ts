@@ -33,8 +33,21 @@ interface InjectResponse {
 const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'] as const;
 // OpenAPI's own schema keywords (annotations to a JSON Schema validator), and the document's
 // top-level fields: Ajv compiles the document root when it resolves a pointer into it.
-const OAS_KEYWORDS = ['example', 'discriminator', 'xml', 'externalDocs', 'openapi', 'info', 'jsonSchemaDialect',
-  'servers', 'paths', 'webhooks', 'components', 'security', 'tags'];
+const OAS_KEYWORDS = [
+  'example',
+  'discriminator',
+  'xml',
+  'externalDocs',
+  'openapi',
+  'info',
+  'jsonSchemaDialect',
+  'servers',
+  'paths',
+  'webhooks',
+  'components',
+  'security',
+  'tags',
+];
 const SPEC_ID = 'openapi.json';
 
 interface Contract {
@@ -57,7 +70,12 @@ function load(): Contract {
   ajv.addSchema({ ...document, $id: SPEC_ID }, undefined, undefined, false);
   const paths = Object.keys((document.paths ?? {}) as Json).map((template) => ({
     template,
-    pattern: new RegExp(`^${template.split(/\{[^}]+\}/).map(escapeRegExp).join('[^/]+')}$`),
+    pattern: new RegExp(
+      `^${template
+        .split(/\{[^}]+\}/)
+        .map(escapeRegExp)
+        .join('[^/]+')}$`,
+    ),
     literalChars: template.replace(/\{[^}]+\}/g, '').length,
   }));
   // The most literal template wins (/plugins/names beats /plugins/{id}).
@@ -83,7 +101,10 @@ function deref(document: Json, value: unknown, pointer: string[]): { value: Json
   for (let hops = 0; typeof current?.$ref === 'string'; hops++) {
     const ref = current.$ref as string;
     if (!ref.startsWith('#/') || hops > 10) throw new Error(`unsupported $ref ${ref}`);
-    at = ref.slice(2).split('/').map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
+    at = ref
+      .slice(2)
+      .split('/')
+      .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
     current = at.reduce<unknown>((node, key) => (node as Json | undefined)?.[key], document) as Json;
     if (current === undefined) throw new Error(`dangling $ref ${ref}`);
   }
@@ -116,7 +137,9 @@ export function contractProblems(method: string, url: string, response: Observed
   const code = String(response.status);
   const key = [code, `${code[0]}XX`, 'default'].find((k) => responses[k] !== undefined);
   if (key === undefined) {
-    return [`${where}: status ${code} is not documented for ${method.toUpperCase()} ${template} (documented: ${Object.keys(responses).join(', ')})`];
+    return [
+      `${where}: status ${code} is not documented for ${method.toUpperCase()} ${template} (documented: ${Object.keys(responses).join(', ')})`,
+    ];
   }
   const basePointer = ['paths', template, op, 'responses', key];
   const { value: documented, pointer } = deref(document, responses[key], basePointer);
@@ -137,9 +160,10 @@ export function contractProblems(method: string, url: string, response: Observed
     return problems;
   }
   if (media === undefined) return [...problems, `${where}: no content type (documented: ${Object.keys(content).join(', ')})`];
-  const mediaKey = Object.keys(content).find((k) => k.toLowerCase() === media)
-    ?? Object.keys(content).find((k) => k.endsWith('/*') && media.startsWith(k.slice(0, -1)))
-    ?? Object.keys(content).find((k) => k === '*/*');
+  const mediaKey =
+    Object.keys(content).find((k) => k.toLowerCase() === media) ??
+    Object.keys(content).find((k) => k.endsWith('/*') && media.startsWith(k.slice(0, -1))) ??
+    Object.keys(content).find((k) => k === '*/*');
   if (mediaKey === undefined) {
     return [...problems, `${where}: content type ${media} is not documented (documented: ${Object.keys(content).join(', ')})`];
   }
@@ -177,8 +201,14 @@ async function fromFetch(res: Response): Promise<ObservedResponse> {
   });
   const media = mediaType(headers['content-type']);
   const text = await res.clone().text();
-  const body = media && isJsonMedia(media) && text !== '' ? JSON.parse(text) as unknown
-    : media === 'application/wasm' || media === 'application/octet-stream' ? (text === '' ? '' : '<binary>') : text;
+  const body =
+    media && isJsonMedia(media) && text !== ''
+      ? (JSON.parse(text) as unknown)
+      : media === 'application/wasm' || media === 'application/octet-stream'
+        ? text === ''
+          ? ''
+          : '<binary>'
+        : text;
   return { status: res.status, headers, body };
 }
 
@@ -192,7 +222,11 @@ export class ContractError extends Error {
  */
 export function expectContract(method: string, url: string, response: Response): Promise<void>;
 export function expectContract(method: string, url: string, response: InjectResponse | ObservedResponse): void;
-export function expectContract(method: string, url: string, response: Response | InjectResponse | ObservedResponse): void | Promise<void> {
+export function expectContract(
+  method: string,
+  url: string,
+  response: Response | InjectResponse | ObservedResponse,
+): void | Promise<void> {
   const verdict = (observed: ObservedResponse): void => {
     const problems = contractProblems(method, url, observed);
     if (problems.length > 0) throw new ContractError(`response breaks ${OPENAPI_FILE}:\n  ${problems.join('\n  ')}`);
@@ -208,7 +242,8 @@ export function documentedOperations(): { method: string; path: string; statuses
   for (const [path, item] of Object.entries((document.paths ?? {}) as Json)) {
     for (const method of METHODS) {
       const operation = (item as Json)[method] as Json | undefined;
-      if (operation) out.push({ method: method.toUpperCase(), path, statuses: Object.keys((operation.responses ?? {}) as Json), operation });
+      if (operation)
+        out.push({ method: method.toUpperCase(), path, statuses: Object.keys((operation.responses ?? {}) as Json), operation });
     }
   }
   return out;

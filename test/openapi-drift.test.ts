@@ -55,7 +55,10 @@ function documented(method: string, path: string): Json | undefined {
 
 function parameterNames(operation: Json, pathItemParams: unknown[], location: string): string[] {
   const params = [...pathItemParams, ...((operation.parameters ?? []) as unknown[])].map(resolveRef);
-  return params.filter((p) => p.in === location).map((p) => String(p.name)).sort();
+  return params
+    .filter((p) => p.in === location)
+    .map((p) => String(p.name))
+    .sort();
 }
 
 /** Parameters declared once for all operations of a path. */
@@ -71,13 +74,17 @@ describe('openapi.yaml and the registered routes', () => {
   });
 
   it('documents every route the app registers', () => {
-    const missing = publicRoutes().filter((r) => documented(r.method, r.path) === undefined).map(key);
+    const missing = publicRoutes()
+      .filter((r) => documented(r.method, r.path) === undefined)
+      .map(key);
     expect(missing, 'routes missing from openapi.yaml').toEqual([]);
   });
 
   it('registers every operation the document describes', () => {
     const all = new Set(registered.map(key));
-    const missing = documentedOperations().filter((op) => !all.has(key(op))).map(key);
+    const missing = documentedOperations()
+      .filter((op) => !all.has(key(op)))
+      .map(key);
     expect(missing, 'operations in openapi.yaml that the app does not serve').toEqual([]);
   });
 
@@ -167,7 +174,9 @@ describe('openapi.yaml and the route schemas', () => {
         const documentedShape = shape((content?.['application/json'] as Json | undefined)?.schema);
         // Fastify drops fields its response schema does not list, so these must agree exactly.
         if (JSON.stringify(routeShape.properties) !== JSON.stringify(documentedShape?.properties)) {
-          mismatches.push(`${key(route)} ${status}: route serialises ${routeShape.properties.join(',')}; documented ${documentedShape?.properties.join(',')}`);
+          mismatches.push(
+            `${key(route)} ${status}: route serialises ${routeShape.properties.join(',')}; documented ${documentedShape?.properties.join(',')}`,
+          );
         }
       }
     }
@@ -216,7 +225,8 @@ describe('openapi.yaml and the error catalogue (src/errors.ts)', () => {
       if (code in UNDOCUMENTED_CODES) continue;
       const statuses = documentedAt.get(code);
       if (!statuses) problems.push(`${code} (${status}) is not documented by any operation`);
-      else if (!statuses.has(String(status))) problems.push(`${code} is documented under ${[...statuses].join(', ')}, the catalogue says ${status}`);
+      else if (!statuses.has(String(status)))
+        problems.push(`${code} is documented under ${[...statuses].join(', ')}, the catalogue says ${status}`);
     }
     for (const code of documentedAt.keys()) {
       if (!(code in ERROR_STATUS)) problems.push(`${code} is documented but not in src/errors.ts`);

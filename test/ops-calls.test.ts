@@ -32,7 +32,12 @@ async function upload(server: TestServer, plugin: string): Promise<{ id: string;
   return (await res.json()) as { id: string; name: string };
 }
 
-async function call(server: TestServer, plugin: string, body: Record<string, unknown>, headers: Record<string, string> = {}): Promise<Response> {
+async function call(
+  server: TestServer,
+  plugin: string,
+  body: Record<string, unknown>,
+  headers: Record<string, string> = {},
+): Promise<Response> {
   return fetch(`${server.url}/plugins/${plugin}/call`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...headers },
@@ -84,7 +89,11 @@ describe('call metrics', () => {
     expect(failed.status).toBe(422);
     expect(await failed.json()).toMatchObject({ code: 'PLUGIN_ERROR' });
     // The plugin may reach nothing: its request to the loopback upstream is refused by the allow-list.
-    const denied = await call(server, 'http', { function: 'fetch', input: JSON.stringify({ url: `${upstream.url}/ok` }), allowedHosts: [] });
+    const denied = await call(server, 'http', {
+      function: 'fetch',
+      input: JSON.stringify({ url: `${upstream.url}/ok` }),
+      allowedHosts: [],
+    });
     expect(denied.status).toBe(422);
     expect(await denied.json()).toMatchObject({ code: 'HOST_NOT_ALLOWED' });
     expect(upstream.received).toHaveLength(0);
@@ -106,7 +115,9 @@ describe('call metrics', () => {
     for (const plugin of ['loop', 'fail', 'http']) {
       expect(sampleValue(families, duration, { plugin, phase: 'run' })).toBe(1);
     }
-    expect(sampleValue(families, 'wasmhost_call_duration_seconds_sum', { plugin: 'loop', phase: 'run' })).toBeGreaterThanOrEqual(0.15);
+    expect(sampleValue(families, 'wasmhost_call_duration_seconds_sum', { plugin: 'loop', phase: 'run' })).toBeGreaterThanOrEqual(
+      0.15,
+    );
 
     expect(sampleValue(families, 'wasmhost_module_cache_misses_total')).toBe(0);
     expect(sampleValue(families, 'wasmhost_module_cache_hits_total')).toBe(6);
@@ -126,9 +137,27 @@ describe('call metrics', () => {
     expect(sampleValue(families, 'wasmhost_workers_busy')).toBe(0);
     expect(sampleValue(families, 'wasmhost_queue_depth')).toBe(0);
     expect(sampleValue(families, 'wasmhost_plugins_stored')).toBe(4);
-    expect(sampleValue(families, 'wasmhost_http_request_duration_seconds_count', { method: 'POST', route: '/plugins/:id/call', status_class: '2xx' })).toBe(3);
-    expect(sampleValue(families, 'wasmhost_http_request_duration_seconds_count', { method: 'POST', route: '/plugins/:id/call', status_class: '4xx' })).toBe(2);
-    expect(sampleValue(families, 'wasmhost_http_request_duration_seconds_count', { method: 'POST', route: '/plugins/:id/call', status_class: '5xx' })).toBe(1);
+    expect(
+      sampleValue(families, 'wasmhost_http_request_duration_seconds_count', {
+        method: 'POST',
+        route: '/plugins/:id/call',
+        status_class: '2xx',
+      }),
+    ).toBe(3);
+    expect(
+      sampleValue(families, 'wasmhost_http_request_duration_seconds_count', {
+        method: 'POST',
+        route: '/plugins/:id/call',
+        status_class: '4xx',
+      }),
+    ).toBe(2);
+    expect(
+      sampleValue(families, 'wasmhost_http_request_duration_seconds_count', {
+        method: 'POST',
+        route: '/plugins/:id/call',
+        status_class: '5xx',
+      }),
+    ).toBe(1);
   });
 
   it('counts allowed egress, plugin log lines by level, and log truncations', async () => {
@@ -138,7 +167,11 @@ describe('call metrics', () => {
     await upload(server, 'http');
     await upload(server, 'logs');
     await upload(server, 'log_flood');
-    const ok = await call(server, 'http', { function: 'fetch', input: JSON.stringify({ url: `${upstream.url}/ok` }), allowedHosts: ['127.0.0.1'] });
+    const ok = await call(server, 'http', {
+      function: 'fetch',
+      input: JSON.stringify({ url: `${upstream.url}/ok` }),
+      allowedHosts: ['127.0.0.1'],
+    });
     expect(ok.status).toBe(200);
     expect((await call(server, 'logs', { function: 'log_all', logLevel: 'debug' })).status).toBe(200);
     const flood = await call(server, 'log-flood', { function: 'flood', input: '50' });
@@ -251,10 +284,20 @@ describe('call logs', () => {
     const server = await start({ env: { LOG_LEVEL: 'info' }, appOptions: { logStream: logs.stream } });
     await upload(server, 'count_vowels');
     const secret = 'secret-vowels-7f3a9c';
-    const res = await call(server, 'count-vowels', { function: 'count_vowels', input: 'Hello', config: { vowels: secret } }, { 'x-request-id': 'call-log-1' });
+    const res = await call(
+      server,
+      'count-vowels',
+      { function: 'count_vowels', input: 'Hello', config: { vowels: secret } },
+      { 'x-request-id': 'call-log-1' },
+    );
     expect(res.status).toBe(200);
     expect(res.headers.get('x-request-id')).toBe('call-log-1');
-    const failed = await call(server, 'count-vowels', { function: 'nope', config: { vowels: secret } }, { 'x-request-id': 'call-log-2' });
+    const failed = await call(
+      server,
+      'count-vowels',
+      { function: 'nope', config: { vowels: secret } },
+      { 'x-request-id': 'call-log-2' },
+    );
     expect(failed.status).toBe(404);
 
     const lines = logs.lines();
@@ -281,12 +324,21 @@ describe('call logs', () => {
     expect(quiet.text()).not.toContain('warn message');
 
     const forwarded = logCapture();
-    const loud = await start({ env: { LOG_LEVEL: 'debug', FORWARD_PLUGIN_LOGS: 'true' }, appOptions: { logStream: forwarded.stream } });
+    const loud = await start({
+      env: { LOG_LEVEL: 'debug', FORWARD_PLUGIN_LOGS: 'true' },
+      appOptions: { logStream: forwarded.stream },
+    });
     await upload(loud, 'logs');
     const res = await call(loud, 'logs', { function: 'log_all', logLevel: 'trace' }, { 'x-request-id': 'fwd-1' });
     expect(res.status).toBe(200);
     const pluginLines = forwarded.lines().filter((l) => l.pluginLevel !== undefined);
-    expect(pluginLines.map((l) => l.msg)).toEqual(['trace message', 'debug message', 'info message', 'warn message', 'error message']);
+    expect(pluginLines.map((l) => l.msg)).toEqual([
+      'trace message',
+      'debug message',
+      'info message',
+      'warn message',
+      'error message',
+    ]);
     for (const line of pluginLines) {
       expect(line).toMatchObject({ level: 20, reqId: 'fwd-1', plugin: 'logs', function: 'log_all' });
     }

@@ -7,7 +7,17 @@ import { TokenVerifier, compareDigests } from '../src/api/auth.ts';
 import { buildApp } from '../src/app.ts';
 import { loadConfig } from '../src/config.ts';
 import { AppError } from '../src/errors.ts';
-import { logCapture, makeTempDir, readPlugin, removeDir, startServer, tinyPluginWat, wat, type StartOptions, type TestServer } from './helpers.ts';
+import {
+  logCapture,
+  makeTempDir,
+  readPlugin,
+  removeDir,
+  startServer,
+  tinyPluginWat,
+  wat,
+  type StartOptions,
+  type TestServer,
+} from './helpers.ts';
 import { parsePrometheusText, sampleValue } from './prom-text.ts';
 
 const ADMIN = 'admin-token-0123456789abcdef';
@@ -138,7 +148,7 @@ describe('request ids', () => {
 });
 
 describe('error logs', () => {
-  it('carry an internal error\'s code, message, stack and cause, never its details (plugin logs, egress audit)', async () => {
+  it("carry an internal error's code, message, stack and cause, never its details (plugin logs, egress audit)", async () => {
     const logs = logCapture();
     const dataDir = await makeTempDir();
     const app = await buildApp(loadConfig({ DATA_DIR: dataDir, LOG_LEVEL: 'info' }), { logStream: logs.stream });
@@ -149,11 +159,24 @@ describe('error logs', () => {
           cause: new Error('worker exited with code 1'),
           details: {
             logs: [{ level: 'info', message: 'plugin-log-line-secret-42', time: '2026-01-01T00:00:00.000Z' }],
-            egress: [{ method: 'GET', url: 'http://upstream.invalid/egress-url-secret-43', status: 200, bytes: 1, durationMs: 1, allowed: true }],
+            egress: [
+              {
+                method: 'GET',
+                url: 'http://upstream.invalid/egress-url-secret-43',
+                status: 200,
+                bytes: 1,
+                durationMs: 1,
+                allowed: true,
+              },
+            ],
           },
         });
       });
-      const res = await app.inject({ method: 'GET', url: '/test-only/internal-error', headers: { 'x-request-id': 'req-internal-1' } });
+      const res = await app.inject({
+        method: 'GET',
+        url: '/test-only/internal-error',
+        headers: { 'x-request-id': 'req-internal-1' },
+      });
       expect(res.statusCode).toBe(500);
       // The caller still gets its call's logs back.
       expect(res.json()).toMatchObject({ code: 'INTERNAL_ERROR', logs: [{ message: 'plugin-log-line-secret-42' }] });
@@ -178,7 +201,13 @@ describe('error logs', () => {
 
 describe('access tokens', () => {
   it('compares tokens in constant time over sha256 digests, and tells roles apart', () => {
-    const verifier = new TokenVerifier(new Map([[ADMIN, 'admin'], [INVOKE, 'invoke']]), METRICS);
+    const verifier = new TokenVerifier(
+      new Map([
+        [ADMIN, 'admin'],
+        [INVOKE, 'invoke'],
+      ]),
+      METRICS,
+    );
     expect(verifier.verify(ADMIN)?.grant).toBe('admin');
     expect(verifier.verify(INVOKE)?.grant).toBe('invoke');
     expect(verifier.verify(METRICS)?.grant).toBe('metrics');
@@ -193,7 +222,14 @@ describe('access tokens', () => {
     // The default comparison is crypto's constant-time one, not ===.
     expect(compareDigests).toBe(timingSafeEqual);
     const compare = vi.fn(timingSafeEqual);
-    const verifier = new TokenVerifier(new Map([[ADMIN, 'admin'], [INVOKE, 'invoke']]), METRICS, compare);
+    const verifier = new TokenVerifier(
+      new Map([
+        [ADMIN, 'admin'],
+        [INVOKE, 'invoke'],
+      ]),
+      METRICS,
+      compare,
+    );
     for (const presented of [ADMIN, INVOKE, METRICS, `${ADMIN}x`, 'short', '']) {
       compare.mockClear();
       verifier.verify(presented);
@@ -255,7 +291,11 @@ describe('access tokens', () => {
         }
         const allowed = who === 'admin' || (who === 'invoke' && c.needs === 'invoke');
         const expected = who === 'none' || who === 'unknown' ? 401 : allowed ? c.ok : 403;
-        expect({ route: `${c.method} ${c.path}`, who, status: res.status }).toEqual({ route: `${c.method} ${c.path}`, who, status: expected });
+        expect({ route: `${c.method} ${c.path}`, who, status: res.status }).toEqual({
+          route: `${c.method} ${c.path}`,
+          who,
+          status: expected,
+        });
         if (expected === 401) {
           expect(res.headers.get('www-authenticate')).toMatch(/^Bearer /);
           expect(await res.json()).toMatchObject({ statusCode: 401, code: 'UNAUTHORIZED' });
@@ -288,7 +328,10 @@ describe('access tokens', () => {
       { AUTH_TOKENS_FILE: '/run/secrets/tokens' },
       { readFile: () => `# operators\n${ADMIN}:admin\n\n${INVOKE}:invoke\n` },
     );
-    expect([...config.ops.authTokens.entries()]).toEqual([[ADMIN, 'admin'], [INVOKE, 'invoke']]);
+    expect([...config.ops.authTokens.entries()]).toEqual([
+      [ADMIN, 'admin'],
+      [INVOKE, 'invoke'],
+    ]);
     expect(() => loadConfig({ AUTH_TOKENS: 'short:admin' })).toThrow(/16\+ chars/);
   });
 
@@ -320,7 +363,11 @@ describe('rate limits', () => {
     const dataDir = await makeTempDir();
     const server = await start({
       dataDir,
-      env: { AUTH_TOKENS: `${ADMIN}:admin,other-admin-0123456789abcdef:admin`, RATE_LIMIT_MAX: '2', RATE_LIMIT_WINDOW_MS: '60000' },
+      env: {
+        AUTH_TOKENS: `${ADMIN}:admin,other-admin-0123456789abcdef:admin`,
+        RATE_LIMIT_MAX: '2',
+        RATE_LIMIT_WINDOW_MS: '60000',
+      },
     });
     expect((await upload(server, ADMIN)).status).toBe(201);
     expect((await upload(server, ADMIN)).status).toBe(201);
@@ -331,7 +378,9 @@ describe('rate limits', () => {
 
     expect((await upload(server, 'other-admin-0123456789abcdef')).status).toBe(201);
     for (let i = 0; i < 5; i++) expect((await fetch(`${server.url}/plugins`, { headers: bearer(ADMIN) })).status).toBe(200);
-    const list = (await (await fetch(`${server.url}/plugins`, { headers: bearer(ADMIN) })).json()) as { plugins: { id: string }[] };
+    const list = (await (await fetch(`${server.url}/plugins`, { headers: bearer(ADMIN) })).json()) as {
+      plugins: { id: string }[];
+    };
     expect(list.plugins).toHaveLength(3);
 
     // Calls have a bucket of their own: spent uploads do not block them, and they run out the same way.
@@ -444,11 +493,19 @@ describe('failed token attempts', () => {
     const guess = (server: TestServer, client: string, i: number) =>
       fetch(`${server.url}/plugins`, { headers: { ...bearer(`wrong-guess-${i}-0123456789`), 'x-forwarded-for': client } });
     const logs = logCapture();
-    const behindProxy = await start({ env: { ...TOKENS_ENV, AUTH_FAILURE_MAX: '2', TRUST_PROXY: '127.0.0.1', LOG_LEVEL: 'info' }, appOptions: { logStream: logs.stream } });
+    const behindProxy = await start({
+      env: { ...TOKENS_ENV, AUTH_FAILURE_MAX: '2', TRUST_PROXY: '127.0.0.1', LOG_LEVEL: 'info' },
+      appOptions: { logStream: logs.stream },
+    });
     for (let i = 0; i < 2; i++) expect((await guess(behindProxy, '192.0.2.1', i)).status).toBe(401);
     expect((await guess(behindProxy, '192.0.2.1', 2)).status).toBe(429);
     expect((await guess(behindProxy, '192.0.2.2', 3)).status).toBe(401);
-    expect(logs.lines().filter((l) => l.msg === 'request completed').map((l) => l.remoteAddress)).toEqual(['192.0.2.1', '192.0.2.1', '192.0.2.1', '192.0.2.2']);
+    expect(
+      logs
+        .lines()
+        .filter((l) => l.msg === 'request completed')
+        .map((l) => l.remoteAddress),
+    ).toEqual(['192.0.2.1', '192.0.2.1', '192.0.2.1', '192.0.2.2']);
 
     const direct = await start({ env: { ...TOKENS_ENV, AUTH_FAILURE_MAX: '2' } });
     for (let i = 0; i < 2; i++) expect((await guess(direct, `192.0.2.${10 + i}`, i)).status).toBe(401);

@@ -54,7 +54,11 @@ describe('AssemblyScript plugins', () => {
 
   it('count_vowels counts, keeps a running total in a var, and honours the vowels config', async () => {
     const plugin = await load('count_vowels');
-    expect(JSON.parse(await callText(plugin, 'count_vowels', 'Hello World'))).toEqual({ count: 3, total: 3, vowels: 'aeiouAEIOU' });
+    expect(JSON.parse(await callText(plugin, 'count_vowels', 'Hello World'))).toEqual({
+      count: 3,
+      total: 3,
+      vowels: 'aeiouAEIOU',
+    });
     expect(JSON.parse(await callText(plugin, 'count_vowels', 'aaaa'))).toEqual({ count: 4, total: 7, vowels: 'aeiouAEIOU' });
     await plugin.close();
 
@@ -119,7 +123,10 @@ describe('AssemblyScript plugins that make HTTP requests', () => {
   it('hello GETs the configured route and returns the JSON title', async () => {
     const lines: LogLine[] = [];
     const plugin = await load('hello', {
-      config: { route: `${base}/todo` }, allowedHosts: ['127.0.0.1'], logger: recordingLogger(lines), logLevel: 'info',
+      config: { route: `${base}/todo` },
+      allowedHosts: ['127.0.0.1'],
+      logger: recordingLogger(lines),
+      logLevel: 'info',
     });
     expect(await callText(plugin, 'say_hello', 'benjamin')).toBe('param: benjamin title: délire "quoted"');
     expect(lines).toEqual([
@@ -137,9 +144,16 @@ describe('AssemblyScript plugins that make HTTP requests', () => {
 
   it('http fetch and fetch_all send method, headers and body and report status and body', async () => {
     const plugin = await load('http', { allowedHosts: ['127.0.0.1'] });
-    const one = await callText(plugin, 'fetch', JSON.stringify({
-      url: `${base}/echo`, method: 'POST', headers: { 'x-test': 'yes' }, body: 'payload ✓',
-    }));
+    const one = await callText(
+      plugin,
+      'fetch',
+      JSON.stringify({
+        url: `${base}/echo`,
+        method: 'POST',
+        headers: { 'x-test': 'yes' },
+        body: 'payload ✓',
+      }),
+    );
     expect(JSON.parse(one)).toEqual({ status: 200, body: 'POST payload ✓' });
     expect(seen.at(-1)).toEqual({ method: 'POST', url: '/echo', header: 'yes', body: 'payload ✓' });
 
@@ -191,7 +205,13 @@ describe('WAT plugins', () => {
   it('log_flood logs as many 100-byte info lines as asked', async () => {
     let count = 0;
     let last = '';
-    const logger = { ...recordingLogger([]), info: (text: string) => { count++; last = text; } } as unknown as Console;
+    const logger = {
+      ...recordingLogger([]),
+      info: (text: string) => {
+        count++;
+        last = text;
+      },
+    } as unknown as Console;
     const plugin = await load('log_flood', { logger, logLevel: 'info' });
     expect(await callText(plugin, 'flood', '30000')).toBe('done');
     expect(count).toBe(30_000);
@@ -202,7 +222,15 @@ describe('WAT plugins', () => {
   it('log_flood by default (100000 lines) overruns the stock SDK, which holds 32767 blocks per call', async () => {
     let infos = 0;
     const errors: string[] = [];
-    const logger = { ...recordingLogger([]), info: () => { infos++; }, error: (text: string) => { errors.push(text); } };
+    const logger = {
+      ...recordingLogger([]),
+      info: () => {
+        infos++;
+      },
+      error: (text: string) => {
+        errors.push(text);
+      },
+    };
     const plugin = await load('log_flood', { logger: logger as unknown as Console, logLevel: 'info' });
     await expect(plugin.call('flood')).rejects.toThrow();
     expect(infos).toBe(32_767);
@@ -222,7 +250,10 @@ describe('WAT plugins', () => {
     const plugin = await load('state');
     expect(JSON.parse(await callText(plugin, 'probe', 'secret-of-call-1'))).toEqual(fresh);
     expect(JSON.parse(await callText(plugin, 'probe', 'x'))).toEqual({
-      memCounter: 1, globalCounter: 1, var: 1, leftover: Buffer.from('secret-of-call-1').toString('hex'),
+      memCounter: 1,
+      globalCounter: 1,
+      var: 1,
+      leftover: Buffer.from('secret-of-call-1').toString('hex'),
     });
     await plugin.close();
 
@@ -256,10 +287,16 @@ describe('Rust plugin', () => {
 
     const plugin = await load('rust_vowels');
     expect(JSON.parse(await callText(plugin, 'count_vowels', 'Hello World'))).toEqual({
-      count: 3, total: 3, vowels: 'aeiouAEIOU', calls: 1,
+      count: 3,
+      total: 3,
+      vowels: 'aeiouAEIOU',
+      calls: 1,
     });
     expect(JSON.parse(await callText(plugin, 'count_vowels', 'aéiou'))).toEqual({
-      count: 4, total: 7, vowels: 'aeiouAEIOU', calls: 2,
+      count: 4,
+      total: 7,
+      vowels: 'aeiouAEIOU',
+      calls: 2,
     });
     await plugin.close();
 
@@ -286,8 +323,13 @@ describe('Rust plugin', () => {
     ]);
 
     // Case kept, min_length drops short words from the counts (not from `words`).
-    const cased = JSON.parse(await callText(plugin, 'analyze', JSON.stringify({ text, lowercase: false, min_length: 3, top: 2 })));
-    expect(cased.top).toEqual([{ count: 2, word: 'The' }, { count: 2, word: 'cat' }]);
+    const cased = JSON.parse(
+      await callText(plugin, 'analyze', JSON.stringify({ text, lowercase: false, min_length: 3, top: 2 })),
+    );
+    expect(cased.top).toEqual([
+      { count: 2, word: 'The' },
+      { count: 2, word: 'cat' },
+    ]);
     expect(cased.words).toBe(15);
     expect(cased.unique_words).toBe(10);
     await plugin.close();
@@ -307,7 +349,8 @@ describe('Rust plugin', () => {
     );
     // Without `ascii` the same text comes back as UTF-8.
     expect(JSON.parse(await callText(plugin, 'analyze', input.replace('"ascii":true', '"ascii":false'))).top[3]).toEqual({
-      count: 1, word: '𝐀𝐁',
+      count: 1,
+      word: '𝐀𝐁',
     });
 
     const pretty = await callText(plugin, 'analyze', '{"text": "Hi", "pretty": true, "top": 1}');
@@ -334,12 +377,20 @@ describe('Rust plugin', () => {
     await expect(fails('{"text": "x"} x')).rejects.toThrow(
       `analyze: invalid JSON: trailing character 'x' after the JSON value at line 1, column 15 (byte 14)`,
     );
-    await expect(fails('{"text": "x", "top": 1e400}')).rejects.toThrow('analyze: invalid JSON: number out of range at line 1, column 22 (byte 21)');
-    await expect(fails('['.repeat(200))).rejects.toThrow('analyze: invalid JSON: nesting deeper than 128 levels at line 1, column 129 (byte 128)');
+    await expect(fails('{"text": "x", "top": 1e400}')).rejects.toThrow(
+      'analyze: invalid JSON: number out of range at line 1, column 22 (byte 21)',
+    );
+    await expect(fails('['.repeat(200))).rejects.toThrow(
+      'analyze: invalid JSON: nesting deeper than 128 levels at line 1, column 129 (byte 128)',
+    );
     await expect(fails('[1, 2]')).rejects.toThrow('analyze: the input must be a JSON object, found array');
     await expect(fails('{"txt": "x"}')).rejects.toThrow('analyze: field `text`: missing');
-    await expect(fails('{"text": "x", "top": -1}')).rejects.toThrow('analyze: field `top`: expected a non-negative integer, found -1');
-    await expect(fails('{"text": "x", "stopwords": ["a", 2]}')).rejects.toThrow('analyze: field `stopwords[1]`: expected a string, found number');
+    await expect(fails('{"text": "x", "top": -1}')).rejects.toThrow(
+      'analyze: field `top`: expected a non-negative integer, found -1',
+    );
+    await expect(fails('{"text": "x", "stopwords": ["a", 2]}')).rejects.toThrow(
+      'analyze: field `stopwords[1]`: expected a string, found number',
+    );
     await expect(fails('{"text": "x", "tops": 1}')).rejects.toThrow(
       'analyze: field `tops`: unknown field, expected one of: text, top, lowercase, stopwords, min_length, pretty, ascii',
     );

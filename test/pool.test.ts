@@ -12,7 +12,12 @@ describe('WorkerPool', () => {
   });
 
   it('respawns workers that die while starting with a growing delay, not in a hot loop, and is not ready meanwhile', async () => {
-    pool = new WorkerPool({ size: 1, queueMax: 4, queueMaxBytes: 1024, workerUrl: new URL('./fixtures/crash-worker.mjs', import.meta.url) });
+    pool = new WorkerPool({
+      size: 1,
+      queueMax: 4,
+      queueMaxBytes: 1024,
+      workerUrl: new URL('./fixtures/crash-worker.mjs', import.meta.url),
+    });
     await new Promise((r) => setTimeout(r, 1200));
     const { restarts, ready, size } = pool.stats();
     // Each start fails within ~30-60 ms: without a delay that is 20+ restarts in 1.2 s; with 50, 100,

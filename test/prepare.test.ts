@@ -18,7 +18,11 @@ describe('ModulePreparer', () => {
     const local = await prepareModule(bytes);
     expect(threaded.layout).toEqual(local.layout);
     expect(WebAssembly.Module.imports(threaded.module)).toEqual(WebAssembly.Module.imports(local.module));
-    expect(WebAssembly.Module.imports(threaded.module)).toContainEqual({ module: HOST_MODULE, name: MEMORY_IMPORT, kind: 'memory' });
+    expect(WebAssembly.Module.imports(threaded.module)).toContainEqual({
+      module: HOST_MODULE,
+      name: MEMORY_IMPORT,
+      kind: 'memory',
+    });
     expect(WebAssembly.Module.exports(other.module).map((e) => e.name)).toContain('run');
     // The caller's bytes are untouched (a copy went to the thread).
     expect(Buffer.from(bytes).equals(before)).toBe(true);

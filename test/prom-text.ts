@@ -76,55 +76,60 @@ export function parsePrometheusText(text: string): Map<string, MetricFamily> {
   let current: MetricFamily | undefined;
   const seen = new Set<string>();
 
-  text.slice(0, -1).split('\n').forEach((line, index) => {
-    const where = `line ${index + 1}`;
-    if (line === '') return;
-    if (line.startsWith('#')) {
-      const m = /^# (HELP|TYPE) (\S+) ?(.*)$/.exec(line);
-      if (!m) return; // other comments are allowed
-      const [, kind, name, rest] = m as unknown as [string, string, string, string];
+  text
+    .slice(0, -1)
+    .split('\n')
+    .forEach((line, index) => {
+      const where = `line ${index + 1}`;
+      if (line === '') return;
+      if (line.startsWith('#')) {
+        const m = /^# (HELP|TYPE) (\S+) ?(.*)$/.exec(line);
+        if (!m) return; // other comments are allowed
+        const [, kind, name, rest] = m as unknown as [string, string, string, string];
+        if (!METRIC_NAME.test(name)) throw new Error(`${where}: bad metric name "${name}"`);
+        if (finished.has(name)) throw new Error(`${where}: metric family "${name}" is not contiguous`);
+        let family = families.get(name);
+        if (!family) {
+          family = { name, type: 'untyped', help: '', samples: [] };
+          families.set(name, family);
+        }
+        if (current && current !== family) finished.add(current.name);
+        current = family;
+        if (kind === 'TYPE') {
+          if (!TYPES.has(rest)) throw new Error(`${where}: unknown type "${rest}"`);
+          if (family.samples.length > 0) throw new Error(`${where}: TYPE after samples of "${name}"`);
+          family.type = rest as MetricFamily['type'];
+        } else family.help = rest;
+        return;
+      }
+      const nameEnd = line.search(/[{ ]/);
+      if (nameEnd <= 0) throw new Error(`${where}: not a sample: "${line}"`);
+      const name = line.slice(0, nameEnd);
       if (!METRIC_NAME.test(name)) throw new Error(`${where}: bad metric name "${name}"`);
-      if (finished.has(name)) throw new Error(`${where}: metric family "${name}" is not contiguous`);
-      let family = families.get(name);
+      let labels: Record<string, string> = {};
+      let i = nameEnd;
+      if (line[i] === '{') [labels, i] = parseLabels(line, i, where);
+      if (line[i] !== ' ') throw new Error(`${where}: expected a space before the value`);
+      const [valueText, timestamp, extra] = line.slice(i + 1).split(' ');
+      if (extra !== undefined || (timestamp !== undefined && !/^-?\d+$/.test(timestamp)))
+        throw new Error(`${where}: trailing garbage`);
+      const value = parseValue(valueText ?? '', where);
+
+      let family = familyOf(name, families);
       if (!family) {
         family = { name, type: 'untyped', help: '', samples: [] };
         families.set(name, family);
       }
+      if (finished.has(family.name)) throw new Error(`${where}: metric family "${family.name}" is not contiguous`);
       if (current && current !== family) finished.add(current.name);
       current = family;
-      if (kind === 'TYPE') {
-        if (!TYPES.has(rest)) throw new Error(`${where}: unknown type "${rest}"`);
-        if (family.samples.length > 0) throw new Error(`${where}: TYPE after samples of "${name}"`);
-        family.type = rest as MetricFamily['type'];
-      } else family.help = rest;
-      return;
-    }
-    const nameEnd = line.search(/[{ ]/);
-    if (nameEnd <= 0) throw new Error(`${where}: not a sample: "${line}"`);
-    const name = line.slice(0, nameEnd);
-    if (!METRIC_NAME.test(name)) throw new Error(`${where}: bad metric name "${name}"`);
-    let labels: Record<string, string> = {};
-    let i = nameEnd;
-    if (line[i] === '{') [labels, i] = parseLabels(line, i, where);
-    if (line[i] !== ' ') throw new Error(`${where}: expected a space before the value`);
-    const [valueText, timestamp, extra] = line.slice(i + 1).split(' ');
-    if (extra !== undefined || (timestamp !== undefined && !/^-?\d+$/.test(timestamp))) throw new Error(`${where}: trailing garbage`);
-    const value = parseValue(valueText ?? '', where);
-
-    let family = familyOf(name, families);
-    if (!family) {
-      family = { name, type: 'untyped', help: '', samples: [] };
-      families.set(name, family);
-    }
-    if (finished.has(family.name)) throw new Error(`${where}: metric family "${family.name}" is not contiguous`);
-    if (current && current !== family) finished.add(current.name);
-    current = family;
-    const key = `${name}${JSON.stringify(Object.entries(labels).sort())}`;
-    if (seen.has(key)) throw new Error(`${where}: duplicate sample ${key}`);
-    seen.add(key);
-    if (family.type === 'counter' && (value < 0 || Number.isNaN(value))) throw new Error(`${where}: counter "${name}" is ${value}`);
-    family.samples.push({ name, labels, value });
-  });
+      const key = `${name}${JSON.stringify(Object.entries(labels).sort())}`;
+      if (seen.has(key)) throw new Error(`${where}: duplicate sample ${key}`);
+      seen.add(key);
+      if (family.type === 'counter' && (value < 0 || Number.isNaN(value)))
+        throw new Error(`${where}: counter "${name}" is ${value}`);
+      family.samples.push({ name, labels, value });
+    });
 
   for (const family of families.values()) if (family.type === 'histogram') checkHistogram(family);
   return families;

@@ -39,7 +39,10 @@ function walkthrough(markdown: string): Step[] {
     }
     lastBlockSteps = [];
     if (lang !== 'sh' && lang !== 'bash') continue;
-    const commands = body!.replace(/\\\n\s*/g, ' ').split('\n').map((l) => l.replace(/\s+#\s.*$/, '').trim());
+    const commands = body!
+      .replace(/\\\n\s*/g, ' ')
+      .split('\n')
+      .map((l) => l.replace(/\s+#\s.*$/, '').trim());
     for (const command of commands.filter((c) => c.startsWith('curl '))) {
       const step = { command };
       steps.push(step);
@@ -52,18 +55,23 @@ function walkthrough(markdown: string): Step[] {
 /** README JSON may elide: a string with "…" matches any string with the part before it as prefix; a bare … ends an array early. */
 function matches(expected: unknown, actual: unknown, at = '$'): string[] {
   if (typeof expected === 'string' && expected.includes('…')) {
-    return typeof actual === 'string' && actual.startsWith(expected.slice(0, expected.indexOf('…'))) ? [] : [`${at}: ${JSON.stringify(actual)} is not ${expected}`];
+    return typeof actual === 'string' && actual.startsWith(expected.slice(0, expected.indexOf('…')))
+      ? []
+      : [`${at}: ${JSON.stringify(actual)} is not ${expected}`];
   }
   if (Array.isArray(expected)) {
     if (!Array.isArray(actual)) return [`${at}: not an array`];
     const open = expected.at(-1) === '…';
     const items = open ? expected.slice(0, -1) : expected;
-    if (open ? actual.length < items.length : actual.length !== items.length) return [`${at}: ${actual.length} items, README shows ${items.length}${open ? '+' : ''}`];
+    if (open ? actual.length < items.length : actual.length !== items.length)
+      return [`${at}: ${actual.length} items, README shows ${items.length}${open ? '+' : ''}`];
     return items.flatMap((item, i) => matches(item, actual[i], `${at}[${i}]`));
   }
   if (expected !== null && typeof expected === 'object') {
     if (actual === null || typeof actual !== 'object' || Array.isArray(actual)) return [`${at}: not an object`];
-    const problems = Object.keys(expected).flatMap((k) => matches((expected as Record<string, unknown>)[k], (actual as Record<string, unknown>)[k], `${at}.${k}`));
+    const problems = Object.keys(expected).flatMap((k) =>
+      matches((expected as Record<string, unknown>)[k], (actual as Record<string, unknown>)[k], `${at}.${k}`),
+    );
     const extra = Object.keys(actual).filter((k) => !(k in expected));
     return extra.length > 0 ? [...problems, `${at}: README does not show ${extra.join(', ')}`] : problems;
   }
@@ -125,9 +133,11 @@ describe('README walkthrough', () => {
   it('every curl command works as written and prints what the README shows', async () => {
     for (const step of steps) {
       const { command, restore } = localize(step.command);
-      const { stdout: raw } = await run('bash', ['-c', `set -o pipefail; ${command}`], { cwd: workDir, timeout: 20_000 }).catch((err: { stderr?: string; message: string }) => {
-        throw new Error(`README command failed: ${step.command}\n${err.stderr ?? err.message}`);
-      });
+      const { stdout: raw } = await run('bash', ['-c', `set -o pipefail; ${command}`], { cwd: workDir, timeout: 20_000 }).catch(
+        (err: { stderr?: string; message: string }) => {
+          throw new Error(`README command failed: ${step.command}\n${err.stderr ?? err.message}`);
+        },
+      );
       const stdout = restore(raw);
       if (step.expected !== undefined) {
         let printed: unknown;

@@ -22,7 +22,12 @@ afterEach(async () => {
 });
 
 // A runner with service settings exported (tokens, a tiny rate limit, a low timeout ceiling) must not change these tests.
-const RUNNER_SERVICE_ENV = { AUTH_TOKENS: 'runner-token-0123456789:admin', RATE_LIMIT_MAX: '1', CALL_TIMEOUT_MS_CEILING: '50', SHUTDOWN_DRAIN_MS: '1' };
+const RUNNER_SERVICE_ENV = {
+  AUTH_TOKENS: 'runner-token-0123456789:admin',
+  RATE_LIMIT_MAX: '1',
+  CALL_TIMEOUT_MS_CEILING: '50',
+  SHUTDOWN_DRAIN_MS: '1',
+};
 const savedEnv = new Map<string, string | undefined>();
 beforeAll(() => {
   for (const [name, value] of Object.entries(RUNNER_SERVICE_ENV)) {
@@ -168,7 +173,9 @@ describe('graceful shutdown', () => {
     const halfRequest = net.connect({ host: '127.0.0.1', port: child.port });
     await once(halfRequest, 'connect');
     halfRequest.write(`GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n`);
-    const closed = [keepAlive, halfRequest].map((socket) => new Promise<void>((resolve) => socket.once('close', () => resolve())));
+    const closed = [keepAlive, halfRequest].map(
+      (socket) => new Promise<void>((resolve) => socket.once('close', () => resolve())),
+    );
     for (const socket of [keepAlive, halfRequest]) socket.on('error', () => {});
 
     const signalled = performance.now();

@@ -158,7 +158,10 @@ describe('FsPluginStore', () => {
     await rm(path.join(dir, 'blobs', `${a.meta.id}.wasm`));
     await writeFile(path.join(dir, 'meta', `${'e'.repeat(64)}.json`), 'not json');
     const warnings: string[] = [];
-    const reopened = await FsPluginStore.open(dir, { warn: (_obj, msg) => warnings.push(msg), error: (_obj, msg) => warnings.push(msg) });
+    const reopened = await FsPluginStore.open(dir, {
+      warn: (_obj, msg) => warnings.push(msg),
+      error: (_obj, msg) => warnings.push(msg),
+    });
     expect((await reopened.list()).map((m) => m.id)).toEqual([b.meta.id]);
     expect(warnings).toHaveLength(2);
   });
@@ -196,7 +199,10 @@ describe('FsPluginStore', () => {
     // A blob lost while the plugin is stored is damage too (not "deleted meanwhile"), and repaired the same way.
     await rm(blob);
     const missing = await store.getBytes(meta.id).catch((e: unknown) => e);
-    expect({ isCorrupt: missing instanceof StoredBytesCorruptError, sha: (missing as StoredBytesCorruptError).actualSha256 }).toEqual({ isCorrupt: true, sha: null });
+    expect({
+      isCorrupt: missing instanceof StoredBytesCorruptError,
+      sha: (missing as StoredBytesCorruptError).actualSha256,
+    }).toEqual({ isCorrupt: true, sha: null });
     await expect(store.openBytesStream(meta.id)).rejects.toThrow(/are missing/);
     expect((await store.put(original)).created).toBe(false);
     expect((await store.getBytes(meta.id))!.length).toBe(original.bytes.length);
@@ -221,7 +227,10 @@ describe('FsPluginStore', () => {
 
   it('succeeds when a name moved but its previous holder cannot be rewritten, and a restart agrees', async () => {
     const warnings: string[] = [];
-    const store = await FsPluginStore.open(dir, { warn: (_obj, msg) => warnings.push(msg), error: (_obj, msg) => warnings.push(msg) });
+    const store = await FsPluginStore.open(dir, {
+      warn: (_obj, msg) => warnings.push(msg),
+      error: (_obj, msg) => warnings.push(msg),
+    });
     const a = await store.put(await newPlugin(1, 'x'));
     // Make A's record impossible to replace: a rename onto a non-empty directory fails (EISDIR).
     const aFile = path.join(dir, 'meta', `${a.meta.id}.json`);

@@ -22,15 +22,25 @@ async function api(server: TestServer, path: string, init?: RequestInit): Promis
   return res;
 }
 
-function postRaw(server: TestServer, bytes: Uint8Array | string, query = '', contentType = 'application/wasm'): Promise<Response> {
+function postRaw(
+  server: TestServer,
+  bytes: Uint8Array | string,
+  query = '',
+  contentType = 'application/wasm',
+): Promise<Response> {
   const body = typeof bytes === 'string' ? bytes : (bytes as Uint8Array<ArrayBuffer>);
   return api(server, `/plugins${query}`, { method: 'POST', headers: { 'content-type': contentType }, body });
 }
 
-function postForm(server: TestServer, fields: Record<string, string>, file?: { bytes: Uint8Array; part?: string }): Promise<Response> {
+function postForm(
+  server: TestServer,
+  fields: Record<string, string>,
+  file?: { bytes: Uint8Array; part?: string },
+): Promise<Response> {
   const form = new FormData();
   for (const [k, v] of Object.entries(fields)) form.set(k, v);
-  if (file) form.set(file.part ?? 'file', new Blob([file.bytes as Uint8Array<ArrayBuffer>], { type: 'application/wasm' }), 'plugin.wasm');
+  if (file)
+    form.set(file.part ?? 'file', new Blob([file.bytes as Uint8Array<ArrayBuffer>], { type: 'application/wasm' }), 'plugin.wasm');
   return api(server, '/plugins', { method: 'POST', body: form });
 }
 
@@ -89,7 +99,12 @@ describe('plugin upload API', () => {
     const bytes = await readPlugin('hello');
     const res = await postForm(
       server,
-      { name: 'hello', description: 'the seed plugin', config: '{"route":"http://127.0.0.1:1/todos/1"}', allowedHosts: '["127.0.0.1"]' },
+      {
+        name: 'hello',
+        description: 'the seed plugin',
+        config: '{"route":"http://127.0.0.1:1/todos/1"}',
+        allowedHosts: '["127.0.0.1"]',
+      },
       { bytes },
     );
     expect(res.status).toBe(201);
@@ -115,7 +130,11 @@ describe('plugin upload API', () => {
     expect(again.headers.get('location')).toBeNull();
     expect(await again.json()).toEqual(first);
     // Idempotent as documented: only the name is applied; the other fields of a re-upload are ignored.
-    const named = await postForm(server, { name: 'echo', description: 'new', config: '{"k":"v"}', allowedHosts: '["127.0.0.1"]' }, { bytes });
+    const named = await postForm(
+      server,
+      { name: 'echo', description: 'new', config: '{"k":"v"}', allowedHosts: '["127.0.0.1"]' },
+      { bytes },
+    );
     expect(named.status).toBe(200);
     expect(await named.json()).toEqual({ ...first, name: 'echo' });
     expect(await (await api(server, `/plugins/echo`)).json()).toEqual({ ...first, name: 'echo' });
@@ -264,8 +283,21 @@ describe('rejected uploads', () => {
   });
 
   const valid = (): Promise<Uint8Array> => wat(tinyPluginWat(42));
-  const cases: { title: string; status: number; code: string; send: () => Promise<Response>; message?: RegExp; fields?: Record<string, unknown> }[] = [
-    { title: 'bytes that are not WebAssembly', status: 400, code: 'INVALID_WASM', send: () => postRaw(server, 'hello world'), message: /magic word/ },
+  const cases: {
+    title: string;
+    status: number;
+    code: string;
+    send: () => Promise<Response>;
+    message?: RegExp;
+    fields?: Record<string, unknown>;
+  }[] = [
+    {
+      title: 'bytes that are not WebAssembly',
+      status: 400,
+      code: 'INVALID_WASM',
+      send: () => postRaw(server, 'hello world'),
+      message: /magic word/,
+    },
     {
       title: 'a module cut short',
       status: 400,
@@ -277,32 +309,137 @@ describe('rejected uploads', () => {
       title: 'a memory maximum below its minimum',
       status: 400,
       code: 'INVALID_WASM',
-      send: () => postRaw(server, new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 127, 3, 2, 1, 0, 5, 4, 1, 1, 2, 1, 7, 7, 1, 3, 114, 117, 110, 0, 0, 10, 6, 1, 4, 0, 65, 0, 11])),
+      send: () =>
+        postRaw(
+          server,
+          new Uint8Array([
+            0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 127, 3, 2, 1, 0, 5, 4, 1, 1, 2, 1, 7, 7, 1, 3, 114, 117, 110, 0, 0,
+            10, 6, 1, 4, 0, 65, 0, 11,
+          ]),
+        ),
       message: /maximum memory size \(1 pages\) is less than initial \(2 pages\)/,
     },
-    { title: 'imports the service does not provide', status: 400, code: 'UNSUPPORTED_IMPORTS', send: async () => postRaw(server, await readPlugin('bad_import')), message: /env\.abort.*foo\.bar/ },
-    { title: 'no callable export', status: 400, code: 'NO_CALLABLE_EXPORTS', send: async () => postRaw(server, await readPlugin('no_exports')) },
-    { title: 'a raw body over the size limit', status: 413, code: 'PLUGIN_TOO_LARGE', send: async () => postRaw(server, await readPlugin('hello')) },
-    { title: 'a multipart file over the size limit', status: 413, code: 'PLUGIN_TOO_LARGE', send: async () => postForm(server, {}, { bytes: await readPlugin('hello') }) },
+    {
+      title: 'imports the service does not provide',
+      status: 400,
+      code: 'UNSUPPORTED_IMPORTS',
+      send: async () => postRaw(server, await readPlugin('bad_import')),
+      message: /env\.abort.*foo\.bar/,
+    },
+    {
+      title: 'no callable export',
+      status: 400,
+      code: 'NO_CALLABLE_EXPORTS',
+      send: async () => postRaw(server, await readPlugin('no_exports')),
+    },
+    {
+      title: 'a raw body over the size limit',
+      status: 413,
+      code: 'PLUGIN_TOO_LARGE',
+      send: async () => postRaw(server, await readPlugin('hello')),
+    },
+    {
+      title: 'a multipart file over the size limit',
+      status: 413,
+      code: 'PLUGIN_TOO_LARGE',
+      send: async () => postForm(server, {}, { bytes: await readPlugin('hello') }),
+    },
     { title: 'an empty raw body', status: 400, code: 'EMPTY_BODY', send: () => postRaw(server, new Uint8Array(0)) },
     { title: 'no body at all', status: 400, code: 'EMPTY_BODY', send: () => api(server, `/plugins`, { method: 'POST' }) },
-    { title: 'an empty file part', status: 400, code: 'EMPTY_BODY', send: () => postForm(server, { name: 'x' }, { bytes: new Uint8Array(0) }) },
+    {
+      title: 'an empty file part',
+      status: 400,
+      code: 'EMPTY_BODY',
+      send: () => postForm(server, { name: 'x' }, { bytes: new Uint8Array(0) }),
+    },
     { title: 'a form without the file part', status: 400, code: 'MISSING_FILE', send: () => postForm(server, { name: 'x' }) },
-    { title: 'a file in a part not named file', status: 400, code: 'INVALID_REQUEST', send: async () => postForm(server, {}, { bytes: await valid(), part: 'wasm' }) },
-    { title: 'an unknown form field', status: 400, code: 'INVALID_REQUEST', send: async () => postForm(server, { colour: 'red' }, { bytes: await valid() }) },
+    {
+      title: 'a file in a part not named file',
+      status: 400,
+      code: 'INVALID_REQUEST',
+      send: async () => postForm(server, {}, { bytes: await valid(), part: 'wasm' }),
+    },
+    {
+      title: 'an unknown form field',
+      status: 400,
+      code: 'INVALID_REQUEST',
+      send: async () => postForm(server, { colour: 'red' }, { bytes: await valid() }),
+    },
     { title: 'a text body', status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', send: () => postRaw(server, 'abc', '', 'text/plain') },
-    { title: 'a name with capitals', status: 400, code: 'INVALID_NAME', send: async () => postRaw(server, await valid(), '?name=Hello') },
-    { title: 'a name of 64 hex digits', status: 400, code: 'INVALID_NAME', send: async () => postRaw(server, await valid(), `?name=${'a'.repeat(64)}`) },
-    { title: 'a name too long', status: 400, code: 'INVALID_NAME', send: async () => postRaw(server, await valid(), `?name=${'n'.repeat(64)}`) },
-    { title: 'a name starting with a dot', status: 400, code: 'INVALID_NAME', send: async () => postForm(server, { name: '.hidden' }, { bytes: await valid() }) },
-    { title: 'config that is not JSON', status: 400, code: 'INVALID_CONFIG', send: async () => postForm(server, { config: '{route:' }, { bytes: await valid() }) },
-    { title: 'config that is an array', status: 400, code: 'INVALID_CONFIG', send: async () => postForm(server, { config: '["a"]' }, { bytes: await valid() }) },
-    { title: 'config with a non-string value', status: 400, code: 'INVALID_CONFIG', send: async () => postForm(server, { config: '{"n":1}' }, { bytes: await valid() }) },
-    { title: 'allowedHosts that is not JSON', status: 400, code: 'INVALID_ALLOWED_HOSTS', send: async () => postForm(server, { allowedHosts: '*.x.com' }, { bytes: await valid() }) },
-    { title: 'allowedHosts that is an object', status: 400, code: 'INVALID_ALLOWED_HOSTS', send: async () => postForm(server, { allowedHosts: '{"a":1}' }, { bytes: await valid() }) },
-    { title: 'allowedHosts with an empty entry', status: 400, code: 'INVALID_ALLOWED_HOSTS', send: async () => postForm(server, { allowedHosts: '[""]' }, { bytes: await valid() }) },
-    { title: 'allowedHosts with a pattern outside the grammar', status: 400, code: 'INVALID_ALLOWED_HOSTS', send: async () => postForm(server, { allowedHosts: '["ok.test", "*x.com"]' }, { bytes: await valid() }), message: /\*x\.com/, fields: { pattern: '*x.com', problem: expect.stringMatching(/wildcard/) } },
-    { title: 'allowedHosts with a non-string entry', status: 400, code: 'INVALID_ALLOWED_HOSTS', send: async () => postForm(server, { allowedHosts: '[1]' }, { bytes: await valid() }) },
+    {
+      title: 'a name with capitals',
+      status: 400,
+      code: 'INVALID_NAME',
+      send: async () => postRaw(server, await valid(), '?name=Hello'),
+    },
+    {
+      title: 'a name of 64 hex digits',
+      status: 400,
+      code: 'INVALID_NAME',
+      send: async () => postRaw(server, await valid(), `?name=${'a'.repeat(64)}`),
+    },
+    {
+      title: 'a name too long',
+      status: 400,
+      code: 'INVALID_NAME',
+      send: async () => postRaw(server, await valid(), `?name=${'n'.repeat(64)}`),
+    },
+    {
+      title: 'a name starting with a dot',
+      status: 400,
+      code: 'INVALID_NAME',
+      send: async () => postForm(server, { name: '.hidden' }, { bytes: await valid() }),
+    },
+    {
+      title: 'config that is not JSON',
+      status: 400,
+      code: 'INVALID_CONFIG',
+      send: async () => postForm(server, { config: '{route:' }, { bytes: await valid() }),
+    },
+    {
+      title: 'config that is an array',
+      status: 400,
+      code: 'INVALID_CONFIG',
+      send: async () => postForm(server, { config: '["a"]' }, { bytes: await valid() }),
+    },
+    {
+      title: 'config with a non-string value',
+      status: 400,
+      code: 'INVALID_CONFIG',
+      send: async () => postForm(server, { config: '{"n":1}' }, { bytes: await valid() }),
+    },
+    {
+      title: 'allowedHosts that is not JSON',
+      status: 400,
+      code: 'INVALID_ALLOWED_HOSTS',
+      send: async () => postForm(server, { allowedHosts: '*.x.com' }, { bytes: await valid() }),
+    },
+    {
+      title: 'allowedHosts that is an object',
+      status: 400,
+      code: 'INVALID_ALLOWED_HOSTS',
+      send: async () => postForm(server, { allowedHosts: '{"a":1}' }, { bytes: await valid() }),
+    },
+    {
+      title: 'allowedHosts with an empty entry',
+      status: 400,
+      code: 'INVALID_ALLOWED_HOSTS',
+      send: async () => postForm(server, { allowedHosts: '[""]' }, { bytes: await valid() }),
+    },
+    {
+      title: 'allowedHosts with a pattern outside the grammar',
+      status: 400,
+      code: 'INVALID_ALLOWED_HOSTS',
+      send: async () => postForm(server, { allowedHosts: '["ok.test", "*x.com"]' }, { bytes: await valid() }),
+      message: /\*x\.com/,
+      fields: { pattern: '*x.com', problem: expect.stringMatching(/wildcard/) },
+    },
+    {
+      title: 'allowedHosts with a non-string entry',
+      status: 400,
+      code: 'INVALID_ALLOWED_HOSTS',
+      send: async () => postForm(server, { allowedHosts: '[1]' }, { bytes: await valid() }),
+    },
   ];
 
   for (const c of cases) {
@@ -337,18 +474,23 @@ describe('rejected uploads', () => {
 });
 
 /** An upload whose body is half sent over a raw loopback socket: it holds its slot until finished or aborted. */
-async function holdUpload(server: TestServer, bytes: Uint8Array): Promise<{ finish(): Promise<{ status: number; body: string }>; abort(): void }> {
+async function holdUpload(
+  server: TestServer,
+  bytes: Uint8Array,
+): Promise<{ finish(): Promise<{ status: number; body: string }>; abort(): void }> {
   const { port } = new URL(server.url);
   const socket = net.connect({ host: '127.0.0.1', port: Number(port) });
   await once(socket, 'connect');
   let received = '';
   socket.on('data', (d: Buffer) => (received += d.toString('latin1')));
   const closed = once(socket, 'close');
-  socket.write(`POST /plugins HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/wasm\r\ncontent-length: ${bytes.length}\r\nconnection: close\r\n\r\n`);
+  socket.write(
+    `POST /plugins HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/wasm\r\ncontent-length: ${bytes.length}\r\nconnection: close\r\n\r\n`,
+  );
   const half = Math.floor(bytes.length / 2);
   socket.write(bytes.subarray(0, half));
   // The server has the connection, then a moment to parse the head and run the route's hooks.
-  for (let n = 0; n === 0; ) {
+  for (let n = 0; n === 0;) {
     n = await new Promise<number>((resolve) => server.app.server.getConnections((_err, count) => resolve(count)));
     await delay(20);
   }
@@ -441,15 +583,25 @@ describe('a 100 MiB upload to a server limited at 32 MiB', () => {
   }
   const boundary = 'wasmhost-test-boundary';
   function* multipart(total: number): Generator<Buffer> {
-    yield Buffer.from(`--${boundary}\r\ncontent-disposition: form-data; name="file"; filename="big.wasm"\r\ncontent-type: application/wasm\r\n\r\n`);
+    yield Buffer.from(
+      `--${boundary}\r\ncontent-disposition: form-data; name="file"; filename="big.wasm"\r\ncontent-type: application/wasm\r\n\r\n`,
+    );
     yield* body(total);
     yield Buffer.from(`\r\n--${boundary}--\r\n`);
   }
 
   const variants: { title: string; headers: Record<string, string>; chunks: () => Generator<Buffer> }[] = [
     { title: 'raw, chunked', headers: { 'content-type': 'application/wasm' }, chunks: () => body(100 * MiB) },
-    { title: 'raw, with Content-Length', headers: { 'content-type': 'application/octet-stream', 'content-length': String(100 * MiB) }, chunks: () => body(100 * MiB) },
-    { title: 'multipart, chunked', headers: { 'content-type': `multipart/form-data; boundary=${boundary}` }, chunks: () => multipart(100 * MiB) },
+    {
+      title: 'raw, with Content-Length',
+      headers: { 'content-type': 'application/octet-stream', 'content-length': String(100 * MiB) },
+      chunks: () => body(100 * MiB),
+    },
+    {
+      title: 'multipart, chunked',
+      headers: { 'content-type': `multipart/form-data; boundary=${boundary}` },
+      chunks: () => multipart(100 * MiB),
+    },
   ];
 
   for (const v of variants) {
@@ -466,7 +618,9 @@ describe('a 100 MiB upload to a server limited at 32 MiB', () => {
 
       expect(res.status).toBe(413);
       expect(JSON.parse(res.body)).toMatchObject({ statusCode: 413, code: 'PLUGIN_TOO_LARGE' });
-      expect(contractProblems('POST', '/plugins', { status: res.status, headers: res.headers, body: JSON.parse(res.body) })).toEqual([]);
+      expect(
+        contractProblems('POST', '/plugins', { status: res.status, headers: res.headers, body: JSON.parse(res.body) }),
+      ).toEqual([]);
       // The server answered without reading the rest of the body.
       expect(res.bytesSent).toBeLessThan(64 * MiB);
       expect(rssPeak - rssBefore).toBeLessThan(64 * MiB);

@@ -2,7 +2,13 @@
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { GLOBAL_EXPORT_PREFIX, HOST_MODULE, MEMORY_IMPORT, rewriteForEngine, WasmRewriteError } from '../src/engine/wasm-rewrite.ts';
+import {
+  GLOBAL_EXPORT_PREFIX,
+  HOST_MODULE,
+  MEMORY_IMPORT,
+  rewriteForEngine,
+  WasmRewriteError,
+} from '../src/engine/wasm-rewrite.ts';
 import { readPlugin, repoRoot, wat } from './helpers.ts';
 
 const builtPlugins = readdirSync(path.join(repoRoot, 'plugins', 'dist'))
@@ -15,17 +21,20 @@ function instantiate(bytes: Uint8Array, memory: WebAssembly.Memory, imports: Web
 }
 
 describe('rewriteForEngine', () => {
-  it.each(builtPlugins)('keeps %s valid, imports its memory, exports every mutable global and keeps its exports', async (name) => {
-    const original = new Uint8Array(await readPlugin(name));
-    const result = rewriteForEngine(original);
-    const before = new WebAssembly.Module(original as Uint8Array<ArrayBuffer>);
-    const after = new WebAssembly.Module(result.bytes as Uint8Array<ArrayBuffer>);
-    expect(result.virtualGrowth).toBe(true);
-    expect(WebAssembly.Module.imports(after)).toContainEqual({ module: HOST_MODULE, name: MEMORY_IMPORT, kind: 'memory' });
-    const exportsAfter = WebAssembly.Module.exports(after);
-    for (const e of WebAssembly.Module.exports(before)) expect(exportsAfter).toContainEqual(e);
-    expect(exportsAfter.some((e) => e.name.startsWith(GLOBAL_EXPORT_PREFIX))).toBe(true);
-  });
+  it.each(builtPlugins)(
+    'keeps %s valid, imports its memory, exports every mutable global and keeps its exports',
+    async (name) => {
+      const original = new Uint8Array(await readPlugin(name));
+      const result = rewriteForEngine(original);
+      const before = new WebAssembly.Module(original as Uint8Array<ArrayBuffer>);
+      const after = new WebAssembly.Module(result.bytes as Uint8Array<ArrayBuffer>);
+      expect(result.virtualGrowth).toBe(true);
+      expect(WebAssembly.Module.imports(after)).toContainEqual({ module: HOST_MODULE, name: MEMORY_IMPORT, kind: 'memory' });
+      const exportsAfter = WebAssembly.Module.exports(after);
+      for (const e of WebAssembly.Module.exports(before)) expect(exportsAfter).toContainEqual(e);
+      expect(exportsAfter.some((e) => e.name.startsWith(GLOBAL_EXPORT_PREFIX))).toBe(true);
+    },
+  );
 
   it('reaches a non-exported mutable global and preserves the declared initial memory', async () => {
     const bytes = await wat(`(module
@@ -35,7 +44,9 @@ describe('rewriteForEngine', () => {
     const result = rewriteForEngine(bytes);
     expect(result.initialPages).toBe(3);
     const instance = instantiate(result.bytes, new WebAssembly.Memory({ initial: 3 }));
-    const hidden = Object.entries(instance.exports).find(([k]) => k.startsWith(GLOBAL_EXPORT_PREFIX) && (instance.exports[k] as WebAssembly.Global).value === 41);
+    const hidden = Object.entries(instance.exports).find(
+      ([k]) => k.startsWith(GLOBAL_EXPORT_PREFIX) && (instance.exports[k] as WebAssembly.Global).value === 41,
+    );
     expect(hidden).toBeDefined();
     expect((instance.exports.bump as () => number)()).toBe(42);
     (hidden![1] as WebAssembly.Global).value = 41;
@@ -70,7 +81,9 @@ describe('rewriteForEngine', () => {
   });
 
   it('flags passive data or element segments (a call may drop them), not active or declarative ones', async () => {
-    const flagged = async (body: string) => rewriteForEngine(await wat(`(module (memory 1) (table 2 funcref) (func $f) ${body} (func (export "run")))`)).passiveSegments;
+    const flagged = async (body: string) =>
+      rewriteForEngine(await wat(`(module (memory 1) (table 2 funcref) (func $f) ${body} (func (export "run")))`))
+        .passiveSegments;
     expect(await flagged('')).toBe(false);
     expect(await flagged('(data (i32.const 8) "active") (elem (i32.const 0) func $f)')).toBe(false);
     expect(await flagged('(elem declare func $f)')).toBe(false);

@@ -146,9 +146,13 @@ export async function installAccessControl(app: FastifyInstance, config: Config)
     if (access === 'metrics' ? metricsToken === null : open) return;
     const retryAfter = failures?.retryAfterSeconds(request.ip) ?? 0;
     if (retryAfter > 0) {
-      throw new AppError('RATE_LIMITED', `too many failed token attempts from this address (AUTH_FAILURE_MAX ${authFailureMax} per ${rateLimitWindowMs} ms), retry in ${retryAfter} s`, {
-        headers: { 'retry-after': String(retryAfter) },
-      });
+      throw new AppError(
+        'RATE_LIMITED',
+        `too many failed token attempts from this address (AUTH_FAILURE_MAX ${authFailureMax} per ${rateLimitWindowMs} ms), retry in ${retryAfter} s`,
+        {
+          headers: { 'retry-after': String(retryAfter) },
+        },
+      );
     }
     if (token === undefined) throw unauthorized('this route needs a bearer token (Authorization: Bearer <token>)', false);
     if (request.principal === null) {
@@ -170,9 +174,13 @@ export async function installAccessControl(app: FastifyInstance, config: Config)
     keyGenerator: (request) =>
       `${routePolicy(request).rateLimit}:${request.principal ? `token:${request.principal.tokenId}` : `ip:${request.ip}`}`,
     errorResponseBuilder: (_request, context) =>
-      new AppError('RATE_LIMITED', `rate limit of ${context.max} requests per ${rateLimitWindowMs} ms exceeded, retry in ${context.after}`, {
-        headers: { 'retry-after': String(Math.max(1, Math.ceil(context.ttl / 1000))) },
-      }),
+      new AppError(
+        'RATE_LIMITED',
+        `rate limit of ${context.max} requests per ${rateLimitWindowMs} ms exceeded, retry in ${context.after}`,
+        {
+          headers: { 'retry-after': String(Math.max(1, Math.ceil(context.ttl / 1000))) },
+        },
+      ),
   });
 }
 

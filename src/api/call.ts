@@ -108,7 +108,10 @@ function requireJson(request: FastifyRequest): void {
   // No content type and no body: the schema answers (400, body required).
   if (mediaType === undefined && !hasBody(request)) return;
   if (mediaType !== 'application/json') {
-    throw new AppError('UNSUPPORTED_MEDIA_TYPE', `send the call as application/json, not ${mediaType || 'a body without a content type'}`);
+    throw new AppError(
+      'UNSUPPORTED_MEDIA_TYPE',
+      `send the call as application/json, not ${mediaType || 'a body without a content type'}`,
+    );
   }
 }
 
@@ -146,10 +149,14 @@ export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions):
         body.input !== undefined
           ? Buffer.byteLength(body.input, 'utf8')
           : body.inputBase64 !== undefined
-            ? Math.floor((body.inputBase64.length * 3) / 4) - (body.inputBase64.endsWith('==') ? 2 : body.inputBase64.endsWith('=') ? 1 : 0)
+            ? Math.floor((body.inputBase64.length * 3) / 4) -
+              (body.inputBase64.endsWith('==') ? 2 : body.inputBase64.endsWith('=') ? 1 : 0)
             : 0;
       if (inputBytes > maxInputBytes) {
-        throw new AppError('INPUT_TOO_LARGE', `the input is ${inputBytes} bytes; the limit is ${maxInputBytes} bytes (MAX_INPUT_BYTES)`);
+        throw new AppError(
+          'INPUT_TOO_LARGE',
+          `the input is ${inputBytes} bytes; the limit is ${maxInputBytes} bytes (MAX_INPUT_BYTES)`,
+        );
       }
       if (body.allowedHosts) checkHostPatterns(body.allowedHosts);
       const limits = resolveLimits(config.engine.limits, {
@@ -170,20 +177,23 @@ export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions):
       });
 
       const engineStarted = performance.now();
-      const result = await engine.call({
-        plugin,
-        function: body.function,
-        input: body.input ?? body.inputBase64 ?? null,
-        inputEncoding: body.inputBase64 !== undefined ? 'base64' : 'utf8',
-        config: body.config,
-        allowedHosts: body.allowedHosts,
-        logLevel: body.logLevel ?? 'info',
-        limits,
-        outputEncoding: body.outputEncoding,
-      }).catch((err: unknown) => {
-        if (isAppError(err)) reportCall(request, { ...reportFromDetails(err.details), engineMs: performance.now() - engineStarted });
-        throw err;
-      });
+      const result = await engine
+        .call({
+          plugin,
+          function: body.function,
+          input: body.input ?? body.inputBase64 ?? null,
+          inputEncoding: body.inputBase64 !== undefined ? 'base64' : 'utf8',
+          config: body.config,
+          allowedHosts: body.allowedHosts,
+          logLevel: body.logLevel ?? 'info',
+          limits,
+          outputEncoding: body.outputEncoding,
+        })
+        .catch((err: unknown) => {
+          if (isAppError(err))
+            reportCall(request, { ...reportFromDetails(err.details), engineMs: performance.now() - engineStarted });
+          throw err;
+        });
       const { queueMs, runMs, egress, logs, logsTruncated } = result;
       reportCall(request, { queueMs, runMs, egress, logs, logsTruncated });
       return {

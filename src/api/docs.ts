@@ -35,7 +35,10 @@ export async function docsRoutes(app: FastifyInstance): Promise<void> {
     // not only the document's example server.
     transformSpecification: (document, request) => ({
       ...document,
-      servers: [{ url: `${request.protocol}://${request.host}`, description: 'this server' }, ...((document.servers ?? []) as unknown[])],
+      servers: [
+        { url: `${request.protocol}://${request.host}`, description: 'this server' },
+        ...((document.servers ?? []) as unknown[]),
+      ],
     }),
   });
 

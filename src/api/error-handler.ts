@@ -84,7 +84,10 @@ export function installErrorHandler(app: FastifyInstance): void {
     }
     const body = errorBody(appError);
     const defaults = request.routeOptions.config?.errorDefaults;
-    void reply.code(appError.statusCode).headers(appError.headers).send(defaults ? { ...defaults, ...body } : body);
+    void reply
+      .code(appError.statusCode)
+      .headers(appError.headers)
+      .send(defaults ? { ...defaults, ...body } : body);
   });
   app.setNotFoundHandler((request, reply) => {
     const err = new AppError('NOT_FOUND', `route ${request.method} ${request.url} not found`);

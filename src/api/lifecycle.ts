@@ -74,7 +74,8 @@ export class Lifecycle {
     this.#drain.abort(shuttingDownError('the server is shutting down: the call was cancelled at the drain timeout'));
     setTimeout(() => {
       for (const reply of this.#calls) {
-        if (!reply.sent) reply.send(shuttingDownError('the server is shutting down: the call was cancelled at the drain timeout'));
+        if (!reply.sent)
+          reply.send(shuttingDownError('the server is shutting down: the call was cancelled at the drain timeout'));
       }
     }, CANCEL_GRACE_MS).unref();
     return count;

@@ -75,7 +75,8 @@ function parseConfig(value: string | undefined): Record<string, string> {
     throw new AppError('INVALID_CONFIG', 'config must be a JSON object of string values');
   }
   const entries = Object.entries(parsed);
-  if (entries.length > MAX_CONFIG_ENTRIES) throw new AppError('INVALID_CONFIG', `config has more than ${MAX_CONFIG_ENTRIES} keys`);
+  if (entries.length > MAX_CONFIG_ENTRIES)
+    throw new AppError('INVALID_CONFIG', `config has more than ${MAX_CONFIG_ENTRIES} keys`);
   const config: Record<string, string> = {};
   for (const [key, v] of entries) {
     if (typeof v !== 'string') throw new AppError('INVALID_CONFIG', `config value of "${key}" must be a string`);
@@ -161,16 +162,23 @@ async function readMultipart(request: FastifyRequest, maxBytes: number, query: N
     if (part.type === 'file') {
       if (part.fieldname !== 'file') {
         part.file.resume();
-        throw new AppError('INVALID_REQUEST', `unexpected file part "${part.fieldname}": send the Wasm module in the part "file"`);
+        throw new AppError(
+          'INVALID_REQUEST',
+          `unexpected file part "${part.fieldname}": send the Wasm module in the part "file"`,
+        );
       }
       bytes = await readFilePart(part.file, maxBytes);
       continue;
     }
     if (!UPLOAD_FIELDS.has(part.fieldname)) {
-      throw new AppError('INVALID_REQUEST', `unknown form field "${part.fieldname}" (known: file, ${[...UPLOAD_FIELDS].join(', ')})`);
+      throw new AppError(
+        'INVALID_REQUEST',
+        `unknown form field "${part.fieldname}" (known: file, ${[...UPLOAD_FIELDS].join(', ')})`,
+      );
     }
     if (fields.has(part.fieldname)) throw new AppError('INVALID_REQUEST', `form field "${part.fieldname}" given twice`);
-    if (part.valueTruncated) throw new AppError('INVALID_REQUEST', `form field "${part.fieldname}" is longer than ${MULTIPART_FIELD_BYTES} bytes`);
+    if (part.valueTruncated)
+      throw new AppError('INVALID_REQUEST', `form field "${part.fieldname}" is longer than ${MULTIPART_FIELD_BYTES} bytes`);
     // @fastify/multipart already parses fields sent as application/json; keep one representation.
     fields.set(part.fieldname, typeof part.value === 'string' ? part.value : JSON.stringify(part.value));
   }
@@ -253,9 +261,13 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
   let uploadsInProgress = 0;
   const takeUploadSlot = async (_request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     if (uploadsInProgress >= uploadConcurrency) {
-      throw new AppError('OVERLOADED', `${uploadConcurrency} uploads are already in progress (UPLOAD_CONCURRENCY); retry shortly`, {
-        headers: { 'retry-after': String(OVERLOADED_RETRY_AFTER_S) },
-      });
+      throw new AppError(
+        'OVERLOADED',
+        `${uploadConcurrency} uploads are already in progress (UPLOAD_CONCURRENCY); retry shortly`,
+        {
+          headers: { 'retry-after': String(OVERLOADED_RETRY_AFTER_S) },
+        },
+      );
     }
     uploadsInProgress++;
     reply.raw.once('close', () => uploadsInProgress--);
@@ -319,7 +331,10 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
       });
       moduleCache.set(id, inspected.prepared, upload.bytes.length);
       app.metrics.observeCompile(inspected.prepared.compileMs / 1000);
-      request.log.info({ plugin: id, name: meta.name, size: meta.size, created }, created ? 'plugin stored' : 'plugin already stored');
+      request.log.info(
+        { plugin: id, name: meta.name, size: meta.size, created },
+        created ? 'plugin stored' : 'plugin already stored',
+      );
       if (created) void reply.code(201).header('location', `/plugins/${id}`);
       return meta;
     },

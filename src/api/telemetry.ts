@@ -57,13 +57,7 @@ export function reportCall(request: FastifyRequest, facts: CallReport): void {
 
 const REDACTED = '[REDACTED]';
 /** Secrets never reach the log: credentials, and values of configs passed to plugins (keys stay). */
-const REDACT_PATHS = [
-  'req.headers.authorization',
-  'req.headers.cookie',
-  'headers.authorization',
-  'call.config.*',
-  'config.*',
-];
+const REDACT_PATHS = ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization', 'call.config.*', 'config.*'];
 
 /** A logged error as it appears in the log. */
 export interface LoggedError {

@@ -211,10 +211,24 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
 // Connection management is ours; Host would let a plugin reach a virtual host the URL does not name.
-const STRIPPED_REQUEST_HEADERS = ['host', 'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'content-length', 'expect'];
+const STRIPPED_REQUEST_HEADERS = [
+  'host',
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+  'te',
+  'trailer',
+  'content-length',
+  'expect',
+];
 const BODY_HEADERS = ['content-type', 'content-encoding', 'content-language', 'content-location'];
 const CREDENTIAL_HEADERS = ['authorization', 'cookie', 'proxy-authorization'];
-const LOOPBACK_NAME_ADDRESSES: LookupAddress[] = [{ address: '127.0.0.1', family: 4 }, { address: '::1', family: 6 }];
+const LOOPBACK_NAME_ADDRESSES: LookupAddress[] = [
+  { address: '127.0.0.1', family: 4 },
+  { address: '::1', family: 6 },
+];
 
 type Resolver = (host: string) => Promise<LookupAddress[]>;
 type UpstreamResponse = Awaited<ReturnType<typeof undiciFetch>>;
@@ -224,7 +238,8 @@ function staticResolver(hosts: Record<string, string | string[]>): Resolver {
   for (const [name, value] of Object.entries(hosts)) {
     const addresses = (Array.isArray(value) ? value : [value]).map((address) => {
       const family = isIP(address);
-      if (family === 0) throw new TypeError(`egress hosts: ${name} maps to ${JSON.stringify(address)}, which is not an IP address`);
+      if (family === 0)
+        throw new TypeError(`egress hosts: ${name} maps to ${JSON.stringify(address)}, which is not an IP address`);
       return { address, family };
     });
     table.set(name.toLowerCase().replace(/\.$/, ''), addresses);
@@ -270,8 +285,14 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
     const onAbort = () => reject(signal.reason);
     signal.addEventListener('abort', onAbort, { once: true });
     promise.then(
-      (value) => { signal.removeEventListener('abort', onAbort); resolve(value); },
-      (err: unknown) => { signal.removeEventListener('abort', onAbort); reject(err); },
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
     );
   });
 }
@@ -330,7 +351,10 @@ export function createEgressFetch(options: EgressOptions, deps: EgressDeps = {})
     if (first === undefined) {
       callback(Object.assign(new Error(`egress: no checked address for ${hostname}`), { code: 'ENOTFOUND' }), '');
     } else if (lookupOptions.all) {
-      callback(null, wanted.map((a) => ({ address: a.address, family: a.family })));
+      callback(
+        null,
+        wanted.map((a) => ({ address: a.address, family: a.family })),
+      );
     } else {
       callback(null, first.address, first.family);
     }
@@ -385,12 +409,23 @@ export function createEgressFetch(options: EgressOptions, deps: EgressDeps = {})
     const rawUrl = typeof input === 'string' ? input : input.href;
     const requestStart = performance.now();
     // What the current hop is and how far it got, for its audit entry.
-    const hop = { method: (init.method ?? 'GET').toUpperCase(), url: null as URL | null, start: requestStart, status: null as number | null, bytes: 0 };
+    const hop = {
+      method: (init.method ?? 'GET').toUpperCase(),
+      url: null as URL | null,
+      start: requestStart,
+      status: null as number | null,
+      bytes: 0,
+    };
     const hopUrl = () => (hop.url === null ? redactUrl(rawUrl) : redactUrl(hop.url));
     const hopHost = () => (hop.url === null ? '' : urlHost(hop.url));
     const record = (allowed: boolean, reason?: EgressReason) => {
       const entry: EgressAuditEntry = {
-        method: hop.method, url: hopUrl(), status: hop.status, bytes: hop.bytes, durationMs: roundMs(performance.now() - hop.start), allowed,
+        method: hop.method,
+        url: hopUrl(),
+        status: hop.status,
+        bytes: hop.bytes,
+        durationMs: roundMs(performance.now() - hop.start),
+        allowed,
       };
       if (reason !== undefined) entry.reason = reason;
       audit.push(entry);
@@ -398,17 +433,31 @@ export function createEgressFetch(options: EgressOptions, deps: EgressDeps = {})
     const deny = (reason: EgressReason, detail: string, targetReason?: EgressReason): never => {
       record(false, reason);
       const what = targetReason === undefined ? REASON_TEXT[reason] : `${REASON_TEXT[reason]}: ${REASON_TEXT[targetReason]}`;
-      throw new EgressDenied(reason, hopHost(), hopUrl(), `request to ${hopHost() || hopUrl()} refused: ${what}${detail ? ` (${detail})` : ''}`, targetReason);
+      throw new EgressDenied(
+        reason,
+        hopHost(),
+        hopUrl(),
+        `request to ${hopHost() || hopUrl()} refused: ${what}${detail ? ` (${detail})` : ''}`,
+        targetReason,
+      );
     };
     const fail = (reason: EgressReason, detail: string): never => {
       record(true, reason);
-      throw new EgressUpstreamError(reason, hopHost(), hopUrl(), `request to ${hopHost()} failed: ${REASON_TEXT[reason]} (${detail})`);
+      throw new EgressUpstreamError(
+        reason,
+        hopHost(),
+        hopUrl(),
+        `request to ${hopHost()} failed: ${REASON_TEXT[reason]} (${detail})`,
+      );
     };
 
     const remaining = deadline - Date.now();
     const cutByDeadline = remaining <= options.timeoutMs;
     const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(new Error('egress timeout')), Math.max(0, Math.min(options.timeoutMs, remaining, MAX_TIMER_MS)));
+    const timer = setTimeout(
+      () => controller.abort(new Error('egress timeout')),
+      Math.max(0, Math.min(options.timeoutMs, remaining, MAX_TIMER_MS)),
+    );
     const onCallerAbort = () => controller.abort(init.signal?.reason);
     init.signal?.addEventListener('abort', onCallerAbort, { once: true });
     const signal = controller.signal;
@@ -461,7 +510,14 @@ export function createEgressFetch(options: EgressOptions, deps: EgressDeps = {})
 
         let response: UpstreamResponse;
         try {
-          response = await undiciFetch(target.href, { method: hop.method, headers: headerPairs(headers), body, redirect: 'manual', signal, dispatcher: dispatcher() });
+          response = await undiciFetch(target.href, {
+            method: hop.method,
+            headers: headerPairs(headers),
+            body,
+            redirect: 'manual',
+            signal,
+            dispatcher: dispatcher(),
+          });
         } catch (err) {
           if (signal.aborted) throw err;
           return fail('connect_failed', errorCode(err));
@@ -485,7 +541,10 @@ export function createEgressFetch(options: EgressOptions, deps: EgressDeps = {})
           hop.url = next;
           if (redirects >= options.maxRedirects) return deny('too_many_redirects', `limit ${options.maxRedirects}`);
           // Method and body rewriting as in the Fetch standard (HTTP-redirect fetch).
-          if (((response.status === 301 || response.status === 302) && hop.method === 'POST') || (response.status === 303 && hop.method !== 'GET' && hop.method !== 'HEAD')) {
+          if (
+            ((response.status === 301 || response.status === 302) && hop.method === 'POST') ||
+            (response.status === 303 && hop.method !== 'GET' && hop.method !== 'HEAD')
+          ) {
             hop.method = 'GET';
             body = null;
             for (const name of BODY_HEADERS) headers.delete(name);
@@ -503,7 +562,11 @@ export function createEgressFetch(options: EgressOptions, deps: EgressDeps = {})
         responseHeaders.delete('transfer-encoding');
         const nullBody = NULL_BODY_STATUSES.has(response.status);
         if (!nullBody) responseHeaders.set('content-length', String(bytes.byteLength));
-        return new Response(nullBody ? null : bytes, { status: response.status, statusText: response.statusText, headers: responseHeaders });
+        return new Response(nullBody ? null : bytes, {
+          status: response.status,
+          statusText: response.statusText,
+          headers: responseHeaders,
+        });
       }
     } catch (err) {
       if (err instanceof EgressError) throw err;
@@ -518,7 +581,11 @@ export function createEgressFetch(options: EgressOptions, deps: EgressDeps = {})
   }
 
   /** Reads the whole body, failing as soon as it passes the cap (a body of exactly the cap is fine). */
-  async function readCapped(response: UpstreamResponse, hop: { bytes: number }, fail: (reason: EgressReason, detail: string) => never): Promise<Uint8Array<ArrayBuffer>> {
+  async function readCapped(
+    response: UpstreamResponse,
+    hop: { bytes: number },
+    fail: (reason: EgressReason, detail: string) => never,
+  ): Promise<Uint8Array<ArrayBuffer>> {
     const cap = options.maxResponseBytes;
     const declared = response.headers.get('content-length');
     // A declared size only settles it when the body is not encoded: decoded bytes are what count.
@@ -546,9 +613,10 @@ export function createEgressFetch(options: EgressOptions, deps: EgressDeps = {})
     try {
       return await run(input, init);
     } catch (err) {
-      const egressError = err instanceof EgressError
-        ? err
-        : new EgressUpstreamError('upstream_failed', '', redactUrl(String(input)), `request failed: ${errorCode(err)}`);
+      const egressError =
+        err instanceof EgressError
+          ? err
+          : new EgressUpstreamError('upstream_failed', '', redactUrl(String(input)), `request failed: ${errorCode(err)}`);
       failure ??= egressError;
       throw egressError;
     }

@@ -42,7 +42,8 @@ const NAME_CHARS = /^[\p{L}\p{M}\p{N}._-]+$/u;
 export function parseHostPattern(source: string): HostPattern {
   if (typeof source !== 'string') throw new InvalidHostPatternError(String(source), 'must be a string');
   if (source.length === 0) throw new InvalidHostPatternError(source, 'is empty');
-  if (source.length > MAX_PATTERN_LENGTH) throw new InvalidHostPatternError(source, `is longer than ${MAX_PATTERN_LENGTH} characters`);
+  if (source.length > MAX_PATTERN_LENGTH)
+    throw new InvalidHostPatternError(source, `is longer than ${MAX_PATTERN_LENGTH} characters`);
   if (source.startsWith('!')) {
     throw new InvalidHostPatternError(source, 'negation is not supported; list the hosts to allow instead');
   }
@@ -66,7 +67,8 @@ export function parseHostPattern(source: string): HostPattern {
     host = { kind: 'any' };
   } else if (hostPart.startsWith('*.')) {
     const suffix = canonicalName(source, hostPart.slice(2));
-    if (isIPv4(suffix) || suffix.startsWith('[')) throw new InvalidHostPatternError(source, 'a wildcard needs a domain name, not an IP address');
+    if (isIPv4(suffix) || suffix.startsWith('['))
+      throw new InvalidHostPatternError(source, 'a wildcard needs a domain name, not an IP address');
     host = { kind: 'subdomains', suffix };
   } else {
     host = { kind: 'exact', name: canonicalName(source, hostPart) };
@@ -76,7 +78,11 @@ export function parseHostPattern(source: string): HostPattern {
 
 /** The canonical (WHATWG URL) form of a host: lower case, punycode, IPv4 in dotted decimal, IPv6 compressed. */
 function canonicalName(source: string, hostPart: string): string {
-  if (hostPart.includes('*')) throw new InvalidHostPatternError(source, 'a wildcard is only allowed as the whole host (*) or as the first label (*.domain)');
+  if (hostPart.includes('*'))
+    throw new InvalidHostPatternError(
+      source,
+      'a wildcard is only allowed as the whole host (*) or as the first label (*.domain)',
+    );
   if (!hostPart.startsWith('[') && !NAME_CHARS.test(hostPart)) {
     throw new InvalidHostPatternError(source, 'a host name may only contain letters, digits, ".", "-" and "_"');
   }

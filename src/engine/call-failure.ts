@@ -4,7 +4,13 @@ import type { ErrorCode } from '../errors.ts';
 
 export type CallFailureCode = Extract<
   ErrorCode,
-  'PLUGIN_ERROR' | 'HOST_NOT_ALLOWED' | 'MEMORY_LIMIT' | 'OUTPUT_TOO_LARGE' | 'EGRESS_ERROR' | 'FUNCTION_NOT_FOUND' | 'INTERNAL_ERROR'
+  | 'PLUGIN_ERROR'
+  | 'HOST_NOT_ALLOWED'
+  | 'MEMORY_LIMIT'
+  | 'OUTPUT_TOO_LARGE'
+  | 'EGRESS_ERROR'
+  | 'FUNCTION_NOT_FOUND'
+  | 'INTERNAL_ERROR'
 >;
 
 export class CallFailure extends Error {

@@ -177,7 +177,12 @@ export class CallEngine {
       const { result, queueMs } = await this.#pool.run({
         module: prepared.module,
         deadline: started + limits.timeoutMs,
-        inputBytes: request.input === null ? 0 : request.inputEncoding === 'base64' ? request.input.length : Buffer.byteLength(request.input),
+        inputBytes:
+          request.input === null
+            ? 0
+            : request.inputEncoding === 'base64'
+              ? request.input.length
+              : Buffer.byteLength(request.input),
         message: {
           kind: 'call',
           moduleKey: plugin.id,

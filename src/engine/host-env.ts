@@ -23,7 +23,10 @@ export interface CallLimits {
   httpResponseBytes: number;
 }
 
-export type CallFetch = (url: string, init: { method: string; headers: Record<string, string>; body?: Uint8Array }) => Promise<Response>;
+export type CallFetch = (
+  url: string,
+  init: { method: string; headers: Record<string, string>; body?: Uint8Array },
+) => Promise<Response>;
 
 export class CallState {
   readonly blocks: (Uint8Array | null)[] = [null];
@@ -46,7 +49,13 @@ export class CallState {
   readonly limits: CallLimits;
   readonly fetch: CallFetch | null;
 
-  constructor(input: Uint8Array | null, config: Record<string, string>, logs: LogCollector, limits: CallLimits, fetch: CallFetch | null) {
+  constructor(
+    input: Uint8Array | null,
+    config: Record<string, string>,
+    logs: LogCollector,
+    limits: CallLimits,
+    fetch: CallFetch | null,
+  ) {
     this.config = config;
     this.logs = logs;
     this.limits = limits;
@@ -125,7 +134,10 @@ export class CallState {
     const old = this.vars.get(key);
     const size = this.#varBytes - (old ? old.length + key.length : 0) + (value ? value.length + key.length : 0);
     if (value && size > this.limits.varBytes) {
-      throw new CallFailure('PLUGIN_ERROR', `var memory limit exceeded: ${size} bytes requested, ${this.limits.varBytes} allowed`);
+      throw new CallFailure(
+        'PLUGIN_ERROR',
+        `var memory limit exceeded: ${size} bytes requested, ${this.limits.varBytes} allowed`,
+      );
     }
     this.#varBytes = size;
     if (value) this.vars.set(key, value);
@@ -178,8 +190,7 @@ export function createExtismEnv(slot: HostSlot, jspi: boolean): Record<string, u
     load_u8: (addr: bigint): number => current(slot).view(indexOf(addr)).getUint8(offsetOf(addr)),
     load_u64: (addr: bigint): bigint => current(slot).view(indexOf(addr)).getBigUint64(offsetOf(addr), true),
     store_u8: (addr: bigint, value: number): void => current(slot).view(indexOf(addr)).setUint8(offsetOf(addr), value),
-    store_u64: (addr: bigint, value: bigint): void =>
-      current(slot).view(indexOf(addr)).setBigUint64(offsetOf(addr), value, true),
+    store_u64: (addr: bigint, value: bigint): void => current(slot).view(indexOf(addr)).setBigUint64(offsetOf(addr), value, true),
     input_offset: (): bigint => addressOf(current(slot).inputIndex),
     input_length: (): bigint => BigInt(current(slot).blocks[current(slot).inputIndex]?.length ?? 0),
     input_load_u8: (addr: bigint): number => {
@@ -264,7 +275,8 @@ async function httpRequest(call: CallState, reqAddr: bigint, bodyAddr: bigint): 
     throw new CallFailure('PLUGIN_ERROR', 'http_request: the request is not valid JSON');
   }
   if (typeof request.url !== 'string') throw new CallFailure('PLUGIN_ERROR', 'http_request: the request has no url');
-  if (!call.fetch) throw new CallFailure('HOST_NOT_ALLOWED', `HTTP request to ${hostOf(request.url)} is not allowed (no egress for this call)`);
+  if (!call.fetch)
+    throw new CallFailure('HOST_NOT_ALLOWED', `HTTP request to ${hostOf(request.url)} is not allowed (no egress for this call)`);
   const method = typeof request.method === 'string' ? request.method.toUpperCase() : 'GET';
   const rawHeaders = (request.headers ?? request.header ?? {}) as Record<string, unknown>;
   const headers: Record<string, string> = {};

@@ -44,7 +44,9 @@ export async function inspectModule(bytes: Uint8Array, prepare: Prepare = prepar
     );
   }
 
-  const exports = WebAssembly.Module.exports(module).filter((d) => d.kind === 'function').map((d) => d.name);
+  const exports = WebAssembly.Module.exports(module)
+    .filter((d) => d.kind === 'function')
+    .map((d) => d.name);
   if (!exports.some((name) => !RUNTIME_EXPORTS.has(name))) {
     throw new AppError('NO_CALLABLE_EXPORTS', 'the module exports no function a caller could call');
   }

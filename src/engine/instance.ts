@@ -44,7 +44,11 @@ export function describeModule(module: WebAssembly.Module, layout: ModuleLayout)
     ...layout,
     wasi: imports.some((i) => i.module === WASI_PREVIEW1),
     jspi: imports.some((i) => i.module === EXTISM_ENV && i.name === 'http_request'),
-    functions: new Set(WebAssembly.Module.exports(module).filter((e) => e.kind === 'function').map((e) => e.name)),
+    functions: new Set(
+      WebAssembly.Module.exports(module)
+        .filter((e) => e.kind === 'function')
+        .map((e) => e.name),
+    ),
   };
 }
 

@@ -18,7 +18,14 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { AppError } from '../errors.ts';
 import { createLogMirrorBuffer, readLogMirror } from './log-mirror.ts';
-import { HTTP_WAIT_CELL, SHARED_CELLS, STATE_CELLS, type CallMessage, type ResultMessage, type WorkerMessage } from './protocol.ts';
+import {
+  HTTP_WAIT_CELL,
+  SHARED_CELLS,
+  STATE_CELLS,
+  type CallMessage,
+  type ResultMessage,
+  type WorkerMessage,
+} from './protocol.ts';
 
 export type RestartReason = 'timeout' | 'crash' | 'exit';
 
@@ -156,7 +163,18 @@ export class WorkerPool {
       env: { NODE_COMPILE_CACHE: WORKER_COMPILE_CACHE },
       resourceLimits: { maxOldGenerationSizeMb: this.#options.maxOldGenerationSizeMb ?? 256 },
     });
-    const slot: Slot = { worker, jobs: [], busySince: 0, state, outbox: [], logMirror, modules: new Set(), retired: false, burst: false, online: false };
+    const slot: Slot = {
+      worker,
+      jobs: [],
+      busySince: 0,
+      state,
+      outbox: [],
+      logMirror,
+      modules: new Set(),
+      retired: false,
+      burst: false,
+      online: false,
+    };
     worker.on('message', (msg: WorkerMessage) => this.#onMessage(slot, msg));
     worker.on('error', (err) => this.#onWorkerGone(slot, 'crash', err));
     worker.on('exit', (code) => this.#onWorkerGone(slot, 'exit', new Error(`worker exited with code ${code}`)));
@@ -205,11 +223,17 @@ export class WorkerPool {
     const target = this.#queue.length === 0 ? this.#slotFor(task.message.moduleKey, now) : null;
     if (!target) {
       const overloaded = (why: string) =>
-        Promise.reject(new AppError('OVERLOADED', `all ${this.#slots.length} workers are busy and ${why}`, { headers: { 'retry-after': '1' } }));
+        Promise.reject(
+          new AppError('OVERLOADED', `all ${this.#slots.length} workers are busy and ${why}`, {
+            headers: { 'retry-after': '1' },
+          }),
+        );
       if (this.#queue.length >= this.#options.queueMax) return overloaded(`${this.#queue.length} calls are waiting`);
       const queuedBytes = this.#queue.reduce((sum, job) => sum + job.task.inputBytes, 0);
       if (queuedBytes + task.inputBytes > this.#options.queueMaxBytes) {
-        return overloaded(`the waiting calls hold ${queuedBytes} bytes of input (QUEUE_MAX_BYTES ${this.#options.queueMaxBytes})`);
+        return overloaded(
+          `the waiting calls hold ${queuedBytes} bytes of input (QUEUE_MAX_BYTES ${this.#options.queueMaxBytes})`,
+        );
       }
     }
     return new Promise<PoolResult>((resolve, reject) => {
@@ -244,7 +268,9 @@ export class WorkerPool {
     let idle: Slot | null = null;
     let ahead: Slot | null = null;
     const better = (a: Slot, b: Slot | null) =>
-      !b || a.jobs.length < b.jobs.length || (a.jobs.length === b.jobs.length && a.modules.has(moduleKey) && !b.modules.has(moduleKey));
+      !b ||
+      a.jobs.length < b.jobs.length ||
+      (a.jobs.length === b.jobs.length && a.modules.has(moduleKey) && !b.modules.has(moduleKey));
     for (const slot of this.#all()) {
       if (slot.retired || this.#freeCell(slot) === -1) continue;
       if (slot.jobs.length === 0) {
@@ -391,10 +417,13 @@ export class WorkerPool {
     const waiting =
       this.#queue.length > 0 || this.#all().some((s) => s.jobs.some((job) => Atomics.load(s.state, job.cell) === job.callId));
     if (waiting) {
-      this.#watchTimer = setTimeout(() => {
-        this.#watchTimer = null;
-        this.#watch();
-      }, Math.max(5, this.#longCallMs / 4));
+      this.#watchTimer = setTimeout(
+        () => {
+          this.#watchTimer = null;
+          this.#watch();
+        },
+        Math.max(5, this.#longCallMs / 4),
+      );
     }
   }
 
@@ -421,11 +450,14 @@ export class WorkerPool {
 
   #onDeadline(job: Job): void {
     const slot = job.slot;
-    const timeout = (message: string, details: Record<string, unknown> = {}) => job.reject(new AppError('TIMEOUT', message, { details }));
+    const timeout = (message: string, details: Record<string, unknown> = {}) =>
+      job.reject(new AppError('TIMEOUT', message, { details }));
     if (!slot) {
       const index = this.#queue.indexOf(job);
       if (index !== -1) this.#queue.splice(index, 1);
-      timeout(`the call did not start within its ${Math.round(job.task.deadline - job.submitted)} ms deadline (all workers busy)`);
+      timeout(
+        `the call did not start within its ${Math.round(job.task.deadline - job.submitted)} ms deadline (all workers busy)`,
+      );
       return;
     }
     const index = slot.jobs.indexOf(job);

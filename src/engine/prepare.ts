@@ -27,7 +27,10 @@ export interface PrepareRequest {
 export type PrepareReply = { id: number; prepared: PreparedModule } | { id: number; error: { name: string; message: string } };
 
 // tsc rewrites import specifiers but not this URL: from the built dist/ the worker is prepare-worker.js.
-const PREPARE_WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './prepare-worker.ts' : './prepare-worker.js', import.meta.url);
+const PREPARE_WORKER_URL = new URL(
+  import.meta.url.endsWith('.ts') ? './prepare-worker.ts' : './prepare-worker.js',
+  import.meta.url,
+);
 
 /**
  * Runs prepareModule on a thread of its own (started at the first use), so a large upload or a

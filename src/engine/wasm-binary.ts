@@ -96,15 +96,36 @@ export function skipConstExpr(r: Reader): void {
   for (;;) {
     const op = r.byte();
     switch (op) {
-      case 0x0b: return; // end
-      case 0x41: case 0x42: r.skipLeb(); break; // i32.const, i64.const
-      case 0x43: r.skip(4); break; // f32.const
-      case 0x44: r.skip(8); break; // f64.const
-      case 0x23: r.u32(); break; // global.get
-      case 0xd0: r.skipLeb(); break; // ref.null ht
-      case 0xd2: r.u32(); break; // ref.func
-      case 0x6a: case 0x6b: case 0x6c: case 0x7c: case 0x7d: case 0x7e: break; // extended-const arithmetic
-      case 0xfd: { // v128.const
+      case 0x0b:
+        return; // end
+      case 0x41:
+      case 0x42:
+        r.skipLeb();
+        break; // i32.const, i64.const
+      case 0x43:
+        r.skip(4);
+        break; // f32.const
+      case 0x44:
+        r.skip(8);
+        break; // f64.const
+      case 0x23:
+        r.u32();
+        break; // global.get
+      case 0xd0:
+        r.skipLeb();
+        break; // ref.null ht
+      case 0xd2:
+        r.u32();
+        break; // ref.func
+      case 0x6a:
+      case 0x6b:
+      case 0x6c:
+      case 0x7c:
+      case 0x7d:
+      case 0x7e:
+        break; // extended-const arithmetic
+      case 0xfd: {
+        // v128.const
         if (r.u32() !== 12) throw new WasmRewriteError('unsupported SIMD instruction in a constant expression');
         r.skip(16);
         break;

@@ -37,6 +37,7 @@ function skipSimd(r: Reader): void {
 
 function skipMisc(r: Reader): void {
   const op = r.u32();
+  // prettier-ignore
   switch (op) {
     case 0: case 1: case 2: case 3: case 4: case 5: case 6: case 7: return; // trunc_sat
     case 8: r.u32(); r.u32(); return; // memory.init data mem
@@ -53,7 +54,8 @@ function skipMisc(r: Reader): void {
 
 function skipAtomic(r: Reader): void {
   const op = r.u32();
-  if (op === 3) r.skip(1); // atomic.fence
+  if (op === 3)
+    r.skip(1); // atomic.fence
   else skipMemarg(r);
 }
 
@@ -73,6 +75,7 @@ export function replaceMemoryOps(body: Uint8Array, sizeFn: number, growFn: numbe
   while (r.pos < r.end) {
     const at = r.pos;
     const op = r.byte();
+    // prettier-ignore
     switch (op) {
       case 0x3f: case 0x40: { // memory.size / memory.grow
         const memory = r.u32();

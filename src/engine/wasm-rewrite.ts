@@ -10,7 +10,19 @@
 //   grow, so a trap that follows can be reported as MEMORY_LIMIT, and only then. Appended functions, types and globals go at the end of
 //   their index spaces, so no existing index moves. A body the decoder cannot read leaves the module
 //   without virtual growth (the engine then rebuilds instances that grew too much).
-import { concat, leb, nameBytes, Reader, readLimits, section, skipConstExpr, skipValType, splitSections, WasmRewriteError, type RawSection } from './wasm-binary.ts';
+import {
+  concat,
+  leb,
+  nameBytes,
+  Reader,
+  readLimits,
+  section,
+  skipConstExpr,
+  skipValType,
+  splitSections,
+  WasmRewriteError,
+  type RawSection,
+} from './wasm-binary.ts';
 import { replaceMemoryOps } from './wasm-code.ts';
 
 export { WasmRewriteError } from './wasm-binary.ts';
@@ -41,7 +53,19 @@ export interface RewriteResult extends ModuleLayout {
   bytes: Uint8Array;
 }
 
-const SECTION = { custom: 0, type: 1, import: 2, function: 3, table: 4, memory: 5, global: 6, export: 7, elem: 9, code: 10, data: 11 } as const;
+const SECTION = {
+  custom: 0,
+  type: 1,
+  import: 2,
+  function: 3,
+  table: 4,
+  memory: 5,
+  global: 6,
+  export: 7,
+  elem: 9,
+  code: 10,
+  data: 11,
+} as const;
 const KIND = { func: 0, table: 1, memory: 2, global: 3, tag: 4 } as const;
 const I32 = 0x7f;
 /** Position of each known section id in the required order (custom sections keep their places). */
@@ -91,6 +115,7 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
     r.name();
     r.name();
     const kind = r.byte();
+    // prettier-ignore
     switch (kind) {
       case KIND.func: r.u32(); importedFuncs++; break;
       case KIND.table: skipValType(r); readLimits(r); importedTables++; break;
@@ -151,6 +176,7 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
     const sizeBody = [0x00, 0x23, ...leb(pagesGlobal), 0x0b];
     // (n: i32) -> i32: grow the virtual size by n, growing the real memory only when needed.
     const [n, old, delta] = [0, 1, 2];
+    // prettier-ignore
     const growBody = [
       0x01, 0x02, I32, // locals: old, delta
       0x23, ...leb(pagesGlobal), 0x21, old, // old = pages
@@ -169,11 +195,20 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
     bodies.push(concat([leb(sizeBody.length), sizeBody]), concat([leb(growBody.length), growBody]));
 
     replaced.set(SECTION.code, section(SECTION.code, concat([leb(code.count + 2), ...bodies])));
-    replaced.set(SECTION.type, section(SECTION.type, concat([leb(types.count + 2), types.entries, [0x60, 0x00, 0x01, I32], [0x60, 0x01, I32, 0x01, I32]])));
-    replaced.set(SECTION.function, section(SECTION.function, concat([leb(functions.count + 2), functions.entries, leb(sizeType), leb(growType)])));
+    replaced.set(
+      SECTION.type,
+      section(SECTION.type, concat([leb(types.count + 2), types.entries, [0x60, 0x00, 0x01, I32], [0x60, 0x01, I32, 0x01, I32]])),
+    );
+    replaced.set(
+      SECTION.function,
+      section(SECTION.function, concat([leb(functions.count + 2), functions.entries, leb(sizeType), leb(growType)])),
+    );
     const pagesEntry = [I32, 0x01, 0x41, ...sleb(initialPages), 0x0b];
     const refusedEntry = [I32, 0x01, 0x41, 0x00, 0x0b];
-    replaced.set(SECTION.global, section(SECTION.global, concat([leb(globals.count + 2), globals.entries, pagesEntry, refusedEntry])));
+    replaced.set(
+      SECTION.global,
+      section(SECTION.global, concat([leb(globals.count + 2), globals.entries, pagesEntry, refusedEntry])),
+    );
     // Exported like every mutable global: restored (to 0) after each call.
     extraGlobals = [pagesGlobal, refusedGlobal];
     growRefusedExport = `${GLOBAL_EXPORT_PREFIX}${refusedGlobal}`;
@@ -204,11 +239,22 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
   replaced.set(SECTION.import, section(SECTION.import, concat([leb(imports.count + 1), imports.entries, memoryImport])));
 
   const passiveSegments = hasPassiveSegments(input, find(SECTION.data), find(SECTION.elem));
-  return { bytes: assemble(input, sections, replaced), initialPages, declaredMaxPages, virtualGrowth, growRefusedExport, passiveSegments };
+  return {
+    bytes: assemble(input, sections, replaced),
+    initialPages,
+    declaredMaxPages,
+    virtualGrowth,
+    growRefusedExport,
+    passiveSegments,
+  };
 }
 
 /** True when a data or element segment is passive (or the sections cannot be read: assume so). */
-function hasPassiveSegments(input: Uint8Array, dataSection: RawSection | undefined, elemSection: RawSection | undefined): boolean {
+function hasPassiveSegments(
+  input: Uint8Array,
+  dataSection: RawSection | undefined,
+  elemSection: RawSection | undefined,
+): boolean {
   try {
     const data = vector(input, dataSection);
     for (let i = 0; i < data.count; i++) {
@@ -230,7 +276,8 @@ function hasPassiveSegments(input: Uint8Array, dataSection: RawSection | undefin
       if (!(flags & 1)) skipConstExpr(r); // active: offset
       const expressions = (flags & 4) !== 0;
       if (flags & 3) {
-        if (expressions) skipValType(r); // reference type
+        if (expressions)
+          skipValType(r); // reference type
         else r.byte(); // element kind
       }
       const count = r.u32();

@@ -87,7 +87,10 @@ const encoder = new TextEncoder();
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 const lossyUtf8 = new TextDecoder('utf-8');
 
-function encodeOutput(bytes: Uint8Array, encoding: CallMessage['outputEncoding']): Pick<ResultMessage, 'output' | 'outputBase64'> {
+function encodeOutput(
+  bytes: Uint8Array,
+  encoding: CallMessage['outputEncoding'],
+): Pick<ResultMessage, 'output' | 'outputBase64'> {
   const base64 = () => ({ outputBase64: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64') });
   if (encoding === 'base64') return base64();
   if (encoding === 'utf8') return { output: lossyUtf8.decode(bytes) };
@@ -124,7 +127,9 @@ function describeFailure(
       };
     }
     const nearCap = !instance.shape.virtualGrowth && pages >= instance.maxPages - Math.max(1, Math.floor(instance.maxPages / 8));
-    const hint = nearCap ? ` (its memory was at ${pages} of ${instance.maxPages} pages (memoryMaxPages): a refused memory.grow may be the cause)` : '';
+    const hint = nearCap
+      ? ` (its memory was at ${pages} of ${instance.maxPages} pages (memoryMaxPages): a refused memory.grow may be the cause)`
+      : '';
     return { code: 'PLUGIN_ERROR', message: `the plugin trapped: ${text}${hint}` };
   }
   if (err instanceof RangeError) return { code: 'PLUGIN_ERROR', message: `the plugin failed: ${text}` };
@@ -156,12 +161,14 @@ async function handleCall(msg: CallMessage): Promise<void> {
   let result: ResultMessage;
   try {
     instance = instanceFor(entry, limits.memoryPages);
-    if (!instance.hasFunction(msg.function)) throw new CallFailure('FUNCTION_NOT_FOUND', `the plugin has no function "${msg.function}"`);
+    if (!instance.hasFunction(msg.function))
+      throw new CallFailure('FUNCTION_NOT_FOUND', `the plugin has no function "${msg.function}"`);
     if (msg.egress && entry.shape.jspi) {
       egressModule ??= await import('../egress/fetch.ts');
       egress = egressModule.createEgressFetch(msg.egress);
     }
-    const input = msg.input === null ? null : msg.inputEncoding === 'base64' ? Buffer.from(msg.input, 'base64') : encoder.encode(msg.input);
+    const input =
+      msg.input === null ? null : msg.inputEncoding === 'base64' ? Buffer.from(msg.input, 'base64') : encoder.encode(msg.input);
     call = new CallState(
       input,
       msg.config,
@@ -220,11 +227,23 @@ async function handleCall(msg: CallMessage): Promise<void> {
 // One call at a time: a call suspended on HTTP must not let the next one onto the same instance.
 let queue: Promise<void> = Promise.resolve();
 function enqueue(msg: CallMessage): void {
-  queue = queue.then(() => handleCall(msg)).catch((err: unknown) => {
-    // Only a bug in the engine lands here; the pool fails the call and replaces this worker.
-    port!.postMessage({ kind: 'result', callId: msg.callId, ok: false, error: { code: 'INTERNAL_ERROR', message: String(err) }, logs: [], logsTruncated: false, egress: [], runMs: 0, memoryPages: 0 });
-    process.exit(1);
-  });
+  queue = queue
+    .then(() => handleCall(msg))
+    .catch((err: unknown) => {
+      // Only a bug in the engine lands here; the pool fails the call and replaces this worker.
+      port!.postMessage({
+        kind: 'result',
+        callId: msg.callId,
+        ok: false,
+        error: { code: 'INTERNAL_ERROR', message: String(err) },
+        logs: [],
+        logsTruncated: false,
+        egress: [],
+        runMs: 0,
+        memoryPages: 0,
+      });
+      process.exit(1);
+    });
 }
 port.on('message', (msg: CallMessage | BatchMessage) => {
   if (msg.kind === 'batch') msg.calls.forEach(enqueue);

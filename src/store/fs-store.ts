@@ -5,7 +5,16 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, pipeline } from 'node:stream';
-import { ID_PATTERN, pluginIdOf, StoredBytesCorruptError, type BytesStream, type NewPlugin, type PluginMeta, type PluginStore, type PutResult } from './store.ts';
+import {
+  ID_PATTERN,
+  pluginIdOf,
+  StoredBytesCorruptError,
+  type BytesStream,
+  type NewPlugin,
+  type PluginMeta,
+  type PluginStore,
+  type PutResult,
+} from './store.ts';
 
 const TEMP_PREFIX = '.tmp-';
 
@@ -95,7 +104,8 @@ export class FsPluginStore implements PluginStore {
       const name = entry.meta.name;
       if (name !== null) {
         const previous = this.#byName.get(name);
-        if (previous !== undefined) this.#index({ ...this.#byId.get(previous)!, meta: withName(this.#byId.get(previous)!.meta, null) });
+        if (previous !== undefined)
+          this.#index({ ...this.#byId.get(previous)!, meta: withName(this.#byId.get(previous)!.meta, null) });
         this.#byName.set(name, entry.meta.id);
       }
       this.#index(entry);
@@ -158,7 +168,10 @@ export class FsPluginStore implements PluginStore {
       try {
         await this.#writeMeta(freed);
       } catch (err) {
-        this.#log.warn({ err, plugin: holderId, name }, 'store: the name moved, but its previous holder\'s record still carries it on disk (resolved at the next start)');
+        this.#log.warn(
+          { err, plugin: holderId, name },
+          "store: the name moved, but its previous holder's record still carries it on disk (resolved at the next start)",
+        );
       }
     }
     return updated;

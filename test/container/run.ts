@@ -33,7 +33,11 @@ interface Run {
 
 function run(cmd: string, args: string[], options: SpawnSyncOptions = {}): Run {
   const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, ...options });
-  return { status: r.error ? null : r.status, stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? r.error?.message ?? '') };
+  return {
+    status: r.error ? null : r.status,
+    stdout: String(r.stdout ?? ''),
+    stderr: String(r.stderr ?? r.error?.message ?? ''),
+  };
 }
 
 const podman = (...args: string[]): Run => run('podman', args);
@@ -76,13 +80,16 @@ function configurePodman(): void {
   // A Node service needs a few dozen threads; higher nproc values are refused by runc here.
   const nproc = 4096;
   const conf = path.join(confDir, 'containers.conf');
-  writeFileSync(conf, [
-    '[containers]',
-    `default_ulimits = ["nofile=${nofile}:${nofile}", "nproc=${nproc}:${nproc}"]`,
-    '[engine]',
-    'runtime = "runc"',
-    '',
-  ].join('\n'));
+  writeFileSync(
+    conf,
+    [
+      '[containers]',
+      `default_ulimits = ["nofile=${nofile}:${nofile}", "nproc=${nproc}:${nproc}"]`,
+      '[engine]',
+      'runtime = "runc"',
+      '',
+    ].join('\n'),
+  );
   process.env.CONTAINERS_CONF = conf;
 }
 
@@ -121,30 +128,69 @@ function checkImage(): void {
   const size = Number(podmanOk('image', 'inspect', '--format', '{{.Size}}', IMAGE));
   check('image is under 250 MB', size > 0 && size < MAX_IMAGE_BYTES, `${(size / 1e6).toFixed(1)} MB`);
 
-  const [inspected] = JSON.parse(podmanOk('image', 'inspect', IMAGE)) as
-    { Config?: ImageConfig; Healthcheck?: { Test?: string[] } | null }[];
+  const [inspected] = JSON.parse(podmanOk('image', 'inspect', IMAGE)) as {
+    Config?: ImageConfig;
+    Healthcheck?: { Test?: string[] } | null;
+  }[];
   const config = inspected?.Config ?? {};
   const healthcheck = inspected?.Healthcheck;
   const user = config.User ?? '';
   check('image declares a non-root USER', user !== '' && !/^(0|root)(:|$)/.test(user), `USER ${user || '(none)'}`);
   check('ENTRYPOINT is exec-form node', config.Entrypoint?.[0] === 'node', JSON.stringify(config.Entrypoint));
-  check('DATA_DIR is a declared volume', config.Env?.includes('DATA_DIR=/data') === true && config.Volumes?.['/data'] !== undefined);
-  check('HEALTHCHECK is declared (kept by --format docker)', (healthcheck?.Test?.length ?? 0) > 0, JSON.stringify(healthcheck?.Test));
+  check(
+    'DATA_DIR is a declared volume',
+    config.Env?.includes('DATA_DIR=/data') === true && config.Volumes?.['/data'] !== undefined,
+  );
+  check(
+    'HEALTHCHECK is declared (kept by --format docker)',
+    (healthcheck?.Test?.length ?? 0) > 0,
+    JSON.stringify(healthcheck?.Test),
+  );
 
   // Dev tools that must not ship: the package manager, compilers, the TypeScript sources and dev deps.
-  const probe = podman('run', '--rm', '--pull=never', '--network=none', '--entrypoint', 'sh', IMAGE, '-c',
+  const probe = podman(
+    'run',
+    '--rm',
+    '--pull=never',
+    '--network=none',
+    '--entrypoint',
+    'sh',
+    IMAGE,
+    '-c',
     'for p in /usr/local/bin/npm /usr/local/bin/npx /usr/local/lib/node_modules/npm /app/src /app/node_modules/typescript ' +
-    '/app/node_modules/vitest /app/node_modules/assemblyscript /app/node_modules/node /usr/bin/gcc /usr/bin/rustc; ' +
-    'do [ -e "$p" ] && echo "$p"; done; true');
-  check('no dev tools in the final image', probe.status === 0 && probe.stdout.trim() === '',
-    probe.status === 0 ? probe.stdout.trim().replace(/\n/g, ' ') : probe.stderr.trim());
+      '/app/node_modules/vitest /app/node_modules/assemblyscript /app/node_modules/node /usr/bin/gcc /usr/bin/rustc; ' +
+      'do [ -e "$p" ] && echo "$p"; done; true',
+  );
+  check(
+    'no dev tools in the final image',
+    probe.status === 0 && probe.stdout.trim() === '',
+    probe.status === 0 ? probe.stdout.trim().replace(/\n/g, ' ') : probe.stderr.trim(),
+  );
 }
 
 function startContainer(name: string): string {
   // The hardening docker-compose.yml applies: read-only root, no capabilities, no privilege gain.
-  podmanOk('run', '--detach', '--pull=never', '--name', name, '--publish', '127.0.0.1::8080',
-    '--volume', `${volume}:/data`, '--read-only', '--tmpfs', '/tmp', '--cap-drop', 'ALL',
-    '--security-opt', 'no-new-privileges', '--env', 'LOG_LEVEL=warn', IMAGE);
+  podmanOk(
+    'run',
+    '--detach',
+    '--pull=never',
+    '--name',
+    name,
+    '--publish',
+    '127.0.0.1::8080',
+    '--volume',
+    `${volume}:/data`,
+    '--read-only',
+    '--tmpfs',
+    '/tmp',
+    '--cap-drop',
+    'ALL',
+    '--security-opt',
+    'no-new-privileges',
+    '--env',
+    'LOG_LEVEL=warn',
+    IMAGE,
+  );
   started.push(name);
   const port = podmanOk('port', name, '8080/tcp').split('\n')[0]?.split(':').pop();
   if (!port) throw new FatalError(`no published port for ${name}`);
@@ -181,7 +227,11 @@ async function exerciseService(): Promise<void> {
   }
 
   const ready = await fetch(`${base}/readyz`);
-  check('GET /readyz is 200 (store on the volume writable by the service user)', ready.status === 200, `${ready.status} ${await ready.text()}`);
+  check(
+    'GET /readyz is 200 (store on the volume writable by the service user)',
+    ready.status === 200,
+    `${ready.status} ${await ready.text()}`,
+  );
   const spec = await fetch(`${base}/openapi.json`);
   const docs = await fetch(`${base}/docs`);
   check('serves /openapi.json and /docs', spec.status === 200 && docs.status === 200, `${spec.status}, ${docs.status}`);
@@ -198,13 +248,20 @@ async function exerciseService(): Promise<void> {
   const wasm = readFileSync(path.join(repoRoot, 'plugins/dist/count_vowels.wasm'));
   const id = createHash('sha256').update(wasm).digest('hex');
   const upload = await fetch(`${base}/plugins?name=count-vowels`, {
-    method: 'POST', headers: { 'content-type': 'application/wasm' }, body: wasm,
+    method: 'POST',
+    headers: { 'content-type': 'application/wasm' },
+    body: wasm,
   });
   const uploaded = (await upload.json()) as { id?: string };
-  check('uploads plugins/dist/count_vowels.wasm', upload.status === 201 && uploaded.id === id, `${upload.status} id ${uploaded.id}`);
+  check(
+    'uploads plugins/dist/count_vowels.wasm',
+    upload.status === 201 && uploaded.id === id,
+    `${upload.status} id ${uploaded.id}`,
+  );
 
   const call = await fetch(`${base}/plugins/${id}/call`, {
-    method: 'POST', headers: { 'content-type': 'application/json' },
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ function: 'count_vowels', input: 'Hello, World!' }),
   });
   const callBody = (await call.json()) as { output?: string };
@@ -214,20 +271,36 @@ async function exerciseService(): Promise<void> {
   } catch {
     count = undefined;
   }
-  check('calls count_vowels and gets its output', call.status === 200 && count === 3, `${call.status} ${JSON.stringify(callBody).slice(0, 200)}`);
+  check(
+    'calls count_vowels and gets its output',
+    call.status === 200 && count === 3,
+    `${call.status} ${JSON.stringify(callBody).slice(0, 200)}`,
+  );
 
   const metrics = await fetch(`${base}/metrics`);
   const text = await metrics.text();
-  check('GET /metrics serves Prometheus text', metrics.status === 200 && /^# TYPE \S+ (counter|gauge|histogram)/m.test(text),
-    `${metrics.status}, ${text.split('\n').length} lines`);
+  check(
+    'GET /metrics serves Prometheus text',
+    metrics.status === 200 && /^# TYPE \S+ (counter|gauge|histogram)/m.test(text),
+    `${metrics.status}, ${text.split('\n').length} lines`,
+  );
 
   // SIGTERM with a call in flight: the call is drained (it ends at its own 1.5 s timeout), then node exits 0.
   const loop = readFileSync(path.join(repoRoot, 'plugins/dist/loop.wasm'));
-  const loopUpload = await fetch(`${base}/plugins?name=loop`, { method: 'POST', headers: { 'content-type': 'application/wasm' }, body: loop });
+  const loopUpload = await fetch(`${base}/plugins?name=loop`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/wasm' },
+    body: loop,
+  });
   const inFlight = loopUpload.ok
     ? fetch(`${base}/plugins/loop/call`, {
-      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ function: 'spin', timeoutMs: 1500 }),
-    }).then(async (r) => `${r.status} ${((await r.json()) as { code?: string }).code ?? ''}`, (err: unknown) => `failed: ${String(err)}`)
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ function: 'spin', timeoutMs: 1500 }),
+      }).then(
+        async (r) => `${r.status} ${((await r.json()) as { code?: string }).code ?? ''}`,
+        (err: unknown) => `failed: ${String(err)}`,
+      )
     : Promise.resolve(`upload failed: ${loopUpload.status}`);
   await new Promise((r) => setTimeout(r, 300));
   await stopWithSigterm(name);
@@ -253,8 +326,11 @@ async function stopWithSigterm(name: string): Promise<void> {
   podmanOk('stop', '--time', '10', name);
   const elapsed = Date.now() - t0;
   const exitCode = podman('inspect', '--format', '{{.State.ExitCode}}', name).stdout.trim();
-  const ok = check(`SIGTERM stops ${name.endsWith('-2') ? 'the second container' : 'the container'} cleanly within ${STOP_WITHIN_MS / 1000} s`,
-    exitCode === '0' && elapsed < STOP_WITHIN_MS, `exit code ${exitCode} after ${elapsed} ms`);
+  const ok = check(
+    `SIGTERM stops ${name.endsWith('-2') ? 'the second container' : 'the container'} cleanly within ${STOP_WITHIN_MS / 1000} s`,
+    exitCode === '0' && elapsed < STOP_WITHIN_MS,
+    `exit code ${exitCode} after ${elapsed} ms`,
+  );
   if (!ok) console.log(logsOf(name));
 }
 
@@ -272,7 +348,10 @@ function report(skipped: string | null): void {
 }
 
 async function main(): Promise<number> {
-  const build = run(process.execPath, [path.join(repoRoot, 'plugins/build.mjs'), '--if-missing'], { cwd: repoRoot, stdio: 'inherit' });
+  const build = run(process.execPath, [path.join(repoRoot, 'plugins/build.mjs'), '--if-missing'], {
+    cwd: repoRoot,
+    stdio: 'inherit',
+  });
   if (build.status !== 0) throw new FatalError('plugins/build.mjs failed');
   try {
     ensureTools();
@@ -300,9 +379,12 @@ async function main(): Promise<number> {
   return failed === 0 ? 0 : 1;
 }
 
-main().then((code) => process.exit(code), (err: unknown) => {
-  console.error(err);
-  failed++;
-  report(null);
-  process.exit(1);
-});
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error(err);
+    failed++;
+    report(null);
+    process.exit(1);
+  },
+);
