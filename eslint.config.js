@@ -1,8 +1,18 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+/** Below api/, nothing knows about HTTP: the dependency rule of the rooms (see STYLE.md). */
+const httpFree = {
+  patterns: [
+    { group: ['**/api/*', '**/api/**'], message: 'engine/, store/ and egress/ must not depend on api/ (HTTP lives there only).' },
+    { group: ['fastify', 'fastify-*', '@fastify/*'], message: 'engine/, store/ and egress/ must not depend on Fastify.' },
+  ],
+};
+
 export default tseslint.config(
-  { ignores: ['node_modules/', 'dist/', 'data/', 'plugins/**/build/', 'plugins/dist/', 'plugins/**/assembly/', 'coverage/'] },
+  {
+    ignores: ['node_modules/', 'dist/', 'data/', 'plugins/**/build/', 'plugins/dist/', 'plugins/**/assembly/', 'coverage/'],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -37,5 +47,9 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       '@typescript-eslint/consistent-type-imports': 'error',
     },
+  },
+  {
+    files: ['src/engine/**', 'src/store/**', 'src/egress/**'],
+    rules: { 'no-restricted-imports': ['error', httpFree] },
   },
 );

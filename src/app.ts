@@ -12,8 +12,8 @@ import { ServiceMetrics, pluginLabel } from './metrics.ts';
 import { pluginRoutes } from './api/plugins.ts';
 import { callErrorDefaults, callRoutes } from './api/call.ts';
 import { CallEngine } from './engine/engine.ts';
-import { ModuleCache } from './engine/module-cache.ts';
-import { ModulePreparer } from './engine/prepare.ts';
+import { ModuleCache } from './engine/compile/module-cache.ts';
+import { ModulePreparer } from './engine/compile/prepare.ts';
 import { FsPluginStore } from './store/fs-store.ts';
 import type { PluginStore } from './store/store.ts';
 

@@ -2,7 +2,7 @@
 // every service metric under one prefix, label values only from bounded sets.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { EgressOutcome } from './egress/fetch.ts';
-import type { RestartReason } from './engine/pool.ts';
+import type { RestartReason } from './engine/pool/pool.ts';
 
 export const METRIC_PREFIX = 'wasmhost_';
 

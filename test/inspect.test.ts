@@ -1,9 +1,9 @@
 import createPlugin from '@extism/extism';
 import { describe, expect, it } from 'vitest';
-import { EXTISM_ENV, EXTISM_ENV_FUNCTIONS, inspectModule, WASI_FUNCTIONS, WASI_PREVIEW1 } from '../src/engine/inspect.ts';
-import { CallState } from '../src/engine/host-env.ts';
-import { describeModule, PluginInstance } from '../src/engine/instance.ts';
-import { LogCollector } from '../src/engine/logs.ts';
+import { EXTISM_ENV, EXTISM_ENV_FUNCTIONS, inspectModule, WASI_FUNCTIONS, WASI_PREVIEW1 } from '../src/engine/compile/inspect.ts';
+import { CallState } from '../src/engine/runtime/host-env.ts';
+import { describeModule, PluginInstance } from '../src/engine/runtime/instance.ts';
+import { LogCollector } from '../src/engine/runtime/logs.ts';
 import { AppError } from '../src/errors.ts';
 import { wat } from './helpers.ts';
 

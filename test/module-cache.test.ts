@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ModuleCache } from '../src/engine/module-cache.ts';
-import { prepareModule, type PreparedModule } from '../src/engine/prepare.ts';
+import { ModuleCache } from '../src/engine/compile/module-cache.ts';
+import { prepareModule, type PreparedModule } from '../src/engine/compile/prepare.ts';
 import { tinyPluginWat, wat } from './helpers.ts';
 
 async function compiled(marker: number): Promise<PreparedModule> {

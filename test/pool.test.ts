@@ -1,7 +1,7 @@
 // The worker pool alone, for what HTTP cannot provoke: workers that die while starting.
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.ts';
-import { WorkerPool } from '../src/engine/pool.ts';
+import { WorkerPool } from '../src/engine/pool/pool.ts';
 
 describe('WorkerPool', () => {
   let pool: WorkerPool | null = null;

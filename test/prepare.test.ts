@@ -1,7 +1,7 @@
 // ModulePreparer: the engine's rewrite and compile, run on a thread of its own.
 import { afterEach, describe, expect, it } from 'vitest';
-import { ModulePreparer, prepareModule } from '../src/engine/prepare.ts';
-import { HOST_MODULE, MEMORY_IMPORT, WasmRewriteError } from '../src/engine/wasm-rewrite.ts';
+import { ModulePreparer, prepareModule } from '../src/engine/compile/prepare.ts';
+import { HOST_MODULE, MEMORY_IMPORT, WasmRewriteError } from '../src/engine/compile/wasm-rewrite.ts';
 import { readPlugin, tinyPluginWat, wat } from './helpers.ts';
 
 describe('ModulePreparer', () => {

@@ -8,7 +8,7 @@ import {
   MEMORY_IMPORT,
   rewriteForEngine,
   WasmRewriteError,
-} from '../src/engine/wasm-rewrite.ts';
+} from '../src/engine/compile/wasm-rewrite.ts';
 import { readPlugin, repoRoot, wat } from './helpers.ts';
 
 const builtPlugins = readdirSync(path.join(repoRoot, 'plugins', 'dist'))

@@ -5,7 +5,7 @@ import { checkHostPatterns } from '../egress/policy.ts';
 import { AppError, isAppError } from '../errors.ts';
 import type { CallEngine } from '../engine/engine.ts';
 import { resolveLimits } from '../engine/limits.ts';
-import { CALL_LOG_LEVELS, type CallLogLevel } from '../engine/logs.ts';
+import { CALL_LOG_LEVELS, type CallLogLevel } from '../engine/runtime/logs.ts';
 import { errorSchema, pluginParamsSchema } from './schemas.ts';
 import { reportCall, reportFromDetails } from './telemetry.ts';
 

@@ -5,12 +5,12 @@ import type { EgressAuditEntry, EgressOptions } from '../egress/fetch.ts';
 import { AppError } from '../errors.ts';
 import type { PluginMeta, PluginStore } from '../store/store.ts';
 import type { ResolvedLimits } from './limits.ts';
-import type { CallLogLevel, LogEntry } from './logs.ts';
-import type { ModuleCache } from './module-cache.ts';
-import { WorkerPool, type PoolObserver, type PoolStats } from './pool.ts';
-import { EXTISM_ENV } from './host-env.ts';
-import type { Prepare, PreparedModule } from './prepare.ts';
-import { WasmRewriteError } from './wasm-rewrite.ts';
+import type { CallLogLevel, LogEntry } from './runtime/logs.ts';
+import type { ModuleCache } from './compile/module-cache.ts';
+import { WorkerPool, type PoolObserver, type PoolStats } from './pool/pool.ts';
+import { EXTISM_ENV } from './runtime/host-env.ts';
+import type { Prepare, PreparedModule } from './compile/prepare.ts';
+import { WasmRewriteError } from './compile/wasm-rewrite.ts';
 
 export interface CallRequest {
   plugin: PluginMeta;

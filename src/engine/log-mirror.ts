@@ -1,7 +1,7 @@
 // A worker's log entries, mirrored into shared memory as they are captured, so that a call stopped
 // at its deadline (its worker terminated mid-call) still answers with the logs it wrote so far.
 // Layout: Int32 [callId, bytes used, truncated], then JSON lines.
-import type { LogEntry } from './logs.ts';
+import type { LogEntry } from './runtime/logs.ts';
 
 const HEADER = 12;
 export const LOG_MIRROR_BYTES = 1024 * 1024;

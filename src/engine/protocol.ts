@@ -2,8 +2,8 @@
 // a WebAssembly.Module crosses by reference to its compiled code (no recompilation).
 import type { ErrorCode } from '../errors.ts';
 import type { EgressAuditEntry, EgressOptions } from '../egress/fetch.ts';
-import type { CallLogLevel, LogEntry } from './logs.ts';
-import type { ModuleLayout } from './wasm-rewrite.ts';
+import type { CallLogLevel, LogEntry } from './runtime/logs.ts';
+import type { ModuleLayout } from './compile/wasm-rewrite.ts';
 
 export interface WorkerCallLimits {
   memoryPages: number;

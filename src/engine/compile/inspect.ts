@@ -1,15 +1,15 @@
 // Upload-time validation: compile once, then check the module only asks for what the engine provides.
 // A module that would fail to link is refused here rather than on every call.
-import { AppError } from '../errors.ts';
-import type { PluginImport } from '../store/store.ts';
-import { EXTISM_ENV, EXTISM_ENV_FUNCTIONS } from './host-env.ts';
-import { WASI_FUNCTIONS, WASI_PREVIEW1 } from './wasi.ts';
+import { AppError } from '../../errors.ts';
+import type { PluginImport } from '../../store/store.ts';
+import { EXTISM_ENV, EXTISM_ENV_FUNCTIONS } from '../runtime/host-env.ts';
+import { WASI_FUNCTIONS, WASI_PREVIEW1 } from '../runtime/wasi.ts';
 import { prepareModule, type Prepare, type PreparedModule } from './prepare.ts';
 import { WasmRewriteError } from './wasm-rewrite.ts';
 
 // What upload accepts is exactly what the engine links: the name sets come from its implementations.
-export { EXTISM_ENV, EXTISM_ENV_FUNCTIONS } from './host-env.ts';
-export { WASI_FUNCTIONS, WASI_PREVIEW1 } from './wasi.ts';
+export { EXTISM_ENV, EXTISM_ENV_FUNCTIONS } from '../runtime/host-env.ts';
+export { WASI_FUNCTIONS, WASI_PREVIEW1 } from '../runtime/wasi.ts';
 
 /** Exports the runtime calls itself (WASI reactor start-up), not a caller. */
 const RUNTIME_EXPORTS = new Set(['_initialize']);

@@ -1,6 +1,6 @@
 // A typed failure raised inside a worker (by a host function or the call runner). It crosses the
 // thread boundary as { code, message } and becomes an AppError on the main thread.
-import type { ErrorCode } from '../errors.ts';
+import type { ErrorCode } from '../../errors.ts';
 
 export type CallFailureCode = Extract<
   ErrorCode,

@@ -16,8 +16,8 @@
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { AppError } from '../errors.ts';
-import { createLogMirrorBuffer, readLogMirror } from './log-mirror.ts';
+import { AppError } from '../../errors.ts';
+import { createLogMirrorBuffer, readLogMirror } from '../log-mirror.ts';
 import {
   HTTP_WAIT_CELL,
   SHARED_CELLS,
@@ -25,7 +25,7 @@ import {
   type CallMessage,
   type ResultMessage,
   type WorkerMessage,
-} from './protocol.ts';
+} from '../protocol.ts';
 
 export type RestartReason = 'timeout' | 'crash' | 'exit';
 
@@ -118,7 +118,7 @@ export interface PoolOptions {
 }
 
 // tsc rewrites import specifiers but not this URL: from the built dist/ the worker is worker.js.
-const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url);
+const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? '../runtime/worker.ts' : '../runtime/worker.js', import.meta.url);
 const WORKER_COMPILE_CACHE = path.join(tmpdir(), 'wasmhost-compile-cache');
 /** A call sent ahead only goes to a worker whose current call started less than this ago. */
 const AHEAD_IF_YOUNGER_MS = 5;

@@ -1,15 +1,15 @@
 // Worker thread entry: runs one call at a time on recycled plugin instances (see instance.ts).
 // The result is posted before the instance is reset, so the reset is off the caller's path.
 import { parentPort, workerData } from 'node:worker_threads';
-import type * as EgressFetch from '../egress/fetch.ts';
-import type { EgressSession } from '../egress/fetch.ts';
-import type { ErrorCode } from '../errors.ts';
+import type * as EgressFetch from '../../egress/fetch.ts';
+import type { EgressSession } from '../../egress/fetch.ts';
+import type { ErrorCode } from '../../errors.ts';
 import { CallFailure, WasiExit } from './call-failure.ts';
 import { CallState } from './host-env.ts';
 import { describeModule, PluginInstance, type ModuleShape } from './instance.ts';
-import { LogMirrorWriter } from './log-mirror.ts';
+import { LogMirrorWriter } from '../log-mirror.ts';
 import { LogCollector } from './logs.ts';
-import { HTTP_WAIT_CELL, type BatchMessage, type CallMessage, type ResultMessage, type WorkerMessage } from './protocol.ts';
+import { HTTP_WAIT_CELL, type BatchMessage, type CallMessage, type ResultMessage, type WorkerMessage } from '../protocol.ts';
 
 const MAX_MODULES = 64;
 const MAX_INSTANCES_PER_MODULE = 4;
@@ -35,7 +35,7 @@ async function waitingOnHttp<T>(request: () => Promise<T>): Promise<T> {
 /** Loaded on the first call that may use HTTP: it pulls in undici, which would slow every worker start. */
 let egressModule: typeof EgressFetch | null = null;
 const port = parentPort;
-if (!port) throw new Error('engine/worker.ts must run in a worker thread');
+if (!port) throw new Error('engine/runtime/worker.ts must run in a worker thread');
 /** Shared with the pool: the claim cells of the calls sent here (see protocol.ts); the running call's logs. */
 const shared = workerData as { state: Int32Array; logMirror: SharedArrayBuffer; instanceCacheBytes: number };
 const state = shared.state;
@@ -164,7 +164,7 @@ async function handleCall(msg: CallMessage): Promise<void> {
     if (!instance.hasFunction(msg.function))
       throw new CallFailure('FUNCTION_NOT_FOUND', `the plugin has no function "${msg.function}"`);
     if (msg.egress && entry.shape.jspi) {
-      egressModule ??= await import('../egress/fetch.ts');
+      egressModule ??= await import('../../egress/fetch.ts');
       egress = egressModule.createEgressFetch(msg.egress);
     }
     const input =

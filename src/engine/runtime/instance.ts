@@ -7,7 +7,13 @@ import { CallFailure } from './call-failure.ts';
 import { CallState, createExtismEnv, EXTISM_ENV, type HostSlot } from './host-env.ts';
 import { LogCollector } from './logs.ts';
 import { createWasi, WASI_PREVIEW1 } from './wasi.ts';
-import { GLOBAL_EXPORT_PREFIX, HOST_MODULE, MEMORY_IMPORT, TABLE_EXPORT_PREFIX, type ModuleLayout } from './wasm-rewrite.ts';
+import {
+  GLOBAL_EXPORT_PREFIX,
+  HOST_MODULE,
+  MEMORY_IMPORT,
+  TABLE_EXPORT_PREFIX,
+  type ModuleLayout,
+} from '../compile/wasm-rewrite.ts';
 
 const PAGE = 65536;
 const WASM32_MAX_PAGES = 65536;

@@ -6,7 +6,7 @@ import { prepareModule } from './prepare.ts';
 import type { PrepareReply, PrepareRequest } from './prepare.ts';
 
 const port = parentPort;
-if (!port) throw new Error('engine/prepare-worker.ts must run in a worker thread');
+if (!port) throw new Error('engine/compile/prepare-worker.ts must run in a worker thread');
 
 port.on('message', (request: PrepareRequest) => {
   prepareModule(request.bytes).then(
