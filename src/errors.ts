@@ -1,68 +1,68 @@
-// Typed errors with a stable code and an HTTP status; api/error-handler.ts maps them to JSON in one place.
+// Domain errors with a stable code. No HTTP here: api/error-status.ts maps each code to a status, and
+// api/error-handler.ts turns an AppError into a response (a retryAfterMs becomes Retry-After).
 
-/** Every error code the API can answer with, and its HTTP status. */
-export const ERROR_STATUS = {
+/** Every error code the service answers with. */
+export const ERROR_CODES = [
   // request shape
-  INVALID_REQUEST: 400,
-  INVALID_NAME: 400,
-  INVALID_CONFIG: 400,
-  INVALID_ALLOWED_HOSTS: 400,
-  MISSING_FILE: 400,
-  EMPTY_BODY: 400,
-  UNSUPPORTED_MEDIA_TYPE: 415,
-  LIMIT_ABOVE_CEILING: 400,
+  'INVALID_REQUEST',
+  'INVALID_NAME',
+  'INVALID_CONFIG',
+  'INVALID_ALLOWED_HOSTS',
+  'MISSING_FILE',
+  'EMPTY_BODY',
+  'UNSUPPORTED_MEDIA_TYPE',
+  'LIMIT_ABOVE_CEILING',
   // uploads
-  INVALID_WASM: 400,
-  UNSUPPORTED_IMPORTS: 400,
-  NO_CALLABLE_EXPORTS: 400,
-  PLUGIN_TOO_LARGE: 413,
+  'INVALID_WASM',
+  'UNSUPPORTED_IMPORTS',
+  'NO_CALLABLE_EXPORTS',
+  'PLUGIN_TOO_LARGE',
   // lookups
-  PLUGIN_NOT_FOUND: 404,
-  FUNCTION_NOT_FOUND: 404,
-  NOT_FOUND: 404,
+  'PLUGIN_NOT_FOUND',
+  'FUNCTION_NOT_FOUND',
+  'NOT_FOUND',
   // calls
-  INPUT_TOO_LARGE: 413,
-  PLUGIN_ERROR: 422,
-  HOST_NOT_ALLOWED: 422,
-  MEMORY_LIMIT: 422,
-  OUTPUT_TOO_LARGE: 422,
-  EGRESS_ERROR: 422,
-  EGRESS_TIMEOUT: 504,
-  TIMEOUT: 504,
-  OVERLOADED: 503,
+  'INPUT_TOO_LARGE',
+  'PLUGIN_ERROR',
+  'HOST_NOT_ALLOWED',
+  'MEMORY_LIMIT',
+  'OUTPUT_TOO_LARGE',
+  'EGRESS_ERROR',
+  'EGRESS_TIMEOUT',
+  'TIMEOUT',
+  'OVERLOADED',
   // access and operations
-  UNAUTHORIZED: 401,
-  FORBIDDEN: 403,
-  RATE_LIMITED: 429,
-  SHUTTING_DOWN: 503,
-  NOT_READY: 503,
-  UNDER_PRESSURE: 503,
-  STORE_ERROR: 500,
-  INTERNAL_ERROR: 500,
-} as const;
+  'UNAUTHORIZED',
+  'FORBIDDEN',
+  'RATE_LIMITED',
+  'SHUTTING_DOWN',
+  'NOT_READY',
+  'UNDER_PRESSURE',
+  'STORE_ERROR',
+  'INTERNAL_ERROR',
+] as const;
 
-export type ErrorCode = keyof typeof ERROR_STATUS;
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
 export interface AppErrorOptions {
-  /** Extra top-level fields of the JSON body (e.g. `logs`, `egress`, `exports`). */
+  /** Extra top-level fields of the error body (e.g. `logs`, `egress`, `exports`). */
   details?: Record<string, unknown>;
-  headers?: Record<string, string>;
+  /** When the caller may usefully try again (overload, rate limits, shutdown). */
+  retryAfterMs?: number;
   cause?: unknown;
 }
 
 export class AppError extends Error {
   override name = 'AppError';
   readonly code: ErrorCode;
-  readonly statusCode: number;
   readonly details: Record<string, unknown>;
-  readonly headers: Record<string, string>;
+  readonly retryAfterMs: number | null;
 
   constructor(code: ErrorCode, message: string, options: AppErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
-    this.statusCode = ERROR_STATUS[code];
     this.details = options.details ?? {};
-    this.headers = options.headers ?? {};
+    this.retryAfterMs = options.retryAfterMs ?? null;
   }
 }
 

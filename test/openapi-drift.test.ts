@@ -3,7 +3,7 @@
 // not exist, or when a route's own schema (params, query, body, response codes) disagrees with it.
 import type { RouteOptions } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ERROR_STATUS } from '../src/errors.ts';
+import { ERROR_STATUS } from '../src/api/error-status.ts';
 import { documentedOperations, openApiDocument, resolveRef } from './openapi-contract.ts';
 import { removeDir, startServer, type TestServer } from './helpers.ts';
 

@@ -6,6 +6,7 @@ import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Config, Role } from '../config.ts';
 import { AppError } from '../errors.ts';
+import { HttpError } from './error-handler.ts';
 import { type Access, routePolicy } from './route-policy.ts';
 
 export type Grant = Role | 'metrics';
@@ -122,7 +123,7 @@ function bearerToken(request: FastifyRequest): string | null | undefined {
 
 function unauthorized(message: string, invalid: boolean): AppError {
   const challenge = invalid ? 'Bearer realm="wasmhost", error="invalid_token"' : 'Bearer realm="wasmhost"';
-  return new AppError('UNAUTHORIZED', message, { headers: { 'www-authenticate': challenge } });
+  return new HttpError('UNAUTHORIZED', message, { 'www-authenticate': challenge });
 }
 
 export async function installAccessControl(app: FastifyInstance, config: Config): Promise<void> {
@@ -149,9 +150,7 @@ export async function installAccessControl(app: FastifyInstance, config: Config)
       throw new AppError(
         'RATE_LIMITED',
         `too many failed token attempts from this address (AUTH_FAILURE_MAX ${authFailureMax} per ${rateLimitWindowMs} ms), retry in ${retryAfter} s`,
-        {
-          headers: { 'retry-after': String(retryAfter) },
-        },
+        { retryAfterMs: retryAfter * 1000 },
       );
     }
     if (token === undefined) throw unauthorized('this route needs a bearer token (Authorization: Bearer <token>)', false);
@@ -177,9 +176,7 @@ export async function installAccessControl(app: FastifyInstance, config: Config)
       new AppError(
         'RATE_LIMITED',
         `rate limit of ${context.max} requests per ${rateLimitWindowMs} ms exceeded, retry in ${context.after}`,
-        {
-          headers: { 'retry-after': String(Math.max(1, Math.ceil(context.ttl / 1000))) },
-        },
+        { retryAfterMs: context.ttl },
       ),
   });
 }

@@ -1,7 +1,8 @@
 // The one place where errors become HTTP responses: { statusCode, code, error, message, ...details }.
 import { STATUS_CODES } from 'node:http';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, ERROR_STATUS, type ErrorCode, isAppError } from '../errors.ts';
+import { AppError, type AppErrorOptions, type ErrorCode, isAppError } from '../errors.ts';
+import { statusOf } from './error-status.ts';
 
 export interface ErrorBody {
   statusCode: number;
@@ -11,14 +12,31 @@ export interface ErrorBody {
   [extra: string]: unknown;
 }
 
+/** An error raised in api/ that needs response headers of its own (WWW-Authenticate); below api/ errors carry none. */
+export class HttpError extends AppError {
+  readonly headers: Record<string, string>;
+  constructor(code: ErrorCode, message: string, headers: Record<string, string>, options: AppErrorOptions = {}) {
+    super(code, message, options);
+    this.headers = headers;
+  }
+}
+
 export function errorBody(err: AppError): ErrorBody {
+  const statusCode = statusOf(err.code);
   return {
     ...err.details,
-    statusCode: err.statusCode,
+    statusCode,
     code: err.code,
-    error: STATUS_CODES[err.statusCode] ?? 'Error',
+    error: STATUS_CODES[statusCode] ?? 'Error',
     message: err.message,
   };
+}
+
+/** The response headers of an error: Retry-After from its retryAfterMs, and an HttpError's own. */
+export function errorHeaders(err: AppError): Record<string, string> {
+  const headers: Record<string, string> = err instanceof HttpError ? { ...err.headers } : {};
+  if (err.retryAfterMs !== null) headers['retry-after'] = String(Math.max(1, Math.ceil(err.retryAfterMs / 1000)));
+  return headers;
 }
 
 /** Translates Fastify's own errors (schema, body size, media type) into our codes. */
@@ -65,11 +83,11 @@ export function frameworkErrorHandler(defaultsFor: PathErrorDefaults) {
     const defaults = defaultsFor(request.method, path);
     const body = errorBody(appError);
     request.log.info(
-      { method: request.method, route: null, url: request.raw.url, statusCode: appError.statusCode, code: appError.code },
+      { method: request.method, route: null, url: request.raw.url, statusCode: body.statusCode, code: appError.code },
       'request completed',
     );
     void reply
-      .code(appError.statusCode)
+      .code(body.statusCode)
       .header('x-request-id', request.id)
       .send(defaults ? { ...defaults, ...body } : body);
   };
@@ -78,20 +96,21 @@ export function frameworkErrorHandler(defaultsFor: PathErrorDefaults) {
 export function installErrorHandler(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError | AppError, request: FastifyRequest, reply: FastifyReply) => {
     const appError = isAppError(err) ? err : fromFastifyError(err, request);
-    if (appError.statusCode >= 500 && appError.code === 'INTERNAL_ERROR') {
+    if (appError.code === 'INTERNAL_ERROR') {
       // The logger's err serializer (api/telemetry.ts) keeps code, message, stack and cause: never details (plugin logs).
       request.log.error({ err }, 'unhandled error');
     }
     const body = errorBody(appError);
     const defaults = request.routeOptions.config?.errorDefaults;
     void reply
-      .code(appError.statusCode)
-      .headers(appError.headers)
+      .code(body.statusCode)
+      .headers(errorHeaders(appError))
       .send(defaults ? { ...defaults, ...body } : body);
   });
   app.setNotFoundHandler((request, reply) => {
     const err = new AppError('NOT_FOUND', `route ${request.method} ${request.url} not found`);
-    void reply.code(err.statusCode).send(errorBody(err));
+    const body = errorBody(err);
+    void reply.code(body.statusCode).send(body);
   });
 }
 
@@ -105,5 +124,3 @@ declare module 'fastify' {
     errorDefaults?: Readonly<Record<string, unknown>>;
   }
 }
-
-export { ERROR_STATUS };

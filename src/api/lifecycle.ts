@@ -11,7 +11,8 @@ const CANCEL_GRACE_MS = 250;
 const CLOSE_CONNECTIONS_AFTER_MS = 1_000;
 
 function shuttingDownError(message: string): AppError {
-  return new AppError('SHUTTING_DOWN', message, { headers: { connection: 'close', 'retry-after': '1' } });
+  // Connection: close comes from the onSend hook below, on every answer while shutting down.
+  return new AppError('SHUTTING_DOWN', message, { retryAfterMs: 1_000 });
 }
 
 export class Lifecycle {

@@ -10,7 +10,7 @@ import { routePolicy } from './route-policy.ts';
 export type ReadinessCheck = () => Promise<void> | void;
 
 const CHECK_TIMEOUT_MS = 2_000;
-const UNDER_PRESSURE_RETRY_AFTER_S = 5;
+const UNDER_PRESSURE_RETRY_AFTER_MS = 5_000;
 
 export interface ReadinessResult {
   ready: boolean;
@@ -99,7 +99,7 @@ export async function installLoadShedding(app: FastifyInstance, config: Config):
     pressureHandler: async (request, _reply, type, value) => {
       if (!routePolicy(request).call) return;
       throw new AppError('UNDER_PRESSURE', `the server is under pressure (${type}: ${Math.round(Number(value))}), retry later`, {
-        headers: { 'retry-after': String(UNDER_PRESSURE_RETRY_AFTER_S) },
+        retryAfterMs: UNDER_PRESSURE_RETRY_AFTER_MS,
       });
     },
   });

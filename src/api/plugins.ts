@@ -21,7 +21,7 @@ const MULTIPART_OVERHEAD_BYTES = MULTIPART_FIELDS * MULTIPART_FIELD_BYTES + 64 *
 const UPLOAD_FIELDS = new Set(['name', 'description', 'config', 'allowedHosts']);
 /** How long a refused upload's remaining body is read and dropped before the connection is cut. */
 const LINGER_MS = 5_000;
-const OVERLOADED_RETRY_AFTER_S = 1;
+const OVERLOADED_RETRY_AFTER_MS = 1_000;
 
 export interface PluginRoutesOptions {
   config: Config;
@@ -264,9 +264,7 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
       throw new AppError(
         'OVERLOADED',
         `${uploadConcurrency} uploads are already in progress (UPLOAD_CONCURRENCY); retry shortly`,
-        {
-          headers: { 'retry-after': String(OVERLOADED_RETRY_AFTER_S) },
-        },
+        { retryAfterMs: OVERLOADED_RETRY_AFTER_MS },
       );
     }
     uploadsInProgress++;

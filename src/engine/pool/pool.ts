@@ -127,6 +127,8 @@ const RESPAWN_BACKOFF_MS = 50;
 const RESPAWN_BACKOFF_MAX_MS = 5_000;
 /** Burst workers beyond BURST_WORKERS for calls waiting on HTTP, per core worker (bounds the threads). */
 const MAX_HTTP_WAIT_BURST = 4;
+/** When a caller refused for a full queue may try again. */
+const OVERLOADED_RETRY_AFTER_MS = 1_000;
 
 export class WorkerPool {
   readonly #slots: Slot[] = [];
@@ -225,7 +227,7 @@ export class WorkerPool {
       const overloaded = (why: string) =>
         Promise.reject(
           new AppError('OVERLOADED', `all ${this.#slots.length} workers are busy and ${why}`, {
-            headers: { 'retry-after': '1' },
+            retryAfterMs: OVERLOADED_RETRY_AFTER_MS,
           }),
         );
       if (this.#queue.length >= this.#options.queueMax) return overloaded(`${this.#queue.length} calls are waiting`);
