@@ -67,7 +67,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
 
   metrics.watch({
     store: () => store.stats(),
-    pluginLabels: async () => new Set((await store.list()).map(pluginLabel)),
+    pluginLabels: async () => new Set(store.known().map(pluginLabel)),
     moduleCache: () => app.moduleCache.stats(),
   });
   readiness.add('store', () => store.check());

@@ -25,6 +25,8 @@ export interface Config {
   uploadConcurrency: number;
   /** Compiled modules kept in memory (bytes of Wasm source they came from). */
   moduleCacheBytes: number;
+  /** Plugins per page of GET /plugins (`limit`). */
+  listLimit: Limit;
   engine: {
     workers: number;
     /** Calls waiting for a worker beyond which new calls get 503 OVERLOADED. */
@@ -214,6 +216,7 @@ export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
     maxPluginBytes: int(env, 'MAX_PLUGIN_BYTES', 32 * MiB, 8),
     uploadConcurrency: int(env, 'UPLOAD_CONCURRENCY', 2, 1, 256),
     moduleCacheBytes: int(env, 'MODULE_CACHE_BYTES', 256 * MiB, 0),
+    listLimit: limit(env, 'LIST_LIMIT', 100, 1000),
     engine: {
       workers: int(env, 'WORKERS', Math.max(1, availableParallelism()), 1, 256),
       queueMax: int(env, 'QUEUE_MAX', 256, 0),

@@ -39,6 +39,7 @@ export const ERROR_CODES = [
   'NOT_READY',
   'UNDER_PRESSURE',
   'STORE_ERROR',
+  'STORE_UNAVAILABLE',
   'INTERNAL_ERROR',
 ] as const;
 

@@ -3,8 +3,13 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FsPluginStore } from '../src/store/fs-store.ts';
-import { StoredBytesCorruptError, type NewPlugin } from '../src/store/store.ts';
+import { StoredBytesCorruptError, type NewPlugin, type PluginMeta, type PluginStore } from '../src/store/store.ts';
 import { listFiles, makeTempDir, removeDir, tinyPluginWat, wat } from './helpers.ts';
+
+/** Every stored plugin, newest first (one page as large as needed). */
+async function listAll(store: PluginStore, filter: { name?: string } = {}): Promise<PluginMeta[]> {
+  return (await store.list({ ...filter, limit: Number.MAX_SAFE_INTEGER })).plugins;
+}
 
 async function newPlugin(marker: number, name: string | null = null): Promise<NewPlugin> {
   const bytes = await wat(tinyPluginWat(marker));
@@ -43,7 +48,7 @@ describe('FsPluginStore', () => {
     const again = await store.put({ ...plugin, meta: { ...plugin.meta, createdAt: new Date(0).toISOString() } });
     expect(again.created).toBe(false);
     expect(again.meta).toEqual(first.meta);
-    expect(await store.list()).toHaveLength(1);
+    expect(await listAll(store)).toHaveLength(1);
     expect(Buffer.from((await store.getBytes(plugin.meta.id))!)).toEqual(Buffer.from(plugin.bytes));
     expect(store.stats()).toEqual({ plugins: 1, bytes: plugin.bytes.length });
     expect(await listFiles(dir)).toEqual([`blobs/${plugin.meta.id}.wasm`, `meta/${plugin.meta.id}.json`]);
@@ -62,9 +67,9 @@ describe('FsPluginStore', () => {
     const a = await store.put(await newPlugin(1, 'a'));
     const b = await store.put(await newPlugin(2));
     const c = await store.put(await newPlugin(3, 'c'));
-    expect((await store.list()).map((m) => m.id)).toEqual([c.meta.id, b.meta.id, a.meta.id]);
-    expect((await store.list({ name: 'a' })).map((m) => m.id)).toEqual([a.meta.id]);
-    expect(await store.list({ name: 'nope' })).toEqual([]);
+    expect((await listAll(store)).map((m) => m.id)).toEqual([c.meta.id, b.meta.id, a.meta.id]);
+    expect((await listAll(store, { name: 'a' })).map((m) => m.id)).toEqual([a.meta.id]);
+    expect(await listAll(store, { name: 'nope' })).toEqual([]);
   });
 
   it('moves a name to the newest upload carrying it, and frees it on delete', async () => {
@@ -120,10 +125,10 @@ describe('FsPluginStore', () => {
     await store.put(await newPlugin(1, 'one'));
     await store.put(await newPlugin(2, 'one'));
     await store.put(await newPlugin(3));
-    const before = await store.list();
+    const before = await listAll(store);
 
     const reopened = await FsPluginStore.open(dir);
-    expect(await reopened.list()).toEqual(before);
+    expect(await listAll(reopened)).toEqual(before);
     expect((await reopened.get('one'))!.id).toBe(before[1]!.id);
     for (const meta of before) {
       const bytes = await reopened.getBytes(meta.id);
@@ -132,7 +137,7 @@ describe('FsPluginStore', () => {
     expect(reopened.stats()).toEqual(store.stats());
     // Upload order continues after the restart.
     const next = await reopened.put(await newPlugin(4));
-    expect((await reopened.list())[0]!.id).toBe(next.meta.id);
+    expect((await listAll(reopened))[0]!.id).toBe(next.meta.id);
   });
 
   it('cleans up what an interrupted write left and never shows a half-written plugin', async () => {
@@ -146,12 +151,12 @@ describe('FsPluginStore', () => {
     await writeFile(path.join(dir, 'meta', '.tmp-fedcba9876543210'), '{"version":1');
 
     const reopened = await FsPluginStore.open(dir);
-    expect((await reopened.list()).map((m) => m.id)).toEqual([kept.meta.id]);
+    expect((await listAll(reopened)).map((m) => m.id)).toEqual([kept.meta.id]);
     expect(await reopened.get(orphan.meta.id)).toBeNull();
     expect(await listFiles(dir)).toEqual([`blobs/${kept.meta.id}.wasm`, `meta/${kept.meta.id}.json`]);
   });
 
-  it('skips metadata whose blob is missing and an unreadable metadata file', async () => {
+  it('keeps a plugin whose blob is missing listed (its calls answer STORE_ERROR) and skips an unreadable metadata file', async () => {
     const store = await FsPluginStore.open(dir);
     const a = await store.put(await newPlugin(1));
     const b = await store.put(await newPlugin(2));
@@ -162,8 +167,16 @@ describe('FsPluginStore', () => {
       warn: (_obj, msg) => warnings.push(msg),
       error: (_obj, msg) => warnings.push(msg),
     });
-    expect((await reopened.list()).map((m) => m.id)).toEqual([b.meta.id]);
-    expect(warnings).toHaveLength(2);
+    expect((await listAll(reopened)).map((m) => m.id)).toEqual([b.meta.id, a.meta.id]);
+    await expect(reopened.getBytes(a.meta.id)).rejects.toBeInstanceOf(StoredBytesCorruptError);
+    expect(warnings.sort()).toEqual([
+      'store: a stored plugin has lost its Wasm blob',
+      'store: the stored bytes of a plugin are damaged',
+      'store: unreadable metadata file skipped',
+    ]);
+    // The same bytes uploaded again bring it back.
+    expect((await reopened.put(await newPlugin(1))).created).toBe(false);
+    expect((await reopened.getBytes(a.meta.id))!.length).toBe(a.meta.size);
   });
 
   it('refuses bytes damaged on disk (sha256 no longer the id), whole or streamed, reports it, and a re-upload repairs them', async () => {
@@ -258,7 +271,7 @@ describe('FsPluginStore', () => {
     const plugin = await newPlugin(7);
     const results = await Promise.all(Array.from({ length: 5 }, () => store.put(plugin)));
     expect(results.filter((r) => r.created)).toHaveLength(1);
-    expect(await store.list()).toHaveLength(1);
+    expect(await listAll(store)).toHaveLength(1);
   });
 
   it('check() writes, reads and deletes a probe, and fails when the directory is gone', async () => {

@@ -33,6 +33,7 @@ export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = {
   NOT_READY: 503,
   UNDER_PRESSURE: 503,
   STORE_ERROR: 500,
+  STORE_UNAVAILABLE: 503,
   INTERNAL_ERROR: 500,
 };
 

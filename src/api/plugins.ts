@@ -6,7 +6,7 @@ import type { Config } from '../config.ts';
 import { checkHostPatterns } from '../egress/policy.ts';
 import { inspectModule } from '../engine/compile/inspect.ts';
 import type { Prepare } from '../engine/compile/prepare.ts';
-import { AppError } from '../errors.ts';
+import { AppError, isAppError } from '../errors.ts';
 import { ID_PATTERN, pluginIdOf, type PluginMeta } from '../store/store.ts';
 import { configForCaller } from './auth.ts';
 import { errorSchema, pluginParamsSchema, pluginSchema } from './schemas.ts';
@@ -39,6 +39,7 @@ interface UploadInput {
 
 type IdParams = { id: string };
 type NameQuery = { name?: string };
+type ListQuerystring = { name?: string; limit?: string; cursor?: string };
 
 export function isValidName(name: string): boolean {
   return NAME_PATTERN.test(name) && !ID_PATTERN.test(name);
@@ -246,6 +247,17 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
   });
   app.addHook('onResponse', async (request, reply) => lingerOnUnreadBody(request, reply));
 
+  const listLimit = (raw: string | undefined): number => {
+    const { default: fallback, ceiling } = opts.config.listLimit;
+    if (raw === undefined) return fallback;
+    const limit = Number(raw);
+    if (limit < 1) throw new AppError('INVALID_REQUEST', 'limit must be at least 1');
+    if (limit > ceiling) {
+      throw new AppError('LIMIT_ABOVE_CEILING', `limit ${limit} is above the ceiling of ${ceiling} (LIST_LIMIT_CEILING)`);
+    }
+    return limit;
+  };
+
   const notFound = (idOrName: string): AppError =>
     new AppError('PLUGIN_NOT_FOUND', `no plugin with id or name "${idOrName.slice(0, 80)}"`);
 
@@ -275,6 +287,7 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
     try {
       return await store.put(plugin);
     } catch (err) {
+      if (isAppError(err)) throw err;
       app.log.error({ err, plugin: plugin.meta.id }, 'store: writing a plugin failed');
       throw new AppError('STORE_ERROR', 'the plugin could not be stored', { cause: err });
     }
@@ -284,6 +297,7 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
     try {
       return await store.delete(idOrName);
     } catch (err) {
+      if (isAppError(err)) throw err;
       app.log.error({ err, plugin: idOrName }, 'store: deleting a plugin failed');
       throw new AppError('STORE_ERROR', 'the plugin could not be deleted', { cause: err });
     }
@@ -338,20 +352,40 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
     },
   );
 
-  app.get<{ Querystring: NameQuery }>(
+  app.get<{ Querystring: ListQuerystring }>(
     '/plugins',
     {
       schema: {
-        querystring: { type: 'object', properties: { name: { type: 'string' } } },
+        querystring: {
+          type: 'object',
+          properties: {
+            name: { type: 'string' },
+            // A string: query values are not coerced (app.ts), and "10" must be a valid limit.
+            limit: { type: 'string', pattern: '^[0-9]{1,9}$' },
+            cursor: { type: 'string', maxLength: 200 },
+          },
+        },
         response: {
-          200: { type: 'object', required: ['plugins'], properties: { plugins: { type: 'array', items: pluginSchema } } },
+          200: {
+            type: 'object',
+            required: ['plugins', 'nextCursor'],
+            properties: {
+              plugins: { type: 'array', items: pluginSchema },
+              nextCursor: { type: ['string', 'null'] },
+            },
+          },
           ...errorResponses,
         },
       },
     },
     async (request) => {
-      const plugins = await store.list(request.query.name === undefined ? {} : { name: request.query.name });
-      return { plugins: plugins.map((meta) => ({ ...meta, config: configForCaller(request, meta.config) })) };
+      const { name, cursor } = request.query;
+      const limit = listLimit(request.query.limit);
+      const page = await store.list({ name, limit, cursor });
+      return {
+        plugins: page.plugins.map((meta) => ({ ...meta, config: configForCaller(request, meta.config) })),
+        nextCursor: page.nextCursor,
+      };
     },
   );
 

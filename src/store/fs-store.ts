@@ -10,11 +10,15 @@ import {
   pluginIdOf,
   StoredBytesCorruptError,
   type BytesStream,
+  type ListPage,
+  type ListQuery,
   type NewPlugin,
+  type PluginRef,
   type PluginMeta,
   type PluginStore,
   type PutResult,
 } from './store.ts';
+import { decodeCursor, encodeCursor } from './cursor.ts';
 
 const TEMP_PREFIX = '.tmp-';
 
@@ -46,6 +50,7 @@ export class FsPluginStore implements PluginStore {
   readonly #log: FsStoreLogger;
   readonly #byId = new Map<string, Entry>();
   readonly #byName = new Map<string, string>();
+  readonly #deleteListeners: ((id: string) => void)[] = [];
   #nextSeq = 1;
   #bytes = 0;
   /** Mutations run one at a time; reads never wait. */
@@ -88,10 +93,8 @@ export class FsPluginStore implements PluginStore {
         this.#log.warn({ file }, 'store: metadata file with unexpected content skipped');
         continue;
       }
-      if (!blobs.has(id)) {
-        this.#log.warn({ id }, 'store: metadata without its Wasm blob skipped');
-        continue;
-      }
+      // Still stored: a call or a download answers STORE_ERROR until the same bytes are uploaded again.
+      if (!blobs.has(id)) this.#log.error({ plugin: id }, 'store: a stored plugin has lost its Wasm blob');
       entries.push({ meta: freezeMeta(parsed.plugin), seq: parsed.seq, nameSeq: parsed.nameSeq });
       blobs.delete(id);
     }
@@ -298,10 +301,22 @@ export class FsPluginStore implements PluginStore {
     });
   }
 
-  async list(filter: { name?: string } = {}): Promise<PluginMeta[]> {
-    let entries = [...this.#byId.values()];
-    if (filter.name !== undefined) entries = entries.filter((e) => e.meta.name === filter.name);
-    return entries.sort((a, b) => b.seq - a.seq).map((e) => e.meta);
+  async list(query: ListQuery): Promise<ListPage> {
+    const below = query.cursor === undefined ? Infinity : decodeCursor(query.cursor);
+    let entries = [...this.#byId.values()].filter((e) => e.seq < below);
+    if (query.name !== undefined) entries = entries.filter((e) => e.meta.name === query.name);
+    entries.sort((a, b) => b.seq - a.seq);
+    const page = entries.slice(0, query.limit);
+    const more = entries.length > page.length;
+    return { plugins: page.map((e) => e.meta), nextCursor: more ? encodeCursor(page.at(-1)!.seq) : null };
+  }
+
+  known(): PluginRef[] {
+    return [...this.#byId.values()].map((e) => e.meta);
+  }
+
+  onDelete(listener: (id: string) => void): void {
+    this.#deleteListeners.push(listener);
   }
 
   delete(idOrName: string): Promise<PluginMeta | null> {
@@ -316,6 +331,7 @@ export class FsPluginStore implements PluginStore {
       this.#bytes -= entry.meta.size;
       if (name !== null && this.#byName.get(name) === id) this.#byName.delete(name);
       await unlinkIfPresent(this.#blobPath(id));
+      for (const listener of this.#deleteListeners) listener(id);
       return entry.meta;
     });
   }
@@ -334,6 +350,10 @@ export class FsPluginStore implements PluginStore {
 
   stats(): { plugins: number; bytes: number } {
     return { plugins: this.#byId.size, bytes: this.#bytes };
+  }
+
+  async close(): Promise<void> {
+    await this.#queue;
   }
 }
 

@@ -1,4 +1,5 @@
-// What the rest of the service knows about stored plugins. Backends: fs-store.ts (embedded default).
+// What the rest of the service knows about stored plugins. Backends: fs-store.ts (the embedded
+// default) and pg/pg-store.ts (PostgreSQL, shared by replicas).
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { AppError } from '../errors.ts';
@@ -70,6 +71,24 @@ export interface BytesStream {
   size: number;
 }
 
+/** One page of GET /plugins: newest first; `cursor` continues after the last plugin of the previous page. */
+export interface ListQuery {
+  name?: string | undefined;
+  /** Plugins per page (1 or more; the api caps it). */
+  limit: number;
+  /** An opaque cursor from an earlier page's `nextCursor`. */
+  cursor?: string | undefined;
+}
+
+export interface ListPage {
+  plugins: PluginMeta[];
+  /** Null on the last page. */
+  nextCursor: string | null;
+}
+
+/** What a replica knows of a plugin without asking anyone (metrics labels). */
+export type PluginRef = Pick<PluginMeta, 'id' | 'name'>;
+
 export interface PluginStore {
   /** Stores bytes + metadata atomically; with bytes already stored, applies a new name only (and repairs a damaged blob). */
   put(plugin: NewPlugin): Promise<PutResult>;
@@ -82,11 +101,21 @@ export interface PluginStore {
    * Once opened it reads to the end even if the plugin is deleted meanwhile; null when not stored.
    */
   openBytesStream(id: string): Promise<BytesStream | null>;
-  /** Newest first. */
-  list(filter?: { name?: string }): Promise<PluginMeta[]>;
+  /**
+   * Newest first, a page at a time. Pages are stable under concurrent uploads: a cursor continues
+   * below the last upload it saw, so each plugin stored before the first page shows up exactly once.
+   * An invalid cursor is an INVALID_REQUEST AppError.
+   */
+  list(query: ListQuery): Promise<ListPage>;
+  /** Every plugin this process knows of, from memory (a replica's view may lag by the invalidation bound). */
+  known(): PluginRef[];
+  /** Tells `listener` the id of every plugin deleted, here or (PostgreSQL) by another replica. */
+  onDelete(listener: (id: string) => void): void;
   /** Deletes what an id or name points at (and that name). Returns the deleted record. */
   delete(idOrName: string): Promise<PluginMeta | null>;
   /** Readiness: throws when the store cannot be read or written. */
   check(): Promise<void>;
   stats(): { plugins: number; bytes: number };
+  /** Stops background work and closes connections. */
+  close(): Promise<void>;
 }

@@ -1,0 +1,118 @@
+// GET /plugins a page at a time (limit + an opaque cursor, newest first), over HTTP, on each store
+// backend: every plugin exactly once even while uploads go on, and bad limits and cursors refused.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pluginIdOf, type NewPlugin } from '../src/store/store.ts';
+import { expectContract } from './openapi-contract.ts';
+import { removeDir, startServer, tinyPluginWat, wat, type TestServer } from './helpers.ts';
+import { STORE_BACKENDS, type StoreBackend } from './store-backends.ts';
+
+interface Page {
+  plugins: { id: string; name: string | null }[];
+  nextCursor: string | null;
+}
+
+async function tinyPlugin(marker: number): Promise<NewPlugin> {
+  const bytes = await wat(tinyPluginWat(marker));
+  const id = pluginIdOf(bytes);
+  return {
+    bytes,
+    meta: {
+      id,
+      name: null,
+      description: '',
+      size: bytes.length,
+      createdAt: new Date().toISOString(),
+      exports: ['run'],
+      imports: [],
+      wasi: false,
+      config: {},
+      allowedHosts: [],
+    },
+  };
+}
+
+async function getPage(server: TestServer, query: string): Promise<Page> {
+  const res = await fetch(`${server.url}/plugins${query}`);
+  await expectContract('GET', `/plugins${query}`, res);
+  expect(res.status).toBe(200);
+  return (await res.json()) as Page;
+}
+
+describe.each(STORE_BACKENDS)('GET /plugins pages ($name store)', (backend: StoreBackend) => {
+  let server: TestServer;
+  let env: Record<string, string>;
+  const stored: string[] = [];
+
+  beforeAll(async () => {
+    env = await backend.env();
+    server = await startServer({ env });
+    // Filled through the store itself: 2,500 uploads over HTTP would measure the upload path, not paging.
+    for (let marker = 1; marker <= 2_500; marker++) {
+      const { meta } = await server.app.store.put(await tinyPlugin(marker));
+      stored.push(meta.id);
+    }
+  }, 300_000);
+
+  afterAll(async () => {
+    await server?.close();
+    if (server) await removeDir(server.dataDir);
+    await backend.cleanup();
+  });
+
+  it('lists 2,500 plugins with limit=1000 in three pages, each exactly once, newest first, while uploads go on', async () => {
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    let marker = 10_000;
+    do {
+      const page: Page = await getPage(server, `?limit=1000${cursor === null ? '' : `&cursor=${encodeURIComponent(cursor)}`}`);
+      seen.push(...page.plugins.map((p) => p.id));
+      cursor = page.nextCursor;
+      pages++;
+      // New uploads between pages are newer than every page's cursor: they never shift a later page.
+      const upload = await tinyPlugin(marker++);
+      const res = await fetch(`${server.url}/plugins`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/wasm' },
+        body: new Uint8Array(upload.bytes),
+      });
+      expect(res.status).toBe(201);
+    } while (cursor !== null && pages < 10);
+    expect(pages).toBe(3);
+    expect(seen).toEqual([...stored].reverse());
+    expect(new Set(seen).size).toBe(2_500);
+  });
+
+  it('answers LIST_LIMIT plugins by default and refuses a limit above the ceiling, a limit of 0 and a forged cursor', async () => {
+    const first = await getPage(server, '');
+    expect(first.plugins).toHaveLength(100);
+    expect(first.nextCursor).toEqual(expect.any(String));
+
+    const tooMany = await fetch(`${server.url}/plugins?limit=1001`);
+    await expectContract('GET', '/plugins?limit=1001', tooMany);
+    expect(tooMany.status).toBe(400);
+    expect(await tooMany.json()).toMatchObject({ code: 'LIMIT_ABOVE_CEILING' });
+
+    for (const query of [
+      '?limit=0',
+      '?limit=ten',
+      '?cursor=not-a-cursor',
+      `?cursor=${Buffer.from('u-1').toString('base64url')}`,
+    ]) {
+      const res = await fetch(`${server.url}/plugins${query}`);
+      await expectContract('GET', `/plugins${query}`, res);
+      expect({ query, status: res.status, code: ((await res.json()) as { code: string }).code }).toEqual({
+        query,
+        status: 400,
+        code: 'INVALID_REQUEST',
+      });
+    }
+  });
+
+  it('filters a page by name and ends with a null cursor', async () => {
+    const named = await tinyPlugin(20_000);
+    await server.app.store.put({ ...named, meta: { ...named.meta, name: 'paged' } });
+    const page = await getPage(server, '?name=paged&limit=5');
+    expect(page).toEqual({ plugins: [expect.objectContaining({ id: named.meta.id, name: 'paged' })], nextCursor: null });
+  });
+});
