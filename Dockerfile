@@ -16,7 +16,7 @@ RUN --mount=type=secret,id=ca \
 COPY tsconfig.json tsconfig.build.json openapi.yaml ./
 COPY src ./src
 COPY plugins ./plugins
-# --if-missing: the Rust example plugin needs Debian's rustc, which this stage does not carry.
+# --if-missing: the Rust example plugins need Debian's rustc and cargo, which this stage does not carry.
 RUN npm run build && node plugins/build.mjs --if-missing
 
 FROM ${NODE_IMAGE} AS deps

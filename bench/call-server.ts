@@ -1,5 +1,5 @@
-// The server side of bench/call.ts, run as a child process: the real app (same setup as main.ts)
-// plus one bare POST route with a trivial handler, the baseline every call is compared with.
+// The server side of bench/call.ts, run as a child process: the real app (same setup as main.ts),
+// plus one bare POST route inside it (to show what the app's hooks cost before any plugin runs).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -13,11 +13,18 @@ app.post('/bench/bare', async () => ({ ok: true }));
 await app.listen({ port: 0, host: '127.0.0.1' });
 const address = app.server.address();
 if (address === null || typeof address === 'string') throw new Error('no TCP address');
-process.send?.({ port: address.port, workers: config.engine.workers });
+process.send?.({ kind: 'ready', port: address.port, workers: config.engine.workers });
 
 // Marks let the bench split CPU per request: main thread and whole process (workers included).
 process.on('message', (msg: { kind?: string }) => {
-  if (msg.kind === 'stats') process.send?.({ kind: 'stats', engine: app.engine.stats(), rss: process.memoryUsage().rss });
+  if (msg.kind === 'stats') {
+    process.send?.({
+      kind: 'stats',
+      engine: app.engine.stats(),
+      moduleCache: app.moduleCache.stats(),
+      rss: process.memoryUsage().rss,
+    });
+  }
   if (msg.kind === 'mark') {
     const cpu = process.cpuUsage();
     const main = process.threadCpuUsage();

@@ -1,7 +1,8 @@
-// Throughput of POST /plugins/:id/call against a bare Fastify POST route, measured in one run.
-//   npm run bench                    (BENCH_SECONDS=8 per scenario, BENCH_CONNECTIONS=50)
-// The server runs in a child process (same setup as main.ts); autocannon runs here. Both share the
-// machine, so only ratios to the baseline measured in the same run mean anything.
+// Throughput, latency and CPU of POST /plugins/:id/call, against a plain Fastify app with one POST
+// route in a process of its own (measured at the start and again at the end of the run).
+//   npm run bench              (BENCH_SECONDS=8 per scenario, BENCH_CONNECTIONS=50, BENCH_STORED_PLUGINS=1000)
+// Both servers run as child processes; autocannon runs here. All three share the machine, so only
+// ratios within one run mean anything: compare runs by their ratios, and repeat runs.
 import { fork, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { once } from 'node:events';
@@ -12,15 +13,67 @@ import autocannon from 'autocannon';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const seconds = Number(process.env.BENCH_SECONDS ?? 8);
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 50);
+const storedPlugins = Number(process.env.BENCH_STORED_PLUGINS ?? 1000);
+/** The ≥ 1 MB plugin built with cargo from serde_json + regex (plugins/cargo/rust_regex). */
+const LARGE_RUST = 'rust_regex';
+
+interface Mark {
+  cpuUs: number;
+  mainCpuUs: number;
+}
+
+/** A child server: its messages are tagged with `kind`; `ask` waits for the next one of a kind. */
+class Child {
+  readonly process: ChildProcess;
+  readonly #waiting = new Map<string, ((msg: unknown) => void)[]>();
+  constructor(script: string, env: NodeJS.ProcessEnv) {
+    this.process = fork(path.join(root, 'bench', script), { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.process.on('message', (msg: { kind: string }) => this.#waiting.get(msg.kind)?.shift()?.(msg));
+  }
+  next<T>(kind: string): Promise<T> {
+    return new Promise((resolve) => {
+      const list = this.#waiting.get(kind) ?? [];
+      list.push(resolve as (msg: unknown) => void);
+      this.#waiting.set(kind, list);
+    });
+  }
+  ask<T>(kind: string): Promise<T> {
+    const reply = this.next<T>(kind);
+    this.process.send({ kind });
+    return reply;
+  }
+  async stop(): Promise<void> {
+    this.process.disconnect();
+    if (this.process.exitCode === null) await once(this.process, 'exit');
+  }
+}
+
+const plain = new Child('plain-server.ts', { ...process.env });
+const server = new Child('call-server.ts', {
+  ...process.env,
+  LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
+  RATE_LIMIT_MAX: '0',
+  QUEUE_MAX: '1024',
+});
+const [plainReady, serverReady] = await Promise.all([
+  plain.next<{ port: number }>('ready'),
+  server.next<{ port: number; workers: number }>('ready'),
+]);
+const plainBase = `http://127.0.0.1:${plainReady.port}`;
+const base = `http://127.0.0.1:${serverReady.port}`;
 
 interface Scenario {
   label: string;
-  path: string;
+  /** A plugin call (its main-thread CPU counts against the target). */
+  call: boolean;
+  target: Child;
+  url: string;
   body: string;
 }
 
 interface Measured {
   label: string;
+  call: boolean;
   rps: number;
   /** Server CPU per request, µs: main thread and the whole process (workers too). */
   mainUs: number;
@@ -31,26 +84,37 @@ interface Measured {
   non2xx: number;
 }
 
-const child: ChildProcess = fork(path.join(root, 'bench', 'call-server.ts'), {
-  env: { ...process.env, LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn', RATE_LIMIT_MAX: '0', QUEUE_MAX: '1024' },
-  stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-});
-const [ready] = (await once(child, 'message')) as [{ port: number; workers: number }];
-const base = `http://127.0.0.1:${ready.port}`;
-
-async function upload(name: string): Promise<string | null> {
+function pluginFile(name: string): string | null {
   const file = path.join(root, 'plugins', 'dist', `${name}.wasm`);
-  if (!existsSync(file)) {
-    console.warn(`bench: ${file} missing (npm run build:plugins); skipping ${name}`);
-    return null;
-  }
-  const res = await fetch(`${base}/plugins?name=${name}`, {
+  if (existsSync(file)) return file;
+  console.warn(`bench: ${file} missing (npm run build:plugins); skipping ${name}`);
+  return null;
+}
+
+async function upload(bytes: Uint8Array, name?: string): Promise<string> {
+  const res = await fetch(`${base}/plugins${name ? `?name=${name}` : ''}`, {
     method: 'POST',
     headers: { 'content-type': 'application/wasm' },
-    body: new Uint8Array(readFileSync(file)),
+    body: bytes as Uint8Array<ArrayBuffer>,
   });
-  if (res.status !== 201 && res.status !== 200) throw new Error(`upload ${name}: ${res.status} ${await res.text()}`);
-  return name;
+  if (res.status !== 201 && res.status !== 200) throw new Error(`upload ${name ?? ''}: ${res.status} ${await res.text()}`);
+  return ((await res.json()) as { id: string }).id;
+}
+
+async function call(plugin: string, body: string): Promise<{ status: number; output: string }> {
+  const res = await fetch(`${base}/plugins/${plugin}/call`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body,
+  });
+  const answer = (await res.json()) as { output?: string };
+  return { status: res.status, output: answer.output ?? JSON.stringify(answer) };
+}
+
+/** The same module with a custom section appended: new bytes, so a new plugin id. */
+function variant(bytes: Uint8Array, n: number): Uint8Array {
+  const name = new TextEncoder().encode(`bench-${n}`);
+  return new Uint8Array([...bytes, 0x00, name.length + 1, name.length, ...name]);
 }
 
 const input = 'The quick brown fox jumps over the lazy dog. Hello, World!';
@@ -58,52 +122,30 @@ const callBody = (fn: string) => JSON.stringify({ function: fn, input });
 // A heavier call of the Rust plugin: JSON in, word statistics over 1.4 KiB of text (54 sentences), JSON out.
 const analyzeText = Array.from({ length: 18 }, (_, i) => `${input} Sentence ${i} ends here.`).join(' ');
 const analyzeBody = JSON.stringify({ function: 'analyze', input: JSON.stringify({ text: analyzeText, top: 5 }) });
+// The memory-size pair: the same trivial call on 1 page and on 1024 pages (64 MiB) of memory.
+const firstByteBody = JSON.stringify({ function: 'first_byte', input: 'x', memoryMaxPages: 1024 });
 
-async function check(name: string, fn: string): Promise<void> {
+/** Calls a few times and checks every answer (fresh state each time: `calls` stays 1, `total` = `count`). */
+async function checkVowels(plugin: string): Promise<void> {
   for (let i = 0; i < 3; i++) {
-    const res = await fetch(`${base}/plugins/${name}/call`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: callBody(fn),
-    });
-    const body = (await res.json()) as { output?: string };
-    const out = JSON.parse(body.output ?? '{}') as { count?: number; total?: number; calls?: number };
-    if (res.status !== 200 || out.count !== out.total || (out.calls !== undefined && out.calls !== 1)) {
-      throw new Error(`${name}: unexpected answer ${res.status} ${JSON.stringify(body)}`);
+    const { status, output } = await call(plugin, callBody('count_vowels'));
+    const out = JSON.parse(output) as { count?: number; total?: number; calls?: number };
+    if (status !== 200 || out.count !== 14 || out.count !== out.total || (out.calls !== undefined && out.calls !== 1)) {
+      throw new Error(`${plugin}: unexpected answer ${status} ${output}`);
     }
   }
 }
 
-async function checkAnalyze(): Promise<void> {
-  const res = await fetch(`${base}/plugins/rust_vowels/call`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: analyzeBody,
-  });
-  const body = (await res.json()) as { output?: string };
-  const out = JSON.parse(body.output ?? '{}') as { words?: number; sentences?: number };
-  if (res.status !== 200 || out.sentences !== 54)
-    throw new Error(`rust_vowels analyze: unexpected answer ${res.status} ${JSON.stringify(body)}`);
-}
-
-interface Mark {
-  cpuUs: number;
-  mainCpuUs: number;
-}
-
-async function mark(): Promise<Mark> {
-  child.send({ kind: 'mark' });
-  for (;;) {
-    const [msg] = (await once(child, 'message')) as [Mark & { kind: string }];
-    if (msg.kind === 'mark') return msg;
-  }
+async function checkOutput(plugin: string, body: string, check: (output: string) => boolean): Promise<void> {
+  const { status, output } = await call(plugin, body);
+  if (status !== 200 || !check(output)) throw new Error(`${plugin}: unexpected answer ${status} ${output}`);
 }
 
 async function run(s: Scenario, duration: number): Promise<Measured> {
-  const before = await mark();
+  const before = await s.target.ask<Mark>('mark');
   const measured = await autocannonRun(s, duration);
-  const after = await mark();
-  const requests = measured.rps * duration;
+  const after = await s.target.ask<Mark>('mark');
+  const requests = Math.max(1, measured.rps * duration);
   return {
     ...measured,
     mainUs: (after.mainCpuUs - before.mainCpuUs) / requests,
@@ -114,18 +156,12 @@ async function run(s: Scenario, duration: number): Promise<Measured> {
 function autocannonRun(s: Scenario, duration: number): Promise<Omit<Measured, 'mainUs' | 'processUs'>> {
   return new Promise((resolve, reject) => {
     autocannon(
-      {
-        url: base + s.path,
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: s.body,
-        connections,
-        duration,
-      },
+      { url: s.url, method: 'POST', headers: { 'content-type': 'application/json' }, body: s.body, connections, duration },
       (err, result) => {
         if (err) return reject(err);
         resolve({
           label: s.label,
+          call: s.call,
           rps: result.requests.average,
           p50: result.latency.p50,
           p99: result.latency.p99,
@@ -137,45 +173,164 @@ function autocannonRun(s: Scenario, duration: number): Promise<Omit<Measured, 'm
   });
 }
 
-const scenarios: Scenario[] = [{ label: '(a) bare POST route', path: '/bench/bare', body: callBody('count_vowels') }];
-if (await upload('count_vowels')) {
-  await check('count_vowels', 'count_vowels');
-  scenarios.push({ label: '(b) call count_vowels (AS)', path: '/plugins/count_vowels/call', body: callBody('count_vowels') });
+const callScenario = (label: string, plugin: string, body: string): Scenario => ({
+  label,
+  call: true,
+  target: server,
+  url: `${base}/plugins/${plugin}/call`,
+  body,
+});
+
+const baseline: Scenario = {
+  label: 'plain Fastify (own process)',
+  call: false,
+  target: plain,
+  url: `${plainBase}/`,
+  body: callBody('x'),
+};
+const scenarios: Scenario[] = [
+  { label: 'bare route inside wasmhost', call: false, target: server, url: `${base}/bench/bare`, body: callBody('x') },
+];
+const uploaded = new Map<string, Uint8Array>();
+for (const name of ['count_vowels', 'rust_vowels', LARGE_RUST, 'mem_small', 'mem_large']) {
+  const file = pluginFile(name);
+  if (!file) continue;
+  const bytes = new Uint8Array(readFileSync(file));
+  await upload(bytes, name);
+  uploaded.set(name, bytes);
 }
-if (await upload('rust_vowels')) {
-  await check('rust_vowels', 'count_vowels');
-  scenarios.push({ label: '(c) call rust_vowels (Rust)', path: '/plugins/rust_vowels/call', body: callBody('count_vowels') });
-  await checkAnalyze();
-  scenarios.push({ label: '(d) rust_vowels analyze 1.4 KiB', path: '/plugins/rust_vowels/call', body: analyzeBody });
+if (uploaded.has('count_vowels')) {
+  await checkVowels('count_vowels');
+  scenarios.push(callScenario('AS count_vowels (12 KB)', 'count_vowels', callBody('count_vowels')));
+}
+if (uploaded.has('rust_vowels')) {
+  await checkVowels('rust_vowels');
+  scenarios.push(callScenario('Rust count_vowels (217 KB)', 'rust_vowels', callBody('count_vowels')));
+  await checkOutput('rust_vowels', analyzeBody, (out) => (JSON.parse(out) as { sentences?: number }).sentences === 54);
+  scenarios.push(callScenario('Rust analyze 1.4 KiB (217 KB)', 'rust_vowels', analyzeBody));
+}
+const large = uploaded.get(LARGE_RUST);
+const largeLabel = large ? `real-toolchain Rust (${(large.length / 1e6).toFixed(1)} MB)` : '';
+if (large) {
+  await checkVowels(LARGE_RUST);
+  scenarios.push(callScenario(largeLabel, LARGE_RUST, callBody('count_vowels')));
+}
+const memorySizePair = uploaded.has('mem_small') && uploaded.has('mem_large');
+if (memorySizePair) {
+  for (const name of ['mem_small', 'mem_large']) await checkOutput(name, firstByteBody, (out) => out === 'x');
+  scenarios.push(callScenario('first_byte, 1 page', 'mem_small', firstByteBody));
+  scenarios.push(callScenario('first_byte, 64 MiB', 'mem_large', firstByteBody));
 }
 
 console.log(
-  `bench: ${connections} connections, ${seconds} s per scenario, ${ready.workers} engine workers, node ${process.version}`,
+  `bench: ${connections} connections, ${seconds} s per scenario, ${serverReady.workers} engine workers, node ${process.version}`,
 );
 const results: Measured[] = [];
+await run(baseline, 1); // warm-up: JIT
+results.push(await run(baseline, seconds));
 for (const s of scenarios) {
   await run(s, 1); // warm-up: JIT, worker module caches
   results.push(await run(s, seconds));
 }
 // The baseline again at the end: the machine is shared, and drift shows here.
-results.push({ ...(await run(scenarios[0]!, seconds)), label: '(a) bare POST route, again' });
+results.push({ ...(await run(baseline, seconds)), label: `${baseline.label}, again` });
 
-const baseline = (results[0]!.rps + results[results.length - 1]!.rps) / 2;
+const baselineRps = (results[0]!.rps + results[results.length - 1]!.rps) / 2;
+const byLabel = (label: string) => results.find((r) => r.label === label);
 console.log('');
 console.log(
-  `${'scenario'.padEnd(30)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'ratio'.padStart(6)} ${'main µs/req'.padStart(12)} ${'cpu µs/req'.padStart(11)}  errors/non-2xx`,
+  `${'scenario'.padEnd(34)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'ratio'.padStart(6)} ${'main µs/call'.padStart(13)} ${'cpu µs/call'.padStart(12)}  errors/non-2xx`,
 );
 for (const r of results) {
   console.log(
-    `${r.label.padEnd(30)} ${r.rps.toFixed(0).padStart(8)} ${r.p50.toFixed(1).padStart(7)} ${r.p99.toFixed(1).padStart(7)} ${(r.rps / baseline).toFixed(2).padStart(6)} ${r.mainUs.toFixed(0).padStart(12)} ${r.processUs.toFixed(0).padStart(11)}  ${r.errors}/${r.non2xx}`,
+    `${r.label.padEnd(34)} ${r.rps.toFixed(0).padStart(8)} ${r.p50.toFixed(1).padStart(7)} ${r.p99.toFixed(1).padStart(7)} ${(r.rps / baselineRps).toFixed(2).padStart(6)} ${r.mainUs.toFixed(1).padStart(13)} ${r.processUs.toFixed(0).padStart(12)}  ${r.errors}/${r.non2xx}`,
   );
 }
-console.log(`(ratio = req/s over the mean of the two baseline runs, ${baseline.toFixed(0)} req/s; main µs = CPU time of the`);
-console.log(' server main thread per request, cpu µs = whole server process incl. workers: both less noisy than req/s)');
+console.log(`(ratio = req/s over the mean of the two plain-Fastify runs, ${baselineRps.toFixed(0)} req/s; main µs = CPU`);
+console.log(' time of the server main thread per call, cpu µs = whole server process incl. workers: less noisy than req/s)');
 
-child.send({ kind: 'stats' });
-const [stats] = (await once(child, 'message')) as [{ engine: unknown; rss: number }];
-// (the stats reply is the next message: marks are only requested around runs)
-console.log(`server after run: rss ${(stats.rss / 1048576).toFixed(0)} MiB, engine ${JSON.stringify(stats.engine)}`);
-child.disconnect();
-await once(child, 'exit');
+// First call after upload vs a warm call, one request at a time, on fresh uploads of the large plugin.
+let firstCall: { firstMs: number; warmMs: number } | null = null;
+if (large) {
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const timed = async (id: string) => {
+    const started = performance.now();
+    const { status, output } = await call(id, callBody('count_vowels'));
+    if (status !== 200) throw new Error(`${LARGE_RUST}: ${status} ${output}`);
+    return performance.now() - started;
+  };
+  const first: number[] = [];
+  const warm: number[] = [];
+  for (let n = 0; n < 7; n++) {
+    const id = await upload(variant(large, n));
+    first.push(await timed(id));
+    for (let i = 0; i < 15; i++) warm.push(await timed(id));
+  }
+  firstCall = { firstMs: median(first), warmMs: median(warm) };
+}
+
+interface Stats {
+  rss: number;
+  engine: unknown;
+  moduleCache: { entries: number; bytes: number };
+}
+const afterRun = await server.ask<Stats>('stats');
+
+// 1,000 stored plugins (variants of the AS plugin), each called once: every cache fills to its bound.
+let afterStored: Stats | null = null;
+const small = uploaded.get('count_vowels');
+if (small && storedPlugins > 0) {
+  for (let n = 0; n < storedPlugins; n++) {
+    const id = await upload(variant(small, n));
+    const { status } = await call(id, callBody('count_vowels'));
+    if (status !== 200) throw new Error(`stored plugin ${n}: ${status}`);
+  }
+  afterStored = await server.ask<Stats>('stats');
+}
+
+const ratio = (label: string) => (byLabel(label)?.rps ?? NaN) / baselineRps;
+const small1 = byLabel('first_byte, 1 page');
+const large64 = byLabel('first_byte, 64 MiB');
+const memoryRatio = small1 && large64 ? large64.rps / small1.rps : NaN;
+const mainUs = results.filter((r) => r.call).map((r) => r.mainUs);
+const mib = (bytes: number) => `${(bytes / 1048576).toFixed(0)} MiB`;
+
+console.log('');
+if (memorySizePair) {
+  console.log(
+    `memory-size ratio: ${memoryRatio.toFixed(2)} (first_byte on 64 MiB over 1 page: ${large64!.rps.toFixed(0)} / ${small1!.rps.toFixed(0)} req/s)`,
+  );
+}
+if (firstCall) {
+  console.log(
+    `first-call ratio: ${(firstCall.firstMs / firstCall.warmMs).toFixed(2)} (${LARGE_RUST}: first call after upload ${firstCall.firstMs.toFixed(2)} ms, warm ${firstCall.warmMs.toFixed(2)} ms; medians, one call at a time)`,
+  );
+}
+console.log(
+  `server RSS after the run: ${mib(afterRun.rss)} (module cache ${afterRun.moduleCache.entries} modules, ${mib(afterRun.moduleCache.bytes)} of Wasm)`,
+);
+if (afterStored) {
+  console.log(
+    `server RSS with ${storedPlugins} more stored plugins, each called once: ${mib(afterStored.rss)} (module cache ${afterStored.moduleCache.entries} modules, ${mib(afterStored.moduleCache.bytes)} of Wasm)`,
+  );
+}
+console.log(`engine: ${JSON.stringify((afterStored ?? afterRun).engine)}`);
+
+const target = (what: string, value: number, ok: boolean) =>
+  console.log(`  ${ok ? 'met    ' : 'NOT MET'}  ${what}: ${Number.isNaN(value) ? 'n/a' : value.toFixed(2)}`);
+console.log('\ntargets:');
+if (large) {
+  target(`${largeLabel} ≥ 0.35× plain Fastify`, ratio(largeLabel), ratio(largeLabel) >= 0.35);
+  const p99 = byLabel(largeLabel)!.p99;
+  target(`${largeLabel} p99 < 20 ms`, p99, p99 < 20);
+}
+target('AS count_vowels ≥ 0.45× plain Fastify', ratio('AS count_vowels (12 KB)'), ratio('AS count_vowels (12 KB)') >= 0.45);
+target('64 MiB plugin ≥ 0.5× its 1-page rate', memoryRatio, memoryRatio >= 0.5);
+const worstMain = Math.max(...mainUs);
+target('main-thread CPU ≤ 25 µs per call (worst call scenario)', worstMain, worstMain <= 25);
+if (firstCall) {
+  const r = firstCall.firstMs / firstCall.warmMs;
+  target('first call after upload ≤ 2× a warm call', r, r <= 2);
+}
+
+await Promise.all([server.stop(), plain.stop()]);

@@ -150,6 +150,7 @@ describe('POST /plugins/:id/call', () => {
       'wasi_io',
       'state',
       'rust_vowels',
+      'rust_regex',
       'segments',
     ]) {
       await upload(server, name);
@@ -312,6 +313,53 @@ describe('POST /plugins/:id/call', () => {
       // Fresh, the plugin starts at 17 pages and grows a little on its first allocation; recycled, the
       // same holds on every call (no creeping growth from call to call).
       expect(Math.max(...rust)).toBeLessThanOrEqual(Math.min(...rust) + 2);
+    });
+  });
+
+  describe('a real-toolchain Rust plugin (cargo, serde_json + regex, over 1 MiB)', () => {
+    it('extracts with named groups and logs, 100 times in a row and concurrently, each call from fresh state', async () => {
+      const text = 'mail bob@example.com or ann@test.org, call 555-1234';
+      const request = { text, patterns: { email: '(?P<user>\\w+)@(?P<domain>[\\w.]+)', phone: '\\d{3}-\\d{4}' } };
+      const expected = {
+        counts: { email: 2, phone: 1 },
+        matches: {
+          email: [
+            { match: 'bob@example.com', start: 5, end: 20, groups: { domain: 'example.com', user: 'bob' } },
+            { match: 'ann@test.org', start: 24, end: 36, groups: { domain: 'test.org', user: 'ann' } },
+          ],
+          phone: [{ match: '555-1234', start: 43, end: 51 }],
+        },
+      };
+      for (let round = 0; round < 10; round++) {
+        const results = await Promise.all(
+          Array.from({ length: 10 }, () => call(server, 'rust_regex', { function: 'extract', input: JSON.stringify(request) })),
+        );
+        for (const { status, body } of results) {
+          expect(status).toBe(200);
+          expect(JSON.parse(body.output!)).toEqual(expected);
+          expect(body.logs.map((l) => [l.level, l.message])).toEqual([['info', 'extract: 2 patterns over 51 bytes of text']]);
+        }
+      }
+      const vowels = await call(server, 'rust_regex', { function: 'count_vowels', input: 'Hello, World!' });
+      expect(JSON.parse(vowels.body.output!)).toEqual({ count: 3, total: 3, vowels: 'aeiouAEIOU', calls: 1 });
+    });
+
+    it('answers 422 PLUGIN_ERROR with the regex error for a bad pattern, and the next call succeeds', async () => {
+      const bad = await call(server, 'rust_regex', {
+        function: 'extract',
+        input: JSON.stringify({ text: 'x', patterns: { broken: '(' } }),
+      });
+      expect(bad.status).toBe(422);
+      expect(bad.body.code).toBe('PLUGIN_ERROR');
+      expect(bad.body.message).toMatch(/^extract: pattern `broken`: regex parse error:[\s\S]*unclosed group/);
+      const good = await call(server, 'rust_regex', {
+        function: 'redact',
+        input: JSON.stringify({ text: 'pin 1234', rules: [{ pattern: '\\d+', replacement: '#' }] }),
+      });
+      expect({ status: good.status, output: JSON.parse(good.body.output!) }).toEqual({
+        status: 200,
+        output: { text: 'pin #', matched: [0] },
+      });
     });
   });
 

@@ -269,6 +269,23 @@ describe('WAT plugins', () => {
     await plugin.close();
   });
 
+  it('mem_small and mem_large output the first input byte, kept in memory, from 1 and 1024 pages of memory', async () => {
+    for (const [name, pages] of [
+      ['mem_small', 1],
+      ['mem_large', 1024],
+    ] as const) {
+      const module = new WebAssembly.Module(wasmOf(name));
+      const env = Object.fromEntries(WebAssembly.Module.imports(module).map((i) => [i.name, () => 0n]));
+      const memory = new WebAssembly.Instance(module, { 'extism:host/env': env }).exports.memory as WebAssembly.Memory;
+      expect(memory.buffer.byteLength).toBe(pages * 65536);
+      const plugin = await load(name);
+      expect(await callText(plugin, 'first_byte', 'xyz')).toBe('x');
+      // The byte stays in memory: an empty input outputs the previous call's byte on a reused instance.
+      expect(await callText(plugin, 'first_byte', '')).toBe('x');
+      await plugin.close();
+    }
+  });
+
   it('upload fixtures: bad_import does not link; no_exports has no functions', async () => {
     const badImports = WebAssembly.Module.imports(new WebAssembly.Module(wasmOf('bad_import')));
     expect(badImports.map((i) => `${i.module}.${i.name}`)).toEqual(['env.abort', 'foo.bar']);
@@ -276,6 +293,86 @@ describe('WAT plugins', () => {
 
     const noExports = WebAssembly.Module.exports(new WebAssembly.Module(wasmOf('no_exports')));
     expect(noExports).toEqual([{ name: 'memory', kind: 'memory' }]);
+  });
+});
+
+describe('Rust plugin built with cargo (serde_json + regex from Debian packages)', () => {
+  it('rust_regex is over 1 MiB, like plugins built with the Extism Rust PDK', () => {
+    expect(wasmOf('rust_regex').length).toBeGreaterThan(1024 * 1024);
+  });
+
+  it('rust_regex count_vowels counts with a regex, keeps total in a var, counts calls in a static, honours config', async () => {
+    const plugin = await load('rust_regex');
+    expect(JSON.parse(await callText(plugin, 'count_vowels', 'Hello World'))).toEqual({
+      count: 3,
+      total: 3,
+      vowels: 'aeiouAEIOU',
+      calls: 1,
+    });
+    expect(JSON.parse(await callText(plugin, 'count_vowels', 'aéiou'))).toEqual({
+      count: 4,
+      total: 7,
+      vowels: 'aeiouAEIOU',
+      calls: 2,
+    });
+    await plugin.close();
+    const custom = await load('rust_regex', { config: { vowels: 'é]' } });
+    expect(JSON.parse(await callText(custom, 'count_vowels', 'é ]é['))).toEqual({ count: 3, total: 3, vowels: 'é]', calls: 1 });
+    await custom.close();
+  });
+
+  it('rust_regex extract lists matches with named groups up to the limit, counts all, and logs what it scans', async () => {
+    const lines: LogLine[] = [];
+    const plugin = await load('rust_regex', { logger: recordingLogger(lines), logLevel: 'info' });
+    const request = {
+      text: 'mail bob@example.com or ann@test.org, call 555-1234',
+      patterns: { email: '(?P<user>\\w+)@(?P<domain>[\\w.]+)', phone: '\\d{3}-\\d{4}' },
+      limit: 1,
+    };
+    expect(JSON.parse(await callText(plugin, 'extract', JSON.stringify(request)))).toEqual({
+      counts: { email: 2, phone: 1 },
+      matches: {
+        email: [{ match: 'bob@example.com', start: 5, end: 20, groups: { domain: 'example.com', user: 'bob' } }],
+        phone: [{ match: '555-1234', start: 43, end: 51 }],
+      },
+    });
+    expect(lines).toEqual([{ level: 'info', text: 'extract: 2 patterns over 51 bytes of text' }]);
+    await expect(plugin.call('extract', '{"text": "x", "patterns": {"bad": "("}}')).rejects.toThrow(
+      /extract: pattern `bad`: regex parse error:[\s\S]*unclosed group/,
+    );
+    await expect(plugin.call('extract', '{"text": 1}')).rejects.toThrow(
+      'extract: invalid request: invalid type: integer `1`, expected a string at line 1 column 10',
+    );
+    await plugin.close();
+  });
+
+  it('rust_regex redact applies every rule in order and says which matched; json_stats walks any JSON', async () => {
+    const plugin = await load('rust_regex');
+    const redact = {
+      text: 'card 4111-1111-1111-1111 for Bob',
+      rules: [
+        { pattern: '\\d{4}-\\d{4}-\\d{4}-(\\d{4})', replacement: '****-$1' },
+        { pattern: 'Alice', replacement: 'X' },
+      ],
+    };
+    expect(JSON.parse(await callText(plugin, 'redact', JSON.stringify(redact)))).toEqual({
+      text: 'card ****-1111 for Bob',
+      matched: [0],
+    });
+    const document = { a: [1, 'héllo', null, { a: true }], b: { c: { d: [] } } };
+    expect(JSON.parse(await callText(plugin, 'json_stats', JSON.stringify(document)))).toEqual({
+      depth: 4,
+      keys: [
+        ['a', 2],
+        ['b', 1],
+        ['c', 1],
+        ['d', 1],
+      ],
+      longest_string: 5,
+      values: { array: 2, bool: 1, null: 1, number: 1, object: 4, string: 1 },
+    });
+    await expect(plugin.call('json_stats', '{')).rejects.toThrow('json_stats: invalid JSON: EOF while parsing an object');
+    await plugin.close();
   });
 });
 
