@@ -248,7 +248,8 @@ export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
       authTokens,
       metricsToken,
       forwardPluginLogs: bool(env, 'FORWARD_PLUGIN_LOGS', false),
-      rateLimitMax: int(env, 'RATE_LIMIT_MAX', 600, 0),
+      // Off by default: a service called by other services must take a load test out of the box.
+      rateLimitMax: int(env, 'RATE_LIMIT_MAX', 0, 0),
       rateLimitWindowMs: int(env, 'RATE_LIMIT_WINDOW_MS', 60_000, 1),
       authFailureMax: int(env, 'AUTH_FAILURE_MAX', 20, 0),
       trustProxy: trustProxy(env),

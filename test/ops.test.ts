@@ -359,6 +359,33 @@ describe('access tokens', () => {
 });
 
 describe('rate limits', () => {
+  it('does not throttle one client on the embedded defaults: 1,000 calls in a burst all succeed', async () => {
+    const server = await start();
+    const uploaded = await fetch(`${server.url}/plugins?name=echo`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/wasm' },
+      body: new Uint8Array(await readPlugin('echo')),
+    });
+    expect(uploaded.status).toBe(201);
+    const statuses = new Map<number, number>();
+    for (let round = 0; round < 50; round++) {
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          fetch(`${server.url}/plugins/echo/call`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ function: 'echo', input: `call ${round}.${i}` }),
+          }),
+        ),
+      );
+      for (const answer of answers) {
+        statuses.set(answer.status, (statuses.get(answer.status) ?? 0) + 1);
+        await answer.arrayBuffer();
+      }
+    }
+    expect(Object.fromEntries(statuses)).toEqual({ 200: 1000 });
+  });
+
   it('limits uploads per token with 429 RATE_LIMITED and Retry-After, and leaves reads and other tokens alone', async () => {
     const dataDir = await makeTempDir();
     const server = await start({
