@@ -11,7 +11,18 @@ const httpFree = {
 
 export default tseslint.config(
   {
-    ignores: ['node_modules/', 'dist/', 'data/', 'plugins/**/build/', 'plugins/dist/', 'plugins/**/assembly/', 'coverage/'],
+    ignores: [
+      'node_modules/',
+      'dist/',
+      'playground/dist/',
+      'test-artifacts/',
+      'src/client/schema.ts',
+      'data/',
+      'plugins/**/build/',
+      'plugins/dist/',
+      'plugins/**/assembly/',
+      'coverage/',
+    ],
   },
   js.configs.recommended,
   ...tseslint.configs.recommended,

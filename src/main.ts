@@ -16,7 +16,15 @@ try {
 }
 
 const app = await buildApp(config);
-await app.listen({ port: config.port, host: config.host });
+try {
+  await app.listen({ port: config.port, host: config.host });
+} catch (err) {
+  const problem = listenProblem(err, config);
+  if (problem === null) throw err;
+  // A newcomer's most likely first error: one line that says what to do, not a stack trace.
+  console.error(`wasmhost: ${problem}`);
+  process.exit(1);
+}
 
 /** After shutdown the process should end by itself; if something still holds it open, that is a bug to report. */
 const EXIT_GRACE_MS = 3_000;
@@ -45,4 +53,18 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
       },
     );
   });
+}
+
+/** Why listening failed, in one line, when it is the machine's doing rather than a bug. */
+function listenProblem(err: unknown, { host, port }: Config): string | null {
+  switch ((err as NodeJS.ErrnoException).code) {
+    case 'EADDRINUSE':
+      return `cannot listen on ${host}:${port}: the port is already in use (another wasmhost?); stop that process or choose another PORT`;
+    case 'EACCES':
+      return `cannot listen on ${host}:${port}: permission denied; choose a PORT above 1023`;
+    case 'EADDRNOTAVAIL':
+      return `cannot listen on ${host}:${port}: this machine has no such address; set HOST to one of its addresses (or 0.0.0.0)`;
+    default:
+      return null;
+  }
 }

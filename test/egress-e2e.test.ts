@@ -127,6 +127,7 @@ describe('with EGRESS_ALLOW_PRIVATE=false', () => {
       expect(body.host).toBe(host);
       expect(body.message).toContain(host);
       expect(body.message).toContain('private or reserved address');
+      expect(body.message).toContain('EGRESS_ALLOW_PRIVATE=true');
       expect(body.egress).toHaveLength(1);
       expect(body.egress[0]).toMatchObject({ method: 'GET', status: null, bytes: 0, allowed: false, reason: 'private_address' });
       expect(new URL(body.egress[0]!.url).port).toBe(new URL(url).port);

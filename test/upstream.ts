@@ -26,7 +26,7 @@ export interface Upstream {
 
 /**
  * Routes: /ok, /bytes?n=N[&chunked=1][&gzip=1], /echo (method, headers, body as JSON),
- * /todo?title=T (JSON with a `title`, as the hello plugin expects),
+ * /todo?title=T (JSON with a `title`, as the hello plugin expects), /todos/1 (jsonplaceholder's todo 1),
  * /redirect?to=URL[&status=302], /hang (never answers), /hang-body (headers, then stalls).
  */
 export async function startUpstream(host: '127.0.0.1' | '::1' = '127.0.0.1', port = 0): Promise<Upstream> {
@@ -93,6 +93,11 @@ function route(req: http.IncomingMessage, res: http.ServerResponse, body: string
     case '/todo':
       res.setHeader('content-type', 'application/json');
       res.end(JSON.stringify({ userId: 1, id: 1, title: url.searchParams.get('title') ?? 'delectus aut autem' }));
+      return;
+    case '/todos/1':
+      // jsonplaceholder's todo 1 as it sends it (2-space indent, 83 bytes): what the seed's hello plugin fetches.
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ userId: 1, id: 1, title: 'delectus aut autem', completed: false }, null, 2));
       return;
     case '/echo':
       res.setHeader('content-type', 'application/json');

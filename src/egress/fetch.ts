@@ -324,6 +324,13 @@ const REASON_TEXT: Record<EgressReason, string> = {
   deadline: "reached the call's deadline",
 };
 
+/** Names the operator setting that would allow what a caller cannot allow for themselves. */
+function operatorHint(reason: EgressReason, targetReason?: EgressReason): string {
+  return reason === 'private_address' || targetReason === 'private_address'
+    ? '; only the operator can allow such addresses, with EGRESS_ALLOW_PRIVATE=true'
+    : '';
+}
+
 /** Builds the per-call session. Throws InvalidHostPatternError if a pattern list is malformed. */
 export function createEgressFetch(options: EgressOptions, deps: EgressDeps = {}): EgressSession {
   const callList = validateHostPatterns(options.allowedHosts);
@@ -437,7 +444,7 @@ export function createEgressFetch(options: EgressOptions, deps: EgressDeps = {})
         reason,
         hopHost(),
         hopUrl(),
-        `request to ${hopHost() || hopUrl()} refused: ${what}${detail ? ` (${detail})` : ''}`,
+        `request to ${hopHost() || hopUrl()} refused: ${what}${detail ? ` (${detail})` : ''}${operatorHint(reason, targetReason)}`,
         targetReason,
       );
     };

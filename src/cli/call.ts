@@ -1,0 +1,165 @@
+// `wasmhost call <file.wasm|manifest.json|id|name> <function>`: `extism call` against the service.
+// A local module is uploaded first, only when its sha256 (its id) is not stored yet. The output goes
+// raw to stdout; plugin logs (and with --log-level debug or trace, the egress audit) go to stderr.
+import { readFile, stat } from 'node:fs/promises';
+import {
+  outputBytes,
+  sha256Hex,
+  unwrap,
+  uploadPlugin,
+  WasmhostError,
+  type CallRequest,
+  type CallResponse,
+  type WasmhostClient,
+} from '../client/client.ts';
+import { CliError, notSupportedYet } from './errors.ts';
+import { EGRESS_AUDIT_LEVELS, formatEgressLine, formatLogLine } from './report.ts';
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'off'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+/** What `extism call` uses when no --log-level is given. */
+export const DEFAULT_LOG_LEVEL: LogLevel = 'error';
+
+/** The `extism call` flags (same names and meaning) plus wasmhost's own `--json` and `--output-max`. */
+export interface CallOptions {
+  input?: string;
+  stdin?: boolean;
+  loop: number;
+  wasi?: boolean;
+  allowPath: string[];
+  allowHost: string[];
+  enableHttpResponseHeaders?: boolean;
+  timeout?: number;
+  memoryMax?: number;
+  httpResponseMax?: number;
+  varMax?: number;
+  outputMax?: number;
+  config: string[];
+  setConfig?: string;
+  manifest?: boolean;
+  logLevel?: LogLevel;
+  link: string[];
+  json?: boolean;
+}
+
+export interface Io {
+  stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  stderr: NodeJS.WritableStream;
+  readStdin: () => Promise<Buffer>;
+}
+
+export async function runCall(client: WasmhostClient, target: string, fn: string, options: CallOptions, io: Io): Promise<void> {
+  refuseUnsupported(target, options);
+  const logLevel = options.logLevel ?? DEFAULT_LOG_LEVEL;
+  const debug = (line: string) => {
+    if (EGRESS_AUDIT_LEVELS.has(logLevel)) io.stderr.write(`wasmhost: ${line}\n`);
+  };
+  const plugin = await resolvePlugin(client, target, debug);
+  const input = options.stdin ? await io.readStdin() : undefined;
+  const request = callRequest(fn, options, logLevel, input);
+
+  for (let i = 0; i < options.loop; i++) {
+    let response: CallResponse;
+    try {
+      response = unwrap(await client.POST('/plugins/{id}/call', { params: { path: { id: plugin } }, body: request }));
+    } catch (err) {
+      if (err instanceof WasmhostError && !options.json) report(io, logLevel, err.logs, err.egress);
+      throw err;
+    }
+    if (options.json) {
+      io.stdout.write(`${JSON.stringify(response)}\n`);
+      continue;
+    }
+    report(io, logLevel, response.logs, response.egress);
+    const bytes = outputBytes(response);
+    io.stdout.write(bytes);
+    // Raw bytes when piped; a terminal gets a line end so the prompt does not follow the output.
+    if (options.loop > 1 || (io.stdout.isTTY && bytes.at(-1) !== 0x0a)) io.stdout.write('\n');
+  }
+}
+
+function refuseUnsupported(target: string, options: CallOptions): void {
+  if (options.manifest || target.toLowerCase().endsWith('.json')) throw notSupportedYet('manifest');
+  if (options.link.length > 0) throw notSupportedYet('link');
+  if (options.enableHttpResponseHeaders) throw notSupportedYet('enableHttpResponseHeaders');
+  if (options.allowPath.length > 0) {
+    throw new CliError('--allow-path has no counterpart: wasmhost gives plugins no files (their WASI has no file system)');
+  }
+  if (options.stdin && options.input !== undefined) throw new CliError('give --input or --stdin, not both');
+}
+
+/**
+ * A local file becomes the id of the stored copy (uploaded only when that id is not stored yet);
+ * anything else is an id or a name as the service knows it.
+ */
+async function resolvePlugin(client: WasmhostClient, target: string, debug: (line: string) => void): Promise<string> {
+  const file = await stat(target).catch(() => null);
+  if (file === null) {
+    // A name never holds a slash: this was meant as a path.
+    if (target.includes('/')) throw new CliError(`no such file: ${target}`);
+    return target;
+  }
+  if (!file.isFile()) throw new CliError(`not a file: ${target}`);
+  const bytes = new Uint8Array(await readFile(target));
+  const id = await sha256Hex(bytes);
+  const stored = await client.GET('/plugins/{id}', { params: { path: { id } } });
+  if (stored.response.ok) {
+    debug(`${target} is stored as ${id}`);
+    return id;
+  }
+  if (stored.response.status !== 404) unwrap(stored);
+  const { plugin } = await uploadPlugin(client, bytes);
+  debug(`uploaded ${target} as ${plugin.id}`);
+  return plugin.id;
+}
+
+/** The request body from the flags, as `extism call` reads them. */
+export function callRequest(fn: string, options: CallOptions, logLevel: LogLevel, stdin?: Buffer): CallRequest {
+  const request: CallRequest = { function: fn, logLevel };
+  if (stdin !== undefined) request.inputBase64 = stdin.toString('base64');
+  else if (options.input !== undefined) request.input = options.input;
+  const config = callConfig(options);
+  if (Object.keys(config).length > 0) request.config = config;
+  if (options.allowHost.length > 0) request.allowedHosts = options.allowHost;
+  // extism call: 0 means "no timeout" / "no page limit", -1 "the default": both leave the service's default.
+  if (options.timeout !== undefined && options.timeout > 0) request.timeoutMs = options.timeout;
+  if (options.memoryMax !== undefined && options.memoryMax > 0) request.memoryMaxPages = options.memoryMax;
+  if (options.httpResponseMax !== undefined && options.httpResponseMax >= 0)
+    request.maxHttpResponseBytes = options.httpResponseMax;
+  if (options.varMax !== undefined && options.varMax >= 0) request.maxVarBytes = options.varMax;
+  if (options.outputMax !== undefined) request.maxOutputBytes = options.outputMax;
+  return request;
+}
+
+/** --set-config's JSON object first, then each --config KEY=VALUE over it (a bare KEY is ""). */
+export function callConfig(options: Pick<CallOptions, 'config' | 'setConfig'>): Record<string, string> {
+  const config: Record<string, string> = {};
+  if (options.setConfig !== undefined) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(options.setConfig);
+    } catch (err) {
+      throw new CliError(`invalid value for --set-config: ${(err as Error).message}`);
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      throw new CliError('invalid value for --set-config: a JSON object of strings is expected');
+    }
+    for (const [key, value] of Object.entries(parsed)) {
+      if (typeof value !== 'string') throw new CliError(`invalid value for --set-config: "${key}" is not a string`);
+      config[key] = value;
+    }
+  }
+  for (const pair of options.config) {
+    const at = pair.indexOf('=');
+    if (at === -1) config[pair] = '';
+    else config[pair.slice(0, at)] = pair.slice(at + 1);
+  }
+  return config;
+}
+
+function report(io: Io, logLevel: LogLevel, logs: CallResponse['logs'], egress: CallResponse['egress']): void {
+  for (const entry of logs) io.stderr.write(`${formatLogLine(entry)}\n`);
+  if (!EGRESS_AUDIT_LEVELS.has(logLevel)) return;
+  const now = new Date();
+  for (const attempt of egress) io.stderr.write(`${formatEgressLine(attempt, now)}\n`);
+}

@@ -1,0 +1,262 @@
+// The `wasmhost` command line, run as a person runs it: the real bin/wasmhost.mjs in a child process
+// against a real service on loopback (and, for the seed's call, a loopback upstream the plugin fetches).
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeTempDir, pluginPath, removeDir, repoRoot, startServer, type TestServer } from './helpers.ts';
+import { closedPort, startUpstream, type Upstream } from './upstream.ts';
+
+const BIN = path.join(repoRoot, 'bin', 'wasmhost.mjs');
+/** Go's log.LstdFlags prefix, as `extism call` prints plugin log lines. */
+const EXTISM_LOG_LINE = /^\d{4}\/\d\d\/\d\d \d\d:\d\d:\d\d (.*)$/;
+
+interface Run {
+  code: number | null;
+  stdout: Buffer;
+  stderr: string;
+}
+
+function wasmhost(args: string[], options: { url?: string; stdin?: Buffer; env?: Record<string, string> } = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(
+      BIN,
+      args,
+      {
+        cwd: repoRoot,
+        encoding: 'buffer',
+        timeout: 30_000,
+        env: { ...process.env, WASMHOST_URL: options.url ?? server.url, WASMHOST_TOKEN: '', ...options.env },
+      },
+      (err, stdout, stderr) => {
+        if (err && typeof err.code !== 'number') return reject(err);
+        resolve({ code: err ? (err.code as number) : 0, stdout, stderr: stderr.toString('utf8') });
+      },
+    );
+    child.stdin!.end(options.stdin ?? Buffer.alloc(0));
+  });
+}
+
+const lines = (text: string): string[] => text.split('\n').filter((line) => line !== '');
+
+let server: TestServer;
+let upstream: Upstream;
+
+beforeAll(async () => {
+  upstream = await startUpstream();
+  // The upstream is on loopback, which egress refuses unless the operator allows it.
+  server = await startServer({ env: { EGRESS_ALLOW_PRIVATE: 'true' } });
+});
+
+afterAll(async () => {
+  await server?.close();
+  if (server) await removeDir(server.dataDir);
+  await upstream?.close();
+});
+
+async function storedPlugins(): Promise<{ id: string; name: string | null }[]> {
+  const res = await fetch(`${server.url}/plugins`);
+  return ((await res.json()) as { plugins: { id: string; name: string | null }[] }).plugins;
+}
+
+describe('wasmhost call', () => {
+  it("runs the seed's extism call line: the output on stdout, the plugin's two info lines on stderr, exit 0", async () => {
+    const route = `${upstream.url}/todos/1`;
+    const run = await wasmhost([
+      'call',
+      'plugins/dist/hello.wasm',
+      'say_hello',
+      '--input',
+      '😀 Hello World 🌍! (from TinyGo)',
+      '--wasi',
+      '--log-level',
+      'info',
+      '--allow-host',
+      '*',
+      '--config',
+      `route=${route}`,
+    ]);
+    expect(run.stderr).not.toMatch(/Error|at /);
+    expect(run.code).toBe(0);
+    expect(run.stdout.toString('utf8')).toBe('param: 😀 Hello World 🌍! (from TinyGo) title: delectus aut autem');
+    const logged = lines(run.stderr).map((line) => EXTISM_LOG_LINE.exec(line)?.[1]);
+    expect(logged).toEqual(['hello this is wasm', `calling ${route}`]);
+    expect(upstream.received.map((r) => `${r.method} ${r.url}`)).toContain('GET /todos/1');
+  });
+
+  it('uploads a local module only when its sha256 is not stored yet, then calls it by id', async () => {
+    const bytes = await readFile(pluginPath('count_vowels'));
+    const args = ['call', pluginPath('count_vowels'), 'count_vowels', '-i', 'Hello, World!', '--log-level', 'debug'];
+    const first = await wasmhost(args);
+    const second = await wasmhost(args);
+    expect([first.code, second.code]).toEqual([0, 0]);
+    expect(first.stderr).toMatch(/^wasmhost: uploaded .*count_vowels\.wasm as [0-9a-f]{64}$/m);
+    expect(second.stderr).not.toContain('uploaded');
+    expect(second.stderr).toMatch(/^wasmhost: .*count_vowels\.wasm is stored as [0-9a-f]{64}$/m);
+    expect(JSON.parse(second.stdout.toString())).toMatchObject({ count: 3 });
+    const { createHash } = await import('node:crypto');
+    const id = createHash('sha256').update(bytes).digest('hex');
+    expect((await storedPlugins()).filter((p) => p.id === id)).toHaveLength(1);
+  });
+
+  it('passes binary input from --stdin and writes binary output to stdout byte for byte', async () => {
+    const bytes = Buffer.from(Array.from({ length: 512 }, (_, i) => (i * 7) % 256));
+    const run = await wasmhost(['call', pluginPath('echo'), 'echo', '--stdin'], { stdin: bytes });
+    expect(run.code).toBe(0);
+    expect(run.stderr).toBe('');
+    expect(Buffer.compare(run.stdout, bytes)).toBe(0);
+  });
+
+  it('prints the egress audit on stderr with --log-level debug', async () => {
+    const route = `${upstream.url}/todos/1`;
+    const run = await wasmhost([
+      'call',
+      'plugins/dist/hello.wasm',
+      'say_hello',
+      '-i',
+      'x',
+      '--allow-host',
+      '127.0.0.1',
+      '--config',
+      `route=${route}`,
+      '--log-level',
+      'debug',
+    ]);
+    expect(run.code).toBe(0);
+    expect(run.stderr).toMatch(
+      new RegExp(`^\\d{4}/\\d\\d/\\d\\d \\d\\d:\\d\\d:\\d\\d egress: GET ${route} → 200, 83 bytes, [\\d.]+ ms$`, 'm'),
+    );
+  });
+
+  it('prints the whole response with --json', async () => {
+    const run = await wasmhost(['call', 'plugins/dist/echo.wasm', 'echo', '-i', 'hi', '--json']);
+    expect(run.code).toBe(0);
+    expect(JSON.parse(run.stdout.toString())).toMatchObject({ output: 'hi', function: 'echo', logs: [], egress: [] });
+  });
+
+  it('calls N times with --loop N, each output on its own line', async () => {
+    const run = await wasmhost(['call', 'plugins/dist/echo.wasm', 'echo', '-i', 'again', '--loop', '3']);
+    expect(run.code).toBe(0);
+    expect(run.stdout.toString()).toBe('again\nagain\nagain\n');
+  });
+
+  it('exits non-zero with the code and message of a failed call', async () => {
+    const run = await wasmhost(['call', 'plugins/dist/fail.wasm', 'fail', '-i', 'on purpose']);
+    expect(run.code).toBe(1);
+    expect(run.stdout.length).toBe(0);
+    expect(run.stderr).toBe('wasmhost: PLUGIN_ERROR (422): fail: on purpose\n');
+  });
+
+  it('exits non-zero with the code when the refusal comes from the egress policy, naming the operator setting', async () => {
+    const plain = await startServer();
+    try {
+      const run = await wasmhost(
+        ['call', 'plugins/dist/hello.wasm', 'say_hello', '--allow-host', '*', '--config', `route=${upstream.url}/todos/1`],
+        { url: plain.url },
+      );
+      expect(run.code).toBe(1);
+      expect(run.stderr).toMatch(/^wasmhost: HOST_NOT_ALLOWED \(422\): .*EGRESS_ALLOW_PRIVATE=true$/m);
+    } finally {
+      await plain.close();
+      await removeDir(plain.dataDir);
+    }
+  });
+
+  it.each([
+    [['--manifest'], '--manifest'],
+    [['--link', 'lib=lib.wasm'], '--link'],
+    [['--enable-http-response-headers'], '--enable-http-response-headers'],
+  ])('accepts %j and refuses it as not supported by this server yet, calling nothing', async (flags, flag) => {
+    const before = upstream.received.length;
+    const run = await wasmhost(['call', 'plugins/dist/hello.wasm', 'say_hello', ...flags]);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(new RegExp(`^wasmhost: ${flag} .* is not supported by this server yet\\n$`));
+    expect(upstream.received.length).toBe(before);
+  });
+
+  it('refuses a manifest.json as not supported by this server yet', async () => {
+    const run = await wasmhost(['call', 'manifest.json', 'run']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('is not supported by this server yet');
+  });
+
+  it('says in one line when the service cannot be reached', async () => {
+    const run = await wasmhost(['ls'], { url: `http://127.0.0.1:${await closedPort()}` });
+    expect(run.code).toBe(1);
+    expect(lines(run.stderr)).toHaveLength(1);
+    expect(run.stderr).toMatch(/^wasmhost: cannot reach the service at http:\/\/127\.0\.0\.1:\d+ \(connection refused\)/);
+  });
+});
+
+describe('wasmhost push, ls, info, rm', () => {
+  it('uploads with a name, config and allowed hosts, lists, describes and deletes it', async () => {
+    const push = await wasmhost([
+      'push',
+      'plugins/dist/logs.wasm',
+      '--name',
+      'cli-logs',
+      '--description',
+      'from the CLI',
+      '--config',
+      'a=1',
+      '--allow-host',
+      'api.example.com',
+    ]);
+    expect(push.code).toBe(0);
+    expect(push.stdout.toString()).toMatch(/^stored [0-9a-f]{64} as cli-logs\n$/);
+    const again = await wasmhost(['push', 'plugins/dist/logs.wasm']);
+    expect(again.stdout.toString()).toMatch(/^already stored [0-9a-f]{64} as cli-logs\n$/);
+
+    const ls = await wasmhost(['ls', '--name', 'cli-logs']);
+    expect(lines(ls.stdout.toString())).toHaveLength(2);
+    expect(ls.stdout.toString()).toMatch(/^ID +NAME +SIZE +CREATED +EXPORTS\n[0-9a-f]{12} +cli-logs /);
+
+    const info = await wasmhost(['info', 'cli-logs', '--json']);
+    expect(JSON.parse(info.stdout.toString())).toMatchObject({
+      name: 'cli-logs',
+      description: 'from the CLI',
+      config: { a: '1' },
+      allowedHosts: ['api.example.com'],
+    });
+
+    const rm = await wasmhost(['rm', 'cli-logs']);
+    expect(rm.code).toBe(0);
+    const gone = await wasmhost(['info', 'cli-logs']);
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toBe('wasmhost: PLUGIN_NOT_FOUND (404): no plugin with id or name "cli-logs"\n');
+  });
+});
+
+describe('wasmhost serve', () => {
+  it('starts the service from the environment, and a busy port is a one-line error', async () => {
+    const dataDir = await makeTempDir();
+    const port = await closedPort();
+    const env = { ...process.env, PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'warn' };
+    const child = spawn(BIN, ['serve'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      const url = `http://127.0.0.1:${port}`;
+      await waitFor(async () => (await fetch(`${url}/healthz`).catch(() => null))?.ok === true);
+      const run = await wasmhost(['call', 'plugins/dist/echo.wasm', 'echo', '-i', 'served'], { url });
+      expect(run.stdout.toString()).toBe('served');
+
+      const busy = await wasmhost(['serve', '--port', String(port), '--data-dir', dataDir], { env: { LOG_LEVEL: 'silent' } });
+      expect(busy.code).toBe(1);
+      expect(busy.stderr).toBe(
+        `wasmhost: cannot listen on 127.0.0.1:${port}: the port is already in use (another wasmhost?); stop that process or choose another PORT\n`,
+      );
+    } finally {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+      await removeDir(dataDir);
+    }
+  });
+});
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('timed out waiting');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
