@@ -16,8 +16,10 @@ RUN --mount=type=secret,id=ca \
 COPY tsconfig.json tsconfig.build.json openapi.yaml ./
 COPY src ./src
 COPY plugins ./plugins
+COPY playground ./playground
 # --if-missing: the Rust example plugins need Debian's rustc and cargo, which this stage does not carry.
-RUN npm run build && node plugins/build.mjs --if-missing
+# The playground's page and assets are bundled here: the image serves them as files, no Vite at run time.
+RUN npm run build && node plugins/build.mjs --if-missing && npm run build:playground
 
 FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
@@ -41,6 +43,7 @@ COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /src/package.json /src/openapi.yaml ./
 COPY --from=build /src/dist ./dist
 COPY --from=build /src/plugins/dist ./plugins/dist
+COPY --from=build /src/playground/dist ./playground/dist
 LABEL org.opencontainers.image.title="wasmhost" \
       org.opencontainers.image.description="Stores Extism WebAssembly plugins and runs their functions over HTTP"
 ENV NODE_ENV=production \

@@ -4,6 +4,7 @@ import type { DestinationStream } from 'pino';
 import type { Config } from './config.ts';
 import { installAccessControl } from './api/auth.ts';
 import { docsRoutes } from './api/docs.ts';
+import { playgroundRoutes } from './api/playground.ts';
 import { frameworkErrorHandler, installErrorHandler } from './api/error-handler.ts';
 import { Lifecycle, installLifecycle } from './api/lifecycle.ts';
 import { Readiness, installLoadShedding, opsRoutes } from './api/ops.ts';
@@ -73,6 +74,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   readiness.add('store', () => store.check());
   await app.register(opsRoutes, { metrics, readiness });
   await app.register(docsRoutes);
+  await app.register(playgroundRoutes);
   const preparer = new ModulePreparer();
   app.addHook('onClose', () => preparer.close());
   await app.register(pluginRoutes, { config, prepare: preparer.prepare });

@@ -40,6 +40,8 @@ export function routePolicy(request: FastifyRequest): RoutePolicy {
   const url = request.routeOptions.url;
   if (url === undefined) return NOT_FOUND;
   if (url === '/docs' || url.startsWith('/docs/')) return DOCS;
+  // The playground page and its assets (api/playground.ts): no data, the page asks for a token itself.
+  if (url === '/' || url.startsWith('/playground/')) return DOCS;
   const method = request.method === 'HEAD' ? 'GET' : request.method;
   return ROUTES.get(`${method} ${url}`) ?? UNLISTED;
 }

@@ -235,6 +235,19 @@ async function exerciseService(): Promise<void> {
   const spec = await fetch(`${base}/openapi.json`);
   const docs = await fetch(`${base}/docs`);
   check('serves /openapi.json and /docs', spec.status === 200 && docs.status === 200, `${spec.status}, ${docs.status}`);
+  // The playground's page and the script it loads, bundled at image build time, under its CSP.
+  const page = await fetch(`${base}/`);
+  const html = await page.text();
+  const script = /<script type="module" crossorigin src="([^"]+)"/.exec(html)?.[1];
+  const asset = script ? await fetch(`${base}${script}`) : null;
+  check(
+    'serves the playground at / with its Content-Security-Policy and bundled script',
+    page.status === 200 &&
+      (page.headers.get('content-security-policy') ?? '').includes("script-src 'self'") &&
+      asset?.status === 200 &&
+      (asset.headers.get('content-type') ?? '').includes('javascript'),
+    `${page.status}, script ${script ?? '(none)'} → ${asset?.status ?? '-'}`,
+  );
 
   const hc = podman('healthcheck', 'run', name);
   check('HEALTHCHECK command reports healthy', hc.status === 0, (hc.stdout + hc.stderr).trim());
