@@ -1,6 +1,6 @@
 // The call form (function, text or file input, config, allowed hosts, log level, limits) and what
 // the call answered: output, logs, the egress audit, the duration, and the same call as command lines.
-import { useEffect, useState } from 'preact/hooks';
+import { useState } from 'preact/hooks';
 import {
   bytesToBase64,
   outputBytes,
@@ -40,6 +40,7 @@ interface Outcome {
   error?: unknown;
 }
 
+/** One per plugin (keyed by its id): picking another plugin starts a fresh form. */
 export function CallPanel({ plugin }: { plugin: Plugin }) {
   const [fn, setFn] = useState(plugin.exports[0] ?? '');
   const [inputMode, setInputMode] = useState<'text' | 'file'>('text');
@@ -51,12 +52,6 @@ export function CallPanel({ plugin }: { plugin: Plugin }) {
   const [limits, setLimits] = useState<Partial<Record<LimitField, string>>>({});
   const [busy, setBusy] = useState(false);
   const [outcome, setOutcome] = useState<Outcome | null>(null);
-
-  // Another plugin picked: start over with its first export.
-  useEffect(() => {
-    setFn(plugin.exports[0] ?? '');
-    setOutcome(null);
-  }, [plugin.id]);
 
   const submit = async (event: Event) => {
     event.preventDefault();
@@ -99,7 +94,7 @@ export function CallPanel({ plugin }: { plugin: Plugin }) {
             ))}
           </select>
         </label>
-        <div class="tabs" role="radiogroup" aria-label="input">
+        <div class="tabs" role="radiogroup" aria-label="input kind">
           <label>
             <input type="radio" name="input-mode" checked={inputMode === 'text'} onChange={() => setInputMode('text')} /> text
             input
@@ -110,7 +105,7 @@ export function CallPanel({ plugin }: { plugin: Plugin }) {
           </label>
         </div>
         {inputMode === 'text' ? (
-          <textarea aria-label="input" rows={3} value={input} onInput={(e) => setInput(e.currentTarget.value)} />
+          <textarea aria-label="input text" rows={3} value={input} onInput={(e) => setInput(e.currentTarget.value)} />
         ) : (
           <input type="file" aria-label="input file" onChange={(e) => setInputFile(e.currentTarget.files?.[0] ?? null)} />
         )}

@@ -1,13 +1,16 @@
 // The playground: upload, list and search plugins, pick one, call it, see what it did.
 import { render } from 'preact';
 import { useCallback, useEffect, useState } from 'preact/hooks';
-import { unwrap, WasmhostError, type Plugin } from '../../src/client/client.ts';
+import { listPluginPage, unwrap, WasmhostError, type Plugin } from '../../src/client/client.ts';
 import { client, storedToken, storeToken } from './api.ts';
 import { CallPanel } from './call.tsx';
 import { ErrorBox } from './errors.tsx';
 import { PluginDetails, PluginList } from './plugins.tsx';
 import { Upload } from './upload.tsx';
 import './style.css';
+
+/** Plugins per page of the list (the service's GET /plugins pages). */
+const PAGE_SIZE = 50;
 
 function App() {
   const [plugins, setPlugins] = useState<Plugin[]>([]);
@@ -23,17 +26,28 @@ function App() {
     setError(err);
   };
 
+  const [nextCursor, setNextCursor] = useState<string | null>(null);
+
   const refresh = useCallback(async () => {
     try {
-      const { plugins } = unwrap(await client.GET('/plugins'));
-      setPlugins(plugins);
+      const page = await listPluginPage(client, { limit: PAGE_SIZE });
+      setPlugins(page.plugins);
+      setNextCursor(page.nextCursor);
       setError(null);
-      return plugins;
     } catch (err) {
       failed(err);
-      return null;
     }
   }, []);
+
+  const loadMore = async () => {
+    try {
+      const page = await listPluginPage(client, { limit: PAGE_SIZE, cursor: nextCursor });
+      setPlugins((shown) => [...shown, ...page.plugins]);
+      setNextCursor(page.nextCursor);
+    } catch (err) {
+      failed(err);
+    }
+  };
 
   useEffect(() => {
     void refresh();
@@ -108,13 +122,14 @@ function App() {
             selected={selected?.id ?? null}
             onSelect={(plugin) => void select(plugin)}
             onRefresh={() => void refresh()}
+            onLoadMore={nextCursor === null ? null : () => void loadMore()}
           />
         </div>
         <div class="column wide">
           {selected ? (
             <>
               <PluginDetails plugin={selected} onDelete={() => void remove(selected)} />
-              <CallPanel plugin={selected} />
+              <CallPanel key={selected.id} plugin={selected} />
             </>
           ) : (
             <section class="card intro">

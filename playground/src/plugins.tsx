@@ -17,6 +17,8 @@ export function PluginList(props: {
   selected: string | null;
   onSelect: (plugin: Plugin) => void;
   onRefresh: () => void;
+  /** Fetches the next page; null when the list is complete. */
+  onLoadMore: (() => void) | null;
 }) {
   const shown = props.plugins.filter((plugin) => matchesSearch(plugin, props.search));
   return (
@@ -53,6 +55,11 @@ export function PluginList(props: {
         ))}
         {shown.length === 0 && <li class="empty">{props.plugins.length === 0 ? 'No plugins yet: upload one.' : 'No match.'}</li>}
       </ul>
+      {props.onLoadMore && (
+        <button type="button" class="link" onClick={props.onLoadMore}>
+          load more (search covers the loaded plugins)
+        </button>
+      )}
     </section>
   );
 }

@@ -1,6 +1,6 @@
 // `wasmhost push | ls | info | rm`: upload, list, describe and delete stored plugins.
 import { readFile } from 'node:fs/promises';
-import { unwrap, uploadPlugin, type Plugin, type WasmhostClient } from '../client/client.ts';
+import { listAllPlugins, unwrap, uploadPlugin, type Plugin, type WasmhostClient } from '../client/client.ts';
 import { callConfig, type Io } from './call.ts';
 import { CliError } from './errors.ts';
 
@@ -29,7 +29,7 @@ export async function runPush(client: WasmhostClient, file: string, options: Pus
 }
 
 export async function runList(client: WasmhostClient, options: { name?: string; json?: boolean }, io: Io): Promise<void> {
-  const { plugins } = unwrap(await client.GET('/plugins', { params: { query: options.name ? { name: options.name } : {} } }));
+  const plugins = await listAllPlugins(client, { name: options.name });
   if (options.json) {
     io.stdout.write(`${JSON.stringify(plugins)}\n`);
     return;

@@ -112,6 +112,36 @@ export async function sha256Hex(bytes: Uint8Array): Promise<string> {
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+export interface PluginPage {
+  plugins: Plugin[];
+  /** Pass as `cursor` for the next page; null on the last page. */
+  nextCursor: string | null;
+}
+
+/** One page of GET /plugins (newest first); `cursor` is the previous page's nextCursor. */
+export async function listPluginPage(
+  client: WasmhostClient,
+  query: { name?: string | undefined; limit?: number | undefined; cursor?: string | null | undefined } = {},
+): Promise<PluginPage> {
+  const params: { name?: string; limit?: string; cursor?: string } = {};
+  if (query.name !== undefined) params.name = query.name;
+  if (query.limit !== undefined) params.limit = String(query.limit);
+  if (query.cursor) params.cursor = query.cursor;
+  return unwrap(await client.GET('/plugins', { params: { query: params } }));
+}
+
+/** Every stored plugin (or every one named `name`), newest first, a page at a time. */
+export async function listAllPlugins(client: WasmhostClient, query: { name?: string | undefined } = {}): Promise<Plugin[]> {
+  const plugins: Plugin[] = [];
+  let cursor: string | null = null;
+  do {
+    const page = await listPluginPage(client, { ...query, cursor });
+    plugins.push(...page.plugins);
+    cursor = page.nextCursor;
+  } while (cursor !== null);
+  return plugins;
+}
+
 export interface UploadFields {
   name?: string | undefined;
   description?: string | undefined;

@@ -12,8 +12,10 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * List plugins, newest first
-         * @description Role: `invoke` (or `admin`).
+         * List plugins, newest first, a page at a time
+         * @description Role: `invoke` (or `admin`). Pages are stable under concurrent uploads: following `nextCursor`
+         *     from the first page lists every plugin stored before it exactly once (newer uploads come
+         *     before the first page, never in a later one).
          */
         get: operations["listPlugins"];
         put?: never;
@@ -567,15 +569,17 @@ export interface components {
                 };
             };
         };
-        /** @description `SHUTTING_DOWN`: the server is shutting down. */
+        /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. */
         ShuttingDown: {
             headers: {
+                /** @description Seconds to wait (STORE_UNAVAILABLE). */
+                "Retry-After"?: string;
                 [name: string]: unknown;
             };
             content: {
                 "application/json": components["schemas"]["Error"] & {
-                    /** @constant */
-                    code?: "SHUTTING_DOWN";
+                    /** @enum {unknown} */
+                    code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE";
                 };
             };
         };
@@ -595,6 +599,10 @@ export interface operations {
             query?: {
                 /** @description Only the plugin holding this name (an empty list when none does). Given once. */
                 name?: string;
+                /** @description Plugins per page, 1 to LIST_LIMIT_CEILING (default 1000); LIST_LIMIT (default 100) when not given. */
+                limit?: string;
+                /** @description The `nextCursor` of the previous page, unchanged (opaque). */
+                cursor?: string;
             };
             header?: never;
             path?: never;
@@ -602,7 +610,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The plugins, newest upload first. */
+            /** @description A page of plugins, newest upload first. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -610,18 +618,20 @@ export interface operations {
                 content: {
                     "application/json": {
                         plugins: components["schemas"]["Plugin"][];
+                        /** @description Pass as `cursor` for the next page; null on the last page. */
+                        nextCursor: string | null;
                     };
                 };
             };
-            /** @description `INVALID_REQUEST`: `name` given more than once (`?name=a&name=b`). */
+            /** @description `INVALID_REQUEST`: `name` given more than once (`?name=a&name=b`), a `limit` of 0 or not a number, a `cursor` this service did not make. `LIMIT_ABOVE_CEILING`: `limit` above LIST_LIMIT_CEILING. */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"] & {
-                        /** @constant */
-                        code?: "INVALID_REQUEST";
+                        /** @enum {unknown} */
+                        code?: "INVALID_REQUEST" | "LIMIT_ABOVE_CEILING";
                     };
                 };
             };
@@ -744,7 +754,7 @@ export interface operations {
             };
             429: components["responses"]["RateLimited"];
             500: components["responses"]["StoreError"];
-            /** @description `OVERLOADED`: UPLOAD_CONCURRENCY uploads (default 2) are already in progress; nothing was read or stored, retry after Retry-After seconds. `SHUTTING_DOWN`: the server is shutting down. */
+            /** @description `OVERLOADED`: UPLOAD_CONCURRENCY uploads (default 2) are already in progress; nothing was read or stored, retry after Retry-After seconds. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached; nothing was stored, retry after Retry-After seconds. `SHUTTING_DOWN`: the server is shutting down. */
             503: {
                 headers: {
                     /** @description Seconds to wait. */
@@ -754,7 +764,7 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["Error"] & {
                         /** @enum {unknown} */
-                        code?: "OVERLOADED" | "SHUTTING_DOWN";
+                        code?: "OVERLOADED" | "STORE_UNAVAILABLE" | "SHUTTING_DOWN";
                     };
                 };
             };
@@ -993,17 +1003,17 @@ export interface operations {
                     };
                 };
             };
-            /** @description `OVERLOADED` (every worker busy and the queue full: QUEUE_MAX calls, or QUEUE_MAX_BYTES of their input; retry after Retry-After seconds), `UNDER_PRESSURE` (event-loop delay or heap above MAX_EVENT_LOOP_DELAY_MS / MAX_HEAP_USED_BYTES; retry after Retry-After seconds), `SHUTTING_DOWN` (refused, or cancelled at the drain timeout). */
+            /** @description `OVERLOADED` (every worker busy and the queue full: QUEUE_MAX calls, or QUEUE_MAX_BYTES of their input; retry after Retry-After seconds), `UNDER_PRESSURE` (event-loop delay or heap above MAX_EVENT_LOOP_DELAY_MS / MAX_HEAP_USED_BYTES; retry after Retry-After seconds), `STORE_UNAVAILABLE` (the plugin is not cached on this replica and the PostgreSQL store cannot be reached; retry after Retry-After seconds), `SHUTTING_DOWN` (refused, or cancelled at the drain timeout). */
             503: {
                 headers: {
-                    /** @description Seconds to wait (OVERLOADED, UNDER_PRESSURE, SHUTTING_DOWN). */
+                    /** @description Seconds to wait (OVERLOADED, UNDER_PRESSURE, STORE_UNAVAILABLE, SHUTTING_DOWN). */
                     "Retry-After"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["CallError"] & {
                         /** @enum {unknown} */
-                        code?: "OVERLOADED" | "UNDER_PRESSURE" | "SHUTTING_DOWN";
+                        code?: "OVERLOADED" | "UNDER_PRESSURE" | "STORE_UNAVAILABLE" | "SHUTTING_DOWN";
                     };
                 };
             };
