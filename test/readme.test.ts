@@ -1,6 +1,6 @@
-// The README's curl walkthrough, run as written against a started service: every `curl` line of its
-// ```sh blocks runs in order (with bash, from a folder where plugins/dist/ is what the README uses),
-// must exit 0, and where a ```json block follows, prints that JSON. Two rewrites keep it on loopback:
+// The README's walkthrough, run as written against a started service: every `curl` and `npx wasmhost`
+// line of its ```sh blocks runs in order (with bash, from a folder where plugins/dist/ is what the
+// README uses), must exit 0, and where a ```json (or ```text) block follows, prints that JSON (text). Two rewrites keep it on loopback:
 // the service address becomes the test server's, and an external URL a plugin is told to fetch
 // becomes a local upstream serving the same document.
 import { execFile } from 'node:child_process';
@@ -23,7 +23,12 @@ interface Step {
   command: string;
   /** The ```json block shown right after the command's block, if any. */
   expected?: string;
+  /** The ```text block shown right after it: exactly what the command prints. */
+  expectedText?: string;
 }
+
+/** The README's CLI lines run this repo's bin (what `npx wasmhost` runs, without npm's own start-up). */
+const CLI = 'npx wasmhost ';
 
 /** curl commands of ```sh blocks in order, continuation lines joined, comments dropped. */
 function walkthrough(markdown: string): Step[] {
@@ -32,8 +37,10 @@ function walkthrough(markdown: string): Step[] {
   let lastBlockSteps: Step[] = [];
   for (const match of markdown.matchAll(fence)) {
     const [, lang, body] = match;
-    if (lang === 'json' && lastBlockSteps.length > 0) {
-      lastBlockSteps[lastBlockSteps.length - 1]!.expected = body!.trim();
+    if ((lang === 'json' || lang === 'text') && lastBlockSteps.length > 0) {
+      const step = lastBlockSteps[lastBlockSteps.length - 1]!;
+      if (lang === 'json') step.expected = body!.trim();
+      else step.expectedText = body!.trim();
       lastBlockSteps = [];
       continue;
     }
@@ -43,7 +50,7 @@ function walkthrough(markdown: string): Step[] {
       .replace(/\\\n\s*/g, ' ')
       .split('\n')
       .map((l) => l.replace(/\s+#\s.*$/, '').trim());
-    for (const command of commands.filter((c) => c.startsWith('curl '))) {
+    for (const command of commands.filter((c) => c.startsWith('curl ') || c.startsWith(CLI))) {
       const step = { command };
       steps.push(step);
       lastBlockSteps.push(step);
@@ -115,6 +122,8 @@ afterAll(async () => {
  */
 function localize(command: string): { command: string; restore: (printed: string) => string } {
   let out = command.replaceAll(README_SERVICE, server.url);
+  if (out.startsWith(CLI))
+    out = `WASMHOST_URL=${server.url} ${path.join(repoRoot, 'bin', 'wasmhost.mjs')} ${out.slice(CLI.length)}`;
   const external: string[] = [];
   for (const [, url, host] of command.matchAll(/(https?:\/\/([a-z0-9.-]+\.[a-z]{2,})(?::\d+)?)(?=[/"'\s])/gi)) {
     external.push(url!);
@@ -130,7 +139,7 @@ describe('README walkthrough', () => {
     expect(steps.length).toBeGreaterThan(0);
   });
 
-  it('every curl command works as written and prints what the README shows', async () => {
+  it('every curl and wasmhost command works as written and prints what the README shows', async () => {
     for (const step of steps) {
       const { command, restore } = localize(step.command);
       const { stdout: raw } = await run('bash', ['-c', `set -o pipefail; ${command}`], { cwd: workDir, timeout: 20_000 }).catch(
@@ -139,6 +148,7 @@ describe('README walkthrough', () => {
         },
       );
       const stdout = restore(raw);
+      if (step.expectedText !== undefined) expect(stdout.trimEnd(), step.command).toBe(step.expectedText);
       if (step.expected !== undefined) {
         let printed: unknown;
         try {
