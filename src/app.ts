@@ -15,7 +15,7 @@ import { callErrorDefaults, callRoutes } from './api/call.ts';
 import { CallEngine } from './engine/engine.ts';
 import { ModuleCache } from './engine/compile/module-cache.ts';
 import { ModulePreparer } from './engine/compile/prepare.ts';
-import { FsPluginStore } from './store/fs-store.ts';
+import { openStore } from './store/open-store.ts';
 import type { PluginStore } from './store/store.ts';
 
 export interface AppOptions {
@@ -62,12 +62,15 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await installLoadShedding(app, config);
 
   // Opened before any route is served: the index must be loaded before the first request.
-  const store = await FsPluginStore.open(config.dataDir, app.log);
+  const store = await openStore(config, app.log, metrics.storeObserver);
   app.decorate('store', store);
   app.decorate('moduleCache', new ModuleCache(config.moduleCacheBytes));
+  // Deleted here or through another replica: its prepared module is of no further use.
+  store.onDelete((id) => app.moduleCache.delete(id));
 
   metrics.watch({
     store: () => store.stats(),
+    storeHealth: () => store.health(),
     pluginLabels: async () => new Set(store.known().map(pluginLabel)),
     moduleCache: () => app.moduleCache.stats(),
   });
@@ -87,6 +90,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   });
   app.decorate('engine', engine);
   app.addHook('onClose', () => engine.close());
+  // After the engine: a call still preparing its module may read the store until then.
+  app.addHook('onClose', () => store.close());
   engine.observe({
     onWorkerRestart: (reason) => metrics.workerRestarted(reason),
     onModuleLookup: (hit) => metrics.moduleLookup(hit),

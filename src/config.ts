@@ -15,10 +15,29 @@ export interface Limit {
   ceiling: number;
 }
 
+/** Where plugins live: the filesystem (embedded default) or PostgreSQL shared by replicas. */
+export type StoreConfig =
+  | { kind: 'filesystem' }
+  | {
+      kind: 'postgres';
+      /** DATABASE_URL: a secret (it may hold a password); never logged. */
+      url: string;
+      /** Connections each replica may hold open for queries (plus one that listens for changes). */
+      poolMax: number;
+      /** Server-side limit of one statement; the client gives up a second later. */
+      statementTimeoutMs: number;
+      connectTimeoutMs: number;
+      /** How often a replica checks for changes it was not notified of (the staleness bound). */
+      pollMs: number;
+      /** Plugin bytes kept on local disk (DATA_DIR/blob-cache), least recently used go first. */
+      blobCacheBytes: number;
+    };
+
 export interface Config {
   port: number;
   host: string;
   dataDir: string;
+  store: StoreConfig;
   logLevel: LogLevel;
   maxPluginBytes: number;
   /** Uploads read, checked and compiled at once; more get 503 OVERLOADED (each may hold MAX_PLUGIN_BYTES). */
@@ -76,6 +95,8 @@ export interface Config {
     shutdownDrainMs: number;
     maxEventLoopDelayMs: number;
     maxHeapUsedBytes: number;
+    /** Rate-limit and failed-token counters shared by all replicas; null: each process counts alone. */
+    redis: { url: string; keyPrefix: string } | null;
   };
 }
 
@@ -182,6 +203,33 @@ export function parseAuthTokens(text: string, source: string): Map<string, Role>
   return tokens;
 }
 
+function storeConfig(env: Env): StoreConfig {
+  const kind = oneOf(env, 'STORE', ['filesystem', 'postgres'] as const, 'filesystem');
+  if (kind === 'filesystem') return { kind };
+  const url = env.DATABASE_URL?.trim();
+  if (!url) throw new ConfigError('STORE=postgres needs DATABASE_URL (postgres://user:password@host:5432/database)');
+  if (!/^postgres(ql)?:\/\//.test(url)) throw new ConfigError('DATABASE_URL must start with postgres:// or postgresql://');
+  return {
+    kind,
+    url,
+    poolMax: int(env, 'PG_POOL_MAX', 10, 1, 1000),
+    statementTimeoutMs: int(env, 'PG_STATEMENT_TIMEOUT_MS', 5_000, 100, 600_000),
+    connectTimeoutMs: int(env, 'PG_CONNECT_TIMEOUT_MS', 2_000, 100, 60_000),
+    pollMs: int(env, 'STORE_POLL_MS', 250, 20, 60_000),
+    blobCacheBytes: int(env, 'BLOB_CACHE_BYTES', 1024 * MiB, 0),
+  };
+}
+
+function redisConfig(env: Env): { url: string; keyPrefix: string } | null {
+  const url = env.REDIS_URL?.trim();
+  if (!url) return null;
+  if (!/^rediss?:\/\//.test(url)) throw new ConfigError('REDIS_URL must start with redis:// or rediss://');
+  const keyPrefix = env.REDIS_KEY_PREFIX?.trim() || 'wasmhost:';
+  if (!/^[A-Za-z0-9:._-]{1,64}$/.test(keyPrefix))
+    throw new ConfigError('REDIS_KEY_PREFIX must be 1-64 characters of A-Z, a-z, 0-9, ":", ".", "_", "-"');
+  return { url, keyPrefix };
+}
+
 export interface ConfigSources {
   /** Reads AUTH_TOKENS_FILE; injected so tests need no file system. */
   readFile?: (file: string) => string;
@@ -212,6 +260,7 @@ export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
     port,
     host,
     dataDir,
+    store: storeConfig(env),
     logLevel,
     maxPluginBytes: int(env, 'MAX_PLUGIN_BYTES', 32 * MiB, 8),
     uploadConcurrency: int(env, 'UPLOAD_CONCURRENCY', 2, 1, 256),
@@ -256,6 +305,7 @@ export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
       shutdownDrainMs: int(env, 'SHUTDOWN_DRAIN_MS', 10_000, 0),
       maxEventLoopDelayMs: int(env, 'MAX_EVENT_LOOP_DELAY_MS', 1_000, 0),
       maxHeapUsedBytes: int(env, 'MAX_HEAP_USED_BYTES', 0, 0),
+      redis: redisConfig(env),
     },
   };
   return config;

@@ -3,6 +3,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { EgressOutcome } from './egress/fetch.ts';
 import type { RestartReason } from './engine/pool/pool.ts';
+import type { StoreHealth, StoreObserver } from './store/store.ts';
 
 export const METRIC_PREFIX = 'wasmhost_';
 
@@ -29,6 +30,8 @@ export interface MetricSources {
   pluginLabels?: () => Promise<Set<string>>;
   moduleCache?: () => { entries: number; bytes: number };
   workerPool?: () => { size: number; ready: number; busy: number; queued: number };
+  /** A shared store's connection state (null: the filesystem store, no such gauges). */
+  storeHealth?: () => StoreHealth | null;
 }
 
 /** Every reason the pool replaces a worker for (typed exhaustive, so the help text cannot drift from pool.ts). */
@@ -39,6 +42,10 @@ const RESTART_REASONS: Record<RestartReason, string> = {
 };
 
 const SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+function bool(value: boolean | undefined): number | undefined {
+  return value === undefined ? undefined : Number(value);
+}
 
 /** Plugins are labelled by name when they have one, else by the first 12 hex digits of their id. */
 export function pluginLabel(plugin: { id: string; name: string | null }): string {
@@ -60,6 +67,8 @@ export class ServiceMetrics {
   readonly #pluginLogTruncations: Counter;
   readonly #cacheHits: Counter;
   readonly #cacheMisses: Counter;
+  /** Give to the store: its operations' latency and how late other replicas' changes arrive. */
+  readonly storeObserver: StoreObserver;
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
@@ -149,6 +158,42 @@ export class ServiceMetrics {
     );
     scrapeGauge('workers_busy', 'Worker threads running a call.', () => sources.workerPool?.().busy);
     scrapeGauge('queue_depth', 'Calls waiting for a free worker.', () => sources.workerPool?.().queued);
+
+    const storeSeconds = new Histogram({
+      name: `${METRIC_PREFIX}store_operation_duration_seconds`,
+      help: 'PostgreSQL store work by operation (get, get_bytes, list, put, delete, sync, poll, check, migrate) and outcome (ok, unavailable, error).',
+      labelNames: ['operation', 'outcome'],
+      buckets: SECONDS_BUCKETS,
+      registers,
+    });
+    const changeLag = new Histogram({
+      name: `${METRIC_PREFIX}store_change_lag_seconds`,
+      help: "Time from another replica's commit to this replica applying it, by what brought it: notify, poll (the fallback) or reconnect.",
+      labelNames: ['source'],
+      buckets: SECONDS_BUCKETS,
+      registers,
+    });
+    this.storeObserver = {
+      onQuery: (operation, outcome, seconds) => storeSeconds.observe({ operation, outcome }, seconds),
+      onChangeApplied: (source, seconds) => changeLag.observe({ source }, seconds),
+    };
+    const health = () => sources.storeHealth?.() ?? undefined;
+    scrapeGauge('store_up', '1 when the last PostgreSQL statement reached the database, else 0.', () => bool(health()?.up));
+    scrapeGauge(
+      'store_listening',
+      '1 while the change listener is connected (else changes arrive by the STORE_POLL_MS poll).',
+      () => bool(health()?.listening),
+    );
+    scrapeGauge('store_pool_in_use', 'PostgreSQL connections running a query.', () => {
+      const h = health();
+      return h === undefined ? undefined : h.poolTotal - h.poolIdle;
+    });
+    scrapeGauge('store_pool_idle', 'PostgreSQL connections open and idle.', () => health()?.poolIdle);
+    scrapeGauge(
+      'store_pool_waiting',
+      'Store operations waiting for a PostgreSQL connection (PG_POOL_MAX reached).',
+      () => health()?.poolWaiting,
+    );
   }
 
   /** Lets the part that owns a number expose it; read at scrape time. */

@@ -21,6 +21,23 @@ describe('loadConfig', () => {
       uploadConcurrency: 2,
     });
     expect(config.engine.limits.timeoutMs).toEqual({ default: 5_000, ceiling: 60_000 });
+    expect(config.store).toEqual({ kind: 'filesystem' });
+    expect(config.listLimit).toEqual({ default: 100, ceiling: 1000 });
+    expect(config.ops.redis).toBeNull();
+  });
+
+  it('reads the PostgreSQL store and Redis settings with their defaults', () => {
+    const config = loadConfig({ STORE: 'postgres', DATABASE_URL: 'postgres://u:p@db:5432/w', REDIS_URL: 'redis://cache:6379' });
+    expect(config.store).toEqual({
+      kind: 'postgres',
+      url: 'postgres://u:p@db:5432/w',
+      poolMax: 10,
+      statementTimeoutMs: 5_000,
+      connectTimeoutMs: 2_000,
+      pollMs: 250,
+      blobCacheBytes: 1024 * MiB,
+    });
+    expect(config.ops.redis).toEqual({ url: 'redis://cache:6379', keyPrefix: 'wasmhost:' });
   });
 
   const invalid: { env: Record<string, string>; message: RegExp }[] = [
@@ -55,6 +72,16 @@ describe('loadConfig', () => {
     { env: { TRUST_PROXY: '10.0.0.0/33' }, message: /^TRUST_PROXY: "10\.0\.0\.0\/33" is not an address, a CIDR/ },
     { env: { TRUST_PROXY: 'loopback,proxy.internal' }, message: /^TRUST_PROXY: "proxy\.internal" is not an address/ },
     { env: { TRUST_PROXY: '65' }, message: /^TRUST_PROXY must be between 1 and 64, got 65$/ },
+    { env: { STORE: 'mysql' }, message: /^STORE must be one of filesystem, postgres, got "mysql"$/ },
+    { env: { STORE: 'postgres' }, message: /^STORE=postgres needs DATABASE_URL/ },
+    { env: { STORE: 'postgres', DATABASE_URL: 'mysql://x' }, message: /^DATABASE_URL must start with postgres:\/\// },
+    {
+      env: { STORE: 'postgres', DATABASE_URL: 'postgres://h/db', PG_POOL_MAX: '0' },
+      message: /^PG_POOL_MAX must be between 1 and 1000, got 0$/,
+    },
+    { env: { REDIS_URL: 'http://redis' }, message: /^REDIS_URL must start with redis:\/\// },
+    { env: { REDIS_URL: 'redis://127.0.0.1', REDIS_KEY_PREFIX: 'a b' }, message: /^REDIS_KEY_PREFIX must be/ },
+    { env: { LIST_LIMIT: '2000' }, message: /^LIST_LIMIT \(2000\) must not exceed LIST_LIMIT_CEILING \(1000\)$/ },
   ];
   for (const c of invalid) {
     it(`refuses ${JSON.stringify(c.env)} with a ConfigError naming the variable`, () => {

@@ -1,10 +1,14 @@
+// The PluginStore contract, one suite run against both backends (filesystem, PostgreSQL), then what
+// only one of them has to show (files on disk; migrations, the local blob cache, other replicas).
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FsPluginStore } from '../src/store/fs-store.ts';
+import { PgPluginStore } from '../src/store/pg/pg-store.ts';
 import { StoredBytesCorruptError, type NewPlugin, type PluginMeta, type PluginStore } from '../src/store/store.ts';
 import { listFiles, makeTempDir, removeDir, tinyPluginWat, wat } from './helpers.ts';
+import { createTestDatabase, sql } from './store-backends.ts';
 
 /** Every stored plugin, newest first (one page as large as needed). */
 async function listAll(store: PluginStore, filter: { name?: string } = {}): Promise<PluginMeta[]> {
@@ -13,6 +17,10 @@ async function listAll(store: PluginStore, filter: { name?: string } = {}): Prom
 
 async function newPlugin(marker: number, name: string | null = null): Promise<NewPlugin> {
   const bytes = await wat(tinyPluginWat(marker));
+  return withBytes(bytes, marker, name);
+}
+
+function withBytes(bytes: Uint8Array, marker: number, name: string | null = null): NewPlugin {
   return {
     bytes,
     meta: {
@@ -30,17 +38,87 @@ async function newPlugin(marker: number, name: string | null = null): Promise<Ne
   };
 }
 
-describe('FsPluginStore', () => {
-  let dir: string;
-  beforeEach(async () => {
-    dir = await makeTempDir('wasmhost-store-');
-  });
-  afterEach(async () => {
-    await removeDir(dir);
-  });
+interface Logged {
+  level: 'debug' | 'info' | 'warn' | 'error';
+  msg: string;
+  obj: object;
+}
+
+/** One backend as the contract suite drives it: open (again, as after a restart) and damage stored bytes. */
+interface Harness {
+  name: string;
+  /** Called before each test: an empty store's home. */
+  setUp(): Promise<void>;
+  tearDown(): Promise<void>;
+  /** A store over the current home; opening again is a restart. */
+  open(logged?: Logged[]): Promise<PluginStore>;
+  /** Replaces the stored bytes of `id` with `bytes` (which no longer hash to it), behind the store's back. */
+  damage(id: string, bytes: Buffer): Promise<void>;
+}
+
+const logInto = (logged: Logged[]) => ({
+  debug: (obj: object, msg: string) => logged.push({ level: 'debug', obj, msg }),
+  info: (obj: object, msg: string) => logged.push({ level: 'info', obj, msg }),
+  warn: (obj: object, msg: string) => logged.push({ level: 'warn', obj, msg }),
+  error: (obj: object, msg: string) => logged.push({ level: 'error', obj, msg }),
+});
+
+function fsHarness(): Harness {
+  let dir = '';
+  return {
+    name: 'filesystem',
+    setUp: async () => {
+      dir = await makeTempDir('wasmhost-store-');
+    },
+    tearDown: () => removeDir(dir),
+    open: (logged = []) => FsPluginStore.open(dir, logInto(logged)),
+    damage: (id, bytes) => writeFile(path.join(dir, 'blobs', `${id}.wasm`), bytes),
+  };
+}
+
+function pgHarness(): Harness {
+  let db: Awaited<ReturnType<typeof createTestDatabase>> | null = null;
+  let cacheDir = '';
+  const opened: PluginStore[] = [];
+  return {
+    name: 'postgres',
+    setUp: async () => {
+      db = await createTestDatabase();
+      cacheDir = await makeTempDir('wasmhost-blob-cache-');
+    },
+    tearDown: async () => {
+      for (const store of opened.splice(0)) await store.close();
+      await db?.drop();
+      await removeDir(cacheDir);
+    },
+    open: async (logged = []) => {
+      const store = await PgPluginStore.open({
+        url: db!.url,
+        poolMax: 4,
+        statementTimeoutMs: 5_000,
+        connectTimeoutMs: 2_000,
+        pollMs: 100,
+        cacheDir,
+        blobCacheBytes: 64 * 1024 * 1024,
+        log: logInto(logged),
+      });
+      opened.push(store);
+      return store;
+    },
+    // The database's copy; the replica's cached copy goes too (else it would rightly be used).
+    damage: async (id, bytes) => {
+      await sql(db!.url, 'UPDATE wasmhost_blobs SET bytes = $2 WHERE id = $1', [id, bytes]);
+      await rm(path.join(cacheDir, `${id}.wasm`), { force: true });
+    },
+  };
+}
+
+describe.each([fsHarness(), pgHarness()])('PluginStore contract ($name)', (harness: Harness) => {
+  beforeEach(() => harness.setUp());
+  afterEach(() => harness.tearDown());
 
   it('stores bytes and metadata, and the same bytes again are not stored twice', async () => {
-    const store = await FsPluginStore.open(dir);
+    const store = await harness.open();
     const plugin = await newPlugin(1);
     const first = await store.put(plugin);
     expect(first.created).toBe(true);
@@ -50,12 +128,12 @@ describe('FsPluginStore', () => {
     expect(again.meta).toEqual(first.meta);
     expect(await listAll(store)).toHaveLength(1);
     expect(Buffer.from((await store.getBytes(plugin.meta.id))!)).toEqual(Buffer.from(plugin.bytes));
+    expect(await store.get(plugin.meta.id)).toEqual(plugin.meta);
     expect(store.stats()).toEqual({ plugins: 1, bytes: plugin.bytes.length });
-    expect(await listFiles(dir)).toEqual([`blobs/${plugin.meta.id}.wasm`, `meta/${plugin.meta.id}.json`]);
   });
 
   it('hands out immutable records', async () => {
-    const store = await FsPluginStore.open(dir);
+    const store = await harness.open();
     const { meta } = await store.put(await newPlugin(1));
     expect(Object.isFrozen(meta)).toBe(true);
     expect(Object.isFrozen(meta.config)).toBe(true);
@@ -63,7 +141,7 @@ describe('FsPluginStore', () => {
   });
 
   it('lists newest first and filters by name', async () => {
-    const store = await FsPluginStore.open(dir);
+    const store = await harness.open();
     const a = await store.put(await newPlugin(1, 'a'));
     const b = await store.put(await newPlugin(2));
     const c = await store.put(await newPlugin(3, 'c'));
@@ -72,8 +150,25 @@ describe('FsPluginStore', () => {
     expect(await listAll(store, { name: 'nope' })).toEqual([]);
   });
 
-  it('moves a name to the newest upload carrying it, and frees it on delete', async () => {
-    const store = await FsPluginStore.open(dir);
+  it('lists a page at a time: limit, then the cursor continues below the last plugin shown, and a forged cursor is refused', async () => {
+    const store = await harness.open();
+    const ids: string[] = [];
+    for (let marker = 1; marker <= 5; marker++) ids.unshift((await store.put(await newPlugin(marker))).meta.id);
+    const first = await store.list({ limit: 2 });
+    expect(first.plugins.map((m) => m.id)).toEqual(ids.slice(0, 2));
+    // An upload between pages comes before the first page, never in a later one.
+    await store.put(await newPlugin(6));
+    const second = await store.list({ limit: 2, cursor: first.nextCursor! });
+    expect(second.plugins.map((m) => m.id)).toEqual(ids.slice(2, 4));
+    const last = await store.list({ limit: 2, cursor: second.nextCursor! });
+    expect(last).toEqual({ plugins: [expect.objectContaining({ id: ids[4] })], nextCursor: null });
+    await expect(store.list({ limit: 2, cursor: 'bm9wZQ' })).rejects.toMatchObject({ code: 'INVALID_REQUEST' });
+  });
+
+  it('moves a name to the newest upload carrying it, and frees it on delete, telling delete listeners', async () => {
+    const store = await harness.open();
+    const deletedIds: string[] = [];
+    store.onDelete((id) => deletedIds.push(id));
     const a = await store.put(await newPlugin(1, 'tool'));
     const b = await store.put(await newPlugin(2, 'tool'));
     expect((await store.get('tool'))!.id).toBe(b.meta.id);
@@ -97,20 +192,19 @@ describe('FsPluginStore', () => {
     expect(await store.get(a.meta.id)).toBeNull();
     expect(await store.getBytes(a.meta.id)).toBeNull();
     expect(await store.delete('renamed')).toBeNull();
-    expect(await listFiles(dir)).toEqual([`blobs/${b.meta.id}.wasm`, `meta/${b.meta.id}.json`]);
+    expect(deletedIds).toEqual([a.meta.id]);
+    expect(store.known().map((m) => m.id)).toEqual([b.meta.id]);
   });
 
   it('streams a blob in chunks, to the end even when the plugin is deleted meanwhile', async () => {
-    const store = await FsPluginStore.open(dir);
-    const plugin = await newPlugin(5);
+    const store = await harness.open();
     const bytes = randomBytes(3 * 1024 * 1024);
-    const id = createHash('sha256').update(bytes).digest('hex');
-    await store.put({ bytes, meta: { ...plugin.meta, id, size: bytes.length } });
+    const { meta } = await store.put(withBytes(bytes, 5));
 
-    const blob = await store.openBytesStream(id);
+    const blob = await store.openBytesStream(meta.id);
     expect(blob!.size).toBe(bytes.length);
-    await store.delete(id);
-    expect(await store.openBytesStream(id)).toBeNull();
+    await store.delete(meta.id);
+    expect(await store.openBytesStream(meta.id)).toBeNull();
     const chunks: Buffer[] = [];
     for await (const chunk of blob!.stream) chunks.push(chunk as Buffer);
     // Read piece by piece (64 KiB), never the whole file at once.
@@ -121,13 +215,14 @@ describe('FsPluginStore', () => {
   });
 
   it('finds every stored plugin, name and order again after a restart', async () => {
-    const store = await FsPluginStore.open(dir);
+    const store = await harness.open();
     await store.put(await newPlugin(1, 'one'));
     await store.put(await newPlugin(2, 'one'));
     await store.put(await newPlugin(3));
     const before = await listAll(store);
+    await store.close();
 
-    const reopened = await FsPluginStore.open(dir);
+    const reopened = await harness.open();
     expect(await listAll(reopened)).toEqual(before);
     expect((await reopened.get('one'))!.id).toBe(before[1]!.id);
     for (const meta of before) {
@@ -138,6 +233,70 @@ describe('FsPluginStore', () => {
     // Upload order continues after the restart.
     const next = await reopened.put(await newPlugin(4));
     expect((await listAll(reopened))[0]!.id).toBe(next.meta.id);
+  });
+
+  it('refuses damaged stored bytes (sha256 no longer the id), whole or streamed, reports it, and a re-upload repairs them', async () => {
+    const logged: Logged[] = [];
+    const store = await harness.open(logged);
+    const original = await newPlugin(1);
+    const { meta } = await store.put(original);
+    const damaged = Buffer.from(original.bytes);
+    damaged[damaged.length - 1]! ^= 0xff;
+    await harness.damage(meta.id, damaged);
+
+    const err = await store.getBytes(meta.id).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StoredBytesCorruptError);
+    expect((err as StoredBytesCorruptError).actualSha256).toBe(createHash('sha256').update(damaged).digest('hex'));
+    expect(err).toMatchObject({ code: 'STORE_ERROR' });
+
+    // A stream never hands out the whole damaged module.
+    const streamed = await (async () => {
+      const opened = await store.openBytesStream(meta.id);
+      let received = 0;
+      for await (const chunk of opened!.stream) received += (chunk as Buffer).length;
+      return received;
+    })().catch((e: unknown) => e);
+    expect(streamed).toBeInstanceOf(StoredBytesCorruptError);
+    const errors = logged.filter((l) => l.level === 'error');
+    expect(errors[0]).toMatchObject({ msg: 'store: the stored bytes of a plugin are damaged', obj: { plugin: meta.id } });
+
+    // Uploading the same bytes again repairs the stored copy.
+    expect((await store.put(original)).created).toBe(false);
+    expect(Buffer.from((await store.getBytes(meta.id))!).equals(Buffer.from(original.bytes))).toBe(true);
+  });
+
+  it('serializes concurrent uploads of the same bytes into one plugin', async () => {
+    const store = await harness.open();
+    const plugin = await newPlugin(7);
+    const results = await Promise.all(Array.from({ length: 5 }, () => store.put(plugin)));
+    expect(results.filter((r) => r.created)).toHaveLength(1);
+    expect(await listAll(store)).toHaveLength(1);
+  });
+
+  it('passes its readiness check', async () => {
+    const store = await harness.open();
+    await expect(store.check()).resolves.toBeUndefined();
+  });
+});
+
+describe('FsPluginStore on disk', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await makeTempDir('wasmhost-store-');
+  });
+  afterEach(async () => {
+    await removeDir(dir);
+  });
+
+  it('keeps one blob and one metadata file per plugin', async () => {
+    const store = await FsPluginStore.open(dir);
+    const plugin = await newPlugin(1);
+    await store.put(plugin);
+    await store.put(plugin);
+    expect(await listFiles(dir)).toEqual([`blobs/${plugin.meta.id}.wasm`, `meta/${plugin.meta.id}.json`]);
+    await store.put(await newPlugin(2));
+    await store.delete(plugin.meta.id);
+    expect(await listFiles(dir)).toHaveLength(2);
   });
 
   it('cleans up what an interrupted write left and never shows a half-written plugin', async () => {
@@ -168,57 +327,19 @@ describe('FsPluginStore', () => {
       error: (_obj, msg) => warnings.push(msg),
     });
     expect((await listAll(reopened)).map((m) => m.id)).toEqual([b.meta.id, a.meta.id]);
-    await expect(reopened.getBytes(a.meta.id)).rejects.toBeInstanceOf(StoredBytesCorruptError);
+    const missing = await reopened.getBytes(a.meta.id).catch((e: unknown) => e);
+    expect(missing).toBeInstanceOf(StoredBytesCorruptError);
+    expect((missing as StoredBytesCorruptError).actualSha256).toBeNull();
+    await expect(reopened.openBytesStream(a.meta.id)).rejects.toThrow(/are missing/);
     expect(warnings.sort()).toEqual([
       'store: a stored plugin has lost its Wasm blob',
+      'store: the stored bytes of a plugin are damaged',
       'store: the stored bytes of a plugin are damaged',
       'store: unreadable metadata file skipped',
     ]);
     // The same bytes uploaded again bring it back.
     expect((await reopened.put(await newPlugin(1))).created).toBe(false);
     expect((await reopened.getBytes(a.meta.id))!.length).toBe(a.meta.size);
-  });
-
-  it('refuses bytes damaged on disk (sha256 no longer the id), whole or streamed, reports it, and a re-upload repairs them', async () => {
-    const errors: { obj: object; msg: string }[] = [];
-    const store = await FsPluginStore.open(dir, { warn: () => {}, error: (obj, msg) => errors.push({ obj, msg }) });
-    const { meta } = await store.put(await newPlugin(1));
-    const blob = path.join(dir, 'blobs', `${meta.id}.wasm`);
-    const damaged = await readFile(blob);
-    damaged[damaged.length - 1]! ^= 0xff;
-    await writeFile(blob, damaged);
-
-    const err = await store.getBytes(meta.id).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(StoredBytesCorruptError);
-    expect((err as StoredBytesCorruptError).actualSha256).toBe(createHash('sha256').update(damaged).digest('hex'));
-
-    // A stream hands out everything but the last chunk, then fails: never the whole damaged file.
-    const opened = await store.openBytesStream(meta.id);
-    let received = 0;
-    const streamed = await (async () => {
-      for await (const chunk of opened!.stream) received += (chunk as Buffer).length;
-    })().catch((e: unknown) => e);
-    expect(streamed).toBeInstanceOf(StoredBytesCorruptError);
-    expect(received).toBeLessThan(damaged.length);
-    expect(errors).toHaveLength(2);
-    expect(errors.every((e) => e.msg === 'store: the stored bytes of a plugin are damaged')).toBe(true);
-    expect(errors[0]!.obj).toMatchObject({ plugin: meta.id });
-
-    // Uploading the same bytes again repairs the copy on disk.
-    const original = await newPlugin(1);
-    expect((await store.put(original)).created).toBe(false);
-    expect(Buffer.from((await store.getBytes(meta.id))!).equals(Buffer.from(original.bytes))).toBe(true);
-
-    // A blob lost while the plugin is stored is damage too (not "deleted meanwhile"), and repaired the same way.
-    await rm(blob);
-    const missing = await store.getBytes(meta.id).catch((e: unknown) => e);
-    expect({
-      isCorrupt: missing instanceof StoredBytesCorruptError,
-      sha: (missing as StoredBytesCorruptError).actualSha256,
-    }).toEqual({ isCorrupt: true, sha: null });
-    await expect(store.openBytesStream(meta.id)).rejects.toThrow(/are missing/);
-    expect((await store.put(original)).created).toBe(false);
-    expect((await store.getBytes(meta.id))!.length).toBe(original.bytes.length);
   });
 
   it('resolves a name left on two plugins by a crash mid-move to the later assignment', async () => {
@@ -264,14 +385,6 @@ describe('FsPluginStore', () => {
     const reopened = await FsPluginStore.open(dir);
     expect((await reopened.get('x'))!.id).toBe(b.meta.id);
     expect((await reopened.get(a.meta.id))!.name).toBeNull();
-  });
-
-  it('serializes concurrent uploads of the same bytes into one plugin', async () => {
-    const store = await FsPluginStore.open(dir);
-    const plugin = await newPlugin(7);
-    const results = await Promise.all(Array.from({ length: 5 }, () => store.put(plugin)));
-    expect(results.filter((r) => r.created)).toHaveLength(1);
-    expect(await listAll(store)).toHaveLength(1);
   });
 
   it('check() writes, reads and deletes a probe, and fails when the directory is gone', async () => {

@@ -1,11 +1,13 @@
 // Filesystem PluginStore: blobs/<id>.wasm + meta/<id>.json under the data dir, each written atomically
 // (temp file, fsync, rename, fsync dir). A plugin is visible once its meta file exists, so the blob is
 // always written first and removed last. The whole index lives in memory: get/list never touch disk.
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Transform, pipeline } from 'node:stream';
+import { pipeline } from 'node:stream';
+import { TEMP_PREFIX, fsyncDir, removeTempFiles, unlinkIfPresent, verifyingStream, writeAtomic } from './blob-files.ts';
 import {
+  freezeMeta,
   ID_PATTERN,
   pluginIdOf,
   StoredBytesCorruptError,
@@ -18,9 +20,8 @@ import {
   type PluginStore,
   type PutResult,
 } from './store.ts';
+import { AppError } from '../errors.ts';
 import { decodeCursor, encodeCursor } from './cursor.ts';
-
-const TEMP_PREFIX = '.tmp-';
 
 /** What a meta file holds: the public record plus the order facts that survive a restart. */
 interface MetaFile {
@@ -233,7 +234,7 @@ export class FsPluginStore implements PluginStore {
       bytes = await readFile(this.#blobPath(id));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return this.#lost(id);
-      throw err;
+      throw this.#unreadable(id, err);
     }
     // Content addressing makes damage on disk detectable; compiling damaged bytes would blame the plugin.
     const actual = pluginIdOf(bytes);
@@ -248,13 +249,15 @@ export class FsPluginStore implements PluginStore {
       handle = await open(this.#blobPath(id), 'r');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return this.#lost(id);
-      throw err;
+      throw this.#unreadable(id, err);
     }
     try {
-      const { size } = await handle.stat();
+      const stats = await handle.stat();
+      if (!stats.isFile()) throw this.#unreadable(id, new Error('not a regular file'));
+      const { size } = stats;
       // The open descriptor keeps the file readable after a delete unlinks it; the stream closes it.
       const file = handle.createReadStream();
-      const verified = this.#verifyingStream(id);
+      const verified = verifyingStream(id, (actual) => this.#damaged(id, actual));
       pipeline(file, verified, () => {});
       return { stream: verified, size };
     } catch (err) {
@@ -269,36 +272,22 @@ export class FsPluginStore implements PluginStore {
     return null;
   }
 
+  /** The blob is there but cannot be read (permissions, I/O error, something else in its place). */
+  #unreadable(id: string, err: unknown): AppError {
+    this.#log.error({ plugin: id, err, file: this.#blobPath(id) }, 'store: the stored bytes of a plugin cannot be read');
+    const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    return new AppError(
+      'STORE_ERROR',
+      `the stored bytes of plugin ${id} cannot be read (${reason}); upload the same bytes again to repair it`,
+      {
+        cause: err,
+      },
+    );
+  }
+
   #damaged(id: string, actualSha256: string | null): StoredBytesCorruptError {
     this.#log.error({ plugin: id, actualSha256, file: this.#blobPath(id) }, 'store: the stored bytes of a plugin are damaged');
     return new StoredBytesCorruptError(id, actualSha256);
-  }
-
-  /**
-   * Passes the bytes through, holding back the last chunk until they hash to `id`; damaged bytes end
-   * the stream with StoredBytesCorruptError, so a reader never gets them whole under the id's ETag.
-   */
-  #verifyingStream(id: string): Transform {
-    const hash = createHash('sha256');
-    let held: Buffer | null = null;
-    const damaged = (actual: string) => this.#damaged(id, actual);
-    return new Transform({
-      transform(chunk: Buffer, _encoding, done) {
-        hash.update(chunk);
-        if (held) this.push(held);
-        held = chunk;
-        done();
-      },
-      flush(done) {
-        const actual = hash.digest('hex');
-        if (actual !== id) {
-          done(damaged(actual));
-          return;
-        }
-        if (held) this.push(held);
-        done();
-      },
-    });
   }
 
   async list(query: ListQuery): Promise<ListPage> {
@@ -352,6 +341,10 @@ export class FsPluginStore implements PluginStore {
     return { plugins: this.#byId.size, bytes: this.#bytes };
   }
 
+  health(): null {
+    return null;
+  }
+
   async close(): Promise<void> {
     await this.#queue;
   }
@@ -359,60 +352,4 @@ export class FsPluginStore implements PluginStore {
 
 function withName(meta: PluginMeta, name: string | null): PluginMeta {
   return freezeMeta({ ...meta, name });
-}
-
-/** Records are shared with every reader (the engine holds them per call): an immutable copy. */
-function freezeMeta(meta: PluginMeta): PluginMeta {
-  return Object.freeze({
-    ...meta,
-    exports: Object.freeze([...meta.exports]),
-    imports: Object.freeze(meta.imports.map((imp) => Object.freeze({ module: imp.module, name: imp.name }))),
-    config: Object.freeze({ ...meta.config }),
-    allowedHosts: Object.freeze([...meta.allowedHosts]),
-  }) as PluginMeta;
-}
-
-async function writeAtomic(target: string, data: Uint8Array | string): Promise<void> {
-  const dir = path.dirname(target);
-  const temp = path.join(dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
-  const handle = await open(temp, 'wx', 0o644);
-  try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } catch (err) {
-    await handle.close();
-    await unlinkIfPresent(temp);
-    throw err;
-  }
-  await handle.close();
-  try {
-    await rename(temp, target);
-  } catch (err) {
-    await unlinkIfPresent(temp);
-    throw err;
-  }
-  await fsyncDir(dir);
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-async function unlinkIfPresent(file: string): Promise<void> {
-  try {
-    await unlink(file);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-}
-
-async function removeTempFiles(dir: string): Promise<void> {
-  for (const file of await readdir(dir)) {
-    if (file.startsWith(TEMP_PREFIX)) await unlinkIfPresent(path.join(dir, file));
-  }
 }

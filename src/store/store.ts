@@ -37,6 +37,17 @@ export interface PluginMeta {
   allowedHosts: string[];
 }
 
+/** Records are shared with every reader (the engine holds them per call): an immutable copy. */
+export function freezeMeta(meta: PluginMeta): PluginMeta {
+  return Object.freeze({
+    ...meta,
+    exports: Object.freeze([...meta.exports]),
+    imports: Object.freeze(meta.imports.map((imp) => Object.freeze({ module: imp.module, name: imp.name }))),
+    config: Object.freeze({ ...meta.config }),
+    allowedHosts: Object.freeze([...meta.allowedHosts]),
+  }) as PluginMeta;
+}
+
 /**
  * Stored bytes that no longer hash to their id, or are gone: damaged on disk, never served as the
  * plugin. A STORE_ERROR wherever it surfaces (a call, a download).
@@ -89,6 +100,29 @@ export interface ListPage {
 /** What a replica knows of a plugin without asking anyone (metrics labels). */
 export type PluginRef = Pick<PluginMeta, 'id' | 'name'>;
 
+/** Store work timed for metrics (a closed set: bounded labels). */
+export type StoreOperation = 'get' | 'get_bytes' | 'list' | 'put' | 'delete' | 'sync' | 'poll' | 'check' | 'migrate';
+export type StoreOutcome = 'ok' | 'unavailable' | 'error';
+/** What made a replica apply another replica's change: a notification, the fallback poll, or a (re)connect. */
+export type ChangeSource = 'notify' | 'poll' | 'reconnect';
+
+export interface StoreObserver {
+  onQuery?(operation: StoreOperation, outcome: StoreOutcome, seconds: number): void;
+  /** A change committed elsewhere reached this replica `lagSeconds` after its commit. */
+  onChangeApplied?(source: ChangeSource, lagSeconds: number): void;
+}
+
+/** A shared backend's connection state (null for the filesystem store). */
+export interface StoreHealth {
+  /** The last statement reached the database. */
+  up: boolean;
+  /** The change listener is connected (without it, changes arrive by the fallback poll). */
+  listening: boolean;
+  poolTotal: number;
+  poolIdle: number;
+  poolWaiting: number;
+}
+
 export interface PluginStore {
   /** Stores bytes + metadata atomically; with bytes already stored, applies a new name only (and repairs a damaged blob). */
   put(plugin: NewPlugin): Promise<PutResult>;
@@ -116,6 +150,7 @@ export interface PluginStore {
   /** Readiness: throws when the store cannot be read or written. */
   check(): Promise<void>;
   stats(): { plugins: number; bytes: number };
+  health(): StoreHealth | null;
   /** Stops background work and closes connections. */
   close(): Promise<void>;
 }

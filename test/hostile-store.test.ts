@@ -1,0 +1,197 @@
+// The filesystem store under a hostile disk, through HTTP against the real service process: a disk
+// that fills up, a data dir that turns read-only, and blobs damaged, emptied, lost or replaced on disk.
+// Each answer's code is checked, nothing half-stored shows up, and the service keeps serving after.
+// As root the disk is real: a tiny tmpfs, or a read-only bind mount, in a mount namespace of the
+// service's own (unshare -m: nothing is mounted for anyone else). Without root: RLIMIT_FSIZE
+// (`ulimit -f`, EFBIG) and permission bits stand in.
+import { createHash, randomBytes } from 'node:crypto';
+import { chmod, mkdir, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { makeTempDir, readPlugin, removeDir, wat } from './helpers.ts';
+import { startReplica, type Replica } from './replica-process.ts';
+
+const isRoot = process.getuid?.() === 0;
+const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function replica(name: string, options: Parameters<typeof startReplica>[2] = {}): Promise<Replica> {
+  // No shedding on event-loop lag: this machine is shared and busy; what is checked is the store's answers.
+  const started = await startReplica(name, { RATE_LIMIT_MAX: '0', MAX_EVENT_LOOP_DELAY_MS: '0' }, options);
+  cleanups.push(() => started.stop());
+  return started;
+}
+
+async function dataDir(): Promise<string> {
+  const dir = await makeTempDir('wasmhost-hostile-');
+  cleanups.push(async () => {
+    await chmod(dir, 0o755).catch(() => undefined);
+    for (const sub of ['blobs', 'meta']) await chmod(path.join(dir, sub), 0o755).catch(() => undefined);
+    await removeDir(dir);
+  });
+  return dir;
+}
+
+/** A valid plugin of about `size` bytes (a custom section pads it), different for each `marker`. */
+async function paddedPlugin(marker: number, size: number): Promise<Uint8Array> {
+  const module = await wat(
+    `(module (memory (export "memory") 1) (func (export "run") (result i32) (i32.const 0)) (data (i32.const 0) "m${marker}"))`,
+  );
+  const name = Buffer.from('pad');
+  const payload = Buffer.concat([Buffer.from([name.length]), name, randomBytes(size)]);
+  const length: number[] = [];
+  for (let rest = payload.length; ;) {
+    length.push((rest & 0x7f) | (rest > 0x7f ? 0x80 : 0));
+    rest >>>= 7;
+    if (rest === 0) break;
+  }
+  return Buffer.concat([module, Buffer.from([0, ...length]), payload]);
+}
+
+async function upload(target: Replica, bytes: Uint8Array, name?: string): Promise<{ status: number; code?: string }> {
+  const res = await fetch(`${target.url}/plugins${name ? `?name=${name}` : ''}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/wasm' },
+    body: new Uint8Array(bytes),
+  });
+  const body = (await res.json()) as { code?: string };
+  return body.code === undefined ? { status: res.status } : { status: res.status, code: body.code };
+}
+
+async function call(target: Replica, idOrName: string, fn: string, input = 'hello'): Promise<{ status: number; code?: string }> {
+  const res = await fetch(`${target.url}/plugins/${idOrName}/call`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ function: fn, input }),
+  });
+  const body = (await res.json()) as { code?: string };
+  return body.code === undefined ? { status: res.status } : { status: res.status, code: body.code };
+}
+
+async function listedIds(target: Replica): Promise<string[]> {
+  const res = await fetch(`${target.url}/plugins?limit=1000`);
+  expect(res.status).toBe(200);
+  return ((await res.json()) as { plugins: { id: string }[] }).plugins.map((p) => p.id);
+}
+
+/** Still serving: liveness, and a call of a plugin that is fine. */
+async function expectAlive(target: Replica, name: string, fn: string): Promise<void> {
+  expect((await fetch(`${target.url}/healthz`)).status).toBe(200);
+  expect(await call(target, name, fn)).toEqual({ status: 200 });
+}
+
+describe('filesystem store on a hostile disk', () => {
+  it('answers 500 STORE_ERROR when the disk is full, stores nothing of the refused upload, and takes uploads again once there is room', async () => {
+    const dir = await dataDir();
+    const shell = isRoot
+      ? // 256 KiB of disk for DATA_DIR, in the service's own mount namespace.
+        'unshare -m sh -c \'mount -t tmpfs -o size=256k tmpfs "$DATA_DIR" && exec "$NODE" src/main.ts\''
+      : // Files over 200 KiB cannot be written (EFBIG).
+        'ulimit -f 200 && exec "$NODE" src/main.ts';
+    const service = await replica('disk-full', { dataDir: dir, shell });
+    expect(await upload(service, await readPlugin('count_vowels'), 'vowels')).toEqual({ status: 201 });
+
+    const outcomes: { id: string; status: number; code?: string }[] = [];
+    for (let marker = 1; marker <= 12 && !outcomes.some((o) => o.status === 500); marker++) {
+      const bytes = await paddedPlugin(marker, 60 * 1024);
+      outcomes.push({ id: sha256(bytes), ...(await upload(service, bytes)) });
+    }
+    const refused = outcomes.filter((o) => o.status !== 201);
+    expect(refused).toEqual([{ id: expect.any(String), status: 500, code: 'STORE_ERROR' }]);
+
+    // Listed: exactly what was acknowledged, each whole.
+    const stored = outcomes.filter((o) => o.status === 201).map((o) => o.id);
+    const listed = await listedIds(service);
+    expect(listed.sort()).toEqual([...stored, sha256(await readPlugin('count_vowels'))].sort());
+    for (const id of stored) {
+      const download = await fetch(`${service.url}/plugins/${id}/wasm`);
+      expect(sha256(new Uint8Array(await download.arrayBuffer()))).toBe(id);
+    }
+    await expectAlive(service, 'vowels', 'count_vowels');
+
+    // Room again (a delete): the same upload now succeeds.
+    expect((await fetch(`${service.url}/plugins/${stored[0]}`, { method: 'DELETE' })).status).toBe(204);
+    const retried = outcomes.find((o) => o.status === 500)!;
+    const again = await paddedPlugin(outcomes.indexOf(retried) + 1, 60 * 1024);
+    expect(sha256(again)).not.toBe(retried.id); // random padding: a fresh module of the same size
+    expect(await upload(service, again)).toEqual({ status: 201 });
+  });
+
+  it('keeps serving calls and downloads from a read-only data dir, refuses uploads and deletes with 500 STORE_ERROR, and is not ready', async () => {
+    const dir = await dataDir();
+    const writable = await replica('before-read-only', { dataDir: dir });
+    expect(await upload(writable, await readPlugin('count_vowels'), 'vowels')).toEqual({ status: 201 });
+    await writable.stop();
+
+    const shell = isRoot
+      ? 'unshare -m sh -c \'mount --bind "$DATA_DIR" "$DATA_DIR" && mount -o remount,bind,ro "$DATA_DIR" && exec "$NODE" src/main.ts\''
+      : 'exec "$NODE" src/main.ts';
+    if (!isRoot) for (const sub of ['', 'blobs', 'meta']) await chmod(path.join(dir, sub), 0o555);
+    const readOnly = await replica('read-only', { dataDir: dir, shell });
+
+    await expectAlive(readOnly, 'vowels', 'count_vowels');
+    expect((await fetch(`${readOnly.url}/plugins/vowels/wasm`)).status).toBe(200);
+    expect(await upload(readOnly, await readPlugin('echo'), 'echo')).toEqual({ status: 500, code: 'STORE_ERROR' });
+    const del = await fetch(`${readOnly.url}/plugins/vowels`, { method: 'DELETE' });
+    expect({ status: del.status, code: ((await del.json()) as { code: string }).code }).toEqual({
+      status: 500,
+      code: 'STORE_ERROR',
+    });
+    const ready = await fetch(`${readOnly.url}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(await ready.json()).toMatchObject({ code: 'NOT_READY', checks: { store: 'failed' } });
+    // Nothing was lost or half-written by the refused requests.
+    expect(await listedIds(readOnly)).toEqual([sha256(await readPlugin('count_vowels'))]);
+    await expectAlive(readOnly, 'vowels', 'count_vowels');
+  });
+
+  it('answers 500 STORE_ERROR for blobs damaged, emptied, lost or replaced by a directory on disk, keeps them listed, and serves the rest', async () => {
+    const dir = await dataDir();
+    const first = await replica('before-damage', { dataDir: dir });
+    const names = ['flipped', 'emptied', 'lost', 'directory'];
+    const modules = await Promise.all(names.map((_, i) => paddedPlugin(100 + i, 1024)));
+    for (const [i, name] of names.entries()) expect(await upload(first, modules[i]!, name)).toEqual({ status: 201 });
+    expect(await upload(first, await readPlugin('echo'), 'healthy')).toEqual({ status: 201 });
+    await first.stop();
+
+    const blob = (i: number) => path.join(dir, 'blobs', `${sha256(modules[i]!)}.wasm`);
+    const flipped = await readFile(blob(0));
+    flipped[flipped.length - 1]! ^= 0xff;
+    await writeFile(blob(0), flipped);
+    await truncate(blob(1), 0);
+    await rm(blob(2));
+    await rm(blob(3));
+    await mkdir(blob(3));
+
+    // A restart: nothing is in the module cache, so every call reads its blob.
+    const service = await replica('after-damage', { dataDir: dir });
+    expect((await listedIds(service)).length).toBe(5);
+    for (const name of names) {
+      expect({ name, ...(await call(service, name, 'run')) }).toEqual({ name, status: 500, code: 'STORE_ERROR' });
+      const download = await fetch(`${service.url}/plugins/${name}/wasm`);
+      // Damage found before the first byte: a 500; found at the end of the stream: the body is cut short.
+      const whole = await download.arrayBuffer().then(
+        (body) => sha256(new Uint8Array(body)) === sha256(modules[names.indexOf(name)]!),
+        () => false,
+      );
+      expect({ name, whole }).toEqual({ name, whole: false });
+    }
+    await expectAlive(service, 'healthy', 'echo');
+
+    // Uploading the same bytes again repairs each (the directory is in the way of that one: still an error).
+    for (const [i, name] of names.entries()) {
+      const repaired = await upload(service, modules[i]!);
+      if (name === 'directory') expect(repaired).toEqual({ status: 500, code: 'STORE_ERROR' });
+      else {
+        expect({ name, ...repaired }).toEqual({ name, status: 200 });
+        expect({ name, ...(await call(service, name, 'run')) }).toEqual({ name, status: 200 });
+      }
+    }
+    expect((await readdir(path.join(dir, 'blobs'))).filter((f) => f.startsWith('.tmp-'))).toEqual([]);
+    await expectAlive(service, 'healthy', 'echo');
+  });
+});

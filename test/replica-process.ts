@@ -1,0 +1,93 @@
+// Replicas as real processes (`node src/main.ts`, the Node running the tests: 24 under npm), each with
+// its own DATA_DIR and port, all given the environment the test passes (e.g. one DATABASE_URL).
+import { type ChildProcess, spawn } from 'node:child_process';
+import { makeTempDir, removeDir, repoRoot } from './helpers.ts';
+import { closedPort } from './upstream.ts';
+
+export interface Replica {
+  name: string;
+  process: ChildProcess;
+  url: string;
+  output: () => string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** SIGKILL if still running, then removes its data dir. */
+  stop(): Promise<void>;
+}
+
+/**
+ * The child's whole environment: PATH and HOME from the runner, then what the test sets. Nothing else
+ * (AUTH_TOKENS, limits exported in the shell) may change what the test checks.
+ */
+function serviceEnv(env: Record<string, string>): Record<string, string> {
+  const inherited: Record<string, string> = {};
+  for (const name of ['PATH', 'HOME']) {
+    const value = process.env[name];
+    if (value !== undefined) inherited[name] = value;
+  }
+  return { ...inherited, ...env };
+}
+
+export interface ReplicaOptions {
+  /** Reuse this data dir (a restart); it is kept when the replica stops. */
+  dataDir?: string;
+  /**
+   * Runs the service through a shell command (e.g. to mount something first or set a ulimit); it must
+   * end with `exec "$NODE" src/main.ts`. $NODE and $DATA_DIR are set.
+   */
+  shell?: string;
+}
+
+/** Starts a replica and waits until it listens. */
+export async function startReplica(name: string, env: Record<string, string>, options: ReplicaOptions = {}): Promise<Replica> {
+  const dataDir = options.dataDir ?? (await makeTempDir(`wasmhost-replica-${name}-`));
+  const port = await closedPort();
+  const [command, args] = options.shell === undefined ? [process.execPath, ['src/main.ts']] : ['sh', ['-c', options.shell]];
+  const child = spawn(command, args, {
+    cwd: repoRoot,
+    env: serviceEnv({
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      DATA_DIR: dataDir,
+      LOG_LEVEL: 'info',
+      WORKERS: '1',
+      NODE: process.execPath,
+      ...env,
+    }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+    if (options.dataDir === undefined) await removeDir(dataDir);
+  };
+  const deadline = Date.now() + 30_000;
+  while (!output.includes('Server listening')) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      await stop();
+      throw new Error(`replica ${name} did not start:\n${output}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return { name, process: child, url: `http://127.0.0.1:${port}`, output: () => output, exited, stop };
+}
+
+/**
+ * Asks `probe` every 10 ms until it returns true: how long that took in ms from the call, or Infinity
+ * when it never did within `giveUpMs`.
+ */
+export async function msUntil(probe: () => Promise<boolean>, giveUpMs = 10_000): Promise<number> {
+  const started = performance.now();
+  while (performance.now() - started < giveUpMs) {
+    if (await probe()) return performance.now() - started;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return Infinity;
+}
