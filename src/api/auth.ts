@@ -6,6 +6,7 @@ import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Config, Role } from '../config.ts';
 import { AppError } from '../errors.ts';
+import { type FailedTokenLimiter, RedisFailedTokenLimiter, connectRedis } from './auth-failures.ts';
 import { HttpError } from './error-handler.ts';
 import { type Access, routePolicy } from './route-policy.ts';
 
@@ -129,7 +130,12 @@ function unauthorized(message: string, invalid: boolean): AppError {
 export async function installAccessControl(app: FastifyInstance, config: Config): Promise<void> {
   const { authTokens, metricsToken, rateLimitMax, rateLimitWindowMs, authFailureMax } = config.ops;
   const verifier = new TokenVerifier(authTokens, metricsToken);
-  const failures = authFailureMax > 0 ? new AuthFailureLimiter(authFailureMax, rateLimitWindowMs) : null;
+  // With REDIS_URL every replica counts into the same rate-limit and failed-token counters.
+  const redis = config.ops.redis ? await connectRedis(config.ops.redis.url, config.ops.redis.keyPrefix, app.log) : null;
+  if (redis) app.addHook('onClose', async () => void (await redis.quit().catch(() => redis.disconnect())));
+  const local = authFailureMax > 0 ? new AuthFailureLimiter(authFailureMax, rateLimitWindowMs) : null;
+  const failures: FailedTokenLimiter | null =
+    local && redis ? new RedisFailedTokenLimiter(redis, authFailureMax, rateLimitWindowMs, local) : local;
   const open = authTokens.size === 0;
   if (open) {
     app.log.warn('AUTH_TOKENS is not set: the API is open, anyone who can reach it may upload, delete and call plugins');
@@ -145,7 +151,7 @@ export async function installAccessControl(app: FastifyInstance, config: Config)
     const { access } = routePolicy(request);
     if (access === 'open') return;
     if (access === 'metrics' ? metricsToken === null : open) return;
-    const retryAfter = failures?.retryAfterSeconds(request.ip) ?? 0;
+    const retryAfter = (await failures?.retryAfterSeconds(request.ip)) ?? 0;
     if (retryAfter > 0) {
       throw new AppError(
         'RATE_LIMITED',
@@ -155,7 +161,7 @@ export async function installAccessControl(app: FastifyInstance, config: Config)
     }
     if (token === undefined) throw unauthorized('this route needs a bearer token (Authorization: Bearer <token>)', false);
     if (request.principal === null) {
-      failures?.recordFailure(request.ip);
+      await failures?.recordFailure(request.ip);
       throw unauthorized('the bearer token is not valid', true);
     }
     if (!SATISFIES[request.principal.grant].has(access)) {
@@ -169,6 +175,7 @@ export async function installAccessControl(app: FastifyInstance, config: Config)
     global: true,
     max: rateLimitMax,
     timeWindow: rateLimitWindowMs,
+    ...(redis ? { redis, nameSpace: 'rate-limit:', skipOnError: true } : {}),
     allowList: (request) => routePolicy(request).rateLimit === null,
     keyGenerator: (request) =>
       `${routePolicy(request).rateLimit}:${request.principal ? `token:${request.principal.tokenId}` : `ip:${request.ip}`}`,

@@ -1,0 +1,88 @@
+// REDIS_URL: two replicas (two apps that share nothing else) count one token's calls and one address's
+// failed tokens in the same Redis, so the sum over both is capped; each run uses a key prefix of its own.
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { expectContract } from './openapi-contract.ts';
+import { readPlugin, removeDir, startServer, type TestServer } from './helpers.ts';
+
+const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const ADMIN = 'redis-admin-token-000000001';
+const INVOKE = 'redis-invoke-token-00000001';
+
+const bearer = (token: string): Record<string, string> => ({ authorization: `Bearer ${token}` });
+
+describe('limits shared through Redis by two replicas', () => {
+  const prefix = `wasmhost-test-${process.pid}-${randomBytes(4).toString('hex')}:`;
+  const servers: TestServer[] = [];
+
+  beforeAll(async () => {
+    const env = {
+      AUTH_TOKENS: `${ADMIN}:admin,${INVOKE}:invoke`,
+      RATE_LIMIT_MAX: '6',
+      RATE_LIMIT_WINDOW_MS: '60000',
+      AUTH_FAILURE_MAX: '4',
+      REDIS_URL,
+      REDIS_KEY_PREFIX: prefix,
+    };
+    for (let i = 0; i < 2; i++) servers.push(await startServer({ env }));
+    const echo = await readPlugin('echo');
+    for (const server of servers) {
+      const res = await fetch(`${server.url}/plugins?name=echo`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/wasm', ...bearer(ADMIN) },
+        body: new Uint8Array(echo),
+      });
+      expect(res.status).toBe(201);
+    }
+  });
+
+  afterAll(async () => {
+    for (const server of servers) {
+      await server.close();
+      await removeDir(server.dataDir);
+    }
+    const redis = new Redis(REDIS_URL);
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length > 0) await redis.del(...keys);
+    await redis.quit();
+  });
+
+  const call = (server: TestServer) =>
+    fetch(`${server.url}/plugins/echo/call`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...bearer(INVOKE) },
+      body: JSON.stringify({ function: 'echo', input: 'hi' }),
+    });
+
+  it("caps a token's calls at RATE_LIMIT_MAX summed over both replicas", async () => {
+    const statuses: number[] = [];
+    // Alternating: 4 on each replica, 8 in all, against a limit of 6.
+    for (let i = 0; i < 8; i++) {
+      const res = await call(servers[i % 2]!);
+      await expectContract('POST', '/plugins/echo/call', res);
+      statuses.push(res.status);
+      if (res.status === 429) {
+        expect(res.headers.get('retry-after')).toMatch(/^\d+$/);
+        expect(await res.json()).toMatchObject({ code: 'RATE_LIMITED' });
+      }
+    }
+    expect(statuses).toEqual([200, 200, 200, 200, 200, 200, 429, 429]);
+    // The counters live in Redis under this run's prefix.
+    const redis = new Redis(REDIS_URL);
+    expect((await redis.keys(`${prefix}rate-limit:*`)).length).toBeGreaterThan(0);
+    await redis.quit();
+  });
+
+  it('counts failed token attempts from one address on both replicas together', async () => {
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const res = await fetch(`${servers[i % 2]!.url}/plugins`, { headers: bearer(`wrong-token-guess-${i}-0000000`) });
+      statuses.push(res.status);
+    }
+    // Four failures in all (two per replica) reach AUTH_FAILURE_MAX: the fifth attempt, anywhere, is refused.
+    expect(statuses).toEqual([401, 401, 401, 401, 429]);
+    const valid = await fetch(`${servers[1]!.url}/plugins`, { headers: bearer(ADMIN) });
+    expect(valid.status).toBe(429);
+  });
+});
