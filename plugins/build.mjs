@@ -109,9 +109,12 @@ async function buildWat(name, out) {
   const { default: loadWabt } = await import('wabt');
   const wabt = await loadWabt();
   const file = join(pluginsDir, 'wat', `${name}.wat`);
-  const module = wabt.parseWat(file, readFileSync(file, 'utf8'));
+  // Atomics (dirty_probe writes with them) are in the threads proposal; Wasm engines accept them
+  // on unshared memories too.
+  const features = { threads: true };
+  const module = wabt.parseWat(file, readFileSync(file, 'utf8'), features);
   try {
-    module.validate();
+    module.validate(features);
     writeFileSync(out, module.toBinary({}).buffer);
   } finally {
     module.destroy();

@@ -3,6 +3,8 @@ import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
+  DIRTY_MAP_IMPORT,
+  DIRTY_MAP_PAGES,
   GLOBAL_EXPORT_PREFIX,
   HOST_MODULE,
   MEMORY_IMPORT,
@@ -15,9 +17,14 @@ const builtPlugins = readdirSync(path.join(repoRoot, 'plugins', 'dist'))
   .filter((f) => f.endsWith('.wasm') && f !== 'bad_import.wasm')
   .map((f) => f.slice(0, -5));
 
-function instantiate(bytes: Uint8Array, memory: WebAssembly.Memory, imports: WebAssembly.Imports = {}) {
+function instantiate(
+  bytes: Uint8Array,
+  memory: WebAssembly.Memory,
+  imports: WebAssembly.Imports = {},
+  dirty = new WebAssembly.Memory({ initial: DIRTY_MAP_PAGES, maximum: DIRTY_MAP_PAGES }),
+) {
   const module = new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);
-  return new WebAssembly.Instance(module, { ...imports, [HOST_MODULE]: { [MEMORY_IMPORT]: memory } });
+  return new WebAssembly.Instance(module, { ...imports, [HOST_MODULE]: { [MEMORY_IMPORT]: memory, [DIRTY_MAP_IMPORT]: dirty } });
 }
 
 describe('rewriteForEngine', () => {
@@ -78,6 +85,49 @@ describe('rewriteForEngine', () => {
     expect(grow(1)).toBe(-1); // the Memory's maximum still holds
     expect(grow(-1)).toBe(-1);
     expect(size()).toBe(4);
+  });
+
+  it('marks in the dirty map the pages each write touches, the next one only for a write that may cross', async () => {
+    const bytes = await wat(`(module
+      (memory 4)
+      (table 2 funcref)
+      (func $f)
+      (elem declare func $f)
+      (data $p "0123456789")
+      (func (export "init") (param i32 i32) (memory.init $p (local.get 0) (i32.const 0) (local.get 1)))
+      (func (export "fill") (param i32 i32) (memory.fill (local.get 0) (i32.const 1) (local.get 1)))
+      (func (export "copy") (param i32 i32) (memory.copy (local.get 0) (i32.const 0) (local.get 1)))
+      (func (export "store8") (param i32) (i32.store8 (local.get 0) (i32.const 1)))
+      (func (export "store64") (param i32) (i64.store offset=65536 (local.get 0) (i64.const 1)))
+      (func (export "load") (param i32) (result i32) (i32.load (local.get 0)))
+      (func (export "tset") (table.set (i32.const 0) (ref.func $f))))`);
+    const result = rewriteForEngine(bytes);
+    expect(result.dirtyTracking).toBe(true);
+    const dirty = new WebAssembly.Memory({ initial: DIRTY_MAP_PAGES, maximum: DIRTY_MAP_PAGES });
+    const instance = instantiate(result.bytes, new WebAssembly.Memory({ initial: 4 }), {}, dirty);
+    const run = (name: string, ...args: number[]) => (instance.exports[name] as (...a: number[]) => unknown)(...args);
+    const map = new Uint8Array(dirty.buffer);
+    const marked = (action: () => unknown) => {
+      map.fill(0);
+      action();
+      return [...map.keys()].filter((page) => map[page] !== 0);
+    };
+    expect(marked(() => run('init', 0x1fff0, 10))).toEqual([1]);
+    expect(marked(() => run('init', 0x1fffa, 10))).toEqual([1, 2]);
+    expect(marked(() => run('fill', 2 * 65536 + 5, 65536))).toEqual([2, 3]);
+    expect(marked(() => run('fill', 3 * 65536, 0))).toEqual([]);
+    expect(marked(() => run('copy', 65535, 2))).toEqual([0, 1]);
+    expect(marked(() => run('store8', 65535))).toEqual([0]);
+    expect(marked(() => run('store64', 65530))).toEqual([1, 2]);
+    expect(marked(() => run('load', 65530))).toEqual([]);
+    // A write out of bounds traps; whatever it marked, memory is unchanged.
+    expect(() => run('fill', 3 * 65536, 2 * 65536)).toThrow(WebAssembly.RuntimeError);
+
+    const tablesWritten = instance.exports[result.tablesWrittenExport!] as WebAssembly.Global;
+    run('store8', 0);
+    expect(tablesWritten.value).toBe(0);
+    run('tset');
+    expect(tablesWritten.value).toBe(1);
   });
 
   it('flags passive data or element segments (a call may drop them), not active or declarative ones', async () => {

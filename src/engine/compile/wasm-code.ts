@@ -1,8 +1,40 @@
 // Walks function bodies instruction by instruction (decoding every immediate, so no byte of an
-// immediate is ever mistaken for an opcode) and replaces `memory.size 0` / `memory.grow 0` with
-// calls to the engine's shims. Opcodes it does not know make it throw: the caller then keeps
-// the module without the shims.
+// immediate is ever mistaken for an opcode) and rewrites what the engine needs changed:
+// - `memory.size 0` / `memory.grow 0` become calls to the engine's shims (virtual growth);
+// - with dirty-page tracking, every write to memory 0 first marks the 64 KiB pages it may touch in
+//   the dirty map (a second memory the engine reads after the call): each store width, atomic
+//   stores and read-modify-writes, SIMD stores, and memory.fill/copy/init (through a helper);
+// - writes to tables (table.set/fill/copy/init/grow) set a flag global, so a reset only walks the
+//   tables after a call that may have changed them.
+// Opcodes it does not know make it throw: the caller then keeps the module without any of this.
 import { concat, leb, Reader, skipValType, WasmRewriteError } from './wasm-binary.ts';
+
+const I32 = 0x7f;
+const I64 = 0x7e;
+const F32 = 0x7d;
+const F64 = 0x7c;
+const V128 = 0x7b;
+type ValType = typeof I32 | typeof I64 | typeof F32 | typeof F64 | typeof V128;
+
+/** Pages are 64 KiB: the dirty map has one byte per page. */
+const PAGE_SHIFT = 16;
+/** V8's limit on a function's locals, and the most scratch locals a rewrite adds (see Scratch). */
+const MAX_LOCALS = 50_000;
+const MAX_SCRATCH_LOCALS = 8;
+
+export interface CodeRewrite {
+  sizeFn: number;
+  growFn: number;
+  /** Dirty-page tracking; null leaves writes alone. */
+  dirty: {
+    /** Index of the dirty-map memory (one byte per page of memory 0). */
+    memory: number;
+    /** `(start: i32, length: i32) -> ()`: marks the pages of a bulk write. */
+    markRangeFn: number;
+    /** Global set to 1 by any instruction that writes a table. */
+    tablesWrittenGlobal: number;
+  } | null;
+}
 
 function skipBlockType(r: Reader): void {
   const b = r.bytes[r.pos];
@@ -17,61 +49,175 @@ function skipBlockType(r: Reader): void {
   }
 }
 
-function skipMemarg(r: Reader): void {
+interface Memarg {
+  memory: number;
+  offset: number;
+}
+
+function readMemarg(r: Reader): Memarg {
   const align = r.u32();
-  if (align & 0x40) r.u32(); // multi-memory: explicit memory index
-  r.u32(); // offset
-}
-
-/** 0xFD (SIMD) sub-opcodes and their immediates. */
-function skipSimd(r: Reader): void {
-  const op = r.u32();
-  if (op <= 11 || op === 92 || op === 93) skipMemarg(r);
-  else if (op === 12 || op === 13) r.skip(16);
-  else if (op >= 21 && op <= 34) r.skip(1);
-  else if (op >= 84 && op <= 91) {
-    skipMemarg(r);
-    r.skip(1);
-  } else if (op > 0xff) throw new WasmRewriteError(`unknown SIMD instruction ${op}`);
-}
-
-function skipMisc(r: Reader): void {
-  const op = r.u32();
-  // prettier-ignore
-  switch (op) {
-    case 0: case 1: case 2: case 3: case 4: case 5: case 6: case 7: return; // trunc_sat
-    case 8: r.u32(); r.u32(); return; // memory.init data mem
-    case 9: r.u32(); return; // data.drop
-    case 10: r.u32(); r.u32(); return; // memory.copy
-    case 11: r.u32(); return; // memory.fill
-    case 12: r.u32(); r.u32(); return; // table.init
-    case 13: r.u32(); return; // elem.drop
-    case 14: r.u32(); r.u32(); return; // table.copy
-    case 15: case 16: case 17: r.u32(); return; // table.grow/size/fill
-    default: throw new WasmRewriteError(`unknown 0xFC instruction ${op}`);
-  }
-}
-
-function skipAtomic(r: Reader): void {
-  const op = r.u32();
-  if (op === 3)
-    r.skip(1); // atomic.fence
-  else skipMemarg(r);
+  const memory = align & 0x40 ? r.u32() : 0; // multi-memory: explicit memory index
+  return { memory, offset: r.u32() };
 }
 
 /**
- * Returns the body with memory.size/memory.grow (memory 0) replaced by `call size`/`call grow`,
- * or null when the body has neither. `body` is one function body without its size prefix.
+ * A store-like instruction: what it pops after the address (`values`), and whether it may write
+ * into two pages (wider than a byte and not necessarily aligned).
  */
-export function replaceMemoryOps(body: Uint8Array, sizeFn: number, growFn: number): Uint8Array | null {
+interface Write {
+  values: ValType[];
+  crosses: boolean;
+}
+
+/** Plain stores 0x36–0x3e (only the 8-bit ones cannot cross a page boundary). */
+const STORES: Record<number, Write> = {
+  0x36: { values: [I32], crosses: true },
+  0x37: { values: [I64], crosses: true },
+  0x38: { values: [F32], crosses: true },
+  0x39: { values: [F64], crosses: true },
+  0x3a: { values: [I32], crosses: false },
+  0x3b: { values: [I32], crosses: true },
+  0x3c: { values: [I64], crosses: false },
+  0x3d: { values: [I64], crosses: true },
+  0x3e: { values: [I64], crosses: true },
+};
+
+/** Atomic stores (0xFE 0x17–0x1d), read-modify-writes (0x1e–0x47) and cmpxchg (0x48–0x4e): aligned, so one page. */
+function atomicWrite(op: number): Write | null {
+  if (op < 0x17 || op > 0x4e) return null;
+  // Each group of seven: i32, i64, i32 8-bit, i32 16-bit, i64 8-bit, i64 16-bit, i64 32-bit.
+  const kind = (op - 0x17) % 7;
+  const type = kind === 0 || kind === 2 || kind === 3 ? I32 : I64;
+  return { values: op >= 0x48 ? [type, type] : [type], crosses: false };
+}
+
+/** SIMD stores: v128.store (11) and v128.storeN_lane (88–91; the 8-bit lane cannot cross). */
+function simdWrite(op: number): Write | null {
+  if (op === 11) return { values: [V128], crosses: true };
+  if (op >= 88 && op <= 91) return { values: [V128], crosses: op !== 88 };
+  return null;
+}
+
+/** 0xFD (SIMD) sub-opcodes and their immediates; returns the memarg of a memory instruction. */
+function skipSimd(r: Reader, op: number): Memarg | null {
+  if (op <= 11 || op === 92 || op === 93) return readMemarg(r);
+  if (op === 12 || op === 13) r.skip(16);
+  else if (op >= 21 && op <= 34) r.skip(1);
+  else if (op >= 84 && op <= 91) {
+    const memarg = readMemarg(r);
+    r.skip(1);
+    return memarg;
+  } else if (op > 0xff) throw new WasmRewriteError(`unknown SIMD instruction ${op}`);
+  return null;
+}
+
+/** Adds scratch locals to a function as a rewrite needs them: one per value type and role. */
+class Scratch {
+  readonly #first: number;
+  readonly #types: ValType[] = [];
+  readonly #byRole = new Map<string, number>();
+  constructor(first: number) {
+    this.#first = first;
+  }
+  local(type: ValType, role: number): number[] {
+    const key = `${type}:${role}`;
+    let index = this.#byRole.get(key);
+    if (index === undefined) {
+      index = this.#first + this.#types.length;
+      this.#types.push(type);
+      this.#byRole.set(key, index);
+    }
+    return leb(index);
+  }
+  /** Local declarations to append (one group per local). */
+  declarations(): number[] {
+    return this.#types.flatMap((type) => [0x01, type]);
+  }
+  get count(): number {
+    return this.#types.length;
+  }
+}
+
+/** i32.const `value` (as the signed 32-bit immediate the encoding wants). */
+function i32Const(value: number): number[] {
+  const out: number[] = [0x41];
+  let v = value | 0;
+  for (;;) {
+    const b = v & 0x7f;
+    v >>= 7;
+    if ((v === 0 && (b & 0x40) === 0) || (v === -1 && (b & 0x40) !== 0)) {
+      out.push(b);
+      return out;
+    }
+    out.push(b | 0x80);
+  }
+}
+
+/**
+ * Returns the body rewritten per `rewrite`, or null when nothing in it needed a change.
+ * `body` is one function body without its size prefix; `params` is its function's parameter count
+ * (new scratch locals are numbered after the params and the declared locals).
+ */
+export function rewriteCode(body: Uint8Array, params: number, rewrite: CodeRewrite): Uint8Array | null {
   const r = new Reader(body, 0, body.length);
   const localGroups = r.u32();
+  const groupsStart = r.pos;
+  let declared = 0;
   for (let i = 0; i < localGroups; i++) {
-    r.u32();
+    declared += r.u32();
     skipValType(r);
   }
+  const localsEnd = r.pos;
+  if (params + declared + MAX_SCRATCH_LOCALS > MAX_LOCALS) throw new WasmRewriteError('too many locals to add scratch locals');
+  const scratch = new Scratch(params + declared);
+  const dirty = rewrite.dirty;
   const parts: (Uint8Array | number[])[] = [];
-  let copiedUpTo = 0;
+  let copiedUpTo = localsEnd;
+  let changed = false;
+
+  /** Inserts `code` before the instruction that starts at `at`. */
+  const before = (at: number, code: number[]) => {
+    parts.push(body.subarray(copiedUpTo, at), code);
+    copiedUpTo = at;
+    changed = true;
+  };
+
+  /** Marks the page(s) of a store: saves its operands, marks, and puts them back. */
+  const markStore = (at: number, write: Write, memarg: Memarg) => {
+    if (!dirty || memarg.memory !== 0) return;
+    const address = scratch.local(I32, 0);
+    const code: number[] = [];
+    const values = write.values.map((type, role) => scratch.local(type, role + 1));
+    for (let i = values.length - 1; i >= 0; i--) code.push(0x21, ...values[i]!); // local.set value(s)
+    code.push(0x22, ...address); // local.tee address
+    if (memarg.offset !== 0) code.push(...i32Const(memarg.offset), 0x6a); // + offset (a wrap traps the store anyway)
+    code.push(...i32Const(PAGE_SHIFT), 0x76); // >> 16: the page
+    // A write that may cross into the next page marks that one too, in the same 16-bit store.
+    if (write.crosses)
+      code.push(...i32Const(0x0101), 0x3b, 0x40, ...leb(dirty.memory), 0x00); // i32.store16 memory=dirty
+    else code.push(...i32Const(1), 0x3a, 0x40, ...leb(dirty.memory), 0x00); // i32.store8 memory=dirty
+    code.push(0x20, ...address);
+    for (const value of values) code.push(0x20, ...value);
+    before(at, code);
+  };
+
+  /** memory.fill/copy/init: (destination, x, length) on the stack; marks [destination, +length). */
+  const markBulk = (at: number, destinationMemory: number) => {
+    if (!dirty || destinationMemory !== 0) return;
+    const [d, x, n] = [scratch.local(I32, 0), scratch.local(I32, 1), scratch.local(I32, 2)];
+    // prettier-ignore
+    before(at, [
+      0x21, ...n, 0x21, ...x, 0x22, ...d,
+      0x20, ...n, 0x10, ...leb(dirty.markRangeFn),
+      0x20, ...d, 0x20, ...x, 0x20, ...n,
+    ]);
+  };
+
+  const markTables = (at: number) => {
+    if (!dirty) return;
+    before(at, [...i32Const(1), 0x24, ...leb(dirty.tablesWrittenGlobal)]);
+  };
+
   while (r.pos < r.end) {
     const at = r.pos;
     const op = r.byte();
@@ -80,8 +226,9 @@ export function replaceMemoryOps(body: Uint8Array, sizeFn: number, growFn: numbe
       case 0x3f: case 0x40: { // memory.size / memory.grow
         const memory = r.u32();
         if (memory !== 0) break;
-        parts.push(body.subarray(copiedUpTo, at), [0x10, ...leb(op === 0x3f ? sizeFn : growFn)]);
+        parts.push(body.subarray(copiedUpTo, at), [0x10, ...leb(op === 0x3f ? rewrite.sizeFn : rewrite.growFn)]);
         copiedUpTo = r.pos;
+        changed = true;
         break;
       }
       case 0x02: case 0x03: case 0x04: case 0x06: skipBlockType(r); break; // block loop if try
@@ -98,17 +245,54 @@ export function replaceMemoryOps(body: Uint8Array, sizeFn: number, growFn: numbe
         for (let i = 0; i < n; i++) skipValType(r);
         break;
       }
-      case 0x20: case 0x21: case 0x22: case 0x23: case 0x24: case 0x25: case 0x26: r.u32(); break;
+      case 0x26: r.u32(); markTables(at); break; // table.set
+      case 0x20: case 0x21: case 0x22: case 0x23: case 0x24: case 0x25: r.u32(); break;
       case 0x41: case 0x42: r.skipLeb(); break;
       case 0x43: r.skip(4); break;
       case 0x44: r.skip(8); break;
       case 0xd0: r.skipLeb(); break; // ref.null ht
-      case 0xfc: skipMisc(r); break;
-      case 0xfd: skipSimd(r); break;
-      case 0xfe: skipAtomic(r); break;
+      case 0xfc: {
+        const sub = r.u32();
+        // prettier-ignore
+        switch (sub) {
+          case 0: case 1: case 2: case 3: case 4: case 5: case 6: case 7: break; // trunc_sat
+          case 8: r.u32(); markBulk(at, r.u32()); break; // memory.init data mem
+          case 9: r.u32(); break; // data.drop
+          case 10: markBulk(at, r.u32()); r.u32(); break; // memory.copy dst src
+          case 11: markBulk(at, r.u32()); break; // memory.fill mem
+          case 12: r.u32(); r.u32(); markTables(at); break; // table.init
+          case 13: r.u32(); break; // elem.drop
+          case 14: r.u32(); r.u32(); markTables(at); break; // table.copy
+          case 15: case 17: r.u32(); markTables(at); break; // table.grow, table.fill
+          case 16: r.u32(); break; // table.size
+          default: throw new WasmRewriteError(`unknown 0xFC instruction ${sub}`);
+        }
+        break;
+      }
+      case 0xfd: {
+        const sub = r.u32();
+        const memarg = skipSimd(r, sub);
+        const write = simdWrite(sub);
+        if (memarg && write) markStore(at, write, memarg);
+        break;
+      }
+      case 0xfe: {
+        const sub = r.u32();
+        if (sub === 3) {
+          r.skip(1); // atomic.fence
+          break;
+        }
+        const memarg = readMemarg(r);
+        const write = atomicWrite(sub);
+        if (write) markStore(at, write, memarg);
+        break;
+      }
       default:
-        if (op >= 0x28 && op <= 0x3e) skipMemarg(r);
-        else if (
+        if (op >= 0x28 && op <= 0x3e) {
+          const memarg = readMemarg(r);
+          const write = STORES[op];
+          if (write) markStore(at, write, memarg);
+        } else if (
           op === 0x00 || op === 0x01 || op === 0x05 || op === 0x0a || op === 0x0b || op === 0x0f || op === 0x19 ||
           op === 0x1a || op === 0x1b || (op >= 0x45 && op <= 0xc4) || op === 0xd1 || op === 0xd3 || op === 0xd5
         ) {
@@ -118,7 +302,32 @@ export function replaceMemoryOps(body: Uint8Array, sizeFn: number, growFn: numbe
         }
     }
   }
-  if (parts.length === 0) return null;
+  if (!changed) return null;
   parts.push(body.subarray(copiedUpTo));
-  return concat(parts);
+  const locals =
+    scratch.count === 0
+      ? [body.subarray(0, localsEnd)]
+      : [leb(localGroups + scratch.count), body.subarray(groupsStart, localsEnd), scratch.declarations()];
+  return concat([...locals, ...parts]);
+}
+
+/**
+ * `(start: i32, length: i32) -> ()`, appended to the module: sets the dirty-map bytes of every page
+ * in [start, start + length) (none for length 0; the range is clamped to the map, and computed in 64
+ * bits so it cannot wrap: an out-of-bounds write traps right after anyway).
+ */
+export function markRangeBody(dirtyMemory: number): number[] {
+  const [start, length, first, last] = [0, 1, 2, 3];
+  // prettier-ignore
+  const code = [
+    0x02, 0x01, I32, 0x01, I64, // locals: first (i32), last (i64)
+    0x20, length, 0x45, 0x04, 0x40, 0x0f, 0x0b, // if length == 0: return
+    0x20, start, ...i32Const(PAGE_SHIFT), 0x76, 0x21, first,
+    0x20, start, 0xad, 0x20, length, 0xad, 0x7c, 0x42, 0x01, 0x7d, 0x42, PAGE_SHIFT, 0x88, 0x22, last, // last = (start + length - 1) >> 16
+    0x42, 0xff, 0xff, 0x03, 0x56, 0x04, 0x40, 0x42, 0xff, 0xff, 0x03, 0x21, last, 0x0b, // clamp to 0xffff
+    0x20, first, ...i32Const(1), 0x20, last, 0xa7, 0x20, first, 0x6b, ...i32Const(1), 0x6a, // (first, 1, last - first + 1)
+    0xfc, 0x0b, ...leb(dirtyMemory), // memory.fill memory=dirty
+    0x0b,
+  ];
+  return code;
 }

@@ -7,9 +7,13 @@
 //   size in a global. After a reset, that global says the memory is back at its initial size, so an
 //   allocator that grows on first use (Rust's dlmalloc) reuses the same pages call after call,
 //   instead of growing the memory forever. The grow shim also sets a flag global when it refuses a
-//   grow, so a trap that follows can be reported as MEMORY_LIMIT, and only then. Appended functions, types and globals go at the end of
-//   their index spaces, so no existing index moves. A body the decoder cannot read leaves the module
-//   without virtual growth (the engine then rebuilds instances that grew too much).
+//   grow, so a trap that follows can be reported as MEMORY_LIMIT, and only then;
+// - dirty-page tracking: every write to memory marks its pages in a second imported memory
+//   (`wasmhost.dirty`, one byte per 64 KiB page; see wasm-code.ts), so a reset restores only the
+//   pages a call wrote, and a flag global says whether a call wrote a table.
+// Appended functions, types and globals go at the end of their index spaces, so no existing index
+// moves. A body the decoder cannot read leaves the module without virtual growth and tracking (the
+// engine then compares every page and rebuilds instances that grew too much).
 import {
   concat,
   leb,
@@ -23,12 +27,15 @@ import {
   WasmRewriteError,
   type RawSection,
 } from './wasm-binary.ts';
-import { replaceMemoryOps } from './wasm-code.ts';
+import { markRangeBody, rewriteCode } from './wasm-code.ts';
 
 export { WasmRewriteError } from './wasm-binary.ts';
 
 export const HOST_MODULE = 'wasmhost';
 export const MEMORY_IMPORT = 'memory';
+export const DIRTY_MAP_IMPORT = 'dirty';
+/** Pages of the dirty map: one byte per page of a 4 GiB memory, plus one (a crossing write marks page + 1). */
+export const DIRTY_MAP_PAGES = 2;
 export const GLOBAL_EXPORT_PREFIX = '__wasmhost_global_';
 export const TABLE_EXPORT_PREFIX = '__wasmhost_table_';
 
@@ -42,6 +49,13 @@ export interface ModuleLayout {
   virtualGrowth: boolean;
   /** Export name of the global the grow shim sets to 1 when it refuses a grow (null without virtual growth). */
   growRefusedExport: string | null;
+  /**
+   * Writes to memory are marked in the imported dirty map (`wasmhost.dirty`), which comes with virtual
+   * growth (same decoder). Without it, a reset compares every page.
+   */
+  dirtyTracking: boolean;
+  /** Export name of the global set to 1 when a call may have written a table (null without tracking). */
+  tablesWrittenExport: string | null;
   /**
    * Has passive data or element segments: a call may drop them (data.drop, elem.drop), and no API
    * restores a dropped segment, so each call gets a new instance (restored from the snapshot).
@@ -67,6 +81,8 @@ const SECTION = {
   data: 11,
 } as const;
 const KIND = { func: 0, table: 1, memory: 2, global: 3, tag: 4 } as const;
+/** The dirty map's memory index: imported right after the plugin's own memory (index 0). */
+const DIRTY_MEMORY_INDEX = 1;
 const I32 = 0x7f;
 /** Position of each known section id in the required order (custom sections keep their places). */
 const ORDER: Record<number, number> = { 1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 13: 6, 6: 7, 7: 8, 8: 9, 9: 10, 12: 11, 10: 12, 11: 13 };
@@ -149,19 +165,26 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
 
   const types = vector(input, find(SECTION.type));
   const functions = vector(input, find(SECTION.function));
+  const params = virtualGrowth ? paramCounts(input, types, functions, importedFuncs) : [];
   const code = vector(input, find(SECTION.code));
   const replaced = new Map<number, Uint8Array | null>([[SECTION.memory, null]]);
   let extraGlobals: number[] = [];
   let growRefusedExport: string | null = null;
 
+  let tablesWrittenExport: string | null = null;
+
   if (virtualGrowth) {
     const sizeType = types.count;
     const growType = types.count + 1;
+    const markType = types.count + 2;
     const sizeFn = importedFuncs + functions.count;
     const growFn = sizeFn + 1;
+    const markRangeFn = sizeFn + 2;
     const pagesGlobal = importedGlobals + globals.count;
     const refusedGlobal = pagesGlobal + 1;
+    const tablesWrittenGlobal = pagesGlobal + 2;
     const refuse = [0x41, 0x01, 0x24, ...leb(refusedGlobal), 0x41, 0x7f, 0x0f]; // refused = 1; return -1
+    const codeRewrite = { sizeFn, growFn, dirty: { memory: DIRTY_MEMORY_INDEX, markRangeFn, tablesWrittenGlobal } };
 
     const bodies: (Uint8Array | number[])[] = [];
     const r = code.reader;
@@ -169,7 +192,7 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
       const size = r.u32();
       const body = input.subarray(r.pos, r.pos + size);
       r.skip(size);
-      const rewritten = replaceMemoryOps(body, sizeFn, growFn);
+      const rewritten = rewriteCode(body, params[i] ?? 0, codeRewrite);
       bodies.push(rewritten ? concat([leb(rewritten.length), rewritten]) : concat([leb(size), body]));
     }
     // () -> i32: the virtual size.
@@ -192,26 +215,40 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
       0x20, old,
       0x0b,
     ];
-    bodies.push(concat([leb(sizeBody.length), sizeBody]), concat([leb(growBody.length), growBody]));
+    const markBody = markRangeBody(DIRTY_MEMORY_INDEX);
+    for (const body of [sizeBody, growBody, markBody]) bodies.push(concat([leb(body.length), body]));
 
-    replaced.set(SECTION.code, section(SECTION.code, concat([leb(code.count + 2), ...bodies])));
+    replaced.set(SECTION.code, section(SECTION.code, concat([leb(code.count + 3), ...bodies])));
     replaced.set(
       SECTION.type,
-      section(SECTION.type, concat([leb(types.count + 2), types.entries, [0x60, 0x00, 0x01, I32], [0x60, 0x01, I32, 0x01, I32]])),
+      section(
+        SECTION.type,
+        concat([
+          leb(types.count + 3),
+          types.entries,
+          [0x60, 0x00, 0x01, I32],
+          [0x60, 0x01, I32, 0x01, I32],
+          [0x60, 0x02, I32, I32, 0x00],
+        ]),
+      ),
     );
     replaced.set(
       SECTION.function,
-      section(SECTION.function, concat([leb(functions.count + 2), functions.entries, leb(sizeType), leb(growType)])),
+      section(
+        SECTION.function,
+        concat([leb(functions.count + 3), functions.entries, leb(sizeType), leb(growType), leb(markType)]),
+      ),
     );
     const pagesEntry = [I32, 0x01, 0x41, ...sleb(initialPages), 0x0b];
-    const refusedEntry = [I32, 0x01, 0x41, 0x00, 0x0b];
+    const zeroEntry = [I32, 0x01, 0x41, 0x00, 0x0b];
     replaced.set(
       SECTION.global,
-      section(SECTION.global, concat([leb(globals.count + 2), globals.entries, pagesEntry, refusedEntry])),
+      section(SECTION.global, concat([leb(globals.count + 3), globals.entries, pagesEntry, zeroEntry, zeroEntry])),
     );
     // Exported like every mutable global: restored (to 0) after each call.
-    extraGlobals = [pagesGlobal, refusedGlobal];
+    extraGlobals = [pagesGlobal, refusedGlobal, tablesWrittenGlobal];
     growRefusedExport = `${GLOBAL_EXPORT_PREFIX}${refusedGlobal}`;
+    tablesWrittenExport = `${GLOBAL_EXPORT_PREFIX}${tablesWrittenGlobal}`;
   }
 
   // Exports: the plugin's own, plus every mutable global and table under engine names.
@@ -234,9 +271,14 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
   for (let t = 0; t < importedTables + tables; t++) addExport(`${TABLE_EXPORT_PREFIX}${t}`, KIND.table, t);
   replaced.set(SECTION.export, section(SECTION.export, concat([leb(exports.count + added.length), exports.entries, ...added])));
 
-  // The memory, as an import with the plugin's minimum and no maximum (the engine supplies it).
+  // The memory, as an import with the plugin's minimum and no maximum (the engine supplies it); then
+  // the dirty map (memory 1: the module defines no memory of its own any more).
   const memoryImport = [...nameBytes(HOST_MODULE), ...nameBytes(MEMORY_IMPORT), KIND.memory, 0x00, ...leb(initialPages)];
-  replaced.set(SECTION.import, section(SECTION.import, concat([leb(imports.count + 1), imports.entries, memoryImport])));
+  const dirtyImport = virtualGrowth
+    ? [...nameBytes(HOST_MODULE), ...nameBytes(DIRTY_MAP_IMPORT), KIND.memory, 0x01, DIRTY_MAP_PAGES, DIRTY_MAP_PAGES]
+    : [];
+  const importCount = imports.count + (virtualGrowth ? 2 : 1);
+  replaced.set(SECTION.import, section(SECTION.import, concat([leb(importCount), imports.entries, memoryImport, dirtyImport])));
 
   const passiveSegments = hasPassiveSegments(input, find(SECTION.data), find(SECTION.elem));
   return {
@@ -245,8 +287,37 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
     declaredMaxPages,
     virtualGrowth,
     growRefusedExport,
+    dirtyTracking: virtualGrowth,
+    tablesWrittenExport,
     passiveSegments,
   };
+}
+
+/** Parameter count of each function defined in the module, from its type (plain function types only). */
+function paramCounts(
+  input: Uint8Array,
+  types: { count: number; reader: Reader },
+  functions: { count: number; reader: Reader },
+  importedFuncs: number,
+): number[] {
+  const typeReader = new Reader(input, types.reader.pos, types.reader.end);
+  const byType: number[] = [];
+  for (let t = 0; t < types.count; t++) {
+    if (typeReader.byte() !== 0x60) throw new WasmRewriteError('a type other than a plain function type (GC types)');
+    const count = typeReader.u32();
+    for (let i = 0; i < count; i++) skipValType(typeReader);
+    const results = typeReader.u32();
+    for (let i = 0; i < results; i++) skipValType(typeReader);
+    byType.push(count);
+  }
+  const functionReader = new Reader(input, functions.reader.pos, functions.reader.end);
+  const counts: number[] = [];
+  for (let f = 0; f < functions.count; f++) {
+    const count = byType[functionReader.u32()];
+    if (count === undefined) throw new WasmRewriteError(`function ${importedFuncs + f} has an unknown type`);
+    counts.push(count);
+  }
+  return counts;
 }
 
 /** True when a data or element segment is passive (or the sections cannot be read: assume so). */

@@ -3,11 +3,15 @@
 // every table), so each call starts exactly where a fresh instance would. Pages above the snapshot
 // are zeroed; past a threshold the instance is rebuilt (memory cannot shrink). Fresh memory is
 // expensive here (page faults: ~100 µs per 64 KiB page), so rebuilds are kept rare.
+// With dirty-page tracking (the rewritten module marks every page it writes, WASI marks its own
+// writes: see dirty-pages.ts), a reset looks only at the marked pages; without it, at every page.
 import { CallFailure } from './call-failure.ts';
+import { DirtyPageMap } from './dirty-pages.ts';
 import { CallState, createExtismEnv, EXTISM_ENV, type HostSlot } from './host-env.ts';
 import { LogCollector } from './logs.ts';
 import { createWasi, WASI_PREVIEW1 } from './wasi.ts';
 import {
+  DIRTY_MAP_IMPORT,
   GLOBAL_EXPORT_PREFIX,
   HOST_MODULE,
   MEMORY_IMPORT,
@@ -69,6 +73,10 @@ interface Snapshot {
 interface Live {
   instance: WebAssembly.Instance;
   memory: WebAssembly.Memory;
+  /** Null without dirty-page tracking (a module the rewriter could not instrument). */
+  dirty: DirtyPageMap | null;
+  /** Set to 1 by the module when a call may have written a table (null without tracking). */
+  tablesWritten: WebAssembly.Global | null;
   globals: WebAssembly.Global[];
   tables: WebAssembly.Table[];
   exports: Map<string, () => number | Promise<number>>;
@@ -101,6 +109,7 @@ export class PluginInstance {
       this.#slot.call = null;
     }
     this.#snapshot = this.#takeSnapshot();
+    this.#live.dirty?.clear(); // start-up's writes are the snapshot
     const snapshotPages = this.#snapshot.memory.length / PAGE;
     // Pages above the snapshot are zeroed after every call; past this many, rebuilding is cheaper.
     // With virtual growth they only hold what one call needed; without, they creep up every call.
@@ -111,11 +120,15 @@ export class PluginInstance {
 
   #instantiate(): Live {
     const memory = new WebAssembly.Memory({ initial: this.shape.initialPages, maximum: this.maxPages });
+    const dirty = this.shape.dirtyTracking ? new DirtyPageMap() : null;
     const imports: WebAssembly.Imports = {
       [EXTISM_ENV]: createExtismEnv(this.#slot, this.shape.jspi) as WebAssembly.ModuleImports,
-      [HOST_MODULE]: { [MEMORY_IMPORT]: memory },
+      [HOST_MODULE]: dirty ? { [MEMORY_IMPORT]: memory, [DIRTY_MAP_IMPORT]: dirty.memory } : { [MEMORY_IMPORT]: memory },
     };
-    if (this.shape.wasi) imports[WASI_PREVIEW1] = createWasi(this.#slot, memory) as WebAssembly.ModuleImports;
+    if (this.shape.wasi) {
+      const written = dirty ? (start: number, length: number) => dirty.markWritten(start, length) : () => {};
+      imports[WASI_PREVIEW1] = createWasi(this.#slot, memory, written) as WebAssembly.ModuleImports;
+    }
     let instance: WebAssembly.Instance;
     try {
       instance = new WebAssembly.Instance(this.shape.module, imports);
@@ -133,7 +146,10 @@ export class PluginInstance {
         exports.set(name, this.shape.jspi && promising ? promising(value) : (value as () => number));
       }
     }
-    return { instance, memory, globals, tables, exports };
+    const tablesWritten = this.shape.tablesWrittenExport
+      ? (instance.exports[this.shape.tablesWrittenExport] as WebAssembly.Global)
+      : null;
+    return { instance, memory, dirty, tablesWritten, globals, tables, exports };
   }
 
   /** Start-up as @extism/extism does it: WASI reactors get _initialize; others _initialize/_start/hs_init. */
@@ -209,30 +225,43 @@ export class PluginInstance {
 
   /** Back to the snapshot: restore in place, or rebuild when memory grew past the threshold (or segments may be dropped). */
   reset(): void {
-    const { memory } = this.#live;
+    const { memory, dirty, tablesWritten } = this.#live;
     const snapshot = this.#snapshot;
     const size = memory.buffer.byteLength;
-    const tablesGrew = snapshot.tables.some((t) => t.table.length !== t.elements.length);
+    // Without tracking a table write cannot be seen: look at every table, every time.
+    const tablesMayDiffer = tablesWritten === null || tablesWritten.value !== 0;
+    const tablesGrew = tablesMayDiffer && snapshot.tables.some((t) => t.table.length !== t.elements.length);
     if (size / PAGE > this.#rebuildAbovePages || tablesGrew || this.shape.passiveSegments) {
       this.#rebuild();
       return;
     }
     const live = Buffer.from(memory.buffer);
-    const saved = snapshot.memory;
-    if (size > saved.length) live.fill(0, saved.length);
-    // A call dirties few pages: comparing (memcmp, reads only) is about twice as fast as copying,
-    // and zero pages (a Rust stack, .bss) are compared with one zero page that stays in cache.
-    const { zeroPages } = snapshot;
-    for (let page = 0, at = 0; at < saved.length; page++, at += PAGE) {
-      if (zeroPages[page]) {
-        if (live.compare(ZERO_PAGE, 0, PAGE, at, at + PAGE) !== 0) live.fill(0, at, at + PAGE);
-      } else if (live.compare(saved, at, at + PAGE, at, at + PAGE) !== 0) {
-        live.set(saved.subarray(at, at + PAGE), at);
+    if (dirty) dirty.drain(size / PAGE, (page) => this.#restorePage(live, page));
+    else {
+      if (size > snapshot.memory.length) live.fill(0, snapshot.memory.length);
+      for (let page = 0; page < snapshot.memory.length / PAGE; page++) this.#restorePage(live, page);
+    }
+    if (tablesMayDiffer) {
+      for (const { table, elements } of snapshot.tables) {
+        for (let i = 0; i < elements.length; i++) if (table.get(i) !== elements[i]) table.set(i, elements[i]);
       }
     }
+    // Last: the tables-written flag is one of these globals.
     for (const { global, value } of snapshot.globals) global.value = value;
-    for (const { table, elements } of snapshot.tables) {
-      for (let i = 0; i < elements.length; i++) if (table.get(i) !== elements[i]) table.set(i, elements[i]);
+  }
+
+  /**
+   * One page back to the snapshot (zero above it). A call dirties few pages and often writes back
+   * what was there (a stack): comparing (memcmp, reads only) is about twice as fast as copying, and
+   * zero pages (a Rust stack, .bss) are compared with one zero page that stays in cache.
+   */
+  #restorePage(live: Buffer, page: number): void {
+    const { memory: saved, zeroPages } = this.#snapshot;
+    const at = page * PAGE;
+    if (at >= saved.length || zeroPages[page]) {
+      if (live.compare(ZERO_PAGE, 0, PAGE, at, at + PAGE) !== 0) live.fill(0, at, at + PAGE);
+    } else if (live.compare(saved, at, at + PAGE, at, at + PAGE) !== 0) {
+      live.set(saved.subarray(at, at + PAGE), at);
     }
   }
 

@@ -1,6 +1,8 @@
 // A sandboxed WASI preview 1 for plugins that import it: no files, no sockets, no environment,
 // no arguments. stdout/stderr go to the current call's logs; stdin is empty; proc_exit unwinds
-// with WasiExit. Stateless between calls, so a recycled instance needs nothing reset here.
+// with WasiExit. Stateless between calls, so a recycled instance needs nothing reset here. Every
+// write into linear memory goes through `write*` below, which first tells `written` (the dirty map)
+// which bytes it is about to change.
 import { randomFillSync } from 'node:crypto';
 import { WasiExit } from './call-failure.ts';
 import type { HostSlot } from './host-env.ts';
@@ -65,44 +67,59 @@ export const WASI_FUNCTIONS: ReadonlySet<string> = new Set(ALL_FUNCTIONS);
 
 const isStdio = (fd: number) => fd >= 0 && fd <= 2;
 
-export function createWasi(slot: HostSlot, memory: WebAssembly.Memory): Record<string, unknown> {
+/** Told before the host writes `length` bytes at `start` of linear memory. */
+export type HostWrite = (start: number, length: number) => void;
+
+export function createWasi(slot: HostSlot, memory: WebAssembly.Memory, written: HostWrite): Record<string, unknown> {
   const view = () => new DataView(memory.buffer);
   const bytes = (ptr: number, len: number) => new Uint8Array(memory.buffer, ptr, len);
+  const writeU32 = (ptr: number, value: number) => {
+    written(ptr, 4);
+    view().setUint32(ptr, value, true);
+  };
+  const writeU64 = (ptr: number, value: bigint) => {
+    written(ptr, 8);
+    view().setBigUint64(ptr, value, true);
+  };
+  const writeBytes = (ptr: number, len: number, fill: (target: Uint8Array) => void) => {
+    written(ptr, len);
+    fill(bytes(ptr, len));
+  };
 
   const wasi: Record<string, unknown> = {};
   for (const name of ALL_FUNCTIONS) wasi[name] = () => ERRNO.NOSYS;
 
   Object.assign(wasi, {
     args_sizes_get: (argc: number, bufSize: number) => {
-      view().setUint32(argc, 0, true);
-      view().setUint32(bufSize, 0, true);
+      writeU32(argc, 0);
+      writeU32(bufSize, 0);
       return ERRNO.SUCCESS;
     },
     args_get: () => ERRNO.SUCCESS,
     environ_sizes_get: (count: number, bufSize: number) => {
-      view().setUint32(count, 0, true);
-      view().setUint32(bufSize, 0, true);
+      writeU32(count, 0);
+      writeU32(bufSize, 0);
       return ERRNO.SUCCESS;
     },
     environ_get: () => ERRNO.SUCCESS,
     clock_res_get: (_id: number, out: number) => {
-      view().setBigUint64(out, 1000n, true);
+      writeU64(out, 1000n);
       return ERRNO.SUCCESS;
     },
     clock_time_get: (id: number, _precision: bigint, out: number) => {
       const now = id === 0 ? BigInt(Date.now()) * 1_000_000n : process.hrtime.bigint();
-      view().setBigUint64(out, now, true);
+      writeU64(out, now);
       return ERRNO.SUCCESS;
     },
     random_get: (ptr: number, len: number) => {
-      randomFillSync(bytes(ptr, len));
+      writeBytes(ptr, len, (target) => randomFillSync(target));
       return ERRNO.SUCCESS;
     },
     sched_yield: () => ERRNO.SUCCESS,
     proc_exit: (code: number) => {
       throw new WasiExit(code);
     },
-    fd_write: (fd: number, iovs: number, iovsLen: number, written: number) => {
+    fd_write: (fd: number, iovs: number, iovsLen: number, writtenPtr: number) => {
       if (fd !== 1 && fd !== 2) return ERRNO.BADF;
       const v = view();
       let total = 0;
@@ -113,21 +130,24 @@ export function createWasi(slot: HostSlot, memory: WebAssembly.Memory): Record<s
         logs?.stream(fd === 1 ? 'stdout' : 'stderr', bytes(ptr, len));
         total += len;
       }
-      v.setUint32(written, total, true);
+      writeU32(writtenPtr, total);
       return ERRNO.SUCCESS;
     },
     fd_read: (fd: number, _iovs: number, _iovsLen: number, read: number) => {
       if (fd !== 0) return ERRNO.BADF;
-      view().setUint32(read, 0, true);
+      writeU32(read, 0);
       return ERRNO.SUCCESS;
     },
     fd_fdstat_get: (fd: number, out: number) => {
       if (!isStdio(fd)) return ERRNO.BADF;
-      const v = view();
-      v.setUint8(out, FILETYPE_CHARACTER_DEVICE);
-      v.setUint16(out + 2, 0, true);
-      v.setBigUint64(out + 8, 0xffffffffn, true);
-      v.setBigUint64(out + 16, 0n, true);
+      // fdstat: filetype u8, (pad), flags u16, (pad), rights_base u64, rights_inheriting u64.
+      writeBytes(out, 24, (target) => {
+        const v = new DataView(target.buffer, target.byteOffset, 24);
+        v.setUint8(0, FILETYPE_CHARACTER_DEVICE);
+        v.setUint16(2, 0, true);
+        v.setBigUint64(8, 0xffffffffn, true);
+        v.setBigUint64(16, 0n, true);
+      });
       return ERRNO.SUCCESS;
     },
     fd_fdstat_set_flags: (fd: number) => (isStdio(fd) ? ERRNO.SUCCESS : ERRNO.BADF),
