@@ -1,0 +1,130 @@
+// What only the PostgreSQL store has to show: another replica's changes reach this one by notification,
+// or by the fallback poll when a notification is lost; blobs of uploads that never completed are swept;
+// a replica whose change log fell too far behind reloads everything.
+import { createHash } from 'node:crypto';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { PgPluginStore } from '../src/store/pg/pg-store.ts';
+import type { ChangeSource, NewPlugin } from '../src/store/store.ts';
+import { makeTempDir, removeDir, tinyPluginWat, wat } from './helpers.ts';
+import { msUntil } from './replica-process.ts';
+import { createTestDatabase, sql } from './store-backends.ts';
+
+async function newPlugin(marker: number, name: string | null = null): Promise<NewPlugin> {
+  const bytes = await wat(tinyPluginWat(marker));
+  return {
+    bytes,
+    meta: {
+      id: createHash('sha256').update(bytes).digest('hex'),
+      name,
+      description: '',
+      size: bytes.length,
+      createdAt: new Date().toISOString(),
+      exports: ['run'],
+      imports: [],
+      wasi: false,
+      config: {},
+      allowedHosts: [],
+    },
+  };
+}
+
+const quiet = { debug() {}, info() {}, warn() {}, error() {} };
+
+describe('PgPluginStore across replicas', () => {
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  const stores: PgPluginStore[] = [];
+  const dirs: string[] = [];
+
+  beforeEach(async () => {
+    db = await createTestDatabase();
+  });
+  afterEach(async () => {
+    for (const store of stores.splice(0)) await store.close();
+    for (const dir of dirs.splice(0)) await removeDir(dir);
+    await db.drop();
+  });
+
+  async function open(pollMs: number, applied: ChangeSource[] = []): Promise<PgPluginStore> {
+    const cacheDir = await makeTempDir('wasmhost-pg-cache-');
+    dirs.push(cacheDir);
+    const store = await PgPluginStore.open({
+      url: db.url,
+      poolMax: 3,
+      statementTimeoutMs: 5_000,
+      connectTimeoutMs: 2_000,
+      pollMs,
+      cacheDir,
+      blobCacheBytes: 1024 * 1024,
+      log: quiet,
+      observer: { onChangeApplied: (source) => applied.push(source) },
+    });
+    stores.push(store);
+    return store;
+  }
+
+  it("applies another replica's delete and name move by notification, and tells its delete listeners", async () => {
+    const applied: ChangeSource[] = [];
+    const here = await open(60_000, applied);
+    const elsewhere = await open(60_000);
+    expect(await msUntil(async () => here.health().listening)).toBeLessThan(Infinity);
+    const deleted: string[] = [];
+    here.onDelete((id) => deleted.push(id));
+    const a = await elsewhere.put(await newPlugin(1, 'x'));
+    expect(await msUntil(async () => (await here.get('x'))?.id === a.meta.id)).toBeLessThan(Infinity);
+
+    const b = await elsewhere.put(await newPlugin(2, 'x'));
+    await elsewhere.delete(a.meta.id);
+    // The poll is a minute away: only the notifications can have brought these.
+    expect(await msUntil(async () => deleted.includes(a.meta.id) && (await here.get('x'))?.id === b.meta.id)).toBeLessThan(
+      Infinity,
+    );
+    expect(here.known().map((p) => p.id)).toEqual([b.meta.id]);
+    expect(new Set(applied)).toEqual(new Set(['notify']));
+  });
+
+  it('catches a change whose notification was lost with the poll, within STORE_POLL_MS', async () => {
+    const applied: ChangeSource[] = [];
+    const here = await open(100, applied);
+    const { meta } = await here.put(await newPlugin(1, 'renamed-quietly'));
+    // Another writer changes the name the way the store does, but its NOTIFY never arrives.
+    await sql(
+      db.url,
+      `WITH v AS (UPDATE wasmhost_state SET version = version + 1 RETURNING version)
+       , renamed AS (UPDATE wasmhost_plugins SET name = 'quiet' WHERE id = $1)
+       INSERT INTO wasmhost_changes (version, plugin_id) SELECT version, $1 FROM v`,
+      [meta.id],
+    );
+    const seen = await msUntil(async () => (await here.get('quiet'))?.id === meta.id);
+    expect(seen).toBeLessThanOrEqual(1_000);
+    expect(applied).toContain('poll');
+    expect(await here.get('renamed-quietly')).toBeNull();
+  });
+
+  it('reloads everything when the change log was pruned past what it has applied', async () => {
+    const here = await open(100);
+    const kept = await here.put(await newPlugin(1));
+    const gone = await here.put(await newPlugin(2));
+    // Behind its back: one plugin deleted and the change log pruned beyond this replica's version.
+    await sql(
+      db.url,
+      `WITH d AS (DELETE FROM wasmhost_plugins WHERE id = $1)
+       UPDATE wasmhost_state SET version = version + 20000, pruned_through = version + 19999`,
+      [gone.meta.id],
+    );
+    expect(await msUntil(async () => here.known().length === 1)).toBeLessThanOrEqual(1_000);
+    expect(here.known()[0]!.id).toBe(kept.meta.id);
+  });
+
+  it('sweeps blobs no plugin references once they are old (an upload that died between its two steps)', async () => {
+    const orphan = Buffer.from('not a plugin row');
+    await open(60_000);
+    await sql(db.url, "INSERT INTO wasmhost_blobs (id, bytes, stored_at) VALUES ($1, $2, now() - interval '1 hour')", [
+      createHash('sha256').update(orphan).digest('hex'),
+      orphan,
+    ]);
+    await sql(db.url, 'INSERT INTO wasmhost_blobs (id, bytes) VALUES ($1, $2)', ['a'.repeat(64), orphan]);
+    await open(60_000);
+    // The young one may belong to an upload still in progress: kept.
+    expect(await sql(db.url, 'SELECT id FROM wasmhost_blobs')).toEqual([{ id: 'a'.repeat(64) }]);
+  });
+});
