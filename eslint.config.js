@@ -9,6 +9,21 @@ const httpFree = {
   ],
 };
 
+/**
+ * The bottom of the rooms: config.ts, errors.ts and the host pattern grammar are imported by every room
+ * and import none of them (only each other), so a rule, a code or a limit never depends on how it is used.
+ */
+const BOTTOM = ['src/config.ts', 'src/errors.ts', 'src/host-patterns.ts'];
+const bottomOnly = {
+  patterns: [
+    {
+      group: ['./*', '!./config.ts', '!./errors.ts', '!./host-patterns.ts', './*/**', '../**'],
+      message: 'config.ts, errors.ts and host-patterns.ts import nothing above them (only each other).',
+    },
+    { group: ['fastify', 'fastify-*', '@fastify/*'], message: 'config.ts, errors.ts and host-patterns.ts know nothing of HTTP.' },
+  ],
+};
+
 export default tseslint.config(
   {
     ignores: [
@@ -62,5 +77,9 @@ export default tseslint.config(
   {
     files: ['src/engine/**', 'src/store/**', 'src/egress/**'],
     rules: { 'no-restricted-imports': ['error', httpFree] },
+  },
+  {
+    files: BOTTOM,
+    rules: { 'no-restricted-imports': ['error', bottomOnly] },
   },
 );

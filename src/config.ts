@@ -3,7 +3,7 @@
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import ipaddr from 'ipaddr.js';
-import { checkHostPatterns } from './egress/policy.ts';
+import { InvalidHostPatternError, validateHostPatterns } from './host-patterns.ts';
 
 const MiB = 1024 * 1024;
 
@@ -32,6 +32,100 @@ export type StoreConfig =
       /** Plugin bytes kept on local disk (DATA_DIR/blob-cache), least recently used go first. */
       blobCacheBytes: number;
     };
+/** One per-call limit: a row of CALL_LIMITS. */
+export interface CallLimitSpec {
+  /** The call request field a caller lowers it with. */
+  field: string;
+  /** Environment variable of the default; `<env>_CEILING` sets the ceiling. */
+  env: string;
+  /** The embedded default and ceiling (what the docs show). */
+  default: number;
+  ceiling: number;
+  /** The smallest value a caller may ask for (the operator's default and ceiling are at least 1). */
+  min: number;
+  /** How docs show a value. */
+  unit: 'ms' | 'bytes' | 'pages' | 'count';
+  /** What it limits, for the request field's description and the README. */
+  description: string;
+}
+
+/**
+ * The per-call limits, one row each: config reads the environment from it, api/call.ts builds the
+ * request fields and their documentation from it, the engine resolves a call's values with it, and
+ * the README's configuration rows are generated from it (npm run openapi).
+ */
+export const CALL_LIMITS = {
+  timeoutMs: {
+    field: 'timeoutMs',
+    env: 'CALL_TIMEOUT_MS',
+    default: 5_000,
+    ceiling: 60_000,
+    min: 1,
+    unit: 'ms',
+    description: "The call's deadline, waiting for a worker included.",
+  },
+  memoryPages: {
+    field: 'memoryMaxPages',
+    env: 'CALL_MEMORY_PAGES',
+    default: 256,
+    ceiling: 4096,
+    min: 1,
+    unit: 'pages',
+    description: "Cap on the plugin's own linear memory, in 64 KiB pages.",
+  },
+  outputBytes: {
+    field: 'maxOutputBytes',
+    env: 'CALL_OUTPUT_BYTES',
+    default: 4 * MiB,
+    ceiling: 16 * MiB,
+    min: 0,
+    unit: 'bytes',
+    description: 'Largest output (`422 OUTPUT_TOO_LARGE` beyond it).',
+  },
+  httpResponseBytes: {
+    field: 'maxHttpResponseBytes',
+    env: 'CALL_HTTP_RESPONSE_BYTES',
+    default: MiB,
+    ceiling: 16 * MiB,
+    min: 0,
+    unit: 'bytes',
+    description:
+      'Largest response body a plugin HTTP request may receive: a body of exactly this size passes, a larger one ends the call with `422 EGRESS_ERROR` (`reason: response_too_large`).',
+  },
+  varBytes: {
+    field: 'maxVarBytes',
+    env: 'CALL_VAR_BYTES',
+    default: MiB,
+    ceiling: 16 * MiB,
+    min: 0,
+    unit: 'bytes',
+    description: 'Bytes of Extism vars the plugin may hold.',
+  },
+  logEntries: {
+    field: 'maxLogEntries',
+    env: 'CALL_LOG_ENTRIES',
+    default: 1000,
+    ceiling: 10_000,
+    min: 0,
+    unit: 'count',
+    description: 'Log entries kept for the answer (WASI stdout/stderr lines count too); past it `logsTruncated` is true.',
+  },
+  logBytes: {
+    field: 'maxLogBytes',
+    env: 'CALL_LOG_BYTES',
+    default: 256 * 1024,
+    ceiling: 4 * MiB,
+    min: 0,
+    unit: 'bytes',
+    description: 'Bytes of log messages kept for the answer; past it `logsTruncated` is true.',
+  },
+} as const satisfies Record<string, CallLimitSpec>;
+
+export type CallLimitName = keyof typeof CALL_LIMITS;
+/** The request field of each limit, e.g. `memoryMaxPages`. */
+export type CallLimitField = (typeof CALL_LIMITS)[CallLimitName]['field'];
+/** One call's limits, resolved from what it asked for and the operator's settings. */
+export type CallLimits = Record<CallLimitName, number>;
 
 export interface Config {
   port: number;
@@ -59,15 +153,7 @@ export interface Config {
     /** Extra workers started while every worker is held by a long call (0: never). */
     burstWorkers: number;
     maxInputBytes: number;
-    limits: {
-      timeoutMs: Limit;
-      memoryPages: Limit;
-      outputBytes: Limit;
-      httpResponseBytes: Limit;
-      varBytes: Limit;
-      logEntries: Limit;
-      logBytes: Limit;
-    };
+    limits: Record<CallLimitName, Limit>;
   };
   egress: {
     /** Operator ceiling: host patterns a call may ever reach. */
@@ -136,11 +222,19 @@ function oneOf<T extends string>(env: Env, key: string, allowed: readonly T[], f
 }
 
 /** `<NAME>` is the default a call gets, `<NAME>_CEILING` the most a caller may ask for. */
-function limit(env: Env, key: string, def: number, ceiling: number, min = 1): Limit {
-  const c = int(env, `${key}_CEILING`, Math.max(ceiling, 0), min);
-  const d = int(env, key, Math.min(def, c), min);
+function limit(env: Env, spec: CallLimitSpec): Limit {
+  const key = spec.env;
+  const min = Math.max(spec.min, 1);
+  const c = int(env, `${key}_CEILING`, spec.ceiling, min);
+  const d = int(env, key, Math.min(spec.default, c), min);
   if (d > c) throw new ConfigError(`${key} (${d}) must not exceed ${key}_CEILING (${c})`);
   return { default: d, ceiling: c };
+}
+
+function callLimits(env: Env): Record<CallLimitName, Limit> {
+  const limits = {} as Record<CallLimitName, Limit>;
+  for (const name of Object.keys(CALL_LIMITS) as CallLimitName[]) limits[name] = limit(env, CALL_LIMITS[name]);
+  return limits;
 }
 
 function list(env: Env, key: string, fallback: string[]): string[] {
@@ -152,10 +246,14 @@ function list(env: Env, key: string, fallback: string[]): string[] {
     .filter((s) => s !== '');
 }
 
-/** A host pattern list (egress/policy.ts grammar), checked at start so a bad ceiling fails fast. */
+/** A host pattern list (host-patterns.ts grammar), checked at start so a bad ceiling fails fast. */
 function hostPatterns(env: Env, key: string, fallback: string[]): string[] {
   const patterns = list(env, key, fallback);
-  checkHostPatterns(patterns, (err) => new ConfigError(`${key}: ${err.message}`));
+  try {
+    validateHostPatterns(patterns);
+  } catch (err) {
+    throw err instanceof InvalidHostPatternError ? new ConfigError(`${key}: ${err.message}`) : err;
+  }
   return patterns;
 }
 
@@ -275,15 +373,7 @@ export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
       workerInstanceCacheBytes: int(env, 'WORKER_INSTANCE_CACHE_BYTES', 256 * MiB, 0),
       burstWorkers: int(env, 'BURST_WORKERS', Math.max(1, availableParallelism()), 0, 256),
       maxInputBytes: int(env, 'MAX_INPUT_BYTES', 4 * MiB, 0),
-      limits: {
-        timeoutMs: limit(env, 'CALL_TIMEOUT_MS', 5_000, 60_000),
-        memoryPages: limit(env, 'CALL_MEMORY_PAGES', 256, 4096),
-        outputBytes: limit(env, 'CALL_OUTPUT_BYTES', 4 * MiB, 16 * MiB),
-        httpResponseBytes: limit(env, 'CALL_HTTP_RESPONSE_BYTES', MiB, 16 * MiB),
-        varBytes: limit(env, 'CALL_VAR_BYTES', MiB, 16 * MiB),
-        logEntries: limit(env, 'CALL_LOG_ENTRIES', 1000, 10_000),
-        logBytes: limit(env, 'CALL_LOG_BYTES', 256 * 1024, 4 * MiB),
-      },
+      limits: callLimits(env),
     },
     egress: {
       allowedHosts: hostPatterns(env, 'EGRESS_ALLOWED_HOSTS', ['*']),

@@ -18,7 +18,7 @@ import {
   summarizeEgress,
 } from '../src/egress/fetch.ts';
 import type { EgressOptions, EgressSession } from '../src/egress/fetch.ts';
-import { InvalidHostPatternError } from '../src/egress/policy.ts';
+import { InvalidHostPatternError } from '../src/host-patterns.ts';
 import { closedPort, startUpstream } from './upstream.ts';
 import type { Upstream } from './upstream.ts';
 

@@ -2,14 +2,8 @@
 // ever classified here, never connected to.
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.ts';
-import {
-  InvalidHostPatternError,
-  classifyAddress,
-  isUrlAllowed,
-  matchesAny,
-  parseHostPattern,
-  validateHostPatterns,
-} from '../src/egress/policy.ts';
+import { classifyAddress, isUrlAllowed, matchesAny } from '../src/egress/policy.ts';
+import { InvalidHostPatternError, parseHostPattern, validateHostPatterns } from '../src/host-patterns.ts';
 
 const allows = (patterns: string[], url: string) => matchesAny(new URL(url), validateHostPatterns(patterns));
 

@@ -1,7 +1,7 @@
 // POST /plugins/:id/call — run one exported function of a stored plugin for an HTTP caller.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Config } from '../config.ts';
-import { checkHostPatterns } from '../egress/policy.ts';
+import { validateHostPatterns } from '../host-patterns.ts';
 import { AppError, isAppError } from '../errors.ts';
 import type { CallEngine } from '../engine/engine.ts';
 import { resolveLimits } from '../engine/limits.ts';
@@ -158,16 +158,8 @@ export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions):
           `the input is ${inputBytes} bytes; the limit is ${maxInputBytes} bytes (MAX_INPUT_BYTES)`,
         );
       }
-      if (body.allowedHosts) checkHostPatterns(body.allowedHosts);
-      const limits = resolveLimits(config.engine.limits, {
-        timeoutMs: body.timeoutMs,
-        memoryMaxPages: body.memoryMaxPages,
-        maxOutputBytes: body.maxOutputBytes,
-        maxHttpResponseBytes: body.maxHttpResponseBytes,
-        maxVarBytes: body.maxVarBytes,
-        maxLogEntries: body.maxLogEntries,
-        maxLogBytes: body.maxLogBytes,
-      });
+      if (body.allowedHosts) validateHostPatterns(body.allowedHosts);
+      const limits = resolveLimits(config.engine.limits, body);
       const plugin = await store.get(request.params.id);
       if (!plugin) throw new AppError('PLUGIN_NOT_FOUND', `no plugin with id or name "${request.params.id.slice(0, 80)}"`);
       reportCall(request, {

@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream';
 import multipart from '@fastify/multipart';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config.ts';
-import { checkHostPatterns } from '../egress/policy.ts';
+import { validateHostPatterns } from '../host-patterns.ts';
 import { inspectModule } from '../engine/compile/inspect.ts';
 import type { Prepare } from '../engine/compile/prepare.ts';
 import { AppError, isAppError } from '../errors.ts';
@@ -86,7 +86,7 @@ function parseConfig(value: string | undefined): Record<string, string> {
   return config;
 }
 
-// The pattern grammar is the egress policy's (src/egress/policy.ts); the same check as for a call's list.
+// The pattern grammar is src/host-patterns.ts; the same check as for a call's list.
 function parseAllowedHosts(value: string | undefined): string[] {
   if (value === undefined) return [];
   let parsed: unknown;
@@ -98,7 +98,7 @@ function parseAllowedHosts(value: string | undefined): string[] {
   if (!Array.isArray(parsed) || parsed.some((host) => typeof host !== 'string')) {
     throw new AppError('INVALID_ALLOWED_HOSTS', 'allowedHosts must be a JSON array of host pattern strings');
   }
-  checkHostPatterns(parsed as string[]);
+  validateHostPatterns(parsed as string[]);
   return parsed as string[];
 }
 

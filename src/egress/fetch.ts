@@ -14,7 +14,8 @@ import type { LookupAddress, LookupOptions } from 'node:dns';
 import { isIP } from 'node:net';
 import { Agent, fetch as undiciFetch } from 'undici';
 import type { ErrorCode } from '../errors.ts';
-import { classifyAddress, isLoopbackName, isUrlAllowed, urlHost, validateHostPatterns } from './policy.ts';
+import { validateHostPatterns } from '../host-patterns.ts';
+import { classifyAddress, isLoopbackName, isUrlAllowed, urlHost } from './policy.ts';
 import type { AddressClass } from './policy.ts';
 
 /** Plain, structured-cloneable options: a worker thread builds one session per call from a message. */

@@ -1,10 +1,9 @@
 // The call engine: turns a stored plugin + a call request into a worker task and its outcome.
 // Knows nothing of HTTP; failures are AppErrors carrying the logs (and egress audit) of the call.
-import type { Config } from '../config.ts';
+import type { CallLimits, Config } from '../config.ts';
 import type { EgressAuditEntry, EgressOptions } from '../egress/fetch.ts';
 import { AppError } from '../errors.ts';
 import type { PluginMeta, PluginStore } from '../store/store.ts';
-import type { ResolvedLimits } from './limits.ts';
 import type { CallLogLevel, LogEntry } from './runtime/logs.ts';
 import type { ModuleCache } from './compile/module-cache.ts';
 import { WorkerPool, type PoolObserver, type PoolStats } from './pool/pool.ts';
@@ -22,7 +21,7 @@ export interface CallRequest {
   /** Replaces the plugin's stored list when given. */
   allowedHosts?: string[] | undefined;
   logLevel: CallLogLevel;
-  limits: ResolvedLimits;
+  limits: CallLimits;
   outputEncoding?: 'utf8' | 'base64' | undefined;
 }
 
@@ -192,14 +191,7 @@ export class CallEngine {
           inputEncoding: request.inputEncoding,
           config: { ...plugin.config, ...request.config },
           logLevel: request.logLevel,
-          limits: {
-            memoryPages: limits.memoryPages,
-            outputBytes: limits.outputBytes,
-            varBytes: limits.varBytes,
-            httpResponseBytes: limits.httpResponseBytes,
-            logEntries: limits.logEntries,
-            logBytes: limits.logBytes,
-          },
+          limits,
           egress: this.#egressOptions(request, started),
           outputEncoding: request.outputEncoding ?? null,
         },

@@ -1,50 +1,25 @@
 // Per-call limits: what a caller asked for, checked against the operator's ceilings, else defaults.
-import type { Config, Limit } from '../config.ts';
+// The limits themselves (request field, env var, default, ceiling) are the CALL_LIMITS table in config.ts.
+import { CALL_LIMITS, type CallLimitField, type CallLimitName, type CallLimits, type Limit } from '../config.ts';
 import { AppError } from '../errors.ts';
 
-export interface RequestedLimits {
-  timeoutMs?: number | undefined;
-  memoryMaxPages?: number | undefined;
-  maxOutputBytes?: number | undefined;
-  maxHttpResponseBytes?: number | undefined;
-  maxVarBytes?: number | undefined;
-  maxLogEntries?: number | undefined;
-  maxLogBytes?: number | undefined;
-}
+const NAMES = Object.keys(CALL_LIMITS) as CallLimitName[];
 
-export interface ResolvedLimits {
-  timeoutMs: number;
-  memoryPages: number;
-  outputBytes: number;
-  httpResponseBytes: number;
-  varBytes: number;
-  logEntries: number;
-  logBytes: number;
-}
-
-function pick(field: string, requested: number | undefined, limit: Limit, ceilingEnv: string): number {
-  if (requested === undefined) return limit.default;
-  if (requested > limit.ceiling) {
-    throw new AppError('LIMIT_ABOVE_CEILING', `${field} ${requested} is above the ceiling of ${limit.ceiling} (${ceilingEnv})`, {
-      details: { field, requested, ceiling: limit.ceiling },
-    });
+export function resolveLimits(
+  settings: Readonly<Record<CallLimitName, Limit>>,
+  requested: Readonly<Partial<Record<CallLimitField, number>>>,
+): CallLimits {
+  const limits = {} as CallLimits;
+  for (const name of NAMES) {
+    const { field, env } = CALL_LIMITS[name];
+    const { default: fallback, ceiling } = settings[name];
+    const asked = requested[field];
+    if (asked !== undefined && asked > ceiling) {
+      throw new AppError('LIMIT_ABOVE_CEILING', `${field} ${asked} is above the ceiling of ${ceiling} (${env}_CEILING)`, {
+        details: { field, requested: asked, ceiling },
+      });
+    }
+    limits[name] = asked ?? fallback;
   }
-  return requested;
-}
-
-export function resolveLimits(config: Config['engine']['limits'], requested: RequestedLimits): ResolvedLimits {
-  return {
-    timeoutMs: pick('timeoutMs', requested.timeoutMs, config.timeoutMs, 'CALL_TIMEOUT_MS_CEILING'),
-    memoryPages: pick('memoryMaxPages', requested.memoryMaxPages, config.memoryPages, 'CALL_MEMORY_PAGES_CEILING'),
-    outputBytes: pick('maxOutputBytes', requested.maxOutputBytes, config.outputBytes, 'CALL_OUTPUT_BYTES_CEILING'),
-    httpResponseBytes: pick(
-      'maxHttpResponseBytes',
-      requested.maxHttpResponseBytes,
-      config.httpResponseBytes,
-      'CALL_HTTP_RESPONSE_BYTES_CEILING',
-    ),
-    varBytes: pick('maxVarBytes', requested.maxVarBytes, config.varBytes, 'CALL_VAR_BYTES_CEILING'),
-    logEntries: pick('maxLogEntries', requested.maxLogEntries, config.logEntries, 'CALL_LOG_ENTRIES_CEILING'),
-    logBytes: pick('maxLogBytes', requested.maxLogBytes, config.logBytes, 'CALL_LOG_BYTES_CEILING'),
-  };
+  return limits;
 }

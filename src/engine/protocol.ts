@@ -1,18 +1,10 @@
 // Messages between the pool (main thread) and its workers. Everything here is structured-cloneable;
 // a WebAssembly.Module crosses by reference to its compiled code (no recompilation).
+import type { CallLimits } from '../config.ts';
 import type { ErrorCode } from '../errors.ts';
 import type { EgressAuditEntry, EgressOptions } from '../egress/fetch.ts';
 import type { CallLogLevel, LogEntry } from './runtime/logs.ts';
 import type { ModuleLayout } from './compile/wasm-rewrite.ts';
-
-export interface WorkerCallLimits {
-  memoryPages: number;
-  outputBytes: number;
-  varBytes: number;
-  httpResponseBytes: number;
-  logEntries: number;
-  logBytes: number;
-}
 
 export interface CallMessage {
   kind: 'call';
@@ -32,7 +24,7 @@ export interface CallMessage {
   inputEncoding: 'utf8' | 'base64';
   config: Record<string, string>;
   logLevel: CallLogLevel;
-  limits: WorkerCallLimits;
+  limits: CallLimits;
   /** Null: the call may not make HTTP requests (or the plugin cannot). */
   egress: EgressOptions | null;
   outputEncoding: 'utf8' | 'base64' | null;

@@ -15,7 +15,8 @@ const indexOf = (addr: bigint): number => Number(BigInt.asUintN(64, addr) >> IND
 const offsetOf = (addr: bigint): number => Number(addr & OFFSET_MASK);
 const addressOf = (index: number): bigint => BigInt(index) << INDEX_SHIFT;
 
-export interface CallLimits {
+/** The caps a CallState enforces, derived from the call's limits (CallLimits) by the worker. */
+export interface HostLimits {
   /** Bytes of Extism blocks (host-side memory) a call may hold at once. */
   hostBytes: number;
   outputBytes: number;
@@ -46,14 +47,14 @@ export class CallState {
   httpStatus = 0;
   readonly config: Record<string, string>;
   readonly logs: LogCollector;
-  readonly limits: CallLimits;
+  readonly limits: HostLimits;
   readonly fetch: CallFetch | null;
 
   constructor(
     input: Uint8Array | null,
     config: Record<string, string>,
     logs: LogCollector,
-    limits: CallLimits,
+    limits: HostLimits,
     fetch: CallFetch | null,
   ) {
     this.config = config;
