@@ -222,18 +222,19 @@ function oneOf<T extends string>(env: Env, key: string, allowed: readonly T[], f
 }
 
 /** `<NAME>` is the default a call gets, `<NAME>_CEILING` the most a caller may ask for. */
-function limit(env: Env, spec: CallLimitSpec): Limit {
-  const key = spec.env;
-  const min = Math.max(spec.min, 1);
-  const c = int(env, `${key}_CEILING`, spec.ceiling, min);
-  const d = int(env, key, Math.min(spec.default, c), min);
+function limit(env: Env, key: string, def: number, ceiling: number, min = 1): Limit {
+  const c = int(env, `${key}_CEILING`, ceiling, min);
+  const d = int(env, key, Math.min(def, c), min);
   if (d > c) throw new ConfigError(`${key} (${d}) must not exceed ${key}_CEILING (${c})`);
   return { default: d, ceiling: c };
 }
 
 function callLimits(env: Env): Record<CallLimitName, Limit> {
   const limits = {} as Record<CallLimitName, Limit>;
-  for (const name of Object.keys(CALL_LIMITS) as CallLimitName[]) limits[name] = limit(env, CALL_LIMITS[name]);
+  for (const name of Object.keys(CALL_LIMITS) as CallLimitName[]) {
+    const spec: CallLimitSpec = CALL_LIMITS[name];
+    limits[name] = limit(env, spec.env, spec.default, spec.ceiling, Math.max(spec.min, 1));
+  }
   return limits;
 }
 
