@@ -2,7 +2,6 @@
 // ceiling (EGRESS_ALLOWED_HOSTS, checked by config.ts at start). Parsing only; matching URLs against
 // parsed patterns is egress/policy.ts.
 import { isIPv4, isIPv6 } from 'node:net';
-import { Type } from 'typebox';
 import { AppError } from './errors.ts';
 
 /**
@@ -115,24 +114,3 @@ export function validateHostPatterns(patterns: readonly string[]): HostPattern[]
   }
   return patterns.map(parseHostPattern);
 }
-
-/** A host pattern as callers write it (the grammar above, checked by validateHostPatterns). */
-export const HostPatternSchema = Type.String({
-  $id: 'HostPattern',
-  minLength: 1,
-  maxLength: MAX_PATTERN_LENGTH,
-  description: [
-    '`[http://|https://]HOST[:PORT]`:',
-    '- `api.example.com`: exactly that host, case-insensitive (compared in canonical form: lower case, punycode; a',
-    '  trailing dot in the URL is ignored);',
-    '- `*.example.com`: any subdomain (`a.example.com`, `a.b.example.com`), not `example.com` itself;',
-    '- `*`: any host (that the ceiling allows);',
-    '- an IPv4 address or a bracketed IPv6 address (`[2001:db8::1]`) matches that address;',
-    '- `:PORT` pins the port (default ports count: `api.example.com:443` matches `https://api.example.com/`);',
-    '  without it any port matches;',
-    '- `http://` or `https://` pins the scheme; without it both match.',
-    'There is no negation: `!x` (which the Extism SDK reads as "everything else"), paths, and other wildcards',
-    '(`*x.com`, `a.*.com`) are refused with `400 INVALID_ALLOWED_HOSTS`.',
-  ].join('\n'),
-  examples: ['api.example.com', '*.example.com', '*', 'https://api.example.com:8443'],
-});
