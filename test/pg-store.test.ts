@@ -85,6 +85,8 @@ describe('PgPluginStore across replicas', () => {
   it('catches a change whose notification was lost with the poll, within STORE_POLL_MS', async () => {
     const applied: ChangeSource[] = [];
     const here = await open(100, applied);
+    // Listening, so no reconnect catch-up can bring the quiet change instead of the poll.
+    expect(await msUntil(async () => here.health().listening)).toBeLessThan(Infinity);
     const { meta } = await here.put(await newPlugin(1, 'renamed-quietly'));
     // Its own change has come back (by notification or poll) before the quiet one is made.
     expect(await msUntil(async () => applied.length > 0)).toBeLessThan(Infinity);

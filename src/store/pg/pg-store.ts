@@ -170,7 +170,12 @@ export class PgPluginStore implements PluginStore {
     try {
       const applied = await store.#db('migrate', () => migrate(store.#pool));
       if (applied.length > 0) opts.log.info({ migrations: applied }, 'store: database migrations applied');
-      await store.#sweepOrphans();
+      // Housekeeping: a replica that cannot do it now (the version lock is busy) starts anyway.
+      await store
+        .#sweepOrphans()
+        .catch((err: unknown) =>
+          opts.log.warn({ err: describe(err) }, 'store: unreferenced blobs could not be swept; the next start tries again'),
+        );
       await store.#refresh(null);
     } catch (err) {
       await store.close();
