@@ -135,6 +135,14 @@ describe('three replicas on one PostgreSQL database', () => {
     expect(onB).toBeLessThanOrEqual(PROPAGATION_BOUND_MS);
     // Measured: how long the other replicas still answered (printed with the test output).
     console.log(`delete on C seen by A after ${onA.toFixed(0)} ms, by B after ${onB.toFixed(0)} ms`);
+
+    // A's metrics show how the changes arrived and how late, and its connection pool.
+    const metrics = await (await fetch(`${a.url}/metrics`)).text();
+    expect(metrics).toMatch(/^wasmhost_store_change_lag_seconds_count\{source="notify"\} [1-9]/m);
+    expect(metrics).toMatch(/^wasmhost_store_up 1$/m);
+    expect(metrics).toMatch(/^wasmhost_store_listening 1$/m);
+    expect(metrics).toMatch(/^wasmhost_store_pool_idle \d+$/m);
+    expect(metrics).toMatch(/^wasmhost_store_operation_duration_seconds_count\{operation="sync",outcome="ok"\} [1-9]/m);
   });
 
   it('resolves a name moved on B to its new plugin on A within 1 s', async () => {
