@@ -7,6 +7,9 @@ export function shellQuote(word: string): string {
   return /^[A-Za-z0-9_./:=@%+,-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;
 }
 
+/** Stands for the file's base64 in the JSON until the shell's $(base64 …) replaces it (no JSON escaping). */
+const INPUT_PLACEHOLDER = 'INPUT_BASE64_OF_FILE';
+
 export interface CallCommandInput {
   origin: string;
   /** The plugin's name when it has one (what a person would type), else its id. */
@@ -26,8 +29,8 @@ export function curlCommand({ origin, plugin, request, inputFile, withToken }: C
   } else {
     // The file's bytes as base64, spliced into the JSON by the shell.
     const { inputBase64: _bytes, ...rest } = request;
-    const json = JSON.stringify({ ...rest, inputBase64: '\u0000' });
-    const [before, after] = json.split('"\u0000"') as [string, string];
+    const json = JSON.stringify({ ...rest, inputBase64: INPUT_PLACEHOLDER });
+    const [before, after] = json.split(`"${INPUT_PLACEHOLDER}"`) as [string, string];
     parts.push(`-d ${shellQuote(`${before}"`)}"$(base64 -w0 ${shellQuote(inputFile)})"${shellQuote(`"${after}`)}`);
   }
   return parts.join(' ');

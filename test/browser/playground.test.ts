@@ -2,15 +2,18 @@
 // output, logs and egress audit, with no console error, no CSP violation and nothing fetched from
 // anywhere but the service. Screenshots: test-artifacts/playground-*.png.
 import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pluginPath, removeDir, repoRoot, startServer, type TestServer } from '../helpers.ts';
+import { makeTempDir, pluginPath, removeDir, repoRoot, startServer, type TestServer } from '../helpers.ts';
 import { startUpstream, type Upstream } from '../upstream.ts';
 import { launchBrowser, screenshot, watchedPage, type Browser, type PageProblems } from './browser.ts';
 
 const run = promisify(execFile);
+/** What `npx wasmhost` runs in this repo. */
+const BIN = path.join(repoRoot, 'bin', 'wasmhost.mjs');
 /** Pages answer at their own pace on a busy machine: wait for what a person would wait for. */
 const eventually = <T>(read: () => Promise<T>) => expect.poll(read, { timeout: 20_000, interval: 100 });
 const NO_PROBLEMS: PageProblems = { consoleErrors: [], pageErrors: [], cspViolations: [], foreignRequests: [] };
@@ -116,7 +119,7 @@ describe('playground', () => {
         `WASMHOST_URL=${server.url} npx wasmhost call hello-browser say_hello --input '😀 Hello from the browser' --log-level info`,
       );
       // And so does the wasmhost line, through this repo's bin (what npx runs).
-      const cliRun = await run('bash', ['-c', cli!.replace('npx wasmhost', path.join(repoRoot, 'bin', 'wasmhost.mjs'))], {
+      const cliRun = await run('bash', ['-c', cli!.replace('npx wasmhost', BIN)], {
         timeout: 20_000,
       });
       expect(cliRun.stdout).toBe('param: 😀 Hello from the browser title: delectus aut autem');
@@ -144,11 +147,12 @@ describe('playground', () => {
       await eventually(() => page.locator('section.details .exports').textContent()).toBe('echo');
 
       const call = page.locator('form.call');
+      const bytes = Buffer.from([0, 1, 2, 0xfe, 0xff, 0x41]);
       await call.getByLabel('file input').check();
       await call.getByLabel('input file').setInputFiles({
         name: 'bytes.bin',
         mimeType: 'application/octet-stream',
-        buffer: Buffer.from([0, 1, 2, 0xfe, 0xff, 0x41]),
+        buffer: bytes,
       });
       await call.getByRole('button', { name: 'Call echo' }).click();
       const result = page.getByRole('region', { name: 'result' });
@@ -156,6 +160,19 @@ describe('playground', () => {
         `00000000  ${'00 01 02 fe ff 41'.padEnd(47)}  .....A`,
       );
       expect(await result.getByLabel('wasmhost command').textContent()).toMatch(/ --stdin --log-level info < bytes\.bin$/);
+      // Both lines repeat the call with the same file, read from where they are run.
+      const dir = await makeTempDir('wasmhost-playground-');
+      try {
+        await writeFile(path.join(dir, 'bytes.bin'), bytes);
+        const curl = await result.getByLabel('curl command').textContent();
+        const curlRun = await run('bash', ['-c', curl!], { cwd: dir, timeout: 20_000 });
+        expect(JSON.parse(curlRun.stdout)).toMatchObject({ outputBase64: bytes.toString('base64') });
+        const cli = (await result.getByLabel('wasmhost command').textContent())!.replace('npx wasmhost', BIN);
+        const cliRun = await run('bash', ['-c', cli], { cwd: dir, timeout: 20_000, encoding: 'buffer' });
+        expect(Buffer.compare(cliRun.stdout, bytes)).toBe(0);
+      } finally {
+        await removeDir(dir);
+      }
       await screenshot(page, 'playground-binary');
 
       await page.getByLabel('wasm file').setInputFiles(pluginPath('fail'));
