@@ -68,9 +68,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   // Deleted here or through another replica: its prepared module is of no further use.
   store.onDelete((id) => app.moduleCache.delete(id));
 
+  if (store.health() !== null) metrics.watchStoreHealth(() => store.health()!);
   metrics.watch({
     store: () => store.stats(),
-    storeHealth: () => store.health(),
     pluginLabels: async () => new Set(store.known().map(pluginLabel)),
     moduleCache: () => app.moduleCache.stats(),
   });

@@ -30,8 +30,6 @@ export interface MetricSources {
   pluginLabels?: () => Promise<Set<string>>;
   moduleCache?: () => { entries: number; bytes: number };
   workerPool?: () => { size: number; ready: number; busy: number; queued: number };
-  /** A shared store's connection state (null: the filesystem store, no such gauges). */
-  storeHealth?: () => StoreHealth | null;
 }
 
 /** Every reason the pool replaces a worker for (typed exhaustive, so the help text cannot drift from pool.ts). */
@@ -42,10 +40,6 @@ const RESTART_REASONS: Record<RestartReason, string> = {
 };
 
 const SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
-
-function bool(value: boolean | undefined): number | undefined {
-  return value === undefined ? undefined : Number(value);
-}
 
 /** Plugins are labelled by name when they have one, else by the first 12 hex digits of their id. */
 export function pluginLabel(plugin: { id: string; name: string | null }): string {
@@ -177,22 +171,31 @@ export class ServiceMetrics {
       onQuery: (operation, outcome, seconds) => storeSeconds.observe({ operation, outcome }, seconds),
       onChangeApplied: (source, seconds) => changeLag.observe({ source }, seconds),
     };
-    const health = () => sources.storeHealth?.() ?? undefined;
-    scrapeGauge('store_up', '1 when the last PostgreSQL statement reached the database, else 0.', () => bool(health()?.up));
-    scrapeGauge(
-      'store_listening',
-      '1 while the change listener is connected (else changes arrive by the STORE_POLL_MS poll).',
-      () => bool(health()?.listening),
+  }
+
+  /** A shared store's connection state, from the store itself (STORE=postgres: the filesystem store has none). */
+  watchStoreHealth(read: () => StoreHealth): void {
+    const registers = [this.registry];
+    const gauge = (name: string, help: string, value: (health: StoreHealth) => number): void => {
+      new Gauge({
+        name: `${METRIC_PREFIX}${name}`,
+        help,
+        registers,
+        collect() {
+          this.set(value(read()));
+        },
+      });
+    };
+    gauge('store_up', '1 when the last PostgreSQL statement reached the database, else 0.', (h) => Number(h.up));
+    gauge('store_listening', '1 while the change listener is connected (else changes arrive by the STORE_POLL_MS poll).', (h) =>
+      Number(h.listening),
     );
-    scrapeGauge('store_pool_in_use', 'PostgreSQL connections running a query.', () => {
-      const h = health();
-      return h === undefined ? undefined : h.poolTotal - h.poolIdle;
-    });
-    scrapeGauge('store_pool_idle', 'PostgreSQL connections open and idle.', () => health()?.poolIdle);
-    scrapeGauge(
+    gauge('store_pool_in_use', 'PostgreSQL connections running a query.', (h) => h.poolTotal - h.poolIdle);
+    gauge('store_pool_idle', 'PostgreSQL connections open and idle.', (h) => h.poolIdle);
+    gauge(
       'store_pool_waiting',
       'Store operations waiting for a PostgreSQL connection (PG_POOL_MAX reached).',
-      () => health()?.poolWaiting,
+      (h) => h.poolWaiting,
     );
   }
 

@@ -68,7 +68,8 @@ export async function startReplica(name: string, env: Record<string, string>, op
     }
     if (options.dataDir === undefined) await removeDir(dataDir);
   };
-  const deadline = Date.now() + 30_000;
+  // Generous: several replicas start at once on a shared 2-core machine.
+  const deadline = Date.now() + 60_000;
   while (!output.includes('Server listening')) {
     if (child.exitCode !== null || Date.now() > deadline) {
       await stop();
