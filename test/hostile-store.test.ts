@@ -66,7 +66,7 @@ async function call(target: Replica, idOrName: string, fn: string, input = 'hell
   const res = await fetch(`${target.url}/plugins/${idOrName}/call`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ function: fn, input }),
+    body: JSON.stringify({ function: fn, input, timeoutMs: 30_000 }),
   });
   const body = (await res.json()) as { code?: string };
   return body.code === undefined ? { status: res.status } : { status: res.status, code: body.code };

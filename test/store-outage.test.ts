@@ -21,7 +21,7 @@ async function call(server: TestServer, name: string, fn: string, input: string)
   return fetch(`${server.url}/plugins/${name}/call`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ function: fn, input }),
+    body: JSON.stringify({ function: fn, input, timeoutMs: 30_000 }),
   });
 }
 
@@ -39,7 +39,14 @@ describe('a replica whose PostgreSQL connection is cut', () => {
     proxy = await startTcpProxy(Number(direct.port || 5432), direct.hostname);
     const viaProxy = new URL(db.url);
     viaProxy.port = String(proxy.port);
-    const env = { STORE: 'postgres', PG_CONNECT_TIMEOUT_MS: '500', PG_STATEMENT_TIMEOUT_MS: '1000', STORE_POLL_MS: '100' };
+    // No shedding on event-loop lag: this machine is shared and busy; what is checked is the store's answers.
+    const env = {
+      STORE: 'postgres',
+      PG_CONNECT_TIMEOUT_MS: '500',
+      PG_STATEMENT_TIMEOUT_MS: '1000',
+      STORE_POLL_MS: '100',
+      MAX_EVENT_LOOP_DELAY_MS: '0',
+    };
     cutOff = await startServer({ env: { ...env, DATABASE_URL: viaProxy.toString() } });
     other = await startServer({ env: { ...env, DATABASE_URL: db.url } });
   });
