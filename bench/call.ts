@@ -26,9 +26,16 @@ interface Mark {
 class Child {
   readonly process: ChildProcess;
   readonly #waiting = new Map<string, ((msg: unknown) => void)[]>();
+  #stopping = false;
   constructor(script: string, env: NodeJS.ProcessEnv) {
     this.process = fork(path.join(root, 'bench', script), { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.process.on('message', (msg: { kind: string }) => this.#waiting.get(msg.kind)?.shift()?.(msg));
+    // A server that dies must end the run, not leave it waiting for an answer.
+    this.process.on('exit', (code) => {
+      if (this.#stopping) return;
+      console.error(`bench: ${script} exited (code ${code})`);
+      process.exit(1);
+    });
   }
   next<T>(kind: string): Promise<T> {
     return new Promise((resolve) => {
@@ -43,6 +50,7 @@ class Child {
     return reply;
   }
   async stop(): Promise<void> {
+    this.#stopping = true;
     this.process.disconnect();
     if (this.process.exitCode === null) await once(this.process, 'exit');
   }

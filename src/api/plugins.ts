@@ -343,6 +343,8 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
       });
       moduleCache.set(id, inspected.prepared, upload.bytes.length);
       app.metrics.observeCompile(inspected.prepared.compileMs / 1000);
+      // Its first call should not pay for instantiation: the workers make instances now.
+      await app.engine.warm(meta, inspected.prepared);
       request.log.info(
         { plugin: id, name: meta.name, size: meta.size, created },
         created ? 'plugin stored' : 'plugin already stored',

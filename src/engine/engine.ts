@@ -8,6 +8,7 @@ import type { CallLogLevel, LogEntry } from './runtime/logs.ts';
 import type { ModuleCache } from './compile/module-cache.ts';
 import { WorkerPool, type PoolObserver, type PoolStats } from './pool/pool.ts';
 import { EXTISM_ENV } from './runtime/host-env.ts';
+import { resolveLimits } from './limits.ts';
 import type { Prepare, PreparedModule } from './compile/prepare.ts';
 import { WasmRewriteError } from './compile/wasm-rewrite.ts';
 
@@ -66,6 +67,9 @@ export interface EngineDeps {
   /** Tests only (AppOptions.egressHosts): egress resolves these names from this table, never DNS. */
   egressHosts?: Record<string, string | string[]> | null;
 }
+
+/** Longest an upload waits for its plugin's warm-ups (see warm). */
+const WARM_WAIT_MS = 1_000;
 
 /** ms kept between an egress request's cut-off and the call's deadline (see #egressOptions). */
 function deadlineMargin(timeoutMs: number): number {
@@ -219,6 +223,43 @@ export class CallEngine {
       event('INTERNAL_ERROR', 0, 0);
       throw err;
     }
+  }
+
+  /**
+   * Makes instances of a plugin just stored on the workers (one warm-up per worker, each under the
+   * call deadline like a call), so its first call does not pay for them. Resolves when they are
+   * done, or after `waitMs` (a plugin whose start-up is slow must not hold its upload for long).
+   */
+  async warm(plugin: PluginMeta, prepared: PreparedModule, waitMs = WARM_WAIT_MS): Promise<void> {
+    // The instance a call on the defaults uses (instances are kept per memory cap).
+    const limits = resolveLimits(this.#config.engine.limits, {});
+    const started = performance.now();
+    const warmUps = Array.from({ length: this.#config.engine.workers }, () =>
+      this.#pool
+        .run({
+          module: prepared.module,
+          deadline: started + limits.timeoutMs,
+          inputBytes: 0,
+          message: {
+            kind: 'call',
+            moduleKey: plugin.id,
+            layout: prepared.layout,
+            function: '',
+            input: null,
+            inputEncoding: 'utf8',
+            config: {},
+            logLevel: 'off',
+            limits,
+            egress: null,
+            outputEncoding: null,
+            warm: true,
+          },
+        })
+        .catch(() => undefined),
+    );
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(warmUps), new Promise((resolve) => (timer = setTimeout(resolve, waitMs)))]);
+    clearTimeout(timer);
   }
 
   stats(): PoolStats {

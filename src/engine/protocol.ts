@@ -28,6 +28,8 @@ export interface CallMessage {
   /** Null: the call may not make HTTP requests (or the plugin cannot). */
   egress: EgressOptions | null;
   outputEncoding: 'utf8' | 'base64' | null;
+  /** Only get an instance ready (a plugin just uploaded): no function runs, the answer is an empty success. */
+  warm?: boolean;
 }
 
 /**

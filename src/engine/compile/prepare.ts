@@ -9,11 +9,16 @@ export interface PreparedModule {
   compileMs: number;
 }
 
-/** Throws WasmRewriteError for a module the engine cannot run, or a CompileError. */
-export async function prepareModule(bytes: Uint8Array): Promise<PreparedModule> {
+export type Compile = (bytes: Uint8Array<ArrayBuffer>) => Promise<WebAssembly.Module> | WebAssembly.Module;
+
+/**
+ * Throws WasmRewriteError for a module the engine cannot run, or a CompileError. `compile`: the
+ * preparation thread compiles every function up front (see prepare-worker.ts).
+ */
+export async function prepareModule(bytes: Uint8Array, compile: Compile = WebAssembly.compile): Promise<PreparedModule> {
   const started = performance.now();
   const { bytes: rewritten, ...layout } = rewriteForEngine(bytes);
-  const module = await WebAssembly.compile(rewritten as Uint8Array<ArrayBuffer>);
+  const module = await compile(rewritten as Uint8Array<ArrayBuffer>);
   return { module, layout, compileMs: performance.now() - started };
 }
 

@@ -29,10 +29,50 @@ function startupState(): CallState {
   return new CallState(null, {}, new LogCollector('off', 0, 0), limits, null);
 }
 
-function zeroPagesOf(memory: Buffer): boolean[] {
-  const pages: boolean[] = [];
-  for (let at = 0; at < memory.length; at += PAGE) pages.push(memory.compare(ZERO_PAGE, 0, PAGE, at, at + PAGE) === 0);
-  return pages;
+/**
+ * Memory as it was after start-up, sparse: most pages of a fresh instance are zero (a Rust stack,
+ * .bss, an allocator's free space), and copying them would cost page faults and keep memory for nothing.
+ */
+class MemorySnapshot {
+  /** Pages the memory had. */
+  readonly pages: number;
+  /** The non-zero pages, one after the other. */
+  readonly #saved: Buffer;
+  /** Per page: its offset in #saved, or -1 for a zero page. */
+  readonly #at: Int32Array;
+
+  constructor(live: Buffer) {
+    this.pages = live.length / PAGE;
+    this.#at = new Int32Array(this.pages).fill(-1);
+    let nonZero = 0;
+    for (let page = 0; page < this.pages; page++) {
+      if (live.compare(ZERO_PAGE, 0, PAGE, page * PAGE, (page + 1) * PAGE) !== 0) this.#at[page] = nonZero++ * PAGE;
+    }
+    this.#saved = Buffer.allocUnsafe(nonZero * PAGE);
+    for (let page = 0; page < this.pages; page++) {
+      const at = this.#at[page]!;
+      if (at >= 0) live.copy(this.#saved, at, page * PAGE, (page + 1) * PAGE);
+    }
+  }
+
+  get bytes(): number {
+    return this.#saved.length;
+  }
+
+  /**
+   * One page of `live` back to the snapshot (zero above it). A call dirties few pages and often
+   * writes back what was there (a stack): comparing (memcmp, reads only) is about twice as fast as
+   * copying, and zero pages are compared with one zero page that stays in cache.
+   */
+  restore(live: Buffer, page: number): void {
+    const at = page * PAGE;
+    const savedAt = page < this.pages ? this.#at[page]! : -1;
+    if (savedAt < 0) {
+      if (live.compare(ZERO_PAGE, 0, PAGE, at, at + PAGE) !== 0) live.fill(0, at, at + PAGE);
+    } else if (live.compare(this.#saved, savedAt, savedAt + PAGE, at, at + PAGE) !== 0) {
+      this.#saved.copy(live, at, savedAt, savedAt + PAGE);
+    }
+  }
 }
 
 /** What the engine knows about a rewritten module, derived once per module per worker. */
@@ -63,11 +103,14 @@ export function describeModule(module: WebAssembly.Module, layout: ModuleLayout)
 }
 
 interface Snapshot {
-  memory: Buffer;
-  /** Per page: all zero in the snapshot (compared against one cache-hot zero page instead). */
-  zeroPages: boolean[];
+  memory: MemorySnapshot;
   globals: { global: WebAssembly.Global; value: unknown }[];
-  tables: { table: WebAssembly.Table; elements: unknown[] }[];
+  /**
+   * Every element of every table, or null when the module tracks table writes and start-up wrote
+   * none: the tables are then as instantiation made them, and a call that writes one gets a rebuilt
+   * instance. (Reading a table makes a JS function per element: ~0.1 ms each, too slow to do always.)
+   */
+  tables: { table: WebAssembly.Table; elements: unknown[] }[] | null;
 }
 
 interface Live {
@@ -110,7 +153,7 @@ export class PluginInstance {
     }
     this.#snapshot = this.#takeSnapshot();
     this.#live.dirty?.clear(); // start-up's writes are the snapshot
-    const snapshotPages = this.#snapshot.memory.length / PAGE;
+    const snapshotPages = this.#snapshot.memory.pages;
     // Pages above the snapshot are zeroed after every call; past this many, rebuilding is cheaper.
     // With virtual growth they only hold what one call needed; without, they creep up every call.
     this.#rebuildAbovePages = shape.virtualGrowth
@@ -171,18 +214,19 @@ export class PluginInstance {
     }
   }
 
-  #takeSnapshot(withMemory = true): Snapshot {
-    const { memory, globals, tables } = this.#live;
-    const saved = withMemory ? Buffer.from(new Uint8Array(memory.buffer).slice().buffer) : Buffer.alloc(0);
+  #takeSnapshot(memorySnapshot?: MemorySnapshot): Snapshot {
+    const { memory, globals, tables, tablesWritten } = this.#live;
     return {
-      memory: saved,
-      zeroPages: zeroPagesOf(saved),
+      memory: memorySnapshot ?? new MemorySnapshot(Buffer.from(memory.buffer)),
       globals: globals.map((global) => ({ global, value: global.value })),
-      tables: tables.map((table) => {
-        const elements: unknown[] = [];
-        for (let i = 0; i < table.length; i++) elements.push(table.get(i));
-        return { table, elements };
-      }),
+      tables:
+        tablesWritten?.value === 0
+          ? null
+          : tables.map((table) => {
+              const elements: unknown[] = [];
+              for (let i = 0; i < table.length; i++) elements.push(table.get(i));
+              return { table, elements };
+            }),
     };
   }
 
@@ -208,7 +252,7 @@ export class PluginInstance {
 
   /** Bytes this instance keeps alive: its linear memory and its snapshot. */
   footprint(): number {
-    return this.#live.memory.buffer.byteLength + this.#snapshot.memory.length;
+    return this.#live.memory.buffer.byteLength + this.#snapshot.memory.bytes;
   }
 
   /** The grow shim refused a memory.grow during this call (false without virtual growth: unknown). Read before reset(). */
@@ -230,39 +274,26 @@ export class PluginInstance {
     const size = memory.buffer.byteLength;
     // Without tracking a table write cannot be seen: look at every table, every time.
     const tablesMayDiffer = tablesWritten === null || tablesWritten.value !== 0;
-    const tablesGrew = tablesMayDiffer && snapshot.tables.some((t) => t.table.length !== t.elements.length);
-    if (size / PAGE > this.#rebuildAbovePages || tablesGrew || this.shape.passiveSegments) {
+    const tablesGrew = tablesMayDiffer && snapshot.tables?.some((t) => t.table.length !== t.elements.length);
+    const tablesNeedInstantiation = tablesMayDiffer && snapshot.tables === null;
+    if (size / PAGE > this.#rebuildAbovePages || tablesGrew || tablesNeedInstantiation || this.shape.passiveSegments) {
       this.#rebuild();
       return;
     }
     const live = Buffer.from(memory.buffer);
-    if (dirty) dirty.drain(size / PAGE, (page) => this.#restorePage(live, page));
+    const saved = snapshot.memory;
+    if (dirty) dirty.drain(size / PAGE, (page) => saved.restore(live, page));
     else {
-      if (size > snapshot.memory.length) live.fill(0, snapshot.memory.length);
-      for (let page = 0; page < snapshot.memory.length / PAGE; page++) this.#restorePage(live, page);
+      if (size > saved.pages * PAGE) live.fill(0, saved.pages * PAGE);
+      for (let page = 0; page < saved.pages; page++) saved.restore(live, page);
     }
-    if (tablesMayDiffer) {
+    if (tablesMayDiffer && snapshot.tables) {
       for (const { table, elements } of snapshot.tables) {
         for (let i = 0; i < elements.length; i++) if (table.get(i) !== elements[i]) table.set(i, elements[i]);
       }
     }
     // Last: the tables-written flag is one of these globals.
     for (const { global, value } of snapshot.globals) global.value = value;
-  }
-
-  /**
-   * One page back to the snapshot (zero above it). A call dirties few pages and often writes back
-   * what was there (a stack): comparing (memcmp, reads only) is about twice as fast as copying, and
-   * zero pages (a Rust stack, .bss) are compared with one zero page that stays in cache.
-   */
-  #restorePage(live: Buffer, page: number): void {
-    const { memory: saved, zeroPages } = this.#snapshot;
-    const at = page * PAGE;
-    if (at >= saved.length || zeroPages[page]) {
-      if (live.compare(ZERO_PAGE, 0, PAGE, at, at + PAGE) !== 0) live.fill(0, at, at + PAGE);
-    } else if (live.compare(saved, at, at + PAGE, at, at + PAGE) !== 0) {
-      live.set(saved.subarray(at, at + PAGE), at);
-    }
   }
 
   /**
@@ -280,13 +311,14 @@ export class PluginInstance {
       this.#slot.call = null;
     }
     const { memory, globals } = this.#live;
-    const missingPages = old.memory.length / PAGE - memory.buffer.byteLength / PAGE;
+    const missingPages = old.memory.pages - memory.buffer.byteLength / PAGE;
     if (missingPages > 0) memory.grow(missingPages);
-    new Uint8Array(memory.buffer).set(old.memory);
+    const live = Buffer.from(memory.buffer);
+    for (let page = 0; page < old.memory.pages; page++) old.memory.restore(live, page);
     globals.forEach((global, i) => {
       const value = old.globals[i]?.value;
       if (typeof value === 'number' || typeof value === 'bigint') global.value = value;
     });
-    this.#snapshot = { ...this.#takeSnapshot(false), memory: old.memory, zeroPages: old.zeroPages };
+    this.#snapshot = this.#takeSnapshot(old.memory);
   }
 }

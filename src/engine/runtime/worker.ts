@@ -152,6 +152,10 @@ async function handleCall(msg: CallMessage): Promise<void> {
   // Claim and start in one step: from here the pool treats the call as running.
   if (Atomics.compareExchange(state, cell, msg.callId, -msg.callId) !== msg.callId) return;
   const { limits } = msg;
+  if (msg.warm) {
+    warm(msg, entry, started);
+    return;
+  }
   const logs = new LogCollector(msg.logLevel, limits.logEntries, limits.logBytes);
   logMirror.start(msg.callId);
   logs.onEntry = (entry) => logMirror.write(entry);
@@ -222,6 +226,28 @@ async function handleCall(msg: CallMessage): Promise<void> {
   instance?.reset();
   trimCache(entry);
   if (egress) await egress.close();
+}
+
+/** A warm-up: the instance a call with these limits would use, made now; its failure is the first call's to report. */
+function warm(msg: CallMessage, entry: ModuleEntry, started: number): void {
+  let ok = true;
+  try {
+    instanceFor(entry, msg.limits.memoryPages);
+  } catch {
+    ok = false;
+  }
+  Atomics.store(state, msg.claim, 0);
+  post({
+    kind: 'result',
+    callId: msg.callId,
+    ok,
+    logs: [],
+    logsTruncated: false,
+    egress: [],
+    runMs: performance.now() - started,
+    memoryPages: 0,
+  });
+  trimCache(entry);
 }
 
 // One call at a time: a call suspended on HTTP must not let the next one onto the same instance.
