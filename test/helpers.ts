@@ -40,7 +40,11 @@ export interface TestServer {
 }
 
 export interface StartOptions {
-  /** Environment as the service reads it (DATA_DIR and LOG_LEVEL default to a temp dir and silent). */
+  /**
+   * Environment as the service reads it (DATA_DIR and LOG_LEVEL default to a temp dir and silent).
+   * Load shedding is off unless a test sets MAX_EVENT_LOOP_DELAY_MS: the server shares its event loop
+   * with the test runner, and on a busy machine a 1 s stall would answer 503 UNDER_PRESSURE to any test.
+   */
   env?: Record<string, string>;
   /** Reuse a data dir (restart); a fresh temp dir otherwise. */
   dataDir?: string;
@@ -50,7 +54,7 @@ export interface StartOptions {
 /** Builds the app from env like main.ts does and listens on an ephemeral loopback port. */
 export async function startServer(options: StartOptions = {}): Promise<TestServer> {
   const dataDir = options.dataDir ?? (await makeTempDir());
-  const config = loadConfig({ LOG_LEVEL: 'silent', ...options.env, DATA_DIR: dataDir });
+  const config = loadConfig({ LOG_LEVEL: 'silent', MAX_EVENT_LOOP_DELAY_MS: '0', ...options.env, DATA_DIR: dataDir });
   const ownOnRoute = options.appOptions?.onRoute;
   const checkContract = checkEveryResponse(responsesBreakingContract);
   const app = await buildApp(config, {
