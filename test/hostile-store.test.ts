@@ -173,12 +173,14 @@ describe('filesystem store on a hostile disk', () => {
     for (const name of names) {
       expect({ name, ...(await call(service, name, 'run')) }).toEqual({ name, status: 500, code: 'STORE_ERROR' });
       const download = await fetch(`${service.url}/plugins/${name}/wasm`);
-      // Damage found before the first byte: a 500; found at the end of the stream: the body is cut short.
-      const whole = await download.arrayBuffer().then(
-        (body) => sha256(new Uint8Array(body)) === sha256(modules[names.indexOf(name)]!),
-        () => false,
-      );
-      expect({ name, whole }).toEqual({ name, whole: false });
+      // Each is found before the first byte goes out (missing, not a file, the wrong size, or, for a
+      // blob of one chunk, its hash): a clean 500. A large blob's damage found at its end cuts the body
+      // instead (the store tests show that).
+      expect({ name, status: download.status, body: await download.json() }).toMatchObject({
+        name,
+        status: 500,
+        body: { code: 'STORE_ERROR' },
+      });
     }
     await expectAlive(service, 'healthy', 'echo');
 

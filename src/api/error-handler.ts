@@ -102,8 +102,12 @@ export function installErrorHandler(app: FastifyInstance): void {
     }
     const body = errorBody(appError);
     const defaults = request.routeOptions.config?.errorDefaults;
+    // A route may fail after it began another kind of answer (a download whose bytes turn out damaged
+    // as the stream starts): those headers describe a body that is not sent.
+    for (const header of ['content-length', 'content-disposition', 'etag', 'cache-control']) reply.removeHeader(header);
     void reply
       .code(body.statusCode)
+      .type('application/json; charset=utf-8')
       .headers(errorHeaders(appError))
       .send(defaults ? { ...defaults, ...body } : body);
   });

@@ -255,6 +255,10 @@ export class FsPluginStore implements PluginStore {
       const stats = await handle.stat();
       if (!stats.isFile()) throw this.#unreadable(id, new Error('not a regular file'));
       const { size } = stats;
+      // A file of the wrong size is damaged: refused before the first byte (an emptied blob would
+      // otherwise go out as a complete, empty body under the id's ETag).
+      const expected = this.#byId.get(id)?.meta.size;
+      if (expected !== undefined && size !== expected) throw this.#damaged(id, pluginIdOf(await handle.readFile()));
       // The open descriptor keeps the file readable after a delete unlinks it; the stream closes it.
       const file = handle.createReadStream();
       const verified = verifyingStream(id, (actual) => this.#damaged(id, actual));
