@@ -885,3 +885,31 @@ describe('calls waiting on HTTP (one worker, BURST_WORKERS=0)', () => {
     expect((await hung).status).toBe(504);
   });
 });
+
+describe('a module cache smaller than the stored plugins', () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    // Room for about two small compiled modules: every upload and call evicts one, and workers let it go too.
+    server = await startServer({ env: { WORKERS: '2', MODULE_CACHE_BYTES: String(2 * 1024 * 1024) } });
+  });
+  afterAll(async () => {
+    await server?.close();
+    if (server) await removeDir(server.dataDir);
+  });
+
+  it('keeps answering every plugin in turn, preparing evicted ones again', async () => {
+    const names = ['count_vowels', 'echo', 'state', 'logs', 'fail'];
+    for (const name of names) await upload(server, name);
+    for (let round = 0; round < 3; round++) {
+      expect(
+        JSON.parse((await call(server, 'count_vowels', { function: 'count_vowels', input: 'aeiou' })).body.output!),
+      ).toMatchObject({
+        count: 5,
+      });
+      expect((await call(server, 'echo', { function: 'echo', input: `round ${round}` })).body.output).toBe(`round ${round}`);
+      expect((await call(server, 'logs', { function: 'log_all' })).body.output).toBe('done');
+      expect((await call(server, 'fail', { function: 'fail', input: 'x' })).status).toBe(422);
+    }
+    expect(server.app.moduleCache.stats().entries).toBeLessThanOrEqual(3);
+  });
+});

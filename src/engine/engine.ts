@@ -95,6 +95,8 @@ export class CallEngine {
       maxBurst: config.engine.burstWorkers,
       observer: { onWorkerRestart: (reason) => this.#observers.forEach((o) => o.onWorkerRestart?.(reason)) },
     });
+    // A compiled module lives as long as the cache keeps it: workers let it go with it.
+    deps.moduleCache.onEvict((id) => this.#pool.forget(id));
   }
 
   /** Subscribes to call outcomes and worker restarts (metrics, logs). */

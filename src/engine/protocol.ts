@@ -84,6 +84,12 @@ export interface ReadyMessage {
 
 export type WorkerMessage = ResultMessage | MissingModuleMessage | ReadyMessage;
 
+/** The module cache let a module go: the worker drops it and its instances too (they keep its code alive). */
+export interface ForgetMessage {
+  kind: 'forget';
+  moduleKey: string;
+}
+
 /** Calls sent ahead to a busy worker, gathered over one event-loop turn: one wake-up for all. */
 export interface BatchMessage {
   kind: 'batch';

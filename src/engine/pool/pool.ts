@@ -23,6 +23,7 @@ import {
   SHARED_CELLS,
   STATE_CELLS,
   type CallMessage,
+  type ForgetMessage,
   type ResultMessage,
   type WorkerMessage,
 } from '../protocol.ts';
@@ -539,6 +540,14 @@ export class WorkerPool {
     }
     this.#drain(now);
     if (this.#queue.length > 0) this.#watch();
+  }
+
+  /** The module cache let `moduleKey` go: workers holding it drop it (a later call sends it again). */
+  forget(moduleKey: string): void {
+    for (const slot of [...this.#all(), ...(this.#standby ? [this.#standby] : [])]) {
+      if (slot.retired || !slot.modules.delete(moduleKey)) continue;
+      slot.worker.postMessage({ kind: 'forget', moduleKey } satisfies ForgetMessage);
+    }
   }
 
   /** Started, and not running a call the pool has forgotten (an engine bug: the worker would be lost). */

@@ -9,7 +9,14 @@ import { CallState } from './host-env.ts';
 import { describeModule, PluginInstance, type ModuleShape } from './instance.ts';
 import { LogMirrorWriter } from '../log-mirror.ts';
 import { LogCollector } from './logs.ts';
-import { HTTP_WAIT_CELL, type BatchMessage, type CallMessage, type ResultMessage, type WorkerMessage } from '../protocol.ts';
+import {
+  HTTP_WAIT_CELL,
+  type BatchMessage,
+  type ForgetMessage,
+  type CallMessage,
+  type ResultMessage,
+  type WorkerMessage,
+} from '../protocol.ts';
 
 const MAX_MODULES = 64;
 const MAX_INSTANCES_PER_MODULE = 4;
@@ -271,8 +278,9 @@ function enqueue(msg: CallMessage): void {
       process.exit(1);
     });
 }
-port.on('message', (msg: CallMessage | BatchMessage) => {
+port.on('message', (msg: CallMessage | BatchMessage | ForgetMessage) => {
   if (msg.kind === 'batch') msg.calls.forEach(enqueue);
+  else if (msg.kind === 'forget') queue = queue.then(() => void modules.delete(msg.moduleKey));
   else enqueue(msg);
 });
 post({ kind: 'ready' });
