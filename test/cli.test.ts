@@ -26,7 +26,7 @@ function wasmhost(args: string[], options: { url?: string; stdin?: Buffer; env?:
       {
         cwd: repoRoot,
         encoding: 'buffer',
-        timeout: 30_000,
+        timeout: 120_000,
         env: { ...process.env, WASMHOST_URL: options.url ?? server.url, WASMHOST_TOKEN: '', ...options.env },
       },
       (err, stdout, stderr) => {
@@ -60,7 +60,8 @@ async function storedPlugins(): Promise<{ id: string; name: string | null }[]> {
   return ((await res.json()) as { plugins: { id: string; name: string | null }[] }).plugins;
 }
 
-describe('wasmhost call', () => {
+// Each run starts a Node process (about a second here, many on a busy machine).
+describe('wasmhost call', { timeout: 120_000 }, () => {
   it("runs the seed's extism call line: the output on stdout, the plugin's two info lines on stderr, exit 0", async () => {
     const route = `${upstream.url}/todos/1`;
     const run = await wasmhost([
@@ -189,7 +190,7 @@ describe('wasmhost call', () => {
   });
 });
 
-describe('wasmhost push, ls, info, rm', () => {
+describe('wasmhost push, ls, info, rm', { timeout: 180_000 }, () => {
   it('uploads with a name, config and allowed hosts, lists, describes and deletes it', async () => {
     const push = await wasmhost([
       'push',
@@ -228,7 +229,7 @@ describe('wasmhost push, ls, info, rm', () => {
   });
 });
 
-describe('wasmhost serve', () => {
+describe('wasmhost serve', { timeout: 180_000 }, () => {
   it('starts the service from the environment, and a busy port is a one-line error', async () => {
     const dataDir = await makeTempDir();
     const port = await closedPort();
@@ -253,7 +254,7 @@ describe('wasmhost serve', () => {
   });
 });
 
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+async function waitFor(check: () => Promise<boolean>, timeoutMs = 120_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error('timed out waiting');

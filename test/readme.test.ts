@@ -134,7 +134,8 @@ function localize(command: string): { command: string; restore: (printed: string
   return { command: out, restore };
 }
 
-describe('README walkthrough', () => {
+// Dozens of commands, each a process of its own (the wasmhost ones start Node): minutes on a busy machine.
+describe('README walkthrough', { timeout: 300_000 }, () => {
   it('has curl commands to run', () => {
     expect(steps.length).toBeGreaterThan(0);
   });
@@ -142,7 +143,7 @@ describe('README walkthrough', () => {
   it('every curl and wasmhost command works as written and prints what the README shows', async () => {
     for (const step of steps) {
       const { command, restore } = localize(step.command);
-      const { stdout: raw } = await run('bash', ['-c', `set -o pipefail; ${command}`], { cwd: workDir, timeout: 20_000 }).catch(
+      const { stdout: raw } = await run('bash', ['-c', `set -o pipefail; ${command}`], { cwd: workDir, timeout: 120_000 }).catch(
         (err: { stderr?: string; message: string }) => {
           throw new Error(`README command failed: ${step.command}\n${err.stderr ?? err.message}`);
         },
