@@ -315,11 +315,11 @@ if (firstCall) {
   );
 }
 console.log(
-  `server RSS after the run: ${mib(afterRun.rss)} (module cache ${afterRun.moduleCache.entries} modules, ${mib(afterRun.moduleCache.bytes)} of Wasm)`,
+  `server RSS after the run: ${mib(afterRun.rss)} (module cache ${afterRun.moduleCache.entries} modules, ${mib(afterRun.moduleCache.bytes)} estimated compiled)`,
 );
 if (afterStored) {
   console.log(
-    `server RSS with ${storedPlugins} more stored plugins, each called once: ${mib(afterStored.rss)} (module cache ${afterStored.moduleCache.entries} modules, ${mib(afterStored.moduleCache.bytes)} of Wasm)`,
+    `server RSS with ${storedPlugins} more stored plugins, each called once: ${mib(afterStored.rss)} (module cache ${afterStored.moduleCache.entries} modules, ${mib(afterStored.moduleCache.bytes)} estimated compiled)`,
   );
 }
 console.log(`engine: ${JSON.stringify((afterStored ?? afterRun).engine)}`);

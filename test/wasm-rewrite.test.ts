@@ -130,6 +130,16 @@ describe('rewriteForEngine', () => {
     expect(tablesWritten.value).toBe(1);
   });
 
+  it('lists the pages active data segments write (constant offsets), and none it cannot tell', async () => {
+    const pagesOf = async (body: string) =>
+      rewriteForEngine(await wat(`(module (import "env" "g" (global $g i32)) (memory 8) ${body} (func (export "run")))`))
+        .dataPages;
+    expect(await pagesOf('')).toEqual([]);
+    expect(await pagesOf('(data (i32.const 16) "a") (data (i32.const 0x2fffe) "four") (data $p "passive")')).toEqual([0, 2, 3]);
+    expect(await pagesOf('(data (global.get $g) "x")')).toBeNull();
+    expect(rewriteForEngine(new Uint8Array(await readPlugin('dirty_probe'))).dataPages).toEqual([2, 10, 33, 63]);
+  });
+
   it('flags passive data or element segments (a call may drop them), not active or declarative ones', async () => {
     const flagged = async (body: string) =>
       rewriteForEngine(await wat(`(module (memory 1) (table 2 funcref) (func $f) ${body} (func (export "run")))`))

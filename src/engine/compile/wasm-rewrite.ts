@@ -61,6 +61,11 @@ export interface ModuleLayout {
    * restores a dropped segment, so each call gets a new instance (restored from the snapshot).
    */
   passiveSegments: boolean;
+  /**
+   * Pages active data segments write at instantiation (their offsets are constants), or null when
+   * that cannot be told: every other page of a fresh instance is zero until start-up writes to it.
+   */
+  dataPages: number[] | null;
 }
 
 export interface RewriteResult extends ModuleLayout {
@@ -290,7 +295,48 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
     dirtyTracking: virtualGrowth,
     tablesWrittenExport,
     passiveSegments,
+    dataPages: activeDataPages(input, find(SECTION.data)),
   };
+}
+
+/** Pages written by active data segments whose offset is an i32.const; null if any offset is not. */
+function activeDataPages(input: Uint8Array, dataSection: RawSection | undefined): number[] | null {
+  try {
+    const data = vector(input, dataSection);
+    const pages = new Set<number>();
+    for (let i = 0; i < data.count; i++) {
+      const r = data.reader;
+      const flags = r.u32();
+      if (flags === 2) r.u32(); // memory index
+      let offset = 0;
+      if (flags !== 1) {
+        if (r.byte() !== 0x41) return null; // not i32.const (e.g. global.get)
+        offset = readI32(r) >>> 0;
+        if (r.byte() !== 0x0b) return null;
+      }
+      const length = r.u32();
+      r.skip(length);
+      if (flags === 1 || length === 0) continue;
+      for (let page = Math.floor(offset / 65536); page <= Math.floor((offset + length - 1) / 65536); page++) pages.add(page);
+    }
+    return [...pages].sort((a, b) => a - b);
+  } catch (err) {
+    if (err instanceof WasmRewriteError) return null;
+    throw err;
+  }
+}
+
+/** A signed LEB128 i32. */
+function readI32(r: Reader): number {
+  let result = 0;
+  let shift = 0;
+  let b: number;
+  do {
+    b = r.byte();
+    result |= (b & 0x7f) << shift;
+    shift += 7;
+  } while (b & 0x80 && shift < 35);
+  return shift < 32 && b & 0x40 ? result | (-1 << shift) : result;
 }
 
 /** Parameter count of each function defined in the module, from its type (plain function types only). */
