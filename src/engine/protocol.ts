@@ -33,7 +33,7 @@ export interface CallMessage {
 }
 
 /**
- * Claim cells: an Int32Array of STATE_CELLS over a SharedArrayBuffer, per worker (workerData.state).
+ * Claim cells: per worker, STATE_CELLS Int32 cells of its shared state (WorkerCells.claims).
  * Every call sent to a worker owns one cell while it is outstanding:
  *   0        free;
  *   callId   sent, not started: the pool may take it back (compareExchange callId → 0);
@@ -47,9 +47,74 @@ export const STATE_CELLS = 8;
  * subtracts). A worker whose call waits on HTTP uses no CPU, so the pool may start a burst worker
  * beyond BURST_WORKERS for it.
  */
-export const HTTP_WAIT_CELL = STATE_CELLS;
-/** Int32 cells of a worker's shared state: the claim cells, then HTTP_WAIT_CELL. */
-export const SHARED_CELLS = STATE_CELLS + 1;
+const HTTP_WAIT_CELL = STATE_CELLS;
+/** Int32 cells: the claim cells, HTTP_WAIT_CELL, one to align what follows to 8 bytes. */
+const INT32_CELLS = STATE_CELLS + 2;
+/**
+ * BigInt64 slots after the Int32 cells. HOUSEKEEPING: while the worker runs plugin code with no call
+ * claimed (an instance reset or rebuild after a call, which re-runs a start function), the time
+ * (performance.timeOrigin + performance.now(), ms) by which it must be done; 0 otherwise. Set before
+ * the call's cell is freed, so the pool never sees an idle worker that is still running plugin code.
+ * CACHE_BYTES: what the worker's cached instances hold (memory, snapshots, tables).
+ */
+const HOUSEKEEPING_SLOT = 0;
+const CACHE_BYTES_SLOT = 1;
+const BIGINT64_SLOTS = 2;
+
+/** A worker's shared state, seen the same way from the pool and from inside the worker. */
+export class WorkerCells {
+  readonly buffer: SharedArrayBuffer;
+  /** STATE_CELLS claim cells, then HTTP_WAIT_CELL. */
+  readonly ints: Int32Array;
+  readonly #slots: BigInt64Array;
+
+  constructor(buffer: SharedArrayBuffer = new SharedArrayBuffer(INT32_CELLS * 4 + BIGINT64_SLOTS * 8)) {
+    this.buffer = buffer;
+    this.ints = new Int32Array(buffer, 0, INT32_CELLS);
+    this.#slots = new BigInt64Array(buffer, INT32_CELLS * 4, BIGINT64_SLOTS);
+  }
+
+  httpWaits(): number {
+    return Atomics.load(this.ints, HTTP_WAIT_CELL);
+  }
+
+  addHttpWait(delta: 1 | -1): void {
+    Atomics.add(this.ints, HTTP_WAIT_CELL, delta);
+  }
+
+  /** The housekeeping deadline (ms, timeOrigin + now scale), or 0 when the worker runs no plugin code without a call. */
+  housekeepingDeadline(): number {
+    return Number(Atomics.load(this.#slots, HOUSEKEEPING_SLOT));
+  }
+
+  beginHousekeeping(deadline: number): void {
+    Atomics.store(this.#slots, HOUSEKEEPING_SLOT, BigInt(Math.max(1, Math.ceil(deadline))));
+  }
+
+  endHousekeeping(): void {
+    Atomics.store(this.#slots, HOUSEKEEPING_SLOT, 0n);
+  }
+
+  cacheBytes(): number {
+    return Number(Atomics.load(this.#slots, CACHE_BYTES_SLOT));
+  }
+
+  setCacheBytes(bytes: number): void {
+    Atomics.store(this.#slots, CACHE_BYTES_SLOT, BigInt(bytes));
+  }
+}
+
+/** What a worker is started with (workerData). */
+export interface WorkerSetup {
+  cells: SharedArrayBuffer;
+  logMirror: SharedArrayBuffer;
+  /** WORKER_INSTANCE_CACHE_BYTES. */
+  instanceCacheBytes: number;
+  /** CALL_MEMORY_PAGES_CEILING: the Memory maximum of an instance that serves every cap. */
+  memoryCeilingPages: number;
+  /** INSTANCE_RESET_TIMEOUT_MS. */
+  resetTimeoutMs: number;
+}
 
 export interface CallOutcome {
   logs: LogEntry[];
@@ -57,8 +122,6 @@ export interface CallOutcome {
   egress: EgressAuditEntry[];
   /** Time spent in the plugin (instantiation included when it happened), ms. */
   runMs: number;
-  /** Pages of linear memory the instance had when the call ended (0 if it never started). */
-  memoryPages: number;
 }
 
 export interface ResultMessage extends CallOutcome {

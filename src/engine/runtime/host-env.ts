@@ -2,14 +2,23 @@
 // (blocks addressed as index << 48, vars, config, logs, HTTP), but with all state in a per-call
 // `CallState`: a recycled instance's imports stay bound to one `HostSlot`, and every call installs
 // a fresh state there, so vars, blocks, config, log level and HTTP status never outlive a call.
-import { CallFailure } from './call-failure.ts';
+//
+// A failed host call fails the call for good: Wasm exception handling (catch_all) can catch the JS
+// exception a host function throws, so the first failure is kept in the CallState, every later host
+// call throws it again, and the call answers with it whatever the export returns (see bindHost).
+import { CallFailure, WasiExit } from './call-failure.ts';
 import { LOG_PRIORITY, type LogCollector } from './logs.ts';
+import { sig, type Signature } from './signatures.ts';
 
 export const EXTISM_ENV = 'extism:host/env';
 
 const INDEX_SHIFT = 48n;
 const OFFSET_MASK = (1n << 48n) - 1n;
 const MAX_BLOCKS = 65536;
+/** Longest error text a plugin can set that the call's answer carries (the rest is cut). */
+const ERROR_TEXT_MAX_BYTES = 64 * 1024;
+/** Longest http_request description (URL, method, headers as JSON). */
+const HTTP_REQUEST_JSON_MAX_BYTES = 1024 * 1024;
 // Wasm passes i64 as signed BigInt: an index of 2^15 or more arrives negative.
 const indexOf = (addr: bigint): number => Number(BigInt.asUintN(64, addr) >> INDEX_SHIFT);
 const offsetOf = (addr: bigint): number => Number(addr & OFFSET_MASK);
@@ -37,6 +46,8 @@ export class CallState {
   #hostBytes = 0;
   /** An allocation was refused for the host memory cap (the call's failure is then MEMORY_LIMIT). */
   memoryRefused = false;
+  /** The first host call that failed (or proc_exit): every later host call throws it again. */
+  failure: Error | null = null;
   inputIndex = 0;
   outputIndex = 0;
   outputOffset = 0;
@@ -46,9 +57,13 @@ export class CallState {
   #varBytes = 0;
   httpStatus = 0;
   readonly config: Record<string, string>;
+  /** UTF-8 length of the longest config key: a longer key block cannot match, so it is not decoded. */
+  readonly #longestConfigKey: number;
   readonly logs: LogCollector;
   readonly limits: HostLimits;
   readonly fetch: CallFetch | null;
+  /** Start-up (a start function, _initialize) rather than a call: no HTTP. */
+  readonly startup: boolean;
 
   constructor(
     input: Uint8Array | null,
@@ -56,12 +71,32 @@ export class CallState {
     logs: LogCollector,
     limits: HostLimits,
     fetch: CallFetch | null,
+    startup = false,
   ) {
     this.config = config;
+    this.#longestConfigKey = Object.keys(config).reduce((max, key) => Math.max(max, Buffer.byteLength(key)), 0);
     this.logs = logs;
     this.limits = limits;
     this.fetch = fetch;
+    this.startup = startup;
     if (input && input.length > 0) this.inputIndex = this.push(input);
+  }
+
+  /**
+   * Records `err` from host function `fn` as the call's failure unless one is already recorded, and
+   * returns the recorded one (what the host function throws). Errors of the engine's own checks
+   * (a DataView out of range, a bad conversion) become PLUGIN_ERROR naming the function.
+   */
+  fail(fn: string, err: unknown): Error {
+    if (this.failure) return this.failure;
+    if (err instanceof RangeError || err instanceof TypeError) {
+      this.failure = new CallFailure('PLUGIN_ERROR', `${fn}: ${err.message}`);
+    } else if (err instanceof Error) {
+      this.failure = err;
+    } else {
+      this.failure = new CallFailure('PLUGIN_ERROR', `${fn} failed: ${String(err)}`);
+    }
+    return this.failure;
   }
 
   /** Counts `size` bytes against the call's host memory budget before anything is allocated. */
@@ -92,9 +127,19 @@ export class CallState {
     return this.blocks.length - 1;
   }
 
-  alloc(size: number): number {
-    this.#reserve(size);
-    return this.push(new Uint8Array(size), false);
+  /** `size` as the plugin passed it (a signed i64): negative or past the cap fails before any accounting. */
+  alloc(size: bigint): number {
+    if (size < 0n) throw new CallFailure('PLUGIN_ERROR', `alloc: invalid size ${size}`);
+    if (size > BigInt(this.limits.hostBytes)) {
+      this.memoryRefused = true;
+      throw new CallFailure(
+        'MEMORY_LIMIT',
+        `host memory limit exceeded: the plugin asked for a block of ${size} bytes, the limit is ${this.limits.hostBytes} bytes`,
+      );
+    }
+    const bytes = Number(size);
+    this.#reserve(bytes);
+    return this.push(new Uint8Array(bytes), false);
   }
 
   free(index: number): void {
@@ -108,7 +153,7 @@ export class CallState {
 
   block(addr: bigint): Uint8Array {
     const block = this.blocks[indexOf(addr)];
-    if (!block) throw new CallFailure('PLUGIN_ERROR', `invalid Extism memory address 0x${addr.toString(16)}`);
+    if (!block) throw new CallFailure('PLUGIN_ERROR', `invalid Extism memory address 0x${BigInt.asUintN(64, addr).toString(16)}`);
     return block;
   }
 
@@ -131,7 +176,24 @@ export class CallState {
     return addressOf(this.push(encoder.encode(text)));
   }
 
-  setVar(key: string, value: Uint8Array | null): void {
+  configValue(keyAddr: bigint): string | undefined {
+    const block = this.block(keyAddr);
+    if (block.length > this.#longestConfigKey) return undefined;
+    const key = decoder.decode(block);
+    return Object.hasOwn(this.config, key) ? this.config[key] : undefined;
+  }
+
+  /** A key block longer than the whole var budget names no var (and is not decoded). */
+  varKey(keyAddr: bigint): string | null {
+    const block = this.block(keyAddr);
+    return block.length > this.limits.varBytes ? null : decoder.decode(block);
+  }
+
+  setVar(key: string | null, value: Uint8Array | null): void {
+    if (key === null) {
+      if (!value) return;
+      throw new CallFailure('PLUGIN_ERROR', `var memory limit exceeded: the key is longer than ${this.limits.varBytes} bytes`);
+    }
     const old = this.vars.get(key);
     const size = this.#varBytes - (old ? old.length + key.length : 0) + (value ? value.length + key.length : 0);
     if (value && size > this.limits.varBytes) {
@@ -145,10 +207,32 @@ export class CallState {
     else this.vars.delete(key);
   }
 
-  /** The output the plugin set, or the error text it set (null when it set none). */
+  setOutput(addr: bigint, length: bigint): void {
+    const block = this.block(addr);
+    const offset = offsetOf(addr);
+    if (length < 0n || BigInt(offset) + length > BigInt(block.length)) {
+      throw new CallFailure(
+        'PLUGIN_ERROR',
+        `output_set: length ${length} at offset ${offset} is outside the block (${block.length} bytes)`,
+      );
+    }
+    const size = Number(length);
+    if (size > this.limits.outputBytes) {
+      throw new CallFailure('OUTPUT_TOO_LARGE', `the output is ${size} bytes; the limit is ${this.limits.outputBytes} bytes`);
+    }
+    this.outputIndex = indexOf(addr);
+    this.outputOffset = offset;
+    this.outputLength = size;
+  }
+
+  /** The output the plugin set, or the error text it set (null when it set none; cut at ERROR_TEXT_MAX_BYTES). */
   result(): { output: Uint8Array | null; error: string | null } {
     const error = this.errorIndex ? this.blocks[this.errorIndex] : null;
-    if (error) return { output: null, error: decoder.decode(error) };
+    if (error) {
+      const cut = error.length > ERROR_TEXT_MAX_BYTES;
+      const text = decoder.decode(cut ? error.subarray(0, ERROR_TEXT_MAX_BYTES) : error);
+      return { output: null, error: cut ? `${text}… (cut: the plugin's error text is ${error.length} bytes)` : text };
+    }
     const block = this.outputIndex ? this.blocks[this.outputIndex] : null;
     if (!block) return { output: null, error: null };
     return { output: block.subarray(this.outputOffset, this.outputOffset + this.outputLength), error: null };
@@ -165,99 +249,172 @@ export interface HostSlot {
 
 function current(slot: HostSlot): CallState {
   const call = slot.call;
-  if (!call) throw new CallFailure('PLUGIN_ERROR', 'Extism host function used outside of a call (during start-up)');
+  if (!call) throw new CallFailure('PLUGIN_ERROR', 'Extism host function used outside of a call');
   return call;
 }
 
-function log(slot: HostSlot, level: 'trace' | 'debug' | 'info' | 'warn' | 'error', addr: bigint): void {
-  const call = current(slot);
-  const index = indexOf(addr);
-  const block = call.blocks[index];
-  if (!block) throw new CallFailure('PLUGIN_ERROR', `log_${level}: invalid Extism memory address`);
-  if (call.logs.wants(LOG_PRIORITY[level])) call.logs.addBytes(level, block);
-  call.free(index);
+/** A host function: its Wasm signature and what it does with the call's state and its arguments. */
+export interface HostFunction {
+  signature: Signature;
+  run: (call: CallState, ...args: never[]) => unknown;
 }
 
-/** The `extism:host/env` import object; `jspi` wraps http_request for suspension (Node 24). */
-export function createExtismEnv(slot: HostSlot, jspi: boolean): Record<string, unknown> {
-  const env: Record<string, unknown> = {
-    alloc: (size: bigint): bigint => addressOf(current(slot).alloc(Number(size))),
-    free: (addr: bigint): void => current(slot).free(indexOf(addr)),
-    length: (addr: bigint): bigint => {
-      const block = current(slot).blocks[indexOf(addr)];
-      return block ? BigInt(block.length) : 0n;
-    },
-    length_unsafe: (addr: bigint): bigint => BigInt(current(slot).blocks[indexOf(addr)]?.length ?? 0),
-    load_u8: (addr: bigint): number => current(slot).view(indexOf(addr)).getUint8(offsetOf(addr)),
-    load_u64: (addr: bigint): bigint => current(slot).view(indexOf(addr)).getBigUint64(offsetOf(addr), true),
-    store_u8: (addr: bigint, value: number): void => current(slot).view(indexOf(addr)).setUint8(offsetOf(addr), value),
-    store_u64: (addr: bigint, value: bigint): void => current(slot).view(indexOf(addr)).setBigUint64(offsetOf(addr), value, true),
-    input_offset: (): bigint => addressOf(current(slot).inputIndex),
-    input_length: (): bigint => BigInt(current(slot).blocks[current(slot).inputIndex]?.length ?? 0),
-    input_load_u8: (addr: bigint): number => {
-      const call = current(slot);
-      return call.view(call.inputIndex).getUint8(offsetOf(addr));
-    },
-    input_load_u64: (addr: bigint): bigint => {
-      const call = current(slot);
-      return call.view(call.inputIndex).getBigUint64(offsetOf(addr), true);
-    },
-    output_set: (addr: bigint, length: bigint): void => {
-      const call = current(slot);
-      const block = call.block(addr);
-      const offset = offsetOf(addr);
-      const size = Number(length);
-      if (offset + size > block.length) throw new CallFailure('PLUGIN_ERROR', 'output_set: length longer than the block');
-      if (size > call.limits.outputBytes) {
-        throw new CallFailure('OUTPUT_TOO_LARGE', `the output is ${size} bytes; the limit is ${call.limits.outputBytes} bytes`);
-      }
-      call.outputIndex = indexOf(addr);
-      call.outputOffset = offset;
-      call.outputLength = size;
-    },
-    error_set: (addr: bigint): void => {
-      const call = current(slot);
-      call.block(addr);
-      call.errorIndex = indexOf(addr);
-    },
-    error_get: (): bigint => addressOf(current(slot).errorIndex),
-    config_get: (addr: bigint): bigint => {
-      const call = current(slot);
-      const key = call.text(addr);
-      call.free(indexOf(addr));
-      const value = Object.hasOwn(call.config, key) ? call.config[key] : undefined;
-      return value === undefined ? 0n : call.storeText(value);
-    },
-    var_get: (addr: bigint): bigint => {
-      const call = current(slot);
-      const key = call.text(addr);
-      call.free(indexOf(addr));
-      const value = call.vars.get(key);
-      return value ? addressOf(call.push(value.slice())) : 0n;
-    },
-    var_set: (keyAddr: bigint, valueAddr: bigint): void => {
-      const call = current(slot);
-      const key = call.text(keyAddr);
-      call.setVar(key, valueAddr === 0n ? null : call.block(valueAddr).slice());
-    },
-    http_request: (): bigint => {
-      throw new CallFailure('PLUGIN_ERROR', 'http_request is not available');
-    },
-    http_status_code: (): number => current(slot).httpStatus,
-    // Like the SDK without allowHttpResponseHeaders: headers are not exposed.
-    http_headers: (): bigint => 0n,
-    log_trace: (addr: bigint) => log(slot, 'trace', addr),
-    log_debug: (addr: bigint) => log(slot, 'debug', addr),
-    log_info: (addr: bigint) => log(slot, 'info', addr),
-    log_warn: (addr: bigint) => log(slot, 'warn', addr),
-    log_error: (addr: bigint) => log(slot, 'error', addr),
-    get_log_level: (): number => current(slot).logs.priority,
+/** `host('i64 i32', '', fn)`: a host function taking an i64 and an i32 and returning nothing. */
+export function host<A extends unknown[]>(
+  params: string,
+  results: string,
+  run: (call: CallState, ...args: A) => unknown,
+): HostFunction {
+  return { signature: sig(params, results), run: run as unknown as HostFunction['run'] };
+}
+
+/**
+ * The import the plugin sees: refuses to run once the call has failed, and records what it throws as
+ * the call's failure (bound with a fixed arity: most host calls take one or two arguments and are hot).
+ */
+export function bindHost(slot: HostSlot, name: string, fn: HostFunction): (...args: never[]) => unknown {
+  const { run } = fn;
+  const enter = (): CallState => {
+    const call = current(slot);
+    if (call.failure) throw call.failure;
+    return call;
   };
+  const arity = fn.signature.params.length;
+  if (arity === 0) {
+    return () => {
+      const call = enter();
+      try {
+        return run(call);
+      } catch (err) {
+        throw call.fail(name, err);
+      }
+    };
+  }
+  if (arity === 1) {
+    return (a: never) => {
+      const call = enter();
+      try {
+        return run(call, a);
+      } catch (err) {
+        throw call.fail(name, err);
+      }
+    };
+  }
+  if (arity === 2) {
+    return (a: never, b: never) => {
+      const call = enter();
+      try {
+        return run(call, a, b);
+      } catch (err) {
+        throw call.fail(name, err);
+      }
+    };
+  }
+  return (...args: never[]) => {
+    const call = enter();
+    try {
+      return run(call, ...args);
+    } catch (err) {
+      throw call.fail(name, err);
+    }
+  };
+}
+
+function log(level: 'trace' | 'debug' | 'info' | 'warn' | 'error'): HostFunction {
+  return host('i64', '', (call, addr: bigint) => {
+    const index = indexOf(addr);
+    const block = call.blocks[index];
+    if (!block) throw new CallFailure('PLUGIN_ERROR', `log_${level}: invalid Extism memory address`);
+    if (call.logs.wants(LOG_PRIORITY[level])) call.logs.addBytes(level, block);
+    call.free(index);
+  });
+}
+
+/** Every function of `extism:host/env`: what a module may import (with this signature) and what it gets. */
+const EXTISM_FUNCTIONS: Readonly<Record<string, HostFunction>> = {
+  alloc: host('i64', 'i64', (call, size: bigint) => addressOf(call.alloc(size))),
+  free: host('i64', '', (call, addr: bigint) => call.free(indexOf(addr))),
+  length: host('i64', 'i64', (call, addr: bigint) => BigInt(call.blocks[indexOf(addr)]?.length ?? 0)),
+  length_unsafe: host('i64', 'i64', (call, addr: bigint) => BigInt(call.blocks[indexOf(addr)]?.length ?? 0)),
+  load_u8: host('i64', 'i32', (call, addr: bigint) => call.view(indexOf(addr)).getUint8(offsetOf(addr))),
+  load_u64: host('i64', 'i64', (call, addr: bigint) => call.view(indexOf(addr)).getBigUint64(offsetOf(addr), true)),
+  store_u8: host('i64 i32', '', (call, addr: bigint, value: number) => call.view(indexOf(addr)).setUint8(offsetOf(addr), value)),
+  store_u64: host('i64 i64', '', (call, addr: bigint, value: bigint) =>
+    call.view(indexOf(addr)).setBigUint64(offsetOf(addr), value, true),
+  ),
+  input_offset: host('', 'i64', (call) => addressOf(call.inputIndex)),
+  input_length: host('', 'i64', (call) => BigInt(call.blocks[call.inputIndex]?.length ?? 0)),
+  input_load_u8: host('i64', 'i32', (call, addr: bigint) => call.view(call.inputIndex).getUint8(offsetOf(addr))),
+  input_load_u64: host('i64', 'i64', (call, addr: bigint) => call.view(call.inputIndex).getBigUint64(offsetOf(addr), true)),
+  output_set: host('i64 i64', '', (call, addr: bigint, length: bigint) => call.setOutput(addr, length)),
+  error_set: host('i64', '', (call, addr: bigint) => {
+    call.block(addr);
+    call.errorIndex = indexOf(addr);
+  }),
+  error_get: host('', 'i64', (call) => addressOf(call.errorIndex)),
+  config_get: host('i64', 'i64', (call, addr: bigint) => {
+    const value = call.configValue(addr);
+    call.free(indexOf(addr));
+    return value === undefined ? 0n : call.storeText(value);
+  }),
+  var_get: host('i64', 'i64', (call, addr: bigint) => {
+    const key = call.varKey(addr);
+    call.free(indexOf(addr));
+    const value = key === null ? undefined : call.vars.get(key);
+    return value ? addressOf(call.push(value.slice())) : 0n;
+  }),
+  var_set: host('i64 i64', '', (call, keyAddr: bigint, valueAddr: bigint) => {
+    const key = call.varKey(keyAddr);
+    call.setVar(key, valueAddr === 0n ? null : call.block(valueAddr).slice());
+  }),
+  // Replaced by a suspending version for modules that import it (createExtismEnv).
+  http_request: host('i64 i64', 'i64', () => {
+    throw new CallFailure('PLUGIN_ERROR', 'http_request is not available');
+  }),
+  http_status_code: host('', 'i32', (call) => call.httpStatus),
+  // Like the SDK without allowHttpResponseHeaders: headers are not exposed.
+  http_headers: host('', 'i64', () => 0n),
+  log_trace: log('trace'),
+  log_debug: log('debug'),
+  log_info: log('info'),
+  log_warn: log('warn'),
+  log_error: log('error'),
+  get_log_level: host('', 'i32', (call) => call.logs.priority),
+};
+
+/** The functions a plugin may import from EXTISM_ENV and their signatures (upload checks imports against it). */
+export const EXTISM_ENV_SIGNATURES: ReadonlyMap<string, Signature> = new Map(
+  Object.entries(EXTISM_FUNCTIONS).map(([name, fn]) => [name, fn.signature]),
+);
+
+type SuspendingConstructor = new (fn: (...args: never[]) => Promise<unknown>) => unknown;
+
+/** The `extism:host/env` import object; `jspi` makes http_request suspend the plugin while it waits (Node 24). */
+export function createExtismEnv(slot: HostSlot, jspi: boolean): Record<string, unknown> {
+  const env: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(EXTISM_FUNCTIONS)) env[name] = bindHost(slot, name, fn);
   if (jspi) {
-    const Suspending = (WebAssembly as unknown as { Suspending: new (fn: (...args: never[]) => unknown) => unknown }).Suspending;
-    env.http_request = new Suspending((reqAddr: bigint, bodyAddr: bigint) => httpRequest(current(slot), reqAddr, bodyAddr));
+    const Suspending = (WebAssembly as unknown as { Suspending: SuspendingConstructor }).Suspending;
+    env.http_request = new Suspending((reqAddr: bigint, bodyAddr: bigint) => suspendingHttpRequest(slot, reqAddr, bodyAddr));
   }
   return env;
+}
+
+/**
+ * http_request under JSPI. What can be refused is refused before any promise exists (during start-up
+ * nothing can suspend, and a promise rejecting after V8 refused to suspend would be unhandled and take
+ * the worker down); a failure later rejects into the plugin and is recorded like any other.
+ */
+function suspendingHttpRequest(slot: HostSlot, reqAddr: bigint, bodyAddr: bigint): Promise<bigint> {
+  const call = current(slot);
+  if (call.failure) throw call.failure;
+  if (call.startup)
+    throw call.fail('http_request', new CallFailure('PLUGIN_ERROR', 'http_request cannot be used during start-up'));
+  const pending = httpRequest(call, reqAddr, bodyAddr).catch((err: unknown) => {
+    throw call.fail('http_request', err);
+  });
+  pending.catch(() => {});
+  return pending;
 }
 
 interface HttpRequestJson {
@@ -269,20 +426,30 @@ interface HttpRequestJson {
 
 async function httpRequest(call: CallState, reqAddr: bigint, bodyAddr: bigint): Promise<bigint> {
   call.httpStatus = 0;
+  const description = call.block(reqAddr);
+  if (description.length > HTTP_REQUEST_JSON_MAX_BYTES) {
+    throw new CallFailure('PLUGIN_ERROR', `http_request: the request description is over ${HTTP_REQUEST_JSON_MAX_BYTES} bytes`);
+  }
   let request: HttpRequestJson;
   try {
-    request = JSON.parse(call.text(reqAddr)) as HttpRequestJson;
+    request = JSON.parse(decoder.decode(description)) as HttpRequestJson;
   } catch {
     throw new CallFailure('PLUGIN_ERROR', 'http_request: the request is not valid JSON');
   }
-  if (typeof request.url !== 'string') throw new CallFailure('PLUGIN_ERROR', 'http_request: the request has no url');
+  if (typeof request !== 'object' || request === null || typeof request.url !== 'string') {
+    throw new CallFailure('PLUGIN_ERROR', 'http_request: the request has no url');
+  }
   if (!call.fetch)
     throw new CallFailure('HOST_NOT_ALLOWED', `HTTP request to ${hostOf(request.url)} is not allowed (no egress for this call)`);
   const method = typeof request.method === 'string' ? request.method.toUpperCase() : 'GET';
-  const rawHeaders = (request.headers ?? request.header ?? {}) as Record<string, unknown>;
+  const rawHeaders = request.headers ?? request.header ?? {};
   const headers: Record<string, string> = {};
-  for (const [k, v] of Object.entries(rawHeaders)) if (typeof v === 'string') headers[k] = v;
-  const body = bodyAddr === 0n || method === 'GET' || method === 'HEAD' ? undefined : call.block(bodyAddr).slice();
+  if (typeof rawHeaders === 'object' && rawHeaders !== null) {
+    for (const [k, v] of Object.entries(rawHeaders)) if (typeof v === 'string') headers[k] = v;
+  }
+  // Not copied: the plugin is suspended (and blocks are host-side) until the request is over. The
+  // egress fetch refuses a body over EGRESS_MAX_REQUEST_BODY_BYTES.
+  const body = bodyAddr === 0n || method === 'GET' || method === 'HEAD' ? undefined : call.block(bodyAddr);
 
   const response = await call.fetch(request.url, { method, headers, ...(body ? { body } : {}) });
   call.httpStatus = response.status;
@@ -294,7 +461,7 @@ function hostOf(url: string): string {
   try {
     return new URL(url).host;
   } catch {
-    return JSON.stringify(url);
+    return JSON.stringify(url.slice(0, 200));
   }
 }
 
@@ -307,5 +474,7 @@ async function readBody(response: Response, maxBytes: number): Promise<Uint8Arra
   return bytes;
 }
 
-/** The functions a plugin may import from EXTISM_ENV (upload checks imports against it). */
-export const EXTISM_ENV_FUNCTIONS: ReadonlySet<string> = new Set(Object.keys(createExtismEnv({ call: null }, false)));
+/** WasiExit is a failure too: a plugin that catches proc_exit's unwinding still ends with that exit. */
+export function isExit(err: Error | null): err is WasiExit {
+  return err instanceof WasiExit;
+}

@@ -5,6 +5,11 @@
 // expensive here (page faults: ~100 µs per 64 KiB page), so rebuilds are kept rare.
 // With dirty-page tracking (the rewritten module marks every page it writes, WASI marks its own
 // writes: see dirty-pages.ts), a reset looks only at the marked pages; without it, at every page.
+//
+// Memory caps: with the grow shim (virtual growth) one instance serves every memoryMaxPages: its
+// Memory's maximum is the ceiling, and the shim refuses growth past the call's cap, which the engine
+// sets in a global before each call. A module without the shim grows memory natively, so it needs a
+// Memory whose maximum is the call's cap: one instance per cap (see worker.ts).
 import { CallFailure } from './call-failure.ts';
 import { DirtyPageMap } from './dirty-pages.ts';
 import { CallState, createExtismEnv, EXTISM_ENV, type HostSlot } from './host-env.ts';
@@ -22,11 +27,16 @@ import {
 const PAGE = 65536;
 const WASM32_MAX_PAGES = 65536;
 const ZERO_PAGE = Buffer.alloc(PAGE);
+/** JS heap per table element as measured on Node 24 (a funcref table: 32 bytes; a snapshot entry: ~10). */
+const TABLE_ELEMENT_BYTES = 32;
+const SNAPSHOT_ELEMENT_BYTES = 16;
+/** What an instance holds besides memory and tables (instance and export objects, globals), roughly. */
+const INSTANCE_OVERHEAD_BYTES = 64 * 1024;
 
-/** Host state while a plugin starts (a wasm start function, _initialize): no input, no config, logs dropped. */
+/** Host state while a plugin starts (a wasm start function, _initialize): no input, no config, no HTTP, logs dropped. */
 function startupState(): CallState {
   const limits = { hostBytes: 16 * 1024 * 1024, outputBytes: 0, varBytes: 1024 * 1024, httpResponseBytes: 0 };
-  return new CallState(null, {}, new LogCollector('off', 0, 0), limits, null);
+  return new CallState(null, {}, new LogCollector('off', 0, 0), limits, null, true);
 }
 
 /**
@@ -114,6 +124,8 @@ export function describeModule(module: WebAssembly.Module, layout: ModuleLayout)
 
 interface Snapshot {
   memory: MemorySnapshot;
+  /** Pages the plugin had (its virtual size, with the grow shim) when the snapshot was taken. */
+  pages: number;
   globals: { global: WebAssembly.Global; value: unknown }[];
   /**
    * Every element of every table, or null when the module tracks table writes and start-up wrote
@@ -132,31 +144,40 @@ interface Live {
   tablesWritten: WebAssembly.Global | null;
   globals: WebAssembly.Global[];
   tables: WebAssembly.Table[];
+  /** The grow shim's per-call page cap (null without virtual growth). */
+  memoryCap: WebAssembly.Global | null;
+  /** The grow shim's virtual size (null without virtual growth). */
+  memoryPages: WebAssembly.Global | null;
   exports: Map<string, () => number | Promise<number>>;
 }
 
 export class PluginInstance {
   readonly shape: ModuleShape;
+  /** The Memory's maximum: the ceiling with the grow shim, else the cap it was created for. */
   readonly maxPages: number;
   readonly #slot: HostSlot = { call: null };
   #live: Live;
   #snapshot: Snapshot;
   /** Memory size (pages) past which a reset rebuilds instead of zeroing grown pages. */
   readonly #rebuildAbovePages: number;
+  /** The cap of the call running now (memoryMaxPages, at most maxPages). */
+  #callCap: number;
   rebuilds = 0;
 
-  constructor(shape: ModuleShape, maxPages: number) {
+  /**
+   * `maxPages`: the Memory's maximum. `startCap`: memoryMaxPages of the call that creates it, which
+   * start-up run from JS (_initialize, …) may not grow past (a wasm start function runs inside
+   * instantiation, before any cap can be set: only maxPages bounds it).
+   */
+  constructor(shape: ModuleShape, maxPages: number, startCap: number) {
     this.shape = shape;
     this.maxPages = Math.min(maxPages, shape.declaredMaxPages ?? WASM32_MAX_PAGES);
-    if (shape.initialPages > this.maxPages) {
-      throw new CallFailure(
-        'MEMORY_LIMIT',
-        `the plugin needs ${shape.initialPages} pages of memory to start; the limit is ${this.maxPages} pages (memoryMaxPages)`,
-      );
-    }
+    this.#callCap = Math.min(startCap, this.maxPages);
+    if (shape.initialPages > this.#callCap) throw this.#tooSmall(shape.initialPages, this.#callCap);
     this.#slot.call = startupState();
     try {
       this.#live = this.#instantiate();
+      this.#setCap(this.#callCap);
       this.#start();
     } finally {
       this.#slot.call = null;
@@ -168,6 +189,13 @@ export class PluginInstance {
     this.#rebuildAbovePages = shape.virtualGrowth
       ? snapshotPages + Math.max(64, Math.ceil(snapshotPages / 2))
       : snapshotPages + Math.max(16, Math.ceil(snapshotPages / 4));
+  }
+
+  #tooSmall(pages: number, cap: number): CallFailure {
+    return new CallFailure(
+      'MEMORY_LIMIT',
+      `the plugin needs ${pages} pages of memory to start; the limit is ${cap} pages (memoryMaxPages)`,
+    );
   }
 
   #instantiate(): Live {
@@ -185,6 +213,9 @@ export class PluginInstance {
     try {
       instance = new WebAssembly.Instance(this.shape.module, imports);
     } catch (err) {
+      // A failed host call (its start function's) is the reason; what V8 threw only repeats it.
+      const failure = this.#slot.call?.failure;
+      if (failure instanceof CallFailure) throw new CallFailure(failure.code, `the plugin failed to start: ${failure.message}`);
       throw new CallFailure('PLUGIN_ERROR', `the plugin failed to instantiate: ${(err as Error).message}`);
     }
     const globals: WebAssembly.Global[] = [];
@@ -198,10 +229,22 @@ export class PluginInstance {
         exports.set(name, this.shape.jspi && promising ? promising(value) : (value as () => number));
       }
     }
-    const tablesWritten = this.shape.tablesWrittenExport
-      ? (instance.exports[this.shape.tablesWrittenExport] as WebAssembly.Global)
-      : null;
-    return { instance, memory, dirty, tablesWritten, globals, tables, exports };
+    const global = (name: string | null) => (name ? (instance.exports[name] as WebAssembly.Global) : null);
+    return {
+      instance,
+      memory,
+      dirty,
+      tablesWritten: global(this.shape.tablesWrittenExport),
+      globals,
+      tables,
+      memoryCap: global(this.shape.memoryCapExport),
+      memoryPages: global(this.shape.memoryPagesExport),
+      exports,
+    };
+  }
+
+  #setCap(pages: number): void {
+    if (this.#live.memoryCap) this.#live.memoryCap.value = pages;
   }
 
   /** Start-up as @extism/extism does it: WASI reactors get _initialize; others _initialize/_start/hs_init. */
@@ -219,7 +262,9 @@ export class PluginInstance {
       else if (typeof exports._initialize === 'function') run('_initialize');
       if (!this.shape.wasi && typeof exports._start === 'function') run('_start');
     } catch (err) {
-      throw new CallFailure('PLUGIN_ERROR', `the plugin failed to start: ${(err as Error).message}`);
+      const failure = this.#slot.call?.failure ?? err;
+      const code = failure instanceof CallFailure ? failure.code : 'PLUGIN_ERROR';
+      throw new CallFailure(code, `the plugin failed to start: ${(failure as Error).message}`);
     }
   }
 
@@ -238,10 +283,12 @@ export class PluginInstance {
     return pages;
   }
 
-  #takeSnapshot(memorySnapshot?: MemorySnapshot, written: number[] | null = null): Snapshot {
-    const { memory, globals, tables, tablesWritten } = this.#live;
+  /** Globals and tables as they are now; memory too (`written`: the pages that may be non-zero), unless a rebuild gives its old snapshot's. */
+  #takeSnapshot(old?: Pick<Snapshot, 'memory' | 'pages'>, written: number[] | null = null): Snapshot {
+    const { memory, globals, tables, tablesWritten, memoryPages } = this.#live;
     return {
-      memory: memorySnapshot ?? new MemorySnapshot(Buffer.from(memory.buffer), written),
+      memory: old?.memory ?? new MemorySnapshot(Buffer.from(memory.buffer), written),
+      pages: old?.pages ?? (memoryPages ? (memoryPages.value as number) : memory.buffer.byteLength / PAGE),
       globals: globals.map((global) => ({ global, value: global.value })),
       tables:
         tablesWritten?.value === 0
@@ -259,12 +306,15 @@ export class PluginInstance {
   }
 
   /**
-   * Runs one export for one call and returns its i32 result (0 for an export without one). The
-   * caller must `reset()` afterwards, whatever happened.
+   * Runs one export for one call with memory capped at `capPages` and returns its i32 result (0 for
+   * an export without one). The caller must `reset()` afterwards, whatever happened.
    */
-  async run(name: string, call: CallState): Promise<number> {
+  async run(name: string, call: CallState, capPages: number): Promise<number> {
     const fn = this.#live.exports.get(name);
     if (!fn) throw new CallFailure('FUNCTION_NOT_FOUND', `the plugin has no function "${name}"`);
+    this.#callCap = Math.min(capPages, this.maxPages);
+    if (this.#snapshot.pages > this.#callCap) throw this.#tooSmall(this.#snapshot.pages, this.#callCap);
+    this.#setCap(this.#callCap);
     this.#slot.call = call;
     try {
       const rc: unknown = await fn();
@@ -274,9 +324,21 @@ export class PluginInstance {
     }
   }
 
-  /** Bytes this instance keeps alive: its linear memory and its snapshot. */
-  footprint(): number {
-    return this.#live.memory.buffer.byteLength + this.#snapshot.memory.bytes;
+  /** The cap the last call ran with (memoryMaxPages as it applied to this instance). */
+  get callCap(): number {
+    return this.#callCap;
+  }
+
+  /**
+   * Bytes this instance keeps alive: linear memory and its snapshot (outside the JS heap), tables and
+   * their snapshot (on it), and a fixed allowance for the rest.
+   */
+  footprint(): { bytes: number; heapBytes: number } {
+    const { memory, tables } = this.#live;
+    const tableElements = tables.reduce((n, t) => n + t.length, 0);
+    const snapshotElements = (this.#snapshot.tables ?? []).reduce((n, t) => n + t.elements.length, 0);
+    const heapBytes = INSTANCE_OVERHEAD_BYTES + tableElements * TABLE_ELEMENT_BYTES + snapshotElements * SNAPSHOT_ELEMENT_BYTES;
+    return { bytes: memory.buffer.byteLength + this.#snapshot.memory.bytes + heapBytes, heapBytes };
   }
 
   /** The grow shim refused a memory.grow during this call (false without virtual growth: unknown). Read before reset(). */
@@ -288,7 +350,7 @@ export class PluginInstance {
 
   /** Pages of linear memory in use right now (for MEMORY_LIMIT diagnosis after a failure). */
   memoryPages(): number {
-    return this.#live.memory.buffer.byteLength / PAGE;
+    return this.#live.memoryPages ? (this.#live.memoryPages.value as number) : this.#live.memory.buffer.byteLength / PAGE;
   }
 
   /** Back to the snapshot: restore in place, or rebuild when memory grew past the threshold (or segments may be dropped). */
@@ -321,8 +383,9 @@ export class PluginInstance {
   }
 
   /**
-   * A new instance and memory, brought to the snapshot. Start-up is not re-run (the snapshot holds
-   * its effects). Tables keep what instantiation put there: their snapshot held references to the
+   * A new instance and memory, brought to the snapshot. Start-up exports are not re-run (the snapshot
+   * holds their effects); a wasm start function runs again, inside instantiation, under the worker's
+   * housekeeping deadline. Tables keep what instantiation put there: their snapshot held references to the
    * old instance's functions, and start-up does not write tables in the plugins we accept.
    */
   #rebuild(): void {
@@ -339,10 +402,13 @@ export class PluginInstance {
     if (missingPages > 0) memory.grow(missingPages);
     const live = Buffer.from(memory.buffer);
     for (let page = 0; page < old.memory.pages; page++) old.memory.restore(live, page);
+    // A start function may have grown this memory past the snapshot: those pages start zeroed.
+    for (let page = old.memory.pages; page < live.length / PAGE; page++) old.memory.restore(live, page);
+    this.#live.dirty?.clear();
     globals.forEach((global, i) => {
       const value = old.globals[i]?.value;
       if (typeof value === 'number' || typeof value === 'bigint') global.value = value;
     });
-    this.#snapshot = this.#takeSnapshot(old.memory);
+    this.#snapshot = this.#takeSnapshot(old);
   }
 }

@@ -78,14 +78,26 @@ export class LogCollector {
     this.onEntry?.(entry);
   }
 
+  /** A message over the bytes still allowed truncates without being decoded (it could be hundreds of MiB). */
   addBytes(level: LogEntryLevel, bytes: Uint8Array): void {
+    if (this.truncated) return;
+    if (this.#bytes + bytes.length > this.#maxBytes) {
+      this.truncated = true;
+      return;
+    }
     this.add(level, this.#decoder.decode(bytes), bytes.length);
   }
 
-  /** WASI output: split into lines; a line longer than STREAM_LINE_MAX is cut into pieces. */
+  /**
+   * WASI output: split into lines; a line longer than STREAM_LINE_MAX is cut into pieces. Only what
+   * the byte cap can still take is decoded (plus a line's worth, for the cut to land where it would).
+   */
   stream(level: 'stdout' | 'stderr', bytes: Uint8Array): void {
     if (this.off || this.truncated) return;
-    this.#lines(level, this.#pending[level] + this.#streams[level].decode(bytes, { stream: true }));
+    const room = this.#maxBytes - this.#bytes + STREAM_LINE_MAX;
+    const taken = bytes.length > room ? bytes.subarray(0, room) : bytes;
+    this.#lines(level, this.#pending[level] + this.#streams[level].decode(taken, { stream: true }));
+    if (taken !== bytes) this.truncated = true;
   }
 
   #lines(level: 'stdout' | 'stderr', text: string): void {

@@ -1,5 +1,8 @@
 // Worker thread entry: runs one call at a time on recycled plugin instances (see instance.ts).
-// The result is posted before the instance is reset, so the reset is off the caller's path.
+// The result is posted before the instance is reset, so the reset is off the caller's path; the reset
+// (which may rebuild the instance and re-run its start function) runs under a housekeeping deadline
+// the pool watches (protocol.ts WorkerCells), since no call's deadline covers it.
+import { getHeapStatistics } from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
 import type * as EgressFetch from '../../egress/fetch.ts';
 import type { EgressSession } from '../../egress/fetch.ts';
@@ -10,45 +13,51 @@ import { describeModule, PluginInstance, type ModuleShape } from './instance.ts'
 import { LogMirrorWriter } from '../log-mirror.ts';
 import { LogCollector } from './logs.ts';
 import {
-  HTTP_WAIT_CELL,
+  WorkerCells,
   type BatchMessage,
-  type ForgetMessage,
   type CallMessage,
+  type ForgetMessage,
   type ResultMessage,
   type WorkerMessage,
+  type WorkerSetup,
 } from '../protocol.ts';
 
 const MAX_MODULES = 64;
+/** Instances of one module without the grow shim (one per memory cap); a module with it has one. */
 const MAX_INSTANCES_PER_MODULE = 4;
 const PAGE = 65536;
 
 interface ModuleEntry {
   shape: ModuleShape;
-  /** By memory cap (pages). */
+  /** By memory cap (pages); 0 for the one instance of a module with the grow shim. */
   instances: Map<number, PluginInstance>;
 }
 
 const modules = new Map<string, ModuleEntry>();
 
-/** Marks the wait in HTTP_WAIT_CELL, where the pool sees this worker is not using CPU. */
+const port = parentPort;
+if (!port) throw new Error('engine/runtime/worker.ts must run in a worker thread');
+const setup = workerData as WorkerSetup;
+/** Shared with the pool: claim cells of the calls sent here, HTTP waits, housekeeping, cache size (protocol.ts). */
+const cells = new WorkerCells(setup.cells);
+const logMirror = new LogMirrorWriter(setup.logMirror);
+/** The JS heap the cached instances may take (their tables, mostly): a quarter of this worker's heap. */
+const HEAP_LIMIT = getHeapStatistics().heap_size_limit;
+const CACHE_HEAP_BUDGET = HEAP_LIMIT / 4;
+/** Past this much used heap after a call, every cached instance goes (a backstop for what estimates miss). */
+const HEAP_PRESSURE = HEAP_LIMIT / 2;
+
+/** Marks the wait in the HTTP wait cell, where the pool sees this worker is not using CPU. */
 async function waitingOnHttp<T>(request: () => Promise<T>): Promise<T> {
-  Atomics.add(shared.state, HTTP_WAIT_CELL, 1);
+  cells.addHttpWait(1);
   try {
     return await request();
   } finally {
-    Atomics.sub(shared.state, HTTP_WAIT_CELL, 1);
+    cells.addHttpWait(-1);
   }
 }
 /** Loaded on the first call that may use HTTP: it pulls in undici, which would slow every worker start. */
 let egressModule: typeof EgressFetch | null = null;
-const port = parentPort;
-if (!port) throw new Error('engine/runtime/worker.ts must run in a worker thread');
-/** Shared with the pool: the claim cells of the calls sent here (see protocol.ts); the running call's logs. */
-const shared = workerData as { state: Int32Array; logMirror: SharedArrayBuffer; instanceCacheBytes: number };
-const state = shared.state;
-/** Memory the cached instances of this worker may keep (WORKER_INSTANCE_CACHE_BYTES); least recently used modules go first. */
-const CACHE_BUDGET_BYTES = shared.instanceCacheBytes;
-const logMirror = new LogMirrorWriter(shared.logMirror);
 
 function post(message: WorkerMessage): void {
   port!.postMessage(message);
@@ -68,23 +77,53 @@ function moduleFor(msg: CallMessage): ModuleEntry | null {
   return entry;
 }
 
-/** Drops least recently used modules (never `keep`) while the cached instances exceed the budget. */
-function trimCache(keep: ModuleEntry): void {
-  let total = 0;
-  for (const entry of modules.values()) for (const instance of entry.instances.values()) total += instance.footprint();
-  for (const [key, entry] of modules) {
-    if (total <= CACHE_BUDGET_BYTES) return;
-    if (entry === keep) continue;
-    for (const instance of entry.instances.values()) total -= instance.footprint();
-    modules.delete(key);
+function footprintOf(entry: ModuleEntry): { bytes: number; heapBytes: number } {
+  let bytes = 0;
+  let heapBytes = 0;
+  for (const instance of entry.instances.values()) {
+    const f = instance.footprint();
+    bytes += f.bytes;
+    heapBytes += f.heapBytes;
   }
+  return { bytes, heapBytes };
+}
+
+/**
+ * Drops the instances of least recently used modules while they hold more than
+ * WORKER_INSTANCE_CACHE_BYTES, or more JS heap than CACHE_HEAP_BUDGET: the module just used goes
+ * last, but goes too when it alone is over. Publishes what stays (the pool's gauge).
+ */
+function trimCache(): void {
+  let bytes = 0;
+  let heapBytes = 0;
+  const sizes = new Map<ModuleEntry, { bytes: number; heapBytes: number }>();
+  for (const entry of modules.values()) {
+    const size = footprintOf(entry);
+    sizes.set(entry, size);
+    bytes += size.bytes;
+    heapBytes += size.heapBytes;
+  }
+  for (const entry of modules.values()) {
+    if (bytes <= setup.instanceCacheBytes && heapBytes <= CACHE_HEAP_BUDGET) break;
+    const size = sizes.get(entry)!;
+    bytes -= size.bytes;
+    heapBytes -= size.heapBytes;
+    entry.instances.clear();
+  }
+  if (getHeapStatistics().used_heap_size > HEAP_PRESSURE) {
+    for (const entry of modules.values()) entry.instances.clear();
+    bytes = 0;
+  }
+  cells.setCacheBytes(bytes);
 }
 
 function instanceFor(entry: ModuleEntry, memoryPages: number): PluginInstance {
-  let instance = entry.instances.get(memoryPages);
+  const { shape } = entry;
+  const key = shape.virtualGrowth ? 0 : memoryPages;
+  let instance = entry.instances.get(key);
   if (!instance) {
-    instance = new PluginInstance(entry.shape, memoryPages);
-    entry.instances.set(memoryPages, instance);
+    instance = new PluginInstance(shape, shape.virtualGrowth ? setup.memoryCeilingPages : memoryPages, memoryPages);
+    entry.instances.set(key, instance);
     if (entry.instances.size > MAX_INSTANCES_PER_MODULE) entry.instances.delete(entry.instances.keys().next().value as number);
   }
   return instance;
@@ -127,15 +166,16 @@ function describeFailure(
   const text = err instanceof Error ? err.message : String(err);
   if (instance && err instanceof WebAssembly.RuntimeError) {
     const pages = instance.memoryPages();
+    const cap = instance.callCap;
     if (instance.growRefused() || call?.memoryRefused) {
       return {
         code: 'MEMORY_LIMIT',
-        message: `the plugin ran out of memory: a memory.grow beyond ${instance.maxPages} pages (memoryMaxPages) was refused, ${pages} pages in use; trap: ${text}`,
+        message: `the plugin ran out of memory: a memory.grow beyond ${cap} pages (memoryMaxPages) was refused, ${pages} pages in use; trap: ${text}`,
       };
     }
-    const nearCap = !instance.shape.virtualGrowth && pages >= instance.maxPages - Math.max(1, Math.floor(instance.maxPages / 8));
+    const nearCap = !instance.shape.virtualGrowth && pages >= cap - Math.max(1, Math.floor(cap / 8));
     const hint = nearCap
-      ? ` (its memory was at ${pages} of ${instance.maxPages} pages (memoryMaxPages): a refused memory.grow may be the cause)`
+      ? ` (its memory was at ${pages} of ${cap} pages (memoryMaxPages): a refused memory.grow may be the cause)`
       : '';
     return { code: 'PLUGIN_ERROR', message: `the plugin trapped: ${text}${hint}` };
   }
@@ -143,26 +183,37 @@ function describeFailure(
   return { code: 'PLUGIN_ERROR', message: text };
 }
 
+/** The call ended without an exception: what the plugin left decides (a failed host call first). */
+function outcomeOf(call: CallState, rc: number): Uint8Array {
+  const failure = call.failure;
+  if (failure && !(failure instanceof WasiExit && failure.exitCode === 0)) throw failure;
+  const { output, error } = call.result();
+  if (error !== null) throw new CallFailure('PLUGIN_ERROR', error);
+  if (rc !== 0) throw new CallFailure('PLUGIN_ERROR', `the function returned ${rc} (non-zero) without setting an error`);
+  return output ?? new Uint8Array(0);
+}
+
 async function handleCall(msg: CallMessage): Promise<void> {
   const cell = msg.claim;
   // Taken back by the pool meanwhile (it runs elsewhere, or was answered).
-  if (Atomics.load(state, cell) !== msg.callId) return;
+  if (Atomics.load(cells.ints, cell) !== msg.callId) return;
   // Past its deadline: the pool's timer answers it and frees the cell; starting it would only cost this worker.
   if (performance.timeOrigin + performance.now() >= msg.deadline) return;
   const started = performance.now();
   const entry = moduleFor(msg);
   if (!entry) {
     // Give the cell back unstarted; the pool resends the call with its module.
-    if (Atomics.compareExchange(state, cell, msg.callId, 0) === msg.callId) post({ kind: 'missing-module', callId: msg.callId });
+    if (Atomics.compareExchange(cells.ints, cell, msg.callId, 0) === msg.callId)
+      post({ kind: 'missing-module', callId: msg.callId });
     return;
   }
   // Claim and start in one step: from here the pool treats the call as running.
-  if (Atomics.compareExchange(state, cell, msg.callId, -msg.callId) !== msg.callId) return;
-  const { limits } = msg;
+  if (Atomics.compareExchange(cells.ints, cell, msg.callId, -msg.callId) !== msg.callId) return;
   if (msg.warm) {
     warm(msg, entry, started);
     return;
   }
+  const { limits } = msg;
   const logs = new LogCollector(msg.logLevel, limits.logEntries, limits.logBytes);
   logMirror.start(msg.callId);
   logs.onEntry = (entry) => logMirror.write(entry);
@@ -194,25 +245,24 @@ async function handleCall(msg: CallMessage): Promise<void> {
     );
     let rc = 0;
     try {
-      rc = await instance.run(msg.function, call);
+      rc = await instance.run(msg.function, call, limits.memoryPages);
     } catch (err) {
-      if (!(err instanceof WasiExit && err.exitCode === 0)) throw err;
+      // A failed host call the plugin let through is the same failure; the first one is the answer.
+      const failure = call.failure ?? err;
+      if (!(failure instanceof WasiExit && failure.exitCode === 0)) throw failure;
     }
     if (egress?.failure) throw egress.failure;
-    const { output, error } = call.result();
-    if (error !== null) throw new CallFailure('PLUGIN_ERROR', error);
-    if (rc !== 0) throw new CallFailure('PLUGIN_ERROR', `the function returned ${rc} (non-zero) without setting an error`);
+    const output = outcomeOf(call, rc);
     logs.flush();
     result = {
       kind: 'result',
       callId: msg.callId,
       ok: true,
-      ...encodeOutput(output ?? new Uint8Array(0), msg.outputEncoding),
+      ...encodeOutput(output, msg.outputEncoding),
       logs: logs.entries,
       logsTruncated: logs.truncated,
       egress: egress?.audit ?? [],
       runMs: performance.now() - started,
-      memoryPages: instance.memoryPages(),
     };
   } catch (err) {
     logs.flush();
@@ -220,19 +270,28 @@ async function handleCall(msg: CallMessage): Promise<void> {
       kind: 'result',
       callId: msg.callId,
       ok: false,
-      error: describeFailure(egress?.failure ?? err, instance, call),
+      error: describeFailure(err, instance, call),
       logs: logs.entries,
       logsTruncated: logs.truncated,
       egress: egress?.audit ?? [],
       runMs: performance.now() - started,
-      memoryPages: instance?.memoryPages() ?? 0,
     };
   }
-  Atomics.store(state, cell, 0);
+  // From here no call holds this worker, but plugin code may still run (a rebuild): say until when.
+  cells.beginHousekeeping(performance.timeOrigin + performance.now() + setup.resetTimeoutMs);
+  Atomics.store(cells.ints, cell, 0);
   post(result);
-  instance?.reset();
-  trimCache(entry);
-  if (egress) await egress.close();
+  if (instance) {
+    try {
+      instance.reset();
+    } catch {
+      // A rebuild that failed (its start function trapped, say): the next call starts a new instance.
+      for (const [key, cached] of entry.instances) if (cached === instance) entry.instances.delete(key);
+    }
+  }
+  trimCache();
+  cells.endHousekeeping();
+  if (egress) void egress.close().catch(() => undefined);
 }
 
 /** A warm-up: the instance a call with these limits would use, made now; its failure is the first call's to report. */
@@ -243,7 +302,8 @@ function warm(msg: CallMessage, entry: ModuleEntry, started: number): void {
   } catch {
     ok = false;
   }
-  Atomics.store(state, msg.claim, 0);
+  cells.beginHousekeeping(performance.timeOrigin + performance.now() + setup.resetTimeoutMs);
+  Atomics.store(cells.ints, msg.claim, 0);
   post({
     kind: 'result',
     callId: msg.callId,
@@ -252,9 +312,9 @@ function warm(msg: CallMessage, entry: ModuleEntry, started: number): void {
     logsTruncated: false,
     egress: [],
     runMs: performance.now() - started,
-    memoryPages: 0,
   });
-  trimCache(entry);
+  trimCache();
+  cells.endHousekeeping();
 }
 
 // One call at a time: a call suspended on HTTP must not let the next one onto the same instance.
@@ -273,14 +333,18 @@ function enqueue(msg: CallMessage): void {
         logsTruncated: false,
         egress: [],
         runMs: 0,
-        memoryPages: 0,
       });
       process.exit(1);
     });
 }
 port.on('message', (msg: CallMessage | BatchMessage | ForgetMessage) => {
   if (msg.kind === 'batch') msg.calls.forEach(enqueue);
-  else if (msg.kind === 'forget') queue = queue.then(() => void modules.delete(msg.moduleKey));
-  else enqueue(msg);
+  else if (msg.kind === 'forget') {
+    // The module cache let it go: its code must not stay alive here (its instances hold it).
+    queue = queue.then(() => {
+      modules.delete(msg.moduleKey);
+      trimCache();
+    });
+  } else enqueue(msg);
 });
 post({ kind: 'ready' });
