@@ -127,6 +127,29 @@ export type CallLimitField = (typeof CALL_LIMITS)[CallLimitName]['field'];
 /** One call's limits, resolved from what it asked for and the operator's settings. */
 export type CallLimits = Record<CallLimitName, number>;
 
+/**
+ * What one module may declare, checked before V8 builds anything from it (upload, and a stored
+ * module prepared again). Each has a JS-heap cost in every worker instance, and a worker cannot
+ * survive running out of heap inside V8 (it aborts the whole process), so they are bounded.
+ */
+export interface ModuleLimits {
+  /** Functions, imported and defined (MODULE_MAX_FUNCTIONS). */
+  functions: number;
+  /** Type definitions (MODULE_MAX_TYPES). */
+  types: number;
+  /** Globals the module defines (MODULE_MAX_GLOBALS); mutable ones are restored after every call. */
+  globals: number;
+  /** Exports (MODULE_MAX_EXPORTS). */
+  exports: number;
+  /** Elements all tables may ever hold together, and entries all element segments hold (MODULE_MAX_TABLE_ELEMENTS). */
+  tableElements: number;
+  /** Exception tags (MODULE_MAX_TAGS). */
+  tags: number;
+}
+
+/** JS heap one instance may need at the module limits, per item (measured on Node 24, rounded up). */
+const HEAP_BYTES_PER = { tableElement: 48, export: 100, global: 200, tag: 32 };
+
 export interface Config {
   port: number;
   host: string;
@@ -148,8 +171,11 @@ export interface Config {
     queueMaxBytes: number;
     /** JS heap of each worker thread (MB); plugin memory is capped per call, not by this. */
     workerHeapMb: number;
-    /** Memory the cached plugin instances of one worker may keep (live memory + snapshots). */
+    /** Memory the cached plugin instances of one worker may keep (live memory, snapshots, tables). */
     workerInstanceCacheBytes: number;
+    /** How long a worker may run plugin code between calls (an instance reset or rebuild) before it is replaced. */
+    instanceResetTimeoutMs: number;
+    moduleLimits: ModuleLimits;
     /** Extra workers started while every worker is held by a long call (0: never). */
     burstWorkers: number;
     maxInputBytes: number;
@@ -329,6 +355,35 @@ function redisConfig(env: Env): { url: string; keyPrefix: string } | null {
   return { url, keyPrefix };
 }
 
+/** The maxima are V8's own limits less what the engine's rewrite adds (a few functions, globals, exports). */
+function moduleLimits(env: Env): ModuleLimits {
+  return {
+    functions: int(env, 'MODULE_MAX_FUNCTIONS', 100_000, 1, 999_000),
+    types: int(env, 'MODULE_MAX_TYPES', 20_000, 1, 999_000),
+    globals: int(env, 'MODULE_MAX_GLOBALS', 10_000, 0, 999_000),
+    exports: int(env, 'MODULE_MAX_EXPORTS', 10_000, 1, 999_000),
+    tableElements: int(env, 'MODULE_MAX_TABLE_ELEMENTS', 100_000, 0, 10_000_000),
+    tags: int(env, 'MODULE_MAX_TAGS', 10_000, 0, 999_000),
+  };
+}
+
+/** A module at every limit must fit in a quarter of a worker's heap (the rest: other instances, calls). */
+function checkModuleHeap(limits: ModuleLimits, workerHeapMb: number): void {
+  const bytes =
+    limits.tableElements * HEAP_BYTES_PER.tableElement +
+    limits.exports * HEAP_BYTES_PER.export +
+    limits.globals * HEAP_BYTES_PER.global +
+    limits.tags * HEAP_BYTES_PER.tag;
+  const budget = (workerHeapMb * MiB) / 4;
+  if (bytes > budget) {
+    throw new ConfigError(
+      `MODULE_MAX_TABLE_ELEMENTS, MODULE_MAX_EXPORTS, MODULE_MAX_GLOBALS and MODULE_MAX_TAGS allow a module ` +
+        `~${Math.ceil(bytes / MiB)} MiB of JS heap per instance, more than a quarter of WORKER_HEAP_MB (${workerHeapMb}): ` +
+        `lower them or raise WORKER_HEAP_MB`,
+    );
+  }
+}
+
 export interface ConfigSources {
   /** Reads AUTH_TOKENS_FILE; injected so tests need no file system. */
   readFile?: (file: string) => string;
@@ -372,6 +427,8 @@ export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
       // Below ~16 MB a worker cannot even start (and at 1-2 MB V8 aborts the whole process).
       workerHeapMb: int(env, 'WORKER_HEAP_MB', 256, 16, 16_384),
       workerInstanceCacheBytes: int(env, 'WORKER_INSTANCE_CACHE_BYTES', 256 * MiB, 0),
+      instanceResetTimeoutMs: int(env, 'INSTANCE_RESET_TIMEOUT_MS', 2_000, 100, 600_000),
+      moduleLimits: moduleLimits(env),
       burstWorkers: int(env, 'BURST_WORKERS', Math.max(1, availableParallelism()), 0, 256),
       maxInputBytes: int(env, 'MAX_INPUT_BYTES', 4 * MiB, 0),
       limits: callLimits(env),
@@ -399,5 +456,6 @@ export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
       redis: redisConfig(env),
     },
   };
+  checkModuleHeap(config.engine.moduleLimits, config.engine.workerHeapMb);
   return config;
 }

@@ -1,15 +1,12 @@
-// Upload-time validation: compile once, then check the module only asks for what the engine provides.
-// A module that would fail to link is refused here rather than on every call.
+// Upload-time validation: the module must be valid, within the module limits, import only what the
+// engine provides (with the engine's signatures) and export something to call. All of it runs where
+// `prepare` runs (a thread of its own in the server), and the prepared module goes to the cache.
 import { AppError } from '../../errors.ts';
 import type { PluginImport } from '../../store/store.ts';
-import { EXTISM_ENV, EXTISM_ENV_FUNCTIONS } from '../runtime/host-env.ts';
-import { WASI_FUNCTIONS, WASI_PREVIEW1 } from '../runtime/wasi.ts';
-import { prepareModule, type Prepare, type PreparedModule } from './prepare.ts';
+import { WASI_PREVIEW1 } from '../runtime/wasi.ts';
+import { ModuleRefusedError } from './module-check.ts';
+import type { Prepare, PreparedModule } from './prepare.ts';
 import { WasmRewriteError } from './wasm-rewrite.ts';
-
-// What upload accepts is exactly what the engine links: the name sets come from its implementations.
-export { EXTISM_ENV, EXTISM_ENV_FUNCTIONS } from '../runtime/host-env.ts';
-export { WASI_FUNCTIONS, WASI_PREVIEW1 } from '../runtime/wasi.ts';
 
 /** Exports the runtime calls itself (WASI reactor start-up), not a caller. */
 const RUNTIME_EXPORTS = new Set(['_initialize']);
@@ -23,54 +20,29 @@ export interface InspectedModule {
   wasi: boolean;
 }
 
-/** `prepare`: where the rewrite and compile for the engine run (the server passes its ModulePreparer's). */
-export async function inspectModule(bytes: Uint8Array, prepare: Prepare = prepareModule): Promise<InspectedModule> {
-  let module: WebAssembly.Module;
+/** `prepare`: where the checks, rewrite and compile run (the server passes its ModulePreparer's). */
+export async function inspectModule(bytes: Uint8Array, prepare: Prepare): Promise<InspectedModule> {
+  let prepared: PreparedModule;
   try {
-    module = await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
+    prepared = await prepare(bytes, { validate: true });
   } catch (err) {
-    throw new AppError('INVALID_WASM', `not a valid WebAssembly module: ${(err as Error).message}`);
+    throw refusal(err);
   }
-
-  const descriptors = WebAssembly.Module.imports(module);
-  const unsupported = descriptors.filter((d) => !isProvided(d));
-  if (unsupported.length > 0) {
-    const listed = unsupported.map((d) => `${d.module}.${d.name}${d.kind === 'function' ? '' : ` (${d.kind})`}`);
-    throw new AppError(
-      'UNSUPPORTED_IMPORTS',
-      `the module imports what this service does not provide: ${listed.join(', ')} ` +
-        `(available: functions of "${EXTISM_ENV}" and "${WASI_PREVIEW1}")`,
-      { details: { unsupportedImports: unsupported.map((d) => ({ module: d.module, name: d.name, kind: d.kind })) } },
-    );
-  }
-
-  const exports = WebAssembly.Module.exports(module)
-    .filter((d) => d.kind === 'function')
-    .map((d) => d.name);
+  const { exports, imports } = prepared;
   if (!exports.some((name) => !RUNTIME_EXPORTS.has(name))) {
     throw new AppError('NO_CALLABLE_EXPORTS', 'the module exports no function a caller could call');
   }
-
-  // The engine runs a rewritten module; one it cannot rewrite would fail every call.
-  let prepared: PreparedModule;
-  try {
-    prepared = await prepare(bytes);
-  } catch (err) {
-    if (!(err instanceof WasmRewriteError)) throw err;
-    throw new AppError('INVALID_WASM', `the module cannot be run by this service: ${err.message}`);
-  }
-
-  return {
-    prepared,
-    exports,
-    imports: descriptors.map((d) => ({ module: d.module, name: d.name })),
-    wasi: descriptors.some((d) => d.module === WASI_PREVIEW1),
-  };
+  return { prepared, exports, imports, wasi: imports.some((i) => i.module === WASI_PREVIEW1) };
 }
 
-function isProvided(d: WebAssembly.ModuleImportDescriptor): boolean {
-  if (d.kind !== 'function') return false; // the SDK links host functions only
-  if (d.module === EXTISM_ENV) return EXTISM_ENV_FUNCTIONS.has(d.name);
-  if (d.module === WASI_PREVIEW1) return WASI_FUNCTIONS.has(d.name);
-  return false;
+/** The upload's answer for a module preparation refused; anything else is not the module's fault. */
+function refusal(err: unknown): unknown {
+  if (err instanceof ModuleRefusedError) return new AppError(err.code, err.message, { details: err.details });
+  if (err instanceof WebAssembly.CompileError) {
+    return new AppError('INVALID_WASM', `not a valid WebAssembly module: ${err.message}`);
+  }
+  if (err instanceof WasmRewriteError) {
+    return new AppError('INVALID_WASM', `the module cannot be run by this service: ${err.message}`);
+  }
+  return err;
 }

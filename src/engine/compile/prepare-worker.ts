@@ -3,7 +3,7 @@
 // otherwise stall every request the server is answering.
 import v8 from 'node:v8';
 import { parentPort } from 'node:worker_threads';
-import { prepareModule } from './prepare.ts';
+import { preparationError, prepareModule } from './prepare.ts';
 import type { PrepareReply, PrepareRequest } from './prepare.ts';
 
 const port = parentPort;
@@ -25,11 +25,8 @@ function compileEagerly(bytes: Uint8Array<ArrayBuffer>): WebAssembly.Module {
 }
 
 port.on('message', (request: PrepareRequest) => {
-  prepareModule(request.bytes, compileEagerly).then(
+  prepareModule(request.bytes, request.limits, request.options, compileEagerly).then(
     (prepared) => port.postMessage({ id: request.id, prepared } satisfies PrepareReply),
-    (err: unknown) => {
-      const { name, message } = err instanceof Error ? err : { name: 'Error', message: String(err) };
-      port.postMessage({ id: request.id, error: { name, message } } satisfies PrepareReply);
-    },
+    (err: unknown) => port.postMessage({ id: request.id, error: preparationError(err) } satisfies PrepareReply),
   );
 });

@@ -1,35 +1,91 @@
-// Turns a plugin's stored bytes into what workers run: the rewritten module, compiled once.
+// Turns a plugin's bytes into what workers run: checked against the module limits and the host
+// functions, rewritten, compiled once.
 import { Worker } from 'node:worker_threads';
+import type { PluginImport } from '../../store/store.ts';
+import { checkImports, checkModuleLimits, ModuleRefusedError, type ModuleCheckLimits } from './module-check.ts';
 import { rewriteForEngine, WasmRewriteError, type ModuleLayout } from './wasm-rewrite.ts';
+import { readInterface, summarizeModule, type ModuleSummary } from './wasm-summary.ts';
 
 export interface PreparedModule {
   module: WebAssembly.Module;
   layout: ModuleLayout;
-  /** Time spent rewriting and compiling, for the compile metric. */
+  /** Exported function names (of the module as uploaded). */
+  exports: string[];
+  imports: PluginImport[];
+  /** Time spent checking, rewriting and compiling, for the compile metric. */
   compileMs: number;
+}
+
+export interface PrepareOptions {
+  /**
+   * Compile the bytes as given first, so an invalid module is refused as invalid (the rewrite can
+   * turn some invalid modules into valid ones). At upload; a stored module was validated then.
+   */
+  validate?: boolean;
 }
 
 export type Compile = (bytes: Uint8Array<ArrayBuffer>) => Promise<WebAssembly.Module> | WebAssembly.Module;
 
 /**
- * Throws WasmRewriteError for a module the engine cannot run, or a CompileError. `compile`: the
- * preparation thread compiles every function up front (see prepare-worker.ts).
+ * Throws ModuleRefusedError for a module over a limit or importing what the engine does not
+ * provide, WasmRewriteError for one the engine cannot run, or a CompileError (`validate`) for one
+ * that is not valid. The limits are checked before V8 builds anything from the bytes. `compile`:
+ * the preparation thread compiles every function up front (see prepare-worker.ts).
  */
-export async function prepareModule(bytes: Uint8Array, compile: Compile = WebAssembly.compile): Promise<PreparedModule> {
+export async function prepareModule(
+  bytes: Uint8Array,
+  limits: ModuleCheckLimits,
+  options: PrepareOptions = {},
+  compile: Compile = WebAssembly.compile,
+): Promise<PreparedModule> {
   const started = performance.now();
-  const { bytes: rewritten, ...layout } = rewriteForEngine(bytes);
-  const module = await compile(rewritten as Uint8Array<ArrayBuffer>);
-  return { module, layout, compileMs: performance.now() - started };
+  let summary: ModuleSummary;
+  try {
+    summary = summarizeModule(bytes);
+  } catch (err) {
+    // Bytes the reader cannot follow: V8 says best what is wrong with them, if anything.
+    if (err instanceof WasmRewriteError && options.validate) await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
+    throw err;
+  }
+  checkModuleLimits(summary, limits);
+  if (options.validate) await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
+  const iface = readInterface(bytes);
+  checkImports(iface);
+  const { bytes: rewritten, ...layout } = rewriteForEngine(bytes, { maxTableElements: limits.tableElements });
+  let module: WebAssembly.Module;
+  try {
+    module = await compile(rewritten as Uint8Array<ArrayBuffer>);
+  } catch (err) {
+    // The module is valid (or was at upload): what V8 refuses now is what the rewrite added.
+    throw new ModuleRefusedError('INVALID_WASM', `the module cannot be run by this service: ${(err as Error).message}`);
+  }
+  return {
+    module,
+    layout,
+    exports: iface.exports.filter((e) => e.kind === 'function').map((e) => e.name),
+    imports: iface.imports.map((i) => ({ module: i.module, name: i.name })),
+    compileMs: performance.now() - started,
+  };
 }
 
-export type Prepare = (bytes: Uint8Array) => Promise<PreparedModule>;
+export type Prepare = (bytes: Uint8Array, options?: PrepareOptions) => Promise<PreparedModule>;
 
 export interface PrepareRequest {
   id: number;
   bytes: Uint8Array;
+  limits: ModuleCheckLimits;
+  options: PrepareOptions;
 }
 
-export type PrepareReply = { id: number; prepared: PreparedModule } | { id: number; error: { name: string; message: string } };
+/** An error as it crosses back from the thread: enough to rebuild the classes callers tell apart. */
+export interface PreparationError {
+  name: string;
+  message: string;
+  code?: ModuleRefusedError['code'];
+  details?: Record<string, unknown>;
+}
+
+export type PrepareReply = { id: number; prepared: PreparedModule } | { id: number; error: PreparationError };
 
 // tsc rewrites import specifiers but not this URL: from the built dist/ the worker is prepare-worker.js.
 const PREPARE_WORKER_URL = new URL(
@@ -42,6 +98,7 @@ const PREPARE_WORKER_URL = new URL(
  * cache miss does not block the server; a compiled module crosses threads without being copied.
  */
 export class ModulePreparer {
+  readonly #limits: ModuleCheckLimits;
   readonly #workerUrl: URL;
   #worker: Worker | null = null;
   #nextId = 1;
@@ -49,11 +106,12 @@ export class ModulePreparer {
   #closed = false;
 
   /** `workerUrl`: tests only (a thread that dies). */
-  constructor(workerUrl: URL = PREPARE_WORKER_URL) {
+  constructor(limits: ModuleCheckLimits, workerUrl: URL = PREPARE_WORKER_URL) {
+    this.#limits = limits;
     this.#workerUrl = workerUrl;
   }
 
-  readonly prepare: Prepare = (bytes) => {
+  readonly prepare: Prepare = (bytes, options = {}) => {
     if (this.#closed) return Promise.reject(new Error('the module preparer is closed'));
     const worker = this.#worker ?? this.#start();
     const id = this.#nextId++;
@@ -62,7 +120,7 @@ export class ModulePreparer {
     return new Promise<PreparedModule>((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
       worker.ref();
-      worker.postMessage({ id, bytes: copy } satisfies PrepareRequest, [copy.buffer]);
+      worker.postMessage({ id, bytes: copy, limits: this.#limits, options } satisfies PrepareRequest, [copy.buffer]);
     });
   };
 
@@ -101,11 +159,19 @@ export class ModulePreparer {
   }
 }
 
-/** The errors callers tell apart (a module the engine cannot run, one V8 refuses) keep their class. */
-function rebuildError({ name, message }: { name: string; message: string }): Error {
+/** The errors callers tell apart (a module refused, one the engine cannot run, one V8 refuses) keep their class. */
+function rebuildError({ name, message, code, details }: PreparationError): Error {
+  if (name === 'ModuleRefusedError' && code) return new ModuleRefusedError(code, message, details);
   if (name === 'WasmRewriteError') return new WasmRewriteError(message);
   if (name === 'CompileError') return new WebAssembly.CompileError(message);
   const err = new Error(message);
   err.name = name;
   return err;
+}
+
+/** What crosses back to the preparer for `err` (see rebuildError). */
+export function preparationError(err: unknown): PreparationError {
+  if (err instanceof ModuleRefusedError) return { name: err.name, message: err.message, code: err.code, details: err.details };
+  if (err instanceof Error) return { name: err.name, message: err.message };
+  return { name: 'Error', message: String(err) };
 }

@@ -1,13 +1,16 @@
 // Rewrites a plugin module (once, before compiling) so the engine can cap and reset it from JS:
-// - its linear memory becomes an import (`wasmhost.memory`): the engine creates it with the call's
-//   page cap as maximum, so one compiled module serves every cap;
+// - its linear memory becomes an import (`wasmhost.memory`): the engine creates it, with a maximum;
 // - every mutable global and every table is exported (`__wasmhost_global_N`, `__wasmhost_table_N`)
 //   so they can be snapshotted after start-up and restored after each call;
+// - every table gets a maximum (its share of MODULE_MAX_TABLE_ELEMENTS), so `table.grow` past it
+//   returns -1 instead of growing a table on the JS heap (a worker cannot survive running out of it);
 // - "virtual growth": memory.size/memory.grow become calls to two appended functions that keep the
 //   size in a global. After a reset, that global says the memory is back at its initial size, so an
 //   allocator that grows on first use (Rust's dlmalloc) reuses the same pages call after call,
-//   instead of growing the memory forever. The grow shim also sets a flag global when it refuses a
-//   grow, so a trap that follows can be reported as MEMORY_LIMIT, and only then;
+//   instead of growing the memory forever. The grow shim refuses growth past a page cap kept in
+//   another global, which the engine sets before each call (so one instance serves every
+//   memoryMaxPages), and sets a flag global when it refuses, so a trap that follows can be reported
+//   as MEMORY_LIMIT, and only then;
 // - dirty-page tracking: every write to memory marks its pages in a second imported memory
 //   (`wasmhost.dirty`, one byte per 64 KiB page; see wasm-code.ts), so a reset restores only the
 //   pages a call wrote, and a flag global says whether a call wrote a table.
@@ -38,6 +41,8 @@ export const DIRTY_MAP_IMPORT = 'dirty';
 export const DIRTY_MAP_PAGES = 2;
 export const GLOBAL_EXPORT_PREFIX = '__wasmhost_global_';
 export const TABLE_EXPORT_PREFIX = '__wasmhost_table_';
+/** The grow shim's page cap for the running call (set by the engine before each call; not restored). */
+export const MEMORY_CAP_EXPORT = '__wasmhost_memory_cap';
 
 /** What the engine needs to know about a rewritten module (V8 does not reflect import limits). */
 export interface ModuleLayout {
@@ -49,6 +54,10 @@ export interface ModuleLayout {
   virtualGrowth: boolean;
   /** Export name of the global the grow shim sets to 1 when it refuses a grow (null without virtual growth). */
   growRefusedExport: string | null;
+  /** Export name of the global holding the call's page cap the grow shim checks (null without virtual growth). */
+  memoryCapExport: string | null;
+  /** Export name of the global holding the virtual memory size in pages (null without virtual growth). */
+  memoryPagesExport: string | null;
   /**
    * Writes to memory are marked in the imported dirty map (`wasmhost.dirty`), which comes with virtual
    * growth (same decoder). Without it, a reset compares every page.
@@ -113,16 +122,69 @@ function vector(input: Uint8Array, s: RawSection | undefined): { count: number; 
   return { count, entries: input.subarray(r.pos, s.end), reader: r };
 }
 
-export function rewriteForEngine(input: Uint8Array): RewriteResult {
+export interface RewriteOptions {
+  /** Table elements all tables may ever hold together (MODULE_MAX_TABLE_ELEMENTS); each table gets a share as its maximum. */
+  maxTableElements: number;
+}
+
+export function rewriteForEngine(input: Uint8Array, options: RewriteOptions): RewriteResult {
   try {
-    return rewrite(input, true);
+    return rewrite(input, true, options);
   } catch (err) {
     if (!(err instanceof WasmRewriteError)) throw err;
-    return rewrite(input, false);
+    return rewrite(input, false, options);
   }
 }
 
-function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
+interface TableEntry {
+  /** The bytes before the limits: the reference type, after the 0x40 0x00 prefix of a table with an initializer. */
+  head: Uint8Array;
+  min: number;
+  max: number | null;
+  /** The initializer expression (tables with one), else empty. */
+  tail: Uint8Array;
+}
+
+function readTables(input: Uint8Array, s: RawSection | undefined): TableEntry[] {
+  const { count, reader: r } = vector(input, s);
+  const tables: TableEntry[] = [];
+  for (let i = 0; i < count; i++) {
+    const start = r.pos;
+    const withInit = r.bytes[r.pos] === 0x40;
+    if (withInit) {
+      r.byte();
+      if (r.byte() !== 0x00) throw new WasmRewriteError('unknown table encoding');
+    }
+    skipValType(r);
+    const head = input.subarray(start, r.pos);
+    const [min, max] = readLimits(r);
+    const tailStart = r.pos;
+    if (withInit) skipConstExpr(r);
+    tables.push({ head, min, max, tail: input.subarray(tailStart, r.pos) });
+  }
+  return tables;
+}
+
+/**
+ * The table section with every maximum capped: the elements the tables start with, plus an equal
+ * share each of what `maxElements` leaves, never above what the module declared.
+ */
+function cappedTables(tables: TableEntry[], maxElements: number): Uint8Array {
+  const initial = tables.reduce((n, t) => n + t.min, 0);
+  if (initial > maxElements) {
+    throw new WasmRewriteError(
+      `its tables start with ${initial} elements; the limit is ${maxElements} (MODULE_MAX_TABLE_ELEMENTS)`,
+    );
+  }
+  const share = Math.floor((maxElements - initial) / Math.max(1, tables.length));
+  const entries = tables.map((t) => {
+    const max = Math.min(t.max ?? Number.MAX_SAFE_INTEGER, t.min + share);
+    return concat([t.head, [0x01], leb(t.min), leb(max), t.tail]);
+  });
+  return section(SECTION.table, concat([leb(tables.length), ...entries]));
+}
+
+function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOptions): RewriteResult {
   const sections = splitSections(input);
   const find = (id: number) => sections.find((s) => s.id === id);
 
@@ -158,7 +220,8 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
     if (count === 1) [initialPages, declaredMaxPages] = readLimits(mr);
   }
 
-  const tables = vector(input, find(SECTION.table)).count;
+  const tableEntries = readTables(input, find(SECTION.table));
+  const tables = tableEntries.length;
 
   const globals = vector(input, find(SECTION.global));
   const mutableGlobals: number[] = [];
@@ -173,8 +236,12 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
   const params = virtualGrowth ? paramCounts(input, types, functions, importedFuncs) : [];
   const code = vector(input, find(SECTION.code));
   const replaced = new Map<number, Uint8Array | null>([[SECTION.memory, null]]);
+  if (tables > 0) replaced.set(SECTION.table, cappedTables(tableEntries, options.maxTableElements));
   let extraGlobals: number[] = [];
   let growRefusedExport: string | null = null;
+  let memoryCapExport: string | null = null;
+  let memoryPagesExport: string | null = null;
+  let capGlobal = -1;
 
   let tablesWrittenExport: string | null = null;
 
@@ -188,6 +255,7 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
     const pagesGlobal = importedGlobals + globals.count;
     const refusedGlobal = pagesGlobal + 1;
     const tablesWrittenGlobal = pagesGlobal + 2;
+    capGlobal = pagesGlobal + 3;
     const refuse = [0x41, 0x01, 0x24, ...leb(refusedGlobal), 0x41, 0x7f, 0x0f]; // refused = 1; return -1
     const codeRewrite = { sizeFn, growFn, dirty: { memory: DIRTY_MEMORY_INDEX, markRangeFn, tablesWrittenGlobal } };
 
@@ -202,13 +270,14 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
     }
     // () -> i32: the virtual size.
     const sizeBody = [0x00, 0x23, ...leb(pagesGlobal), 0x0b];
-    // (n: i32) -> i32: grow the virtual size by n, growing the real memory only when needed.
+    // (n: i32) -> i32: grow the virtual size by n up to the call's cap, growing the real memory only when needed.
     const [n, old, delta] = [0, 1, 2];
     // prettier-ignore
     const growBody = [
       0x01, 0x02, I32, // locals: old, delta
       0x23, ...leb(pagesGlobal), 0x21, old, // old = pages
-      0x20, n, 0x41, ...sleb(65536), 0x20, old, 0x6b, 0x4b, // n > 65536 - old (unsigned)?
+      // u64(old) + u64(n) > u64(cap)? (no i32 wrap-around, whatever n is)
+      0x20, old, 0xad, 0x20, n, 0xad, 0x7c, 0x23, ...leb(capGlobal), 0xad, 0x56,
       0x04, 0x40, ...refuse, 0x0b, //   refuse
       0x20, old, 0x20, n, 0x6a, 0x3f, 0x00, 0x6b, 0x22, delta, // delta = old + n - memory.size
       0x41, 0x00, 0x4a, // delta > 0 (signed)?
@@ -246,14 +315,18 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
     );
     const pagesEntry = [I32, 0x01, 0x41, ...sleb(initialPages), 0x0b];
     const zeroEntry = [I32, 0x01, 0x41, 0x00, 0x0b];
+    // Until the engine sets it (instantiation runs a start function first): only the Memory's maximum bounds growth.
+    const capEntry = [I32, 0x01, 0x41, ...sleb(65536), 0x0b];
     replaced.set(
       SECTION.global,
-      section(SECTION.global, concat([leb(globals.count + 3), globals.entries, pagesEntry, zeroEntry, zeroEntry])),
+      section(SECTION.global, concat([leb(globals.count + 4), globals.entries, pagesEntry, zeroEntry, zeroEntry, capEntry])),
     );
-    // Exported like every mutable global: restored (to 0) after each call.
+    // Exported like every mutable global: restored (to the initial size and 0) after each call.
     extraGlobals = [pagesGlobal, refusedGlobal, tablesWrittenGlobal];
     growRefusedExport = `${GLOBAL_EXPORT_PREFIX}${refusedGlobal}`;
     tablesWrittenExport = `${GLOBAL_EXPORT_PREFIX}${tablesWrittenGlobal}`;
+    memoryPagesExport = `${GLOBAL_EXPORT_PREFIX}${pagesGlobal}`;
+    memoryCapExport = MEMORY_CAP_EXPORT;
   }
 
   // Exports: the plugin's own, plus every mutable global and table under engine names.
@@ -274,6 +347,7 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
   };
   for (const index of [...mutableGlobals, ...extraGlobals]) addExport(`${GLOBAL_EXPORT_PREFIX}${index}`, KIND.global, index);
   for (let t = 0; t < importedTables + tables; t++) addExport(`${TABLE_EXPORT_PREFIX}${t}`, KIND.table, t);
+  if (memoryCapExport) addExport(memoryCapExport, KIND.global, capGlobal);
   replaced.set(SECTION.export, section(SECTION.export, concat([leb(exports.count + added.length), exports.entries, ...added])));
 
   // The memory, as an import with the plugin's minimum and no maximum (the engine supplies it); then
@@ -292,6 +366,8 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean): RewriteResult {
     declaredMaxPages,
     virtualGrowth,
     growRefusedExport,
+    memoryCapExport,
+    memoryPagesExport,
     dirtyTracking: virtualGrowth,
     tablesWrittenExport,
     passiveSegments,

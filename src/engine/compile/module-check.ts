@@ -1,0 +1,106 @@
+// What a module may declare before the engine builds anything from it: the limits of ModuleLimits
+// (a worker's JS heap must hold an instance at every limit; V8 aborts the whole process when a
+// worker runs out of heap inside it), no GC types (their objects live on the JS heap, unbounded),
+// and only imports the engine provides, with the signatures it provides them with.
+import type { ModuleLimits } from '../../config.ts';
+import type { ErrorCode } from '../../errors.ts';
+import { EXTISM_ENV, EXTISM_ENV_SIGNATURES } from '../runtime/host-env.ts';
+import { formatSignature, sameSignature, type Signature } from '../runtime/signatures.ts';
+import { WASI_PREVIEW1, WASI_SIGNATURES } from '../runtime/wasi.ts';
+import type { ImportSummary, ModuleInterface, ModuleSummary } from './wasm-summary.ts';
+
+/** What the engine checks a module against: ModuleLimits and the page ceiling of any call. */
+export interface ModuleCheckLimits extends ModuleLimits {
+  /** CALL_MEMORY_PAGES_CEILING: a module needing more pages to start could never run. */
+  memoryPages: number;
+}
+
+/** A refused import, as the error body lists it (`expected`/`actual` for a signature mismatch). */
+export interface RefusedImport {
+  module: string;
+  name: string;
+  kind: ImportSummary['kind'];
+  expected?: string;
+  actual?: string;
+}
+
+/** A module the engine will not run, with the code and details its refusal answers with. */
+export class ModuleRefusedError extends Error {
+  override name = 'ModuleRefusedError';
+  readonly code: Extract<ErrorCode, 'INVALID_WASM' | 'UNSUPPORTED_IMPORTS'>;
+  readonly details: Record<string, unknown>;
+  constructor(code: ModuleRefusedError['code'], message: string, details: Record<string, unknown> = {}) {
+    super(message);
+    this.code = code;
+    this.details = details;
+  }
+}
+
+function overLimit(what: string, count: number, limit: number, env: string): ModuleRefusedError {
+  return new ModuleRefusedError('INVALID_WASM', `the module has ${count} ${what}; the limit is ${limit} (${env})`, {
+    limit: env,
+    value: count,
+    max: limit,
+  });
+}
+
+/** Throws ModuleRefusedError for the first limit the module passes. */
+export function checkModuleLimits(summary: ModuleSummary, limits: ModuleCheckLimits): void {
+  const tableElements = summary.tables.reduce((n, t) => n + t.min, 0);
+  const checks: [string, number, number, string][] = [
+    ['functions', summary.importedFunctions + summary.functions, limits.functions, 'MODULE_MAX_FUNCTIONS'],
+    ['type definitions', summary.types, limits.types, 'MODULE_MAX_TYPES'],
+    ['globals', summary.globals, limits.globals, 'MODULE_MAX_GLOBALS'],
+    ['exports', summary.exports, limits.exports, 'MODULE_MAX_EXPORTS'],
+    ['table elements to start with', tableElements, limits.tableElements, 'MODULE_MAX_TABLE_ELEMENTS'],
+    ['element segment entries', summary.elementEntries, limits.tableElements, 'MODULE_MAX_TABLE_ELEMENTS'],
+    ['exception tags', summary.tags, limits.tags, 'MODULE_MAX_TAGS'],
+  ];
+  for (const [what, count, limit, env] of checks) if (count > limit) throw overLimit(what, count, limit, env);
+  if (summary.gcTypes > 0) {
+    throw new ModuleRefusedError(
+      'INVALID_WASM',
+      `the module defines ${summary.gcTypes} struct or array types (Wasm GC): their objects would live on the ` +
+        `engine's JS heap, which a plugin must not be able to fill; GC types are not supported`,
+    );
+  }
+  const pages = summary.memory?.min ?? 0;
+  if (pages > limits.memoryPages) {
+    throw overLimit('pages of memory to start with', pages, limits.memoryPages, 'CALL_MEMORY_PAGES_CEILING');
+  }
+}
+
+const PROVIDED: Readonly<Record<string, ReadonlyMap<string, Signature>>> = {
+  [EXTISM_ENV]: EXTISM_ENV_SIGNATURES,
+  [WASI_PREVIEW1]: WASI_SIGNATURES,
+};
+
+/**
+ * Throws UNSUPPORTED_IMPORTS listing every import the engine does not provide: not a function, an
+ * unknown module or name, or a function declared with another signature than the engine's.
+ */
+export function checkImports(iface: ModuleInterface): void {
+  const refused: RefusedImport[] = [];
+  for (const i of iface.imports) {
+    const expected = PROVIDED[i.module]?.get(i.name);
+    if (i.kind !== 'function' || !expected) {
+      refused.push({ module: i.module, name: i.name, kind: i.kind });
+    } else if (!i.signature || !sameSignature(i.signature, expected)) {
+      const actual = i.signature ? formatSignature(i.signature) : 'a signature with reference or vector types';
+      refused.push({ module: i.module, name: i.name, kind: i.kind, expected: formatSignature(expected), actual });
+    }
+  }
+  if (refused.length === 0) return;
+  const listed = refused.map((r) =>
+    r.expected
+      ? `${r.module}.${r.name} declared as ${r.actual}, provided as ${r.expected}`
+      : `${r.module}.${r.name}${r.kind === 'function' ? '' : ` (${r.kind})`}`,
+  );
+  throw new ModuleRefusedError(
+    'UNSUPPORTED_IMPORTS',
+    `the module imports what this service does not provide: ${listed.slice(0, 20).join(', ')}` +
+      `${listed.length > 20 ? `, and ${listed.length - 20} more` : ''} ` +
+      `(available: functions of "${EXTISM_ENV}" and "${WASI_PREVIEW1}" with their signatures)`,
+    { unsupportedImports: refused.slice(0, 100) },
+  );
+}

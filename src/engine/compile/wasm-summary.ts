@@ -1,0 +1,297 @@
+// Reads what a module declares without compiling it or walking its code, in two steps: first what
+// it would cost (counts, sizes; nothing allocated per entry, so a module built to exhaust memory
+// cannot do it here), checked against the engine's limits; then its interface (imports with their
+// signatures, exports), read only from a module within them.
+import {
+  Reader,
+  readLimits,
+  skipConstExpr,
+  skipValType,
+  splitSections,
+  WasmRewriteError,
+  type RawSection,
+} from './wasm-binary.ts';
+import type { Signature, ValType } from '../runtime/signatures.ts';
+
+export type ExternalKind = 'function' | 'table' | 'memory' | 'global' | 'tag';
+
+export interface ModuleSummary {
+  /** Type definitions (a recursion group counts each of its types). */
+  types: number;
+  /** Struct or array types (the GC proposal): their instances live on the JS heap. */
+  gcTypes: number;
+  imports: number;
+  importedFunctions: number;
+  /** Functions the module defines. */
+  functions: number;
+  tables: { min: number; max: number | null }[];
+  memory: { min: number; max: number | null } | null;
+  globals: number;
+  exports: number;
+  tags: number;
+  /** Entries of all element segments together. */
+  elementEntries: number;
+  dataSegments: number;
+}
+
+export interface ImportSummary {
+  module: string;
+  name: string;
+  kind: ExternalKind;
+  /** A function import's signature (null: not a function, or its type has reference or vector types). */
+  signature: Signature | null;
+}
+
+export interface ModuleInterface {
+  imports: ImportSummary[];
+  exports: { name: string; kind: ExternalKind }[];
+}
+
+const SECTION = {
+  type: 1,
+  import: 2,
+  function: 3,
+  table: 4,
+  memory: 5,
+  global: 6,
+  export: 7,
+  elem: 9,
+  data: 11,
+  tag: 13,
+} as const;
+const EXTERNAL_KINDS: readonly ExternalKind[] = ['function', 'table', 'memory', 'global', 'tag'];
+const NUMERIC: Record<number, ValType> = { 0x7f: 'i32', 0x7e: 'i64', 0x7d: 'f32', 0x7c: 'f64' };
+const FUNC = 0x60;
+const STRUCT = 0x5f;
+const ARRAY = 0x5e;
+const REC = 0x4e;
+const SUB = 0x50;
+const SUB_FINAL = 0x4f;
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+function vectorOf(bytes: Uint8Array, s: RawSection): { count: number; r: Reader } {
+  const r = new Reader(bytes, s.start, s.end);
+  return { count: r.u32(), r };
+}
+
+function kindOf(byte: number): ExternalKind {
+  const kind = EXTERNAL_KINDS[byte];
+  if (!kind) throw new WasmRewriteError(`unknown external kind ${byte}`);
+  return kind;
+}
+
+/** Calls `each(form)` for every type definition, after its recursion group and `sub` headers. */
+function forEachType(r: Reader, count: number, each: (form: number) => void): void {
+  for (let i = 0; i < count; i++) {
+    const first = r.byte();
+    const group = first === REC ? r.u32() : 1;
+    for (let m = 0; m < group; m++) {
+      let form = first === REC ? r.byte() : first;
+      if (form === SUB || form === SUB_FINAL) {
+        for (let n = r.u32(), k = 0; k < n; k++) r.u32(); // supertypes
+        form = r.byte();
+      }
+      each(form);
+    }
+  }
+}
+
+/** Reads the rest of a type definition of `form`; a function type's signature when all its types are numeric. */
+function readType(r: Reader, form: number): Signature | null {
+  if (form === FUNC) {
+    let numeric = true;
+    const list = (): ValType[] => {
+      const out: ValType[] = [];
+      for (let n = r.u32(), i = 0; i < n; i++) {
+        const type = NUMERIC[r.bytes[r.pos] ?? -1];
+        skipValType(r);
+        if (type) out.push(type);
+        else numeric = false;
+      }
+      return out;
+    };
+    const params = list();
+    const results = list();
+    return numeric ? { params, results } : null;
+  }
+  if (form === STRUCT) {
+    for (let n = r.u32(), i = 0; i < n; i++) {
+      skipValType(r); // storage type (i8/i16 are single bytes too)
+      r.byte(); // mutability
+    }
+    return null;
+  }
+  if (form === ARRAY) {
+    skipValType(r);
+    r.byte();
+    return null;
+  }
+  throw new WasmRewriteError(`unknown type form 0x${form.toString(16)}`);
+}
+
+function readMemoryLimits(r: Reader): { min: number; max: number | null } {
+  const flags = r.bytes[r.pos] ?? 0;
+  if (flags & 0x02) throw new WasmRewriteError('a shared memory is not supported');
+  if (flags & 0x04) throw new WasmRewriteError('a 64-bit memory is not supported');
+  const [min, max] = readLimits(r);
+  return { min, max };
+}
+
+/** Skips an import's description after its kind byte. */
+function skipImportDescription(r: Reader, kind: ExternalKind): void {
+  if (kind === 'function') r.u32();
+  else if (kind === 'table') {
+    skipValType(r);
+    readLimits(r);
+  } else if (kind === 'memory') readMemoryLimits(r);
+  else if (kind === 'global') {
+    skipValType(r);
+    r.byte();
+  } else {
+    r.byte(); // tag attribute
+    r.u32();
+  }
+}
+
+/** Reads one element segment and returns how many entries it has. */
+function elementSegmentLength(r: Reader): number {
+  const flags = r.u32();
+  if (flags > 7) throw new WasmRewriteError(`unknown element segment kind ${flags}`);
+  if (flags & 2 && !(flags & 1)) r.u32(); // explicit table index
+  if (!(flags & 1)) skipConstExpr(r); // active: offset
+  const expressions = (flags & 4) !== 0;
+  if (flags & 3) {
+    if (expressions) skipValType(r);
+    else r.byte(); // element kind
+  }
+  const count = r.u32();
+  for (let e = 0; e < count; e++) {
+    if (expressions) skipConstExpr(r);
+    else r.u32();
+  }
+  return count;
+}
+
+/** What the module would cost: counts and sizes, read without allocating per entry. */
+export function summarizeModule(bytes: Uint8Array): ModuleSummary {
+  const summary: ModuleSummary = {
+    types: 0,
+    gcTypes: 0,
+    imports: 0,
+    importedFunctions: 0,
+    functions: 0,
+    tables: [],
+    memory: null,
+    globals: 0,
+    exports: 0,
+    tags: 0,
+    elementEntries: 0,
+    dataSegments: 0,
+  };
+  for (const s of splitSections(bytes)) {
+    switch (s.id) {
+      case SECTION.type: {
+        const { count, r } = vectorOf(bytes, s);
+        forEachType(r, count, (form) => {
+          summary.types++;
+          if (readType(r, form) === null && form !== FUNC) summary.gcTypes++;
+        });
+        break;
+      }
+      case SECTION.import: {
+        const { count, r } = vectorOf(bytes, s);
+        summary.imports = count;
+        for (let i = 0; i < count; i++) {
+          r.name();
+          r.name();
+          const kind = kindOf(r.byte());
+          if (kind === 'function') summary.importedFunctions++;
+          skipImportDescription(r, kind);
+        }
+        break;
+      }
+      case SECTION.function:
+        summary.functions = vectorOf(bytes, s).count;
+        break;
+      case SECTION.table: {
+        const { count, r } = vectorOf(bytes, s);
+        // Counted before they are read: a table section cannot make this loop allocate much.
+        if (count > 100_000) throw new WasmRewriteError(`the module defines ${count} tables`);
+        for (let i = 0; i < count; i++) {
+          const withInit = r.bytes[r.pos] === 0x40;
+          if (withInit) r.skip(2);
+          skipValType(r);
+          const [min, max] = readLimits(r);
+          if (withInit) skipConstExpr(r);
+          summary.tables.push({ min, max });
+        }
+        break;
+      }
+      case SECTION.memory: {
+        const { count, r } = vectorOf(bytes, s);
+        if (count > 1) throw new WasmRewriteError('the module defines more than one memory');
+        if (count === 1) summary.memory = readMemoryLimits(r);
+        break;
+      }
+      case SECTION.global:
+        summary.globals = vectorOf(bytes, s).count;
+        break;
+      case SECTION.export:
+        summary.exports = vectorOf(bytes, s).count;
+        break;
+      case SECTION.elem: {
+        const { count, r } = vectorOf(bytes, s);
+        for (let i = 0; i < count; i++) summary.elementEntries += elementSegmentLength(r);
+        break;
+      }
+      case SECTION.data:
+        summary.dataSegments = vectorOf(bytes, s).count;
+        break;
+      case SECTION.tag:
+        summary.tags = vectorOf(bytes, s).count;
+        break;
+    }
+  }
+  return summary;
+}
+
+function name(r: Reader): string {
+  const length = r.u32();
+  const start = r.pos;
+  r.skip(length);
+  try {
+    return decoder.decode(r.bytes.subarray(start, start + length));
+  } catch {
+    throw new WasmRewriteError('a name is not valid UTF-8');
+  }
+}
+
+/** Imports (with signatures) and exports; read only from a module within the limits (see summarizeModule). */
+export function readInterface(bytes: Uint8Array): ModuleInterface {
+  const types: (Signature | null)[] = [];
+  const imports: ImportSummary[] = [];
+  const exports: ModuleInterface['exports'] = [];
+  const functionTypes = new Map<ImportSummary, number>();
+  for (const s of splitSections(bytes)) {
+    if (s.id === SECTION.type) {
+      const { count, r } = vectorOf(bytes, s);
+      forEachType(r, count, (form) => types.push(readType(r, form)));
+    } else if (s.id === SECTION.import) {
+      const { count, r } = vectorOf(bytes, s);
+      for (let i = 0; i < count; i++) {
+        const entry: ImportSummary = { module: name(r), name: name(r), kind: kindOf(r.byte()), signature: null };
+        if (entry.kind === 'function') functionTypes.set(entry, r.u32());
+        else skipImportDescription(r, entry.kind);
+        imports.push(entry);
+      }
+    } else if (s.id === SECTION.export) {
+      const { count, r } = vectorOf(bytes, s);
+      for (let i = 0; i < count; i++) {
+        exports.push({ name: name(r), kind: kindOf(r.byte()) });
+        r.u32();
+      }
+    }
+  }
+  for (const [entry, type] of functionTypes) entry.signature = types[type] ?? null;
+  return { imports, exports };
+}
