@@ -78,7 +78,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(opsRoutes, { metrics, readiness });
   await app.register(docsRoutes);
   await app.register(playgroundRoutes);
-  const preparer = new ModulePreparer();
+  const preparer = new ModulePreparer({ ...config.engine.moduleLimits, memoryPages: config.engine.limits.memoryPages.ceiling });
   app.addHook('onClose', () => preparer.close());
   await app.register(pluginRoutes, { config, prepare: preparer.prepare });
 
@@ -94,7 +94,6 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.addHook('onClose', () => store.close());
   engine.observe({
     onWorkerRestart: (reason) => metrics.workerRestarted(reason),
-    onModuleLookup: (hit) => metrics.moduleLookup(hit),
     onCompile: (ms) => metrics.observeCompile(ms / 1000),
   });
   metrics.watch({ workerPool: () => engine.stats() });

@@ -31,6 +31,7 @@ export const ERROR_CODES = [
   'EGRESS_TIMEOUT',
   'TIMEOUT',
   'OVERLOADED',
+  'CLIENT_CLOSED',
   // access and operations
   'UNAUTHORIZED',
   'FORBIDDEN',

@@ -28,13 +28,22 @@ export interface MetricSources {
   store?: () => { plugins: number; bytes: number };
   /** `pluginLabel()` of every stored plugin: series of other plugins (deleted, renamed) are dropped at scrape. */
   pluginLabels?: () => Promise<Set<string>>;
-  moduleCache?: () => { entries: number; bytes: number };
-  workerPool?: () => { size: number; ready: number; busy: number; queued: number };
+  moduleCache?: () => { entries: number; bytes: number; hits: number; misses: number };
+  workerPool?: () => {
+    size: number;
+    ready: number;
+    busy: number;
+    busyWithoutCall: number;
+    queued: number;
+    instanceBytes: number;
+  };
 }
 
 /** Every reason the pool replaces a worker for (typed exhaustive, so the help text cannot drift from pool.ts). */
 const RESTART_REASONS: Record<RestartReason, string> = {
   timeout: 'a call passed its deadline and the worker was terminated',
+  stuck: 'the worker ran plugin code with no call past INSTANCE_RESET_TIMEOUT_MS, or left a call unclaimed',
+  out_of_memory: 'the worker ran out of JS heap',
   crash: 'the worker threw',
   exit: 'the worker exited',
 };
@@ -59,8 +68,6 @@ export class ServiceMetrics {
   readonly #egress: Counter<'outcome'>;
   readonly #pluginLogLines: Counter<'level'>;
   readonly #pluginLogTruncations: Counter;
-  readonly #cacheHits: Counter;
-  readonly #cacheMisses: Counter;
   /** Give to the store: its operations' latency and how late other replicas' changes arrive. */
   readonly storeObserver: StoreObserver;
 
@@ -128,16 +135,30 @@ export class ServiceMetrics {
 
     scrapeGauge('plugins_stored', 'Plugins in the store.', () => sources.store?.().plugins);
     scrapeGauge('plugins_stored_bytes', 'Bytes of Wasm held by the store.', () => sources.store?.().bytes);
-    this.#cacheHits = new Counter({
-      name: `${METRIC_PREFIX}module_cache_hits_total`,
-      help: 'Calls that found their compiled module in the cache.',
-      registers,
-    });
-    this.#cacheMisses = new Counter({
-      name: `${METRIC_PREFIX}module_cache_misses_total`,
-      help: 'Calls that had to load and compile their module.',
-      registers,
-    });
+    // Counted by the cache itself; a counter read at scrape time.
+    const scrapeCounter = (name: string, help: string, read: () => number | undefined): void => {
+      new Counter({
+        name: `${METRIC_PREFIX}${name}`,
+        help,
+        registers,
+        collect() {
+          const value = read();
+          if (value === undefined) return;
+          this.reset();
+          this.inc(value);
+        },
+      });
+    };
+    scrapeCounter(
+      'module_cache_hits_total',
+      'Calls that found their compiled module in the cache.',
+      () => sources.moduleCache?.().hits,
+    );
+    scrapeCounter(
+      'module_cache_misses_total',
+      'Calls that had to load and compile their module.',
+      () => sources.moduleCache?.().misses,
+    );
     scrapeGauge('module_cache_entries', 'Compiled modules held in the cache.', () => sources.moduleCache?.().entries);
     scrapeGauge(
       'module_cache_bytes',
@@ -151,6 +172,16 @@ export class ServiceMetrics {
       () => sources.workerPool?.().ready,
     );
     scrapeGauge('workers_busy', 'Worker threads running a call.', () => sources.workerPool?.().busy);
+    scrapeGauge(
+      'workers_busy_without_call',
+      'Worker threads running plugin code with no call (an instance reset or rebuild); past INSTANCE_RESET_TIMEOUT_MS they are replaced.',
+      () => sources.workerPool?.().busyWithoutCall,
+    );
+    scrapeGauge(
+      'worker_instance_bytes',
+      'Memory the workers keep in cached plugin instances (linear memory, snapshots, tables), at most WORKER_INSTANCE_CACHE_BYTES each.',
+      () => sources.workerPool?.().instanceBytes,
+    );
     scrapeGauge('queue_depth', 'Calls waiting for a free worker.', () => sources.workerPool?.().queued);
 
     const storeSeconds = new Histogram({
@@ -216,10 +247,6 @@ export class ServiceMetrics {
 
   observeCompile(seconds: number): void {
     this.#compileSeconds.observe(seconds);
-  }
-
-  moduleLookup(hit: boolean): void {
-    (hit ? this.#cacheHits : this.#cacheMisses).inc();
   }
 
   workerRestarted(reason: RestartReason): void {

@@ -143,7 +143,7 @@ export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions):
         response: { 200: callResponseSchema, '4xx': errorSchema, '5xx': errorSchema },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const body = request.body;
       const inputBytes =
         body.input !== undefined
@@ -169,6 +169,14 @@ export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions):
       });
 
       const engineStarted = performance.now();
+      // The client went away before its answer: a call still waiting for a worker gives up its place.
+      const clientGone = new AbortController();
+      const onClose = () => {
+        if (!reply.raw.writableFinished) {
+          clientGone.abort(new AppError('CLIENT_CLOSED', 'the client closed the connection before the call was answered'));
+        }
+      };
+      reply.raw.once('close', onClose);
       const result = await engine
         .call({
           plugin,
@@ -180,12 +188,14 @@ export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions):
           logLevel: body.logLevel ?? 'info',
           limits,
           outputEncoding: body.outputEncoding,
+          signal: clientGone.signal,
         })
         .catch((err: unknown) => {
           if (isAppError(err))
             reportCall(request, { ...reportFromDetails(err.details), engineMs: performance.now() - engineStarted });
           throw err;
-        });
+        })
+        .finally(() => reply.raw.off('close', onClose));
       const { queueMs, runMs, egress, logs, logsTruncated } = result;
       reportCall(request, { queueMs, runMs, egress, logs, logsTruncated });
       return {

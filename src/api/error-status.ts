@@ -26,6 +26,8 @@ export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = {
   EGRESS_TIMEOUT: 504,
   TIMEOUT: 504,
   OVERLOADED: 503,
+  // nginx's "client closed request": never sent (the client is gone), seen in logs and metrics.
+  CLIENT_CLOSED: 499,
   UNAUTHORIZED: 401,
   FORBIDDEN: 403,
   RATE_LIMITED: 429,

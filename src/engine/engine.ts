@@ -8,6 +8,7 @@ import type { CallLogLevel, LogEntry } from './runtime/logs.ts';
 import type { ModuleCache } from './compile/module-cache.ts';
 import { WorkerPool, type PoolObserver, type PoolStats } from './pool/pool.ts';
 import { EXTISM_ENV } from './runtime/host-env.ts';
+import { ModuleRefusedError } from './compile/module-check.ts';
 import { resolveLimits } from './limits.ts';
 import type { Prepare, PreparedModule } from './compile/prepare.ts';
 import { WasmRewriteError } from './compile/wasm-rewrite.ts';
@@ -24,6 +25,11 @@ export interface CallRequest {
   logLevel: CallLogLevel;
   limits: CallLimits;
   outputEncoding?: 'utf8' | 'base64' | undefined;
+  /**
+   * The caller gave up (its client went away): a call still waiting for a worker ends at once with
+   * the signal's reason; a call already running finishes.
+   */
+  signal?: AbortSignal | undefined;
 }
 
 export interface CallResult {
@@ -37,24 +43,8 @@ export interface CallResult {
   runMs: number;
 }
 
-export type CallOutcome = 'ok' | AppError['code'];
-
-export interface CallEvent {
-  pluginId: string;
-  function: string;
-  outcome: CallOutcome;
-  queueMs: number;
-  runMs: number;
-  durationMs: number;
-  /** Linear memory of the plugin instance at the end of the call, in 64 KiB pages. */
-  memoryPages: number;
-}
-
-/** Hooks for metrics: called after every call and on every worker restart. */
+/** Hooks for metrics: called on every worker restart and module preparation. */
 export interface EngineObserver extends PoolObserver {
-  onCall?(event: CallEvent): void;
-  /** A call looked for its prepared module: found (hit) or had to prepare it (miss). */
-  onModuleLookup?(hit: boolean): void;
   /** A module was prepared (rewritten and compiled) in `ms`. */
   onCompile?(ms: number): void;
 }
@@ -92,6 +82,8 @@ export class CallEngine {
       queueMaxBytes: config.engine.queueMaxBytes,
       maxOldGenerationSizeMb: config.engine.workerHeapMb,
       instanceCacheBytes: config.engine.workerInstanceCacheBytes,
+      memoryCeilingPages: config.engine.limits.memoryPages.ceiling,
+      resetTimeoutMs: config.engine.instanceResetTimeoutMs,
       maxBurst: config.engine.burstWorkers,
       observer: { onWorkerRestart: (reason) => this.#observers.forEach((o) => o.onWorkerRestart?.(reason)) },
     });
@@ -106,7 +98,6 @@ export class CallEngine {
 
   async #prepare(meta: PluginMeta): Promise<PreparedModule> {
     const cached = this.#deps.moduleCache.get(meta.id);
-    for (const o of this.#observers) o.onModuleLookup?.(cached !== undefined);
     if (cached) return cached;
     let pending = this.#preparing.get(meta.id);
     if (!pending) {
@@ -125,7 +116,10 @@ export class CallEngine {
     try {
       prepared = await this.#deps.prepare(bytes);
     } catch (err) {
-      if (err instanceof WasmRewriteError) throw new AppError('PLUGIN_ERROR', `the plugin cannot be run: ${err.message}`);
+      // Stored before a limit it passes existed (or under other limits): refused here, on every call.
+      if (err instanceof ModuleRefusedError || err instanceof WasmRewriteError || err instanceof WebAssembly.CompileError) {
+        throw new AppError('PLUGIN_ERROR', `the plugin cannot be run: ${err.message}`);
+      }
       throw err;
     }
     for (const o of this.#observers) o.onCompile?.(prepared.compileMs);
@@ -157,19 +151,6 @@ export class CallEngine {
   async call(request: CallRequest): Promise<CallResult> {
     const started = performance.now();
     const { plugin, limits } = request;
-    const event = (outcome: CallOutcome, queueMs: number, runMs: number, memoryPages = 0) => {
-      if (this.#observers.length === 0) return;
-      const e: CallEvent = {
-        pluginId: plugin.id,
-        function: request.function,
-        outcome,
-        queueMs,
-        runMs,
-        durationMs: performance.now() - started,
-        memoryPages,
-      };
-      for (const o of this.#observers) o.onCall?.(e);
-    };
     try {
       if (!plugin.exports.includes(request.function)) {
         throw new AppError(
@@ -179,50 +160,48 @@ export class CallEngine {
         );
       }
       const prepared = await this.#prepare(plugin);
-      const { result, queueMs } = await this.#pool.run({
-        module: prepared.module,
-        deadline: started + limits.timeoutMs,
-        inputBytes:
-          request.input === null
-            ? 0
-            : request.inputEncoding === 'base64'
-              ? request.input.length
-              : Buffer.byteLength(request.input),
-        message: {
-          kind: 'call',
-          moduleKey: plugin.id,
-          layout: prepared.layout,
-          function: request.function,
-          input: request.input,
-          inputEncoding: request.inputEncoding,
-          config: { ...plugin.config, ...request.config },
-          logLevel: request.logLevel,
-          limits,
-          egress: this.#egressOptions(request, started),
-          outputEncoding: request.outputEncoding ?? null,
+      const { result, queueMs } = await this.#pool.run(
+        {
+          module: prepared.module,
+          deadline: started + limits.timeoutMs,
+          timeoutMs: limits.timeoutMs,
+          inputBytes:
+            request.input === null
+              ? 0
+              : request.inputEncoding === 'base64'
+                ? request.input.length
+                : Buffer.byteLength(request.input),
+          message: {
+            kind: 'call',
+            moduleKey: plugin.id,
+            layout: prepared.layout,
+            function: request.function,
+            input: request.input,
+            inputEncoding: request.inputEncoding,
+            config: { ...plugin.config, ...request.config },
+            logLevel: request.logLevel,
+            limits,
+            egress: this.#egressOptions(request, started),
+            outputEncoding: request.outputEncoding ?? null,
+          },
         },
-      });
+        request.signal,
+      );
       const durationMs = performance.now() - started;
       const base = { logs: result.logs, logsTruncated: result.logsTruncated, egress: result.egress };
       if (!result.ok) {
         const error = result.error ?? { code: 'INTERNAL_ERROR' as const, message: 'the call failed' };
-        event(error.code, queueMs, result.runMs, result.memoryPages);
         throw new AppError(error.code, error.message, { details: { ...error.details, ...base } });
       }
-      event('ok', queueMs, result.runMs, result.memoryPages);
       const out: CallResult = { ...base, durationMs, queueMs, runMs: result.runMs };
       if (result.output !== undefined) out.output = result.output;
       if (result.outputBase64 !== undefined) out.outputBase64 = result.outputBase64;
       return out;
     } catch (err) {
-      if (err instanceof AppError) {
-        if (!('logs' in err.details)) {
-          event(err.code, 0, 0);
-          Object.assign(err.details, { logs: [], logsTruncated: false, egress: [] });
-        }
-        throw err;
+      // Every answer of a call carries its logs and egress audit, empty when it never ran.
+      if (err instanceof AppError && !('logs' in err.details)) {
+        Object.assign(err.details, { logs: [], logsTruncated: false, egress: [] });
       }
-      event('INTERNAL_ERROR', 0, 0);
       throw err;
     }
   }
@@ -241,6 +220,7 @@ export class CallEngine {
         .run({
           module: prepared.module,
           deadline: started + limits.timeoutMs,
+          timeoutMs: limits.timeoutMs,
           inputBytes: 0,
           message: {
             kind: 'call',

@@ -1,10 +1,13 @@
-// A pool of long-lived worker threads with a bounded FIFO queue.
-// Job lifecycle: queued → sent (to one worker) → running → done | failed | timed out.
+// A pool of long-lived worker threads with a bounded FIFO queue (job.ts, queue.ts, worker-handle.ts).
 // - A deadline covers the whole call. When it passes while the call runs, the worker is terminated
 //   (the only way to stop a Wasm loop) and replaced at once by a warm standby.
 // - Every call sent to a worker owns a claim cell in shared memory (protocol.ts): the worker claims
 //   it and starts in one atomic step, so the pool always knows whether a call never started (take
 //   it back, answer or run it elsewhere) or may be running (only terminating the worker stops it).
+// - A caller's AbortSignal frees a call's place at once while it waits (queued, or sent and not
+//   started); a call already running finishes. Closing the pool ends every call the same way.
+// - The watchdog replaces a worker that runs plugin code with no call past its housekeeping deadline
+//   (a rebuild whose start function loops), or that leaves a call unclaimed while doing nothing.
 // - Workers that die while starting are respawned after a delay that doubles per failure in a row.
 // - Pipelining: a busy worker whose current call is young may get more calls sent ahead (gathered
 //   over one event-loop turn into one message), so it does not sleep between calls: a cross-thread
@@ -12,23 +15,15 @@
 //   elsewhere) if a call in front of them turns out to be long.
 // - Burst: when every worker is held by a long call (a loop, a slow upstream) and calls wait, a
 //   burst worker (the standby) serves them, so long calls cannot starve short ones. BURST_WORKERS
-//   bounds them for calls using CPU; a worker waiting on HTTP (HTTP_WAIT_CELL) allows one more.
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { Worker } from 'node:worker_threads';
+//   bounds them for calls using CPU; a worker waiting on HTTP allows one more.
 import { AppError } from '../../errors.ts';
-import { createLogMirrorBuffer, readLogMirror } from '../log-mirror.ts';
-import {
-  HTTP_WAIT_CELL,
-  SHARED_CELLS,
-  STATE_CELLS,
-  type CallMessage,
-  type ForgetMessage,
-  type ResultMessage,
-  type WorkerMessage,
-} from '../protocol.ts';
+import type { CallMessage, ResultMessage, WorkerMessage } from '../protocol.ts';
+import { Job, type PoolResult, type PoolTask } from './job.ts';
+import { JobQueue } from './queue.ts';
+import { WorkerHandle, type RestartReason, type WorkerOptions } from './worker-handle.ts';
 
-export type RestartReason = 'timeout' | 'crash' | 'exit';
+export type { PoolResult, PoolTask } from './job.ts';
+export type { RestartReason } from './worker-handle.ts';
 
 /** Hooks for metrics and logs; the pool never depends on what they do. */
 export interface PoolObserver {
@@ -38,66 +33,21 @@ export interface PoolObserver {
 export interface PoolStats {
   /** Core workers configured. */
   size: number;
-  /** Core workers that can serve calls: started, and not running a call the pool does not track. */
+  /** Core workers that can serve calls: started, not stuck, and not running a call the pool does not track. */
   ready: number;
   /** Extra workers serving while all core workers are held by long calls. */
   burst: number;
+  /** Workers with a call sent to them (running or about to). */
   busy: number;
+  /** Workers running plugin code with no call (resetting or rebuilding an instance). */
+  busyWithoutCall: number;
   queued: number;
   queueMax: number;
   /** Input bytes the waiting calls hold. */
   queuedBytes: number;
+  /** Memory the workers' cached plugin instances hold together. */
+  instanceBytes: number;
   restarts: Record<RestartReason, number>;
-}
-
-export interface PoolTask {
-  message: Omit<CallMessage, 'callId' | 'module' | 'claim' | 'deadline'>;
-  /** Size of the input it carries (counted against PoolOptions.queueMaxBytes while it waits). */
-  inputBytes: number;
-  module: WebAssembly.Module;
-  /** performance.now() by which the task must be done. */
-  deadline: number;
-}
-
-export interface PoolResult {
-  result: ResultMessage;
-  /** ms between submission and the moment a worker could start it. */
-  queueMs: number;
-}
-
-interface Job {
-  task: PoolTask;
-  callId: number;
-  submitted: number;
-  /** When it was sent to a worker (0 while queued). */
-  sent: number;
-  timer: NodeJS.Timeout;
-  resolve: (r: PoolResult) => void;
-  reject: (e: unknown) => void;
-  slot: Slot | null;
-  /** Its claim cell in its worker's state (-1 while not sent). */
-  cell: number;
-}
-
-/** Calls sent to one worker and not answered yet, the running one included. */
-const MAX_OUTSTANDING = 4;
-
-interface Slot {
-  worker: Worker;
-  /** Sent to this worker and not answered yet, in send order. */
-  jobs: Job[];
-  /** When the worker's current call began (approximately: send time or the previous answer). */
-  busySince: number;
-  state: Int32Array;
-  /** Calls sent ahead during this event-loop turn, posted together. */
-  outbox: CallMessage[];
-  /** The running call's logs, mirrored by the worker (see log-mirror.ts). */
-  logMirror: SharedArrayBuffer;
-  modules: Set<string>;
-  retired: boolean;
-  burst: boolean;
-  /** The worker has loaded and listens for calls (its 'ready' message). */
-  online: boolean;
 }
 
 export interface PoolOptions {
@@ -110,6 +60,10 @@ export interface PoolOptions {
   maxOldGenerationSizeMb?: number;
   /** Memory the cached plugin instances of one worker may keep (worker.ts). */
   instanceCacheBytes?: number;
+  /** CALL_MEMORY_PAGES_CEILING: the Memory maximum of instances that serve every cap. */
+  memoryCeilingPages?: number;
+  /** INSTANCE_RESET_TIMEOUT_MS: plugin code a worker runs with no call (a rebuild) must end within it. */
+  resetTimeoutMs?: number;
   /** Tests only: the script workers run (one that fails to start, to check the backoff). */
   workerUrl?: URL;
   /** A call holding a worker longer than this counts as long-running (burst workers may start). */
@@ -120,7 +74,8 @@ export interface PoolOptions {
 
 // tsc rewrites import specifiers but not this URL: from the built dist/ the worker is worker.js.
 const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? '../runtime/worker.ts' : '../runtime/worker.js', import.meta.url);
-const WORKER_COMPILE_CACHE = path.join(tmpdir(), 'wasmhost-compile-cache');
+/** Calls sent to one worker and not answered yet, the running one included (fewer than STATE_CELLS). */
+const MAX_OUTSTANDING = 4;
 /** A call sent ahead only goes to a worker whose current call started less than this ago. */
 const AHEAD_IF_YOUNGER_MS = 5;
 /** Respawn delay after workers died while starting: doubles per failure in a row, up to the max. */
@@ -131,16 +86,21 @@ const MAX_HTTP_WAIT_BURST = 4;
 /** When a caller refused for a full queue may try again. */
 const OVERLOADED_RETRY_AFTER_MS = 1_000;
 
+const shuttingDown = () => new AppError('SHUTTING_DOWN', 'the engine is shutting down');
+
 export class WorkerPool {
-  readonly #slots: Slot[] = [];
-  readonly #burst: Slot[] = [];
-  #standby: Slot | null = null;
+  readonly #slots: WorkerHandle[] = [];
+  readonly #burst: WorkerHandle[] = [];
+  #standby: WorkerHandle | null = null;
   #watchTimer: NodeJS.Timeout | null = null;
+  readonly #watchdogTimer: NodeJS.Timeout;
   #flushScheduled = false;
-  readonly #queue: Job[] = [];
+  readonly #queue: JobQueue;
   readonly #options: PoolOptions;
+  readonly #workerOptions: WorkerOptions;
   readonly #longCallMs: number;
-  readonly #restarts: Record<RestartReason, number> = { timeout: 0, crash: 0, exit: 0 };
+  readonly #resetTimeoutMs: number;
+  readonly #restarts: Record<RestartReason, number> = { timeout: 0, stuck: 0, out_of_memory: 0, crash: 0, exit: 0 };
   #nextCallId = 1;
   #closed = false;
   /** Workers in a row that died before they started; reset when one starts. */
@@ -150,46 +110,40 @@ export class WorkerPool {
 
   constructor(options: PoolOptions) {
     this.#options = options;
+    this.#queue = new JobQueue(options.queueMax, options.queueMaxBytes);
     this.#longCallMs = options.longCallMs ?? 100;
+    this.#resetTimeoutMs = options.resetTimeoutMs ?? 2_000;
+    this.#workerOptions = {
+      url: options.workerUrl ?? WORKER_URL,
+      maxOldGenerationSizeMb: options.maxOldGenerationSizeMb ?? 256,
+      setup: {
+        instanceCacheBytes: options.instanceCacheBytes ?? 256 * 1024 * 1024,
+        memoryCeilingPages: options.memoryCeilingPages ?? 4096,
+        resetTimeoutMs: this.#resetTimeoutMs,
+      },
+    };
     for (let i = 0; i < options.size; i++) this.#slots.push(this.#spawn());
     this.#standby = this.#spawn();
+    this.#watchdogTimer = setInterval(() => this.#watchdog(), Math.min(250, Math.max(25, this.#resetTimeoutMs / 4)));
+    this.#watchdogTimer.unref();
   }
 
-  #spawn(): Slot {
-    const state = new Int32Array(new SharedArrayBuffer(4 * SHARED_CELLS));
-    const logMirror = createLogMirrorBuffer();
-    const worker = new Worker(this.#options.workerUrl ?? WORKER_URL, {
-      name: 'wasmhost-engine',
-      workerData: { state, logMirror, instanceCacheBytes: this.#options.instanceCacheBytes ?? 256 * 1024 * 1024 },
-      // Workers see no host environment. The compile cache (type-stripped, compiled modules) cuts a
-      // worker's start from ~60-250 ms to ~15 ms here: replacements after a timeout are ready sooner.
-      env: { NODE_COMPILE_CACHE: WORKER_COMPILE_CACHE },
-      resourceLimits: { maxOldGenerationSizeMb: this.#options.maxOldGenerationSizeMb ?? 256 },
+  #spawn(): WorkerHandle {
+    return new WorkerHandle(this.#workerOptions, {
+      onMessage: (handle, message) => this.#onMessage(handle, message),
+      onGone: (handle, reason, err) => {
+        if (!handle.online) this.#startFailures++;
+        this.#replace(handle, reason, err);
+      },
     });
-    const slot: Slot = {
-      worker,
-      jobs: [],
-      busySince: 0,
-      state,
-      outbox: [],
-      logMirror,
-      modules: new Set(),
-      retired: false,
-      burst: false,
-      online: false,
-    };
-    worker.on('message', (msg: WorkerMessage) => this.#onMessage(slot, msg));
-    worker.on('error', (err) => this.#onWorkerGone(slot, 'crash', err));
-    worker.on('exit', (code) => this.#onWorkerGone(slot, 'exit', new Error(`worker exited with code ${code}`)));
-    return slot;
   }
 
   /** The warm standby (replaced by a fresh one in the background). */
-  #takeStandby(): Slot {
-    const slot = this.#standby ?? this.#spawn();
+  #takeStandby(): WorkerHandle {
+    const handle = this.#standby ?? this.#spawn();
     this.#standby = null;
     this.#refillStandby();
-    return slot;
+    return handle;
   }
 
   /** 0 normally; after workers died while starting, a delay that doubles per failure in a row. */
@@ -220,43 +174,47 @@ export class WorkerPool {
     });
   }
 
-  run(task: PoolTask): Promise<PoolResult> {
-    if (this.#closed) return Promise.reject(new AppError('SHUTTING_DOWN', 'the engine is shutting down'));
+  /**
+   * Runs a task on a worker. `signal`: the caller gave up; while the call waits (queued, or sent and
+   * not started) it leaves at once and the promise rejects with the signal's reason; a call already
+   * running finishes.
+   */
+  run(task: PoolTask, signal?: AbortSignal): Promise<PoolResult> {
+    if (this.#closed) return Promise.reject(shuttingDown());
+    if (signal?.aborted) return Promise.reject(signal.reason);
     const now = performance.now();
-    const target = this.#queue.length === 0 ? this.#slotFor(task.message.moduleKey, now) : null;
+    if (task.deadline <= now) {
+      return Promise.reject(
+        new AppError(
+          'TIMEOUT',
+          `the call's ${task.timeoutMs} ms deadline passed before it could be queued (preparing the plugin took that long)`,
+        ),
+      );
+    }
+    const target = this.#queue.length === 0 ? this.#handleFor(task.message.moduleKey, now) : null;
     if (!target) {
-      const overloaded = (why: string) =>
-        Promise.reject(
-          new AppError('OVERLOADED', `all ${this.#slots.length} workers are busy and ${why}`, {
+      const refusal = this.#queue.refusal(task.inputBytes);
+      if (refusal !== null) {
+        return Promise.reject(
+          new AppError('OVERLOADED', `all ${this.#slots.length} workers are busy and ${refusal}`, {
             retryAfterMs: OVERLOADED_RETRY_AFTER_MS,
           }),
         );
-      if (this.#queue.length >= this.#options.queueMax) return overloaded(`${this.#queue.length} calls are waiting`);
-      const queuedBytes = this.#queue.reduce((sum, job) => sum + job.task.inputBytes, 0);
-      if (queuedBytes + task.inputBytes > this.#options.queueMaxBytes) {
-        return overloaded(
-          `the waiting calls hold ${queuedBytes} bytes of input (QUEUE_MAX_BYTES ${this.#options.queueMaxBytes})`,
-        );
       }
     }
-    return new Promise<PoolResult>((resolve, reject) => {
-      const job: Job = {
-        task,
-        callId: this.#takeCallId(),
-        submitted: now,
-        sent: 0,
-        timer: setTimeout(() => this.#onDeadline(job), Math.max(0, task.deadline - now)),
-        resolve,
-        reject,
-        slot: null,
-        cell: -1,
-      };
-      if (target) this.#send(target, job, now);
-      else {
-        this.#queue.push(job);
-        this.#watch();
-      }
-    });
+    const job = new Job(
+      this.#takeCallId(),
+      task,
+      now,
+      { onDeadline: (j) => this.#onDeadline(j), onAbort: (j, reason) => this.#abort(j, reason) },
+      signal ?? null,
+    );
+    if (target) this.#send(target, job, now);
+    else {
+      this.#queue.push(job);
+      this.#watch();
+    }
+    return job.promise;
   }
 
   /** Call ids live in Int32 cells (and as -id once claimed): they wrap before 2^31. */
@@ -267,124 +225,112 @@ export class WorkerPool {
   }
 
   /** An idle worker (preferring one holding the module), else the least loaded one that may take a call ahead. */
-  #slotFor(moduleKey: string, now: number): Slot | null {
-    let idle: Slot | null = null;
-    let ahead: Slot | null = null;
-    const better = (a: Slot, b: Slot | null) =>
+  #handleFor(moduleKey: string, now: number): WorkerHandle | null {
+    let idle: WorkerHandle | null = null;
+    let ahead: WorkerHandle | null = null;
+    const better = (a: WorkerHandle, b: WorkerHandle | null) =>
       !b ||
       a.jobs.length < b.jobs.length ||
       (a.jobs.length === b.jobs.length && a.modules.has(moduleKey) && !b.modules.has(moduleKey));
-    for (const slot of this.#all()) {
-      if (slot.retired || this.#freeCell(slot) === -1) continue;
-      if (slot.jobs.length === 0) {
-        if (!idle || (slot.modules.has(moduleKey) && !idle.modules.has(moduleKey))) idle = slot;
-      } else if (this.#canTakeAhead(slot, now) && better(slot, ahead)) {
-        ahead = slot;
+    for (const handle of this.#all()) {
+      if (handle.retired || handle.freeCell() === -1 || this.#longHousekeeping(handle, now)) continue;
+      if (handle.jobs.length === 0) {
+        if (!idle || (handle.modules.has(moduleKey) && !idle.modules.has(moduleKey))) idle = handle;
+      } else if (this.#canTakeAhead(handle, now) && better(handle, ahead)) {
+        ahead = handle;
       }
     }
     return idle ?? ahead;
   }
 
-  #canTakeAhead(slot: Slot, now: number): boolean {
-    return slot.jobs.length < MAX_OUTSTANDING && now - slot.busySince < AHEAD_IF_YOUNGER_MS && this.#freeCell(slot) !== -1;
+  /** Running plugin code with no call (a rebuild) for longer than a long call: no place to send a call to. */
+  #longHousekeeping(handle: WorkerHandle, now: number): boolean {
+    const deadline = handle.housekeepingDeadline();
+    return deadline !== 0 && performance.timeOrigin + now - (deadline - this.#resetTimeoutMs) >= this.#longCallMs;
   }
 
-  /** A free claim cell (-1: none; cannot happen while MAX_OUTSTANDING < STATE_CELLS). */
-  #freeCell(slot: Slot): number {
-    for (let cell = 0; cell < STATE_CELLS; cell++) if (Atomics.load(slot.state, cell) === 0) return cell;
-    return -1;
+  /** Held by a long call, or by long housekeeping: calls sent ahead to it should run elsewhere. */
+  #heldLong(handle: WorkerHandle, now: number): boolean {
+    return this.#longHousekeeping(handle, now) || (handle.jobs.length > 0 && now - handle.busySince >= this.#longCallMs);
   }
 
-  /** Takes a call back from its worker if it has not started there; false: it started (and may still run). */
-  #takeBack(slot: Slot, job: Job): boolean {
-    return Atomics.compareExchange(slot.state, job.cell, job.callId, 0) === job.callId;
+  #canTakeAhead(handle: WorkerHandle, now: number): boolean {
+    return handle.jobs.length < MAX_OUTSTANDING && now - handle.busySince < AHEAD_IF_YOUNGER_MS && handle.freeCell() !== -1;
   }
 
-  #all(): Slot[] {
+  #all(): WorkerHandle[] {
     return this.#burst.length === 0 ? this.#slots : [...this.#slots, ...this.#burst];
   }
 
-  #send(slot: Slot, job: Job, now: number, forceModule = false): void {
-    const ahead = slot.jobs.length > 0 && !forceModule;
-    const cell = this.#freeCell(slot);
+  #send(handle: WorkerHandle, job: Job, now: number, forceModule = false): void {
+    const ahead = handle.jobs.length > 0 && !forceModule;
+    const cell = handle.freeCell();
     if (cell === -1) {
       // Cannot happen (callers check; MAX_OUTSTANDING < STATE_CELLS): wait rather than share a cell.
-      job.slot = null;
       this.#queue.unshift(job);
       this.#watch();
       return;
     }
-    if (slot.jobs.length === 0) slot.busySince = now;
-    slot.jobs.push(job);
-    job.slot = slot;
-    job.cell = cell;
-    job.sent ||= now;
+    if (handle.jobs.length === 0) handle.busySince = now;
+    job.sentAt ||= now;
+    job.lastSentAt = now;
     const key = job.task.message.moduleKey;
-    const deadline = performance.timeOrigin + job.task.deadline;
-    const message: CallMessage = { ...job.task.message, callId: job.callId, claim: cell, deadline };
-    if (forceModule || !slot.modules.has(key)) {
+    const message: Omit<CallMessage, 'claim'> = {
+      ...job.task.message,
+      callId: job.callId,
+      deadline: performance.timeOrigin + job.task.deadline,
+    };
+    if (forceModule || !handle.modules.has(key)) {
       message.module = job.task.module;
-      slot.modules.add(key);
+      handle.modules.add(key);
     }
-    Atomics.store(slot.state, cell, job.callId);
-    if (!ahead) {
-      slot.worker.postMessage(message);
-      return;
-    }
-    slot.outbox.push(message);
+    handle.send(job, message, cell, ahead);
+    if (!ahead) return;
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
-      setImmediate(() => this.#flush());
+      setImmediate(() => {
+        this.#flushScheduled = false;
+        for (const h of this.#all()) h.flush();
+      });
     }
     this.#watch();
   }
 
-  #flush(): void {
-    this.#flushScheduled = false;
-    for (const slot of this.#all()) {
-      if (slot.outbox.length === 0 || slot.retired) continue;
-      slot.worker.postMessage({ kind: 'batch', calls: slot.outbox });
-      slot.outbox = [];
-    }
-  }
-
-  #onMessage(slot: Slot, msg: WorkerMessage): void {
+  #onMessage(handle: WorkerHandle, msg: WorkerMessage): void {
     if (msg.kind === 'ready') {
-      slot.online = true;
+      handle.online = true;
       this.#startFailures = 0;
       return;
     }
-    const index = slot.jobs.findIndex((j) => j.callId === msg.callId);
-    const job = slot.jobs[index];
+    const job = handle.jobOf(msg.callId);
     if (!job) return; // a call already answered (timed out while its result was on the way)
-    slot.jobs.splice(index, 1);
+    handle.forget(job);
+    const now = performance.now();
     if (msg.kind === 'missing-module') {
-      this.#send(slot, job, performance.now(), true);
+      this.#send(handle, job, now, true);
       return;
     }
-    clearTimeout(job.timer);
-    const now = performance.now();
-    slot.busySince = now;
-    job.resolve({ result: msg, queueMs: Math.max(0, job.sent - job.submitted) });
-    this.#fill(slot, now);
+    handle.busySince = now;
+    job.resolve(msg satisfies ResultMessage, now);
+    this.#fill(handle, now);
   }
 
   /** Sends waiting calls to any worker that can take them (after calls were taken back). */
   #drain(now: number): void {
-    while (this.#queue.length > 0) {
-      const slot = this.#slotFor(this.#queue[0]!.task.message.moduleKey, now);
-      if (!slot) return;
-      this.#send(slot, this.#queue.shift()!, now);
+    for (let job = this.#queue.peek(); job; job = this.#queue.peek()) {
+      const handle = this.#handleFor(job.task.message.moduleKey, now);
+      if (!handle) return;
+      this.#send(handle, this.#queue.shift()!, now);
     }
   }
 
   /** Gives a worker that just freed up the next waiting call(s). */
-  #fill(slot: Slot, now: number): void {
-    if (slot.retired) return;
-    while (this.#queue.length > 0 && this.#freeCell(slot) !== -1 && (slot.jobs.length === 0 || this.#canTakeAhead(slot, now))) {
-      this.#send(slot, this.#queue.shift()!, now);
+  #fill(handle: WorkerHandle, now: number): void {
+    if (handle.retired) return;
+    while (this.#queue.length > 0 && handle.freeCell() !== -1 && (handle.jobs.length === 0 || this.#canTakeAhead(handle, now))) {
+      this.#send(handle, this.#queue.shift()!, now);
     }
-    if (slot.burst && slot.jobs.length === 0) this.#endBurst(slot);
+    if (handle.burst && handle.jobs.length === 0) this.#endBurst(handle);
   }
 
   /**
@@ -394,31 +340,23 @@ export class WorkerPool {
   #watch(): void {
     if (this.#closed || this.#watchTimer) return;
     const now = performance.now();
-    for (const slot of this.#all()) {
-      if (now - slot.busySince < this.#longCallMs) continue;
+    for (const handle of this.#all()) {
+      if (!this.#heldLong(handle, now)) continue;
       // Either we take a call back, or the worker has already claimed it.
-      const takenBack = slot.jobs.filter((job) => this.#takeBack(slot, job));
-      if (takenBack.length === 0) continue;
-      slot.jobs = slot.jobs.filter((job) => !takenBack.includes(job));
-      for (const job of takenBack) {
-        job.slot = null;
-        job.cell = -1;
-      }
+      const takenBack = [...handle.jobs].filter((job) => handle.takeBack(job));
       this.#queue.unshift(...takenBack);
     }
     this.#drain(now);
     if (this.#queue.length > 0) {
-      const busy = this.#all().filter((s) => s.jobs.length > 0);
-      const allLong = busy.length === this.#all().length && busy.every((s) => now - s.busySince >= this.#longCallMs);
+      const allLong = this.#all().every((h) => this.#heldLong(h, now));
       if (allLong && this.#burst.length < this.#burstLimit()) {
-        const slot = this.#takeStandby();
-        slot.burst = true;
-        this.#burst.push(slot);
-        this.#fill(slot, now);
+        const handle = this.#takeStandby();
+        handle.burst = true;
+        this.#burst.push(handle);
+        this.#fill(handle, now);
       }
     }
-    const waiting =
-      this.#queue.length > 0 || this.#all().some((s) => s.jobs.some((job) => Atomics.load(s.state, job.cell) === job.callId));
+    const waiting = this.#queue.length > 0 || this.#all().some((h) => h.hasUnclaimed());
     if (waiting) {
       this.#watchTimer = setTimeout(
         () => {
@@ -436,80 +374,88 @@ export class WorkerPool {
    */
   #burstLimit(): number {
     const cpuBound = this.#options.maxBurst ?? this.#options.size;
-    const waitingOnHttp = this.#all().filter((s) => Atomics.load(s.state, HTTP_WAIT_CELL) > 0).length;
+    const waitingOnHttp = this.#all().filter((h) => h.cells.httpWaits() > 0).length;
     return cpuBound + Math.min(waitingOnHttp, MAX_HTTP_WAIT_BURST * this.#options.size);
   }
 
   /** An idle burst worker becomes the standby again, or goes. */
-  #endBurst(slot: Slot): void {
-    this.#burst.splice(this.#burst.indexOf(slot), 1);
-    slot.burst = false;
-    if (!this.#standby && !this.#closed) this.#standby = slot;
-    else {
-      slot.retired = true;
-      void slot.worker.terminate();
-    }
+  #endBurst(handle: WorkerHandle): void {
+    this.#burst.splice(this.#burst.indexOf(handle), 1);
+    handle.burst = false;
+    if (!this.#standby && !this.#closed) this.#standby = handle;
+    else handle.destroy(() => shuttingDown());
   }
 
   #onDeadline(job: Job): void {
-    const slot = job.slot;
+    if (job.settled) return;
+    const handle = job.handle;
+    const limitMs = job.task.timeoutMs;
     const timeout = (message: string, details: Record<string, unknown> = {}) =>
-      job.reject(new AppError('TIMEOUT', message, { details }));
-    if (!slot) {
-      const index = this.#queue.indexOf(job);
-      if (index !== -1) this.#queue.splice(index, 1);
-      timeout(
-        `the call did not start within its ${Math.round(job.task.deadline - job.submitted)} ms deadline (all workers busy)`,
-      );
+      job.fail(new AppError('TIMEOUT', message, { details }));
+    if (!handle) {
+      this.#queue.remove(job);
+      timeout(`the call did not start within its ${limitMs} ms deadline (all workers busy)`);
       return;
     }
-    const index = slot.jobs.indexOf(job);
-    if (index !== -1) slot.jobs.splice(index, 1);
-    const limitMs = Math.round(job.task.deadline - job.submitted);
-    if (this.#takeBack(slot, job)) {
+    if (handle.takeBack(job)) {
       // Never started, and now it never will (the worker skips a call whose cell it cannot claim).
       timeout(`the call did not start within its ${limitMs} ms deadline (all workers busy)`);
       return;
     }
-    if (Atomics.load(slot.state, job.cell) !== -job.callId) {
+    if (!handle.isRunning(job)) {
       // Over, its answer on the way (the worker frees the cell before it posts the result).
+      handle.forget(job);
       timeout(`the call exceeded its time limit (${limitMs} ms)`);
       return;
     }
-    const { logs, truncated } = readLogMirror(slot.logMirror, job.callId);
-    this.#replace(slot, 'timeout');
+    const { logs, truncated } = handle.logsOf(job);
     timeout(`the call exceeded its time limit (${limitMs} ms) and was stopped`, { logs, logsTruncated: truncated, egress: [] });
+    this.#replace(handle, 'timeout');
   }
 
-  #onWorkerGone(slot: Slot, reason: RestartReason, err: Error): void {
-    if (slot.retired) return;
-    if (!slot.online) this.#startFailures++;
-    this.#replace(slot, reason, err);
+  /** The caller gave up: a waiting call leaves now; a running one finishes (its answer goes nowhere). */
+  #abort(job: Job, reason: unknown): void {
+    if (job.settled) return;
+    const handle = job.handle;
+    if (!handle) {
+      this.#queue.remove(job);
+      job.fail(reason);
+    } else if (handle.takeBack(job)) {
+      job.fail(reason);
+      this.#fill(handle, performance.now());
+    }
+  }
+
+  /** Replaces workers that run plugin code with no call past their deadline, or hold a call they never pick up. */
+  #watchdog(): void {
+    if (this.#closed) return;
+    const now = performance.now();
+    const wall = performance.timeOrigin + now;
+    const handles = this.#standby ? [...this.#all(), this.#standby] : [...this.#all()];
+    for (const handle of handles) {
+      if (handle.retired) continue;
+      const stuck =
+        handle.housekeepingOverdue(wall) ||
+        handle.hasLostCall() ||
+        (handle.housekeepingDeadline() === 0 &&
+          handle.online &&
+          !handle.jobs.some((job) => handle.isRunning(job)) &&
+          handle.jobs.some((job) => handle.isUnclaimed(job) && now - job.lastSentAt > this.#resetTimeoutMs));
+      if (stuck) this.#replace(handle, 'stuck');
+    }
   }
 
   /**
    * Terminates a worker and puts a fresh one in its place. Its calls that had not started run
    * elsewhere; one it had started fails (it may have had effects: it must not run twice).
    */
-  #replace(slot: Slot, reason: RestartReason, cause?: Error): void {
-    slot.retired = true;
-    slot.outbox = [];
-    const requeued: Job[] = [];
-    for (const job of slot.jobs.splice(0)) {
-      if (this.#takeBack(slot, job)) {
-        job.slot = null;
-        job.cell = -1;
-        requeued.push(job);
-        continue;
-      }
-      clearTimeout(job.timer);
-      const why = cause ? `the worker running the call stopped: ${cause.message}` : 'the worker running the call was stopped';
-      job.reject(new AppError('INTERNAL_ERROR', why, cause ? { cause } : {}));
-    }
-    this.#queue.unshift(...requeued);
-    void slot.worker.terminate();
+  #replace(handle: WorkerHandle, reason: RestartReason, cause?: Error): void {
+    if (handle.retired) return;
+    const why = cause ? `the worker running the call stopped: ${cause.message}` : 'the worker running the call was stopped';
+    const unstarted = handle.destroy(() => new AppError('INTERNAL_ERROR', why, cause ? { cause } : {}));
+    this.#queue.unshift(...unstarted);
     if (this.#closed) return;
-    if (slot === this.#standby) {
+    if (handle === this.#standby) {
       this.#standby = null;
       this.#refillStandby();
       return;
@@ -517,14 +463,14 @@ export class WorkerPool {
     this.#restarts[reason]++;
     this.#options.observer?.onWorkerRestart?.(reason);
     const now = performance.now();
-    const burstIndex = this.#burst.indexOf(slot);
+    const burstIndex = this.#burst.indexOf(handle);
     if (burstIndex !== -1) {
       this.#burst.splice(burstIndex, 1);
     } else {
-      const index = this.#slots.indexOf(slot);
+      const index = this.#slots.indexOf(handle);
       if (index === -1) return;
       if (this.#respawnDelay() > 0 && !this.#standby?.online) {
-        // Workers keep dying at start: the retired slot stays (serving nothing) until the backoff ends.
+        // Workers keep dying at start: the retired handle stays (serving nothing) until the backoff ends.
         this.#respawn(() => {
           const fresh = this.#spawn();
           this.#slots[index] = fresh;
@@ -544,20 +490,9 @@ export class WorkerPool {
 
   /** The module cache let `moduleKey` go: workers holding it drop it (a later call sends it again). */
   forget(moduleKey: string): void {
-    for (const slot of [...this.#all(), ...(this.#standby ? [this.#standby] : [])]) {
-      if (slot.retired || !slot.modules.delete(moduleKey)) continue;
-      slot.worker.postMessage({ kind: 'forget', moduleKey } satisfies ForgetMessage);
+    for (const handle of this.#standby ? [...this.#all(), this.#standby] : this.#all()) {
+      if (!handle.retired && handle.modules.delete(moduleKey)) handle.dropModule(moduleKey);
     }
-  }
-
-  /** Started, and not running a call the pool has forgotten (an engine bug: the worker would be lost). */
-  #isReady(slot: Slot): boolean {
-    if (slot.retired || !slot.online) return false;
-    for (let cell = 0; cell < STATE_CELLS; cell++) {
-      const value = Atomics.load(slot.state, cell);
-      if (value < 0 && !slot.jobs.some((job) => job.callId === -value)) return false;
-    }
-    return true;
   }
 
   /** Resolves once a core worker is ready; rejects after `timeoutMs` (readiness check). */
@@ -573,36 +508,33 @@ export class WorkerPool {
   }
 
   stats(): PoolStats {
+    const now = performance.now();
+    const all = this.#all();
     return {
       size: this.#slots.length,
-      ready: this.#slots.filter((s) => this.#isReady(s)).length,
+      ready: this.#slots.filter((h) => h.isReady(now)).length,
       burst: this.#burst.length,
-      busy: this.#all().filter((s) => s.jobs.length > 0).length,
+      busy: all.filter((h) => h.jobs.length > 0).length,
+      busyWithoutCall: all.filter((h) => h.housekeepingDeadline() !== 0 && !h.jobs.some((job) => h.isRunning(job))).length,
       queued: this.#queue.length,
-      queueMax: this.#options.queueMax,
-      queuedBytes: this.#queue.reduce((sum, job) => sum + job.task.inputBytes, 0),
+      queueMax: this.#queue.maxJobs,
+      queuedBytes: this.#queue.bytes,
+      instanceBytes: all.reduce((sum, h) => sum + h.cells.cacheBytes(), 0),
       restarts: { ...this.#restarts },
     };
   }
 
+  /** Ends every call: waiting ones leave as an abort would take them, running ones with their workers. */
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#watchTimer) clearTimeout(this.#watchTimer);
+    clearInterval(this.#watchdogTimer);
     for (const timer of this.#respawnTimers) clearTimeout(timer);
     this.#respawnTimers.clear();
-    const shuttingDown = () => new AppError('SHUTTING_DOWN', 'the engine is shutting down');
-    const pending = [...this.#queue.splice(0), ...this.#all().flatMap((s) => s.jobs.splice(0))];
-    for (const job of pending) {
-      clearTimeout(job.timer);
-      job.reject(shuttingDown());
-    }
-    const slots = [...this.#slots, ...this.#burst.splice(0), ...(this.#standby ? [this.#standby] : [])];
+    const handles = [...this.#slots, ...this.#burst.splice(0), ...(this.#standby ? [this.#standby] : [])];
     this.#standby = null;
-    await Promise.all(
-      slots.map((slot) => {
-        slot.retired = true;
-        return slot.worker.terminate();
-      }),
-    );
+    for (const job of [...this.#queue.drainAll(), ...handles.flatMap((h) => h.jobs)]) this.#abort(job, shuttingDown());
+    for (const handle of handles) for (const job of handle.destroy(() => shuttingDown())) job.fail(shuttingDown());
+    await Promise.all(handles.map((h) => h.terminated));
   }
 }
