@@ -67,7 +67,7 @@ function resetCounts(...upstreams: Upstream[]): void {
 function expectPoolHealthy(server: TestServer): void {
   const stats = server.app.engine.stats();
   expect(stats.size).toBe(server.config.engine.workers);
-  expect(stats.restarts).toEqual({ timeout: 0, crash: 0, exit: 0 });
+  expect(stats.restarts).toEqual({ timeout: 0, stuck: 0, out_of_memory: 0, crash: 0, exit: 0 });
 }
 
 describe('with EGRESS_ALLOW_PRIVATE=false', () => {

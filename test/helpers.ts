@@ -11,6 +11,7 @@ import type { FastifyInstance } from 'fastify';
 import wabtInit from 'wabt';
 import { buildApp, type AppOptions } from '../src/app.ts';
 import { loadConfig, type Config } from '../src/config.ts';
+import type { ModuleCheckLimits } from '../src/engine/compile/module-check.ts';
 import { responsesBreakingContract } from './contract-problems.ts';
 import { checkEveryResponse } from './openapi-contract.ts';
 
@@ -84,15 +85,25 @@ export async function listFiles(dir: string): Promise<string[]> {
     .sort();
 }
 
+/** The module limits of a service on default settings (what upload checks a module against). */
+export function defaultModuleLimits(): ModuleCheckLimits {
+  const { engine } = loadConfig({});
+  return { ...engine.moduleLimits, memoryPages: engine.limits.memoryPages.ceiling };
+}
+
 let wabt: Awaited<ReturnType<typeof wabtInit>> | undefined;
 
+/** wabt's proposal switches, e.g. `{ exceptions: true }` for try/catch_all. */
+export type WatFeatures = Parameters<Awaited<ReturnType<typeof wabtInit>>['parseWat']>[2];
+
 /** Compiles WebAssembly text to binary with the wabt npm package. */
-export async function wat(source: string): Promise<Uint8Array> {
+export async function wat(source: string, features?: WatFeatures): Promise<Uint8Array> {
   wabt ??= await wabtInit();
-  const parsed = wabt.parseWat('fixture.wat', source);
+  const parsed = wabt.parseWat('fixture.wat', source, features);
   try {
     parsed.resolveNames();
-    parsed.validate();
+    // wabt's typings omit it, but validate takes the same proposal switches as parseWat.
+    (parsed.validate as (features?: WatFeatures) => void).call(parsed, features);
     return parsed.toBinary({}).buffer;
   } finally {
     parsed.destroy();

@@ -1,17 +1,29 @@
 import createPlugin from '@extism/extism';
 import { describe, expect, it } from 'vitest';
-import { EXTISM_ENV, EXTISM_ENV_FUNCTIONS, inspectModule, WASI_FUNCTIONS, WASI_PREVIEW1 } from '../src/engine/compile/inspect.ts';
-import { CallState } from '../src/engine/runtime/host-env.ts';
+import { inspectModule as inspect } from '../src/engine/compile/inspect.ts';
+import { prepareModule, type Prepare } from '../src/engine/compile/prepare.ts';
+import { CallState, EXTISM_ENV, EXTISM_ENV_SIGNATURES } from '../src/engine/runtime/host-env.ts';
 import { describeModule, PluginInstance } from '../src/engine/runtime/instance.ts';
 import { LogCollector } from '../src/engine/runtime/logs.ts';
+import type { Signature } from '../src/engine/runtime/signatures.ts';
+import { WASI_PREVIEW1, WASI_SIGNATURES } from '../src/engine/runtime/wasi.ts';
 import { AppError } from '../src/errors.ts';
-import { wat } from './helpers.ts';
+import { defaultModuleLimits, wat } from './helpers.ts';
 
-/** A module importing every host function upload accepts. */
+const limits = defaultModuleLimits();
+const prepare: Prepare = (bytes, options) => prepareModule(bytes, limits, options);
+const inspectModule = (bytes: Uint8Array) => inspect(bytes, prepare);
+
+/** `(func (param i64) (result i32))` for a signature. */
+function funcType({ params, results }: Signature): string {
+  return `(func (param ${params.join(' ')}) (result ${results.join(' ')}))`;
+}
+
+/** A module importing every host function upload accepts, with the signatures it accepts. */
 function importingEverything(): Promise<Uint8Array> {
   const imports = [
-    ...[...EXTISM_ENV_FUNCTIONS].map((name) => `(import "${EXTISM_ENV}" "${name}" (func))`),
-    ...[...WASI_FUNCTIONS].map((name) => `(import "${WASI_PREVIEW1}" "${name}" (func))`),
+    ...[...EXTISM_ENV_SIGNATURES].map(([name, sig]) => `(import "${EXTISM_ENV}" "${name}" ${funcType(sig)})`),
+    ...[...WASI_SIGNATURES].map(([name, sig]) => `(import "${WASI_PREVIEW1}" "${name}" ${funcType(sig)})`),
   ];
   return wat(`(module ${imports.join(' ')} (memory (export "memory") 1) (func (export "run") (result i32) (i32.const 0)))`);
 }
@@ -31,7 +43,7 @@ describe('inspectModule', () => {
     const inspected = await inspectModule(bytes);
     expect(inspected.wasi).toBe(true);
     expect(inspected.exports).toEqual(['run']);
-    expect(inspected.imports).toHaveLength(EXTISM_ENV_FUNCTIONS.size + WASI_FUNCTIONS.size);
+    expect(inspected.imports).toHaveLength(EXTISM_ENV_SIGNATURES.size + WASI_SIGNATURES.size);
     // Linking is where an unknown host function would fail: the SDK must provide all of them.
     const plugin = await createPlugin(
       { wasm: [{ module: await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>) }] },
@@ -42,9 +54,9 @@ describe('inspectModule', () => {
 
   it('accepts only what the engine itself links: a module importing every accepted function runs on an engine instance', async () => {
     const { prepared } = await inspectModule(await importingEverything());
-    const instance = new PluginInstance(describeModule(prepared.module, prepared.layout), 16);
-    const limits = { hostBytes: 1024, outputBytes: 1024, varBytes: 1024, httpResponseBytes: 0 };
-    expect(await instance.run('run', new CallState(null, {}, new LogCollector('off', 0, 0), limits, null))).toBe(0);
+    const instance = new PluginInstance(describeModule(prepared.module, prepared.layout), 16, 16);
+    const callLimits = { hostBytes: 1024, outputBytes: 1024, varBytes: 1024, httpResponseBytes: 0 };
+    expect(await instance.run('run', new CallState(null, {}, new LogCollector('off', 0, 0), callLimits, null), 16)).toBe(0);
   });
 
   it('refuses non-function imports and unknown host functions', async () => {
@@ -52,6 +64,19 @@ describe('inspectModule', () => {
     expect(await codeOf(inspectModule(memoryImport))).toBe('UNSUPPORTED_IMPORTS');
     const unknownFn = await wat(`(module (import "${EXTISM_ENV}" "no_such_fn" (func)) (func (export "run")))`);
     expect(await codeOf(inspectModule(unknownFn))).toBe('UNSUPPORTED_IMPORTS');
+  });
+
+  it('refuses a host function imported with another signature than the engine provides, naming both', async () => {
+    const bytes = await wat(`(module
+      (import "${EXTISM_ENV}" "alloc" (func (param i32) (result i32)))
+      (import "${WASI_PREVIEW1}" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+      (func (export "run")))`);
+    const err = (await inspectModule(bytes).catch((e: unknown) => e)) as AppError;
+    expect(err.code).toBe('UNSUPPORTED_IMPORTS');
+    expect(err.details.unsupportedImports).toEqual([
+      { module: EXTISM_ENV, name: 'alloc', kind: 'function', expected: '(i64) -> i64', actual: '(i32) -> i32' },
+    ]);
+    expect(err.message).toContain('extism:host/env.alloc declared as (i32) -> i32, provided as (i64) -> i64');
   });
 
   it('does not count the WASI reactor start-up export as callable', async () => {

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { compiledBytes, ModuleCache } from '../src/engine/compile/module-cache.ts';
 import { prepareModule, type PreparedModule } from '../src/engine/compile/prepare.ts';
-import { tinyPluginWat, wat } from './helpers.ts';
+import { defaultModuleLimits, tinyPluginWat, wat } from './helpers.ts';
 
 async function compiled(marker: number): Promise<PreparedModule> {
-  return prepareModule(await wat(tinyPluginWat(marker)));
+  return prepareModule(await wat(tinyPluginWat(marker)), defaultModuleLimits());
 }
 
 describe('ModuleCache', () => {

@@ -261,6 +261,8 @@ export function openApiDocument(): Json {
  */
 export function checkEveryResponse(problems: string[]): (route: RouteOptions) => void {
   const onSend: onSendHookHandler = async (request, reply, payload) => {
+    // The client is gone (CLIENT_CLOSED): nothing reaches anyone, nothing to check.
+    if (reply.raw.destroyed || reply.raw.socket?.destroyed !== false) return payload;
     let body: unknown = payload;
     if (Buffer.isBuffer(payload)) body = payload.length === 0 ? '' : '<binary>';
     else if (typeof payload !== 'string' && payload !== null && payload !== undefined) body = '<stream>';

@@ -188,6 +188,7 @@ describe('openapi.yaml and the route schemas', () => {
 /** Error codes a route never answers with, so no operation documents them. */
 const UNDOCUMENTED_CODES: Record<string, string> = {
   NOT_FOUND: 'no route matched: answered outside every operation',
+  CLIENT_CLOSED: 'never sent: the client is gone (a call outcome in logs and metrics)',
 };
 
 /** Every `const`/`enum` string under a `code` property of a schema, following local $refs. */

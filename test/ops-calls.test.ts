@@ -129,12 +129,20 @@ describe('call metrics', () => {
     expect(sampleValue(families, 'wasmhost_worker_restarts_total', { reason: 'timeout' })).toBe(1);
     // The help names exactly the reasons the pool uses (memory_limit is a call outcome, not a restart).
     const restartHelp = families.get('wasmhost_worker_restarts_total')!.help;
-    expect([...restartHelp.matchAll(/(\w+) \(/g)].map((m) => m[1])).toEqual(['timeout', 'crash', 'exit']);
+    expect([...restartHelp.matchAll(/(\w+) \(/g)].map((m) => m[1])).toEqual([
+      'timeout',
+      'stuck',
+      'out_of_memory',
+      'crash',
+      'exit',
+    ]);
     expect(restartHelp).not.toContain('memory_limit');
     expect(sampleValue(families, 'wasmhost_workers')).toBe(server.config.engine.workers);
     expect(families.get('wasmhost_workers_ready')?.type).toBe('gauge');
     expect(sampleValue(families, 'wasmhost_workers_ready')).toBeGreaterThanOrEqual(1);
     expect(sampleValue(families, 'wasmhost_workers_busy')).toBe(0);
+    expect(families.get('wasmhost_workers_busy_without_call')?.type).toBe('gauge');
+    expect(sampleValue(families, 'wasmhost_worker_instance_bytes')).toBeGreaterThan(0);
     expect(sampleValue(families, 'wasmhost_queue_depth')).toBe(0);
     expect(sampleValue(families, 'wasmhost_plugins_stored')).toBe(4);
     expect(

@@ -1,8 +1,11 @@
 // ModulePreparer: the engine's rewrite and compile, run on a thread of its own.
 import { afterEach, describe, expect, it } from 'vitest';
+import { ModuleRefusedError } from '../src/engine/compile/module-check.ts';
 import { ModulePreparer, prepareModule } from '../src/engine/compile/prepare.ts';
 import { HOST_MODULE, MEMORY_IMPORT, WasmRewriteError } from '../src/engine/compile/wasm-rewrite.ts';
-import { readPlugin, tinyPluginWat, wat } from './helpers.ts';
+import { defaultModuleLimits, readPlugin, tinyPluginWat, wat } from './helpers.ts';
+
+const limits = defaultModuleLimits();
 
 describe('ModulePreparer', () => {
   let preparer: ModulePreparer;
@@ -11,11 +14,11 @@ describe('ModulePreparer', () => {
   });
 
   it('hands back the compiled module and layout prepareModule makes, and runs preparations side by side', async () => {
-    preparer = new ModulePreparer();
+    preparer = new ModulePreparer(limits);
     const bytes = await readPlugin('rust_vowels');
     const before = Buffer.from(bytes);
     const [threaded, other] = await Promise.all([preparer.prepare(bytes), preparer.prepare(await wat(tinyPluginWat(7)))]);
-    const local = await prepareModule(bytes);
+    const local = await prepareModule(bytes, limits);
     expect(threaded.layout).toEqual(local.layout);
     expect(WebAssembly.Module.imports(threaded.module)).toEqual(WebAssembly.Module.imports(local.module));
     expect(WebAssembly.Module.imports(threaded.module)).toContainEqual({
@@ -28,26 +31,35 @@ describe('ModulePreparer', () => {
     expect(Buffer.from(bytes).equals(before)).toBe(true);
   });
 
-  it('keeps the error classes callers tell apart: WasmRewriteError and CompileError', async () => {
-    preparer = new ModulePreparer();
+  it('keeps the error classes callers tell apart: ModuleRefusedError (with its code and details), WasmRewriteError, CompileError', async () => {
+    preparer = new ModulePreparer(limits);
     const importsMemory = await wat('(module (import "env" "memory" (memory 1)) (func (export "run")))');
-    await expect(preparer.prepare(importsMemory)).rejects.toBeInstanceOf(WasmRewriteError);
+    const refused = await preparer.prepare(importsMemory).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(ModuleRefusedError);
+    expect(refused).toMatchObject({
+      code: 'UNSUPPORTED_IMPORTS',
+      details: { unsupportedImports: [{ module: 'env', name: 'memory' }] },
+    });
+    const clash = await wat(
+      '(module (global (mut i32) (i32.const 0)) (func (export "run")) (func (export "__wasmhost_global_0")))',
+    );
+    await expect(preparer.prepare(clash)).rejects.toBeInstanceOf(WasmRewriteError);
     // Valid sections for the rewriter, invalid code for V8: a function body that leaves nothing for its i32 result.
     const badBody = await wat('(module (func (export "run") (result i32) (i32.const 1)))');
     badBody[badBody.length - 3] = 0x01; // i32.const 1 → nop, 1
-    const err = await preparer.prepare(badBody).catch((e: unknown) => e);
+    const err = await preparer.prepare(badBody, { validate: true }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(WebAssembly.CompileError);
     // And it keeps working afterwards.
     expect((await preparer.prepare(await wat(tinyPluginWat(8)))).layout.initialPages).toBe(1);
   });
 
   it('fails what it was asked when its thread dies, instead of leaving it waiting', async () => {
-    preparer = new ModulePreparer(new URL('./fixtures/crash-worker.mjs', import.meta.url));
+    preparer = new ModulePreparer(limits, new URL('./fixtures/crash-worker.mjs', import.meta.url));
     await expect(preparer.prepare(await wat(tinyPluginWat(9)))).rejects.toThrow(/the module preparation thread stopped/);
   });
 
   it('refuses work once closed', async () => {
-    preparer = new ModulePreparer();
+    preparer = new ModulePreparer(limits);
     await preparer.close();
     await expect(preparer.prepare(await wat(tinyPluginWat(10)))).rejects.toThrow(/closed/);
   });

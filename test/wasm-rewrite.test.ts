@@ -13,6 +13,8 @@ import {
 } from '../src/engine/compile/wasm-rewrite.ts';
 import { readPlugin, repoRoot, wat } from './helpers.ts';
 
+const OPTIONS = { maxTableElements: 100_000 };
+
 const builtPlugins = readdirSync(path.join(repoRoot, 'plugins', 'dist'))
   .filter((f) => f.endsWith('.wasm') && f !== 'bad_import.wasm')
   .map((f) => f.slice(0, -5));
@@ -32,7 +34,7 @@ describe('rewriteForEngine', () => {
     'keeps %s valid, imports its memory, exports every mutable global and keeps its exports',
     async (name) => {
       const original = new Uint8Array(await readPlugin(name));
-      const result = rewriteForEngine(original);
+      const result = rewriteForEngine(original, OPTIONS);
       const before = new WebAssembly.Module(original as Uint8Array<ArrayBuffer>);
       const after = new WebAssembly.Module(result.bytes as Uint8Array<ArrayBuffer>);
       expect(result.virtualGrowth).toBe(true);
@@ -48,7 +50,7 @@ describe('rewriteForEngine', () => {
       (memory 3)
       (global $hidden (mut i32) (i32.const 41))
       (func (export "bump") (result i32) (global.set $hidden (i32.add (global.get $hidden) (i32.const 1))) (global.get $hidden)))`);
-    const result = rewriteForEngine(bytes);
+    const result = rewriteForEngine(bytes, OPTIONS);
     expect(result.initialPages).toBe(3);
     const instance = instantiate(result.bytes, new WebAssembly.Memory({ initial: 3 }));
     const hidden = Object.entries(instance.exports).find(
@@ -66,7 +68,7 @@ describe('rewriteForEngine', () => {
       (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
       (func (export "size") (result i32) (memory.size))
       (func (export "poke") (param i32) (i32.store8 (local.get 0) (i32.const 7))))`);
-    const result = rewriteForEngine(bytes);
+    const result = rewriteForEngine(bytes, OPTIONS);
     const memory = new WebAssembly.Memory({ initial: 1, maximum: 4 });
     const instance = instantiate(result.bytes, memory);
     const grow = instance.exports.grow as (n: number) => number;
@@ -101,7 +103,7 @@ describe('rewriteForEngine', () => {
       (func (export "store64") (param i32) (i64.store offset=65536 (local.get 0) (i64.const 1)))
       (func (export "load") (param i32) (result i32) (i32.load (local.get 0)))
       (func (export "tset") (table.set (i32.const 0) (ref.func $f))))`);
-    const result = rewriteForEngine(bytes);
+    const result = rewriteForEngine(bytes, OPTIONS);
     expect(result.dirtyTracking).toBe(true);
     const dirty = new WebAssembly.Memory({ initial: DIRTY_MAP_PAGES, maximum: DIRTY_MAP_PAGES });
     const instance = instantiate(result.bytes, new WebAssembly.Memory({ initial: 4 }), {}, dirty);
@@ -132,17 +134,17 @@ describe('rewriteForEngine', () => {
 
   it('lists the pages active data segments write (constant offsets), and none it cannot tell', async () => {
     const pagesOf = async (body: string) =>
-      rewriteForEngine(await wat(`(module (import "env" "g" (global $g i32)) (memory 8) ${body} (func (export "run")))`))
+      rewriteForEngine(await wat(`(module (import "env" "g" (global $g i32)) (memory 8) ${body} (func (export "run")))`), OPTIONS)
         .dataPages;
     expect(await pagesOf('')).toEqual([]);
     expect(await pagesOf('(data (i32.const 16) "a") (data (i32.const 0x2fffe) "four") (data $p "passive")')).toEqual([0, 2, 3]);
     expect(await pagesOf('(data (global.get $g) "x")')).toBeNull();
-    expect(rewriteForEngine(new Uint8Array(await readPlugin('dirty_probe'))).dataPages).toEqual([2, 10, 33, 63]);
+    expect(rewriteForEngine(new Uint8Array(await readPlugin('dirty_probe')), OPTIONS).dataPages).toEqual([2, 10, 33, 63]);
   });
 
   it('flags passive data or element segments (a call may drop them), not active or declarative ones', async () => {
     const flagged = async (body: string) =>
-      rewriteForEngine(await wat(`(module (memory 1) (table 2 funcref) (func $f) ${body} (func (export "run")))`))
+      rewriteForEngine(await wat(`(module (memory 1) (table 2 funcref) (func $f) ${body} (func (export "run")))`), OPTIONS)
         .passiveSegments;
     expect(await flagged('')).toBe(false);
     expect(await flagged('(data (i32.const 8) "active") (elem (i32.const 0) func $f)')).toBe(false);
@@ -150,13 +152,13 @@ describe('rewriteForEngine', () => {
     expect(await flagged('(data (i32.const 8) "active") (data $p "passive")')).toBe(true);
     expect(await flagged('(elem (i32.const 0) func $f) (elem $p func $f)')).toBe(true);
     expect(await flagged('(elem $p funcref (ref.func $f))')).toBe(true);
-    expect(rewriteForEngine(new Uint8Array(await readPlugin('segments'))).passiveSegments).toBe(true);
-    expect(rewriteForEngine(new Uint8Array(await readPlugin('count_vowels'))).passiveSegments).toBe(false);
+    expect(rewriteForEngine(new Uint8Array(await readPlugin('segments')), OPTIONS).passiveSegments).toBe(true);
+    expect(rewriteForEngine(new Uint8Array(await readPlugin('count_vowels')), OPTIONS).passiveSegments).toBe(false);
   });
 
   it('refuses what it cannot cap: an imported memory, several memories, non-Wasm bytes', async () => {
     const imported = await wat(`(module (import "env" "mem" (memory 1)) (func (export "f")))`);
-    expect(() => rewriteForEngine(imported)).toThrow(WasmRewriteError);
-    expect(() => rewriteForEngine(new TextEncoder().encode('not wasm at all'))).toThrow(WasmRewriteError);
+    expect(() => rewriteForEngine(imported, OPTIONS)).toThrow(WasmRewriteError);
+    expect(() => rewriteForEngine(new TextEncoder().encode('not wasm at all'), OPTIONS)).toThrow(WasmRewriteError);
   });
 });

@@ -1,0 +1,141 @@
+// The service as a process of its own (node src/main.ts on loopback), for tests whose failure could
+// take the process down: a regression then fails the test instead of killing the test runner. Also
+// the one place that reads the service's RSS and restart counters the way an operator would, over
+// HTTP (/metrics).
+import { type ChildProcess, spawn } from 'node:child_process';
+import { makeTempDir, readPlugin, removeDir, repoRoot } from './helpers.ts';
+import { parsePrometheusText, sampleValue } from './prom-text.ts';
+import { closedPort } from './upstream.ts';
+
+export interface ChildServer {
+  url: string;
+  process: ChildProcess;
+  dataDir: string;
+  /** Everything the process wrote to stdout and stderr. */
+  output(): string;
+  /** The process has not exited. */
+  alive(): boolean;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Kills the process (if still running) and removes its data dir unless `keepData`. */
+  stop(keepData?: boolean): Promise<void>;
+}
+
+/**
+ * Starts `node src/main.ts` (the Node running the tests) with only PATH and HOME inherited plus `env`,
+ * and waits until /healthz answers. `dataDir`: reuse one (a restart).
+ */
+export async function startChildServer(env: Record<string, string> = {}, dataDir?: string): Promise<ChildServer> {
+  const dir = dataDir ?? (await makeTempDir());
+  const port = await closedPort();
+  const inherited: Record<string, string> = {};
+  for (const name of ['PATH', 'HOME']) if (process.env[name] !== undefined) inherited[name] = process.env[name]!;
+  const child = spawn(process.execPath, ['src/main.ts'], {
+    cwd: repoRoot,
+    env: { ...inherited, HOST: '127.0.0.1', PORT: String(port), DATA_DIR: dir, LOG_LEVEL: 'warn', WORKERS: '2', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout!.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-200_000)));
+  child.stderr!.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-200_000)));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  const alive = () => child.exitCode === null && child.signalCode === null;
+  const url = `http://127.0.0.1:${port}`;
+  const server: ChildServer = {
+    url,
+    process: child,
+    dataDir: dir,
+    output: () => output,
+    alive,
+    exited,
+    async stop(keepData = false) {
+      if (alive()) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+      if (!keepData) await removeDir(dir);
+    },
+  };
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (!alive()) throw new Error(`the service exited while starting:\n${output}`);
+    try {
+      if ((await fetch(`${url}/healthz`)).ok) return server;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await server.stop();
+      throw new Error(`the service did not answer /healthz within 30 s:\n${output}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export interface Answer {
+  status: number;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- error and call bodies vary by status
+  body: any;
+  /** Bytes of the response body. */
+  size: number;
+}
+
+async function answer(response: Response): Promise<Answer> {
+  const text = await response.text();
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // not JSON: keep the text
+  }
+  return { status: response.status, body, size: Buffer.byteLength(text) };
+}
+
+export async function uploadTo(server: { url: string }, name: string, bytes: Uint8Array): Promise<Answer> {
+  const response = await fetch(`${server.url}/plugins?name=${encodeURIComponent(name)}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/wasm' },
+    body: bytes as Uint8Array<ArrayBuffer>,
+  });
+  return answer(response);
+}
+
+export async function callOn(
+  server: { url: string },
+  plugin: string,
+  body: Record<string, unknown>,
+  signal?: AbortSignal,
+): Promise<Answer> {
+  const response = await fetch(`${server.url}/plugins/${encodeURIComponent(plugin)}/call`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    ...(signal ? { signal } : {}),
+  });
+  return answer(response);
+}
+
+/** The service's /metrics, parsed. */
+export async function metricsOf(server: { url: string }): Promise<ReturnType<typeof parsePrometheusText>> {
+  return parsePrometheusText(await (await fetch(`${server.url}/metrics`)).text());
+}
+
+/** process_resident_memory_bytes as /metrics reports it. */
+export async function rssOf(server: { url: string }): Promise<number> {
+  return sampleValue(await metricsOf(server), 'process_resident_memory_bytes');
+}
+
+/** Uploads count_vowels as `count_vowels` (once per server) so healthCheck can call it. */
+export async function uploadCountVowels(server: { url: string }): Promise<void> {
+  const { status } = await uploadTo(server, 'count_vowels', await readPlugin('count_vowels'));
+  if (status !== 201 && status !== 200) throw new Error(`count_vowels upload answered ${status}`);
+}
+
+/** /healthz answers 200 and a normal call (count_vowels) answers its count: the service still serves. */
+export async function serves(server: { url: string }): Promise<{ healthz: number; vowels: number; count: number | null }> {
+  const healthz = (await fetch(`${server.url}/healthz`)).status;
+  const vowels = await callOn(server, 'count_vowels', { function: 'count_vowels', input: 'Hello, World!' });
+  const count = vowels.status === 200 ? (JSON.parse(vowels.body.output as string) as { count: number }).count : null;
+  return { healthz, vowels: vowels.status, count };
+}

@@ -1,0 +1,500 @@
+// Hostile modules, through HTTP against the service in a process of its own (one of these aborted
+// the whole process before: a regression must fail a test, not kill the test runner). Whatever a
+// module declares or does — tables, globals, functions, exports, types, tags, data and element
+// segments, memory, start functions, exceptions — it ends in a clear answer for that upload or that
+// call; afterwards /healthz answers, a normal call works and RSS stays bounded.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  callOn,
+  metricsOf,
+  rssOf,
+  serves,
+  startChildServer,
+  uploadCountVowels,
+  uploadTo,
+  type ChildServer,
+} from './child-server.ts';
+import { wat } from './helpers.ts';
+import { hostPlugin } from './hostile-wat.ts';
+import { sampleValue } from './prom-text.ts';
+import { buildModule } from './wasm-builder.ts';
+
+const MiB = 1024 * 1024;
+const ENV = {
+  WORKERS: '2',
+  BURST_WORKERS: '1',
+  WORKER_INSTANCE_CACHE_BYTES: String(64 * MiB),
+  INSTANCE_RESET_TIMEOUT_MS: '1000',
+  // The machine running the tests may lag: load shedding is tested elsewhere.
+  MAX_EVENT_LOOP_DELAY_MS: '0',
+};
+/** Well inside the README's bound for these settings; the table bomb alone went past 4 GiB before. */
+const RSS_LIMIT = 1024 * MiB;
+
+let server: ChildServer;
+let plugins = 0;
+
+beforeAll(async () => {
+  server = await startChildServer(ENV);
+  await uploadCountVowels(server);
+}, 60_000);
+
+afterAll(async () => {
+  await server?.stop();
+});
+
+afterEach(async () => {
+  expect(server.alive(), server.output().slice(-2000)).toBe(true);
+  expect(await serves(server)).toEqual({ healthz: 200, vowels: 200, count: 3 });
+  expect(await rssOf(server)).toBeLessThan(RSS_LIMIT);
+});
+
+interface Outcome {
+  upload: number;
+  uploadCode?: string;
+  uploadMessage?: string;
+  call?: number;
+  callCode?: string;
+  callMessage?: string;
+  output?: string;
+}
+
+/** Uploads `bytes` and, when accepted, calls `run` once (with `call` fields). */
+async function tryModule(bytes: Uint8Array, call: Record<string, unknown> = {}): Promise<Outcome> {
+  const name = `mod-${++plugins}`;
+  const upload = await uploadTo(server, name, bytes);
+  if (upload.status !== 201) return { upload: upload.status, uploadCode: upload.body.code, uploadMessage: upload.body.message };
+  const answer = await callOn(server, name, { function: 'run', timeoutMs: 2000, ...call });
+  return {
+    upload: upload.status,
+    call: answer.status,
+    callCode: answer.body.code,
+    callMessage: answer.body.message,
+    output: answer.body.output,
+  };
+}
+
+/** Refused at upload with 400 and `code`, the message naming `limit`; the plugin is not stored. */
+async function expectRefused(bytes: Uint8Array, code: string, limit: RegExp | string): Promise<void> {
+  const outcome = await tryModule(bytes);
+  expect([outcome.upload, outcome.uploadCode], outcome.uploadMessage).toEqual([400, code]);
+  expect(outcome.uploadMessage).toMatch(limit);
+  const listed = (await (await fetch(`${server.url}/plugins?name=mod-${plugins}`)).json()) as { plugins?: unknown[] } | unknown[];
+  expect(Array.isArray(listed) ? listed : (listed.plugins ?? [])).toEqual([]);
+}
+
+describe('tables', () => {
+  it('refuses a table of 10,000,000 elements (it aborted the process) with 400 INVALID_WASM naming MODULE_MAX_TABLE_ELEMENTS', async () => {
+    await expectRefused(
+      await wat('(module (table 10000000 funcref) (func (export "run") (result i32) (i32.const 0)))'),
+      'INVALID_WASM',
+      /MODULE_MAX_TABLE_ELEMENTS/,
+    );
+  });
+
+  it('refuses three tables of 3,000,000 elements with 400 INVALID_WASM', async () => {
+    await expectRefused(buildModule({ tables: [3_000_000, 3_000_000, 3_000_000] }), 'INVALID_WASM', /9000000 table elements/);
+  });
+
+  it('refuses an externref table over the limit just the same', async () => {
+    await expectRefused(
+      await wat('(module (table 200000 externref) (func (export "run") (result i32) (i32.const 0)))'),
+      'INVALID_WASM',
+      /MODULE_MAX_TABLE_ELEMENTS/,
+    );
+  });
+
+  it('accepts a table at the limit (100,000) and runs it', async () => {
+    expect(await tryModule(buildModule({ tables: [100_000] }))).toMatchObject({ upload: 201, call: 200 });
+  });
+
+  it('refuses a table one element over the limit', async () => {
+    await expectRefused(
+      buildModule({ tables: [100_001] }),
+      'INVALID_WASM',
+      /100001 table elements to start with; the limit is 100000/,
+    );
+  });
+
+  it('answers table.grow by 9,000,000 during a call with -1 (it aborted the process), and the call goes on (200)', async () => {
+    const bytes = await wat(`(module (table $t 1 funcref)
+      (func (export "run") (result i32)
+        (if (i32.ne (table.grow $t (ref.null func) (i32.const 9000000)) (i32.const -1)) (then (return (i32.const 1))))
+        (i32.const 0)))`);
+    expect(await tryModule(bytes)).toMatchObject({ upload: 201, call: 200 });
+  });
+
+  it('lets a table grow step by step only up to the limit, even past a larger declared maximum (200)', async () => {
+    const bytes = await wat(`(module (table $t 1 5000000 funcref)
+      (func (export "run") (result i32)
+        (loop $grow (br_if $grow (i32.ne (table.grow $t (ref.null func) (i32.const 1000)) (i32.const -1))))
+        (if (i32.gt_u (table.size $t) (i32.const 100000)) (then (return (i32.const 1))))
+        (if (i32.lt_u (table.size $t) (i32.const 99000)) (then (return (i32.const 2))))
+        (i32.const 0)))`);
+    expect(await tryModule(bytes)).toMatchObject({ upload: 201, call: 200 });
+  });
+
+  it('shares the limit between two growing tables (together at most 100,000 elements, 200)', async () => {
+    const bytes = await wat(`(module (table $a 10 funcref) (table $b 10 externref)
+      (func (export "run") (result i32)
+        (loop $ga (br_if $ga (i32.ne (table.grow $a (ref.null func) (i32.const 500)) (i32.const -1))))
+        (loop $gb (br_if $gb (i32.ne (table.grow $b (ref.null extern) (i32.const 500)) (i32.const -1))))
+        (if (i32.gt_u (i32.add (table.size $a) (table.size $b)) (i32.const 100000)) (then (return (i32.const 1))))
+        (i32.const 0)))`);
+    expect(await tryModule(bytes)).toMatchObject({ upload: 201, call: 200 });
+  });
+
+  it('restores a table a call changed and grew: the next call sees it as it started (200, 200)', async () => {
+    const bytes = await wat(`(module (table $t 2 funcref) (elem declare func $seven)
+      (func $seven (result i32) (i32.const 7))
+      (func (export "run") (result i32)
+        (if (i32.ne (table.size $t) (i32.const 2)) (then (return (i32.const 1))))
+        (if (i32.eqz (ref.is_null (table.get $t (i32.const 0)))) (then (return (i32.const 2))))
+        (table.set $t (i32.const 0) (ref.func $seven))
+        (drop (table.grow $t (ref.func $seven) (i32.const 10)))
+        (i32.const 0)))`);
+    const first = await tryModule(bytes);
+    expect(first).toMatchObject({ upload: 201, call: 200 });
+    for (let i = 0; i < 3; i++) expect((await callOn(server, `mod-${plugins}`, { function: 'run' })).status).toBe(200);
+  });
+
+  it('answers table.fill far out of bounds with 422 PLUGIN_ERROR (a trap)', async () => {
+    const bytes = await wat(`(module (table $t 10 funcref)
+      (func (export "run") (result i32) (table.fill $t (i32.const 0) (ref.null func) (i32.const 100000000)) (i32.const 0)))`);
+    expect(await tryModule(bytes)).toMatchObject({ upload: 201, call: 422, callCode: 'PLUGIN_ERROR' });
+  });
+});
+
+describe('element and data segments', () => {
+  it('refuses passive element segments holding 300,000 entries with 400 INVALID_WASM', async () => {
+    await expectRefused(
+      buildModule({ elementSegments: { count: 3, entries: 100_000 } }),
+      'INVALID_WASM',
+      /300000 element segment entries/,
+    );
+  });
+
+  it('refuses 200,000 one-entry element segments with 400 INVALID_WASM', async () => {
+    await expectRefused(
+      buildModule({ elementSegments: { count: 200_000, entries: 1 } }),
+      'INVALID_WASM',
+      /MODULE_MAX_TABLE_ELEMENTS/,
+    );
+  });
+
+  it('answers an active element segment outside its table with 422 PLUGIN_ERROR (instantiation traps)', async () => {
+    const bytes = await wat(`(module (table 1 funcref) (func $f) (elem (i32.const 5) func $f)
+      (func (export "run") (result i32) (i32.const 0)))`);
+    expect(await tryModule(bytes)).toMatchObject({ upload: 201, call: 422, callCode: 'PLUGIN_ERROR' });
+  });
+
+  it('refuses 100,001 data segments with 400 INVALID_WASM (V8 refuses them)', async () => {
+    await expectRefused(buildModule({ dataSegments: 100_001 }), 'INVALID_WASM', /not a valid WebAssembly module/);
+  });
+
+  it('answers an active data segment outside memory with 422 PLUGIN_ERROR (instantiation traps)', async () => {
+    const bytes = await wat(`(module (memory 1) (data (i32.const 65535) "xx") (func (export "run") (result i32) (i32.const 0)))`);
+    expect(await tryModule(bytes)).toMatchObject({ upload: 201, call: 422, callCode: 'PLUGIN_ERROR' });
+  });
+
+  it('answers memory.init past a passive segment with 422 PLUGIN_ERROR, and the segment is back for the next call', async () => {
+    const bytes = await wat(`(module (memory 1) (data $d "abc")
+      (func (export "run") (result i32) (memory.init $d (i32.const 0) (i32.const 0) (i32.const 3)) (data.drop $d)
+        (memory.init $d (i32.const 0) (i32.const 0) (i32.const 3)) (i32.const 0)))`);
+    expect(await tryModule(bytes)).toMatchObject({ upload: 201, call: 422, callCode: 'PLUGIN_ERROR' });
+    expect((await callOn(server, `mod-${plugins}`, { function: 'run' })).body.code).toBe('PLUGIN_ERROR');
+  });
+});
+
+describe('globals, functions, exports, types, tags', () => {
+  it('refuses 999,999 globals with 400 INVALID_WASM naming MODULE_MAX_GLOBALS', async () => {
+    await expectRefused(
+      buildModule({ globals: 999_999 }),
+      'INVALID_WASM',
+      /999999 globals; the limit is 10000 \(MODULE_MAX_GLOBALS\)/,
+    );
+  });
+
+  it('refuses 10,001 mutable globals and runs 10,000, restoring them after every call', async () => {
+    await expectRefused(buildModule({ globals: 10_001, mutableGlobals: true }), 'INVALID_WASM', /MODULE_MAX_GLOBALS/);
+    expect(await tryModule(buildModule({ globals: 10_000, mutableGlobals: true }))).toMatchObject({ upload: 201, call: 200 });
+    expect((await callOn(server, `mod-${plugins}`, { function: 'run' })).status).toBe(200);
+  });
+
+  it('refuses a module with 1,000,000 functions with 400 INVALID_WASM naming MODULE_MAX_FUNCTIONS (it answered 500)', async () => {
+    await expectRefused(
+      buildModule({ functions: 999_999 }),
+      'INVALID_WASM',
+      /1000000 functions; the limit is 100000 \(MODULE_MAX_FUNCTIONS\)/,
+    );
+  });
+
+  it('counts imported functions too: 100,001 imports are refused', async () => {
+    await expectRefused(buildModule({ imports: 100_001 }), 'INVALID_WASM', /100002 functions/);
+  });
+
+  it('refuses 900,000 exports with 400 INVALID_WASM naming MODULE_MAX_EXPORTS', async () => {
+    await expectRefused(buildModule({ functions: 10, exports: 900_000 }), 'INVALID_WASM', /MODULE_MAX_EXPORTS/);
+  });
+
+  it('accepts 9,999 exports (the limit with run) and calls them', async () => {
+    expect(await tryModule(buildModule({ functions: 10, exports: 9_999 }))).toMatchObject({ upload: 201, call: 200 });
+  });
+
+  it('refuses 30,000 type definitions with 400 INVALID_WASM naming MODULE_MAX_TYPES', async () => {
+    await expectRefused(buildModule({ types: 30_000 }), 'INVALID_WASM', /MODULE_MAX_TYPES/);
+  });
+
+  it('refuses 20,000 exception tags with 400 INVALID_WASM naming MODULE_MAX_TAGS', async () => {
+    await expectRefused(buildModule({ tags: 20_000 }), 'INVALID_WASM', /MODULE_MAX_TAGS/);
+  });
+
+  it('refuses Wasm GC struct and array types (their objects live on the JS heap) with 400 INVALID_WASM', async () => {
+    // (type (struct (field i32))), (type (array (mut i64))), (type (func (result i32))), func run.
+    const gc = new Uint8Array([
+      ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
+      ...[0x01, 0x0c, 0x03, 0x5f, 0x01, 0x7f, 0x00, 0x5e, 0x7e, 0x01, 0x60, 0x00, 0x01, 0x7f],
+      ...[0x03, 0x02, 0x01, 0x02],
+      ...[0x07, 0x07, 0x01, 0x03, 0x72, 0x75, 0x6e, 0x00, 0x00],
+      ...[0x0a, 0x06, 0x01, 0x04, 0x00, 0x41, 0x00, 0x0b],
+    ]);
+    expect(await WebAssembly.validate(gc)).toBe(true);
+    await expectRefused(gc, 'INVALID_WASM', /GC types are not supported/);
+  });
+
+  it('refuses a module whose export clashes with a name the engine adds with 400 INVALID_WASM', async () => {
+    const bytes = await wat(
+      '(module (global (mut i32) (i32.const 0)) (func (export "run") (result i32) (i32.const 0)) (func (export "__wasmhost_global_0")))',
+    );
+    await expectRefused(bytes, 'INVALID_WASM', /cannot be run by this service/);
+  });
+
+  it('refuses a function with 60,000 locals with 400 INVALID_WASM (V8 refuses it)', async () => {
+    await expectRefused(buildModule({ locals: 60_000 }), 'INVALID_WASM', /not a valid WebAssembly module/);
+  });
+});
+
+describe('memory', () => {
+  it('refuses a module needing 4 GiB of memory to start with 400 INVALID_WASM naming CALL_MEMORY_PAGES_CEILING', async () => {
+    await expectRefused(
+      await wat('(module (memory 65536) (func (export "run") (result i32) (i32.const 0)))'),
+      'INVALID_WASM',
+      /CALL_MEMORY_PAGES_CEILING/,
+    );
+  });
+
+  it('runs a module needing 300 pages only with memoryMaxPages of at least 300 (422 MEMORY_LIMIT, then 200)', async () => {
+    const outcome = await tryModule(await wat('(module (memory 300) (func (export "run") (result i32) (i32.const 0)))'));
+    expect(outcome).toMatchObject({ upload: 201, call: 422, callCode: 'MEMORY_LIMIT' });
+    expect((await callOn(server, `mod-${plugins}`, { function: 'run', memoryMaxPages: 300 })).status).toBe(200);
+  });
+
+  it('answers memory.grow by 0xFFFFFFFF pages with -1 (200)', async () => {
+    const bytes = await wat(`(module (memory 1)
+      (func (export "run") (result i32) (if (i32.ne (memory.grow (i32.const -1)) (i32.const -1)) (then (return (i32.const 1)))) (i32.const 0)))`);
+    expect(await tryModule(bytes)).toMatchObject({ upload: 201, call: 200 });
+  });
+
+  it("caps growth at each call's memoryMaxPages with one instance serving every cap (the cap of the call, not the first)", async () => {
+    const bytes = await wat(`(module (memory 1)
+      (func (export "run") (result i32) (if (i32.eq (memory.grow (i32.const 63)) (i32.const -1)) (then (unreachable))) (i32.const 0)))`);
+    expect(await tryModule(bytes, { memoryMaxPages: 64 })).toMatchObject({ upload: 201, call: 200 });
+    expect((await callOn(server, `mod-${plugins}`, { function: 'run', memoryMaxPages: 32 })).body.code).toBe('MEMORY_LIMIT');
+    expect((await callOn(server, `mod-${plugins}`, { function: 'run', memoryMaxPages: 64 })).status).toBe(200);
+    expect((await callOn(server, `mod-${plugins}`, { function: 'run', memoryMaxPages: 16 })).body.code).toBe('MEMORY_LIMIT');
+  });
+
+  it('keeps a plugin of (memory 1500) called with four caps within WORKER_INSTANCE_CACHE_BYTES (one of 4000 took a worker to 1.2 GB)', async () => {
+    const bytes = await wat(
+      '(module (memory 1500) (func (export "run") (result i32) (i32.store (i32.const 98000000) (i32.const 1)) (i32.const 0)))',
+    );
+    expect(await tryModule(bytes, { memoryMaxPages: 1500, timeoutMs: 60_000 })).toMatchObject({ upload: 201, call: 200 });
+    for (const pages of [1501, 2000, 4096]) {
+      expect((await callOn(server, `mod-${plugins}`, { function: 'run', memoryMaxPages: pages, timeoutMs: 60_000 })).status).toBe(
+        200,
+      );
+    }
+    // Workers keep at most 64 MiB each: a 94 MiB instance is dropped after its call, the one just used too.
+    expect(sampleValue(await metricsOf(server), 'wasmhost_worker_instance_bytes')).toBeLessThanOrEqual(3 * 64 * MiB);
+  }, 300_000);
+
+  it('refuses a shared memory with 400 INVALID_WASM', async () => {
+    await expectRefused(
+      await wat('(module (memory 1 1 shared) (func (export "run") (result i32) (i32.const 0)))', { threads: true }),
+      'INVALID_WASM',
+      /shared memory/,
+    );
+  });
+
+  it('refuses a 64-bit memory with 400 INVALID_WASM', async () => {
+    await expectRefused(
+      await wat('(module (memory i64 1) (func (export "run") (result i32) (i32.const 0)))', { memory64: true }),
+      'INVALID_WASM',
+      /64-bit memory|not a valid/,
+    );
+  });
+
+  it('refuses two memories with 400 INVALID_WASM', async () => {
+    // (memory 1) (memory 1) (func (export "run") (result i32) (i32.const 0)): multi-memory, written out.
+    const twoMemories = new Uint8Array([
+      ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
+      ...[0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7f],
+      ...[0x03, 0x02, 0x01, 0x00],
+      ...[0x05, 0x05, 0x02, 0x00, 0x01, 0x00, 0x01],
+      ...[0x07, 0x07, 0x01, 0x03, 0x72, 0x75, 0x6e, 0x00, 0x00],
+      ...[0x0a, 0x06, 0x01, 0x04, 0x00, 0x41, 0x00, 0x0b],
+    ]);
+    await expectRefused(twoMemories, 'INVALID_WASM', /more than one memory|not a valid/);
+  });
+
+  it('refuses an imported memory with 400 UNSUPPORTED_IMPORTS', async () => {
+    await expectRefused(
+      await wat('(module (import "env" "memory" (memory 1)) (func (export "run") (result i32) (i32.const 0)))'),
+      'UNSUPPORTED_IMPORTS',
+      /env\.memory \(memory\)/,
+    );
+  });
+
+  it('answers a memory.grow bomb with 422 MEMORY_LIMIT at memoryMaxPages', async () => {
+    const bytes = await wat(`(module (memory 1)
+      (func (export "run") (result i32) (loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) (unreachable)))`);
+    expect(await tryModule(bytes, { memoryMaxPages: 512 })).toMatchObject({ upload: 201, call: 422, callCode: 'MEMORY_LIMIT' });
+  });
+});
+
+describe('start functions', () => {
+  it('stops a start function that loops forever at the call deadline (504 TIMEOUT), replacing only that worker', async () => {
+    const bytes = await wat(
+      '(module (func $spin (loop $l (br $l))) (start $spin) (func (export "run") (result i32) (i32.const 0)))',
+    );
+    expect(await tryModule(bytes, { timeoutMs: 300 })).toMatchObject({ upload: 201, call: 504, callCode: 'TIMEOUT' });
+  });
+
+  it('answers a start function that traps with 422 PLUGIN_ERROR', async () => {
+    const bytes = await wat('(module (func $boom (unreachable)) (start $boom) (func (export "run") (result i32) (i32.const 0)))');
+    expect(await tryModule(bytes)).toMatchObject({ upload: 201, call: 422, callCode: 'PLUGIN_ERROR' });
+  });
+
+  it('stops an _initialize export that loops forever at the call deadline (504 TIMEOUT)', async () => {
+    const bytes = await wat(
+      '(module (func (export "_initialize") (loop $l (br $l))) (func (export "run") (result i32) (i32.const 0)))',
+    );
+    expect(await tryModule(bytes, { timeoutMs: 300 })).toMatchObject({ upload: 201, call: 504, callCode: 'TIMEOUT' });
+  });
+
+  it('refuses http_request in a start function with 422 PLUGIN_ERROR, every time, without crashing a worker (it did)', async () => {
+    const before = sampleValue(await metricsOf(server), 'wasmhost_worker_restarts_total', { reason: 'crash' });
+    const bytes = await hostPlugin('(i32.const 0)', {
+      fields: '(func $start (drop (call $http_request (call $alloc (i64.const 2)) (i64.const 0)))) (start $start)',
+    });
+    for (let i = 0; i < 4; i++) {
+      const outcome =
+        i === 0 ? await tryModule(bytes) : { upload: 201, ...(await callOn(server, `mod-${plugins}`, { function: 'run' })) };
+      expect(outcome).toMatchObject({ upload: 201 });
+    }
+    const answer = await callOn(server, `mod-${plugins}`, { function: 'run' });
+    expect([answer.status, answer.body.code]).toEqual([422, 'PLUGIN_ERROR']);
+    expect(answer.body.message).toContain('http_request cannot be used during start-up');
+    expect(sampleValue(await metricsOf(server), 'wasmhost_worker_restarts_total', { reason: 'crash' })).toBe(before);
+  });
+
+  it('answers a start function allocating past its host memory with 422 MEMORY_LIMIT', async () => {
+    const bytes = await hostPlugin('(i32.const 0)', {
+      fields: '(func $start (loop $l (drop (call $alloc (i64.const 1048576))) (br $l))) (start $start)',
+    });
+    expect(await tryModule(bytes)).toMatchObject({ upload: 201, call: 422, callCode: 'MEMORY_LIMIT' });
+  });
+
+  it('replaces a worker whose rebuild (passive segments) runs a start function that loops, and never leaves calls stuck behind it', async () => {
+    // The start function loops half the time (WASI random): sooner or later a rebuild after a good call does.
+    const bytes = await wat(`(module
+      (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
+      (memory 1) (data $passive "x")
+      (func $start (drop (call $random (i32.const 0) (i32.const 1)))
+        (if (i32.lt_u (i32.load8_u (i32.const 0)) (i32.const 128)) (then (loop $spin (br $spin)))))
+      (start $start)
+      (func (export "run") (result i32) (i32.const 0)))`);
+    const stuck = async () => sampleValue(await metricsOf(server), 'wasmhost_worker_restarts_total', { reason: 'stuck' });
+    const before = await stuck();
+    const name = `mod-${++plugins}`;
+    expect((await uploadTo(server, name, bytes)).status).toBe(201);
+    const answers = new Set<string>();
+    for (let i = 0; i < 40 && (await stuck()) === before; i++) {
+      const answer = await callOn(server, name, { function: 'run', timeoutMs: 400 });
+      answers.add(answer.status === 200 ? '200' : `${answer.status} ${answer.body.code}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // Give the watchdog its INSTANCE_RESET_TIMEOUT_MS (1 s here) for a rebuild still spinning.
+    for (let i = 0; i < 40 && (await stuck()) === before; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(await stuck()).toBeGreaterThan(before);
+    for (const answer of answers) expect(['200', '504 TIMEOUT']).toContain(answer);
+    const ready = await fetch(`${server.url}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(sampleValue(await metricsOf(server), 'wasmhost_workers_ready')).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('exceptions and the stack', () => {
+  it('answers an exception thrown and never caught with 422 PLUGIN_ERROR', async () => {
+    const bytes = await wat('(module (tag $e (param i32)) (func (export "run") (result i32) (throw $e (i32.const 42))))', {
+      exceptions: true,
+    });
+    expect(await tryModule(bytes)).toMatchObject({ upload: 201, call: 422, callCode: 'PLUGIN_ERROR' });
+  });
+
+  it('cannot catch a trap: catch_all around unreachable still answers 422 PLUGIN_ERROR', async () => {
+    const bytes = await wat('(module (func (export "run") (result i32) (try (do (unreachable)) (catch_all)) (i32.const 0)))', {
+      exceptions: true,
+    });
+    expect(await tryModule(bytes)).toMatchObject({ upload: 201, call: 422, callCode: 'PLUGIN_ERROR' });
+  });
+
+  it('throws and catches a million exceptions within the call (200, memory bounded)', async () => {
+    const bytes = await wat(
+      `(module (tag $e (param i64)) (func (export "run") (result i32) (local $i i32)
+        (loop $l (try (do (throw $e (i64.const 1))) (catch $e (drop)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1))) (br_if $l (i32.lt_u (local.get $i) (i32.const 1000000))))
+        (i32.const 0)))`,
+      { exceptions: true },
+    );
+    expect(await tryModule(bytes, { timeoutMs: 10_000 })).toMatchObject({ upload: 201, call: 200 });
+  });
+
+  it('answers infinite recursion (stack overflow) with 422 PLUGIN_ERROR and keeps the worker', async () => {
+    const bytes = await wat(
+      '(module (func $r (result i32) (i32.add (call $r) (i32.const 1))) (func (export "run") (result i32) (call $r)))',
+    );
+    expect(await tryModule(bytes)).toMatchObject({ upload: 201, call: 422, callCode: 'PLUGIN_ERROR' });
+  });
+});
+
+describe('stored before the limits', () => {
+  it('answers a stored plugin over a limit lowered since with 422 PLUGIN_ERROR on every call, after a restart', async () => {
+    const dataDir = server.dataDir;
+    const name = `mod-${++plugins}`;
+    expect((await uploadTo(server, name, buildModule({ tables: [50_000] }))).status).toBe(201);
+    const lowered = await startChildServer({ ...ENV, MODULE_MAX_TABLE_ELEMENTS: '1000' }, dataDir).catch((e: unknown) => e);
+    // Both processes share the data dir read-only here: the stored plugin is what matters.
+    if (lowered instanceof Error) throw lowered;
+    const restarted = lowered as ChildServer;
+    try {
+      for (let i = 0; i < 2; i++) {
+        const answer = await callOn(restarted, name, { function: 'run' });
+        expect([answer.status, answer.body.code]).toEqual([422, 'PLUGIN_ERROR']);
+        expect(answer.body.message).toMatch(/cannot be run: .*MODULE_MAX_TABLE_ELEMENTS/);
+      }
+      expect(restarted.alive()).toBe(true);
+    } finally {
+      await restarted.stop(true);
+    }
+  });
+});
+
+describe('after the battery', () => {
+  it('replaced workers only for calls stopped at their deadline or rebuilds stuck past theirs', async () => {
+    const metrics = await metricsOf(server);
+    for (const reason of ['out_of_memory', 'crash', 'exit']) {
+      expect(sampleValue(metrics, 'wasmhost_worker_restarts_total', { reason }), reason).toBe(0);
+    }
+  });
+});

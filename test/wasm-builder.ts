@@ -1,0 +1,110 @@
+// Builds WebAssembly binaries too large to write as WAT (a million functions, exports or globals),
+// straight from the binary format: one `run` export `() -> i32` returning 0, plus what is asked for.
+
+export interface ModuleSpec {
+  /** Extra functions `() -> i32` besides `run`. */
+  functions?: number;
+  /** Extra exports, each of one of the extra functions. */
+  exports?: number;
+  /** Globals (i32, initialised to 0). */
+  globals?: number;
+  mutableGlobals?: boolean;
+  /** Initial sizes of funcref tables. */
+  tables?: number[];
+  /** Exception tags `() -> ()`. */
+  tags?: number;
+  /** Extra function types `(i32|i64 ...) -> ()`, all different. */
+  types?: number;
+  /** Passive element segments of `entries` references to `run` each. */
+  elementSegments?: { count: number; entries: number };
+  /** Active data segments of one byte each. */
+  dataSegments?: number;
+  /** Initial memory pages (default 1). */
+  memoryPages?: number;
+  /** Functions imported, all `extism:host/env` `get_log_level` (`() -> i32`). */
+  imports?: number;
+  /** i64 locals of `run`, in one group. */
+  locals?: number;
+}
+
+function leb(value: number): number[] {
+  const out: number[] = [];
+  do {
+    let byte = value % 128;
+    value = Math.floor(value / 128);
+    if (value > 0) byte |= 0x80;
+    out.push(byte);
+  } while (value > 0);
+  return out;
+}
+
+const encoder = new TextEncoder();
+const name = (text: string): number[] => {
+  const bytes = encoder.encode(text);
+  return [...leb(bytes.length), ...bytes];
+};
+
+/** Concatenates byte chunks without spreading big arrays onto the stack. */
+function join(parts: (number[] | Uint8Array)[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+function vector(items: (number[] | Uint8Array)[]): Uint8Array {
+  return join([leb(items.length), ...items]);
+}
+
+function section(id: number, body: Uint8Array): Uint8Array {
+  return join([[id, ...leb(body.length)], body]);
+}
+
+export function buildModule(spec: ModuleSpec): Uint8Array {
+  const extra = spec.functions ?? 0;
+  const imported = spec.imports ?? 0;
+  const sections: Uint8Array[] = [];
+  const types: number[][] = [
+    [0x60, 0, 1, 0x7f],
+    [0x60, 0, 0],
+  ];
+  for (let i = 0; i < (spec.types ?? 0); i++) {
+    const params: number[] = [];
+    for (let bit = 0, v = i + 1; bit < 20; bit++, v >>= 1) params.push(v & 1 ? 0x7e : 0x7f);
+    types.push([0x60, ...leb(params.length), ...params, 0]);
+  }
+  sections.push(section(1, vector(types)));
+  if (imported > 0) {
+    const entry = [...name('extism:host/env'), ...name('get_log_level'), 0x00, 0];
+    sections.push(section(2, vector(Array.from({ length: imported }, () => entry))));
+  }
+  sections.push(section(3, vector(Array.from({ length: 1 + extra }, () => [0]))));
+  if (spec.tables) sections.push(section(4, vector(spec.tables.map((n) => [0x70, 0x00, ...leb(n)]))));
+  sections.push(section(5, vector([[0x00, ...leb(spec.memoryPages ?? 1)]])));
+  if (spec.tags) sections.push(section(13, vector(Array.from({ length: spec.tags }, () => [0x00, 1]))));
+  if (spec.globals) {
+    const entry = [0x7f, spec.mutableGlobals ? 1 : 0, 0x41, 0, 0x0b];
+    sections.push(section(6, vector(Array.from({ length: spec.globals }, () => entry))));
+  }
+  const exports: number[][] = [[...name('run'), 0x00, ...leb(imported)]];
+  for (let i = 0; i < (spec.exports ?? 0); i++)
+    exports.push([...name(`f${i}`), 0x00, ...leb(imported + 1 + (i % Math.max(1, extra)))]);
+  sections.push(section(7, vector(exports)));
+  if (spec.elementSegments) {
+    const { count, entries } = spec.elementSegments;
+    if (imported > 127) throw new Error('element segments refer to run by a one-byte index');
+    const segment = join([[0x01, 0x00], leb(entries), new Uint8Array(entries).fill(imported)]);
+    sections.push(section(9, vector(Array.from({ length: count }, () => segment))));
+  }
+  const body = [4, 0, 0x41, 0, 0x0b];
+  const locals = spec.locals ? [0x01, ...leb(spec.locals), 0x7e] : [0x00];
+  const run = [...leb(locals.length + 3), ...locals, 0x41, 0, 0x0b];
+  sections.push(section(10, vector([run, ...Array.from({ length: extra }, () => body)])));
+  if (spec.dataSegments) {
+    sections.push(section(11, vector(Array.from({ length: spec.dataSegments }, () => [0x00, 0x41, 0, 0x0b, 1, 7]))));
+  }
+  return join([[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00], ...sections]);
+}
