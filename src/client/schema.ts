@@ -701,8 +701,10 @@ export interface operations {
             };
             /**
              * @description The upload is refused:
-             *     `INVALID_WASM` (not WebAssembly, does not compile, or cannot be prepared for running; the message says why),
-             *     `UNSUPPORTED_IMPORTS` (imports anything but functions of `extism:host/env` and `wasi_snapshot_preview1`; listed in `unsupportedImports`),
+             *     `INVALID_WASM` (not WebAssembly, does not compile, cannot be prepared for running, or over a module limit such as
+             *     MODULE_MAX_TABLE_ELEMENTS: the message says why, and `limit`, `value`, `max` name a limit passed),
+             *     `UNSUPPORTED_IMPORTS` (imports anything but functions of `extism:host/env` and `wasi_snapshot_preview1`, or one of them
+             *     with another signature than the service provides; listed in `unsupportedImports`, a mismatch with `expected` and `actual`),
              *     `NO_CALLABLE_EXPORTS` (exports no function),
              *     `INVALID_NAME`, `INVALID_CONFIG`, `INVALID_ALLOWED_HOSTS` (with `pattern` and `problem` for a pattern outside the grammar),
              *     `MISSING_FILE` (a form without the part `file`), `EMPTY_BODY`,
@@ -720,7 +722,15 @@ export interface operations {
                             module: string;
                             name: string;
                             kind: string;
+                            /** @description The signature the service provides, e.g. `(i64) -> i64`. */
+                            expected?: string;
+                            /** @description The signature the module declares. */
+                            actual?: string;
                         }[];
+                        /** @description The module limit passed (its environment variable). */
+                        limit?: string;
+                        value?: number;
+                        max?: number;
                         pattern?: string;
                         problem?: string;
                     };
