@@ -78,6 +78,15 @@ const cases: { plugin: string; fn: string; input: string; config?: Record<string
   { plugin: 'logs', fn: 'log_all', input: 'x', logLevel: 'warn' },
   { plugin: 'hello', fn: 'say_hello', input: 'no route configured', logLevel: 'debug' },
   { plugin: 'state', fn: 'probe', input: 'secret' },
+  // Block ownership as PDKs exercise it: config_get, var_get and log_* take their block, some PDKs free
+  // it again (the Haskell PDK's getConfig frees its key), and a freed block's length is 0.
+  { plugin: 'block_ownership', fn: 'greet', input: 'John', config: { greeting: 'Howdy' } },
+  { plugin: 'block_ownership', fn: 'greet', input: 'John' },
+  { plugin: 'block_ownership', fn: 'var_again', input: '' },
+  { plugin: 'block_ownership', fn: 'log_then_free', input: '' },
+  { plugin: 'block_ownership', fn: 'free_twice', input: '' },
+  { plugin: 'block_ownership', fn: 'lengths', input: '', config: { greeting: 'x' } },
+  { plugin: 'block_ownership', fn: 'input_freed', input: 'John' },
 ];
 
 describe('engine vs a fresh @extism/extism plugin', () => {

@@ -136,6 +136,22 @@ describe('alloc', () => {
     expect(r.message).toContain('65535 Extism blocks');
   });
 
+  it('never runs out of block addresses in a long call that frees what it allocates: freed indices are reused oldest first once all were used (200)', async () => {
+    const r = await runPlugin(
+      `(local $i i32) (local $b i64) (local $first i64)
+       (local.set $first (call $alloc (i64.const 1)))
+       (call $free (local.get $first))
+       (loop $l (local.set $b (call $alloc (i64.const 1))) (call $free (local.get $b))
+         (local.set $i (i32.add (local.get $i) (i32.const 1)))
+         (br_if $l (i32.lt_u (local.get $i) (i32.const 200000))))
+       ;; 200001 allocations: three times as many as there are block indices.
+       (call $output (i32.const 0) (i32.const 2))
+       (i32.const 0)`,
+      { fields: '(data (i32.const 0) "ok")' },
+    );
+    expect([r.status, r.output]).toEqual([200, 'ok']);
+  });
+
   it('keeps a negative alloc caught with catch_all as the answer, even after 12 allocations of 256 MiB and a 0 return', async () => {
     const before = await rssOf(server);
     const r = await runPlugin(
@@ -202,13 +218,15 @@ describe('free and freed blocks', () => {
     expect([r.status, r.output]).toEqual([200, '']);
   });
 
-  it('refuses input_load_u8 after the input block was freed with 422 PLUGIN_ERROR', async () => {
+  it('reads zeros (and length 0) from the input once the plugin freed it, like the SDK and the runtime (200)', async () => {
     const r = await runPlugin(
-      '(call $free (call $input_offset)) (drop (call $input_load_u8 (i64.const 0))) (i32.const 0)',
+      `(call $free (call $input_offset))
+       (if (i32.or (i32.wrap_i64 (call $input_length)) (call $input_load_u8 (i64.const 0))) (then unreachable))
+       (i32.const 0)`,
       {},
       { input: 'abc' },
     );
-    expect([r.status, r.code]).toEqual([422, 'PLUGIN_ERROR']);
+    expect([r.status, r.output]).toEqual([200, '']);
   });
 });
 

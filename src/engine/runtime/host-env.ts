@@ -14,7 +14,10 @@ export const EXTISM_ENV = 'extism:host/env';
 
 const INDEX_SHIFT = 48n;
 const OFFSET_MASK = (1n << 48n) - 1n;
+/** Block indices a call may use: an address keeps the index in its top 16 bits. */
 const MAX_BLOCKS = 65536;
+/** Reused slots kept in the queue below its head before it is compacted. */
+const FREED_QUEUE_SLACK = 4096;
 /** Longest error text a plugin can set that the call's answer carries (the rest is cut). */
 const ERROR_TEXT_MAX_BYTES = 64 * 1024;
 /** Longest http_request description (URL, method, headers as JSON). */
@@ -41,8 +44,14 @@ export type CallFetch = (
 export class CallState {
   readonly blocks: (Uint8Array | null)[] = [null];
   readonly #views: (DataView | null)[] = [null];
-  /** Freed indices, reused so a long call (e.g. one log per block) never runs out of addresses. */
-  readonly #free: number[] = [];
+  /**
+   * Freed indices, oldest first. Like the SDK, a call never gets an index twice while unused ones are
+   * left: PDKs free blocks the host already took (the Haskell PDK frees a config key after config_get,
+   * others free log messages), and a second free must not hit a block handed out since. Only once all
+   * MAX_BLOCKS indices were used does a long call (one log per block, say) reuse them, longest-freed first.
+   */
+  #freed: number[] = [];
+  #freedHead = 0;
   #hostBytes = 0;
   /** An allocation was refused for the host memory cap (the call's failure is then MEMORY_LIMIT). */
   memoryRefused = false;
@@ -54,7 +63,9 @@ export class CallState {
   outputLength = 0;
   errorIndex = 0;
   readonly vars = new Map<string, Uint8Array>();
+  /** Bytes of var values (what the SDK counts against maxVarBytes) and, kept apart, of their keys. */
   #varBytes = 0;
+  #varKeyBytes = 0;
   httpStatus = 0;
   readonly config: Record<string, string>;
   /** UTF-8 length of the longest config key: a longer key block cannot match, so it is not decoded. */
@@ -114,17 +125,27 @@ export class CallState {
 
   push(bytes: Uint8Array, reserve = true): number {
     if (reserve) this.#reserve(bytes.length);
-    const reused = this.#free.pop();
-    if (reused !== undefined) {
-      this.blocks[reused] = bytes;
-      return reused;
+    if (this.blocks.length < MAX_BLOCKS) {
+      this.blocks.push(bytes);
+      this.#views.push(null);
+      return this.blocks.length - 1;
     }
-    if (this.blocks.length >= MAX_BLOCKS) {
+    const reused = this.#takeFreed();
+    if (reused === undefined) {
       throw new CallFailure('MEMORY_LIMIT', `the plugin holds more than ${MAX_BLOCKS - 1} Extism blocks at once`);
     }
-    this.blocks.push(bytes);
-    this.#views.push(null);
-    return this.blocks.length - 1;
+    this.blocks[reused] = bytes;
+    return reused;
+  }
+
+  #takeFreed(): number | undefined {
+    if (this.#freedHead >= this.#freed.length) return undefined;
+    const index = this.#freed[this.#freedHead++];
+    if (this.#freedHead > FREED_QUEUE_SLACK && this.#freedHead * 2 > this.#freed.length) {
+      this.#freed = this.#freed.slice(this.#freedHead);
+      this.#freedHead = 0;
+    }
+    return index;
   }
 
   /** `size` as the plugin passed it (a signed i64): negative or past the cap fails before any accounting. */
@@ -148,7 +169,7 @@ export class CallState {
     this.#hostBytes -= block.length;
     this.blocks[index] = null;
     this.#views[index] = null;
-    if (index !== this.outputIndex && index !== this.errorIndex && index !== this.inputIndex) this.#free.push(index);
+    if (index !== this.outputIndex && index !== this.errorIndex && index !== this.inputIndex) this.#freed.push(index);
   }
 
   block(addr: bigint): Uint8Array {
@@ -189,22 +210,35 @@ export class CallState {
     return block.length > this.limits.varBytes ? null : decoder.decode(block);
   }
 
+  /**
+   * Values count against maxVarBytes as in the SDK (same message); keys have a budget of the same
+   * size of their own, so a plugin cannot hold unbounded memory in keys of empty values either.
+   */
   setVar(key: string | null, value: Uint8Array | null): void {
     if (key === null) {
       if (!value) return;
-      throw new CallFailure('PLUGIN_ERROR', `var memory limit exceeded: the key is longer than ${this.limits.varBytes} bytes`);
+      throw this.#varFailure(`var memory limit exceeded: the key is longer than ${this.limits.varBytes} bytes`);
     }
     const old = this.vars.get(key);
-    const size = this.#varBytes - (old ? old.length + key.length : 0) + (value ? value.length + key.length : 0);
+    const keyBytes = Buffer.byteLength(key);
+    const size = this.#varBytes - (old?.length ?? 0) + (value?.length ?? 0);
+    const keySize = this.#varKeyBytes - (old ? keyBytes : 0) + (value ? keyBytes : 0);
     if (value && size > this.limits.varBytes) {
-      throw new CallFailure(
-        'PLUGIN_ERROR',
-        `var memory limit exceeded: ${size} bytes requested, ${this.limits.varBytes} allowed`,
-      );
+      throw this.#varFailure(`var memory limit exceeded: ${size} bytes requested, ${this.limits.varBytes} allowed`);
+    }
+    if (value && keySize > this.limits.varBytes) {
+      throw this.#varFailure(`var memory limit exceeded: keys of ${keySize} bytes, ${this.limits.varBytes} allowed`);
     }
     this.#varBytes = size;
+    this.#varKeyBytes = keySize;
     if (value) this.vars.set(key, value);
     else this.vars.delete(key);
+  }
+
+  /** The SDK logs the failure as an error line too, then fails the call with it. */
+  #varFailure(message: string): CallFailure {
+    if (this.logs.wants(LOG_PRIORITY.error)) this.logs.add('error', message, Buffer.byteLength(message));
+    return new CallFailure('PLUGIN_ERROR', message);
   }
 
   setOutput(addr: bigint, length: bigint): void {
@@ -225,8 +259,12 @@ export class CallState {
     this.outputLength = size;
   }
 
-  /** The output the plugin set, or the error text it set (null when it set none; cut at ERROR_TEXT_MAX_BYTES). */
+  /**
+   * The output the plugin set, or the error text it set (null when it set none; cut at ERROR_TEXT_MAX_BYTES).
+   * As in the SDK, an error block freed after error_set leaves neither an error nor an output.
+   */
   result(): { output: Uint8Array | null; error: string | null } {
+    if (this.errorIndex && !this.blocks[this.errorIndex]) return { output: null, error: null };
     const error = this.errorIndex ? this.blocks[this.errorIndex] : null;
     if (error) {
       const cut = error.length > ERROR_TEXT_MAX_BYTES;
@@ -344,7 +382,10 @@ const EXTISM_FUNCTIONS: Readonly<Record<string, HostFunction>> = {
   ),
   input_offset: host('', 'i64', (call) => addressOf(call.inputIndex)),
   input_length: host('', 'i64', (call) => BigInt(call.blocks[call.inputIndex]?.length ?? 0)),
-  input_load_u8: host('i64', 'i32', (call, addr: bigint) => call.view(call.inputIndex).getUint8(offsetOf(addr))),
+  // Once the plugin freed its input, the SDK and the runtime both read zeros (its length is 0).
+  input_load_u8: host('i64', 'i32', (call, addr: bigint) =>
+    call.inputIndex !== 0 && !call.blocks[call.inputIndex] ? 0 : call.view(call.inputIndex).getUint8(offsetOf(addr)),
+  ),
   input_load_u64: host('i64', 'i64', (call, addr: bigint) => call.view(call.inputIndex).getBigUint64(offsetOf(addr), true)),
   output_set: host('i64 i64', '', (call, addr: bigint, length: bigint) => call.setOutput(addr, length)),
   error_set: host('i64', '', (call, addr: bigint) => {
