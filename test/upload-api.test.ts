@@ -121,6 +121,26 @@ describe('plugin upload API', () => {
     expect((await wasi.json()).wasi).toBe(true);
   });
 
+  it('takes config and allowed hosts as JSON parts (what Swagger UI sends) and an empty field as not given', async () => {
+    server = await startServer();
+    const form = new FormData();
+    form.set(
+      'file',
+      new Blob([(await readPlugin('hello')) as Uint8Array<ArrayBuffer>], { type: 'application/wasm' }),
+      'hello.wasm',
+    );
+    // A browser sends a Blob part with a file name: still the field, not a second file.
+    form.set('config', new Blob(['{"route":"http://127.0.0.1:1/todos/1"}'], { type: 'application/json' }));
+    form.set('allowedHosts', new Blob(['["127.0.0.1"]'], { type: 'application/json' }));
+    const parts = await api(server, '/plugins', { method: 'POST', body: form });
+    expect(parts.status).toBe(201);
+    expect(await parts.json()).toMatchObject({ config: { route: 'http://127.0.0.1:1/todos/1' }, allowedHosts: ['127.0.0.1'] });
+
+    const cleared = await postForm(server, { config: '', allowedHosts: '' }, { bytes: await readPlugin('echo') });
+    expect(cleared.status).toBe(201);
+    expect(await cleared.json()).toMatchObject({ config: {}, allowedHosts: [] });
+  });
+
   it('answers 200 with the existing record for bytes already stored, applying a new name and nothing else', async () => {
     server = await startServer();
     const bytes = await readPlugin('echo');
@@ -358,6 +378,36 @@ describe('rejected uploads', () => {
       status: 400,
       code: 'INVALID_REQUEST',
       send: async () => postForm(server, {}, { bytes: await valid(), part: 'wasm' }),
+    },
+    {
+      title: 'a config part that is a file of another type',
+      status: 400,
+      code: 'INVALID_REQUEST',
+      send: async () => postForm(server, {}, { bytes: await valid(), part: 'config' }),
+    },
+    {
+      title: 'two file parts',
+      status: 400,
+      code: 'INVALID_REQUEST',
+      send: async () => {
+        const form = new FormData();
+        const bytes = (await valid()) as Uint8Array<ArrayBuffer>;
+        form.append('file', new Blob([bytes], { type: 'application/wasm' }), 'a.wasm');
+        form.append('file', new Blob([bytes], { type: 'application/wasm' }), 'b.wasm');
+        return api(server, '/plugins', { method: 'POST', body: form });
+      },
+    },
+    {
+      title: 'an allowedHosts part over 64 KiB',
+      status: 400,
+      code: 'INVALID_REQUEST',
+      send: async () => {
+        const form = new FormData();
+        form.set('file', new Blob([(await valid()) as Uint8Array<ArrayBuffer>], { type: 'application/wasm' }), 'a.wasm');
+        form.set('allowedHosts', new Blob([JSON.stringify(['a'.repeat(70_000)])], { type: 'application/json' }));
+        return api(server, '/plugins', { method: 'POST', body: form });
+      },
+      message: /longer than 65536 bytes/,
     },
     {
       title: 'an unknown form field',

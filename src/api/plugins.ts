@@ -19,6 +19,11 @@ const MULTIPART_FIELD_BYTES = 64 * 1024;
 const MULTIPART_FIELDS = 8;
 const MULTIPART_OVERHEAD_BYTES = MULTIPART_FIELDS * MULTIPART_FIELD_BYTES + 64 * 1024;
 const UPLOAD_FIELDS = new Set(['name', 'description', 'config', 'allowedHosts']);
+/**
+ * Fields holding JSON text. A client that follows the contract's `encoding` (Swagger UI) sends them as
+ * parts of type application/json, which browsers send with a file name: read those parts as the field.
+ */
+const JSON_FIELDS = new Set(['config', 'allowedHosts']);
 /** How long a refused upload's remaining body is read and dropped before the connection is cut. */
 const LINGER_MS = 5_000;
 const OVERLOADED_RETRY_AFTER_MS = 1_000;
@@ -64,8 +69,9 @@ function parseDescription(value: string | undefined): string {
   return value;
 }
 
+// An empty field is a field not given (a form's cleared input).
 function parseConfig(value: string | undefined): Record<string, string> {
-  if (value === undefined) return {};
+  if (value === undefined || value === '') return {};
   let parsed: unknown;
   try {
     parsed = JSON.parse(value);
@@ -88,7 +94,7 @@ function parseConfig(value: string | undefined): Record<string, string> {
 
 // The pattern grammar is src/host-patterns.ts; the same check as for a call's list.
 function parseAllowedHosts(value: string | undefined): string[] {
-  if (value === undefined) return [];
+  if (value === undefined || value === '') return [];
   let parsed: unknown;
   try {
     parsed = JSON.parse(value);
@@ -110,14 +116,16 @@ function readFilePart(file: Readable & { truncated?: boolean }, maxBytes: number
   return new Promise((resolve, reject) => {
     let chunks: Buffer[] = [];
     let size = 0;
-    file.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      chunks.push(chunk);
-    });
-    file.once('limit', () => {
+    const refuse = (): void => {
       chunks = [];
       reject(tooLarge(maxBytes));
+    };
+    file.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > maxBytes) refuse();
+      else chunks.push(chunk);
     });
+    file.once('limit', refuse);
     file.once('error', reject);
     file.once('end', () => {
       if (file.truncated || size > maxBytes) reject(tooLarge(maxBytes));
@@ -125,6 +133,24 @@ function readFilePart(file: Readable & { truncated?: boolean }, maxBytes: number
     });
   });
 }
+
+/** Reads a JSON field sent as a file part, refusing it past the size of a text field. */
+async function readJsonPart(fieldname: string, file: Readable): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of file as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MULTIPART_FIELD_BYTES) {
+      file.resume();
+      throw fieldTooLong(fieldname);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, size).toString('utf8');
+}
+
+const fieldTooLong = (fieldname: string): AppError =>
+  new AppError('INVALID_REQUEST', `form field "${fieldname}" is longer than ${MULTIPART_FIELD_BYTES} bytes`);
 
 function tooLarge(maxBytes: number): AppError {
   return new AppError('PLUGIN_TOO_LARGE', `the plugin is larger than the limit of ${maxBytes} bytes (MAX_PLUGIN_BYTES)`);
@@ -150,10 +176,15 @@ function lingerOnUnreadBody(request: FastifyRequest, reply: FastifyReply): void 
 async function readMultipart(request: FastifyRequest, maxBytes: number, query: NameQuery): Promise<UploadInput> {
   let bytes: Buffer | null = null;
   const fields = new Map<string, string>();
+  const setField = (fieldname: string, value: string): void => {
+    if (fields.has(fieldname)) throw new AppError('INVALID_REQUEST', `form field "${fieldname}" given twice`);
+    fields.set(fieldname, value);
+  };
   const parts = request.parts({
     limits: {
-      fileSize: maxBytes,
-      files: 1,
+      // The JSON parts have the text fields' cap, which may be above a small plugin limit (checked per part).
+      fileSize: Math.max(maxBytes, MULTIPART_FIELD_BYTES + 1),
+      files: 1 + JSON_FIELDS.size,
       fields: MULTIPART_FIELDS,
       fieldSize: MULTIPART_FIELD_BYTES,
       parts: MULTIPART_FIELDS + 1,
@@ -161,6 +192,10 @@ async function readMultipart(request: FastifyRequest, maxBytes: number, query: N
   });
   for await (const part of parts) {
     if (part.type === 'file') {
+      if (JSON_FIELDS.has(part.fieldname) && part.mimetype === 'application/json') {
+        setField(part.fieldname, await readJsonPart(part.fieldname, part.file));
+        continue;
+      }
       if (part.fieldname !== 'file') {
         part.file.resume();
         throw new AppError(
@@ -168,6 +203,7 @@ async function readMultipart(request: FastifyRequest, maxBytes: number, query: N
           `unexpected file part "${part.fieldname}": send the Wasm module in the part "file"`,
         );
       }
+      if (bytes !== null) throw new AppError('INVALID_REQUEST', 'form field "file" given twice');
       bytes = await readFilePart(part.file, maxBytes);
       continue;
     }
@@ -177,11 +213,9 @@ async function readMultipart(request: FastifyRequest, maxBytes: number, query: N
         `unknown form field "${part.fieldname}" (known: file, ${[...UPLOAD_FIELDS].join(', ')})`,
       );
     }
-    if (fields.has(part.fieldname)) throw new AppError('INVALID_REQUEST', `form field "${part.fieldname}" given twice`);
-    if (part.valueTruncated)
-      throw new AppError('INVALID_REQUEST', `form field "${part.fieldname}" is longer than ${MULTIPART_FIELD_BYTES} bytes`);
+    if (part.valueTruncated) throw fieldTooLong(part.fieldname);
     // @fastify/multipart already parses fields sent as application/json; keep one representation.
-    fields.set(part.fieldname, typeof part.value === 'string' ? part.value : JSON.stringify(part.value));
+    setField(part.fieldname, typeof part.value === 'string' ? part.value : JSON.stringify(part.value));
   }
   const nameField = fields.get('name') ?? query.name;
   const input = {

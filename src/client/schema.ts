@@ -661,12 +661,15 @@ export interface operations {
                     name?: components["schemas"]["Name"];
                     description?: string;
                     /**
-                     * @description A JSON object of string values: defaults merged under every call's config.
+                     * @description JSON text: an object of string values, defaults merged under every call's config. A text
+                     *     field or a part of type application/json; empty means not given.
                      * @example {"route":"https://jsonplaceholder.typicode.com/todos/1"}
                      */
                     config?: string;
                     /**
-                     * @description A JSON array of host patterns (grammar: `CallRequest.allowedHosts`): the egress allow-list when a call gives none.
+                     * @description JSON text: an array of host patterns (grammar: `CallRequest.allowedHosts`), the egress
+                     *     allow-list when a call gives none. A text field or a part of type application/json;
+                     *     empty means not given.
                      * @example ["jsonplaceholder.typicode.com"]
                      */
                     allowedHosts?: string;
