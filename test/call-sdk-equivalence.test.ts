@@ -59,7 +59,15 @@ async function viaService(
   };
 }
 
-const cases: { plugin: string; fn: string; input: string; config?: Record<string, string>; logLevel?: Level }[] = [
+const cases: {
+  plugin: string;
+  fn: string;
+  input: string;
+  config?: Record<string, string>;
+  logLevel?: Level;
+  /** What both must answer, where the case pins it (a known bug's reproduction). */
+  output?: string;
+}[] = [
   { plugin: 'count_vowels', fn: 'count_vowels', input: 'Hello, World!' },
   { plugin: 'count_vowels', fn: 'count_vowels', input: 'Hello, World!', config: { vowels: 'lo' } },
   { plugin: 'rust_vowels', fn: 'count_vowels', input: 'A realistic Rust plugin' },
@@ -80,8 +88,8 @@ const cases: { plugin: string; fn: string; input: string; config?: Record<string
   { plugin: 'state', fn: 'probe', input: 'secret' },
   // Block ownership as PDKs exercise it: config_get, var_get and log_* take their block, some PDKs free
   // it again (the Haskell PDK's getConfig frees its key), and a freed block's length is 0.
-  { plugin: 'block_ownership', fn: 'greet', input: 'John', config: { greeting: 'Howdy' } },
-  { plugin: 'block_ownership', fn: 'greet', input: 'John' },
+  { plugin: 'block_ownership', fn: 'greet', input: 'John', config: { greeting: 'Howdy' }, output: 'Howdy, John' },
+  { plugin: 'block_ownership', fn: 'greet', input: 'John', output: 'Hello, John' },
   { plugin: 'block_ownership', fn: 'var_again', input: '' },
   { plugin: 'block_ownership', fn: 'log_then_free', input: '' },
   { plugin: 'block_ownership', fn: 'free_twice', input: '' },
@@ -113,6 +121,7 @@ describe('engine vs a fresh @extism/extism plugin', () => {
     const config = c.config ?? {};
     const level = c.logLevel ?? 'info';
     const expected = await viaSdk(c.plugin, c.fn, c.input, config, level);
+    if (c.output !== undefined) expect(expected.output).toBe(c.output);
     // Twice: the second call runs on the recycled instance.
     for (let i = 0; i < 2; i++) expect(await viaService(server, c.plugin, c.fn, c.input, config, level)).toEqual(expected);
   });

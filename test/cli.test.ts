@@ -164,10 +164,22 @@ describe('wasmhost call', { timeout: 120_000 }, () => {
     }
   });
 
+  it('--enable-http-response-headers lets the plugin read the response headers', async () => {
+    const request = JSON.stringify({ url: `${upstream.url}/todos/1` });
+    const call = (flags: string[]) =>
+      wasmhost(['call', 'plugins/dist/http.wasm', 'fetch_headers', '-i', request, '--allow-host', '127.0.0.1', ...flags]);
+    const withHeaders = await call(['--enable-http-response-headers']);
+    expect(withHeaders.code).toBe(0);
+    const answer = JSON.parse(withHeaders.stdout.toString()) as { status: number; headers: Record<string, string> };
+    expect(answer.status).toBe(200);
+    expect(answer.headers['content-type']).toMatch(/^application\/json/);
+    const without = await call([]);
+    expect(JSON.parse(without.stdout.toString())).toMatchObject({ status: 200, headers: null });
+  });
+
   it.each([
     [['--manifest'], '--manifest'],
     [['--link', 'lib=lib.wasm'], '--link'],
-    [['--enable-http-response-headers'], '--enable-http-response-headers'],
   ])('accepts %j and refuses it as not supported by this server yet, calling nothing', async (flags, flag) => {
     const before = upstream.received.length;
     const run = await wasmhost(['call', 'plugins/dist/hello.wasm', 'say_hello', ...flags]);

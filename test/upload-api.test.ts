@@ -347,6 +347,47 @@ describe('rejected uploads', () => {
       message: /env\.abort.*foo\.bar/,
     },
     {
+      title: 'custom host functions (extism:host/user, another namespace)',
+      status: 400,
+      code: 'UNSUPPORTED_IMPORTS',
+      send: async () =>
+        postRaw(
+          server,
+          await wat(`(module
+  (import "extism:host/user" "lookup" (func (param i64) (result i64)))
+  (import "my_host" "notify" (func (param i64)))
+  (memory (export "memory") 1)
+  (func (export "run") (result i32) (i32.const 0)))`),
+        ),
+      message: /extism:host\/user\.lookup, my_host\.notify .*custom host functions .* are not offered/,
+      fields: {
+        unsupportedImports: [
+          { module: 'extism:host/user', name: 'lookup', kind: 'function' },
+          { module: 'my_host', name: 'notify', kind: 'function' },
+        ],
+      },
+    },
+    {
+      title: 'a host function imported with another signature (alloc as (i32) -> i32)',
+      status: 400,
+      code: 'UNSUPPORTED_IMPORTS',
+      send: async () =>
+        postRaw(
+          server,
+          await wat(`(module
+  (import "extism:host/env" "alloc" (func (param i32) (result i32)))
+  (import "extism:host/env" "output_set" (func (param i64 i64)))
+  (memory (export "memory") 1)
+  (func (export "run") (result i32) (i32.const 0)))`),
+        ),
+      message: /extism:host\/env\.alloc declared as \(i32\) -> i32, provided as \(i64\) -> i64/,
+      fields: {
+        unsupportedImports: [
+          { module: 'extism:host/env', name: 'alloc', kind: 'function', expected: '(i64) -> i64', actual: '(i32) -> i32' },
+        ],
+      },
+    },
+    {
       title: 'no callable export',
       status: 400,
       code: 'NO_CALLABLE_EXPORTS',

@@ -24,6 +24,7 @@ export interface CallBody {
   maxLogEntries?: number;
   maxLogBytes?: number;
   outputEncoding?: 'utf8' | 'base64';
+  httpResponseHeaders?: boolean;
 }
 
 export const callBodySchema = {
@@ -45,6 +46,7 @@ export const callBodySchema = {
     maxLogEntries: { type: 'integer', minimum: 0 },
     maxLogBytes: { type: 'integer', minimum: 0 },
     outputEncoding: { type: 'string', enum: ['utf8', 'base64'] },
+    httpResponseHeaders: { type: 'boolean' },
   },
   not: { required: ['input', 'inputBase64'] },
 } as const;
@@ -188,6 +190,7 @@ export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions):
           logLevel: body.logLevel ?? 'info',
           limits,
           outputEncoding: body.outputEncoding,
+          httpResponseHeaders: body.httpResponseHeaders,
           signal: clientGone.signal,
         })
         .catch((err: unknown) => {

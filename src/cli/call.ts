@@ -81,7 +81,6 @@ export async function runCall(client: WasmhostClient, target: string, fn: string
 function refuseUnsupported(target: string, options: CallOptions): void {
   if (options.manifest || target.toLowerCase().endsWith('.json')) throw notSupportedYet('manifest');
   if (options.link.length > 0) throw notSupportedYet('link');
-  if (options.enableHttpResponseHeaders) throw notSupportedYet('enableHttpResponseHeaders');
   if (options.allowPath.length > 0) {
     throw new CliError('--allow-path has no counterpart: wasmhost gives plugins no files (their WASI has no file system)');
   }
@@ -121,6 +120,7 @@ export function callRequest(fn: string, options: CallOptions, logLevel: LogLevel
   const config = callConfig(options);
   if (Object.keys(config).length > 0) request.config = config;
   if (options.allowHost.length > 0) request.allowedHosts = options.allowHost;
+  if (options.enableHttpResponseHeaders) request.httpResponseHeaders = true;
   // extism call: 0 means "no timeout" / "no page limit", -1 "the default": both leave the service's default.
   if (options.timeout !== undefined && options.timeout > 0) request.timeoutMs = options.timeout;
   if (options.memoryMax !== undefined && options.memoryMax > 0) request.memoryMaxPages = options.memoryMax;

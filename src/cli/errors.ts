@@ -22,7 +22,6 @@ export class CliError extends Error {
 export const PENDING_SERVER_FEATURES = {
   manifest: '--manifest (an Extism manifest.json: several modules, config, limits)',
   link: '--link (linking extra modules by name)',
-  enableHttpResponseHeaders: '--enable-http-response-headers (letting the plugin read HTTP response headers)',
 } as const;
 
 export type PendingFeature = keyof typeof PENDING_SERVER_FEATURES;

@@ -55,7 +55,7 @@ program
   .option('--wasi', 'accepted for compatibility: plugins that import WASI always get it (sandboxed)')
   .option('--allow-path <path>', 'refused: plugins get no files', collect, [])
   .option('--allow-host <pattern>', 'allow HTTP to a host (repeatable); none: the plugin’s stored list', collect, [])
-  .option('--enable-http-response-headers', 'let the plugin read HTTP response headers (not supported by the server yet)')
+  .option('--enable-http-response-headers', 'let the plugin read HTTP response headers (http_headers)')
   .option('--timeout <ms>', 'call deadline in milliseconds (0: the service default)', integer(0))
   .option('--memory-max <pages>', 'plugin memory limit in 64 KiB pages (0: the service default)', integer(0))
   .option('--http-response-max <bytes>', 'largest HTTP response body the plugin may receive', integer(-1))

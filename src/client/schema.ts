@@ -381,6 +381,13 @@ export interface components {
              * @enum {string}
              */
             outputEncoding?: "utf8" | "base64";
+            /**
+             * @description Lets the plugin read HTTP response headers (`extism call --enable-http-response-headers`, the
+             *     SDK's `allowHttpResponseHeaders`): `http_headers` then returns a JSON object of the last
+             *     response's headers (names in lower case, repeated headers joined with `, `), `{}` before any
+             *     request. False or absent: `http_headers` returns 0.
+             */
+            httpResponseHeaders?: boolean;
         };
         LogEntry: {
             /** @enum {string} */
@@ -707,7 +714,8 @@ export interface operations {
              *     `INVALID_WASM` (not WebAssembly, does not compile, cannot be prepared for running, or over a module limit such as
              *     MODULE_MAX_TABLE_ELEMENTS: the message says why, and `limit`, `value`, `max` name a limit passed),
              *     `UNSUPPORTED_IMPORTS` (imports anything but functions of `extism:host/env` and `wasi_snapshot_preview1`, or one of them
-             *     with another signature than the service provides; listed in `unsupportedImports`, a mismatch with `expected` and `actual`),
+             *     with another signature than the service provides; listed in `unsupportedImports`, a mismatch with `expected` and `actual`;
+             *     custom host functions, under `extism:host/user` or any other namespace, are not offered),
              *     `NO_CALLABLE_EXPORTS` (exports no function),
              *     `INVALID_NAME`, `INVALID_CONFIG`, `INVALID_ALLOWED_HOSTS` (with `pattern` and `problem` for a pattern outside the grammar),
              *     `MISSING_FILE` (a form without the part `file`), `EMPTY_BODY`,

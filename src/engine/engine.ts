@@ -25,6 +25,8 @@ export interface CallRequest {
   logLevel: CallLogLevel;
   limits: CallLimits;
   outputEncoding?: 'utf8' | 'base64' | undefined;
+  /** Lets the plugin read the last HTTP response's headers (http_headers), as `extism call --enable-http-response-headers`. */
+  httpResponseHeaders?: boolean | undefined;
   /**
    * The caller gave up (its client went away): a call still waiting for a worker ends at once with
    * the signal's reason; a call already running finishes.
@@ -182,6 +184,7 @@ export class CallEngine {
             logLevel: request.logLevel,
             limits,
             egress: this.#egressOptions(request, started),
+            httpResponseHeaders: request.httpResponseHeaders ?? false,
             outputEncoding: request.outputEncoding ?? null,
           },
         },
@@ -233,6 +236,7 @@ export class CallEngine {
             logLevel: 'off',
             limits,
             egress: null,
+            httpResponseHeaders: false,
             outputEncoding: null,
             warm: true,
           },

@@ -27,6 +27,8 @@ export interface CallMessage {
   limits: CallLimits;
   /** Null: the call may not make HTTP requests (or the plugin cannot). */
   egress: EgressOptions | null;
+  /** http_headers answers the last response's headers (else 0). */
+  httpResponseHeaders: boolean;
   outputEncoding: 'utf8' | 'base64' | null;
   /** Only get an instance ready (a plugin just uploaded): no function runs, the answer is an empty success. */
   warm?: boolean;

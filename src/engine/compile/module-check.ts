@@ -70,6 +70,9 @@ export function checkModuleLimits(summary: ModuleSummary, limits: ModuleCheckLim
   }
 }
 
+/** Where the Extism SDKs put the host functions an embedding registers itself. */
+const EXTISM_USER = 'extism:host/user';
+
 const PROVIDED: Readonly<Record<string, ReadonlyMap<string, Signature>>> = {
   [EXTISM_ENV]: EXTISM_ENV_SIGNATURES,
   [WASI_PREVIEW1]: WASI_SIGNATURES,
@@ -96,11 +99,15 @@ export function checkImports(iface: ModuleInterface): void {
       ? `${r.module}.${r.name} declared as ${r.actual}, provided as ${r.expected}`
       : `${r.module}.${r.name}${r.kind === 'function' ? '' : ` (${r.kind})`}`,
   );
+  // A plugin built for a host that registers its own functions (`extism:host/user`, or any namespace)
+  // needs them to do its job: say so, rather than let it look like a broken module.
+  const custom = refused.some((r) => r.kind === 'function' && !PROVIDED[r.module]);
   throw new ModuleRefusedError(
     'UNSUPPORTED_IMPORTS',
     `the module imports what this service does not provide: ${listed.slice(0, 20).join(', ')}` +
       `${listed.length > 20 ? `, and ${listed.length - 20} more` : ''} ` +
-      `(available: functions of "${EXTISM_ENV}" and "${WASI_PREVIEW1}" with their signatures)`,
+      `(available: functions of "${EXTISM_ENV}" and "${WASI_PREVIEW1}" with their signatures` +
+      `${custom ? `; custom host functions (${EXTISM_USER} or any other namespace) are not offered` : ''})`,
     { unsupportedImports: refused.slice(0, 100) },
   );
 }

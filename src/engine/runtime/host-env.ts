@@ -67,6 +67,11 @@ export class CallState {
   #varBytes = 0;
   #varKeyBytes = 0;
   httpStatus = 0;
+  /**
+   * The last HTTP response's headers when the call lets the plugin read them (httpResponseHeaders),
+   * `{}` before any; null otherwise, and http_headers then answers 0.
+   */
+  responseHeaders: Record<string, string> | null = null;
   readonly config: Record<string, string>;
   /** UTF-8 length of the longest config key: a longer key block cannot match, so it is not decoded. */
   readonly #longestConfigKey: number;
@@ -413,8 +418,10 @@ const EXTISM_FUNCTIONS: Readonly<Record<string, HostFunction>> = {
     throw new CallFailure('PLUGIN_ERROR', 'http_request is not available');
   }),
   http_status_code: host('', 'i32', (call) => call.httpStatus),
-  // Like the SDK without allowHttpResponseHeaders: headers are not exposed.
-  http_headers: host('', 'i64', () => 0n),
+  // As the SDK's allowHttpResponseHeaders: a JSON object of the last response's headers, names in lower case.
+  http_headers: host('', 'i64', (call) =>
+    call.responseHeaders === null ? 0n : call.storeText(JSON.stringify(call.responseHeaders)),
+  ),
   log_trace: log('trace'),
   log_debug: log('debug'),
   log_info: log('info'),
@@ -467,6 +474,7 @@ interface HttpRequestJson {
 
 async function httpRequest(call: CallState, reqAddr: bigint, bodyAddr: bigint): Promise<bigint> {
   call.httpStatus = 0;
+  if (call.responseHeaders !== null) call.responseHeaders = {};
   const description = call.block(reqAddr);
   if (description.length > HTTP_REQUEST_JSON_MAX_BYTES) {
     throw new CallFailure('PLUGIN_ERROR', `http_request: the request description is over ${HTTP_REQUEST_JSON_MAX_BYTES} bytes`);
@@ -494,8 +502,16 @@ async function httpRequest(call: CallState, reqAddr: bigint, bodyAddr: bigint): 
 
   const response = await call.fetch(request.url, { method, headers, ...(body ? { body } : {}) });
   call.httpStatus = response.status;
+  if (call.responseHeaders !== null) call.responseHeaders = headersObject(response.headers);
   const bytes = await readBody(response, call.limits.httpResponseBytes);
   return addressOf(call.push(bytes));
+}
+
+/** What the SDK's `Object.fromEntries(response.headers)` gives: lower-case names, repeated ones joined (set-cookie: the last). */
+function headersObject(headers: Headers): Record<string, string> {
+  const out: Record<string, string> = {};
+  headers.forEach((value, name) => (out[name] = value));
+  return out;
 }
 
 function hostOf(url: string): string {

@@ -243,6 +243,7 @@ async function handleCall(msg: CallMessage): Promise<void> {
       },
       egress ? (url, init) => waitingOnHttp(() => egress!.fetch(url, init)) : null,
     );
+    if (msg.httpResponseHeaders) call.responseHeaders = {};
     let rc = 0;
     try {
       rc = await instance.run(msg.function, call, limits.memoryPages);

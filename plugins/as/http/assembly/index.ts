@@ -1,6 +1,6 @@
 import { Host } from "@extism/as-pdk";
 import { http_request } from "@extism/as-pdk/lib/env";
-import { http_status_code, outputText, readBlock, setError, storeText } from "../../shared/assembly/host";
+import { http_headers, http_status_code, outputText, readBlock, setError, storeText } from "../../shared/assembly/host";
 import { JsonKind, JsonValue, parseJson, quote } from "../../shared/assembly/json";
 
 // Egress test helper. A request is {"url": "...", "method"?: "GET", "headers"?: {...}, "body"?: "..."};
@@ -60,4 +60,27 @@ function perform(request: JsonValue): string | null {
   }
   const text = String.UTF8.decode(readBlock(response).buffer);
   return '{"status":' + status.toString() + ',"body":' + quote(text) + "}";
+}
+
+/**
+ * Performs one request, then answers its result with "headers": what http_headers returned, as JSON
+ * (null when the host returned no block: response headers not enabled).
+ */
+export function fetch_headers(): i32 {
+  const request = parseJson(Host.inputString());
+  if (request === null || request.kind != JsonKind.Object) {
+    setError("fetch_headers: input must be a JSON object {url, method?, headers?, body?}");
+    return 1;
+  }
+  const result = perform(request);
+  if (result === null) return 1;
+  outputText(result.slice(0, result.length - 1) + ',"headers":' + lastHeaders() + "}");
+  return 0;
+}
+
+// Compiled after perform, so the module imports http_request before http_headers: the SDK on Node 24
+// binds host functions imported before http_request to its "not enabled" stubs.
+function lastHeaders(): string {
+  const headers = http_headers();
+  return headers == 0 ? "null" : String.UTF8.decode(readBlock(headers).buffer);
 }

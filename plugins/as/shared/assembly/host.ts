@@ -10,6 +10,8 @@ import {
 export declare function log_trace(offset: u64): void;
 @external("extism:host/env", "http_status_code")
 export declare function http_status_code(): i32;
+@external("extism:host/env", "http_headers")
+export declare function http_headers(): u64;
 
 // Wired in with `--use abort=...` (see plugins/build.mjs) so the module does not import
 // env.abort, which Extism does not provide.
