@@ -8,6 +8,7 @@ import { playgroundRoutes } from './api/playground.ts';
 import { frameworkErrorHandler, installErrorHandler } from './api/error-handler.ts';
 import { Lifecycle, installLifecycle } from './api/lifecycle.ts';
 import { Readiness, installLoadShedding, opsRoutes } from './api/ops.ts';
+import { clientErrorHandler, installSlowClientLimits } from './api/slow-clients.ts';
 import { RequestLogController, genRequestId, installTelemetry, loggerOptions } from './api/telemetry.ts';
 import { ServiceMetrics, pluginLabel } from './metrics.ts';
 import { pluginRoutes } from './api/plugins.ts';
@@ -42,6 +43,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     bodyLimit: 1024 * 1024,
     // A malformed path or an over-long id answers in our error shape (see frameworkErrorHandler).
     frameworkErrors: frameworkErrorHandler(callErrorDefaults),
+    // Malformed requests and headers past HEADERS_TIMEOUT_MS answer in our error shape too.
+    clientErrorHandler: clientErrorHandler(config.requests),
     // Unknown fields in a body are an error (schemas say additionalProperties: false), never dropped; a
     // value of the wrong type is an error, never converted ({"timeoutMs":"100"}, {"config":{"k":1}}).
     // No querystring or params field is a number, so nothing needs coercion (a new one would need its own).
@@ -49,6 +52,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   });
   if (options.onRoute) app.addHook('onRoute', options.onRoute);
   installErrorHandler(app);
+  installSlowClientLimits(app, config.requests);
 
   const metrics = new ServiceMetrics();
   const readiness = new Readiness();

@@ -163,6 +163,17 @@ export interface Config {
   moduleCacheBytes: number;
   /** Plugins per page of GET /plugins (`limit`). */
   listLimit: Limit;
+  /** How a request must arrive: clients that send too slowly are cut and free what they hold. */
+  requests: {
+    /** A request's headers must be complete within this (from its first byte). */
+    headersTimeoutMs: number;
+    /** A body must be complete within this from its headers. */
+    bodyTimeoutMs: number;
+    /** A body still arriving must bring at least this many bytes per second, over every window of 5 s (0: off). */
+    bodyMinBytesPerSecond: number;
+  };
+  /** A plugin's config (upload) and a call's config: keys, and bytes of keys and values together. */
+  pluginConfig: { maxKeys: number; maxBytes: number };
   engine: {
     workers: number;
     /** Calls waiting for a worker beyond which new calls get 503 OVERLOADED. */
@@ -420,6 +431,15 @@ export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
     uploadConcurrency: int(env, 'UPLOAD_CONCURRENCY', 2, 1, 256),
     moduleCacheBytes: int(env, 'MODULE_CACHE_BYTES', 256 * MiB, 0),
     listLimit: limit(env, 'LIST_LIMIT', 100, 1000),
+    requests: {
+      headersTimeoutMs: int(env, 'HEADERS_TIMEOUT_MS', 10_000, 100, 600_000),
+      bodyTimeoutMs: int(env, 'BODY_TIMEOUT_MS', 60_000, 100, 3_600_000),
+      bodyMinBytesPerSecond: int(env, 'BODY_MIN_BYTES_PER_SECOND', 4096, 0, 1024 * MiB),
+    },
+    pluginConfig: {
+      maxKeys: int(env, 'CONFIG_MAX_KEYS', 256, 0, 100_000),
+      maxBytes: int(env, 'CONFIG_MAX_BYTES', 64 * 1024, 0, 16 * MiB),
+    },
     engine: {
       workers: int(env, 'WORKERS', Math.max(1, availableParallelism()), 1, 256),
       queueMax: int(env, 'QUEUE_MAX', 256, 0),

@@ -24,6 +24,8 @@ describe('loadConfig', () => {
     expect(config.store).toEqual({ kind: 'filesystem' });
     expect(config.listLimit).toEqual({ default: 100, ceiling: 1000 });
     expect(config.ops.redis).toBeNull();
+    expect(config.requests).toEqual({ headersTimeoutMs: 10_000, bodyTimeoutMs: 60_000, bodyMinBytesPerSecond: 4096 });
+    expect(config.pluginConfig).toEqual({ maxKeys: 256, maxBytes: 64 * 1024 });
   });
 
   it('reads the PostgreSQL store and Redis settings with their defaults', () => {
@@ -82,6 +84,10 @@ describe('loadConfig', () => {
     { env: { REDIS_URL: 'http://redis' }, message: /^REDIS_URL must start with redis:\/\// },
     { env: { REDIS_URL: 'redis://127.0.0.1', REDIS_KEY_PREFIX: 'a b' }, message: /^REDIS_KEY_PREFIX must be/ },
     { env: { LIST_LIMIT: '2000' }, message: /^LIST_LIMIT \(2000\) must not exceed LIST_LIMIT_CEILING \(1000\)$/ },
+    { env: { HEADERS_TIMEOUT_MS: '0' }, message: /^HEADERS_TIMEOUT_MS must be between 100 and 600000, got 0$/ },
+    { env: { BODY_TIMEOUT_MS: '3600001' }, message: /^BODY_TIMEOUT_MS must be between 100 and 3600000, got 3600001$/ },
+    { env: { CONFIG_MAX_KEYS: '100001' }, message: /^CONFIG_MAX_KEYS must be between 0 and 100000, got 100001$/ },
+    { env: { CONFIG_MAX_BYTES: '16777217' }, message: /^CONFIG_MAX_BYTES must be between 0 and 16777216, got 16777217$/ },
   ];
   for (const c of invalid) {
     it(`refuses ${JSON.stringify(c.env)} with a ConfigError naming the variable`, () => {

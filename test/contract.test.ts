@@ -4,7 +4,7 @@
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkEveryResponse, documentedOperations, expectContract, matchPath } from './openapi-contract.ts';
-import { readPlugin, removeDir, startServer, type StartOptions, type TestServer } from './helpers.ts';
+import { readPlugin, removeDir, sendStreaming, startServer, type StartOptions, type TestServer } from './helpers.ts';
 
 const ADMIN = 'contract-admin-token-000001';
 const INVOKE = 'contract-invoke-token-00001';
@@ -276,6 +276,36 @@ describe('call route', () => {
   it('reports plugin failures (422) and timeouts (504)', async () => {
     expect((await call(server, 'POST', '/plugins/fail/call', body({ function: 'fail' }))).status).toBe(422);
     expect((await call(server, 'POST', '/plugins/loop/call', body({ function: 'spin', timeoutMs: 200 }))).status).toBe(504);
+  });
+});
+
+describe('slow clients', () => {
+  /** Sends the first bytes of a body and then nothing: the server cuts it at BODY_TIMEOUT_MS. */
+  async function stalledBody(server: TestServer, url: string, contentType: string, first: string): Promise<number> {
+    async function* firstThenNothing(): AsyncGenerator<Uint8Array> {
+      yield Buffer.from(first);
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+    }
+    const answer = await sendStreaming(server.url, {
+      path: url,
+      headers: { 'content-type': contentType, 'content-length': String(first.length + 1000) },
+      chunks: firstThenNothing(),
+    });
+    const response = new Response(answer.body, { status: answer.status, headers: answer.headers });
+    await expectContract('POST', url, response);
+    covered.add(`POST ${matchPath(url)} ${answer.status}`);
+    return answer.status;
+  }
+
+  it('cuts an upload or a call whose body does not arrive within BODY_TIMEOUT_MS (408)', async () => {
+    const server = await start({ env: { BODY_TIMEOUT_MS: '500', BODY_MIN_BYTES_PER_SECOND: '0' } });
+    const stored = await fetch(`${server.url}/plugins?name=count_vowels`, {
+      method: 'POST',
+      ...wasmBody(await readPlugin('count_vowels')),
+    });
+    expect(stored.status).toBe(201);
+    expect(await stalledBody(server, '/plugins', 'application/wasm', '\0asm')).toBe(408);
+    expect(await stalledBody(server, '/plugins/count_vowels/call', 'application/json', '{"function":')).toBe(408);
   });
 });
 

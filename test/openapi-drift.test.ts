@@ -189,6 +189,7 @@ describe('openapi.yaml and the route schemas', () => {
 const UNDOCUMENTED_CODES: Record<string, string> = {
   NOT_FOUND: 'no route matched: answered outside every operation',
   CLIENT_CLOSED: 'never sent: the client is gone (a call outcome in logs and metrics)',
+  HEADERS_TOO_LARGE: 'answered before any route is matched: the request line and headers are over what Node parses',
 };
 
 /** Every `const`/`enum` string under a `code` property of a schema, following local $refs. */

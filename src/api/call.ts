@@ -6,6 +6,7 @@ import { AppError, isAppError } from '../errors.ts';
 import type { CallEngine } from '../engine/engine.ts';
 import { resolveLimits } from '../engine/limits.ts';
 import { CALL_LOG_LEVELS, type CallLogLevel } from '../engine/runtime/logs.ts';
+import { checkConfigSize } from './config-size.ts';
 import { errorSchema, pluginParamsSchema } from './schemas.ts';
 import { reportCall, reportFromDetails } from './telemetry.ts';
 
@@ -122,9 +123,9 @@ function hasBody(request: FastifyRequest): boolean {
   return request.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
 
-/** JSON quoting and base64 make a body bigger than the input it carries; the input itself is checked exactly. */
-export function callBodyLimit(maxInputBytes: number): number {
-  return Math.ceil((maxInputBytes * 4) / 3) + 1024 * 1024;
+/** JSON quoting and base64 make a body bigger than the input and config it carries; both are checked exactly. */
+export function callBodyLimit(maxInputBytes: number, configMaxBytes: number): number {
+  return Math.ceil((maxInputBytes * 4) / 3) + 2 * configMaxBytes + 1024 * 1024;
 }
 
 export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions): Promise<void> {
@@ -135,7 +136,7 @@ export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions):
   app.post<{ Params: { id: string }; Body: CallBody }>(
     '/plugins/:id/call',
     {
-      bodyLimit: callBodyLimit(maxInputBytes),
+      bodyLimit: callBodyLimit(maxInputBytes, config.pluginConfig.maxBytes),
       // Every answer of a call carries logs and egress, even when the call never started.
       config: { tooLargeCode: 'INPUT_TOO_LARGE', errorDefaults: CALL_ERROR_DEFAULTS },
       onRequest: async (request) => requireJson(request),
@@ -160,6 +161,7 @@ export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions):
           `the input is ${inputBytes} bytes; the limit is ${maxInputBytes} bytes (MAX_INPUT_BYTES)`,
         );
       }
+      if (body.config) checkConfigSize(body.config, config.pluginConfig, "the call's");
       if (body.allowedHosts) validateHostPatterns(body.allowedHosts);
       const limits = resolveLimits(config.engine.limits, body);
       const plugin = await store.get(request.params.id);

@@ -9,11 +9,11 @@ import type { Prepare } from '../engine/compile/prepare.ts';
 import { AppError, isAppError } from '../errors.ts';
 import { ID_PATTERN, pluginIdOf, type PluginMeta } from '../store/store.ts';
 import { configForCaller } from './auth.ts';
+import { checkConfigSize } from './config-size.ts';
 import { errorSchema, pluginParamsSchema, pluginSchema } from './schemas.ts';
 
 const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 const MAX_DESCRIPTION_CHARS = 1024;
-const MAX_CONFIG_ENTRIES = 256;
 /** Room for the form's text fields and part headers on top of the file itself. */
 const MULTIPART_FIELD_BYTES = 64 * 1024;
 const MULTIPART_FIELDS = 8;
@@ -70,7 +70,7 @@ function parseDescription(value: string | undefined): string {
 }
 
 // An empty field is a field not given (a form's cleared input).
-function parseConfig(value: string | undefined): Record<string, string> {
+function parseConfig(value: string | undefined, limits: Config['pluginConfig']): Record<string, string> {
   if (value === undefined || value === '') return {};
   let parsed: unknown;
   try {
@@ -81,14 +81,12 @@ function parseConfig(value: string | undefined): Record<string, string> {
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw new AppError('INVALID_CONFIG', 'config must be a JSON object of string values');
   }
-  const entries = Object.entries(parsed);
-  if (entries.length > MAX_CONFIG_ENTRIES)
-    throw new AppError('INVALID_CONFIG', `config has more than ${MAX_CONFIG_ENTRIES} keys`);
   const config: Record<string, string> = {};
-  for (const [key, v] of entries) {
+  for (const [key, v] of Object.entries(parsed)) {
     if (typeof v !== 'string') throw new AppError('INVALID_CONFIG', `config value of "${key}" must be a string`);
     config[key] = v;
   }
+  checkConfigSize(config, limits, "the plugin's");
   return config;
 }
 
@@ -173,7 +171,34 @@ function lingerOnUnreadBody(request: FastifyRequest, reply: FastifyReply): void 
   raw.on('data', () => {}).resume();
 }
 
-async function readMultipart(request: FastifyRequest, maxBytes: number, query: NameQuery): Promise<UploadInput> {
+/**
+ * The multipart parser's own errors (no boundary, a body cut before its closing boundary) are the
+ * client's: 400, not 500. Errors that already have a code or a status keep them.
+ */
+function malformedForm(err: unknown): unknown {
+  if (isAppError(err) || typeof (err as { statusCode?: unknown }).statusCode === 'number') return err;
+  return new AppError('INVALID_REQUEST', `the multipart form is malformed: ${(err as Error).message}`, { cause: err });
+}
+
+async function readMultipart(
+  request: FastifyRequest,
+  maxBytes: number,
+  query: NameQuery,
+  configLimits: Config['pluginConfig'],
+): Promise<UploadInput> {
+  try {
+    return await readForm(request, maxBytes, query, configLimits);
+  } catch (err) {
+    throw malformedForm(err);
+  }
+}
+
+async function readForm(
+  request: FastifyRequest,
+  maxBytes: number,
+  query: NameQuery,
+  configLimits: Config['pluginConfig'],
+): Promise<UploadInput> {
   let bytes: Buffer | null = null;
   const fields = new Map<string, string>();
   const setField = (fieldname: string, value: string): void => {
@@ -217,11 +242,14 @@ async function readMultipart(request: FastifyRequest, maxBytes: number, query: N
     // @fastify/multipart already parses fields sent as application/json; keep one representation.
     setField(part.fieldname, typeof part.value === 'string' ? part.value : JSON.stringify(part.value));
   }
-  const nameField = fields.get('name') ?? query.name;
+  // An empty field is a field not given, like config's and allowedHosts'.
+  const formName = fields.get('name') || undefined;
+  if (formName !== undefined && query.name !== undefined)
+    throw new AppError('INVALID_REQUEST', 'the name is given twice (form field "name" and query "name"): give it once');
   const input = {
-    name: parseName(nameField),
+    name: parseName(formName ?? query.name),
     description: parseDescription(fields.get('description')),
-    config: parseConfig(fields.get('config')),
+    config: parseConfig(fields.get('config'), configLimits),
     allowedHosts: parseAllowedHosts(fields.get('allowedHosts')),
   };
   if (bytes === null) throw new AppError('MISSING_FILE', 'the form has no file part named "file" holding the Wasm module');
@@ -229,8 +257,12 @@ async function readMultipart(request: FastifyRequest, maxBytes: number, query: N
   return { ...input, bytes };
 }
 
-function readUpload(request: FastifyRequest<{ Querystring: NameQuery }>, maxBytes: number): Promise<UploadInput> | UploadInput {
-  if (request.isMultipart()) return readMultipart(request, maxBytes, request.query);
+function readUpload(
+  request: FastifyRequest<{ Querystring: NameQuery }>,
+  maxBytes: number,
+  configLimits: Config['pluginConfig'],
+): Promise<UploadInput> | UploadInput {
+  if (request.isMultipart()) return readMultipart(request, maxBytes, request.query, configLimits);
   const body = request.body;
   const name = parseName(request.query.name);
   if (body === undefined || body === null || (Buffer.isBuffer(body) && body.length === 0)) {
@@ -357,7 +389,7 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
       ],
     },
     async (request, reply) => {
-      const upload = await readUpload(request, maxPluginBytes);
+      const upload = await readUpload(request, maxPluginBytes, opts.config.pluginConfig);
       const inspected = await inspectModule(upload.bytes, opts.prepare);
       const id = pluginIdOf(upload.bytes);
       const { meta, created } = await storePut({

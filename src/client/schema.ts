@@ -500,6 +500,18 @@ export interface components {
         };
     };
     responses: {
+        /** @description `REQUEST_TIMEOUT`: the body did not arrive within BODY_TIMEOUT_MS or at BODY_MIN_BYTES_PER_SECOND; nothing was stored and the upload slot is free again. */
+        RequestTimeout: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"] & {
+                    /** @constant */
+                    code?: "REQUEST_TIMEOUT";
+                };
+            };
+        };
         /** @description `PLUGIN_NOT_FOUND`: no plugin has this id or name. */
         PluginNotFound: {
             headers: {
@@ -719,7 +731,9 @@ export interface operations {
              *     `NO_CALLABLE_EXPORTS` (exports no function),
              *     `INVALID_NAME`, `INVALID_CONFIG`, `INVALID_ALLOWED_HOSTS` (with `pattern` and `problem` for a pattern outside the grammar),
              *     `MISSING_FILE` (a form without the part `file`), `EMPTY_BODY`,
-             *     `INVALID_REQUEST` (unknown or repeated form field, a file in another part, a field over 64 KiB).
+             *     `INVALID_REQUEST` (unknown or repeated form field, the name as both form field and query, a file in another part,
+             *     a field over 64 KiB, a form without a boundary or cut before its end),
+             *     `INVALID_CONFIG` also for a config over CONFIG_MAX_KEYS keys or CONFIG_MAX_BYTES bytes.
              */
             400: {
                 headers: {
@@ -749,6 +763,7 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            408: components["responses"]["RequestTimeout"];
             /** @description `PLUGIN_TOO_LARGE`: the module is larger than MAX_PLUGIN_BYTES. Refused as soon as the limit is passed (or at once from Content-Length); the rest of the body is not kept. */
             413: {
                 headers: {
@@ -934,7 +949,7 @@ export interface operations {
                     "application/json": components["schemas"]["CallResponse"];
                 };
             };
-            /** @description `INVALID_REQUEST` (schema, unknown field, both inputs, a path that is not valid percent-encoding), `INVALID_ALLOWED_HOSTS`, `LIMIT_ABOVE_CEILING`. */
+            /** @description `INVALID_REQUEST` (schema, unknown field, both inputs, a path that is not valid percent-encoding), `INVALID_ALLOWED_HOSTS`, `LIMIT_ABOVE_CEILING`, `INVALID_CONFIG` (`config` over CONFIG_MAX_KEYS keys or CONFIG_MAX_BYTES bytes). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -942,7 +957,7 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["CallError"] & {
                         /** @enum {unknown} */
-                        code?: "INVALID_REQUEST" | "INVALID_ALLOWED_HOSTS" | "LIMIT_ABOVE_CEILING";
+                        code?: "INVALID_REQUEST" | "INVALID_ALLOWED_HOSTS" | "LIMIT_ABOVE_CEILING" | "INVALID_CONFIG";
                     };
                 };
             };
@@ -957,6 +972,18 @@ export interface operations {
                     "application/json": components["schemas"]["CallError"] & {
                         /** @enum {unknown} */
                         code?: "PLUGIN_NOT_FOUND" | "FUNCTION_NOT_FOUND";
+                    };
+                };
+            };
+            /** @description `REQUEST_TIMEOUT`: the body did not arrive within BODY_TIMEOUT_MS or at BODY_MIN_BYTES_PER_SECOND; nothing was run. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CallError"] & {
+                        /** @constant */
+                        code?: "REQUEST_TIMEOUT";
                     };
                 };
             };

@@ -1,0 +1,112 @@
+// Request hygiene: a client must send its request in time, or it is cut with the service's error shape
+// and lets go of what it holds (an upload slot, a place in memory). Headers: Node's headersTimeout,
+// answered here instead of by Node or Fastify. Bodies: a deadline and a minimum rate, measured on the
+// socket's byte count so the body parser's stream is left alone; a body cut fails that parser with
+// 408 REQUEST_TIMEOUT, and the request ends through the normal error path.
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { Config } from '../config.ts';
+import { AppError } from '../errors.ts';
+import { errorBody } from './error-handler.ts';
+
+/** A body's rate is judged over windows this long: a client may pause briefly, not trickle. */
+export const BODY_RATE_WINDOW_MS = 5_000;
+/** How often the connection checker looks for headers past their timeout (Node's default is 30 s). */
+const HEADERS_CHECK_MS = 1_000;
+/** When the body parser is not listening yet (a hook still runs), how soon to try cutting again. */
+const RETRY_CUT_MS = 100;
+
+type RequestsConfig = Config['requests'];
+
+/** Fastify's `clientErrorHandler`: malformed requests and headers past their timeout, in our error shape. */
+export function clientErrorHandler(requests: RequestsConfig) {
+  return (err: NodeJS.ErrnoException, socket: Socket): void => {
+    if (err.code === 'ECONNRESET' || socket.destroyed) return;
+    const appError =
+      err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? new AppError(
+            'REQUEST_TIMEOUT',
+            `the request headers did not arrive within ${requests.headersTimeoutMs} ms (HEADERS_TIMEOUT_MS)`,
+          )
+        : err.code === 'HPE_HEADER_OVERFLOW'
+          ? new AppError('HEADERS_TOO_LARGE', 'the request headers are larger than the server accepts')
+          : new AppError('INVALID_REQUEST', `the request is not valid HTTP (${err.code ?? 'parse error'})`);
+    const body = errorBody(appError);
+    const text = JSON.stringify(body);
+    // Only when no response of this connection has begun: anything else would corrupt it.
+    const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (socket.writable && !inFlight?.headersSent) {
+      socket.write(
+        `HTTP/1.1 ${body.statusCode} ${STATUS_CODES[body.statusCode]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+          `content-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`,
+      );
+    }
+    socket.destroy(err);
+  };
+}
+
+/** Headers timeout on the server, and a watch on every body still arriving. */
+export function installSlowClientLimits(app: FastifyInstance, requests: RequestsConfig): void {
+  app.server.headersTimeout = requests.headersTimeoutMs;
+  // Read when the server starts listening.
+  (app.server as unknown as { connectionsCheckingInterval: number }).connectionsCheckingInterval = Math.min(
+    HEADERS_CHECK_MS,
+    requests.headersTimeoutMs,
+  );
+  app.addHook('onRequest', async (request) => {
+    if (!request.raw.complete && hasBody(request)) watchBody(request, requests);
+  });
+}
+
+function hasBody(request: FastifyRequest): boolean {
+  const length = request.headers['content-length'];
+  return request.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
+function watchBody(request: FastifyRequest, { bodyTimeoutMs, bodyMinBytesPerSecond }: RequestsConfig): void {
+  const raw = request.raw;
+  const socket = raw.socket;
+  const started = performance.now();
+  const deadline = started + bodyTimeoutMs;
+  let windowStart = started;
+  let windowBytes = socket.bytesRead;
+  let timer: NodeJS.Timeout | undefined;
+  let done = false;
+  const stop = () => {
+    done = true;
+    clearTimeout(timer);
+  };
+  raw.once('end', stop);
+  raw.once('close', stop);
+
+  const schedule = (ms: number) => {
+    // setImmediate: judge after the I/O already waiting has been read (a busy event loop is not a slow client).
+    timer = setTimeout(() => setImmediate(check), Math.max(0, ms));
+    timer.unref();
+  };
+  const cut = (message: string) => {
+    if (done || raw.complete) return;
+    // The body's reader (Fastify's body parser, or the multipart reader) fails with this error.
+    if (raw.listenerCount('error') === 0) return schedule(RETRY_CUT_MS);
+    stop();
+    raw.emit('error', new AppError('REQUEST_TIMEOUT', message));
+  };
+  const check = () => {
+    if (done || raw.complete) return stop();
+    const now = performance.now();
+    if (now >= deadline) return cut(`the request body did not arrive within ${bodyTimeoutMs} ms (BODY_TIMEOUT_MS)`);
+    if (bodyMinBytesPerSecond > 0 && now - windowStart >= BODY_RATE_WINDOW_MS) {
+      const rate = ((socket.bytesRead - windowBytes) * 1000) / (now - windowStart);
+      if (rate < bodyMinBytesPerSecond) {
+        return cut(
+          `the request body arrived at ${Math.floor(rate)} bytes/s, below the minimum of ${bodyMinBytesPerSecond} (BODY_MIN_BYTES_PER_SECOND)`,
+        );
+      }
+      windowStart = now;
+      windowBytes = socket.bytesRead;
+    }
+    schedule(Math.min(deadline - now, bodyMinBytesPerSecond > 0 ? windowStart + BODY_RATE_WINDOW_MS - now : Infinity));
+  };
+  schedule(Math.min(bodyTimeoutMs, bodyMinBytesPerSecond > 0 ? BODY_RATE_WINDOW_MS : Infinity));
+}

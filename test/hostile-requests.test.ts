@@ -1,0 +1,412 @@
+// Malformed requests and slow clients, through HTTP against the service in a process of its own:
+// bodies and headers that trickle or never come, forms without a boundary or cut short, names and
+// configs given twice or too big, broken HTTP. Each gets a clear answer in the service's error shape
+// and lets go of what it held (an upload slot); afterwards /healthz answers, a normal call works and
+// RSS stays bounded.
+import { once } from 'node:events';
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { callOn, rssOf, serves, startChildServer, uploadCountVowels, uploadTo, type ChildServer } from './child-server.ts';
+import { BODY_RATE_WINDOW_MS } from '../src/api/slow-clients.ts';
+import { readPlugin, sendStreaming, tinyPluginWat, wat } from './helpers.ts';
+
+const MiB = 1024 * 1024;
+const ENV = {
+  WORKERS: '2',
+  BURST_WORKERS: '1',
+  UPLOAD_CONCURRENCY: '2',
+  HEADERS_TIMEOUT_MS: '1000',
+  BODY_TIMEOUT_MS: '8000',
+  BODY_MIN_BYTES_PER_SECOND: '200',
+  CONFIG_MAX_KEYS: '256',
+  CONFIG_MAX_BYTES: String(64 * 1024),
+  MAX_EVENT_LOOP_DELAY_MS: '0',
+};
+const RSS_LIMIT = 1024 * MiB;
+
+let server: ChildServer;
+let plugins = 0;
+
+beforeAll(async () => {
+  server = await startChildServer(ENV);
+  await uploadCountVowels(server);
+}, 60_000);
+
+afterAll(async () => {
+  await server?.stop();
+});
+
+afterEach(async () => {
+  expect(server.alive(), server.output().slice(-2000)).toBe(true);
+  expect(await serves(server)).toEqual({ healthz: 200, vowels: 200, count: 3 });
+  expect(await rssOf(server)).toBeLessThan(RSS_LIMIT);
+});
+
+/** `bytes` in pieces of `size` with a pause of `pauseMs` before each. */
+async function* trickle(bytes: Uint8Array, size: number, pauseMs: number): AsyncGenerator<Uint8Array> {
+  for (let at = 0; at < bytes.length; at += size) {
+    await sleep(pauseMs);
+    yield bytes.subarray(at, at + size);
+  }
+}
+
+const json = (text: string): { code?: string; message?: string; statusCode?: number; error?: string } => JSON.parse(text);
+
+/** Writes `text` on a raw connection (in pieces of `size` every `pauseMs`, or at once) and returns what came back. */
+async function rawExchange(text: string | Buffer, options: { size?: number; pauseMs?: number } = {}): Promise<string> {
+  const { port } = new URL(server.url);
+  const socket = net.connect({ host: '127.0.0.1', port: Number(port) });
+  await once(socket, 'connect');
+  let received = '';
+  const closed = new Promise<void>((resolve) => {
+    socket.on('data', (d: Buffer) => {
+      received += d.toString('latin1');
+      if (isWholeAnswer(received)) resolve();
+    });
+    socket.on('close', () => resolve());
+    socket.on('error', () => resolve());
+  });
+  const bytes = Buffer.from(text);
+  const size = options.size ?? bytes.length;
+  for (let at = 0; at < bytes.length && !socket.destroyed && received === ''; at += size) {
+    if (options.pauseMs) await sleep(options.pauseMs);
+    if (!socket.destroyed) socket.write(bytes.subarray(at, at + size));
+  }
+  // Nothing more is sent; the server answers (or closes) on its own.
+  await Promise.race([closed, sleep(30_000)]);
+  socket.destroy();
+  return received;
+}
+
+function isWholeAnswer(text: string): boolean {
+  const end = text.indexOf('\r\n\r\n');
+  const length = /\r\ncontent-length: *(\d+)/i.exec(text.slice(0, end))?.[1];
+  return end > 0 && length !== undefined && Buffer.byteLength(text.slice(end + 4), 'latin1') >= Number(length);
+}
+
+/** Status line and JSON body of a raw HTTP answer. */
+function parseRaw(text: string): { status: number; body: ReturnType<typeof json> } {
+  const end = text.indexOf('\r\n\r\n');
+  expect(end, `no HTTP answer: ${JSON.stringify(text.slice(0, 200))}`).toBeGreaterThan(0);
+  return { status: Number(text.slice(0, end).split(' ')[1]), body: json(text.slice(end + 4)) };
+}
+
+function form(parts: { name: string; value: string | Uint8Array; filename?: string }[], boundary = 'wasmhost-boundary'): Buffer {
+  const chunks: Buffer[] = [];
+  for (const part of parts) {
+    const disposition = `form-data; name="${part.name}"${part.filename ? `; filename="${part.filename}"` : ''}`;
+    const type = part.filename ? '\r\ncontent-type: application/wasm' : '';
+    chunks.push(
+      Buffer.from(`--${boundary}\r\ncontent-disposition: ${disposition}${type}\r\n\r\n`),
+      Buffer.from(part.value),
+      Buffer.from('\r\n'),
+    );
+  }
+  chunks.push(Buffer.from(`--${boundary}--\r\n`));
+  return Buffer.concat(chunks);
+}
+
+async function listedByName(name: string): Promise<unknown[]> {
+  const listed = (await (await fetch(`${server.url}/plugins?name=${name}`)).json()) as { plugins: unknown[] };
+  return listed.plugins;
+}
+
+describe('slow bodies', () => {
+  it('cuts an upload trickled below BODY_MIN_BYTES_PER_SECOND with 408 REQUEST_TIMEOUT and stores nothing', async () => {
+    const bytes = await readPlugin('count_vowels');
+    const answer = await sendStreaming(server.url, {
+      path: '/plugins?name=trickled',
+      headers: { 'content-type': 'application/wasm', 'content-length': String(bytes.length) },
+      chunks: trickle(bytes, 1, 500),
+    });
+    expect([answer.status, json(answer.body).code]).toEqual([408, 'REQUEST_TIMEOUT']);
+    expect(json(answer.body).message).toMatch(/BODY_MIN_BYTES_PER_SECOND/);
+    expect(answer.bytesSent).toBeLessThan(bytes.length);
+    expect(await listedByName('trickled')).toEqual([]);
+  });
+
+  it('frees the upload slots of two trickling uploads: both are cut (408), then uploads are taken again (201)', async () => {
+    const bytes = await readPlugin('count_vowels');
+    const slow = (name: string) =>
+      sendStreaming(server.url, {
+        path: `/plugins?name=${name}`,
+        headers: { 'content-type': 'application/wasm', 'content-length': String(bytes.length) },
+        chunks: trickle(bytes, 1, 1000),
+      });
+    const first = slow('slow-a');
+    const second = slow('slow-b');
+    // Both slots are held while they trickle (UPLOAD_CONCURRENCY 2): a third is refused, as documented.
+    await sleep(300);
+    const refused = await uploadTo(server, 'third', await wat(tinyPluginWat(++plugins)));
+    expect([refused.status, refused.body.code]).toEqual([503, 'OVERLOADED']);
+    const answers = await Promise.all([first, second]);
+    expect(answers.map((a) => [a.status, json(a.body).code])).toEqual([
+      [408, 'REQUEST_TIMEOUT'],
+      [408, 'REQUEST_TIMEOUT'],
+    ]);
+    // Two at once: both slots are free again.
+    const uploads = await Promise.all(
+      [1, 2].map(async () => uploadTo(server, `after-${++plugins}`, await wat(tinyPluginWat(plugins)))),
+    );
+    expect(uploads.map((u) => u.status)).toEqual([201, 201]);
+  });
+
+  it('cuts a multipart upload trickled below the minimum rate with 408 REQUEST_TIMEOUT', async () => {
+    const body = form([{ name: 'file', value: await readPlugin('count_vowels'), filename: 'a.wasm' }]);
+    const answer = await sendStreaming(server.url, {
+      path: '/plugins?name=trickled-form',
+      headers: { 'content-type': 'multipart/form-data; boundary=wasmhost-boundary', 'content-length': String(body.length) },
+      chunks: trickle(body, 1, 500),
+    });
+    expect([answer.status, json(answer.body).code]).toEqual([408, 'REQUEST_TIMEOUT']);
+    expect(await listedByName('trickled-form')).toEqual([]);
+  });
+
+  it('cuts an upload that keeps the minimum rate but passes BODY_TIMEOUT_MS with 408 REQUEST_TIMEOUT', async () => {
+    const bytes = Buffer.alloc(4 * MiB, 1);
+    const answer = await sendStreaming(server.url, {
+      path: '/plugins?name=too-long',
+      headers: { 'content-type': 'application/wasm', 'content-length': String(bytes.length) },
+      chunks: trickle(bytes, 1000, 250),
+    });
+    expect([answer.status, json(answer.body).code]).toEqual([408, 'REQUEST_TIMEOUT']);
+    expect(json(answer.body).message).toMatch(/BODY_TIMEOUT_MS/);
+  });
+
+  it('cuts a call body that does not arrive with 408 REQUEST_TIMEOUT, with the fields of every call answer', async () => {
+    const body = Buffer.from(JSON.stringify({ function: 'count_vowels', input: 'a'.repeat(100) }));
+    const answer = await sendStreaming(server.url, {
+      path: '/plugins/count_vowels/call',
+      headers: { 'content-type': 'application/json', 'content-length': String(body.length) },
+      chunks: trickle(body, 1, 600),
+    });
+    expect(answer.status).toBe(408);
+    expect(json(answer.body)).toMatchObject({ code: 'REQUEST_TIMEOUT', logs: [], egress: [] });
+  });
+
+  it('cuts a chunked call body that stops after its first chunk with 408 REQUEST_TIMEOUT', async () => {
+    async function* stalled(): AsyncGenerator<Uint8Array> {
+      yield Buffer.from('{"function":"count_vowels",');
+      // Past the first rate window: the answer has come by then, and nothing more is sent.
+      await sleep(BODY_RATE_WINDOW_MS + 3_000);
+    }
+    const answer = await sendStreaming(server.url, {
+      path: '/plugins/count_vowels/call',
+      headers: { 'content-type': 'application/json' },
+      chunks: stalled(),
+    });
+    expect([answer.status, json(answer.body).code]).toEqual([408, 'REQUEST_TIMEOUT']);
+  });
+
+  it('frees the upload slot of a client that hangs up mid-body (two uploads are taken after)', async () => {
+    const bytes = await readPlugin('count_vowels');
+    const { port } = new URL(server.url);
+    for (let i = 0; i < 2; i++) {
+      const socket = net.connect({ host: '127.0.0.1', port: Number(port) });
+      await once(socket, 'connect');
+      socket.write(
+        `POST /plugins HTTP/1.1\r\nhost: x\r\ncontent-type: application/wasm\r\ncontent-length: ${bytes.length}\r\n\r\n`,
+      );
+      socket.write(bytes.subarray(0, 100));
+      await sleep(100);
+      socket.destroy();
+    }
+    await sleep(200);
+    const uploads = await Promise.all(
+      [1, 2].map(async () => uploadTo(server, `hung-${++plugins}`, await wat(tinyPluginWat(plugins)))),
+    );
+    expect(uploads.map((u) => u.status)).toEqual([201, 201]);
+  });
+});
+
+describe('slow and broken headers', () => {
+  it('answers headers that trickle past HEADERS_TIMEOUT_MS with 408 REQUEST_TIMEOUT in the service error shape', async () => {
+    const text = await rawExchange('GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: ' + 'a'.repeat(100), {
+      size: 1,
+      pauseMs: 100,
+    });
+    const { status, body } = parseRaw(text);
+    expect(status).toBe(408);
+    expect(body).toMatchObject({ statusCode: 408, code: 'REQUEST_TIMEOUT', error: 'Request Timeout' });
+    expect(body.message).toMatch(/HEADERS_TIMEOUT_MS/);
+  });
+
+  it('answers a connection that never sends a byte with 408 REQUEST_TIMEOUT and closes it', async () => {
+    const { status, body } = parseRaw(await rawExchange(''));
+    expect([status, body.code]).toEqual([408, 'REQUEST_TIMEOUT']);
+  });
+
+  it('answers 50 idle connections each with 408 and keeps serving meanwhile', async () => {
+    const idle = Array.from({ length: 50 }, () => rawExchange('POST /plugins HTTP/1.1\r\nhost: x\r\n'));
+    expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+    const answers = await Promise.all(idle);
+    expect(answers.map((a) => parseRaw(a).body.code)).toEqual(Array(50).fill('REQUEST_TIMEOUT'));
+  });
+
+  it('answers headers over the size Node accepts with 431 HEADERS_TOO_LARGE', async () => {
+    const { status, body } = parseRaw(
+      await rawExchange(`GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: ${'b'.repeat(64 * 1024)}\r\n\r\n`),
+    );
+    expect([status, body.code]).toEqual([431, 'HEADERS_TOO_LARGE']);
+  });
+
+  it('answers a 100 KB URL with 431 HEADERS_TOO_LARGE', async () => {
+    const { status, body } = parseRaw(await rawExchange(`GET /plugins/${'x'.repeat(100_000)} HTTP/1.1\r\nhost: x\r\n\r\n`));
+    expect([status, body.code]).toEqual([431, 'HEADERS_TOO_LARGE']);
+  });
+
+  it('answers a request line that is not HTTP with 400 INVALID_REQUEST', async () => {
+    const { status, body } = parseRaw(await rawExchange('HELLO THERE\r\n\r\n'));
+    expect([status, body.code]).toEqual([400, 'INVALID_REQUEST']);
+  });
+
+  it('answers a broken chunk size with 400 INVALID_REQUEST', async () => {
+    const { status, body } = parseRaw(
+      await rawExchange(
+        'POST /plugins/count_vowels/call HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n',
+      ),
+    );
+    expect([status, body.code]).toEqual([400, 'INVALID_REQUEST']);
+  });
+
+  it('answers both Content-Length and Transfer-Encoding (request smuggling) with 400 INVALID_REQUEST', async () => {
+    const { status, body } = parseRaw(
+      await rawExchange(
+        'POST /plugins/count_vowels/call HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n',
+      ),
+    );
+    expect([status, body.code]).toEqual([400, 'INVALID_REQUEST']);
+  });
+});
+
+describe('malformed uploads', () => {
+  const upload = (body: Uint8Array | string, contentType: string, query = '') =>
+    fetch(`${server.url}/plugins${query}`, { method: 'POST', headers: { 'content-type': contentType }, body: body as BodyInit });
+
+  it('answers a multipart upload without a boundary with 400 INVALID_REQUEST (it answered 500)', async () => {
+    const res = await upload(form([{ name: 'file', value: 'x', filename: 'a.wasm' }]), 'multipart/form-data');
+    expect([res.status, ((await res.json()) as { code: string }).code]).toEqual([400, 'INVALID_REQUEST']);
+  });
+
+  it('answers a multipart upload cut before its closing boundary with 400 INVALID_REQUEST (it answered 500)', async () => {
+    const whole = form([
+      { name: 'name', value: 'cut-form' },
+      { name: 'file', value: await readPlugin('count_vowels'), filename: 'a.wasm' },
+    ]);
+    const res = await upload(whole.subarray(0, whole.length - 40), 'multipart/form-data; boundary=wasmhost-boundary');
+    const body = (await res.json()) as { code: string; message: string };
+    expect([res.status, body.code]).toEqual([400, 'INVALID_REQUEST']);
+    expect(body.message).toMatch(/multipart/);
+    expect(await listedByName('cut-form')).toEqual([]);
+  });
+
+  it('answers a multipart body of garbage with 400 (no file part)', async () => {
+    const res = await upload('this is not a form at all', 'multipart/form-data; boundary=wasmhost-boundary');
+    expect(res.status).toBe(400);
+    expect(['INVALID_REQUEST', 'MISSING_FILE']).toContain(((await res.json()) as { code: string }).code);
+  });
+
+  it('answers a multipart boundary of 200 characters (over the RFC limit) with 400, not 500', async () => {
+    const boundary = 'b'.repeat(200);
+    const res = await upload(
+      form([{ name: 'file', value: 'x', filename: 'a.wasm' }], boundary),
+      `multipart/form-data; boundary=${boundary}`,
+    );
+    expect(res.status).toBeLessThan(500);
+  });
+
+  it('answers a name given both as form field and query with 400 INVALID_REQUEST and stores nothing (it picked one)', async () => {
+    const body = form([
+      { name: 'name', value: 'from-form' },
+      { name: 'file', value: await readPlugin('count_vowels'), filename: 'a.wasm' },
+    ]);
+    const res = await upload(body, 'multipart/form-data; boundary=wasmhost-boundary', '?name=from-query');
+    const answer = (await res.json()) as { code: string; message: string };
+    expect([res.status, answer.code]).toEqual([400, 'INVALID_REQUEST']);
+    expect(answer.message).toMatch(/name is given twice/);
+    expect(await listedByName('from-form')).toEqual([]);
+    expect(await listedByName('from-query')).toEqual([]);
+  });
+
+  it('answers a form config of 300 keys with 400 INVALID_CONFIG naming CONFIG_MAX_KEYS', async () => {
+    const config = JSON.stringify(Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`k${i}`, 'v'])));
+    const body = form([
+      { name: 'config', value: config },
+      { name: 'file', value: await readPlugin('count_vowels'), filename: 'a.wasm' },
+    ]);
+    const res = await upload(body, 'multipart/form-data; boundary=wasmhost-boundary');
+    const answer = (await res.json()) as { code: string; message: string };
+    expect([res.status, answer.code]).toEqual([400, 'INVALID_CONFIG']);
+    expect(answer.message).toMatch(/CONFIG_MAX_KEYS/);
+  });
+
+  it('answers a Content-Length over MAX_PLUGIN_BYTES with 413 before reading the body', async () => {
+    const { status, body } = parseRaw(
+      await rawExchange(
+        `POST /plugins HTTP/1.1\r\nhost: x\r\ncontent-type: application/wasm\r\ncontent-length: ${64 * MiB}\r\n\r\n`,
+      ),
+    );
+    expect([status, body.code]).toEqual([413, 'PLUGIN_TOO_LARGE']);
+  });
+});
+
+describe('malformed calls', () => {
+  it('answers a call config of 200,000 keys with 400 INVALID_CONFIG naming CONFIG_MAX_KEYS (it ran, and logged 4.5 MB)', async () => {
+    const config = Object.fromEntries(Array.from({ length: 200_000 }, (_, i) => [`k${i}`, 'v']));
+    const answer = await callOn(server, 'count_vowels', { function: 'count_vowels', input: 'x', config });
+    expect([answer.status, answer.body.code]).toEqual([400, 'INVALID_CONFIG']);
+    expect(answer.body.message).toMatch(/200000 keys; the limit is 256 \(CONFIG_MAX_KEYS\)/);
+  });
+
+  it('answers a call config holding 100 KiB with 400 INVALID_CONFIG naming CONFIG_MAX_BYTES', async () => {
+    const answer = await callOn(server, 'count_vowels', { function: 'count_vowels', config: { big: 'x'.repeat(100 * 1024) } });
+    expect([answer.status, answer.body.code]).toEqual([400, 'INVALID_CONFIG']);
+    expect(answer.body.message).toMatch(/CONFIG_MAX_BYTES/);
+  });
+
+  it('runs a call config at the limits (256 keys, 200)', async () => {
+    const config = Object.fromEntries(Array.from({ length: 256 }, (_, i) => [`k${i}`, 'v']));
+    expect((await callOn(server, 'count_vowels', { function: 'count_vowels', input: 'aa', config })).status).toBe(200);
+  });
+
+  it('answers a config nested 10,000 levels deep with 400 INVALID_REQUEST', async () => {
+    const body = `{"function":"count_vowels","config":${'{"a":'.repeat(10_000)}"x"${'}'.repeat(10_000)}}`;
+    const res = await fetch(`${server.url}/plugins/count_vowels/call`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body,
+    });
+    expect([res.status, ((await res.json()) as { code: string }).code]).toEqual([400, 'INVALID_REQUEST']);
+  });
+
+  it('answers a body that is not JSON with 400 INVALID_REQUEST', async () => {
+    const res = await fetch(`${server.url}/plugins/count_vowels/call`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"function": "count_vowels", ',
+    });
+    expect([res.status, ((await res.json()) as { code: string }).code]).toEqual([400, 'INVALID_REQUEST']);
+  });
+
+  it('answers a JSON body with __proto__ keys without polluting anything (400 INVALID_REQUEST)', async () => {
+    const res = await fetch(`${server.url}/plugins/count_vowels/call`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"function":"count_vowels","__proto__":{"polluted":true}}',
+    });
+    expect(res.status).toBe(400);
+    expect(({} as { polluted?: boolean }).polluted).toBeUndefined();
+  });
+
+  it('answers a function name of 10,000 characters with 400 INVALID_REQUEST', async () => {
+    const answer = await callOn(server, 'count_vowels', { function: 'f'.repeat(10_000) });
+    expect([answer.status, answer.body.code]).toEqual([400, 'INVALID_REQUEST']);
+  });
+});
+
+describe('after the battery', () => {
+  it("logged no unhandled error: every request above was answered as the client's fault or cut", () => {
+    expect(server.output()).not.toContain('unhandled error');
+  });
+});
