@@ -48,6 +48,10 @@ const RESTART_REASONS: Record<RestartReason, string> = {
   exit: 'the worker exited',
 };
 
+/** Route label of requests that matched no route. */
+export const UNMATCHED_ROUTE = '(unmatched)';
+const STATUS_CLASSES = ['', '1xx', '2xx', '3xx', '4xx', '5xx'];
+
 const SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
 /** Plugins are labelled by name when they have one, else by the first 12 hex digits of their id. */
@@ -61,6 +65,7 @@ export class ServiceMetrics {
   /** Label sets of the calls counter by plugin label, so a plugin's series can be removed. */
   readonly #callSeries = new Map<string, Map<string, { plugin: string; function: string; outcome: string }>>();
 
+  readonly #http: Histogram<'method' | 'route' | 'status_class'>;
   readonly #calls: Counter<'plugin' | 'function' | 'outcome'>;
   readonly #callSeconds: Histogram<'plugin' | 'phase'>;
   readonly #compileSeconds: Histogram;
@@ -88,6 +93,12 @@ export class ServiceMetrics {
       });
     };
 
+    this.#http = new Histogram({
+      name: `${METRIC_PREFIX}http_request_duration_seconds`,
+      help: 'HTTP requests by method, route template and status class.',
+      labelNames: ['method', 'route', 'status_class'],
+      registers,
+    });
     this.#calls = new Counter({
       name: `${METRIC_PREFIX}calls_total`,
       help: 'Plugin function calls by plugin, function and outcome (ok or the lower-cased error code).',
@@ -233,6 +244,11 @@ export class ServiceMetrics {
   /** Lets the part that owns a number expose it; read at scrape time. */
   watch(sources: MetricSources): void {
     Object.assign(this.#sources, sources);
+  }
+
+  /** `route`: the route template, or UNMATCHED_ROUTE (a caller never mints label values). */
+  observeHttp(method: string, route: string, statusCode: number, seconds: number): void {
+    this.#http.observe({ method, route, status_class: STATUS_CLASSES[Math.floor(statusCode / 100)] ?? 'other' }, seconds);
   }
 
   observeCall(call: CallObservation): void {

@@ -143,14 +143,9 @@ export async function installAccessControl(app: FastifyInstance, config: Config)
 
   app.decorateRequest('principal', null);
   app.decorateRequest('readsConfigValues', false);
-  app.addHook('onRequest', async (request) => {
-    const token = bearerToken(request);
-    if (typeof token === 'string') request.principal = verifier.verify(token);
-    request.readsConfigValues = open || request.principal?.grant === 'admin';
-
-    const { access } = routePolicy(request);
-    if (access === 'open') return;
-    if (access === 'metrics' ? metricsToken === null : open) return;
+  // Requests that need no token check finish here without a promise (this runs on every request);
+  // the rest may wait on the failed-token counters (Redis).
+  const check = async (request: FastifyRequest, token: string | null | undefined, access: Access): Promise<void> => {
     const retryAfter = (await failures?.retryAfterSeconds(request.ip)) ?? 0;
     if (retryAfter > 0) {
       throw new AppError(
@@ -167,6 +162,18 @@ export async function installAccessControl(app: FastifyInstance, config: Config)
     if (!SATISFIES[request.principal.grant].has(access)) {
       throw new AppError('FORBIDDEN', `this route needs a token with the ${access} role`);
     }
+  };
+  app.addHook('onRequest', (request, _reply, done) => {
+    const token = bearerToken(request);
+    if (typeof token === 'string') request.principal = verifier.verify(token);
+    request.readsConfigValues = open || request.principal?.grant === 'admin';
+
+    const { access } = routePolicy(request);
+    if (access === 'open' || (access === 'metrics' ? metricsToken === null : open)) {
+      done();
+      return;
+    }
+    check(request, token, access).then(() => done(), done);
   });
 
   if (rateLimitMax === 0) return;

@@ -1,5 +1,5 @@
 // POST /plugins/:id/call — run one exported function of a stored plugin for an HTTP caller.
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config.ts';
 import { validateHostPatterns } from '../host-patterns.ts';
 import { AppError, isAppError } from '../errors.ts';
@@ -105,17 +105,18 @@ export interface CallRoutesOptions {
 }
 
 /** The call body is JSON; any other media type is refused before the body is read, naming what was sent. */
-function requireJson(request: FastifyRequest): void {
+function requireJson(request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void): void {
   const header = request.headers['content-type'];
+  if (header === 'application/json') return done();
   const mediaType = header?.split(';')[0]!.trim().toLowerCase();
   // No content type and no body: the schema answers (400, body required).
-  if (mediaType === undefined && !hasBody(request)) return;
-  if (mediaType !== 'application/json') {
-    throw new AppError(
+  if ((mediaType === undefined && !hasBody(request)) || mediaType === 'application/json') return done();
+  done(
+    new AppError(
       'UNSUPPORTED_MEDIA_TYPE',
       `send the call as application/json, not ${mediaType || 'a body without a content type'}`,
-    );
-  }
+    ),
+  );
 }
 
 function hasBody(request: FastifyRequest): boolean {
@@ -139,7 +140,7 @@ export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions):
       bodyLimit: callBodyLimit(maxInputBytes, config.pluginConfig.maxBytes),
       // Every answer of a call carries logs and egress, even when the call never started.
       config: { tooLargeCode: 'INPUT_TOO_LARGE', errorDefaults: CALL_ERROR_DEFAULTS },
-      onRequest: async (request) => requireJson(request),
+      onRequest: requireJson,
       schema: {
         params: pluginParamsSchema,
         body: callBodySchema,

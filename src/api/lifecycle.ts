@@ -84,19 +84,24 @@ export class Lifecycle {
 }
 
 export function installLifecycle(app: FastifyInstance, lifecycle: Lifecycle): void {
-  app.addHook('onRequest', async (request, reply) => {
+  // `done` hooks, not async ones: they run on every request (see telemetry.ts).
+  app.addHook('onRequest', (request, reply, done) => {
     const policy = routePolicy(request);
     if (lifecycle.shuttingDown && !policy.ops) {
-      throw shuttingDownError('the server is shutting down and takes no new requests');
+      done(shuttingDownError('the server is shutting down and takes no new requests'));
+      return;
     }
     if (policy.call) lifecycle.track(reply);
+    done();
   });
-  app.addHook('onSend', async (_request, reply) => {
+  app.addHook('onSend', (_request, reply, payload, done) => {
     // Keep-alive sockets would hold the listener open past the drain.
     if (lifecycle.shuttingDown) void reply.header('connection', 'close');
+    done(null, payload);
   });
-  app.addHook('onResponse', async (_request, reply) => {
+  app.addHook('onResponse', (_request, reply, done) => {
     lifecycle.untrack(reply);
+    done();
   });
   // server.close() waits for every connection Node does not count as idle: one holding half a request
   // (until headersTimeout), and, seen here under load, now and then a keep-alive connection whose

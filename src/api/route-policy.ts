@@ -36,7 +36,12 @@ const ROUTES = new Map<string, RoutePolicy>([
   ['POST /plugins/:id/call', { access: 'invoke', rateLimit: 'call', call: true, ops: false }],
 ]);
 
+/** The policy of the request's route, worked out once per request (every hook asks; routeOptions builds an object per read). */
 export function routePolicy(request: FastifyRequest): RoutePolicy {
+  return (request.routePolicy ??= policyOf(request));
+}
+
+function policyOf(request: FastifyRequest): RoutePolicy {
   const url = request.routeOptions.url;
   if (url === undefined) return NOT_FOUND;
   if (url === '/docs' || url.startsWith('/docs/')) return DOCS;
@@ -44,4 +49,11 @@ export function routePolicy(request: FastifyRequest): RoutePolicy {
   if (url === '/' || url.startsWith('/playground/')) return DOCS;
   const method = request.method === 'HEAD' ? 'GET' : request.method;
   return ROUTES.get(`${method} ${url}`) ?? UNLISTED;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Cache of routePolicy(request); null until first asked. */
+    routePolicy: RoutePolicy | null;
+  }
 }

@@ -2,14 +2,12 @@
 // HTTP request metrics per route template, and call metrics from the report the call route fills in.
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import fastifyMetricsModule from 'fastify-metrics';
 import { type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
-import type { DestinationStream, LoggerOptions } from 'pino';
-import promClient from 'prom-client';
+import type { DestinationStream, Logger, LoggerOptions } from 'pino';
 import type { Config } from '../config.ts';
 import { type EgressAuditEntry, summarizeEgress } from '../egress/fetch.ts';
 import { isAppError } from '../errors.ts';
-import { METRIC_PREFIX, type ServiceMetrics, UNRESOLVED, pluginLabel } from '../metrics.ts';
+import { type ServiceMetrics, UNMATCHED_ROUTE, UNRESOLVED, pluginLabel } from '../metrics.ts';
 import { fromFastifyError } from './error-handler.ts';
 import { routePolicy } from './route-policy.ts';
 
@@ -52,7 +50,7 @@ interface CallSummary {
 
 /** Adds to the report of the current call (call route → telemetry). */
 export function reportCall(request: FastifyRequest, facts: CallReport): void {
-  request.callReport = { ...request.callReport, ...facts };
+  request.callReport = request.callReport ? Object.assign(request.callReport, facts) : { ...facts };
 }
 
 const REDACTED = '[REDACTED]';
@@ -107,6 +105,9 @@ export class RequestLogController extends LogController {
 
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
     const policy = routePolicy(request);
+    const level = policy.ops && reply.statusCode < 500 ? 'debug' : error || reply.statusCode >= 500 ? 'warn' : 'info';
+    // The line is built only when it is written (Fastify's request loggers are pino's).
+    if (!(request.log as Logger).isLevelEnabled(level)) return;
     const line = {
       method: request.method,
       route: request.routeOptions.url ?? null,
@@ -118,9 +119,7 @@ export class RequestLogController extends LogController {
       ...(request.callSummary ? { call: request.callSummary } : {}),
       ...(error ? { err: error } : {}),
     };
-    if (policy.ops && reply.statusCode < 500) request.log.debug(line, 'request completed');
-    else if (error || reply.statusCode >= 500) request.log.warn(line, 'request completed');
-    else request.log.info(line, 'request completed');
+    request.log[level](line, 'request completed');
   }
 }
 
@@ -128,82 +127,79 @@ function round(ms: number): number {
   return Math.round(ms * 1000) / 1000;
 }
 
-export async function installTelemetry(app: FastifyInstance, config: Config, metrics: ServiceMetrics): Promise<void> {
-  // CommonJS module whose plugin is its `default` export.
-  await app.register(fastifyMetricsModule.default, {
-    endpoint: null,
-    name: 'httpMetrics',
-    promClient,
-    defaultMetrics: { enabled: false },
-    routeMetrics: {
-      enabled: { histogram: true, summary: false },
-      groupStatusCodes: true,
-      registeredRoutesOnly: false,
-      invalidRouteGroup: '(unmatched)',
-      overrides: {
-        labels: { status: 'status_class' },
-        histogram: {
-          name: `${METRIC_PREFIX}http_request_duration_seconds`,
-          help: 'HTTP requests by method, route template and status class.',
-          registers: [metrics.registry],
-        },
-        // Not exposed: the plugin builds its summary even when disabled.
-        summary: { registers: [] },
-      },
-    },
-  });
+/** Not timed: probes and preflights would only add series. */
+const UNTIMED_METHODS = new Set(['HEAD', 'OPTIONS', 'TRACE', 'CONNECT']);
 
+// Hooks here take `done` rather than being async: each runs on every request, and a promise per hook
+// per request is measurable at the rates calls run.
+export async function installTelemetry(app: FastifyInstance, config: Config, metrics: ServiceMetrics): Promise<void> {
+  app.decorateRequest('routePolicy', null);
   app.decorateRequest('callReport', null);
   app.decorateRequest('callSummary', null);
   app.decorateRequest('errorCode', null);
 
-  app.addHook('onRequest', async (request, reply) => {
+  app.addHook('onRequest', (request, reply, done) => {
     void reply.header('x-request-id', request.id);
+    done();
   });
 
   app.addHook('onError', async (request, _reply, err) => {
     request.errorCode = isAppError(err) ? err.code : fromFastifyError(err, request).code;
   });
 
-  app.addHook('onResponse', async (request, reply) => {
-    if (!routePolicy(request).call) return;
-    const report = request.callReport ?? {};
-    const plugin = report.plugin ? pluginLabel(report.plugin) : UNRESOLVED;
-    const fn = report.plugin && report.function !== undefined ? report.function : UNRESOLVED;
-    const outcome = reply.statusCode < 400 ? 'ok' : (request.errorCode?.toLowerCase() ?? `http_${reply.statusCode}`);
+  app.addHook('onResponse', (request, reply, done) => {
+    if (!UNTIMED_METHODS.has(request.method)) {
+      metrics.observeHttp(
+        request.method,
+        request.routeOptions.url ?? UNMATCHED_ROUTE,
+        reply.statusCode,
+        reply.elapsedTime / 1000,
+      );
+    }
+    if (routePolicy(request).call) observeCall(request, reply, config, metrics);
+    done();
+  });
+}
 
-    // Without the engine's split (a call stopped at its deadline, refused by a full queue) its whole engine time counts as run.
-    const runMs = report.runMs ?? report.engineMs;
-    metrics.observeCall({
-      plugin,
-      function: fn,
-      outcome,
-      ...(report.queueMs !== undefined ? { queueSeconds: report.queueMs / 1000 } : {}),
-      ...(runMs !== undefined ? { runSeconds: runMs / 1000 } : {}),
-    });
-    const egress = summarizeEgress(report.egress ?? []);
+function observeCall(request: FastifyRequest, reply: FastifyReply, config: Config, metrics: ServiceMetrics): void {
+  const report = request.callReport ?? {};
+  const plugin = report.plugin ? pluginLabel(report.plugin) : UNRESOLVED;
+  const fn = report.plugin && report.function !== undefined ? report.function : UNRESOLVED;
+  const outcome = reply.statusCode < 400 ? 'ok' : (request.errorCode?.toLowerCase() ?? `http_${reply.statusCode}`);
+
+  // Without the engine's split (a call stopped at its deadline, refused by a full queue) its whole engine time counts as run.
+  const runMs = report.runMs ?? report.engineMs;
+  metrics.observeCall({
+    plugin,
+    function: fn,
+    outcome,
+    ...(report.queueMs !== undefined ? { queueSeconds: report.queueMs / 1000 } : {}),
+    ...(runMs !== undefined ? { runSeconds: runMs / 1000 } : {}),
+  });
+  if (report.egress !== undefined && report.egress.length > 0) {
+    const egress = summarizeEgress(report.egress);
     for (const outcome of ['ok', 'refused', 'failed'] as const) {
       if (egress[outcome] > 0) metrics.egressRequests(outcome, egress[outcome]);
     }
-    const logs = report.logs ?? [];
-    for (const line of logs) metrics.pluginLogLines(line.level);
-    if (report.logsTruncated) metrics.pluginLogsTruncated();
+  }
+  const logs = report.logs ?? [];
+  for (const line of logs) metrics.pluginLogLines(line.level);
+  if (report.logsTruncated) metrics.pluginLogsTruncated();
 
-    if (config.ops.forwardPluginLogs) {
-      for (const line of logs) request.log.debug({ plugin, function: fn, pluginLevel: line.level }, line.message);
-    }
-    request.callSummary = {
-      plugin,
-      ...(report.plugin ? { pluginId: report.plugin.id } : {}),
-      function: fn,
-      outcome,
-      ...(report.queueMs !== undefined ? { queueMs: round(report.queueMs) } : {}),
-      ...(runMs !== undefined ? { runMs: round(runMs) } : {}),
-      egressCount: report.egress?.length ?? 0,
-      // Copied: redaction rewrites the logged object.
-      ...(report.config ? { config: { ...report.config } } : {}),
-    };
-  });
+  if (config.ops.forwardPluginLogs) {
+    for (const line of logs) request.log.debug({ plugin, function: fn, pluginLevel: line.level }, line.message);
+  }
+  request.callSummary = {
+    plugin,
+    ...(report.plugin ? { pluginId: report.plugin.id } : {}),
+    function: fn,
+    outcome,
+    ...(report.queueMs !== undefined ? { queueMs: round(report.queueMs) } : {}),
+    ...(runMs !== undefined ? { runMs: round(runMs) } : {}),
+    egressCount: report.egress?.length ?? 0,
+    // Copied: redaction rewrites the logged object.
+    ...(report.config ? { config: { ...report.config } } : {}),
+  };
 }
 
 declare module 'fastify' {
