@@ -28,7 +28,14 @@ process.on('message', (msg: { kind?: string }) => {
   if (msg.kind === 'mark') {
     const cpu = process.cpuUsage();
     const main = process.threadCpuUsage();
-    process.send?.({ kind: 'mark', cpuUs: cpu.user + cpu.system, mainCpuUs: main.user + main.system });
+    process.send?.({
+      kind: 'mark',
+      cpuUs: cpu.user + cpu.system,
+      mainCpuUs: main.user + main.system,
+      mainSystemUs: main.system,
+      systemUs: cpu.system,
+      monotonicUs: Number(process.hrtime.bigint() / 1000n),
+    });
   }
 });
 process.on('disconnect', () => {

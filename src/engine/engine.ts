@@ -164,7 +164,7 @@ export class CallEngine {
       const prepared = await this.#prepare(plugin);
       const { result, queueMs } = await this.#pool.run(
         {
-          module: prepared.module,
+          module: { compiled: prepared.module, layout: prepared.layout },
           deadline: started + limits.timeoutMs,
           timeoutMs: limits.timeoutMs,
           inputBytes:
@@ -176,11 +176,10 @@ export class CallEngine {
           message: {
             kind: 'call',
             moduleKey: plugin.id,
-            layout: prepared.layout,
             function: request.function,
             input: request.input,
             inputEncoding: request.inputEncoding,
-            config: { ...plugin.config, ...request.config },
+            config: request.config ? { ...plugin.config, ...request.config } : plugin.config,
             logLevel: request.logLevel,
             limits,
             egress: this.#egressOptions(request, started),
@@ -221,14 +220,13 @@ export class CallEngine {
     const warmUps = Array.from({ length: this.#config.engine.workers }, () =>
       this.#pool
         .run({
-          module: prepared.module,
+          module: { compiled: prepared.module, layout: prepared.layout },
           deadline: started + limits.timeoutMs,
           timeoutMs: limits.timeoutMs,
           inputBytes: 0,
           message: {
             kind: 'call',
             moduleKey: plugin.id,
-            layout: prepared.layout,
             function: '',
             input: null,
             inputEncoding: 'utf8',

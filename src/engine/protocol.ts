@@ -15,10 +15,11 @@ export interface CallMessage {
   deadline: number;
   /** Plugin id: the worker keeps compiled modules and instances by it. */
   moduleKey: string;
-  /** Sent when the pool believes the worker does not hold the module yet. */
-  module?: WebAssembly.Module;
-  /** From the rewriter: the plugin's memory limits and whether its growth is virtualised. */
-  layout: ModuleLayout;
+  /**
+   * Sent when the pool believes the worker does not hold the module yet, with its layout (from the
+   * rewriter: memory limits, whether growth is virtualised); the worker keeps both by moduleKey.
+   */
+  module?: { compiled: WebAssembly.Module; layout: ModuleLayout };
   function: string;
   input: string | null;
   inputEncoding: 'utf8' | 'base64';

@@ -275,9 +275,10 @@ export class WorkerPool {
     job.sentAt ||= now;
     job.lastSentAt = now;
     const key = job.task.message.moduleKey;
-    const message: Omit<CallMessage, 'claim'> = {
+    const message: CallMessage = {
       ...job.task.message,
       callId: job.callId,
+      claim: cell,
       deadline: performance.timeOrigin + job.task.deadline,
     };
     if (forceModule || !handle.modules.has(key)) {

@@ -89,14 +89,13 @@ export class WorkerHandle {
    * Sends `job` (its claim cell is stored before the message goes). `ahead`: the worker is busy; the
    * message waits in the outbox until flush(), so calls sent ahead in one event-loop turn wake it once.
    */
-  send(job: Job, message: Omit<CallMessage, 'claim'>, cell: number, ahead: boolean): void {
+  send(job: Job, message: CallMessage, cell: number, ahead: boolean): void {
     this.jobs.push(job);
     job.handle = this;
     job.cell = cell;
     Atomics.store(this.cells.ints, cell, job.callId);
-    const full: CallMessage = { ...message, claim: cell };
-    if (ahead) this.#outbox.push(full);
-    else this.worker.postMessage(full);
+    if (ahead) this.#outbox.push(message);
+    else this.worker.postMessage(message);
   }
 
   /** Posts the calls sent ahead (see send). */

@@ -71,7 +71,7 @@ function moduleFor(msg: CallMessage): ModuleEntry | null {
     return entry;
   }
   if (!msg.module) return null;
-  entry = { shape: describeModule(msg.module, msg.layout), instances: new Map() };
+  entry = { shape: describeModule(msg.module.compiled, msg.module.layout), instances: new Map() };
   modules.set(msg.moduleKey, entry);
   if (modules.size > MAX_MODULES) modules.delete(modules.keys().next().value as string);
   return entry;
