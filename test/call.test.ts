@@ -364,13 +364,13 @@ describe('POST /plugins/:id/call', () => {
   });
 
   describe('hostile plugins', () => {
-    it('stops an infinite loop at timeoutMs with 504 TIMEOUT in under a second', async () => {
-      const started = performance.now();
+    it('stops an infinite loop at its timeoutMs with 504 TIMEOUT naming that deadline, replacing its worker', async () => {
+      const restartsBefore = server.app.engine.stats().restarts.timeout;
       const { status, body } = await call(server, 'loop', { function: 'spin', timeoutMs: 200 });
-      const elapsed = performance.now() - started;
       expect(status).toBe(504);
       expect(body.code).toBe('TIMEOUT');
-      expect(elapsed).toBeLessThan(1000);
+      expect(body.message).toContain('200 ms');
+      expect(server.app.engine.stats().restarts.timeout).toBe(restartsBefore + 1);
     });
 
     it('answers a stopped call with the logs it wrote before it hung', async () => {
@@ -383,29 +383,24 @@ describe('POST /plugins/:id/call', () => {
 
     it('keeps answering other calls and health checks while two loops spin, then is back at full size', async () => {
       const restartsBefore = server.app.engine.stats().restarts.timeout;
-      const spins = [1, 2].map(() => call(server, 'loop', { function: 'spin', timeoutMs: 800 }));
-      await new Promise((r) => setTimeout(r, 100));
-      const t0 = performance.now();
+      let spinning = 2;
+      const spins = [1, 2].map(() => call(server, 'loop', { function: 'spin', timeoutMs: 3000 }).finally(() => spinning--));
+      while (server.app.engine.stats().busy < 2) await new Promise((r) => setTimeout(r, 10));
       const health = await fetch(`${server.url}/healthz`);
       expect(health.status).toBe(200);
-      const healthMs = performance.now() - t0;
-      const t1 = performance.now();
+      // Both core workers are held: a burst worker (or the warm standby) takes the call.
       const vowels = await call(server, 'count_vowels', { function: 'count_vowels', input: 'aaa', timeoutMs: 5000 });
-      const vowelsMs = performance.now() - t1;
       expect(vowels.status).toBe(200);
-      expect(healthMs).toBeLessThan(200);
-      // A warm standby takes it at once; if the last timeout just used the standby, a new one is booting.
-      expect(vowelsMs).toBeLessThan(1000);
+      // Answered while both loops still ran: nothing waited for them.
+      expect(spinning).toBe(2);
       for (const spin of await Promise.all(spins)) expect(spin.status).toBe(504);
       await new Promise((r) => setTimeout(r, 50));
       const stats = server.app.engine.stats();
       expect(stats.restarts.timeout).toBe(restartsBefore + 2);
-      // Both replacements are started threads that serve: WORKERS short calls at once all run promptly.
-      const t2 = performance.now();
+      // Both replacements are started threads that serve: WORKERS short calls at once all run.
       const after = await Promise.all(
         [1, 2].map(() => call(server, 'count_vowels', { function: 'count_vowels', input: 'aeiou', timeoutMs: 2000 })),
       );
-      expect(performance.now() - t2).toBeLessThan(1000);
       for (const r of after) {
         expect(r.status).toBe(200);
         expect(JSON.parse(r.body.output!).count).toBe(5);
@@ -803,12 +798,13 @@ describe('long calls on a one-worker pool', () => {
   it('runs a call that arrived right behind an endless loop elsewhere, long before the loop times out', async () => {
     // Sent together, the second call may be sent ahead to the worker that is about to spin: the pool
     // must take it back and run it on another worker.
-    const started = performance.now();
-    const spin = call(server, 'loop', { function: 'spin', timeoutMs: 3000 });
+    let spinning = true;
+    const spin = call(server, 'loop', { function: 'spin', timeoutMs: 3000 }).finally(() => (spinning = false));
     const quick = await call(server, 'count_vowels', { function: 'count_vowels', input: 'aeiou' });
     expect(quick.status).toBe(200);
     expect(JSON.parse(quick.body.output!).count).toBe(5);
-    expect(performance.now() - started).toBeLessThan(1500);
+    // Answered while the loop still ran: the call was not left behind it until its deadline.
+    expect(spinning).toBe(true);
     expect((await spin).status).toBe(504);
   });
 

@@ -18,12 +18,19 @@ describe('WorkerPool', () => {
       queueMaxBytes: 1024,
       workerUrl: new URL('./fixtures/crash-worker.mjs', import.meta.url),
     });
-    await new Promise((r) => setTimeout(r, 1200));
-    const { restarts, ready, size } = pool.stats();
-    // Each start fails within ~30-60 ms: without a delay that is 20+ restarts in 1.2 s; with 50, 100,
-    // 200, 400 ms... (shared by the core worker and the standby) a handful.
-    expect(restarts.crash).toBeGreaterThanOrEqual(1);
-    expect(restarts.crash).toBeLessThanOrEqual(8);
+    // Each failed start doubles the delay before the next one (shared by the core worker and the standby).
+    const delays: number[] = [];
+    while (delays.length < 4) {
+      const { restarts, respawnDelayMs } = pool.stats();
+      if (restarts.crash > 0 && respawnDelayMs !== delays.at(-1)) delays.push(respawnDelayMs);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    // Never 0 (a hot loop) once a start failed: 50 ms, doubled per failure in a row (two failures at
+    // once may skip a step between two looks).
+    expect(delays[0]! % 50 === 0 && Number.isInteger(Math.log2(delays[0]! / 50))).toBe(true);
+    for (let i = 1; i < delays.length; i++)
+      expect(delays[i], `delays ${delays.join(', ')}`).toBeGreaterThanOrEqual(2 * delays[i - 1]!);
+    const { ready, size } = pool.stats();
     expect({ ready, size }).toEqual({ ready: 0, size: 1 });
     await expect(pool.whenReady(50)).rejects.toThrow('no worker thread is ready (0 of 1)');
   });

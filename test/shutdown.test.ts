@@ -13,7 +13,7 @@ interface Child {
   url: string;
   port: number;
   output: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
 const cleanups: (() => Promise<void>)[] = [];
@@ -67,8 +67,8 @@ async function startMain(env: Record<string, string>): Promise<Child> {
   let output = '';
   child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal, at: performance.now() }));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
   });
   cleanups.push(async () => {
     if (child.exitCode === null && child.signalCode === null) {
@@ -141,7 +141,6 @@ describe('graceful shutdown', () => {
 
     const pending = startCall(child, upstream.url);
     await upstream.arrived;
-    const signalled = performance.now();
     child.process.kill('SIGTERM');
 
     let refused = false;
@@ -157,13 +156,15 @@ describe('graceful shutdown', () => {
 
     const exit = await child.exited;
     expect({ code: exit.code, signal: exit.signal }).toEqual({ code: 0, signal: null });
-    expect(exit.at - signalled).toBeLessThan(drainMs);
+    // The call ended by itself: nothing was cancelled at the drain timeout.
+    expect(child.output()).not.toContain('drain timeout');
     expect(child.output()).toContain('"msg":"stopped"');
     expect(child.output()).not.toContain('still running after shutdown');
   });
 
   it('on SIGTERM closes idle keep-alive connections and ones holding half a request at once, not at the drain timeout', async () => {
-    const drainMs = 20_000;
+    // Longer than the test may take: the process must exit without waiting for it.
+    const drainMs = 600_000;
     const child = await startMain({ SHUTDOWN_DRAIN_MS: String(drainMs) });
     const keepAlive = net.connect({ host: '127.0.0.1', port: child.port });
     await once(keepAlive, 'connect');
@@ -178,13 +179,11 @@ describe('graceful shutdown', () => {
     );
     for (const socket of [keepAlive, halfRequest]) socket.on('error', () => {});
 
-    const signalled = performance.now();
     child.process.kill('SIGTERM');
     await Promise.all(closed);
+    // Node alone would keep the half request until the drain deadline cut it (past this test's timeout).
     const exit = await child.exited;
     expect({ code: exit.code, signal: exit.signal }).toEqual({ code: 0, signal: null });
-    // Node alone would keep the half request until the drain deadline cut it.
-    expect(exit.at - signalled).toBeLessThan(drainMs / 2);
   });
 
   it('cancels a call that outlives the drain timeout with 503 SHUTTING_DOWN and still exits 0', async () => {
@@ -195,7 +194,6 @@ describe('graceful shutdown', () => {
 
     const pending = startCall(child, upstream.url);
     await upstream.arrived;
-    const signalled = performance.now();
     child.process.kill('SIGTERM');
 
     const res = await pending;
@@ -203,6 +201,6 @@ describe('graceful shutdown', () => {
     expect(await res.json()).toMatchObject({ code: 'SHUTTING_DOWN' });
     const exit = await child.exited;
     expect({ code: exit.code, signal: exit.signal }).toEqual({ code: 0, signal: null });
-    expect(exit.at - signalled).toBeLessThan(drainMs + 3_000);
+    expect(child.output()).toContain('drain timeout: cancelled the calls still running');
   });
 });

@@ -75,6 +75,7 @@ describe('plugin upload API', () => {
   it('stores a raw upload: 201, Location, metadata from the module, compiled module cached', async () => {
     server = await startServer();
     const bytes = await readPlugin('count_vowels');
+    const sent = new Date().toISOString();
     const res = await postRaw(server, bytes, '?name=count_vowels');
     expect(res.status).toBe(201);
     const meta = await res.json();
@@ -89,7 +90,8 @@ describe('plugin upload API', () => {
       config: {},
       allowedHosts: [],
     });
-    expect(Date.parse(meta.createdAt)).toBeGreaterThan(Date.now() - 60_000);
+    // Set when it was stored: between the request and its answer (ISO strings order as times).
+    expect(meta.createdAt >= sent && meta.createdAt <= new Date().toISOString()).toBe(true);
     expect(meta.imports).toContainEqual({ module: 'extism:host/env', name: 'var_set' });
     expect(server.app.moduleCache.get(meta.id)?.module).toBeInstanceOf(WebAssembly.Module);
   });

@@ -48,6 +48,8 @@ export interface PoolStats {
   /** Memory the workers' cached plugin instances hold together. */
   instanceBytes: number;
   restarts: Record<RestartReason, number>;
+  /** How long the next respawn waits: 0, or while workers keep dying at start, a delay that doubles per failure. */
+  respawnDelayMs: number;
 }
 
 export interface PoolOptions {
@@ -522,6 +524,7 @@ export class WorkerPool {
       queuedBytes: this.#queue.bytes,
       instanceBytes: all.reduce((sum, h) => sum + h.cells.cacheBytes(), 0),
       restarts: { ...this.#restarts },
+      respawnDelayMs: this.#respawnDelay(),
     };
   }
 
