@@ -256,7 +256,8 @@ export class ServiceMetrics {
     this.#calls.inc(labels);
     let series = this.#callSeries.get(call.plugin);
     if (!series) this.#callSeries.set(call.plugin, (series = new Map()));
-    series.set(`${call.function}\n${call.outcome}`, labels);
+    const key = `${call.function}\n${call.outcome}`;
+    if (!series.has(key)) series.set(key, labels);
     if (call.queueSeconds !== undefined) this.#callSeconds.observe({ plugin: call.plugin, phase: 'queue' }, call.queueSeconds);
     if (call.runSeconds !== undefined) this.#callSeconds.observe({ plugin: call.plugin, phase: 'run' }, call.runSeconds);
   }

@@ -169,7 +169,7 @@ export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions):
       if (!plugin) throw new AppError('PLUGIN_NOT_FOUND', `no plugin with id or name "${request.params.id.slice(0, 80)}"`);
       reportCall(request, {
         plugin: { id: plugin.id, name: plugin.name },
-        config: { ...plugin.config, ...body.config },
+        config: body.config ? { ...plugin.config, ...body.config } : plugin.config,
         ...(plugin.exports.includes(body.function) ? { function: body.function } : {}),
       });
 

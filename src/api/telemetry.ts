@@ -189,6 +189,9 @@ function observeCall(request: FastifyRequest, reply: FastifyReply, config: Confi
   if (config.ops.forwardPluginLogs) {
     for (const line of logs) request.log.debug({ plugin, function: fn, pluginLevel: line.level }, line.message);
   }
+  // Only for the request's log line (requestCompleted): not built when that line is not written.
+  const log = request.log as Logger;
+  if (!log.isLevelEnabled('info') && !(reply.statusCode >= 400 && log.isLevelEnabled('warn'))) return;
   request.callSummary = {
     plugin,
     ...(report.plugin ? { pluginId: report.plugin.id } : {}),
