@@ -31,6 +31,9 @@ interface ModuleEntry {
   shape: ModuleShape;
   /** By memory cap (pages); 0 for the one instance of a module with the grow shim. */
   instances: Map<number, PluginInstance>;
+  /** What its instances held when last measured: after each call or warm-up that used them (see measure). */
+  bytes: number;
+  heapBytes: number;
 }
 
 const modules = new Map<string, ModuleEntry>();
@@ -71,13 +74,14 @@ function moduleFor(msg: CallMessage): ModuleEntry | null {
     return entry;
   }
   if (!msg.module) return null;
-  entry = { shape: describeModule(msg.module.compiled, msg.module.layout), instances: new Map() };
+  entry = { shape: describeModule(msg.module.compiled, msg.module.layout), instances: new Map(), bytes: 0, heapBytes: 0 };
   modules.set(msg.moduleKey, entry);
   if (modules.size > MAX_MODULES) modules.delete(modules.keys().next().value as string);
   return entry;
 }
 
-function footprintOf(entry: ModuleEntry): { bytes: number; heapBytes: number } {
+/** Measures the instances of the module a call just used; the others have not changed since theirs. */
+function measure(entry: ModuleEntry): void {
   let bytes = 0;
   let heapBytes = 0;
   for (const instance of entry.instances.values()) {
@@ -85,33 +89,37 @@ function footprintOf(entry: ModuleEntry): { bytes: number; heapBytes: number } {
     bytes += f.bytes;
     heapBytes += f.heapBytes;
   }
-  return { bytes, heapBytes };
+  entry.bytes = bytes;
+  entry.heapBytes = heapBytes;
+}
+
+function dropInstances(entry: ModuleEntry): void {
+  entry.instances.clear();
+  entry.bytes = 0;
+  entry.heapBytes = 0;
 }
 
 /**
- * Drops the instances of least recently used modules while they hold more than
- * WORKER_INSTANCE_CACHE_BYTES, or more JS heap than CACHE_HEAP_BUDGET: the module just used goes
- * last, but goes too when it alone is over. Publishes what stays (the pool's gauge).
+ * After a call or warm-up used `used`: drops the instances of least recently used modules while they
+ * hold more than WORKER_INSTANCE_CACHE_BYTES, or more JS heap than CACHE_HEAP_BUDGET: the module
+ * just used goes last, but goes too when it alone is over. Publishes what stays (the pool's gauge).
  */
-function trimCache(): void {
+function trimCache(used: ModuleEntry | null): void {
+  if (used) measure(used);
   let bytes = 0;
   let heapBytes = 0;
-  const sizes = new Map<ModuleEntry, { bytes: number; heapBytes: number }>();
   for (const entry of modules.values()) {
-    const size = footprintOf(entry);
-    sizes.set(entry, size);
-    bytes += size.bytes;
-    heapBytes += size.heapBytes;
+    bytes += entry.bytes;
+    heapBytes += entry.heapBytes;
   }
   for (const entry of modules.values()) {
     if (bytes <= setup.instanceCacheBytes && heapBytes <= CACHE_HEAP_BUDGET) break;
-    const size = sizes.get(entry)!;
-    bytes -= size.bytes;
-    heapBytes -= size.heapBytes;
-    entry.instances.clear();
+    bytes -= entry.bytes;
+    heapBytes -= entry.heapBytes;
+    dropInstances(entry);
   }
   if (getHeapStatistics().used_heap_size > HEAP_PRESSURE) {
-    for (const entry of modules.values()) entry.instances.clear();
+    for (const entry of modules.values()) dropInstances(entry);
     bytes = 0;
   }
   cells.setCacheBytes(bytes);
@@ -290,7 +298,7 @@ async function handleCall(msg: CallMessage): Promise<void> {
       for (const [key, cached] of entry.instances) if (cached === instance) entry.instances.delete(key);
     }
   }
-  trimCache();
+  trimCache(entry);
   cells.endHousekeeping();
   if (egress) void egress.close().catch(() => undefined);
 }
@@ -314,7 +322,7 @@ function warm(msg: CallMessage, entry: ModuleEntry, started: number): void {
     egress: [],
     runMs: performance.now() - started,
   });
-  trimCache();
+  trimCache(entry);
   cells.endHousekeeping();
 }
 
@@ -344,7 +352,7 @@ port.on('message', (msg: CallMessage | BatchMessage | ForgetMessage) => {
     // The module cache let it go: its code must not stay alive here (its instances hold it).
     queue = queue.then(() => {
       modules.delete(msg.moduleKey);
-      trimCache();
+      trimCache(null);
     });
   } else enqueue(msg);
 });
