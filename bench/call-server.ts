@@ -23,6 +23,8 @@ process.on('message', (msg: { kind?: string }) => {
       engine: app.engine.stats(),
       moduleCache: app.moduleCache.stats(),
       rss: process.memoryUsage().rss,
+      // The bounds the caches must hold to (README: MODULE_CACHE_BYTES, WORKER_INSTANCE_CACHE_BYTES).
+      bounds: { moduleCacheBytes: config.moduleCacheBytes, workerInstanceCacheBytes: config.engine.workerInstanceCacheBytes },
     });
   }
   if (msg.kind === 'mark') {

@@ -6,6 +6,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { once } from 'node:events';
+import { availableParallelism, loadavg } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
@@ -230,8 +231,13 @@ if (memorySizePair) {
   scenarios.push(callScenario('first_byte, 64 MiB', 'mem_large', firstByteBody));
 }
 
+/** The machine's load average (1, 5, 15 min): figures from a busy shared machine are not comparable with a quiet one's. */
+const load = () =>
+  loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
 console.log(
-  `bench: ${connections} connections, ${seconds} s per scenario, ${serverReady.workers} engine workers, node ${process.version}`,
+  `bench: ${connections} connections, ${seconds} s per scenario, ${serverReady.workers} engine workers, node ${process.version}, ${availableParallelism()} CPUs, load average ${load()}`,
 );
 const results: Measured[] = [];
 await run(baseline, 1); // warm-up: JIT
@@ -279,8 +285,9 @@ if (large) {
 
 interface Stats {
   rss: number;
-  engine: unknown;
+  engine: { size: number; burst: number; instanceBytes: number };
   moduleCache: { entries: number; bytes: number };
+  bounds: { moduleCacheBytes: number; workerInstanceCacheBytes: number };
 }
 const afterRun = await server.ask<Stats>('stats');
 
@@ -323,9 +330,23 @@ if (afterStored) {
   );
 }
 console.log(`engine: ${JSON.stringify((afterStored ?? afterRun).engine)}`);
+// Every cache within its byte bound, at both points.
+const bounded = (stats: Stats) => {
+  const workers = stats.engine.size + stats.engine.burst;
+  const instanceBound = workers * stats.bounds.workerInstanceCacheBytes;
+  return {
+    ok: stats.moduleCache.bytes <= stats.bounds.moduleCacheBytes && stats.engine.instanceBytes <= instanceBound,
+    text: `module cache ${mib(stats.moduleCache.bytes)} of MODULE_CACHE_BYTES ${mib(stats.bounds.moduleCacheBytes)}; worker instances ${mib(stats.engine.instanceBytes)} of ${workers} × WORKER_INSTANCE_CACHE_BYTES ${mib(instanceBound)}`,
+  };
+};
+const boundChecks = [afterRun, ...(afterStored ? [afterStored] : [])].map(bounded);
+for (const check of boundChecks) console.log(`caches: ${check.text}`);
+console.log(`load average at the end: ${load()}`);
 
-const target = (what: string, value: number, ok: boolean) =>
-  console.log(`  ${ok ? 'met    ' : 'NOT MET'}  ${what}: ${Number.isNaN(value) ? 'n/a' : value.toFixed(2)}`);
+const target = (what: string, value: number | string, ok: boolean) =>
+  console.log(
+    `  ${ok ? 'met    ' : 'NOT MET'}  ${what}: ${typeof value === 'string' ? value : Number.isNaN(value) ? 'n/a' : value.toFixed(2)}`,
+  );
 console.log('\ntargets:');
 if (large) {
   target(`${largeLabel} ≥ 0.35× plain Fastify`, ratio(largeLabel), ratio(largeLabel) >= 0.35);
@@ -340,5 +361,10 @@ if (firstCall) {
   const r = firstCall.firstMs / firstCall.warmMs;
   target('first call after upload ≤ 2× a warm call', r, r <= 2);
 }
+target(
+  'every cache within its byte bound (after the run, with the stored plugins)',
+  `${boundChecks.filter((c) => c.ok).length} of ${boundChecks.length} checks`,
+  boundChecks.every((c) => c.ok),
+);
 
 await Promise.all([server.stop(), plain.stop()]);
