@@ -138,6 +138,17 @@ describe('plugin routes', () => {
     }
   });
 
+  it('refuses to delete a module a stored manifest names (409), stores a manifest (201) and downloads it (200)', async () => {
+    const manifest = await call(server, 'POST', '/plugins?name=contract-manifest', {
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ wasm: [{ hash: vowelsId }], config: { vowels: 'a' } }),
+    });
+    expect(manifest.status).toBe(201);
+    expect((await call(server, 'GET', '/plugins/contract-manifest/wasm')).status).toBe(200);
+    expect((await call(server, 'DELETE', `/plugins/${vowelsId}`)).status).toBe(409);
+    expect((await call(server, 'DELETE', '/plugins/contract-manifest')).status).toBe(204);
+  });
+
   it('deletes a plugin (204) and answers 404 when it is gone', async () => {
     const uploaded = await call(server, 'POST', '/plugins?name=contract-echo', wasmBody(echo));
     expect(uploaded.status).toBe(201);

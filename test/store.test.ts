@@ -6,7 +6,14 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FsPluginStore } from '../src/store/fs-store.ts';
 import { PgPluginStore } from '../src/store/pg/pg-store.ts';
-import { StoredBytesCorruptError, type NewPlugin, type PluginMeta, type PluginStore } from '../src/store/store.ts';
+import { canonicalManifest } from '../src/manifest.ts';
+import {
+  PluginInUseError,
+  StoredBytesCorruptError,
+  type NewPlugin,
+  type PluginMeta,
+  type PluginStore,
+} from '../src/store/store.ts';
 import { listFiles, makeTempDir, removeDir, tinyPluginWat, wat } from './helpers.ts';
 import { createTestDatabase, sql } from './store-backends.ts';
 
@@ -271,6 +278,44 @@ describe.each([fsHarness(), pgHarness()])('PluginStore contract ($name)', (harne
     const results = await Promise.all(Array.from({ length: 5 }, () => store.put(plugin)));
     expect(results.filter((r) => r.created)).toHaveLength(1);
     expect(await listAll(store)).toHaveLength(1);
+  });
+
+  it('stores a manifest over stored modules, keeps it after a restart, and refuses to delete a module it names', async () => {
+    const store = await harness.open();
+    const module = await newPlugin(1, 'lib');
+    await store.put(module);
+    const bytes = canonicalManifest([{ id: module.meta.id, name: 'main' }], { a: '1' }, [], { timeoutMs: 100 });
+    const manifest = withBytes(bytes, 2, 'app');
+    const meta: PluginMeta = {
+      ...manifest.meta,
+      manifest: { modules: [{ id: module.meta.id, name: 'main' }], main: module.meta.id, limits: { timeoutMs: 100 } },
+    };
+    expect((await store.put({ bytes, meta })).meta).toEqual(meta);
+
+    const refused = await store.delete('lib').catch((err: unknown) => err);
+    expect(refused).toBeInstanceOf(PluginInUseError);
+    expect(refused).toMatchObject({ code: 'PLUGIN_IN_USE', details: { referrers: [meta.id] } });
+    expect(await store.get('lib')).not.toBeNull();
+    await store.close();
+
+    const reopened = await harness.open();
+    expect(await reopened.get('app')).toEqual(meta);
+    expect(Buffer.from((await reopened.getBytes(meta.id))!)).toEqual(Buffer.from(bytes));
+    expect((await reopened.delete('app'))!.id).toBe(meta.id);
+    expect((await reopened.delete('lib'))!.id).toBe(module.meta.id);
+  });
+
+  it('refuses a manifest naming a module that is not stored, and stores nothing', async () => {
+    const store = await harness.open();
+    const missing = 'a'.repeat(64);
+    const bytes = canonicalManifest([{ id: missing, name: null }], {}, [], {});
+    const manifest = withBytes(bytes, 3);
+    const meta: PluginMeta = {
+      ...manifest.meta,
+      manifest: { modules: [{ id: missing, name: null }], main: missing, limits: {} },
+    };
+    await expect(store.put({ bytes, meta })).rejects.toMatchObject({ code: 'INVALID_MANIFEST' });
+    expect(await listAll(store)).toEqual([]);
   });
 
   it('passes its readiness check', async () => {

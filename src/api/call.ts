@@ -164,9 +164,9 @@ export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions):
       }
       if (body.config) checkConfigSize(body.config, config.pluginConfig, "the call's");
       if (body.allowedHosts) validateHostPatterns(body.allowedHosts);
-      const limits = resolveLimits(config.engine.limits, body);
       const plugin = await store.get(request.params.id);
       if (!plugin) throw new AppError('PLUGIN_NOT_FOUND', `no plugin with id or name "${request.params.id.slice(0, 80)}"`);
+      const limits = resolveLimits(config.engine.limits, body, plugin.manifest?.limits);
       reportCall(request, {
         plugin: { id: plugin.id, name: plugin.name },
         config: body.config ? { ...plugin.config, ...body.config } : plugin.config,

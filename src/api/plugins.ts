@@ -7,7 +7,9 @@ import { validateHostPatterns } from '../host-patterns.ts';
 import { inspectModule } from '../engine/compile/inspect.ts';
 import type { Prepare } from '../engine/compile/prepare.ts';
 import { AppError, isAppError } from '../errors.ts';
-import { ID_PATTERN, pluginIdOf, type PluginMeta } from '../store/store.ts';
+import { resolveLimits } from '../engine/limits.ts';
+import { canonicalManifest, mainIndex, parseManifest, type ManifestModule } from '../manifest.ts';
+import { ID_PATTERN, pluginIdOf, type PluginImport, type PluginMeta } from '../store/store.ts';
 import { configForCaller } from './auth.ts';
 import { checkConfigSize } from './config-size.ts';
 import { errorSchema, pluginParamsSchema, pluginSchema } from './schemas.ts';
@@ -18,12 +20,14 @@ const MAX_DESCRIPTION_CHARS = 1024;
 const MULTIPART_FIELD_BYTES = 64 * 1024;
 const MULTIPART_FIELDS = 8;
 const MULTIPART_OVERHEAD_BYTES = MULTIPART_FIELDS * MULTIPART_FIELD_BYTES + 64 * 1024;
-const UPLOAD_FIELDS = new Set(['name', 'description', 'config', 'allowedHosts']);
+const UPLOAD_FIELDS = new Set(['name', 'description', 'config', 'allowedHosts', 'manifest']);
+/** File parts a manifest upload may carry (its modules, which `path` entries name). */
+const MANIFEST_FILE_PARTS = 16;
 /**
  * Fields holding JSON text. A client that follows the contract's `encoding` (Swagger UI) sends them as
  * parts of type application/json, which browsers send with a file name: read those parts as the field.
  */
-const JSON_FIELDS = new Set(['config', 'allowedHosts']);
+const JSON_FIELDS = new Set(['config', 'allowedHosts', 'manifest']);
 /** How long a refused upload's remaining body is read and dropped before the connection is cut. */
 const LINGER_MS = 5_000;
 const OVERLOADED_RETRY_AFTER_MS = 1_000;
@@ -34,13 +38,25 @@ export interface PluginRoutesOptions {
   prepare: Prepare;
 }
 
-interface UploadInput {
+interface ModuleUpload {
+  kind: 'module';
   bytes: Uint8Array;
   name: string | null;
   description: string;
   config: Record<string, string>;
   allowedHosts: string[];
 }
+
+/** An Extism manifest (JSON, decoded) and, from a multipart upload, its file parts by field and file name. */
+interface ManifestUpload {
+  kind: 'manifest';
+  manifest: unknown;
+  parts: Map<string, Uint8Array>;
+  name: string | null;
+  description: string;
+}
+
+type UploadInput = ModuleUpload | ManifestUpload;
 
 type IdParams = { id: string };
 type NameQuery = { name?: string };
@@ -171,6 +187,14 @@ function lingerOnUnreadBody(request: FastifyRequest, reply: FastifyReply): void 
   raw.on('data', () => {}).resume();
 }
 
+function parseManifestText(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new AppError('INVALID_MANIFEST', `invalid manifest: not valid JSON: ${(err as Error).message}`);
+  }
+}
+
 /**
  * The multipart parser's own errors (no boundary, a body cut before its closing boundary) are the
  * client's: 400, not 500. Errors that already have a code or a status keep them.
@@ -200,6 +224,9 @@ async function readForm(
   configLimits: Config['pluginConfig'],
 ): Promise<UploadInput> {
   let bytes: Buffer | null = null;
+  /** File parts besides "file", kept in case the form holds a manifest naming them. */
+  const others = new Map<string, Buffer>();
+  let otherBytes = 0;
   const fields = new Map<string, string>();
   const setField = (fieldname: string, value: string): void => {
     if (fields.has(fieldname)) throw new AppError('INVALID_REQUEST', `form field "${fieldname}" given twice`);
@@ -209,10 +236,10 @@ async function readForm(
     limits: {
       // The JSON parts have the text fields' cap, which may be above a small plugin limit (checked per part).
       fileSize: Math.max(maxBytes, MULTIPART_FIELD_BYTES + 1),
-      files: 1 + JSON_FIELDS.size,
+      files: 1 + JSON_FIELDS.size + MANIFEST_FILE_PARTS,
       fields: MULTIPART_FIELDS,
       fieldSize: MULTIPART_FIELD_BYTES,
-      parts: MULTIPART_FIELDS + 1,
+      parts: MULTIPART_FIELDS + 1 + MANIFEST_FILE_PARTS,
     },
   });
   for await (const part of parts) {
@@ -222,11 +249,13 @@ async function readForm(
         continue;
       }
       if (part.fieldname !== 'file') {
-        part.file.resume();
-        throw new AppError(
-          'INVALID_REQUEST',
-          `unexpected file part "${part.fieldname}": send the Wasm module in the part "file"`,
-        );
+        // A manifest's module (checked once the whole form is read): all of them within MAX_PLUGIN_BYTES.
+        const partBytes = await readFilePart(part.file, maxBytes - otherBytes);
+        otherBytes += partBytes.length;
+        if (others.has(part.fieldname)) throw new AppError('INVALID_REQUEST', `form field "${part.fieldname}" given twice`);
+        others.set(part.fieldname, partBytes);
+        if (part.filename && !others.has(part.filename)) others.set(part.filename, partBytes);
+        continue;
       }
       if (bytes !== null) throw new AppError('INVALID_REQUEST', 'form field "file" given twice');
       bytes = await readFilePart(part.file, maxBytes);
@@ -246,6 +275,26 @@ async function readForm(
   const formName = fields.get('name') || undefined;
   if (formName !== undefined && query.name !== undefined)
     throw new AppError('INVALID_REQUEST', 'the name is given twice (form field "name" and query "name"): give it once');
+  const manifest = fields.get('manifest');
+  if (manifest !== undefined) {
+    for (const field of ['config', 'allowedHosts']) {
+      if (fields.has(field)) {
+        throw new AppError('INVALID_REQUEST', `form field "${field}" cannot go with a manifest: set it in the manifest`);
+      }
+    }
+    if (bytes !== null) others.set('file', bytes);
+    return {
+      kind: 'manifest',
+      manifest: parseManifestText(manifest),
+      parts: others,
+      name: parseName(formName ?? query.name),
+      description: parseDescription(fields.get('description')),
+    };
+  }
+  if (others.size > 0) {
+    const first = others.keys().next().value as string;
+    throw new AppError('INVALID_REQUEST', `unexpected file part "${first}": send the Wasm module in the part "file"`);
+  }
   const input = {
     name: parseName(formName ?? query.name),
     description: parseDescription(fields.get('description')),
@@ -254,7 +303,7 @@ async function readForm(
   };
   if (bytes === null) throw new AppError('MISSING_FILE', 'the form has no file part named "file" holding the Wasm module');
   if (bytes.length === 0) throw new AppError('EMPTY_BODY', 'the file part "file" is empty');
-  return { ...input, bytes };
+  return { kind: 'module', ...input, bytes };
 }
 
 function readUpload(
@@ -265,6 +314,11 @@ function readUpload(
   if (request.isMultipart()) return readMultipart(request, maxBytes, request.query, configLimits);
   const body = request.body;
   const name = parseName(request.query.name);
+  if (isJson(request)) {
+    if (body === undefined || body === null)
+      throw new AppError('EMPTY_BODY', 'the request body is empty: send the manifest as JSON');
+    return { kind: 'manifest', manifest: body, parts: new Map(), name, description: '' };
+  }
   if (body === undefined || body === null || (Buffer.isBuffer(body) && body.length === 0)) {
     throw new AppError('EMPTY_BODY', 'the request body is empty: send the Wasm module as the body (application/wasm)');
   }
@@ -274,7 +328,11 @@ function readUpload(
       `upload the module as application/wasm, application/octet-stream or multipart/form-data, not ${request.headers['content-type'] ?? 'no content type'}`,
     );
   }
-  return { bytes: body, name, description: '', config: {}, allowedHosts: [] };
+  return { kind: 'module', bytes: body, name, description: '', config: {}, allowedHosts: [] };
+}
+
+function isJson(request: FastifyRequest): boolean {
+  return request.headers['content-type']?.split(';')[0]!.trim().toLowerCase() === 'application/json';
 }
 
 function ifNoneMatchHits(header: string | undefined, etag: string): boolean {
@@ -288,6 +346,7 @@ function ifNoneMatchHits(header: string | undefined, etag: string): boolean {
 const errorResponses = {
   400: errorSchema,
   404: errorSchema,
+  409: errorSchema,
   413: errorSchema,
   415: errorSchema,
   500: errorSchema,
@@ -390,6 +449,7 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
     },
     async (request, reply) => {
       const upload = await readUpload(request, maxPluginBytes, opts.config.pluginConfig);
+      if (upload.kind === 'manifest') return storeManifest(request, reply, upload);
       const inspected = await inspectModule(upload.bytes, opts.prepare);
       const id = pluginIdOf(upload.bytes);
       const { meta, created } = await storePut({
@@ -419,6 +479,101 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
       return meta;
     },
   );
+
+  /**
+   * A manifest upload: every module it brings is checked before anything is stored; its modules are
+   * stored as plugins of their own, then the manifest, whose id is the sha256 of its canonical form.
+   */
+  const storeManifest = async (request: FastifyRequest, reply: FastifyReply, upload: ManifestUpload): Promise<PluginMeta> => {
+    const parsed = parseManifest(upload.manifest, upload.parts);
+    checkConfigSize(parsed.config, opts.config.pluginConfig, "the manifest's");
+    // Its limits must fit under the operator's ceilings now (a call resolves them again).
+    resolveLimits(opts.config.engine.limits, parsed.limits);
+    if (parsed.sources.length > 1) {
+      throw new AppError(
+        'UNSUPPORTED_MANIFEST',
+        `the manifest lists ${parsed.sources.length} modules: linking several modules is not supported yet; give one module`,
+        { details: { feature: 'link' } },
+      );
+    }
+    type Resolved = ManifestModule & {
+      exports: string[];
+      imports: PluginImport[];
+      wasi: boolean;
+      upload?: { bytes: Uint8Array; prepared: Awaited<ReturnType<typeof inspectModule>>['prepared'] };
+    };
+    const modules: Resolved[] = [];
+    for (const [i, source] of parsed.sources.entries()) {
+      if (source.bytes) {
+        const id = pluginIdOf(source.bytes);
+        if (source.hash !== null && source.hash !== id) {
+          throw new AppError(
+            'INVALID_MANIFEST',
+            `invalid manifest: wasm[${i}]'s sha256 is ${id}, not the hash ${source.hash} it gives`,
+          );
+        }
+        const inspected = await inspectModule(source.bytes, opts.prepare);
+        const { exports, imports, wasi, prepared } = inspected;
+        modules.push({ id, name: source.name, exports, imports, wasi, upload: { bytes: source.bytes, prepared } });
+      } else {
+        const stored = await store.get(source.hash);
+        if (!stored || stored.manifest) {
+          throw new AppError('INVALID_MANIFEST', `invalid manifest: wasm[${i}]: no stored module with sha256 ${source.hash}`, {
+            details: { hash: source.hash },
+          });
+        }
+        modules.push({ id: stored.id, name: source.name, exports: stored.exports, imports: stored.imports, wasi: stored.wasi });
+      }
+    }
+    for (const module of modules) {
+      if (!module.upload) continue;
+      const { bytes, prepared } = module.upload;
+      const { meta } = await storePut({
+        bytes,
+        meta: {
+          id: module.id,
+          name: null,
+          description: '',
+          size: bytes.length,
+          createdAt: new Date().toISOString(),
+          exports: module.exports,
+          imports: module.imports,
+          wasi: module.wasi,
+          config: {},
+          allowedHosts: [],
+        },
+      });
+      moduleCache.set(meta.id, prepared, bytes.length);
+    }
+    const refs = modules.map((m) => ({ id: m.id, name: m.name }));
+    const main = modules[mainIndex(refs)]!;
+    const bytes = canonicalManifest(refs, parsed.config, parsed.allowedHosts, parsed.limits);
+    const id = pluginIdOf(bytes);
+    const { meta, created } = await storePut({
+      bytes,
+      meta: {
+        id,
+        name: upload.name,
+        description: upload.description,
+        size: bytes.length,
+        createdAt: new Date().toISOString(),
+        exports: main.exports,
+        imports: main.imports,
+        wasi: main.wasi,
+        config: parsed.config,
+        allowedHosts: parsed.allowedHosts,
+        manifest: { modules: refs, main: main.id, limits: parsed.limits },
+      },
+    });
+    const prepared = moduleCache.get(main.id);
+    if (prepared) await app.engine.warm(meta, prepared);
+    request.log.info(
+      { plugin: id, name: meta.name, modules: refs.length, created },
+      created ? 'manifest stored' : 'manifest already stored',
+    );
+    if (created) void reply.code(201).header('location', `/plugins/${id}`);
+    return meta;
+  };
 
   app.get<{ Querystring: ListQuerystring }>(
     '/plugins',
@@ -477,6 +632,16 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
         .header('etag', etag)
         .header('cache-control', request.params.id === meta.id ? 'public, max-age=31536000, immutable' : 'no-cache');
       if (ifNoneMatchHits(request.headers['if-none-match'], etag)) return reply.code(304).send();
+      if (meta.manifest) {
+        // A manifest plugin's bytes are its manifest (modules by hash, canonical JSON text), small: sent
+        // whole as text (Fastify would try to serialize a stream sent as JSON).
+        const manifest = await store.getBytes(meta.id);
+        if (!manifest) throw notFound(request.params.id);
+        return reply
+          .type('application/json')
+          .header('content-disposition', `attachment; filename="${meta.name ?? meta.id}.json"`)
+          .send(Buffer.from(manifest).toString('utf8'));
+      }
       const blob = await store.openBytesStream(meta.id);
       if (!blob) throw notFound(request.params.id);
       return reply

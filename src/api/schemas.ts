@@ -34,6 +34,30 @@ export const pluginSchema = {
     wasi: { type: 'boolean' },
     config: { type: 'object', additionalProperties: { type: 'string' } },
     allowedHosts: { type: 'array', items: { type: 'string' } },
+    manifest: {
+      type: 'object',
+      required: ['modules', 'main', 'limits'],
+      properties: {
+        modules: {
+          type: 'array',
+          items: {
+            type: 'object',
+            required: ['id', 'name'],
+            properties: { id: { type: 'string' }, name: { type: ['string', 'null'] } },
+          },
+        },
+        main: { type: 'string' },
+        limits: {
+          type: 'object',
+          properties: {
+            memoryMaxPages: { type: 'integer' },
+            maxHttpResponseBytes: { type: 'integer' },
+            maxVarBytes: { type: 'integer' },
+            timeoutMs: { type: 'integer' },
+          },
+        },
+      },
+    },
   },
 } as const;
 

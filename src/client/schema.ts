@@ -27,6 +27,14 @@ export interface paths {
          *     optional `name` in the query), or a `multipart/form-data` form with the module in the part
          *     `file` and optional fields `name`, `description`, `config` and `allowedHosts`.
          *
+         *     Or an Extism manifest (`ExtismManifest`): as the JSON body (`application/json`), or as the form
+         *     field `manifest` with the modules its `path` entries name as further file parts (a part's field
+         *     name or file name is its path). Each module is checked and stored as a plugin of its own; the
+         *     manifest is stored in canonical form (modules by `hash`, keys ordered), whose sha256 is its id,
+         *     and is what a download answers. Its `config`, `allowed_hosts`, `memory` and `timeout_ms` are the
+         *     plugin's defaults, at most the operator's ceilings; a call may lower them, never raise them.
+         *     A manifest lists one module for now (linking several is refused with `UNSUPPORTED_MANIFEST`).
+         *
          *     The module is compiled once (the validation) and must only import host functions of
          *     `extism:host/env` and `wasi_snapshot_preview1`, and export at least one function.
          *     Bytes already stored answer `200` with the existing record; a `name` given with them is
@@ -59,7 +67,8 @@ export interface paths {
         post?: never;
         /**
          * Delete a plugin
-         * @description Role: `admin`. Deletes the plugin an id or a name points at; its name is freed with it.
+         * @description Role: `admin`. Deletes the plugin an id or a name points at; its name is freed with it. A module
+         *     that stored manifests name is not deleted while they are (`409 PLUGIN_IN_USE`).
          */
         delete: operations["deletePlugin"];
         options?: never;
@@ -258,6 +267,69 @@ export interface components {
          */
         Name: string;
         /**
+         * @description An Extism manifest (extism/extism `manifest`). `url` and `path` sources (except a `path` naming a
+         *     part of the same form) and `allowed_paths` are refused: the server fetches nothing and exposes no files.
+         * @example {
+         *       "wasm": [
+         *         {
+         *           "hash": "9ee554422a18a0112159050331e0f8f512287a32ad3d40fd2b026bce63aafe21",
+         *           "name": "main"
+         *         }
+         *       ],
+         *       "config": {
+         *         "vowels": "aeiou"
+         *       },
+         *       "timeout_ms": 2000
+         *     }
+         */
+        ExtismManifest: {
+            wasm: {
+                /** @description The module, base64. */
+                data?: string;
+                /** @description sha256 of the module: a stored module (its id), or the check of `data`. */
+                hash?: string;
+                /** @description In a multipart upload, the field or file name of the part holding the module. */
+                path?: string;
+                /** @description The module's name (`main` marks the main module; else the last is). */
+                name?: string;
+                /** @description Refused. */
+                url?: string;
+                headers?: Record<string, never>;
+                method?: string;
+            }[];
+            config?: {
+                [key: string]: string;
+            };
+            allowed_hosts?: components["schemas"]["HostPattern"][];
+            /** @description Refused unless empty. */
+            allowed_paths?: Record<string, never>;
+            memory?: {
+                /** @description Default and ceiling of `memoryMaxPages` for its calls. */
+                max_pages?: number;
+                /** @description Default and ceiling of `maxHttpResponseBytes`. */
+                max_http_response_bytes?: number;
+                /** @description Default and ceiling of `maxVarBytes`. */
+                max_var_bytes?: number;
+            };
+            /** @description Default and ceiling of `timeoutMs`. */
+            timeout_ms?: number;
+        };
+        /** @description What a plugin made from a manifest runs, and the limits it sets for its calls. */
+        PluginManifest: {
+            modules: {
+                id: string;
+                name: string | null;
+            }[];
+            /** @description The module whose exports are called. */
+            main: string;
+            limits: {
+                memoryMaxPages?: number;
+                maxHttpResponseBytes?: number;
+                maxVarBytes?: number;
+                timeoutMs?: number;
+            };
+        };
+        /**
          * @example {
          *       "id": "9ee554422a18a0112159050331e0f8f512287a32ad3d40fd2b026bce63aafe21",
          *       "name": "count_vowels",
@@ -314,6 +386,7 @@ export interface components {
             };
             /** @description Egress allow-list used when a call gives none (grammar and semantics as `CallRequest.allowedHosts`). */
             allowedHosts: components["schemas"]["HostPattern"][];
+            manifest?: components["schemas"]["PluginManifest"];
         };
         CallRequest: {
             /** @description An exported function of the plugin. */
@@ -674,9 +747,15 @@ export interface operations {
             content: {
                 "application/wasm": string;
                 "application/octet-stream": string;
+                "application/json": components["schemas"]["ExtismManifest"];
                 "multipart/form-data": {
+                    /**
+                     * @description JSON text: an Extism manifest (`ExtismManifest`) instead of the part `file`; its `path`
+                     *     entries name further file parts of the form. Not together with `config` or `allowedHosts`.
+                     */
+                    manifest?: string;
                     /** @description The Wasm module, at most MAX_PLUGIN_BYTES (default 32 MiB). */
-                    file: string;
+                    file?: string;
                     name?: components["schemas"]["Name"];
                     description?: string;
                     /**
@@ -729,6 +808,9 @@ export interface operations {
              *     with another signature than the service provides; listed in `unsupportedImports`, a mismatch with `expected` and `actual`;
              *     custom host functions, under `extism:host/user` or any other namespace, are not offered),
              *     `NO_CALLABLE_EXPORTS` (exports no function),
+             *     `INVALID_MANIFEST` (a manifest that is not one: the message says what; `hash` names a module that is not stored),
+             *     `UNSUPPORTED_MANIFEST` (`url` or `path` sources, `allowed_paths`, several modules; `feature` says which:
+             *     `url`, `path`, `allowed_paths`, `link`), `LIMIT_ABOVE_CEILING` (a manifest limit above the operator's ceiling),
              *     `INVALID_NAME`, `INVALID_CONFIG`, `INVALID_ALLOWED_HOSTS` (with `pattern` and `problem` for a pattern outside the grammar),
              *     `MISSING_FILE` (a form without the part `file`), `EMPTY_BODY`,
              *     `INVALID_REQUEST` (unknown or repeated form field, the name as both form field and query, a file in another part,
@@ -742,7 +824,13 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["Error"] & {
                         /** @enum {unknown} */
-                        code?: "INVALID_WASM" | "UNSUPPORTED_IMPORTS" | "NO_CALLABLE_EXPORTS" | "INVALID_NAME" | "INVALID_CONFIG" | "INVALID_ALLOWED_HOSTS" | "MISSING_FILE" | "EMPTY_BODY" | "INVALID_REQUEST";
+                        code?: "INVALID_WASM" | "UNSUPPORTED_IMPORTS" | "NO_CALLABLE_EXPORTS" | "INVALID_NAME" | "INVALID_CONFIG" | "INVALID_ALLOWED_HOSTS" | "MISSING_FILE" | "EMPTY_BODY" | "INVALID_REQUEST" | "INVALID_MANIFEST" | "UNSUPPORTED_MANIFEST" | "LIMIT_ABOVE_CEILING";
+                        /** @enum {string} */
+                        feature?: "url" | "path" | "allowed_paths" | "link";
+                        hash?: string;
+                        field?: string;
+                        requested?: number;
+                        ceiling?: number;
                         unsupportedImports?: {
                             module: string;
                             name: string;
@@ -858,6 +946,19 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["PluginNotFound"];
+            /** @description `PLUGIN_IN_USE`: stored manifests name this module; `referrers` lists their ids. Delete them first. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @constant */
+                        code?: "PLUGIN_IN_USE";
+                        referrers: string[];
+                    };
+                };
+            };
             429: components["responses"]["RateLimited"];
             500: components["responses"]["StoreError"];
             503: components["responses"]["ShuttingDown"];
@@ -879,7 +980,7 @@ export interface operations {
         requestBody?: never;
         responses: {
             /**
-             * @description The module as uploaded, streamed. The bytes are checked against the id as they are read:
+             * @description The module as uploaded, streamed (a manifest plugin: its canonical manifest, JSON). The bytes are checked against the id as they are read:
              *     bytes damaged on disk end the response before its last chunk (short of Content-Length), so
              *     a client never gets them whole under the id's ETag.
              */
@@ -893,6 +994,7 @@ export interface operations {
                 };
                 content: {
                     "application/wasm": string;
+                    "application/json": components["schemas"]["ExtismManifest"];
                 };
             };
             /** @description Not modified (If-None-Match matched the ETag). */

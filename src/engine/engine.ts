@@ -3,7 +3,7 @@
 import type { CallLimits, Config } from '../config.ts';
 import type { EgressAuditEntry, EgressOptions } from '../egress/fetch.ts';
 import { AppError } from '../errors.ts';
-import type { PluginMeta, PluginStore } from '../store/store.ts';
+import { mainModuleId, type PluginMeta, type PluginStore } from '../store/store.ts';
 import type { CallLogLevel, LogEntry } from './runtime/logs.ts';
 import type { ModuleCache } from './compile/module-cache.ts';
 import { WorkerPool, type PoolObserver, type PoolStats } from './pool/pool.ts';
@@ -98,22 +98,23 @@ export class CallEngine {
     this.#observers.push(observer);
   }
 
-  async #prepare(meta: PluginMeta): Promise<PreparedModule> {
-    const cached = this.#deps.moduleCache.get(meta.id);
+  /** `id`: the stored module's (a manifest plugin runs its main module). */
+  async #prepare(id: string): Promise<PreparedModule> {
+    const cached = this.#deps.moduleCache.get(id);
     if (cached) return cached;
-    let pending = this.#preparing.get(meta.id);
+    let pending = this.#preparing.get(id);
     if (!pending) {
-      pending = this.#compile(meta).finally(() => this.#preparing.delete(meta.id));
-      this.#preparing.set(meta.id, pending);
+      pending = this.#compile(id).finally(() => this.#preparing.delete(id));
+      this.#preparing.set(id, pending);
     }
     return pending;
   }
 
   /** Evicted from the cache (or stored before this process started): prepare it again from the store. */
-  async #compile(meta: PluginMeta): Promise<PreparedModule> {
+  async #compile(id: string): Promise<PreparedModule> {
     // Bytes damaged on disk throw StoredBytesCorruptError, a STORE_ERROR.
-    const bytes = await this.#deps.store.getBytes(meta.id);
-    if (!bytes) throw new AppError('PLUGIN_NOT_FOUND', `no plugin with id "${meta.id}"`);
+    const bytes = await this.#deps.store.getBytes(id);
+    if (!bytes) throw new AppError('PLUGIN_NOT_FOUND', `no plugin with id "${id}"`);
     let prepared: PreparedModule;
     try {
       prepared = await this.#deps.prepare(bytes);
@@ -125,7 +126,7 @@ export class CallEngine {
       throw err;
     }
     for (const o of this.#observers) o.onCompile?.(prepared.compileMs);
-    this.#deps.moduleCache.set(meta.id, prepared, bytes.length);
+    this.#deps.moduleCache.set(id, prepared, bytes.length);
     return prepared;
   }
 
@@ -161,7 +162,8 @@ export class CallEngine {
           { details: { exports: plugin.exports } },
         );
       }
-      const prepared = await this.#prepare(plugin);
+      const moduleId = mainModuleId(plugin);
+      const prepared = await this.#prepare(moduleId);
       const { result, queueMs } = await this.#pool.run(
         {
           module: { compiled: prepared.module, layout: prepared.layout },
@@ -175,7 +177,7 @@ export class CallEngine {
                 : Buffer.byteLength(request.input),
           message: {
             kind: 'call',
-            moduleKey: plugin.id,
+            moduleKey: moduleId,
             function: request.function,
             input: request.input,
             inputEncoding: request.inputEncoding,
@@ -226,7 +228,7 @@ export class CallEngine {
           inputBytes: 0,
           message: {
             kind: 'call',
-            moduleKey: plugin.id,
+            moduleKey: mainModuleId(plugin),
             function: '',
             input: null,
             inputEncoding: 'utf8',

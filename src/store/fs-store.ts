@@ -9,6 +9,8 @@ import { TEMP_PREFIX, fsyncDir, removeTempFiles, unlinkIfPresent, verifyingStrea
 import {
   freezeMeta,
   ID_PATTERN,
+  manifestModuleMissing,
+  PluginInUseError,
   pluginIdOf,
   StoredBytesCorruptError,
   type BytesStream,
@@ -185,6 +187,11 @@ export class FsPluginStore implements PluginStore {
     return this.#serialize(async () => {
       const { bytes, meta } = plugin;
       if (!ID_PATTERN.test(meta.id)) throw new Error(`store: invalid plugin id ${meta.id}`);
+      // Mutations run one at a time: a module found here cannot be deleted before the manifest is stored.
+      for (const module of meta.manifest?.modules ?? []) {
+        const stored = this.#byId.get(module.id);
+        if (!stored || stored.meta.manifest) throw manifestModuleMissing(module.id);
+      }
       const existing = this.#byId.get(meta.id);
       if (existing) {
         await this.#repairBlob(meta.id, bytes);
@@ -317,6 +324,10 @@ export class FsPluginStore implements PluginStore {
       const entry = this.#resolve(idOrName);
       if (!entry) return null;
       const { id, name } = entry.meta;
+      const referrers = [...this.#byId.values()]
+        .filter((e) => e.meta.manifest?.modules.some((m) => m.id === id))
+        .map((e) => e.meta.id);
+      if (referrers.length > 0) throw new PluginInUseError(id, referrers);
       // Removing the meta file is the commit point; the blob goes after (an orphan is cleaned at start).
       await unlinkIfPresent(this.#metaPath(id));
       await fsyncDir(this.#metaDir);

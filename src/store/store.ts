@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { AppError } from '../errors.ts';
+import type { PluginManifest } from '../manifest.ts';
 
 /** A plugin id: the lowercase hex sha256 of its bytes (names never look like one). */
 export const ID_PATTERN = /^[0-9a-f]{64}$/;
@@ -35,6 +36,33 @@ export interface PluginMeta {
   config: Record<string, string>;
   /** Default egress allow-list when a call gives none. */
   allowedHosts: string[];
+  /**
+   * Present on a plugin made from an Extism manifest (its bytes are the manifest's canonical JSON):
+   * the stored modules it runs and the limits it sets. Exports, imports and wasi are its main module's.
+   */
+  manifest?: PluginManifest;
+}
+
+/** The stored module a call runs: a manifest's main module, else the plugin itself. */
+export function mainModuleId(meta: Pick<PluginMeta, 'id' | 'manifest'>): string {
+  return meta.manifest?.main ?? meta.id;
+}
+
+/** A delete refused: stored manifests run this module. */
+export class PluginInUseError extends AppError {
+  constructor(id: string, referrers: string[]) {
+    super(
+      'PLUGIN_IN_USE',
+      `plugin ${id} is a module of ${referrers.length === 1 ? 'a stored manifest' : `${referrers.length} stored manifests`} ` +
+        `(${referrers.slice(0, 10).join(', ')}${referrers.length > 10 ? ', …' : ''}): delete ${referrers.length === 1 ? 'it' : 'them'} first`,
+      { details: { referrers } },
+    );
+  }
+}
+
+/** A manifest put refused: a module it names is not stored (deleted meanwhile), or is a manifest itself. */
+export function manifestModuleMissing(id: string): AppError {
+  return new AppError('INVALID_MANIFEST', `invalid manifest: no stored module with sha256 ${id}`, { details: { hash: id } });
 }
 
 /** Records are shared with every reader (the engine holds them per call): an immutable copy. */
@@ -45,6 +73,15 @@ export function freezeMeta(meta: PluginMeta): PluginMeta {
     imports: Object.freeze(meta.imports.map((imp) => Object.freeze({ module: imp.module, name: imp.name }))),
     config: Object.freeze({ ...meta.config }),
     allowedHosts: Object.freeze([...meta.allowedHosts]),
+    ...(meta.manifest
+      ? {
+          manifest: Object.freeze({
+            modules: Object.freeze(meta.manifest.modules.map((m) => Object.freeze({ id: m.id, name: m.name }))),
+            main: meta.manifest.main,
+            limits: Object.freeze({ ...meta.manifest.limits }),
+          }),
+        }
+      : {}),
   }) as PluginMeta;
 }
 

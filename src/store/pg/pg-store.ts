@@ -13,6 +13,8 @@ import { decodeCursor, encodeCursor } from '../cursor.ts';
 import {
   freezeMeta,
   ID_PATTERN,
+  manifestModuleMissing,
+  PluginInUseError,
   pluginIdOf,
   StoredBytesCorruptError,
   type BytesStream,
@@ -83,7 +85,7 @@ interface Entry {
 const COLUMNS = 'id, seq, name, size, record';
 
 function toEntry(row: PluginRow): Entry {
-  const { description, createdAt, exports, imports, wasi, config, allowedHosts } = row.record;
+  const { description, createdAt, exports, imports, wasi, config, allowedHosts, manifest } = row.record;
   const meta = freezeMeta({
     id: row.id,
     name: row.name,
@@ -95,13 +97,14 @@ function toEntry(row: PluginRow): Entry {
     wasi,
     config,
     allowedHosts,
+    ...(manifest ? { manifest } : {}),
   });
   return { meta, seq: Number(row.seq) };
 }
 
 function toRecord(meta: PluginMeta): StoredRecord {
-  const { description, createdAt, exports, imports, wasi, config, allowedHosts } = meta;
-  return { description, createdAt, exports, imports, wasi, config, allowedHosts };
+  const { description, createdAt, exports, imports, wasi, config, allowedHosts, manifest } = meta;
+  return { description, createdAt, exports, imports, wasi, config, allowedHosts, ...(manifest ? { manifest } : {}) };
 }
 
 /** A transaction's result that changed nothing: rolled back, and the value returned. */
@@ -510,6 +513,17 @@ export class PgPluginStore implements PluginStore {
           const committed = await this.#publish(client, version, touched);
           return { committed, meta: toEntry(committed.rows.find((r) => r.id === meta.id)!).meta, created: false };
         }
+        // Under the lock no delete runs: the modules a manifest names stay stored until it is.
+        const modules = meta.manifest?.modules.map((m) => m.id) ?? [];
+        if (modules.length > 0) {
+          const { rows } = await client.query<{ id: string }>(
+            `SELECT id FROM wasmhost_plugins WHERE id = ANY($1) AND NOT (record ? 'manifest')`,
+            [modules],
+          );
+          const found = new Set(rows.map((r) => r.id));
+          const missing = modules.find((id) => !found.has(id));
+          if (missing !== undefined) throw manifestModuleMissing(missing);
+        }
         // Under the lock no delete or sweep runs: if the blob is gone now, it stays gone; write it again.
         const { rowCount } = await client.query('SELECT 1 FROM wasmhost_blobs WHERE id = $1', [meta.id]);
         if (rowCount === 0) await client.query('INSERT INTO wasmhost_blobs (id, bytes) VALUES ($1, $2)', [meta.id, blob]);
@@ -642,6 +656,21 @@ export class PgPluginStore implements PluginStore {
     const outcome = await this.#db('delete', () =>
       this.#transaction(async (client) => {
         const version = await this.#nextVersion(client);
+        const target = byId
+          ? idOrName
+          : (await client.query<{ id: string }>('SELECT id FROM wasmhost_plugins WHERE name = $1', [idOrName])).rows[0]?.id;
+        if (target !== undefined) {
+          // Under the lock no manifest can be stored meanwhile.
+          const referrers = await client.query<{ id: string }>(
+            `SELECT id FROM wasmhost_plugins WHERE record->'manifest'->'modules' @> $1::jsonb ORDER BY seq`,
+            [JSON.stringify([{ id: target }])],
+          );
+          if (referrers.rows.length > 0)
+            throw new PluginInUseError(
+              target,
+              referrers.rows.map((r) => r.id),
+            );
+        }
         const { rows } = await client.query<PluginRow>(
           `DELETE FROM wasmhost_plugins WHERE ${byId ? 'id' : 'name'} = $1 RETURNING ${COLUMNS}`,
           [idOrName],

@@ -1,0 +1,233 @@
+// Extism manifests through HTTP: POST /plugins takes one as JSON or as a multipart `manifest` part
+// with its modules as further parts; config, allowed_hosts, memory and timeout_ms become the plugin's
+// defaults (lowerable per call); the stored form is canonical (its sha256 is the id) and is what a
+// download answers; a module a stored manifest names cannot be deleted from under it. Every answer
+// is checked against openapi.yaml.
+import { createHash } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { expectContract } from './openapi-contract.ts';
+import { listFiles, readPlugin, removeDir, startServer, type TestServer } from './helpers.ts';
+
+const sha256 = (bytes: Uint8Array | string): string => createHash('sha256').update(bytes).digest('hex');
+
+async function api(server: TestServer, path: string, init?: RequestInit): Promise<Response> {
+  const res = await fetch(`${server.url}${path}`, init);
+  await expectContract(init?.method ?? 'GET', path, res);
+  return res;
+}
+
+const postManifest = (server: TestServer, manifest: unknown, query = ''): Promise<Response> =>
+  api(server, `/plugins${query}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(manifest),
+  });
+
+interface CallAnswer {
+  output: string;
+  code?: string;
+  [field: string]: unknown;
+}
+
+async function call(
+  server: TestServer,
+  plugin: string,
+  body: Record<string, unknown>,
+): Promise<{ status: number; body: CallAnswer }> {
+  const res = await api(server, `/plugins/${plugin}/call`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, body: (await res.json()) as CallAnswer };
+}
+
+describe('Extism manifests', () => {
+  let server: TestServer;
+  let vowels: Uint8Array;
+  let vowelsId: string;
+
+  beforeAll(async () => {
+    server = await startServer({
+      env: { WORKERS: '1', RATE_LIMIT_MAX: '0', CALL_TIMEOUT_MS_CEILING: '20000', CALL_TIMEOUT_MS: '10000' },
+    });
+    vowels = new Uint8Array(await readPlugin('count_vowels'));
+    vowelsId = sha256(vowels);
+  });
+
+  afterAll(async () => {
+    await server?.close();
+    if (server) await removeDir(server.dataDir);
+  });
+
+  it('stores a manifest with an inline module under the id of its canonical form, and its config is the default', async () => {
+    const manifest = {
+      wasm: [{ data: Buffer.from(vowels).toString('base64'), name: 'main' }],
+      config: { vowels: 'o' },
+      memory: { max_var_bytes: 1024 },
+      timeout_ms: 8000,
+    };
+    const res = await postManifest(server, manifest, '?name=vowels-o');
+    expect(res.status).toBe(201);
+    const meta = await res.json();
+    const canonical = JSON.stringify({
+      wasm: [{ hash: vowelsId, name: 'main' }],
+      config: { vowels: 'o' },
+      memory: { max_var_bytes: 1024 },
+      timeout_ms: 8000,
+    });
+    expect(meta).toMatchObject({
+      id: sha256(canonical),
+      name: 'vowels-o',
+      size: Buffer.byteLength(canonical),
+      exports: ['count_vowels'],
+      config: { vowels: 'o' },
+      manifest: { modules: [{ id: vowelsId, name: 'main' }], main: vowelsId, limits: { maxVarBytes: 1024, timeoutMs: 8000 } },
+    });
+    expect(res.headers.get('location')).toBe(`/plugins/${meta.id}`);
+    // The module is stored as a plugin of its own.
+    expect((await (await api(server, `/plugins/${vowelsId}`)).json()).exports).toEqual(['count_vowels']);
+
+    const out = await call(server, 'vowels-o', { function: 'count_vowels', input: 'foo boo' });
+    expect(out.status).toBe(200);
+    expect(JSON.parse(out.body.output)).toMatchObject({ count: 4, vowels: 'o' });
+    const overridden = await call(server, 'vowels-o', { function: 'count_vowels', input: 'foo', config: { vowels: 'f' } });
+    expect(JSON.parse(overridden.body.output)).toMatchObject({ count: 1, vowels: 'f' });
+
+    // The download is the canonical manifest; the same manifest by hash is the same plugin.
+    const download = await api(server, `/plugins/vowels-o/wasm`);
+    expect(download.headers.get('content-type')).toMatch(/^application\/json/);
+    expect(await download.text()).toBe(canonical);
+    const byHash = await postManifest(server, {
+      timeout_ms: 8000,
+      memory: { max_var_bytes: 1024 },
+      config: { vowels: 'o' },
+      wasm: [{ hash: vowelsId, name: 'main' }],
+    });
+    expect(byHash.status).toBe(200);
+    expect((await byHash.json()).id).toBe(meta.id);
+
+    const listed = await (await api(server, '/plugins?name=vowels-o')).json();
+    expect(listed.plugins.map((p: { id: string }) => p.id)).toEqual([meta.id]);
+  });
+
+  it('lets a call lower the manifest limits, never raise them', async () => {
+    const above = await call(server, 'vowels-o', { function: 'count_vowels', input: 'x', timeoutMs: 9000 });
+    expect(above.status).toBe(400);
+    expect(above.body).toMatchObject({ code: 'LIMIT_ABOVE_CEILING', field: 'timeoutMs', ceiling: 8000 });
+    const lower = await call(server, 'vowels-o', { function: 'count_vowels', input: 'x', timeoutMs: 7000, maxVarBytes: 512 });
+    expect(lower.status).toBe(200);
+  });
+
+  it('runs a manifest timeout_ms as the deadline of its calls', async () => {
+    const loop = new Uint8Array(await readPlugin('loop'));
+    const res = await postManifest(server, { wasm: [{ data: Buffer.from(loop).toString('base64') }], timeout_ms: 300 });
+    expect(res.status).toBe(201);
+    const { id } = await res.json();
+    const out = await call(server, id, { function: 'spin' });
+    expect(out.status).toBe(504);
+    expect(out.body.code).toBe('TIMEOUT');
+  });
+
+  it('takes a multipart manifest whose path entries name the form’s file parts', async () => {
+    const echo = new Uint8Array(await readPlugin('echo'));
+    const form = new FormData();
+    form.set('manifest', JSON.stringify({ wasm: [{ path: 'echo.wasm' }], config: { k: 'v' } }));
+    form.set('echo.wasm', new Blob([echo], { type: 'application/wasm' }), 'echo.wasm');
+    form.set('name', 'echo-manifest');
+    const res = await api(server, '/plugins', { method: 'POST', body: form });
+    expect(res.status).toBe(201);
+    const meta = await res.json();
+    expect(meta.manifest.modules).toEqual([{ id: sha256(echo), name: null }]);
+    const out = await call(server, 'echo-manifest', { function: 'echo', input: 'hi ✓' });
+    expect(out.body.output).toBe('hi ✓');
+  });
+
+  it('refuses to delete a module a stored manifest names (409 with the referrers), until the manifest is gone', async () => {
+    const manifest = (await (await api(server, '/plugins/vowels-o')).json()).id as string;
+    const refused = await api(server, `/plugins/${vowelsId}`, { method: 'DELETE' });
+    expect(refused.status).toBe(409);
+    expect(await refused.json()).toMatchObject({ code: 'PLUGIN_IN_USE', referrers: [manifest] });
+    expect((await api(server, `/plugins/${vowelsId}`)).status).toBe(200);
+
+    expect((await api(server, '/plugins/vowels-o', { method: 'DELETE' })).status).toBe(204);
+    expect((await api(server, `/plugins/${vowelsId}`, { method: 'DELETE' })).status).toBe(204);
+  });
+
+  describe('refusals store nothing', () => {
+    let fresh: TestServer;
+    beforeAll(async () => {
+      fresh = await startServer({ env: { WORKERS: '1', RATE_LIMIT_MAX: '0' } });
+    });
+    afterAll(async () => {
+      await fresh?.close();
+      if (fresh) await removeDir(fresh.dataDir);
+    });
+
+    const data = () => Buffer.from(vowels).toString('base64');
+    const cases: { title: string; manifest: () => unknown; code: string; message: RegExp; fields?: Record<string, unknown> }[] = [
+      {
+        title: 'a url source',
+        manifest: () => ({ wasm: [{ url: 'https://example.com/plugin.wasm' }] }),
+        code: 'UNSUPPORTED_MANIFEST',
+        message: /url sources are not supported: the server fetches nothing/,
+        fields: { feature: 'url' },
+      },
+      {
+        title: 'a path source',
+        manifest: () => ({ wasm: [{ path: '/etc/plugin.wasm' }] }),
+        code: 'UNSUPPORTED_MANIFEST',
+        message: /path sources are not supported: the server reads no files/,
+        fields: { feature: 'path' },
+      },
+      {
+        title: 'allowed_paths',
+        manifest: () => ({ wasm: [{ data: data() }], allowed_paths: { '/tmp': '/data' } }),
+        code: 'UNSUPPORTED_MANIFEST',
+        message: /allowed_paths is not supported/,
+        fields: { feature: 'allowed_paths' },
+      },
+      {
+        title: 'a hash of no stored module',
+        manifest: () => ({ wasm: [{ hash: 'b'.repeat(64) }] }),
+        code: 'INVALID_MANIFEST',
+        message: /no stored module with sha256 b{64}/,
+      },
+      {
+        title: 'data that does not match its hash',
+        manifest: () => ({ wasm: [{ data: data(), hash: 'c'.repeat(64) }] }),
+        code: 'INVALID_MANIFEST',
+        message: /not the hash c{64}/,
+      },
+      {
+        title: 'an unknown field',
+        manifest: () => ({ wasm: [{ data: data() }], timeout: 5 }),
+        code: 'INVALID_MANIFEST',
+        message: /unknown field "timeout"/,
+      },
+      {
+        title: 'a timeout_ms above the operator ceiling',
+        manifest: () => ({ wasm: [{ data: data() }], timeout_ms: 10_000_000 }),
+        code: 'LIMIT_ABOVE_CEILING',
+        message: /timeoutMs 10000000 is above the ceiling/,
+      },
+      {
+        title: 'a module importing what the service does not provide',
+        manifest: async () => ({ wasm: [{ data: Buffer.from(await readPlugin('bad_import')).toString('base64') }] }),
+        code: 'UNSUPPORTED_IMPORTS',
+        message: /env\.abort/,
+      },
+    ];
+
+    for (const c of cases) {
+      it(`refuses ${c.title} with 400 ${c.code}`, async () => {
+        const res = await postManifest(fresh, await c.manifest());
+        expect(res.status).toBe(400);
+        const body = await res.json();
+        expect(body).toMatchObject({ statusCode: 400, code: c.code, ...c.fields });
+        expect(body.message).toMatch(c.message);
+        expect(await listFiles(fresh.dataDir)).toEqual([]);
+      });
+    }
+  });
+});
