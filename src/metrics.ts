@@ -3,7 +3,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { EgressOutcome } from './egress/fetch.ts';
 import type { RestartReason } from './engine/pool/pool.ts';
-import type { StoreHealth, StoreObserver } from './store/store.ts';
+import type { StoreHealth, StoreObserver, StoreStats } from './store/store.ts';
 
 export const METRIC_PREFIX = 'wasmhost_';
 
@@ -25,7 +25,7 @@ export interface CallObservation {
 
 /** Gauges and counters read when Prometheus scrapes, from whatever part owns the numbers. */
 export interface MetricSources {
-  store?: () => { plugins: number; bytes: number };
+  store?: () => StoreStats;
   /** `pluginLabel()` of every stored plugin: series of other plugins (deleted, renamed) are dropped at scrape. */
   pluginLabels?: () => Promise<Set<string>>;
   moduleCache?: () => { entries: number; bytes: number; hits: number; misses: number };
@@ -146,6 +146,11 @@ export class ServiceMetrics {
 
     scrapeGauge('plugins_stored', 'Plugins in the store.', () => sources.store?.().plugins);
     scrapeGauge('plugins_stored_bytes', 'Bytes of Wasm held by the store.', () => sources.store?.().bytes);
+    scrapeGauge(
+      'plugins_damaged',
+      'Stored plugins whose bytes were found missing or damaged (at start or on a read) and not repaired since.',
+      () => sources.store?.().damaged,
+    );
     // Counted by the cache itself; a counter read at scrape time.
     const scrapeCounter = (name: string, help: string, read: () => number | undefined): void => {
       new Counter({

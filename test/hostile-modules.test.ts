@@ -269,6 +269,12 @@ describe('globals, functions, exports, types, tags', () => {
     await expectRefused(bytes, 'INVALID_WASM', /cannot be run by this service/);
   });
 
+  it('refuses alloc imported as (i32) -> i32 with 400 UNSUPPORTED_IMPORTS naming both signatures (every call failed with a BigInt error)', async () => {
+    const bytes = await wat(`(module (import "extism:host/env" "alloc" (func $alloc (param i32) (result i32)))
+      (func (export "run") (result i32) (drop (call $alloc (i32.const 1))) (i32.const 0)))`);
+    await expectRefused(bytes, 'UNSUPPORTED_IMPORTS', /alloc/);
+  });
+
   it('refuses a function with 60,000 locals with 400 INVALID_WASM (V8 refuses it)', async () => {
     await expectRefused(buildModule({ locals: 60_000 }), 'INVALID_WASM', /not a valid WebAssembly module/);
   });
@@ -414,7 +420,14 @@ describe('start functions', () => {
         (if (i32.lt_u (i32.load8_u (i32.const 0)) (i32.const 128)) (then (loop $spin (br $spin)))))
       (start $start)
       (func (export "run") (result i32) (i32.const 0)))`);
-    const stuck = async () => sampleValue(await metricsOf(server), 'wasmhost_worker_restarts_total', { reason: 'stuck' });
+    // Each look at /metrics also notes whether a worker was seen running plugin code without a call
+    // (it read 0 busy workers before, while one spun at 100%).
+    let seenBusyWithoutCall = 0;
+    const stuck = async () => {
+      const metrics = await metricsOf(server);
+      seenBusyWithoutCall = Math.max(seenBusyWithoutCall, sampleValue(metrics, 'wasmhost_workers_busy_without_call'));
+      return sampleValue(metrics, 'wasmhost_worker_restarts_total', { reason: 'stuck' });
+    };
     const before = await stuck();
     const name = `mod-${++plugins}`;
     expect((await uploadTo(server, name, bytes)).status).toBe(201);
@@ -427,6 +440,7 @@ describe('start functions', () => {
     // Give the watchdog its INSTANCE_RESET_TIMEOUT_MS (1 s here) for a rebuild still spinning.
     for (let i = 0; i < 40 && (await stuck()) === before; i++) await new Promise((r) => setTimeout(r, 100));
     expect(await stuck()).toBeGreaterThan(before);
+    expect(seenBusyWithoutCall).toBeGreaterThanOrEqual(1);
     for (const answer of answers) expect(['200', '504 TIMEOUT']).toContain(answer);
     const ready = await fetch(`${server.url}/readyz`);
     expect(ready.status).toBe(200);

@@ -9,6 +9,7 @@ import { chmod, mkdir, readdir, readFile, rm, truncate, writeFile } from 'node:f
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { makeTempDir, readPlugin, removeDir, wat } from './helpers.ts';
+import { parsePrometheusText, sampleValue } from './prom-text.ts';
 import { startReplica, type Replica } from './replica-process.ts';
 
 const isRoot = process.getuid?.() === 0;
@@ -76,6 +77,11 @@ async function listedIds(target: Replica): Promise<string[]> {
   const res = await fetch(`${target.url}/plugins?limit=1000`);
   expect(res.status).toBe(200);
   return ((await res.json()) as { plugins: { id: string }[] }).plugins.map((p) => p.id);
+}
+
+/** wasmhost_plugins_damaged as /metrics reports it. */
+async function damagedCount(target: Replica): Promise<number> {
+  return sampleValue(parsePrometheusText(await (await fetch(`${target.url}/metrics`)).text()), 'wasmhost_plugins_damaged');
 }
 
 /** Still serving: liveness, and a call of a plugin that is fine. */
@@ -170,6 +176,9 @@ describe('filesystem store on a hostile disk', () => {
     // A restart: nothing is in the module cache, so every call reads its blob.
     const service = await replica('after-damage', { dataDir: dir });
     expect((await listedIds(service)).length).toBe(5);
+    // The lost blob is reported at start (it used to vanish from the listing silently), not only when used.
+    expect(service.output()).toContain('store: a stored plugin has lost its Wasm blob');
+    expect(await damagedCount(service)).toBe(1);
     for (const name of names) {
       expect({ name, ...(await call(service, name, 'run')) }).toEqual({ name, status: 500, code: 'STORE_ERROR' });
       const download = await fetch(`${service.url}/plugins/${name}/wasm`);
@@ -183,6 +192,7 @@ describe('filesystem store on a hostile disk', () => {
       });
     }
     await expectAlive(service, 'healthy', 'echo');
+    expect(await damagedCount(service)).toBe(4);
 
     // Uploading the same bytes again repairs each (the directory is in the way of that one: still an error).
     for (const [i, name] of names.entries()) {
@@ -194,6 +204,7 @@ describe('filesystem store on a hostile disk', () => {
       }
     }
     expect((await readdir(path.join(dir, 'blobs'))).filter((f) => f.startsWith('.tmp-'))).toEqual([]);
+    expect(await damagedCount(service)).toBe(1);
     await expectAlive(service, 'healthy', 'echo');
   });
 });

@@ -136,7 +136,7 @@ describe.each([fsHarness(), pgHarness()])('PluginStore contract ($name)', (harne
     expect(await listAll(store)).toHaveLength(1);
     expect(Buffer.from((await store.getBytes(plugin.meta.id))!)).toEqual(Buffer.from(plugin.bytes));
     expect(await store.get(plugin.meta.id)).toEqual(plugin.meta);
-    expect(store.stats()).toEqual({ plugins: 1, bytes: plugin.bytes.length });
+    expect(store.stats()).toEqual({ plugins: 1, bytes: plugin.bytes.length, damaged: 0 });
   });
 
   it('hands out immutable records', async () => {

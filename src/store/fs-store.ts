@@ -21,6 +21,7 @@ import {
   type PluginMeta,
   type PluginStore,
   type PutResult,
+  type StoreStats,
 } from './store.ts';
 import { AppError } from '../errors.ts';
 import { decodeCursor, encodeCursor } from './cursor.ts';
@@ -56,6 +57,7 @@ export class FsPluginStore implements PluginStore {
   readonly #deleteListeners: ((id: string) => void)[] = [];
   #nextSeq = 1;
   #bytes = 0;
+  readonly #damagedIds = new Set<string>();
   /** Mutations run one at a time; reads never wait. */
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -97,7 +99,10 @@ export class FsPluginStore implements PluginStore {
         continue;
       }
       // Still stored: a call or a download answers STORE_ERROR until the same bytes are uploaded again.
-      if (!blobs.has(id)) this.#log.error({ plugin: id }, 'store: a stored plugin has lost its Wasm blob');
+      if (!blobs.has(id)) {
+        this.#log.error({ plugin: id }, 'store: a stored plugin has lost its Wasm blob');
+        this.#damagedIds.add(id);
+      }
       entries.push({ meta: freezeMeta(parsed.plugin), seq: parsed.seq, nameSeq: parsed.nameSeq });
       blobs.delete(id);
     }
@@ -224,9 +229,13 @@ export class FsPluginStore implements PluginStore {
       if (err.code === 'ENOENT') return null;
       throw err;
     });
-    if (onDisk !== null && pluginIdOf(onDisk) === id) return;
+    if (onDisk !== null && pluginIdOf(onDisk) === id) {
+      this.#damagedIds.delete(id);
+      return;
+    }
     if (pluginIdOf(bytes) !== id) throw new Error(`store: the bytes given for plugin ${id} do not hash to it`);
     await writeAtomic(this.#blobPath(id), bytes);
+    this.#damagedIds.delete(id);
     this.#log.warn({ plugin: id }, 'store: a damaged stored blob was rewritten from a re-upload of its bytes');
   }
 
@@ -285,6 +294,7 @@ export class FsPluginStore implements PluginStore {
 
   /** The blob is there but cannot be read (permissions, I/O error, something else in its place). */
   #unreadable(id: string, err: unknown): AppError {
+    this.#damagedIds.add(id);
     this.#log.error({ plugin: id, err, file: this.#blobPath(id) }, 'store: the stored bytes of a plugin cannot be read');
     const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     return new AppError(
@@ -297,6 +307,7 @@ export class FsPluginStore implements PluginStore {
   }
 
   #damaged(id: string, actualSha256: string | null): StoredBytesCorruptError {
+    if (this.#byId.has(id)) this.#damagedIds.add(id);
     this.#log.error({ plugin: id, actualSha256, file: this.#blobPath(id) }, 'store: the stored bytes of a plugin are damaged');
     return new StoredBytesCorruptError(id, actualSha256);
   }
@@ -332,6 +343,7 @@ export class FsPluginStore implements PluginStore {
       await unlinkIfPresent(this.#metaPath(id));
       await fsyncDir(this.#metaDir);
       this.#byId.delete(id);
+      this.#damagedIds.delete(id);
       this.#bytes -= entry.meta.size;
       if (name !== null && this.#byName.get(name) === id) this.#byName.delete(name);
       await unlinkIfPresent(this.#blobPath(id));
@@ -352,8 +364,8 @@ export class FsPluginStore implements PluginStore {
     }
   }
 
-  stats(): { plugins: number; bytes: number } {
-    return { plugins: this.#byId.size, bytes: this.#bytes };
+  stats(): StoreStats {
+    return { plugins: this.#byId.size, bytes: this.#bytes, damaged: this.#damagedIds.size };
   }
 
   health(): null {

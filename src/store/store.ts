@@ -160,6 +160,14 @@ export interface StoreHealth {
   poolWaiting: number;
 }
 
+export interface StoreStats {
+  plugins: number;
+  /** Wasm bytes of those plugins. */
+  bytes: number;
+  /** Plugins whose stored bytes were found missing or damaged (at start or on a read) and not repaired since. */
+  damaged: number;
+}
+
 export interface PluginStore {
   /** Stores bytes + metadata atomically; with bytes already stored, applies a new name only (and repairs a damaged blob). */
   put(plugin: NewPlugin): Promise<PutResult>;
@@ -186,7 +194,7 @@ export interface PluginStore {
   delete(idOrName: string): Promise<PluginMeta | null>;
   /** Readiness: throws when the store cannot be read or written. */
   check(): Promise<void>;
-  stats(): { plugins: number; bytes: number };
+  stats(): StoreStats;
   health(): StoreHealth | null;
   /** Stops background work and closes connections. */
   close(): Promise<void>;

@@ -29,6 +29,7 @@ import {
   type StoreHealth,
   type StoreObserver,
   type StoreOperation,
+  type StoreStats,
 } from '../store.ts';
 import { BlobCache } from './blob-cache.ts';
 import { migrate } from './migrations.ts';
@@ -132,6 +133,7 @@ export class PgPluginStore implements PluginStore {
   readonly #deleteListeners: ((id: string) => void)[] = [];
   readonly #fetching = new Map<string, Promise<Buffer | null>>();
   #bytes = 0;
+  readonly #damagedIds = new Set<string>();
   /** The mirror holds every change up to this version. */
   #version = -1;
   /** Mirror updates run one at a time, in order. */
@@ -331,6 +333,7 @@ export class PgPluginStore implements PluginStore {
     const previous = this.#byId.get(id);
     if (!previous) return false;
     this.#byId.delete(id);
+    this.#damagedIds.delete(id);
     this.#bytes -= previous.meta.size;
     const name = previous.meta.name;
     if (name !== null && this.#byName.get(name) === id) this.#byName.delete(name);
@@ -553,6 +556,7 @@ export class PgPluginStore implements PluginStore {
     if (pluginIdOf(blob) !== id) throw new Error(`store: the bytes given for plugin ${id} do not hash to it`);
     await client.query('UPDATE wasmhost_blobs SET bytes = $2 WHERE id = $1', [id, blob]);
     this.#cache.drop(id);
+    this.#damagedIds.delete(id);
     this.#log.warn({ plugin: id }, 'store: damaged stored bytes were rewritten from a re-upload of them');
     return true;
   }
@@ -599,6 +603,7 @@ export class PgPluginStore implements PluginStore {
   }
 
   #damaged(id: string, actualSha256: string): StoredBytesCorruptError {
+    this.#damagedIds.add(id);
     this.#log.error({ plugin: id, actualSha256 }, 'store: the stored bytes of a plugin are damaged');
     return new StoredBytesCorruptError(id, actualSha256);
   }
@@ -690,8 +695,8 @@ export class PgPluginStore implements PluginStore {
     await this.#db('check', () => this.#pool.query('SELECT 1'));
   }
 
-  stats(): { plugins: number; bytes: number } {
-    return { plugins: this.#byId.size, bytes: this.#bytes };
+  stats(): StoreStats {
+    return { plugins: this.#byId.size, bytes: this.#bytes, damaged: this.#damagedIds.size };
   }
 
   health(): StoreHealth {
