@@ -4,6 +4,7 @@
 import createPlugin from '@extism/extism';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readPlugin, removeDir, startServer, type TestServer } from './helpers.ts';
+import { startUpstream, type Upstream } from './upstream.ts';
 
 type Level = 'trace' | 'debug' | 'info' | 'warn' | 'error';
 
@@ -124,5 +125,133 @@ describe('engine vs a fresh @extism/extism plugin', () => {
     if (c.output !== undefined) expect(expected.output).toBe(c.output);
     // Twice: the second call runs on the recycled instance.
     for (let i = 0; i < 2; i++) expect(await viaService(server, c.plugin, c.fn, c.input, config, level)).toEqual(expected);
+  });
+});
+
+/** A manifest as the service takes it (Extism's JSON form: snake_case, modules as base64 `data`). */
+interface ManifestCase {
+  title: string;
+  plugin: string;
+  fn: string;
+  input: string;
+  config?: Record<string, string>;
+  allowedHosts?: (upstream: Upstream) => string[];
+  configFor?: (upstream: Upstream) => Record<string, string>;
+  memory?: { max_pages?: number; max_http_response_bytes?: number; max_var_bytes?: number };
+  timeoutMs?: number;
+  /** The error both must answer with, where the case is about one. */
+  error?: RegExp;
+}
+
+const manifestCases: ManifestCase[] = [
+  { title: 'config', plugin: 'count_vowels', fn: 'count_vowels', input: 'Hello, World!', config: { vowels: 'lo' } },
+  // The key "total" (5 bytes) fits; the service caps keys too (at the same size), which the SDK does not.
+  // (A max_var_bytes of 0 differs by design: vars off here and in the Rust runtime, unlimited in the SDK.)
+  {
+    title: 'memory.max_var_bytes that var_set stays under',
+    plugin: 'count_vowels',
+    fn: 'count_vowels',
+    input: 'aaa',
+    memory: { max_var_bytes: 5 },
+  },
+  {
+    title: 'memory.max_var_bytes that var_set passes',
+    plugin: 'count_vowels',
+    fn: 'count_vowels',
+    input: 'a'.repeat(100_000),
+    memory: { max_var_bytes: 5 },
+    error: /^var memory limit exceeded: 6 bytes requested, 5 allowed$/,
+  },
+  {
+    title: 'memory limits that hold',
+    plugin: 'rust_vowels',
+    fn: 'count_vowels',
+    input: 'limits',
+    memory: { max_pages: 64, max_http_response_bytes: 4096, max_var_bytes: 1024 },
+  },
+  {
+    title: 'allowed_hosts and config for an HTTP plugin',
+    plugin: 'hello',
+    fn: 'say_hello',
+    input: 'manifest',
+    configFor: (u) => ({ route: `${u.url}/todo?title=from%20the%20manifest` }),
+    allowedHosts: () => ['127.0.0.1'],
+  },
+  { title: 'timeout_ms that the call meets', plugin: 'count_vowels', fn: 'count_vowels', input: 'in time', timeoutMs: 5000 },
+];
+
+async function manifestViaSdk(c: ManifestCase, upstream: Upstream): Promise<Outcome> {
+  const logs: [string, string][] = [];
+  const logger = Object.fromEntries(
+    (['trace', 'debug', 'info', 'warn', 'error'] as const).map((level) => [level, (text: string) => logs.push([level, text])]),
+  ) as unknown as Console;
+  const memory = c.memory
+    ? {
+        maxPages: c.memory.max_pages,
+        maxHttpResponseBytes: c.memory.max_http_response_bytes,
+        maxVarBytes: c.memory.max_var_bytes,
+      }
+    : undefined;
+  const sdk = await createPlugin(
+    {
+      wasm: [{ data: new Uint8Array(await readPlugin(c.plugin)) }],
+      config: c.configFor?.(upstream) ?? c.config ?? {},
+      allowedHosts: c.allowedHosts?.(upstream) ?? [],
+      ...(memory ? { memory } : {}),
+      ...(c.timeoutMs ? { timeoutMs: c.timeoutMs } : {}),
+    },
+    // SDK call timeouts exist only for plugins in a worker thread.
+    { useWasi: false, logger, logLevel: 'info', runInWorker: c.timeoutMs !== undefined },
+  );
+  try {
+    const out = await sdk.call(c.fn, c.input);
+    return { output: out === null ? '' : out.text(), error: null, logs };
+  } catch (err) {
+    return { output: null, error: (err as Error).message.replace(/^Plugin-originated error: /, ''), logs };
+  } finally {
+    await sdk.close();
+  }
+}
+
+describe('manifest plugins vs @extism/extism given the same manifest', () => {
+  let server: TestServer;
+  let upstream: Upstream;
+
+  beforeAll(async () => {
+    upstream = await startUpstream('127.0.0.1');
+    server = await startServer({
+      env: { WORKERS: '1', RATE_LIMIT_MAX: '0', EGRESS_ALLOW_PRIVATE: 'true', EGRESS_ALLOWED_HOSTS: '127.0.0.1' },
+    });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+    if (server) await removeDir(server.dataDir);
+    await upstream?.close();
+  });
+
+  async function upload(manifest: unknown): Promise<string> {
+    const res = await fetch(`${server.url}/plugins`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(manifest),
+    });
+    expect([200, 201]).toContain(res.status);
+    return ((await res.json()) as { id: string }).id;
+  }
+
+  it.each(manifestCases)('$title: the same output, error and logs, first and recycled call', async (c) => {
+    const manifest = {
+      wasm: [{ data: Buffer.from(await readPlugin(c.plugin)).toString('base64') }],
+      config: c.configFor?.(upstream) ?? c.config ?? {},
+      allowed_hosts: c.allowedHosts?.(upstream) ?? [],
+      ...(c.memory ? { memory: c.memory } : {}),
+      ...(c.timeoutMs ? { timeout_ms: c.timeoutMs } : {}),
+    };
+    const id = await upload(manifest);
+    const expected = await manifestViaSdk(c, upstream);
+    if (c.error) expect(expected.error).toMatch(c.error);
+    else expect(expected.error).toBeNull();
+    for (let i = 0; i < 2; i++) expect(await viaService(server, id, c.fn, c.input, {}, 'info')).toEqual(expected);
   });
 });

@@ -2,7 +2,7 @@
 // against a real service on loopback (and, for the seed's call, a loopback upstream the plugin fetches).
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readFile } from 'node:fs/promises';
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTempDir, pluginPath, removeDir, repoRoot, startServer, type TestServer } from './helpers.ts';
@@ -177,22 +177,58 @@ describe('wasmhost call', { timeout: 120_000 }, () => {
     expect(JSON.parse(without.stdout.toString())).toMatchObject({ status: 200, headers: null });
   });
 
-  it.each([
-    [['--manifest'], '--manifest'],
-    [['--link', 'lib=lib.wasm'], '--link'],
-  ])('accepts %j and refuses it as not supported by this server yet, calling nothing', async (flags, flag) => {
-    const before = upstream.received.length;
-    const run = await wasmhost(['call', 'plugins/dist/hello.wasm', 'say_hello', ...flags]);
-    expect(run.code).toBe(2);
-    expect(run.stderr).toMatch(new RegExp(`^wasmhost: ${flag} .* is not supported by this server yet\\n$`));
-    expect(upstream.received.length).toBe(before);
+  it('calls an Extism manifest: uploads it with the modules its paths name, with its config as the default', async () => {
+    const dir = await makeTempDir('wasmhost-cli-manifest-');
+    try {
+      await writeFile(path.join(dir, 'count_vowels.wasm'), await readFile(pluginPath('count_vowels')));
+      await writeFile(
+        path.join(dir, 'manifest.json'),
+        JSON.stringify({ wasm: [{ path: 'count_vowels.wasm' }], config: { vowels: 'o' }, timeout_ms: 5000 }),
+      );
+      const run = await wasmhost(['call', path.join(dir, 'manifest.json'), 'count_vowels', '-i', 'foo boo']);
+      expect(run.stderr).toBe('');
+      expect(run.code).toBe(0);
+      expect(JSON.parse(run.stdout.toString())).toMatchObject({ count: 4, vowels: 'o' });
+      // -m reads any file as a manifest; the same manifest is the same plugin.
+      await rename(path.join(dir, 'manifest.json'), path.join(dir, 'plugin.txt'));
+      const again = await wasmhost([
+        'call',
+        '-m',
+        path.join(dir, 'plugin.txt'),
+        'count_vowels',
+        '-i',
+        'o',
+        '--config',
+        'vowels=x',
+      ]);
+      expect(JSON.parse(again.stdout.toString())).toMatchObject({ count: 0, vowels: 'x' });
+    } finally {
+      await removeDir(dir);
+    }
   });
 
-  it('refuses a manifest.json as not supported by this server yet', async () => {
-    const run = await wasmhost(['call', 'manifest.json', 'run']);
-    expect(run.code).toBe(2);
-    expect(run.stderr).toContain('is not supported by this server yet');
+  it('says what the service refuses in a manifest (a url source)', async () => {
+    const dir = await makeTempDir('wasmhost-cli-manifest-');
+    try {
+      await writeFile(path.join(dir, 'manifest.json'), JSON.stringify({ wasm: [{ url: 'https://example.com/x.wasm' }] }));
+      const run = await wasmhost(['call', path.join(dir, 'manifest.json'), 'run']);
+      expect(run.code).toBe(1);
+      expect(run.stderr).toMatch(/^wasmhost: UNSUPPORTED_MANIFEST \(400\): .*url sources are not supported/);
+    } finally {
+      await removeDir(dir);
+    }
   });
+
+  it.each([[['--link', 'lib=lib.wasm'], '--link']])(
+    'accepts %j and refuses it as not supported by this server yet, calling nothing',
+    async (flags, flag) => {
+      const before = upstream.received.length;
+      const run = await wasmhost(['call', 'plugins/dist/hello.wasm', 'say_hello', ...flags]);
+      expect(run.code).toBe(2);
+      expect(run.stderr).toMatch(new RegExp(`^wasmhost: ${flag} .* is not supported by this server yet\\n$`));
+      expect(upstream.received.length).toBe(before);
+    },
+  );
 
   it('says in one line when the service cannot be reached', async () => {
     const run = await wasmhost(['ls'], { url: `http://127.0.0.1:${await closedPort()}` });

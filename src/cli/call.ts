@@ -2,10 +2,12 @@
 // A local module is uploaded first, only when its sha256 (its id) is not stored yet. The output goes
 // raw to stdout; plugin logs (and with --log-level debug or trace, the egress audit) go to stderr.
 import { readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
 import {
   outputBytes,
   sha256Hex,
   unwrap,
+  uploadManifest,
   uploadPlugin,
   WasmhostError,
   type CallRequest,
@@ -54,7 +56,10 @@ export async function runCall(client: WasmhostClient, target: string, fn: string
   const debug = (line: string) => {
     if (EGRESS_AUDIT_LEVELS.has(logLevel)) io.stderr.write(`wasmhost: ${line}\n`);
   };
-  const plugin = await resolvePlugin(client, target, debug);
+  const plugin =
+    options.manifest || target.toLowerCase().endsWith('.json')
+      ? await resolveManifest(client, target, debug)
+      : await resolvePlugin(client, target, debug);
   const input = options.stdin ? await io.readStdin() : undefined;
   const request = callRequest(fn, options, logLevel, input);
 
@@ -79,7 +84,6 @@ export async function runCall(client: WasmhostClient, target: string, fn: string
 }
 
 function refuseUnsupported(target: string, options: CallOptions): void {
-  if (options.manifest || target.toLowerCase().endsWith('.json')) throw notSupportedYet('manifest');
   if (options.link.length > 0) throw notSupportedYet('link');
   if (options.allowPath.length > 0) {
     throw new CliError('--allow-path has no counterpart: wasmhost gives plugins no files (their WASI has no file system)');
@@ -109,6 +113,37 @@ async function resolvePlugin(client: WasmhostClient, target: string, debug: (lin
   if (stored.response.status !== 404) unwrap(stored);
   const { plugin } = await uploadPlugin(client, bytes);
   debug(`uploaded ${target} as ${plugin.id}`);
+  return plugin.id;
+}
+
+/**
+ * An Extism manifest file: uploaded with the modules its `path` entries name (read relative to it, as
+ * `extism call` does), each sent as a form part the entry's path names; its id is what is called.
+ * Other sources (`url`, `hash`, `data`) go as they are: the service refuses what it does not take.
+ */
+async function resolveManifest(client: WasmhostClient, target: string, debug: (line: string) => void): Promise<string> {
+  const text = await readFile(target, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    throw new CliError(err.code === 'ENOENT' ? `no such file: ${target}` : `cannot read ${target}: ${err.message}`);
+  });
+  let manifest: unknown;
+  try {
+    manifest = JSON.parse(text);
+  } catch (err) {
+    throw new CliError(`${target} is not valid JSON: ${(err as Error).message}`);
+  }
+  const entries = (manifest as { wasm?: unknown } | null)?.wasm;
+  const modules = new Map<string, Uint8Array>();
+  for (const entry of Array.isArray(entries) ? entries : []) {
+    const file = (entry as { path?: unknown } | null)?.path;
+    if (typeof file !== 'string' || modules.has(file)) continue;
+    const resolved = path.resolve(path.dirname(target), file);
+    const bytes = await readFile(resolved).catch(() => {
+      throw new CliError(`no such file: ${resolved} (wasm path in ${target})`);
+    });
+    modules.set(file, new Uint8Array(bytes));
+  }
+  const { plugin, created } = await uploadManifest(client, text, modules);
+  debug(`${created ? 'uploaded' : 'already stored:'} ${target} as ${plugin.id}`);
   return plugin.id;
 }
 

@@ -20,7 +20,6 @@ export class CliError extends Error {
  * call.ts (see callRequest).
  */
 export const PENDING_SERVER_FEATURES = {
-  manifest: '--manifest (an Extism manifest.json: several modules, config, limits)',
   link: '--link (linking extra modules by name)',
 } as const;
 

@@ -63,7 +63,7 @@ program
   .option('--output-max <bytes>', 'largest output (wasmhost only)', integer(0))
   .option('--config <key=value>', 'a config value (repeatable), over --set-config', collect, [])
   .option('--set-config <json>', 'config as a JSON object of strings')
-  .option('-m, --manifest', 'read <plugin> as an Extism manifest (not supported by the server yet)')
+  .option('-m, --manifest', 'read <plugin> as an Extism manifest (also any <plugin> ending in .json)')
   .addOption(
     new Option('--log-level <level>', 'plugin log level; debug and trace also print the egress audit').choices(LOG_LEVELS),
   )

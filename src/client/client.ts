@@ -173,6 +173,28 @@ export async function uploadPlugin(
   return { plugin, created: result.response.status === 201 };
 }
 
+/**
+ * Uploads an Extism manifest (its JSON text) with the modules its `path` entries name, as parts named
+ * by those paths. The same manifest and modules answer the stored plugin (200).
+ */
+export async function uploadManifest(
+  client: WasmhostClient,
+  manifest: string,
+  modules: ReadonlyMap<string, Uint8Array>,
+): Promise<{ plugin: Plugin; created: boolean }> {
+  const form = new FormData();
+  form.set('manifest', manifest);
+  for (const [path, bytes] of modules) {
+    form.set(path, new Blob([bytes as Uint8Array<ArrayBuffer>], { type: 'application/wasm' }), path);
+  }
+  const result = await client.POST('/plugins', {
+    body: form as unknown as { manifest: string },
+    bodySerializer: (body) => body as unknown as FormData,
+  });
+  const plugin = unwrap(result);
+  return { plugin, created: result.response.status === 201 };
+}
+
 function uploadForm(blob: Blob, fields: UploadFields): FormData {
   const form = new FormData();
   if (fields.name !== undefined) form.set('name', fields.name);
