@@ -1,14 +1,21 @@
 // Soak: the service in a process of its own (node src/main.ts on loopback) under a mix of normal
 // calls and every hostile kind — modules built to exhaust it at upload, plugins that loop, bomb
-// memory, abuse host functions, wedge rebuilds, clients that hang up — for SOAK_SECONDS (600).
+// memory, abuse host functions, wedge rebuilds; clients that hang up, trickle headers or bodies, send
+// malformed forms, oversized configs or a name twice; blobs damaged on disk — for SOAK_SECONDS (600).
 //   npm run soak                  SOAK_SECONDS=600 SOAK_CLIENTS=8
 // It checks, and exits non-zero when one fails: every answer has the status its kind allows (no 5xx
-// but the documented ones: 504 TIMEOUT for loops, 503 OVERLOADED/UNDER_PRESSURE under load); the
-// process never restarts; RSS, sampled every second, stays within the README's bound for these
-// settings; worker restarts match outcomes (timeout restarts = calls stopped at their deadline,
-// stuck restarts only for wedged rebuilds, no crash, exit or out-of-memory restart).
+// but the documented ones: 504 TIMEOUT for loops, 503 OVERLOADED/UNDER_PRESSURE under load, 500
+// STORE_ERROR for a blob damaged on disk); the process never restarts; RSS, sampled every second,
+// stays within the README's bound for these settings; worker restarts match outcomes (timeout
+// restarts = calls stopped at their deadline, stuck restarts only for wedged rebuilds, no crash, exit
+// or out-of-memory restart). It prints every 5xx by code, and the worker restarts by reason.
+import { once } from 'node:events';
+import { truncate } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { callOn, metricsOf, rssOf, startChildServer, uploadTo, type Answer } from '../test/child-server.ts';
-import { readPlugin, wat } from '../test/helpers.ts';
+import { readPlugin, sendStreaming, wat } from '../test/helpers.ts';
 import { hostPlugin } from '../test/hostile-wat.ts';
 import { sampleValue } from '../test/prom-text.ts';
 import { buildModule } from '../test/wasm-builder.ts';
@@ -29,6 +36,10 @@ const ENV = {
   MAX_INPUT_BYTES: String(MiB),
   INSTANCE_RESET_TIMEOUT_MS: '1000',
   RATE_LIMIT_MAX: '0',
+  // Slow clients are cut within seconds, so a soak client is not held for long by one.
+  HEADERS_TIMEOUT_MS: '2000',
+  BODY_TIMEOUT_MS: '10000',
+  BODY_MIN_BYTES_PER_SECOND: '4096',
   LOG_LEVEL: 'error',
 };
 
@@ -102,11 +113,13 @@ await store(
   'start_loop',
   await wat('(module (func $spin (loop $l (br $l))) (start $spin) (func (export "run") (result i32) (i32.const 0)))'),
 );
+const refusedRequest = JSON.stringify({ url: 'http://127.0.0.1:9/' });
 await store(
   'refused_http',
-  await hostPlugin('(drop (call $http_request (call $block_of (i32.const 0) (i32.const 31)) (i64.const 0))) (i32.const 0)', {
-    fields: '(data (i32.const 0) "{\\"url\\":\\"http://127.0.0.1:9/\\"}")',
-  }),
+  await hostPlugin(
+    `(drop (call $http_request (call $block_of (i32.const 0) (i32.const ${refusedRequest.length})) (i64.const 0))) (i32.const 0)`,
+    { fields: `(data (i32.const 0) ${JSON.stringify(refusedRequest)})` },
+  ),
 );
 await store(
   'stdout_flood',
@@ -125,6 +138,10 @@ await store(
 );
 await store('error_text', await hostPlugin('(call $error_set (call $alloc (i64.const 8388608))) (i32.const 1)'));
 await store('negative_output', await hostPlugin('(call $output_set (call $alloc (i64.const 8)) (i64.const -5)) (i32.const 0)'));
+
+const damagedBytes = await wat('(module (func (export "run") (result i32) (i32.const 7)))');
+await store('damaged', damagedBytes);
+const damagedId = (await uploadTo(server, 'damaged', damagedBytes)).body.id as string;
 
 const tableBomb = await wat('(module (table 10000000 funcref) (func (export "run") (result i32) (i32.const 0)))');
 const functionBomb = buildModule({ functions: 999_999 });
@@ -194,6 +211,167 @@ const kinds: Kind[] = [
   },
 ];
 
+/** Answers of a raw HTTP exchange (sendStreaming's) as an Answer. */
+function asAnswer(status: number, text: string): Answer {
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // not JSON: keep the text
+  }
+  return { status, body, size: Buffer.byteLength(text) };
+}
+
+async function* trickle(bytes: Uint8Array, size: number, pauseMs: number): AsyncGenerator<Uint8Array> {
+  for (let at = 0; at < bytes.length; at += size) {
+    await sleep(pauseMs);
+    yield bytes.subarray(at, at + size);
+  }
+}
+
+/** A body sent a byte a second: cut at the minimum rate (408). */
+async function slowBody(url: string, contentType: string, bytes: Uint8Array): Promise<Answer> {
+  const answer = await sendStreaming(server.url, {
+    path: url,
+    headers: { 'content-type': contentType, 'content-length': String(bytes.length) },
+    chunks: trickle(bytes, 1, 1000),
+  });
+  return asAnswer(answer.status, answer.body);
+}
+
+/** Headers sent a byte every 100 ms: cut at HEADERS_TIMEOUT_MS (408). */
+async function slowHeaders(): Promise<Answer | 'hung-up'> {
+  const socket = net.connect({ host: '127.0.0.1', port: Number(new URL(server.url).port) });
+  await once(socket, 'connect');
+  let received = '';
+  const closed = new Promise<void>((resolve) => {
+    socket.on('data', (d: Buffer) => (received += d.toString('latin1')));
+    socket.on('close', () => resolve());
+    socket.on('error', () => resolve());
+  });
+  const head = Buffer.from(`GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: ${'a'.repeat(200)}`);
+  for (let at = 0; at < head.length && received === '' && !socket.destroyed; at++) {
+    socket.write(head.subarray(at, at + 1));
+    await sleep(100);
+  }
+  await Promise.race([closed, sleep(10_000)]);
+  socket.destroy();
+  const end = received.indexOf('\r\n\r\n');
+  if (end < 0) return 'hung-up';
+  return asAnswer(Number(received.slice(0, end).split(' ')[1]), received.slice(end + 4));
+}
+
+function form(parts: { name: string; value: string | Uint8Array; filename?: string }[]): Buffer {
+  const chunks: Buffer[] = [];
+  for (const part of parts) {
+    const disposition = `form-data; name="${part.name}"${part.filename ? `; filename="${part.filename}"` : ''}`;
+    chunks.push(
+      Buffer.from(`--soak\r\ncontent-disposition: ${disposition}\r\n\r\n`),
+      Buffer.from(part.value),
+      Buffer.from('\r\n'),
+    );
+  }
+  chunks.push(Buffer.from('--soak--\r\n'));
+  return Buffer.concat(chunks);
+}
+
+async function postForm(query: string, body: Uint8Array, contentType = 'multipart/form-data; boundary=soak'): Promise<Answer> {
+  const response = await fetch(`${server.url}/plugins${query}`, {
+    method: 'POST',
+    headers: { 'content-type': contentType },
+    body: body as Uint8Array<ArrayBuffer>,
+  });
+  return asAnswer(response.status, await response.text());
+}
+
+const vowelsBytes = await readPlugin('count_vowels');
+const wholeForm = form([{ name: 'file', value: vowelsBytes, filename: 'a.wasm' }]);
+const configBomb = Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`k${i}`, 'v']));
+
+kinds.push(
+  {
+    name: 'slow_upload',
+    weight: 1,
+    allowed: ['408 REQUEST_TIMEOUT'],
+    run: () => slowBody('/plugins?name=slow', 'application/wasm', vowelsBytes),
+  },
+  {
+    name: 'slow_call',
+    weight: 1,
+    allowed: ['408 REQUEST_TIMEOUT'],
+    run: () =>
+      slowBody(
+        '/plugins/count_vowels/call',
+        'application/json',
+        Buffer.from(JSON.stringify({ function: 'count_vowels', input })),
+      ),
+  },
+  { name: 'slow_headers', weight: 1, allowed: ['408 REQUEST_TIMEOUT'], run: slowHeaders },
+  {
+    name: 'form_no_boundary',
+    weight: 1,
+    allowed: ['400 INVALID_REQUEST'],
+    run: () => postForm('', wholeForm, 'multipart/form-data'),
+  },
+  {
+    name: 'form_cut',
+    weight: 1,
+    allowed: ['400 INVALID_REQUEST'],
+    run: () => postForm('', wholeForm.subarray(0, wholeForm.length - 30)),
+  },
+  {
+    name: 'name_twice',
+    weight: 1,
+    allowed: ['400 INVALID_REQUEST'],
+    run: () =>
+      postForm(
+        '?name=q',
+        form([
+          { name: 'name', value: 'f' },
+          { name: 'file', value: vowelsBytes, filename: 'a.wasm' },
+        ]),
+      ),
+  },
+  {
+    name: 'config_bomb',
+    weight: 1,
+    allowed: ['400 INVALID_CONFIG'],
+    run: () => callOn(server, 'count_vowels', { function: 'count_vowels', input, config: configBomb }),
+  },
+  {
+    name: 'hang_up_upload',
+    weight: 1,
+    allowed: ['hung-up'],
+    run: async () => {
+      const socket = net.connect({ host: '127.0.0.1', port: Number(new URL(server.url).port) });
+      await once(socket, 'connect');
+      socket.write(
+        `POST /plugins HTTP/1.1\r\nhost: x\r\ncontent-type: application/wasm\r\ncontent-length: ${vowelsBytes.length}\r\n\r\n`,
+      );
+      socket.write(vowelsBytes.subarray(0, 1000));
+      await sleep(Math.random() * 50);
+      socket.destroy();
+      return 'hung-up';
+    },
+  },
+  {
+    // A blob damaged on disk behind the service's back: its download answers 500 STORE_ERROR (documented)
+    // until the same bytes are uploaded again, which repairs it.
+    name: 'damaged_blob',
+    weight: 1,
+    allowed: ['200', '500 STORE_ERROR'],
+    run: async () => {
+      await truncate(path.join(server.dataDir, 'blobs', `${damagedId}.wasm`), 3).catch(() => undefined);
+      const download = await fetch(`${server.url}/plugins/${damagedId}/wasm`);
+      const answer = asAnswer(download.status, download.status === 200 ? '' : await download.text());
+      if (download.status === 200) await download.arrayBuffer().catch(() => undefined);
+      const repaired = await uploadTo(server, 'damaged', damagedBytes);
+      if (repaired.status !== 200 && repaired.status !== 503) throw new Error(`re-upload answered ${repaired.status}`);
+      return answer;
+    },
+  },
+);
+
 /** Under load any call may wait past its deadline or be shed: documented answers, counted apart. */
 const UNDER_LOAD = ['504 TIMEOUT', '503 OVERLOADED', '503 UNDER_PRESSURE'];
 const totalWeight = kinds.reduce((n, k) => n + k.weight, 0);
@@ -231,8 +409,10 @@ async function client(): Promise<void> {
   while (Date.now() < until && server.alive()) {
     const kind = pick();
     let outcome: string;
+    let message = '';
     try {
       const answer = await kind.run();
+      if (answer !== 'hung-up') message = String(answer.body?.message ?? '').slice(0, 200);
       outcome =
         answer === 'hung-up'
           ? answer
@@ -245,7 +425,7 @@ async function client(): Promise<void> {
       outcome = `error ${(err as Error).message}`;
     }
     count(kind.name, outcome);
-    if (!kind.allowed.includes(outcome) && !UNDER_LOAD.includes(outcome)) problems.push(`${kind.name}: ${outcome}`);
+    if (!kind.allowed.includes(outcome) && !UNDER_LOAD.includes(outcome)) problems.push(`${kind.name}: ${outcome} ${message}`);
     if (Date.now() - lastReport > 30_000) {
       lastReport = Date.now();
       const done = [...outcomes.values()].reduce((n, m) => n + [...m.values()].reduce((a, b) => a + b, 0), 0);
@@ -268,8 +448,12 @@ const restarts = Object.fromEntries(
     metrics ? sampleValue(metrics, 'wasmhost_worker_restarts_total', { reason }) : Number.NaN,
   ]),
 );
-if (restarts.timeout !== stoppedAtDeadline) {
-  problems.push(`${restarts.timeout} timeout restarts, but ${stoppedAtDeadline} calls were stopped at their deadline`);
+// A call whose client hung up may still be stopped at its deadline, unseen by this client.
+const hungUp = [...outcomes.values()].reduce((n, m) => n + (m.get('hung-up') ?? 0), 0);
+if (restarts.timeout! < stoppedAtDeadline || restarts.timeout! > stoppedAtDeadline + hungUp) {
+  problems.push(
+    `${restarts.timeout} timeout restarts, but ${stoppedAtDeadline} calls were stopped at their deadline (and ${hungUp} answers were not awaited)`,
+  );
 }
 const rebuildAnswers = outcomes.get('rebuild_loop');
 const rebuildCalls = rebuildAnswers ? [...rebuildAnswers.values()].reduce((a, b) => a + b, 0) : 0;
@@ -289,6 +473,13 @@ console.log(
 for (const [kind, byOutcome] of outcomes) {
   console.log(`  ${kind.padEnd(16)} ${[...byOutcome].map(([o, n]) => `${o}: ${n}`).join(', ')}`);
 }
+const serverErrors = new Map<string, number>();
+for (const byOutcome of outcomes.values())
+  for (const [outcome, n] of byOutcome)
+    if (/^5\d\d /.test(outcome)) serverErrors.set(outcome, (serverErrors.get(outcome) ?? 0) + n);
+console.log(
+  `  5xx answers (each documented for its kind, or checked as a problem above): ${[...serverErrors].map(([o, n]) => `${o}: ${n}`).join(', ') || 'none'}`,
+);
 console.log(
   `  RSS (every 1 s, ${rss.length} samples): min ${mib(sorted[0])}, median ${mib(sorted[Math.floor(sorted.length / 2)])}, max ${mib(sorted.at(-1))}; documented bound ${mib(bound)}`,
 );

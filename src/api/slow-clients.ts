@@ -14,6 +14,8 @@ import { errorBody } from './error-handler.ts';
 export const BODY_RATE_WINDOW_MS = 5_000;
 /** How often the connection checker looks for headers past their timeout (Node's default is 30 s). */
 const HEADERS_CHECK_MS = 1_000;
+/** How long an answered bad connection is drained before it is closed. */
+const LINGER_MS = 1_000;
 /** When the body parser is not listening yet (a hook still runs), how soon to try cutting again. */
 const RETRY_CUT_MS = 100;
 
@@ -36,14 +38,27 @@ export function clientErrorHandler(requests: RequestsConfig) {
     const text = JSON.stringify(body);
     // Only when no response of this connection has begun: anything else would corrupt it.
     const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
-    if (socket.writable && !inFlight?.headersSent) {
-      socket.write(
-        `HTTP/1.1 ${body.statusCode} ${STATUS_CODES[body.statusCode]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
-          `content-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`,
-      );
+    if (!socket.writable || inFlight?.headersSent) {
+      socket.destroy(err);
+      return;
     }
-    socket.destroy(err);
+    socket.end(
+      `HTTP/1.1 ${body.statusCode} ${STATUS_CODES[body.statusCode]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+        `content-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`,
+    );
+    lingerThenClose(socket);
   };
+}
+
+/**
+ * Closing at once while the client is still sending (a trickle of headers) resets the connection, and
+ * the reset can discard the answer before the client reads it. So what still comes is read and
+ * dropped (not parsed: no request may start on an answered connection) for a moment, then it closes.
+ */
+function lingerThenClose(socket: Socket): void {
+  socket.removeAllListeners('data');
+  socket.on('data', () => {}).resume();
+  setTimeout(() => socket.destroy(), LINGER_MS).unref();
 }
 
 /** Headers timeout on the server, and a watch on every body still arriving. */
