@@ -1,5 +1,6 @@
 // The filesystem store under a hostile disk, through HTTP against the real service process: a disk
-// that fills up, a data dir that turns read-only, and blobs damaged, emptied, lost or replaced on disk.
+// that fills up, a data dir that turns read-only, a kill -9 mid-upload, and blobs damaged, emptied,
+// lost or replaced on disk.
 // Each answer's code is checked, nothing half-stored shows up, and the service keeps serving after.
 // As root the disk is real: a tiny tmpfs, or a read-only bind mount, in a mount namespace of the
 // service's own (unshare -m: nothing is mounted for anyone else). Without root: RLIMIT_FSIZE
@@ -154,6 +155,51 @@ describe('filesystem store on a hostile disk', () => {
     expect(await listedIds(readOnly)).toEqual([sha256(await readPlugin('count_vowels'))]);
     await expectAlive(readOnly, 'vowels', 'count_vowels');
   });
+
+  it('after a kill -9 in the middle of uploads, lists every acknowledged upload whole and nothing half-written', async () => {
+    const dir = await dataDir();
+    const first = await replica('before-kill', { dataDir: dir });
+    const acknowledged: { id: string; name: string }[] = [];
+    let marker = 0;
+    let killed = false;
+    // Eight uploaders, each with modules of its own, until the process is gone.
+    const uploader = async (lane: number): Promise<void> => {
+      while (!killed) {
+        const bytes = await paddedPlugin(1000 + ++marker, 8 * 1024);
+        const name = `lane${lane}-${marker}`;
+        try {
+          const answer = await upload(first, bytes, name);
+          if (answer.status === 201) acknowledged.push({ id: sha256(bytes), name });
+        } catch {
+          // The connection died with the process: not acknowledged.
+        }
+      }
+    };
+    const lanes = Array.from({ length: 8 }, (_, lane) => uploader(lane));
+    while (acknowledged.length < 40) await new Promise((resolve) => setTimeout(resolve, 5));
+    first.process.kill('SIGKILL');
+    killed = true;
+    await Promise.all(lanes);
+    await first.exited;
+
+    const service = await replica('after-kill', { dataDir: dir });
+    const listed = new Set(await listedIds(service));
+    for (const { id, name } of acknowledged) {
+      expect(listed.has(id), name).toBe(true);
+      const download = await fetch(`${service.url}/plugins/${name}/wasm`);
+      expect({ name, status: download.status }).toEqual({ name, status: 200 });
+      expect(sha256(new Uint8Array(await download.arrayBuffer()))).toBe(id);
+    }
+    // Whatever else is listed is whole (an upload cut between its commit and its answer): nothing half-written.
+    for (const id of listed) {
+      const download = await fetch(`${service.url}/plugins/${id}/wasm`);
+      expect(sha256(new Uint8Array(await download.arrayBuffer()))).toBe(id);
+    }
+    expect((await readdir(path.join(dir, 'blobs'))).filter((f) => f.startsWith('.tmp-'))).toEqual([]);
+    expect(await damagedCount(service)).toBe(0);
+    expect(await upload(service, await readPlugin('echo'), 'after')).toEqual({ status: 201 });
+    await expectAlive(service, 'after', 'echo');
+  }, 120_000);
 
   it('answers 500 STORE_ERROR for blobs damaged, emptied, lost or replaced by a directory on disk, keeps them listed, and serves the rest', async () => {
     const dir = await dataDir();
