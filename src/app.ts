@@ -4,6 +4,7 @@ import type { DestinationStream } from 'pino';
 import type { Config } from './config.ts';
 import { installAccessControl } from './api/auth.ts';
 import { docsRoutes } from './api/docs.ts';
+import { openApiPlugin } from './api/openapi.ts';
 import { playgroundRoutes } from './api/playground.ts';
 import { frameworkErrorHandler, installErrorHandler } from './api/error-handler.ts';
 import { Lifecycle, installLifecycle } from './api/lifecycle.ts';
@@ -79,6 +80,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     moduleCache: () => app.moduleCache.stats(),
   });
   readiness.add('store', () => store.check());
+  // Before any documented route: it collects their schemas into the document.
+  await app.register(openApiPlugin);
   await app.register(opsRoutes, { metrics, readiness });
   await app.register(docsRoutes);
   await app.register(playgroundRoutes);

@@ -5,28 +5,10 @@
 // `path`s and `allowed_paths` are refused. A stored manifest is its canonical JSON (what its id hashes).
 import { AppError } from './errors.ts';
 import { validateHostPatterns } from './host-patterns.ts';
+import type { ManifestLimits, ManifestModule } from './store/plugin-record.ts';
 
-/** Limits a manifest sets for its plugin, by call request field: calls may lower them, never raise them. */
-export interface ManifestLimits {
-  memoryMaxPages?: number;
-  maxHttpResponseBytes?: number;
-  maxVarBytes?: number;
-  timeoutMs?: number;
-}
-
-/** A module of a stored manifest: its id (sha256) and the name other modules link it by. */
-export interface ManifestModule {
-  id: string;
-  name: string | null;
-}
-
-/** What a stored manifest plugin records besides config and allowed hosts. */
-export interface PluginManifest {
-  modules: ManifestModule[];
-  /** The id of the module whose exports are called: the one named `main`, else the last. */
-  main: string;
-  limits: ManifestLimits;
-}
+// The record of a stored manifest is part of the plugin record (store/plugin-record.ts).
+export type { ManifestLimits, ManifestModule, PluginManifest } from './store/plugin-record.ts';
 
 /** Where a wasm entry's bytes come from. */
 export type WasmSource =

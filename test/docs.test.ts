@@ -1,8 +1,8 @@
-// The contract as served: openapi.yaml byte for byte, the same document as JSON, and Swagger UI at /docs.
+// The contract as served: the committed openapi.yaml byte for byte (what the routes generate), the same document as JSON, and Swagger UI at /docs.
 import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { OPENAPI_FILE } from '../src/api/docs.ts';
+import { OPENAPI_FILE } from '../src/api/openapi.ts';
 import { expectContract } from './openapi-contract.ts';
 import { removeDir, startServer, type TestServer } from './helpers.ts';
 

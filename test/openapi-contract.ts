@@ -10,7 +10,9 @@
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import type { onSendHookHandler, RouteOptions } from 'fastify';
 import addFormatsModule from 'ajv-formats';
-import { OPENAPI_FILE, readOpenApi } from '../src/api/docs.ts';
+import { readFileSync } from 'node:fs';
+import { parse } from 'yaml';
+import { OPENAPI_FILE } from '../src/api/openapi.ts';
 
 type Json = Record<string, unknown>;
 
@@ -61,7 +63,7 @@ let contract: Contract | undefined;
 
 function load(): Contract {
   if (contract) return contract;
-  const { document } = readOpenApi();
+  const document = parse(readFileSync(OPENAPI_FILE, 'utf8')) as Json;
   const ajv = new Ajv2020({ allErrors: true, strict: true, strictTypes: false, allowUnionTypes: true, validateFormats: true });
   // ajv-formats is CommonJS; its typings put the plugin on `.default`.
   addFormatsModule.default(ajv);

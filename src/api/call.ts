@@ -1,95 +1,124 @@
 // POST /plugins/:id/call — run one exported function of a stored plugin for an HTTP caller.
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config.ts';
 import { validateHostPatterns } from '../host-patterns.ts';
 import { AppError, isAppError } from '../errors.ts';
 import type { CallEngine } from '../engine/engine.ts';
 import { resolveLimits } from '../engine/limits.ts';
-import { CALL_LOG_LEVELS, type CallLogLevel } from '../engine/runtime/logs.ts';
 import { checkConfigSize } from './config-size.ts';
-import { errorSchema, pluginParamsSchema } from './schemas.ts';
+import { CallRequestSchema, CallResponseSchema, PluginRefParams, PROTECTED_ROUTE_ERRORS, errorResponse, ref } from './schemas.ts';
 import { reportCall, reportFromDetails } from './telemetry.ts';
 
-export interface CallBody {
-  function: string;
-  input?: string;
-  inputBase64?: string;
-  config?: Record<string, string>;
-  allowedHosts?: string[];
-  logLevel?: CallLogLevel;
-  timeoutMs?: number;
-  memoryMaxPages?: number;
-  maxOutputBytes?: number;
-  maxHttpResponseBytes?: number;
-  maxVarBytes?: number;
-  maxLogEntries?: number;
-  maxLogBytes?: number;
-  outputEncoding?: 'utf8' | 'base64';
-  httpResponseHeaders?: boolean;
-}
+/** A documented error answer of a call: the CallError shape (with logs and egress). */
+const callError = (description: string, codes: readonly string[], options: Parameters<typeof errorResponse>[2] = {}) =>
+  errorResponse(description, codes, { ...options, shape: 'CallError' });
 
-export const callBodySchema = {
-  type: 'object',
-  required: ['function'],
-  additionalProperties: false,
-  properties: {
-    function: { type: 'string', minLength: 1, maxLength: 1024 },
-    input: { type: 'string' },
-    inputBase64: { type: 'string', pattern: '^[A-Za-z0-9+/]*={0,2}$' },
-    config: { type: 'object', additionalProperties: { type: 'string' } },
-    allowedHosts: { type: 'array', items: { type: 'string' }, maxItems: 256 },
-    logLevel: { type: 'string', enum: [...CALL_LOG_LEVELS] },
-    timeoutMs: { type: 'integer', minimum: 1 },
-    memoryMaxPages: { type: 'integer', minimum: 1 },
-    maxOutputBytes: { type: 'integer', minimum: 0 },
-    maxHttpResponseBytes: { type: 'integer', minimum: 0 },
-    maxVarBytes: { type: 'integer', minimum: 0 },
-    maxLogEntries: { type: 'integer', minimum: 0 },
-    maxLogBytes: { type: 'integer', minimum: 0 },
-    outputEncoding: { type: 'string', enum: ['utf8', 'base64'] },
-    httpResponseHeaders: { type: 'boolean' },
-  },
-  not: { required: ['input', 'inputBase64'] },
-} as const;
-
-const logEntrySchema = {
-  type: 'object',
-  required: ['level', 'message', 'time'],
-  properties: { level: { type: 'string' }, message: { type: 'string' }, time: { type: 'string' } },
-} as const;
-
-const egressEntrySchema = {
-  type: 'object',
-  required: ['method', 'url', 'status', 'bytes', 'durationMs', 'allowed'],
-  properties: {
-    method: { type: 'string' },
-    url: { type: 'string' },
-    status: { type: ['integer', 'null'] },
-    bytes: { type: 'integer' },
-    durationMs: { type: 'number' },
-    allowed: { type: 'boolean' },
-    reason: { type: 'string' },
-  },
-} as const;
-
-export const callResponseSchema = {
-  type: 'object',
-  required: ['logs', 'logsTruncated', 'durationMs', 'plugin', 'function', 'egress'],
-  properties: {
-    output: { type: 'string' },
-    outputBase64: { type: 'string' },
-    logs: { type: 'array', items: logEntrySchema },
-    logsTruncated: { type: 'boolean' },
-    durationMs: { type: 'number' },
-    plugin: {
-      type: 'object',
-      required: ['id', 'name'],
-      properties: { id: { type: 'string' }, name: { type: ['string', 'null'] } },
+const CALL_SCHEMA = {
+  tags: ['plugins'],
+  operationId: 'callPlugin',
+  summary: 'Call an exported function of a plugin',
+  description: `Role: \`invoke\` (or \`admin\`). Runs the function with the given input, config (merged over the
+plugin's stored defaults), egress allow-list and log level, on a fresh plugin state: nothing
+(memory, globals, vars) is left over from any earlier call. Plugins that import WASI get it,
+sandboxed (no files, no environment); what they write to stdout/stderr becomes log entries.
+Limits default to the operator's settings; a caller may lower them, never raise them above
+the ceilings (\`400 LIMIT_ABOVE_CEILING\` names the ceiling). Every error carries the \`logs\`,
+\`logsTruncated\` and \`egress\` captured so far (empty when the call never started).`,
+  params: PluginRefParams,
+  body: ref(CallRequestSchema),
+  response: {
+    200: {
+      description: "The function's output and the plugin's logs.",
+      content: { 'application/json': { schema: ref(CallResponseSchema) } },
     },
-    function: { type: 'string' },
-    egress: { type: 'array', items: egressEntrySchema },
+    400: callError(
+      '`INVALID_REQUEST` (schema, unknown field, both inputs, a path that is not valid percent-encoding), `INVALID_ALLOWED_HOSTS`, `LIMIT_ABOVE_CEILING`, `INVALID_CONFIG` (`config` over CONFIG_MAX_KEYS keys or CONFIG_MAX_BYTES bytes).',
+      ['INVALID_REQUEST', 'INVALID_ALLOWED_HOSTS', 'LIMIT_ABOVE_CEILING', 'INVALID_CONFIG'],
+    ),
+    404: callError('`PLUGIN_NOT_FOUND`, or `FUNCTION_NOT_FOUND` (the message and `exports` list what can be called).', [
+      'PLUGIN_NOT_FOUND',
+      'FUNCTION_NOT_FOUND',
+    ]),
+    408: callError(
+      '`REQUEST_TIMEOUT`: the body did not arrive within BODY_TIMEOUT_MS or at BODY_MIN_BYTES_PER_SECOND; nothing was run.',
+      ['REQUEST_TIMEOUT'],
+    ),
+    413: callError('`INPUT_TOO_LARGE`: the input is larger than MAX_INPUT_BYTES.', ['INPUT_TOO_LARGE']),
+    415: callError(
+      '`UNSUPPORTED_MEDIA_TYPE`: the body is not `application/json` (the message names what was sent); refused before the body is read.',
+      ['UNSUPPORTED_MEDIA_TYPE'],
+    ),
+    422: callError(
+      `The call ran and failed: \`PLUGIN_ERROR\` (the plugin set an error, trapped, or exited
+non-zero; the message carries its text), \`MEMORY_LIMIT\` (memory was refused during the
+call: a \`memory.grow\` past \`memoryMaxPages\` or the module's maximum, or Extism blocks past
+the host memory limit; any other trap is \`PLUGIN_ERROR\`), \`OUTPUT_TOO_LARGE\`,
+\`HOST_NOT_ALLOWED\` (a plugin HTTP request was refused before anything was sent),
+\`EGRESS_ERROR\` (a plugin HTTP request hit a limit or failed upstream). For the last two the
+message and the fields \`host\`, \`reason\` (see \`EgressReason\`), \`url\` and, for a refused
+redirect, \`targetReason\` name the request; the plugin cannot catch these failures.`,
+      ['PLUGIN_ERROR', 'MEMORY_LIMIT', 'OUTPUT_TOO_LARGE', 'HOST_NOT_ALLOWED', 'EGRESS_ERROR'],
+      {
+        examples: {
+          privateAddress: {
+            value: {
+              statusCode: 422,
+              code: 'HOST_NOT_ALLOWED',
+              error: 'Unprocessable Entity',
+              message:
+                'request to 169.254.169.254 refused: resolves to a private or reserved address (169.254.169.254 is linkLocal)',
+              reason: 'private_address',
+              host: '169.254.169.254',
+              url: 'http://169.254.169.254/latest/meta-data/',
+              logs: [],
+              logsTruncated: false,
+              egress: [
+                {
+                  method: 'GET',
+                  url: 'http://169.254.169.254/latest/meta-data/',
+                  status: null,
+                  bytes: 0,
+                  durationMs: 0.2,
+                  allowed: false,
+                  reason: 'private_address',
+                },
+              ],
+            },
+          },
+        },
+      },
+    ),
+    503: callError(
+      '`OVERLOADED` (every worker busy and the queue full: QUEUE_MAX calls, or QUEUE_MAX_BYTES of their input; retry after Retry-After seconds), `UNDER_PRESSURE` (event-loop delay or heap above MAX_EVENT_LOOP_DELAY_MS / MAX_HEAP_USED_BYTES; retry after Retry-After seconds), `STORE_UNAVAILABLE` (the plugin is not cached on this replica and the PostgreSQL store cannot be reached; retry after Retry-After seconds), `SHUTTING_DOWN` (refused, or cancelled at the drain timeout).',
+      ['OVERLOADED', 'UNDER_PRESSURE', 'STORE_UNAVAILABLE', 'SHUTTING_DOWN'],
+      {
+        headers: {
+          'Retry-After': {
+            type: 'string',
+            description: 'Seconds to wait (OVERLOADED, UNDER_PRESSURE, STORE_UNAVAILABLE, SHUTTING_DOWN).',
+          },
+        },
+      },
+    ),
+    504: callError(
+      `\`TIMEOUT\`: the call ran past \`timeoutMs\` and was stopped, or never got a worker in time; a
+plugin HTTP request still waiting at the deadline is cut just before it (\`reason: deadline\`,
+with \`host\` and \`url\`). \`EGRESS_TIMEOUT\`: a plugin HTTP request took longer than
+EGRESS_TIMEOUT_MS (\`reason: timeout\`).`,
+      ['TIMEOUT', 'EGRESS_TIMEOUT'],
+    ),
+    500: callError(
+      `\`INTERNAL_ERROR\`: the worker running the call died (crashed, or exited) for a reason other
+than the call's deadline; the pool replaces it. The call is not retried (it may have had
+effects, e.g. HTTP requests). The server log carries the cause, never the plugin's logs.
+\`STORE_ERROR\`: the plugin's stored bytes no longer hash to its id or are missing (damaged on
+disk); nothing ran. Uploading the same bytes again repairs the stored copy.`,
+      ['INTERNAL_ERROR', 'STORE_ERROR'],
+    ),
+    ...PROTECTED_ROUTE_ERRORS,
   },
-} as const;
+};
 
 const CALL_ERROR_DEFAULTS = Object.freeze({ logs: [], logsTruncated: false, egress: [] });
 const CALL_PATH = /^\/plugins\/[^/]*\/call\/?$/;
@@ -129,23 +158,20 @@ export function callBodyLimit(maxInputBytes: number, configMaxBytes: number): nu
   return Math.ceil((maxInputBytes * 4) / 3) + 2 * configMaxBytes + 1024 * 1024;
 }
 
-export async function callRoutes(app: FastifyInstance, opts: CallRoutesOptions): Promise<void> {
+export async function callRoutes(root: FastifyInstance, opts: CallRoutesOptions): Promise<void> {
+  const app = root.withTypeProvider<TypeBoxTypeProvider>();
   const { config, engine } = opts;
   const { maxInputBytes } = config.engine;
   const { store } = app;
 
-  app.post<{ Params: { id: string }; Body: CallBody }>(
+  app.post(
     '/plugins/:id/call',
     {
       bodyLimit: callBodyLimit(maxInputBytes, config.pluginConfig.maxBytes),
       // Every answer of a call carries logs and egress, even when the call never started.
       config: { tooLargeCode: 'INPUT_TOO_LARGE', errorDefaults: CALL_ERROR_DEFAULTS },
       onRequest: requireJson,
-      schema: {
-        params: pluginParamsSchema,
-        body: callBodySchema,
-        response: { 200: callResponseSchema, '4xx': errorSchema, '5xx': errorSchema },
-      },
+      schema: CALL_SCHEMA,
     },
     async (request, reply) => {
       const body = request.body;

@@ -1,35 +1,21 @@
-// The HTTP contract as the service serves it: openapi.yaml (the one source of truth, read once at
-// start), the same document as JSON, and a Swagger UI at /docs to click through.
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import swagger, { type StaticDocumentSpec } from '@fastify/swagger';
+// The HTTP contract as the service serves it: the document generated from the routes (api/openapi.ts)
+// as YAML (byte for byte the committed openapi.yaml) and JSON, and a Swagger UI at /docs to click through.
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
-import { parse } from 'yaml';
-
-/** openapi.yaml at the repo root; from the built dist/api/ it is two levels up as well. */
-export const OPENAPI_FILE = fileURLToPath(new URL('../../openapi.yaml', import.meta.url));
+import { Type } from 'typebox';
+import { openApiYaml } from './openapi.ts';
+import { ShuttingDown } from './schemas.ts';
 
 /** CSP hash of the <style> element swagger-ui-bundle.js (as @fastify/swagger-ui 6 ships it) inserts. */
 const SWAGGER_UI_STYLE_HASH = 'sha256-RL3ie0nH+Lzz2YNqQN83mnU0J1ot4QL7b99vMdIX99w=';
 
-export interface OpenApiSpec {
-  text: string;
-  document: Record<string, unknown>;
-}
-
-export function readOpenApi(file = OPENAPI_FILE): OpenApiSpec {
-  const text = readFileSync(file, 'utf8');
-  return { text, document: parse(text) as Record<string, unknown> };
-}
+const OpenApiJsonSchema = Type.Object({
+  openapi: Type.String({ pattern: '^3[.]1[.][0-9]+$' }),
+  info: Type.Object({}),
+  paths: Type.Object({}),
+});
 
 export async function docsRoutes(app: FastifyInstance): Promise<void> {
-  const spec = readOpenApi();
-  const json = JSON.stringify(spec.document);
-
-  // The typings know OpenAPI 3.0 only; the document is 3.1, which the plugin serves as it is.
-  const document = spec.document as unknown as StaticDocumentSpec['document'];
-  await app.register(swagger, { mode: 'static', specification: { document } });
   await app.register(swaggerUi, {
     routePrefix: '/docs',
     staticCSP: true,
@@ -49,7 +35,40 @@ export async function docsRoutes(app: FastifyInstance): Promise<void> {
     }),
   });
 
-  // The file as written (comments and order kept), not a re-serialisation.
-  app.get('/openapi.yaml', async (_request, reply) => reply.type('application/yaml; charset=utf-8').send(spec.text));
-  app.get('/openapi.json', async (_request, reply) => reply.type('application/json; charset=utf-8').send(json));
+  // Generated once, on the first request (every route is registered by then).
+  let yaml: string | undefined;
+  let json: string | undefined;
+  app.get(
+    '/openapi.yaml',
+    {
+      schema: {
+        tags: ['docs'],
+        operationId: 'getOpenApiYaml',
+        summary: 'This document, as YAML',
+        security: [],
+        response: {
+          200: { description: 'The OpenAPI document (YAML).', content: { 'application/yaml': { schema: Type.String() } } },
+          503: ShuttingDown,
+        },
+      },
+    },
+    async (_request, reply) => reply.type('application/yaml; charset=utf-8').send((yaml ??= openApiYaml(app))),
+  );
+  app.get(
+    '/openapi.json',
+    {
+      schema: {
+        tags: ['docs'],
+        operationId: 'getOpenApiJson',
+        summary: 'This document, as JSON',
+        security: [],
+        response: {
+          200: { description: 'The OpenAPI document.', content: { 'application/json': { schema: OpenApiJsonSchema } } },
+          503: ShuttingDown,
+        },
+      },
+    },
+    // A string: sent as it is, not through the (partial) response schema.
+    async (_request, reply) => reply.type('application/json; charset=utf-8').send((json ??= JSON.stringify(app.swagger()))),
+  );
 }

@@ -2,15 +2,12 @@
 import { STATUS_CODES } from 'node:http';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, type AppErrorOptions, type ErrorCode, isAppError } from '../errors.ts';
+import type { Static } from 'typebox';
 import { statusOf } from './error-status.ts';
+import type { ErrorSchema } from './schemas.ts';
 
-export interface ErrorBody {
-  statusCode: number;
-  code: ErrorCode;
-  error: string;
-  message: string;
-  [extra: string]: unknown;
-}
+/** The error shape (api/schemas.ts), with a code from the catalogue. */
+export type ErrorBody = Omit<Static<typeof ErrorSchema>, 'code'> & { code: ErrorCode; [extra: string]: unknown };
 
 /** An error raised in api/ that needs response headers of its own (WWW-Authenticate); below api/ errors carry none. */
 export class HttpError extends AppError {
@@ -105,10 +102,13 @@ export function installErrorHandler(app: FastifyInstance): void {
     // A route may fail after it began another kind of answer (a download whose bytes turn out damaged
     // as the stream starts): those headers describe a body that is not sent.
     for (const header of ['content-length', 'content-disposition', 'etag', 'cache-control']) reply.removeHeader(header);
+    // The documented error responses name the codes each status may carry (a `const` among them); the
+    // answer is the error itself, never rewritten by a serializer compiled from that documentation.
     void reply
       .code(body.statusCode)
       .type('application/json; charset=utf-8')
       .headers(errorHeaders(appError))
+      .serializer(JSON.stringify)
       .send(defaults ? { ...defaults, ...body } : body);
   });
   app.setNotFoundHandler((request, reply) => {

@@ -1,10 +1,12 @@
 // Operator routes: liveness, readiness, Prometheus metrics; and load shedding of calls under pressure.
 import underPressure from '@fastify/under-pressure';
 import type { FastifyInstance } from 'fastify';
+import { Type } from 'typebox';
 import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
 import type { ServiceMetrics } from '../metrics.ts';
 import { routePolicy } from './route-policy.ts';
+import { ReadinessChecksSchema, errorResponse, Forbidden, RateLimited, ref, Unauthorized } from './schemas.ts';
 
 /** Throws (or rejects) when the dependency it checks is not usable. */
 export type ReadinessCheck = () => Promise<void> | void;
@@ -66,10 +68,82 @@ export interface OpsRoutesOptions {
   readiness: Readiness;
 }
 
-export async function opsRoutes(app: FastifyInstance, { metrics, readiness }: OpsRoutesOptions): Promise<void> {
-  app.get('/healthz', async () => ({ status: 'ok' }));
+const HEALTH_SCHEMA = {
+  tags: ['ops'],
+  operationId: 'getHealth',
+  summary: 'Liveness',
+  description: 'Answers whenever the event loop runs; checks no dependency. Open to everyone, also during shutdown.',
+  security: [],
+  response: {
+    200: {
+      description: 'Alive.',
+      content: {
+        'application/json': { schema: Type.Object({ status: Type.Literal('ok') }, { additionalProperties: false }) },
+      },
+    },
+  },
+};
 
-  app.get('/readyz', async (request, reply) => {
+const READINESS_SCHEMA = {
+  tags: ['ops'],
+  operationId: 'getReadiness',
+  summary: 'Readiness',
+  description: `Ready when the store is readable and writable (a probe file is written, read back and removed
+under DATA_DIR) and the worker pool is up. Open to everyone.`,
+  security: [],
+  response: {
+    200: {
+      description: 'Ready; every check answered `ok`.',
+      content: {
+        'application/json': {
+          schema: Type.Object(
+            { status: Type.Literal('ok'), checks: ref(ReadinessChecksSchema) },
+            { additionalProperties: false },
+          ),
+          examples: { ready: { value: { status: 'ok', checks: { store: 'ok', workers: 'ok' } } } },
+        },
+      },
+    },
+    503: errorResponse(
+      '`NOT_READY` (the message and `checks` name the failing check; the reason is in the server log), or `SHUTTING_DOWN`.',
+      ['NOT_READY', 'SHUTTING_DOWN'],
+      {
+        properties: { checks: { $ref: 'ReadinessChecks#' } },
+        examples: {
+          storeFailing: {
+            value: {
+              statusCode: 503,
+              code: 'NOT_READY',
+              error: 'Service Unavailable',
+              message: 'not ready: check failed: store',
+              checks: { store: 'failed', workers: 'ok' },
+            },
+          },
+        },
+      },
+    ),
+  },
+};
+
+const METRICS_SCHEMA = {
+  tags: ['ops'],
+  operationId: 'getMetrics',
+  summary: 'Prometheus metrics',
+  description: `The Prometheus text exposition format (every metric is listed in the README). Open, unless
+METRICS_TOKEN is set: then it needs that token (or an \`admin\` token).`,
+  security: [{}, { metricsToken: [] }, { bearerAuth: [] }] as Record<string, string[]>[],
+  response: {
+    200: { description: 'Metrics, text format 0.0.4.', content: { 'text/plain': { schema: Type.String() } } },
+    401: Unauthorized,
+    403: Forbidden,
+    429: RateLimited,
+  },
+};
+
+export async function opsRoutes(app: FastifyInstance, { metrics, readiness }: OpsRoutesOptions): Promise<void> {
+  app.get('/healthz', { schema: HEALTH_SCHEMA }, async () => ({ status: 'ok' }));
+
+  app.get('/readyz', { schema: READINESS_SCHEMA }, async (request, reply) => {
     if (app.lifecycle.shuttingDown) {
       throw new AppError('SHUTTING_DOWN', 'not ready: the server is shutting down', { details: { checks: {} } });
     }
@@ -82,7 +156,7 @@ export async function opsRoutes(app: FastifyInstance, { metrics, readiness }: Op
     return reply.send({ status: 'ok', checks: result.checks });
   });
 
-  app.get('/metrics', async (_request, reply) => {
+  app.get('/metrics', { schema: METRICS_SCHEMA }, async (_request, reply) => {
     const text = await metrics.render();
     return reply.type(metrics.registry.contentType).send(text);
   });

@@ -1,7 +1,9 @@
 // Plugin routes: upload (raw or multipart), list, describe, download, delete. `:id` is an id or a name.
 import type { Readable } from 'node:stream';
 import multipart from '@fastify/multipart';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Type } from 'typebox';
 import type { Config } from '../config.ts';
 import { validateHostPatterns } from '../host-patterns.ts';
 import { inspectModule } from '../engine/compile/inspect.ts';
@@ -9,12 +11,24 @@ import type { Prepare } from '../engine/compile/prepare.ts';
 import { AppError, isAppError } from '../errors.ts';
 import { resolveLimits } from '../engine/limits.ts';
 import { canonicalManifest, mainIndex, parseManifest, type ManifestModule } from '../manifest.ts';
-import { ID_PATTERN, pluginIdOf, type PluginImport, type PluginMeta } from '../store/store.ts';
+import { ID_PATTERN, NAME_PATTERN } from '../store/plugin-record.ts';
+import { pluginIdOf, type PluginImport, type PluginMeta } from '../store/store.ts';
 import { configForCaller } from './auth.ts';
 import { checkConfigSize } from './config-size.ts';
-import { errorSchema, pluginParamsSchema, pluginSchema } from './schemas.ts';
-
-const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+import {
+  ExtismManifestSchema,
+  MalformedPath,
+  NameSchema,
+  PluginNotFound,
+  PluginRefParams,
+  PluginSchema,
+  PROTECTED_ROUTE_ERRORS,
+  RequestTimeout,
+  ShuttingDown,
+  StoreError,
+  errorResponse,
+  ref,
+} from './schemas.ts';
 const MAX_DESCRIPTION_CHARS = 1024;
 /** Room for the form's text fields and part headers on top of the file itself. */
 const MULTIPART_FIELD_BYTES = 64 * 1024;
@@ -58,9 +72,7 @@ interface ManifestUpload {
 
 type UploadInput = ModuleUpload | ManifestUpload;
 
-type IdParams = { id: string };
 type NameQuery = { name?: string };
-type ListQuerystring = { name?: string; limit?: string; cursor?: string };
 
 export function isValidName(name: string): boolean {
   return NAME_PATTERN.test(name) && !ID_PATTERN.test(name);
@@ -275,7 +287,8 @@ async function readForm(
   const formName = fields.get('name') || undefined;
   if (formName !== undefined && query.name !== undefined)
     throw new AppError('INVALID_REQUEST', 'the name is given twice (form field "name" and query "name"): give it once');
-  const manifest = fields.get('manifest');
+  // An empty field is a field not given (a form's cleared input, as Swagger UI sends one).
+  const manifest = fields.get('manifest') || undefined;
   if (manifest !== undefined) {
     for (const field of ['config', 'allowedHosts']) {
       if (fields.has(field)) {
@@ -307,13 +320,14 @@ async function readForm(
 }
 
 function readUpload(
-  request: FastifyRequest<{ Querystring: NameQuery }>,
+  request: FastifyRequest,
+  query: NameQuery,
   maxBytes: number,
   configLimits: Config['pluginConfig'],
 ): Promise<UploadInput> | UploadInput {
-  if (request.isMultipart()) return readMultipart(request, maxBytes, request.query, configLimits);
+  if (request.isMultipart()) return readMultipart(request, maxBytes, query, configLimits);
   const body = request.body;
-  const name = parseName(request.query.name);
+  const name = parseName(query.name);
   if (isJson(request)) {
     if (body === undefined || body === null)
       throw new AppError('EMPTY_BODY', 'the request body is empty: send the manifest as JSON');
@@ -343,17 +357,308 @@ function ifNoneMatchHits(header: string | undefined, etag: string): boolean {
   });
 }
 
-const errorResponses = {
-  400: errorSchema,
-  404: errorSchema,
-  409: errorSchema,
-  413: errorSchema,
-  415: errorSchema,
-  500: errorSchema,
-  503: errorSchema,
-} as const;
+const wasmBody = { type: 'string', contentMediaType: 'application/wasm' } as const;
 
-export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptions): Promise<void> {
+/** Documentation of the upload's body: the route reads it itself (raw or multipart), so Fastify does not validate it. */
+const UPLOAD_BODY = {
+  content: {
+    'application/wasm': { schema: wasmBody },
+    'application/octet-stream': { schema: wasmBody },
+    'application/json': { schema: ref(ExtismManifestSchema) },
+    'multipart/form-data': {
+      schema: {
+        type: 'object',
+        properties: {
+          manifest: {
+            type: 'string',
+            // Forms (Swagger UI) pre-fill a field with its default: empty, the upload of a module.
+            default: '',
+            description:
+              'JSON text: an Extism manifest (`ExtismManifest`) instead of the part `file`; its `path` entries name further file parts of the form. Not together with `config` or `allowedHosts`. A text field or a part of type application/json; empty means not given.',
+          },
+          file: { ...wasmBody, description: 'The Wasm module, at most MAX_PLUGIN_BYTES (default 32 MiB).' },
+          name: ref(NameSchema),
+          description: { type: 'string', maxLength: MAX_DESCRIPTION_CHARS, default: '' },
+          config: {
+            type: 'string',
+            description:
+              "JSON text: an object of string values, defaults merged under every call's config. A text field or a part of type application/json; empty means not given.",
+            examples: ['{"route":"https://jsonplaceholder.typicode.com/todos/1"}'],
+          },
+          allowedHosts: {
+            type: 'string',
+            description:
+              'JSON text: an array of host patterns (grammar: `CallRequest.allowedHosts`), the egress allow-list when a call gives none. A text field or a part of type application/json; empty means not given.',
+            examples: ['["jsonplaceholder.typicode.com"]'],
+          },
+        },
+        // Swagger UI sends a field with this encoding as JSON text (without it, it sends the items of the pre-filled array).
+        'x-encoding': {
+          manifest: { contentType: 'application/json' },
+          config: { contentType: 'application/json' },
+          allowedHosts: { contentType: 'application/json' },
+        },
+      },
+    },
+  },
+};
+
+const pluginAnswer = (description: string) => ({
+  description,
+  content: { 'application/json': { schema: ref(PluginSchema) } },
+});
+
+const UPLOAD_SCHEMA = {
+  tags: ['plugins'],
+  operationId: 'uploadPlugin',
+  summary: 'Upload a plugin',
+  description: `Role: \`admin\`. Rate-limited per token (per address when open).
+
+The body is the Wasm module itself (\`application/wasm\` or \`application/octet-stream\`, with an
+optional \`name\` in the query), or a \`multipart/form-data\` form with the module in the part
+\`file\` and optional fields \`name\`, \`description\`, \`config\` and \`allowedHosts\`.
+
+Or an Extism manifest (\`ExtismManifest\`): as the JSON body (\`application/json\`), or as the form
+field \`manifest\` with the modules its \`path\` entries name as further file parts (a part's field
+name or file name is its path). Each module is checked and stored as a plugin of its own; the
+manifest is stored in canonical form (modules by \`hash\`, keys ordered), whose sha256 is its id,
+and is what a download answers. Its \`config\`, \`allowed_hosts\`, \`memory\` and \`timeout_ms\` are the
+plugin's defaults, at most the operator's ceilings; a call may lower them, never raise them.
+A manifest lists one module for now (linking several is refused with \`UNSUPPORTED_MANIFEST\`).
+
+The module is compiled once (the validation) and must only import host functions of
+\`extism:host/env\` and \`wasi_snapshot_preview1\`, and export at least one function.
+Bytes already stored answer \`200\` with the existing record; a \`name\` given with them is
+applied (moved to this plugin), other fields are ignored, and a stored copy damaged on disk
+is rewritten from them. Nothing is stored when the upload is refused.`,
+  querystring: Type.Object({
+    // Not the Name schema: a bad name is 400 INVALID_NAME (with what a name may be), not a schema error.
+    name: Type.Optional(Type.String({ description: 'Name for the plugin (raw uploads; in a form, the `name` field wins).' })),
+  }),
+  response: {
+    201: {
+      ...pluginAnswer('Stored.'),
+      headers: { Location: { type: 'string', description: '/plugins/{id} of the new plugin.' } },
+    },
+    200: pluginAnswer(
+      "These bytes were already stored (the upload is idempotent): the existing record, unchanged except that a `name` given with the upload is applied (moved to this plugin). The upload's `description`, `config` and `allowedHosts` are ignored; to change them, delete the plugin and upload it again.",
+    ),
+    400: errorResponse(
+      `The upload is refused:
+\`INVALID_WASM\` (not WebAssembly, does not compile, cannot be prepared for running, or over a module limit such as
+MODULE_MAX_TABLE_ELEMENTS: the message says why, and \`limit\`, \`value\`, \`max\` name a limit passed),
+\`UNSUPPORTED_IMPORTS\` (imports anything but functions of \`extism:host/env\` and \`wasi_snapshot_preview1\`, or one of them
+with another signature than the service provides; listed in \`unsupportedImports\`, a mismatch with \`expected\` and \`actual\`;
+custom host functions, under \`extism:host/user\` or any other namespace, are not offered),
+\`NO_CALLABLE_EXPORTS\` (exports no function),
+\`INVALID_MANIFEST\` (a manifest that is not one: the message says what; \`hash\` names a module that is not stored),
+\`UNSUPPORTED_MANIFEST\` (\`url\` or \`path\` sources, \`allowed_paths\`, several modules; \`feature\` says which:
+\`url\`, \`path\`, \`allowed_paths\`, \`link\`), \`LIMIT_ABOVE_CEILING\` (a manifest limit above the operator's ceiling),
+\`INVALID_NAME\`, \`INVALID_CONFIG\`, \`INVALID_ALLOWED_HOSTS\` (with \`pattern\` and \`problem\` for a pattern outside the grammar),
+\`MISSING_FILE\` (a form without the part \`file\`), \`EMPTY_BODY\`,
+\`INVALID_REQUEST\` (unknown or repeated form field, the name as both form field and query, a file in another part,
+a field over 64 KiB, a form without a boundary or cut before its end),
+\`INVALID_CONFIG\` also for a config over CONFIG_MAX_KEYS keys or CONFIG_MAX_BYTES bytes.`,
+      [
+        'INVALID_WASM',
+        'UNSUPPORTED_IMPORTS',
+        'NO_CALLABLE_EXPORTS',
+        'INVALID_NAME',
+        'INVALID_CONFIG',
+        'INVALID_ALLOWED_HOSTS',
+        'MISSING_FILE',
+        'EMPTY_BODY',
+        'INVALID_REQUEST',
+        'INVALID_MANIFEST',
+        'UNSUPPORTED_MANIFEST',
+        'LIMIT_ABOVE_CEILING',
+      ],
+      {
+        properties: {
+          feature: { type: 'string', enum: ['url', 'path', 'allowed_paths', 'link'] },
+          hash: { type: 'string' },
+          field: { type: 'string' },
+          requested: { type: 'integer' },
+          ceiling: { type: 'integer' },
+          unsupportedImports: {
+            type: 'array',
+            items: {
+              type: 'object',
+              required: ['module', 'name', 'kind'],
+              properties: {
+                module: { type: 'string' },
+                name: { type: 'string' },
+                kind: { type: 'string' },
+                expected: { type: 'string', description: 'The signature the service provides, e.g. `(i64) -> i64`.' },
+                actual: { type: 'string', description: 'The signature the module declares.' },
+              },
+            },
+          },
+          limit: { type: 'string', description: 'The module limit passed (its environment variable).' },
+          value: { type: 'integer' },
+          max: { type: 'integer' },
+          pattern: { type: 'string' },
+          problem: { type: 'string' },
+        },
+        examples: {
+          unsupportedImports: {
+            value: {
+              statusCode: 400,
+              code: 'UNSUPPORTED_IMPORTS',
+              error: 'Bad Request',
+              message:
+                'the module imports what this service does not provide: env.abort, foo.bar (available: functions of "extism:host/env" and "wasi_snapshot_preview1" with their signatures; custom host functions (extism:host/user or any other namespace) are not offered)',
+              unsupportedImports: [
+                { module: 'env', name: 'abort', kind: 'function' },
+                { module: 'foo', name: 'bar', kind: 'function' },
+              ],
+            },
+          },
+        },
+      },
+    ),
+    ...PROTECTED_ROUTE_ERRORS,
+    408: RequestTimeout,
+    413: errorResponse(
+      '`PLUGIN_TOO_LARGE`: the module is larger than MAX_PLUGIN_BYTES. Refused as soon as the limit is passed (or at once from Content-Length); the rest of the body is not kept.',
+      ['PLUGIN_TOO_LARGE'],
+    ),
+    415: errorResponse('`UNSUPPORTED_MEDIA_TYPE`: the body is neither Wasm, octet-stream nor a multipart form.', [
+      'UNSUPPORTED_MEDIA_TYPE',
+    ]),
+    500: StoreError,
+    503: errorResponse(
+      '`OVERLOADED`: UPLOAD_CONCURRENCY uploads (default 2) are already in progress; nothing was read or stored, retry after Retry-After seconds. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached; nothing was stored, retry after Retry-After seconds. `SHUTTING_DOWN`: the server is shutting down.',
+      ['OVERLOADED', 'STORE_UNAVAILABLE', 'SHUTTING_DOWN'],
+      { headers: { 'Retry-After': { type: 'string', description: 'Seconds to wait.' } } },
+    ),
+  },
+};
+
+const LIST_SCHEMA = {
+  tags: ['plugins'],
+  operationId: 'listPlugins',
+  summary: 'List plugins, newest first, a page at a time',
+  description: `Role: \`invoke\` (or \`admin\`). Pages are stable under concurrent uploads: following \`nextCursor\`
+from the first page lists every plugin stored before it exactly once (newer uploads come
+before the first page, never in a later one).`,
+  querystring: Type.Object({
+    name: Type.Optional(
+      Type.String({ description: 'Only the plugin holding this name (an empty list when none does). Given once.' }),
+    ),
+    // A string: query values are not coerced (app.ts), and "10" must be a valid limit.
+    limit: Type.Optional(
+      Type.String({
+        pattern: '^[0-9]{1,9}$',
+        description: 'Plugins per page, 1 to LIST_LIMIT_CEILING (default 1000); LIST_LIMIT (default 100) when not given.',
+      }),
+    ),
+    cursor: Type.Optional(
+      Type.String({ maxLength: 200, description: 'The `nextCursor` of the previous page, unchanged (opaque).' }),
+    ),
+  }),
+  response: {
+    200: {
+      description: 'A page of plugins, newest upload first.',
+      content: {
+        'application/json': {
+          schema: Type.Object({
+            plugins: Type.Array(ref(PluginSchema)),
+            nextCursor: Type.Union([Type.String(), Type.Null()], {
+              description: 'Pass as `cursor` for the next page; null on the last page.',
+            }),
+          }),
+        },
+      },
+    },
+    400: errorResponse(
+      '`INVALID_REQUEST`: `name` given more than once (`?name=a&name=b`), a `limit` of 0 or not a number, a `cursor` this service did not make. `LIMIT_ABOVE_CEILING`: `limit` above LIST_LIMIT_CEILING.',
+      ['INVALID_REQUEST', 'LIMIT_ABOVE_CEILING'],
+    ),
+    ...PROTECTED_ROUTE_ERRORS,
+    503: ShuttingDown,
+  },
+};
+
+const DESCRIBE_SCHEMA = {
+  tags: ['plugins'],
+  operationId: 'getPlugin',
+  summary: 'Describe a plugin',
+  description: 'Role: `invoke` (or `admin`).',
+  params: PluginRefParams,
+  response: {
+    200: pluginAnswer("The plugin's metadata."),
+    400: MalformedPath,
+    404: PluginNotFound,
+    ...PROTECTED_ROUTE_ERRORS,
+    503: ShuttingDown,
+  },
+};
+
+const DOWNLOAD_SCHEMA = {
+  tags: ['plugins'],
+  operationId: 'downloadPlugin',
+  summary: "Download a plugin's Wasm bytes",
+  description: 'Role: `invoke` (or `admin`).',
+  params: PluginRefParams,
+  headers: Type.Object({
+    'if-none-match': Type.Optional(
+      Type.String({ description: 'An ETag seen before (`"<id>"`): answered with 304 when it still matches.' }),
+    ),
+  }),
+  response: {
+    200: {
+      description:
+        "The module as uploaded, streamed (a manifest plugin: its canonical manifest, JSON). The bytes are checked against the id as they are read: bytes damaged on disk end the response before its last chunk (short of Content-Length), so a client never gets them whole under the id's ETag.",
+      headers: {
+        ETag: { type: 'string', description: 'The id, quoted.' },
+        'Cache-Control': {
+          type: 'string',
+          description: '`immutable` when asked by id; `no-cache` when asked by name (a name can move).',
+        },
+      },
+      content: { 'application/wasm': { schema: wasmBody }, 'application/json': { schema: ref(ExtismManifestSchema) } },
+    },
+    304: {
+      description: 'Not modified (If-None-Match matched the ETag).',
+      headers: { ETag: { type: 'string', description: 'The id, quoted.' } },
+      type: 'null',
+    },
+    400: MalformedPath,
+    404: PluginNotFound,
+    500: errorResponse(
+      '`STORE_ERROR`: the plugin is stored but its bytes are missing from `DATA_DIR`; uploading them again repairs it.',
+      ['STORE_ERROR'],
+    ),
+    ...PROTECTED_ROUTE_ERRORS,
+    503: ShuttingDown,
+  },
+};
+
+const DELETE_SCHEMA = {
+  tags: ['plugins'],
+  operationId: 'deletePlugin',
+  summary: 'Delete a plugin',
+  description:
+    'Role: `admin`. Deletes the plugin an id or a name points at; its name is freed with it. A module that stored manifests name is not deleted while they are (`409 PLUGIN_IN_USE`).',
+  params: PluginRefParams,
+  response: {
+    204: { description: 'Deleted.', type: 'null' },
+    409: errorResponse(
+      '`PLUGIN_IN_USE`: stored manifests name this module; `referrers` lists their ids. Delete them first.',
+      ['PLUGIN_IN_USE'],
+      { properties: { referrers: { type: 'array', items: { type: 'string' } } }, required: ['referrers'] },
+    ),
+    400: MalformedPath,
+    404: PluginNotFound,
+    ...PROTECTED_ROUTE_ERRORS,
+    503: ShuttingDown,
+    500: StoreError,
+  },
+};
+
+export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOptions): Promise<void> {
+  const app = root.withTypeProvider<TypeBoxTypeProvider>();
   const { maxPluginBytes, uploadConcurrency } = opts.config;
   const { store, moduleCache } = app;
 
@@ -428,15 +733,16 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
     }
   };
 
-  app.post<{ Querystring: NameQuery }>(
+  app.post(
     '/plugins',
     {
       bodyLimit: maxPluginBytes,
-      config: { tooLargeCode: 'PLUGIN_TOO_LARGE', tooLargeMessage: tooLarge(maxPluginBytes).message },
-      schema: {
-        querystring: { type: 'object', properties: { name: { type: 'string' } } },
-        response: { 200: pluginSchema, 201: pluginSchema, ...errorResponses },
+      config: {
+        tooLargeCode: 'PLUGIN_TOO_LARGE',
+        tooLargeMessage: tooLarge(maxPluginBytes).message,
+        swaggerTransform: ({ schema, url }) => ({ schema: { ...schema, body: UPLOAD_BODY }, url }),
       },
+      schema: UPLOAD_SCHEMA,
       onRequest: [
         // A multipart body larger than the file limit plus its fields cannot be valid: refuse before reading.
         async (request) => {
@@ -448,7 +754,7 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
       ],
     },
     async (request, reply) => {
-      const upload = await readUpload(request, maxPluginBytes, opts.config.pluginConfig);
+      const upload = await readUpload(request, request.query, maxPluginBytes, opts.config.pluginConfig);
       if (upload.kind === 'manifest') return storeManifest(request, reply, upload);
       const inspected = await inspectModule(upload.bytes, opts.prepare);
       const id = pluginIdOf(upload.bytes);
@@ -575,92 +881,53 @@ export async function pluginRoutes(app: FastifyInstance, opts: PluginRoutesOptio
     return meta;
   };
 
-  app.get<{ Querystring: ListQuerystring }>(
-    '/plugins',
-    {
-      schema: {
-        querystring: {
-          type: 'object',
-          properties: {
-            name: { type: 'string' },
-            // A string: query values are not coerced (app.ts), and "10" must be a valid limit.
-            limit: { type: 'string', pattern: '^[0-9]{1,9}$' },
-            cursor: { type: 'string', maxLength: 200 },
-          },
-        },
-        response: {
-          200: {
-            type: 'object',
-            required: ['plugins', 'nextCursor'],
-            properties: {
-              plugins: { type: 'array', items: pluginSchema },
-              nextCursor: { type: ['string', 'null'] },
-            },
-          },
-          ...errorResponses,
-        },
-      },
-    },
-    async (request) => {
-      const { name, cursor } = request.query;
-      const limit = listLimit(request.query.limit);
-      const page = await store.list({ name, limit, cursor });
-      return {
-        plugins: page.plugins.map((meta) => ({ ...meta, config: configForCaller(request, meta.config) })),
-        nextCursor: page.nextCursor,
-      };
-    },
-  );
+  app.get('/plugins', { schema: LIST_SCHEMA }, async (request) => {
+    const { name, cursor } = request.query;
+    const limit = listLimit(request.query.limit);
+    const page = await store.list({ name, limit, cursor });
+    return {
+      plugins: page.plugins.map((meta) => ({ ...meta, config: configForCaller(request, meta.config) })),
+      nextCursor: page.nextCursor,
+    };
+  });
 
-  app.get<{ Params: IdParams }>(
-    '/plugins/:id',
-    { schema: { params: pluginParamsSchema, response: { 200: pluginSchema, ...errorResponses } } },
-    async (request) => {
-      const meta = await resolve(request.params.id);
-      return { ...meta, config: configForCaller(request, meta.config) };
-    },
-  );
+  app.get('/plugins/:id', { schema: DESCRIBE_SCHEMA }, async (request) => {
+    const meta = await resolve(request.params.id);
+    return { ...meta, config: configForCaller(request, meta.config) };
+  });
 
-  app.get<{ Params: IdParams }>(
-    '/plugins/:id/wasm',
-    { schema: { params: pluginParamsSchema, response: errorResponses } },
-    async (request: FastifyRequest<{ Params: IdParams }>, reply: FastifyReply) => {
-      const meta = await resolve(request.params.id);
-      const etag = `"${meta.id}"`;
-      // By id the bytes never change; by name they may move to another upload.
-      void reply
-        .header('etag', etag)
-        .header('cache-control', request.params.id === meta.id ? 'public, max-age=31536000, immutable' : 'no-cache');
-      if (ifNoneMatchHits(request.headers['if-none-match'], etag)) return reply.code(304).send();
-      if (meta.manifest) {
-        // A manifest plugin's bytes are its manifest (modules by hash, canonical JSON text), small: sent
-        // whole as text (Fastify would try to serialize a stream sent as JSON).
-        const manifest = await store.getBytes(meta.id);
-        if (!manifest) throw notFound(request.params.id);
-        return reply
-          .type('application/json')
-          .header('content-disposition', `attachment; filename="${meta.name ?? meta.id}.json"`)
-          .send(Buffer.from(manifest).toString('utf8'));
-      }
-      const blob = await store.openBytesStream(meta.id);
-      if (!blob) throw notFound(request.params.id);
+  app.get('/plugins/:id/wasm', { schema: DOWNLOAD_SCHEMA }, async (request, reply) => {
+    const meta = await resolve(request.params.id);
+    const etag = `"${meta.id}"`;
+    // By id the bytes never change; by name they may move to another upload.
+    void reply
+      .header('etag', etag)
+      .header('cache-control', request.params.id === meta.id ? 'public, max-age=31536000, immutable' : 'no-cache');
+    if (ifNoneMatchHits(request.headers['if-none-match'], etag)) return reply.code(304).send();
+    if (meta.manifest) {
+      // A manifest plugin's bytes are its manifest (modules by hash, canonical JSON text), small: sent
+      // whole as text (Fastify would try to serialize a stream sent as JSON).
+      const manifest = await store.getBytes(meta.id);
+      if (!manifest) throw notFound(request.params.id);
       return reply
-        .type('application/wasm')
-        .header('content-length', blob.size)
-        .header('content-disposition', `attachment; filename="${meta.name ?? meta.id}.wasm"`)
-        .send(blob.stream);
-    },
-  );
+        .type('application/json')
+        .header('content-disposition', `attachment; filename="${meta.name ?? meta.id}.json"`)
+        .send(Buffer.from(manifest).toString('utf8'));
+    }
+    const blob = await store.openBytesStream(meta.id);
+    if (!blob) throw notFound(request.params.id);
+    return reply
+      .type('application/wasm')
+      .header('content-length', blob.size)
+      .header('content-disposition', `attachment; filename="${meta.name ?? meta.id}.wasm"`)
+      .send(blob.stream);
+  });
 
-  app.delete<{ Params: IdParams }>(
-    '/plugins/:id',
-    { schema: { params: pluginParamsSchema, response: { 204: { type: 'null' }, ...errorResponses } } },
-    async (request, reply) => {
-      const deleted = await storeDelete(request.params.id);
-      if (!deleted) throw notFound(request.params.id);
-      moduleCache.delete(deleted.id);
-      request.log.info({ plugin: deleted.id, name: deleted.name }, 'plugin deleted');
-      return reply.code(204).send();
-    },
-  );
+  app.delete('/plugins/:id', { schema: DELETE_SCHEMA }, async (request, reply) => {
+    const deleted = await storeDelete(request.params.id);
+    if (!deleted) throw notFound(request.params.id);
+    moduleCache.delete(deleted.id);
+    request.log.info({ plugin: deleted.id, name: deleted.name }, 'plugin deleted');
+    return reply.code(204).send();
+  });
 }

@@ -1,6 +1,7 @@
 // A typed client of the wasmhost API: openapi-fetch over the types openapi-typescript generates from
-// openapi.yaml (schema.ts, `npm run generate:client`). Used by the CLI (src/cli/) and the playground
-// (playground/), and usable by any service: it runs wherever `fetch` does (Node ≥ 18, browsers).
+// openapi.yaml, itself generated from the routes (schema.ts: generated output, `npm run generate:client`,
+// never edited by hand). Used by the CLI (src/cli/) and the playground (playground/), and usable by
+// any service: it runs wherever `fetch` does (Node ≥ 18, browsers).
 import createClient, { type Client } from 'openapi-fetch';
 import type { components, paths } from './schema.ts';
 

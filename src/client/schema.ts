@@ -4,181 +4,6 @@
  */
 
 export interface paths {
-    "/plugins": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /**
-         * List plugins, newest first, a page at a time
-         * @description Role: `invoke` (or `admin`). Pages are stable under concurrent uploads: following `nextCursor`
-         *     from the first page lists every plugin stored before it exactly once (newer uploads come
-         *     before the first page, never in a later one).
-         */
-        get: operations["listPlugins"];
-        put?: never;
-        /**
-         * Upload a plugin
-         * @description Role: `admin`. Rate-limited per token (per address when open).
-         *
-         *     The body is the Wasm module itself (`application/wasm` or `application/octet-stream`, with an
-         *     optional `name` in the query), or a `multipart/form-data` form with the module in the part
-         *     `file` and optional fields `name`, `description`, `config` and `allowedHosts`.
-         *
-         *     Or an Extism manifest (`ExtismManifest`): as the JSON body (`application/json`), or as the form
-         *     field `manifest` with the modules its `path` entries name as further file parts (a part's field
-         *     name or file name is its path). Each module is checked and stored as a plugin of its own; the
-         *     manifest is stored in canonical form (modules by `hash`, keys ordered), whose sha256 is its id,
-         *     and is what a download answers. Its `config`, `allowed_hosts`, `memory` and `timeout_ms` are the
-         *     plugin's defaults, at most the operator's ceilings; a call may lower them, never raise them.
-         *     A manifest lists one module for now (linking several is refused with `UNSUPPORTED_MANIFEST`).
-         *
-         *     The module is compiled once (the validation) and must only import host functions of
-         *     `extism:host/env` and `wasi_snapshot_preview1`, and export at least one function.
-         *     Bytes already stored answer `200` with the existing record; a `name` given with them is
-         *     applied (moved to this plugin), other fields are ignored, and a stored copy damaged on disk
-         *     is rewritten from them. Nothing is stored when the upload is refused.
-         */
-        post: operations["uploadPlugin"];
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/plugins/{id}": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path: {
-                /** @description A plugin id (64 lowercase hex digits) or a name. Longer than 100 characters is `404 PLUGIN_NOT_FOUND`. */
-                id: components["parameters"]["PluginRef"];
-            };
-            cookie?: never;
-        };
-        /**
-         * Describe a plugin
-         * @description Role: `invoke` (or `admin`).
-         */
-        get: operations["getPlugin"];
-        put?: never;
-        post?: never;
-        /**
-         * Delete a plugin
-         * @description Role: `admin`. Deletes the plugin an id or a name points at; its name is freed with it. A module
-         *     that stored manifests name is not deleted while they are (`409 PLUGIN_IN_USE`).
-         */
-        delete: operations["deletePlugin"];
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/plugins/{id}/wasm": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path: {
-                /** @description A plugin id (64 lowercase hex digits) or a name. Longer than 100 characters is `404 PLUGIN_NOT_FOUND`. */
-                id: components["parameters"]["PluginRef"];
-            };
-            cookie?: never;
-        };
-        /**
-         * Download a plugin's Wasm bytes
-         * @description Role: `invoke` (or `admin`).
-         */
-        get: operations["downloadPlugin"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/plugins/{id}/call": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path: {
-                /** @description A plugin id (64 lowercase hex digits) or a name. Longer than 100 characters is `404 PLUGIN_NOT_FOUND`. */
-                id: components["parameters"]["PluginRef"];
-            };
-            cookie?: never;
-        };
-        get?: never;
-        put?: never;
-        /**
-         * Call an exported function of a plugin
-         * @description Role: `invoke` (or `admin`). Runs the function with the given input, config (merged over the
-         *     plugin's stored defaults), egress allow-list and log level, on a fresh plugin state: nothing
-         *     (memory, globals, vars) is left over from any earlier call. Plugins that import WASI get it,
-         *     sandboxed (no files, no environment); what they write to stdout/stderr becomes log entries.
-         *     Limits default to the operator's settings; a caller may lower them, never raise them above
-         *     the ceilings (`400 LIMIT_ABOVE_CEILING` names the ceiling). Every error carries the `logs`,
-         *     `logsTruncated` and `egress` captured so far (empty when the call never started).
-         */
-        post: operations["callPlugin"];
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/openapi.yaml": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /** This document, as written */
-        get: operations["getOpenApiYaml"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/openapi.json": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /** This document, as JSON */
-        get: operations["getOpenApiJson"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/docs": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /** Browsable API documentation (Swagger UI) */
-        get: operations["getDocs"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
     "/healthz": {
         parameters: {
             query?: never;
@@ -233,6 +58,171 @@ export interface paths {
          *     METRICS_TOKEN is set: then it needs that token (or an `admin` token).
          */
         get: operations["getMetrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/openapi.yaml": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** This document, as YAML */
+        get: operations["getOpenApiYaml"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/openapi.json": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** This document, as JSON */
+        get: operations["getOpenApiJson"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/plugins": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List plugins, newest first, a page at a time
+         * @description Role: `invoke` (or `admin`). Pages are stable under concurrent uploads: following `nextCursor`
+         *     from the first page lists every plugin stored before it exactly once (newer uploads come
+         *     before the first page, never in a later one).
+         */
+        get: operations["listPlugins"];
+        put?: never;
+        /**
+         * Upload a plugin
+         * @description Role: `admin`. Rate-limited per token (per address when open).
+         *
+         *     The body is the Wasm module itself (`application/wasm` or `application/octet-stream`, with an
+         *     optional `name` in the query), or a `multipart/form-data` form with the module in the part
+         *     `file` and optional fields `name`, `description`, `config` and `allowedHosts`.
+         *
+         *     Or an Extism manifest (`ExtismManifest`): as the JSON body (`application/json`), or as the form
+         *     field `manifest` with the modules its `path` entries name as further file parts (a part's field
+         *     name or file name is its path). Each module is checked and stored as a plugin of its own; the
+         *     manifest is stored in canonical form (modules by `hash`, keys ordered), whose sha256 is its id,
+         *     and is what a download answers. Its `config`, `allowed_hosts`, `memory` and `timeout_ms` are the
+         *     plugin's defaults, at most the operator's ceilings; a call may lower them, never raise them.
+         *     A manifest lists one module for now (linking several is refused with `UNSUPPORTED_MANIFEST`).
+         *
+         *     The module is compiled once (the validation) and must only import host functions of
+         *     `extism:host/env` and `wasi_snapshot_preview1`, and export at least one function.
+         *     Bytes already stored answer `200` with the existing record; a `name` given with them is
+         *     applied (moved to this plugin), other fields are ignored, and a stored copy damaged on disk
+         *     is rewritten from them. Nothing is stored when the upload is refused.
+         */
+        post: operations["uploadPlugin"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/plugins/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Describe a plugin
+         * @description Role: `invoke` (or `admin`).
+         */
+        get: operations["getPlugin"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a plugin
+         * @description Role: `admin`. Deletes the plugin an id or a name points at; its name is freed with it. A module that stored manifests name is not deleted while they are (`409 PLUGIN_IN_USE`).
+         */
+        delete: operations["deletePlugin"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/plugins/{id}/wasm": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download a plugin's Wasm bytes
+         * @description Role: `invoke` (or `admin`).
+         */
+        get: operations["downloadPlugin"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/plugins/{id}/call": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Call an exported function of a plugin
+         * @description Role: `invoke` (or `admin`). Runs the function with the given input, config (merged over the
+         *     plugin's stored defaults), egress allow-list and log level, on a fresh plugin state: nothing
+         *     (memory, globals, vars) is left over from any earlier call. Plugins that import WASI get it,
+         *     sandboxed (no files, no environment); what they write to stdout/stderr becomes log entries.
+         *     Limits default to the operator's settings; a caller may lower them, never raise them above
+         *     the ceilings (`400 LIMIT_ABOVE_CEILING` names the ceiling). Every error carries the `logs`,
+         *     `logsTruncated` and `egress` captured so far (empty when the call never started).
+         */
+        post: operations["callPlugin"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/docs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Browsable API documentation (Swagger UI) */
+        get: operations["getDocs"];
         put?: never;
         post?: never;
         delete?: never;
@@ -322,6 +312,7 @@ export interface components {
             }[];
             /** @description The module whose exports are called. */
             main: string;
+            /** @description Limits a manifest sets for its plugin, by call request field: calls may lower them, never raise them. */
             limits: {
                 memoryMaxPages?: number;
                 maxHttpResponseBytes?: number;
@@ -376,11 +367,7 @@ export interface components {
             }[];
             /** @description Imports wasi_snapshot_preview1; WASI is then enabled for its calls. */
             wasi: boolean;
-            /**
-             * @description Defaults merged under each call's config. The values are secrets: `GET /plugins` and
-             *     `GET /plugins/{id}` answer them only to an `admin` token (or to anyone while the service
-             *     runs open); any other token sees the keys, each value replaced by `[REDACTED]`.
-             */
+            /** @description Defaults merged under each call's config. The values are secrets: `GET /plugins` and `GET /plugins/{id}` answer them only to an `admin` token (or to anyone while the service runs open); any other token sees the keys, each value replaced by `[REDACTED]`. */
             config: {
                 [key: string]: string;
             };
@@ -388,6 +375,15 @@ export interface components {
             allowedHosts: components["schemas"]["HostPattern"][];
             manifest?: components["schemas"]["PluginManifest"];
         };
+        /**
+         * @example {
+         *       "function": "count_vowels",
+         *       "input": "Hello, World!",
+         *       "config": {
+         *         "vowels": "aeiou"
+         *       }
+         *     }
+         */
         CallRequest: {
             /** @description An exported function of the plugin. */
             function: string;
@@ -425,7 +421,7 @@ export interface components {
             allowedHosts?: components["schemas"]["HostPattern"][];
             /**
              * @default info
-             * @enum {string}
+             * @enum {unknown}
              */
             logLevel: "trace" | "debug" | "info" | "warn" | "error" | "off";
             /** @description Default CALL_TIMEOUT_MS, at most CALL_TIMEOUT_MS_CEILING; covers waiting for a worker too. */
@@ -434,24 +430,17 @@ export interface components {
             memoryMaxPages?: number;
             /** @description Default CALL_OUTPUT_BYTES, at most CALL_OUTPUT_BYTES_CEILING. */
             maxOutputBytes?: number;
-            /**
-             * @description Largest HTTP response body the plugin may receive (default CALL_HTTP_RESPONSE_BYTES, at most
-             *     its ceiling). A body of exactly this size passes; a larger one ends the call with
-             *     `422 EGRESS_ERROR` (`reason: response_too_large`).
-             */
+            /** @description Largest HTTP response body the plugin may receive (default CALL_HTTP_RESPONSE_BYTES, at most its ceiling). A body of exactly this size passes; a larger one ends the call with `422 EGRESS_ERROR` (`reason: response_too_large`). */
             maxHttpResponseBytes?: number;
             /** @description Bytes of Extism vars the plugin may hold (default CALL_VAR_BYTES, at most its ceiling). */
             maxVarBytes?: number;
-            /**
-             * @description Log entries kept for the response (default CALL_LOG_ENTRIES, at most its ceiling); past it
-             *     `logsTruncated` is true. WASI stdout/stderr entries count too.
-             */
+            /** @description Log entries kept for the response (default CALL_LOG_ENTRIES, at most its ceiling); past it `logsTruncated` is true. WASI stdout/stderr entries count too. */
             maxLogEntries?: number;
             /** @description Bytes of log messages kept for the response (default CALL_LOG_BYTES, at most its ceiling). */
             maxLogBytes?: number;
             /**
              * @description Default utf8 when the output is valid UTF-8, else base64.
-             * @enum {string}
+             * @enum {unknown}
              */
             outputEncoding?: "utf8" | "base64";
             /**
@@ -463,7 +452,7 @@ export interface components {
             httpResponseHeaders?: boolean;
         };
         LogEntry: {
-            /** @enum {string} */
+            /** @enum {unknown} */
             level: "trace" | "debug" | "info" | "warn" | "error" | "stdout" | "stderr";
             message: string;
             /** Format: date-time */
@@ -511,7 +500,7 @@ export interface components {
          *     Failed upstream: `dns_failed`, `connect_failed`, `upstream_failed`, `response_too_large`
          *     (`422 EGRESS_ERROR`); `timeout` (EGRESS_TIMEOUT_MS, `504 EGRESS_TIMEOUT`); `deadline` (the
          *     call's own deadline, `504 TIMEOUT`).
-         * @enum {string}
+         * @enum {unknown}
          */
         EgressReason: "not_in_allow_list" | "private_address" | "scheme" | "redirect_refused" | "too_many_redirects" | "too_many_requests" | "request_too_large" | "invalid_request" | "dns_failed" | "connect_failed" | "upstream_failed" | "response_too_large" | "timeout" | "deadline";
         /**
@@ -559,7 +548,6 @@ export interface components {
             host?: string;
             /** @description With `host`; the URL of that request, credentials redacted. */
             url?: string;
-            /** @description `reason: redirect_refused` only: why the redirect target was refused. */
             targetReason?: components["schemas"]["EgressReason"];
             /** @description INVALID_ALLOWED_HOSTS only; the pattern refused. */
             pattern?: string;
@@ -572,120 +560,206 @@ export interface components {
             exports?: string[];
         };
     };
-    responses: {
-        /** @description `REQUEST_TIMEOUT`: the body did not arrive within BODY_TIMEOUT_MS or at BODY_MIN_BYTES_PER_SECOND; nothing was stored and the upload slot is free again. */
-        RequestTimeout: {
-            headers: {
-                [name: string]: unknown;
-            };
-            content: {
-                "application/json": components["schemas"]["Error"] & {
-                    /** @constant */
-                    code?: "REQUEST_TIMEOUT";
-                };
-            };
-        };
-        /** @description `PLUGIN_NOT_FOUND`: no plugin has this id or name. */
-        PluginNotFound: {
-            headers: {
-                [name: string]: unknown;
-            };
-            content: {
-                "application/json": components["schemas"]["Error"] & {
-                    /** @constant */
-                    code?: "PLUGIN_NOT_FOUND";
-                };
-            };
-        };
-        /** @description `INVALID_REQUEST`: the path is not valid percent-encoding (answered before tokens are checked). */
-        MalformedPath: {
-            headers: {
-                [name: string]: unknown;
-            };
-            content: {
-                "application/json": components["schemas"]["Error"] & {
-                    /** @constant */
-                    code?: "INVALID_REQUEST";
-                };
-            };
-        };
-        /** @description `STORE_ERROR`: the plugin store could not be written (disk full, permissions). */
-        StoreError: {
-            headers: {
-                [name: string]: unknown;
-            };
-            content: {
-                "application/json": components["schemas"]["Error"] & {
-                    /** @constant */
-                    code?: "STORE_ERROR";
-                };
-            };
-        };
-        /** @description `UNAUTHORIZED`: tokens are configured and none (or an unknown one) was given. */
-        Unauthorized: {
-            headers: {
-                /** @description Bearer challenge. */
-                "WWW-Authenticate"?: string;
-                [name: string]: unknown;
-            };
-            content: {
-                "application/json": components["schemas"]["Error"] & {
-                    /** @constant */
-                    code?: "UNAUTHORIZED";
-                };
-            };
-        };
-        /** @description `FORBIDDEN`: the token's role does not allow this route. */
-        Forbidden: {
-            headers: {
-                [name: string]: unknown;
-            };
-            content: {
-                "application/json": components["schemas"]["Error"] & {
-                    /** @constant */
-                    code?: "FORBIDDEN";
-                };
-            };
-        };
-        /** @description `RATE_LIMITED`: too many requests from this token (or address), or AUTH_FAILURE_MAX failed token attempts from this address within the window (then, until it ends, every request of it that needs a token is refused, a valid token too); retry after Retry-After seconds. */
-        RateLimited: {
-            headers: {
-                /** @description Seconds to wait. */
-                "Retry-After"?: string;
-                [name: string]: unknown;
-            };
-            content: {
-                "application/json": components["schemas"]["Error"] & {
-                    /** @constant */
-                    code?: "RATE_LIMITED";
-                };
-            };
-        };
-        /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. */
-        ShuttingDown: {
-            headers: {
-                /** @description Seconds to wait (STORE_UNAVAILABLE). */
-                "Retry-After"?: string;
-                [name: string]: unknown;
-            };
-            content: {
-                "application/json": components["schemas"]["Error"] & {
-                    /** @enum {unknown} */
-                    code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE";
-                };
-            };
-        };
-    };
-    parameters: {
-        /** @description A plugin id (64 lowercase hex digits) or a name. Longer than 100 characters is `404 PLUGIN_NOT_FOUND`. */
-        PluginRef: string;
-    };
+    responses: never;
+    parameters: never;
     requestBodies: never;
     headers: never;
     pathItems: never;
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    getHealth: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Alive. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        status: "ok";
+                    };
+                };
+            };
+        };
+    };
+    getReadiness: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Ready; every check answered `ok`. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        status: "ok";
+                        checks: components["schemas"]["ReadinessChecks"];
+                    };
+                };
+            };
+            /** @description `NOT_READY` (the message and `checks` name the failing check; the reason is in the server log), or `SHUTTING_DOWN`. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "NOT_READY" | "SHUTTING_DOWN";
+                        checks?: components["schemas"]["ReadinessChecks"];
+                    };
+                };
+            };
+        };
+    };
+    getMetrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Metrics, text format 0.0.4. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
+                };
+            };
+            /** @description `UNAUTHORIZED`: tokens are configured and none (or an unknown one) was given. */
+            401: {
+                headers: {
+                    /** @description Bearer challenge. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "UNAUTHORIZED";
+                    };
+                };
+            };
+            /** @description `FORBIDDEN`: the token's role does not allow this route. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "FORBIDDEN";
+                    };
+                };
+            };
+            /** @description `RATE_LIMITED`: too many requests from this token (or address), or AUTH_FAILURE_MAX failed token attempts from this address within the window (then, until it ends, every request of it that needs a token is refused, a valid token too); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait. */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "RATE_LIMITED";
+                    };
+                };
+            };
+        };
+    };
+    getOpenApiYaml: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The OpenAPI document (YAML). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/yaml": string;
+                };
+            };
+            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait (STORE_UNAVAILABLE). */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE";
+                    };
+                };
+            };
+        };
+    };
+    getOpenApiJson: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The OpenAPI document. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        openapi: string;
+                        info: Record<string, never>;
+                        paths: Record<string, never>;
+                    };
+                };
+            };
+            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait (STORE_UNAVAILABLE). */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE";
+                    };
+                };
+            };
+        };
+    };
     listPlugins: {
         parameters: {
             query?: {
@@ -727,17 +801,67 @@ export interface operations {
                     };
                 };
             };
-            401: components["responses"]["Unauthorized"];
-            403: components["responses"]["Forbidden"];
-            429: components["responses"]["RateLimited"];
-            503: components["responses"]["ShuttingDown"];
+            /** @description `UNAUTHORIZED`: tokens are configured and none (or an unknown one) was given. */
+            401: {
+                headers: {
+                    /** @description Bearer challenge. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "UNAUTHORIZED";
+                    };
+                };
+            };
+            /** @description `FORBIDDEN`: the token's role does not allow this route. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "FORBIDDEN";
+                    };
+                };
+            };
+            /** @description `RATE_LIMITED`: too many requests from this token (or address), or AUTH_FAILURE_MAX failed token attempts from this address within the window (then, until it ends, every request of it that needs a token is refused, a valid token too); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait. */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait (STORE_UNAVAILABLE). */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE";
+                    };
+                };
+            };
         };
     };
     uploadPlugin: {
         parameters: {
             query?: {
                 /** @description Name for the plugin (raw uploads; in a form, the `name` field wins). */
-                name?: components["schemas"]["Name"];
+                name?: string;
             };
             header?: never;
             path?: never;
@@ -750,24 +874,22 @@ export interface operations {
                 "application/json": components["schemas"]["ExtismManifest"];
                 "multipart/form-data": {
                     /**
-                     * @description JSON text: an Extism manifest (`ExtismManifest`) instead of the part `file`; its `path`
-                     *     entries name further file parts of the form. Not together with `config` or `allowedHosts`.
+                     * @description JSON text: an Extism manifest (`ExtismManifest`) instead of the part `file`; its `path` entries name further file parts of the form. Not together with `config` or `allowedHosts`. A text field or a part of type application/json; empty means not given.
+                     * @default
                      */
                     manifest?: string;
                     /** @description The Wasm module, at most MAX_PLUGIN_BYTES (default 32 MiB). */
                     file?: string;
                     name?: components["schemas"]["Name"];
+                    /** @default  */
                     description?: string;
                     /**
-                     * @description JSON text: an object of string values, defaults merged under every call's config. A text
-                     *     field or a part of type application/json; empty means not given.
+                     * @description JSON text: an object of string values, defaults merged under every call's config. A text field or a part of type application/json; empty means not given.
                      * @example {"route":"https://jsonplaceholder.typicode.com/todos/1"}
                      */
                     config?: string;
                     /**
-                     * @description JSON text: an array of host patterns (grammar: `CallRequest.allowedHosts`), the egress
-                     *     allow-list when a call gives none. A text field or a part of type application/json;
-                     *     empty means not given.
+                     * @description JSON text: an array of host patterns (grammar: `CallRequest.allowedHosts`), the egress allow-list when a call gives none. A text field or a part of type application/json; empty means not given.
                      * @example ["jsonplaceholder.typicode.com"]
                      */
                     allowedHosts?: string;
@@ -775,12 +897,7 @@ export interface operations {
             };
         };
         responses: {
-            /**
-             * @description These bytes were already stored (the upload is idempotent): the existing record, unchanged
-             *     except that a `name` given with the upload is applied (moved to this plugin). The upload's
-             *     `description`, `config` and `allowedHosts` are ignored; to change them, delete the plugin
-             *     and upload it again.
-             */
+            /** @description These bytes were already stored (the upload is idempotent): the existing record, unchanged except that a `name` given with the upload is applied (moved to this plugin). The upload's `description`, `config` and `allowedHosts` are ignored; to change them, delete the plugin and upload it again. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -849,9 +966,44 @@ export interface operations {
                     };
                 };
             };
-            401: components["responses"]["Unauthorized"];
-            403: components["responses"]["Forbidden"];
-            408: components["responses"]["RequestTimeout"];
+            /** @description `UNAUTHORIZED`: tokens are configured and none (or an unknown one) was given. */
+            401: {
+                headers: {
+                    /** @description Bearer challenge. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "UNAUTHORIZED";
+                    };
+                };
+            };
+            /** @description `FORBIDDEN`: the token's role does not allow this route. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "FORBIDDEN";
+                    };
+                };
+            };
+            /** @description `REQUEST_TIMEOUT`: the body did not arrive within BODY_TIMEOUT_MS or at BODY_MIN_BYTES_PER_SECOND; nothing was stored and the upload slot is free again. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "REQUEST_TIMEOUT";
+                    };
+                };
+            };
             /** @description `PLUGIN_TOO_LARGE`: the module is larger than MAX_PLUGIN_BYTES. Refused as soon as the limit is passed (or at once from Content-Length); the rest of the body is not kept. */
             413: {
                 headers: {
@@ -859,7 +1011,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Error"] & {
-                        /** @constant */
+                        /** @enum {unknown} */
                         code?: "PLUGIN_TOO_LARGE";
                     };
                 };
@@ -871,13 +1023,37 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Error"] & {
-                        /** @constant */
+                        /** @enum {unknown} */
                         code?: "UNSUPPORTED_MEDIA_TYPE";
                     };
                 };
             };
-            429: components["responses"]["RateLimited"];
-            500: components["responses"]["StoreError"];
+            /** @description `RATE_LIMITED`: too many requests from this token (or address), or AUTH_FAILURE_MAX failed token attempts from this address within the window (then, until it ends, every request of it that needs a token is refused, a valid token too); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait. */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `STORE_ERROR`: the plugin store could not be written (disk full, permissions). */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "STORE_ERROR";
+                    };
+                };
+            };
             /** @description `OVERLOADED`: UPLOAD_CONCURRENCY uploads (default 2) are already in progress; nothing was read or stored, retry after Retry-After seconds. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached; nothing was stored, retry after Retry-After seconds. `SHUTTING_DOWN`: the server is shutting down. */
             503: {
                 headers: {
@@ -900,7 +1076,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description A plugin id (64 lowercase hex digits) or a name. Longer than 100 characters is `404 PLUGIN_NOT_FOUND`. */
-                id: components["parameters"]["PluginRef"];
+                id: string;
             };
             cookie?: never;
         };
@@ -915,12 +1091,84 @@ export interface operations {
                     "application/json": components["schemas"]["Plugin"];
                 };
             };
-            400: components["responses"]["MalformedPath"];
-            401: components["responses"]["Unauthorized"];
-            403: components["responses"]["Forbidden"];
-            404: components["responses"]["PluginNotFound"];
-            429: components["responses"]["RateLimited"];
-            503: components["responses"]["ShuttingDown"];
+            /** @description `INVALID_REQUEST`: the path is not valid percent-encoding (answered before tokens are checked). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "INVALID_REQUEST";
+                    };
+                };
+            };
+            /** @description `UNAUTHORIZED`: tokens are configured and none (or an unknown one) was given. */
+            401: {
+                headers: {
+                    /** @description Bearer challenge. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "UNAUTHORIZED";
+                    };
+                };
+            };
+            /** @description `FORBIDDEN`: the token's role does not allow this route. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "FORBIDDEN";
+                    };
+                };
+            };
+            /** @description `PLUGIN_NOT_FOUND`: no plugin has this id or name. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "PLUGIN_NOT_FOUND";
+                    };
+                };
+            };
+            /** @description `RATE_LIMITED`: too many requests from this token (or address), or AUTH_FAILURE_MAX failed token attempts from this address within the window (then, until it ends, every request of it that needs a token is refused, a valid token too); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait. */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait (STORE_UNAVAILABLE). */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE";
+                    };
+                };
+            };
         };
     };
     deletePlugin: {
@@ -929,7 +1177,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description A plugin id (64 lowercase hex digits) or a name. Longer than 100 characters is `404 PLUGIN_NOT_FOUND`. */
-                id: components["parameters"]["PluginRef"];
+                id: string;
             };
             cookie?: never;
         };
@@ -942,10 +1190,56 @@ export interface operations {
                 };
                 content?: never;
             };
-            400: components["responses"]["MalformedPath"];
-            401: components["responses"]["Unauthorized"];
-            403: components["responses"]["Forbidden"];
-            404: components["responses"]["PluginNotFound"];
+            /** @description `INVALID_REQUEST`: the path is not valid percent-encoding (answered before tokens are checked). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "INVALID_REQUEST";
+                    };
+                };
+            };
+            /** @description `UNAUTHORIZED`: tokens are configured and none (or an unknown one) was given. */
+            401: {
+                headers: {
+                    /** @description Bearer challenge. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "UNAUTHORIZED";
+                    };
+                };
+            };
+            /** @description `FORBIDDEN`: the token's role does not allow this route. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "FORBIDDEN";
+                    };
+                };
+            };
+            /** @description `PLUGIN_NOT_FOUND`: no plugin has this id or name. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "PLUGIN_NOT_FOUND";
+                    };
+                };
+            };
             /** @description `PLUGIN_IN_USE`: stored manifests name this module; `referrers` lists their ids. Delete them first. */
             409: {
                 headers: {
@@ -953,15 +1247,52 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Error"] & {
-                        /** @constant */
+                        /** @enum {unknown} */
                         code?: "PLUGIN_IN_USE";
                         referrers: string[];
                     };
                 };
             };
-            429: components["responses"]["RateLimited"];
-            500: components["responses"]["StoreError"];
-            503: components["responses"]["ShuttingDown"];
+            /** @description `RATE_LIMITED`: too many requests from this token (or address), or AUTH_FAILURE_MAX failed token attempts from this address within the window (then, until it ends, every request of it that needs a token is refused, a valid token too); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait. */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `STORE_ERROR`: the plugin store could not be written (disk full, permissions). */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "STORE_ERROR";
+                    };
+                };
+            };
+            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait (STORE_UNAVAILABLE). */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE";
+                    };
+                };
+            };
         };
     };
     downloadPlugin: {
@@ -969,21 +1300,17 @@ export interface operations {
             query?: never;
             header?: {
                 /** @description An ETag seen before (`"<id>"`): answered with 304 when it still matches. */
-                "If-None-Match"?: string;
+                "if-none-match"?: string;
             };
             path: {
                 /** @description A plugin id (64 lowercase hex digits) or a name. Longer than 100 characters is `404 PLUGIN_NOT_FOUND`. */
-                id: components["parameters"]["PluginRef"];
+                id: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /**
-             * @description The module as uploaded, streamed (a manifest plugin: its canonical manifest, JSON). The bytes are checked against the id as they are read:
-             *     bytes damaged on disk end the response before its last chunk (short of Content-Length), so
-             *     a client never gets them whole under the id's ETag.
-             */
+            /** @description The module as uploaded, streamed (a manifest plugin: its canonical manifest, JSON). The bytes are checked against the id as they are read: bytes damaged on disk end the response before its last chunk (short of Content-Length), so a client never gets them whole under the id's ETag. */
             200: {
                 headers: {
                     /** @description The id, quoted. */
@@ -1006,11 +1333,70 @@ export interface operations {
                 };
                 content?: never;
             };
-            400: components["responses"]["MalformedPath"];
-            401: components["responses"]["Unauthorized"];
-            403: components["responses"]["Forbidden"];
-            404: components["responses"]["PluginNotFound"];
-            429: components["responses"]["RateLimited"];
+            /** @description `INVALID_REQUEST`: the path is not valid percent-encoding (answered before tokens are checked). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "INVALID_REQUEST";
+                    };
+                };
+            };
+            /** @description `UNAUTHORIZED`: tokens are configured and none (or an unknown one) was given. */
+            401: {
+                headers: {
+                    /** @description Bearer challenge. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "UNAUTHORIZED";
+                    };
+                };
+            };
+            /** @description `FORBIDDEN`: the token's role does not allow this route. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "FORBIDDEN";
+                    };
+                };
+            };
+            /** @description `PLUGIN_NOT_FOUND`: no plugin has this id or name. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "PLUGIN_NOT_FOUND";
+                    };
+                };
+            };
+            /** @description `RATE_LIMITED`: too many requests from this token (or address), or AUTH_FAILURE_MAX failed token attempts from this address within the window (then, until it ends, every request of it that needs a token is refused, a valid token too); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait. */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "RATE_LIMITED";
+                    };
+                };
+            };
             /** @description `STORE_ERROR`: the plugin is stored but its bytes are missing from `DATA_DIR`; uploading them again repairs it. */
             500: {
                 headers: {
@@ -1018,12 +1404,25 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Error"] & {
-                        /** @constant */
+                        /** @enum {unknown} */
                         code?: "STORE_ERROR";
                     };
                 };
             };
-            503: components["responses"]["ShuttingDown"];
+            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait (STORE_UNAVAILABLE). */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE";
+                    };
+                };
+            };
         };
     };
     callPlugin: {
@@ -1032,7 +1431,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description A plugin id (64 lowercase hex digits) or a name. Longer than 100 characters is `404 PLUGIN_NOT_FOUND`. */
-                id: components["parameters"]["PluginRef"];
+                id: string;
             };
             cookie?: never;
         };
@@ -1063,8 +1462,32 @@ export interface operations {
                     };
                 };
             };
-            401: components["responses"]["Unauthorized"];
-            403: components["responses"]["Forbidden"];
+            /** @description `UNAUTHORIZED`: tokens are configured and none (or an unknown one) was given. */
+            401: {
+                headers: {
+                    /** @description Bearer challenge. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "UNAUTHORIZED";
+                    };
+                };
+            };
+            /** @description `FORBIDDEN`: the token's role does not allow this route. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "FORBIDDEN";
+                    };
+                };
+            };
             /** @description `PLUGIN_NOT_FOUND`, or `FUNCTION_NOT_FOUND` (the message and `exports` list what can be called). */
             404: {
                 headers: {
@@ -1084,7 +1507,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["CallError"] & {
-                        /** @constant */
+                        /** @enum {unknown} */
                         code?: "REQUEST_TIMEOUT";
                     };
                 };
@@ -1108,7 +1531,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["CallError"] & {
-                        /** @constant */
+                        /** @enum {unknown} */
                         code?: "UNSUPPORTED_MEDIA_TYPE";
                     };
                 };
@@ -1134,7 +1557,20 @@ export interface operations {
                     };
                 };
             };
-            429: components["responses"]["RateLimited"];
+            /** @description `RATE_LIMITED`: too many requests from this token (or address), or AUTH_FAILURE_MAX failed token attempts from this address within the window (then, until it ends, every request of it that needs a token is refused, a valid token too); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait. */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "RATE_LIMITED";
+                    };
+                };
+            };
             /**
              * @description `INTERNAL_ERROR`: the worker running the call died (crashed, or exited) for a reason other
              *     than the call's deadline; the pool replaces it. The call is not retried (it may have had
@@ -1186,52 +1622,6 @@ export interface operations {
             };
         };
     };
-    getOpenApiYaml: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description The OpenAPI document (YAML). */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/yaml": string;
-                };
-            };
-            503: components["responses"]["ShuttingDown"];
-        };
-    };
-    getOpenApiJson: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description The OpenAPI document. */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": {
-                        openapi: string;
-                        info: Record<string, never>;
-                        paths: Record<string, never>;
-                    };
-                };
-            };
-            503: components["responses"]["ShuttingDown"];
-        };
-    };
     getDocs: {
         parameters: {
             query?: never;
@@ -1250,90 +1640,20 @@ export interface operations {
                     "text/html": string;
                 };
             };
-            503: components["responses"]["ShuttingDown"];
-        };
-    };
-    getHealth: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Alive. */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": {
-                        /** @constant */
-                        status: "ok";
-                    };
-                };
-            };
-        };
-    };
-    getReadiness: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Ready; every check answered `ok`. */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": {
-                        /** @constant */
-                        status: "ok";
-                        checks: components["schemas"]["ReadinessChecks"];
-                    };
-                };
-            };
-            /** @description `NOT_READY` (the message and `checks` name the failing check; the reason is in the server log), or `SHUTTING_DOWN`. */
+            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. */
             503: {
                 headers: {
+                    /** @description Seconds to wait (STORE_UNAVAILABLE). */
+                    "Retry-After"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"] & {
                         /** @enum {unknown} */
-                        code?: "NOT_READY" | "SHUTTING_DOWN";
-                        checks?: components["schemas"]["ReadinessChecks"];
+                        code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE";
                     };
                 };
             };
-        };
-    };
-    getMetrics: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Metrics, text format 0.0.4. */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "text/plain": string;
-                };
-            };
-            401: components["responses"]["Unauthorized"];
-            403: components["responses"]["Forbidden"];
-            429: components["responses"]["RateLimited"];
         };
     };
 }

@@ -3,44 +3,13 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { AppError } from '../errors.ts';
-import type { PluginManifest } from '../manifest.ts';
+import type { PluginMeta } from './plugin-record.ts';
 
-/** A plugin id: the lowercase hex sha256 of its bytes (names never look like one). */
-export const ID_PATTERN = /^[0-9a-f]{64}$/;
+export { ID_PATTERN, type PluginImport, type PluginMeta } from './plugin-record.ts';
 
 /** The id of these bytes (content addressing). */
 export function pluginIdOf(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
-}
-
-export interface PluginImport {
-  module: string;
-  name: string;
-}
-
-export interface PluginMeta {
-  /** Lowercase hex sha256 of the Wasm bytes: content-addressed and immutable. */
-  id: string;
-  /** Movable alias pointing at the newest upload that carried it. */
-  name: string | null;
-  description: string;
-  size: number;
-  /** ISO 8601. */
-  createdAt: string;
-  /** Exported function names (what a caller may call). */
-  exports: string[];
-  imports: PluginImport[];
-  /** Imports wasi_snapshot_preview1: WASI is enabled for its calls. */
-  wasi: boolean;
-  /** Defaults merged under each call's config. */
-  config: Record<string, string>;
-  /** Default egress allow-list when a call gives none. */
-  allowedHosts: string[];
-  /**
-   * Present on a plugin made from an Extism manifest (its bytes are the manifest's canonical JSON):
-   * the stored modules it runs and the limits it sets. Exports, imports and wasi are its main module's.
-   */
-  manifest?: PluginManifest;
 }
 
 /** The stored module a call runs: a manifest's main module, else the plugin itself. */
