@@ -329,6 +329,15 @@ describe('malformed uploads', () => {
     expect(await listedByName('from-query')).toEqual([]);
   });
 
+  it('takes the form field name when the query name is empty (a cleared input), 201', async () => {
+    const body = form([
+      { name: 'name', value: 'form-wins' },
+      { name: 'file', value: await wat(tinyPluginWat(++plugins)), filename: 'a.wasm' },
+    ]);
+    const res = await upload(body, 'multipart/form-data; boundary=wasmhost-boundary', '?name=');
+    expect([res.status, ((await res.json()) as { name: string }).name]).toEqual([201, 'form-wins']);
+  });
+
   it('answers a form config of 300 keys with 400 INVALID_CONFIG naming CONFIG_MAX_KEYS', async () => {
     const config = JSON.stringify(Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`k${i}`, 'v'])));
     const body = form([

@@ -283,9 +283,11 @@ async function readForm(
     // @fastify/multipart already parses fields sent as application/json; keep one representation.
     setField(part.fieldname, typeof part.value === 'string' ? part.value : JSON.stringify(part.value));
   }
-  // An empty field is a field not given, like config's and allowedHosts'.
+  // An empty field is a field not given, like config's and allowedHosts' (a form sends its cleared
+  // inputs; the query's too).
   const formName = fields.get('name') || undefined;
-  if (formName !== undefined && query.name !== undefined)
+  const queryName = query.name || undefined;
+  if (formName !== undefined && queryName !== undefined)
     throw new AppError('INVALID_REQUEST', 'the name is given twice (form field "name" and query "name"): give it once');
   // An empty field is a field not given (a form's cleared input, as Swagger UI sends one).
   const manifest = fields.get('manifest') || undefined;
@@ -300,7 +302,7 @@ async function readForm(
       kind: 'manifest',
       manifest: parseManifestText(manifest),
       parts: others,
-      name: parseName(formName ?? query.name),
+      name: parseName(formName ?? queryName),
       description: parseDescription(fields.get('description')),
     };
   }
@@ -309,7 +311,7 @@ async function readForm(
     throw new AppError('INVALID_REQUEST', `unexpected file part "${first}": send the Wasm module in the part "file"`);
   }
   const input = {
-    name: parseName(formName ?? query.name),
+    name: parseName(formName ?? queryName),
     description: parseDescription(fields.get('description')),
     config: parseConfig(fields.get('config'), configLimits),
     allowedHosts: parseAllowedHosts(fields.get('allowedHosts')),
