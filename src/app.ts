@@ -5,6 +5,7 @@ import type { Config } from './config.ts';
 import { installAccessControl } from './api/auth.ts';
 import { docsRoutes } from './api/docs.ts';
 import { openApiPlugin } from './api/openapi.ts';
+import { routePolicyPlugin } from './api/route-policy.ts';
 import { playgroundRoutes } from './api/playground.ts';
 import { frameworkErrorHandler, installErrorHandler } from './api/error-handler.ts';
 import { Lifecycle, installLifecycle } from './api/lifecycle.ts';
@@ -13,7 +14,7 @@ import { clientErrorHandler, installSlowClientLimits } from './api/slow-clients.
 import { RequestLogController, genRequestId, installTelemetry, loggerOptions } from './api/telemetry.ts';
 import { ServiceMetrics, pluginLabel } from './metrics.ts';
 import { pluginRoutes } from './api/plugins.ts';
-import { callErrorDefaults, callRoutes } from './api/call.ts';
+import { callRoutes, isCallPath } from './api/call.ts';
 import { CallEngine } from './engine/engine.ts';
 import { ModuleCache } from './engine/compile/module-cache.ts';
 import { ModulePreparer } from './engine/compile/prepare.ts';
@@ -43,7 +44,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     return503OnClosing: false,
     bodyLimit: 1024 * 1024,
     // A malformed path or an over-long id answers in our error shape (see frameworkErrorHandler).
-    frameworkErrors: frameworkErrorHandler(callErrorDefaults),
+    frameworkErrors: frameworkErrorHandler(isCallPath),
     // Malformed requests and headers past HEADERS_TIMEOUT_MS answer in our error shape too.
     clientErrorHandler: clientErrorHandler(config.requests),
     // Unknown fields in a body are an error (schemas say additionalProperties: false), never dropped; a
@@ -52,6 +53,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
   });
   if (options.onRoute) app.addHook('onRoute', options.onRoute);
+  // First: it sees every route, and refuses to start when one declares no access level.
+  await app.register(routePolicyPlugin);
   installErrorHandler(app);
   installSlowClientLimits(app, config.requests);
 

@@ -1,5 +1,6 @@
 // Operability without the call engine: health and readiness, request ids, access tokens, rate limits,
 // the /metrics exposition, and secrets kept out of the logs. Real servers on 127.0.0.1.
+import { ROUTE_POLICIES } from '../src/api/route-policy.ts';
 import { timingSafeEqual } from 'node:crypto';
 import { rename, rm, writeFile } from 'node:fs/promises';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -154,7 +155,8 @@ describe('error logs', () => {
     const app = await buildApp(loadConfig({ DATA_DIR: dataDir, LOG_LEVEL: 'info' }), { logStream: logs.stream });
     try {
       // What the engine throws when a worker is lost mid-call: an INTERNAL_ERROR carrying the call's logs and egress.
-      app.get('/test-only/internal-error', async () => {
+      // Routes declare their policy or the app does not start.
+      app.get('/test-only/internal-error', { config: { policy: ROUTE_POLICIES.open } }, async () => {
         throw new AppError('INTERNAL_ERROR', 'the worker running the call was lost', {
           cause: new Error('worker exited with code 1'),
           details: {

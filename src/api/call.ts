@@ -8,6 +8,7 @@ import type { CallEngine } from '../engine/engine.ts';
 import { resolveLimits } from '../engine/limits.ts';
 import { checkConfigSize } from './config-size.ts';
 import { CallRequestSchema, CallResponseSchema, PluginRefParams, PROTECTED_ROUTE_ERRORS, errorResponse, ref } from './schemas.ts';
+import { ROUTE_POLICIES } from './route-policy.ts';
 import { reportCall, reportFromDetails } from './telemetry.ts';
 
 /** A documented error answer of a call: the CallError shape (with logs and egress). */
@@ -120,12 +121,11 @@ disk); nothing ran. Uploading the same bytes again repairs the stored copy.`,
   },
 };
 
-const CALL_ERROR_DEFAULTS = Object.freeze({ logs: [], logsTruncated: false, egress: [] });
 const CALL_PATH = /^\/plugins\/[^/]*\/call\/?$/;
 
-/** For errors answered before routing (api/error-handler.ts frameworkErrorHandler): a call's errors carry logs and egress. */
-export function callErrorDefaults(method: string, path: string): Readonly<Record<string, unknown>> | undefined {
-  return method === 'POST' && CALL_PATH.test(path) ? CALL_ERROR_DEFAULTS : undefined;
+/** For errors answered before routing (api/error-handler.ts frameworkErrorHandler), when there is no route policy yet. */
+export function isCallPath(method: string, path: string): boolean {
+  return method === 'POST' && CALL_PATH.test(path);
 }
 
 export interface CallRoutesOptions {
@@ -168,8 +168,7 @@ export async function callRoutes(root: FastifyInstance, opts: CallRoutesOptions)
     '/plugins/:id/call',
     {
       bodyLimit: callBodyLimit(maxInputBytes, config.pluginConfig.maxBytes),
-      // Every answer of a call carries logs and egress, even when the call never started.
-      config: { tooLargeCode: 'INPUT_TOO_LARGE', errorDefaults: CALL_ERROR_DEFAULTS },
+      config: { policy: ROUTE_POLICIES.call, tooLargeCode: 'INPUT_TOO_LARGE' },
       onRequest: requireJson,
       schema: CALL_SCHEMA,
     },

@@ -4,6 +4,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import { Type } from 'typebox';
 import { openApiYaml } from './openapi.ts';
+import { ROUTE_POLICIES, policyForRoutes } from './route-policy.ts';
 import { ShuttingDown } from './schemas.ts';
 
 /** CSP hash of the <style> element swagger-ui-bundle.js (as @fastify/swagger-ui 6 ships it) inserts. */
@@ -16,6 +17,8 @@ const OpenApiJsonSchema = Type.Object({
 });
 
 export async function docsRoutes(app: FastifyInstance): Promise<void> {
+  // The document and Swagger UI's pages and assets are open to everyone.
+  policyForRoutes(app, ROUTE_POLICIES.open);
   await app.register(swaggerUi, {
     routePrefix: '/docs',
     staticCSP: true,

@@ -4,6 +4,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { AppError, type AppErrorOptions, type ErrorCode, isAppError } from '../errors.ts';
 import type { Static } from 'typebox';
 import { statusOf } from './error-status.ts';
+import { routePolicy } from './route-policy.ts';
 import type { ErrorSchema } from './schemas.ts';
 
 /** The error shape (api/schemas.ts), with a code from the catalogue. */
@@ -58,8 +59,18 @@ export function fromFastifyError(err: FastifyError, request: FastifyRequest): Ap
   return new AppError('INTERNAL_ERROR', 'internal server error', { cause: err });
 }
 
-/** Extra fields an error answered before routing carries on a given path (the call route: empty logs and egress). */
-export type PathErrorDefaults = (method: string, path: string) => Readonly<Record<string, unknown>> | undefined;
+/**
+ * Every answer of a call carries its logs and egress audit: an error of a call has them from the engine,
+ * or, when the call never ran, empty ones from here (the one place that adds them).
+ */
+const CALL_ERROR_DEFAULTS = Object.freeze({ logs: [], logsTruncated: false, egress: [] });
+
+function answerOf(body: ErrorBody, isCall: boolean): ErrorBody {
+  return isCall ? { ...CALL_ERROR_DEFAULTS, ...body } : body;
+}
+
+/** Whether a request not routed yet is a call (by its method and path). */
+export type IsCallPath = (method: string, path: string) => boolean;
 
 /**
  * Fastify's `frameworkErrors`: errors found while routing, before any hook or route runs (so before
@@ -67,7 +78,7 @@ export type PathErrorDefaults = (method: string, path: string) => Readonly<Recor
  * 400 INVALID_REQUEST; a path parameter over maxParamLength is 404 PLUGIN_NOT_FOUND, the answer for any
  * unknown plugin, as no id (64 hex) or name (at most 63 characters) is that long.
  */
-export function frameworkErrorHandler(defaultsFor: PathErrorDefaults) {
+export function frameworkErrorHandler(isCallPath: IsCallPath) {
   return (err: FastifyError, request: FastifyRequest, reply: FastifyReply): void => {
     const path = request.raw.url?.split('?')[0] ?? '';
     const appError =
@@ -77,7 +88,6 @@ export function frameworkErrorHandler(defaultsFor: PathErrorDefaults) {
           ? new AppError('INVALID_REQUEST', 'the URL path is not valid (malformed percent-encoding)')
           : new AppError('INTERNAL_ERROR', 'internal server error', { cause: err });
     if (appError.code === 'INTERNAL_ERROR') request.log.error({ err }, 'unhandled error');
-    const defaults = defaultsFor(request.method, path);
     const body = errorBody(appError);
     request.log.info(
       { method: request.method, route: null, url: request.raw.url, statusCode: body.statusCode, code: appError.code },
@@ -86,7 +96,7 @@ export function frameworkErrorHandler(defaultsFor: PathErrorDefaults) {
     void reply
       .code(body.statusCode)
       .header('x-request-id', request.id)
-      .send(defaults ? { ...defaults, ...body } : body);
+      .send(answerOf(body, isCallPath(request.method, path)));
   };
 }
 
@@ -98,7 +108,6 @@ export function installErrorHandler(app: FastifyInstance): void {
       request.log.error({ err }, 'unhandled error');
     }
     const body = errorBody(appError);
-    const defaults = request.routeOptions.config?.errorDefaults;
     // A route may fail after it began another kind of answer (a download whose bytes turn out damaged
     // as the stream starts): those headers describe a body that is not sent.
     for (const header of ['content-length', 'content-disposition', 'etag', 'cache-control']) reply.removeHeader(header);
@@ -109,7 +118,7 @@ export function installErrorHandler(app: FastifyInstance): void {
       .type('application/json; charset=utf-8')
       .headers(errorHeaders(appError))
       .serializer(JSON.stringify)
-      .send(defaults ? { ...defaults, ...body } : body);
+      .send(answerOf(body, routePolicy(request).kind === 'call'));
   });
   app.setNotFoundHandler((request, reply) => {
     const err = new AppError('NOT_FOUND', `route ${request.method} ${request.url} not found`);
@@ -124,7 +133,5 @@ declare module 'fastify' {
     tooLargeCode?: ErrorCode;
     /** Message answered with `tooLargeCode` (default: Fastify's). */
     tooLargeMessage?: string;
-    /** Fields every error of this route carries, under the error's own (the call route: empty logs and egress). */
-    errorDefaults?: Readonly<Record<string, unknown>>;
   }
 }

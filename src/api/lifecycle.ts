@@ -87,11 +87,11 @@ export function installLifecycle(app: FastifyInstance, lifecycle: Lifecycle): vo
   // `done` hooks, not async ones: they run on every request (see telemetry.ts).
   app.addHook('onRequest', (request, reply, done) => {
     const policy = routePolicy(request);
-    if (lifecycle.shuttingDown && !policy.ops) {
+    if (lifecycle.shuttingDown && policy.kind !== 'ops') {
       done(shuttingDownError('the server is shutting down and takes no new requests'));
       return;
     }
-    if (policy.call) lifecycle.track(reply);
+    if (policy.kind === 'call') lifecycle.track(reply);
     done();
   });
   app.addHook('onSend', (_request, reply, payload, done) => {

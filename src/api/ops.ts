@@ -5,7 +5,7 @@ import { Type } from 'typebox';
 import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
 import type { ServiceMetrics } from '../metrics.ts';
-import { routePolicy } from './route-policy.ts';
+import { ROUTE_POLICIES, routePolicy } from './route-policy.ts';
 import { ReadinessChecksSchema, errorResponse, Forbidden, RateLimited, ref, Unauthorized } from './schemas.ts';
 
 /** Throws (or rejects) when the dependency it checks is not usable. */
@@ -141,9 +141,9 @@ METRICS_TOKEN is set: then it needs that token (or an \`admin\` token).`,
 };
 
 export async function opsRoutes(app: FastifyInstance, { metrics, readiness }: OpsRoutesOptions): Promise<void> {
-  app.get('/healthz', { schema: HEALTH_SCHEMA }, async () => ({ status: 'ok' }));
+  app.get('/healthz', { schema: HEALTH_SCHEMA, config: { policy: ROUTE_POLICIES.ops } }, async () => ({ status: 'ok' }));
 
-  app.get('/readyz', { schema: READINESS_SCHEMA }, async (request, reply) => {
+  app.get('/readyz', { schema: READINESS_SCHEMA, config: { policy: ROUTE_POLICIES.ops } }, async (request, reply) => {
     if (app.lifecycle.shuttingDown) {
       throw new AppError('SHUTTING_DOWN', 'not ready: the server is shutting down', { details: { checks: {} } });
     }
@@ -156,7 +156,7 @@ export async function opsRoutes(app: FastifyInstance, { metrics, readiness }: Op
     return reply.send({ status: 'ok', checks: result.checks });
   });
 
-  app.get('/metrics', { schema: METRICS_SCHEMA }, async (_request, reply) => {
+  app.get('/metrics', { schema: METRICS_SCHEMA, config: { policy: ROUTE_POLICIES.metrics } }, async (_request, reply) => {
     const text = await metrics.render();
     return reply.type(metrics.registry.contentType).send(text);
   });
@@ -171,7 +171,7 @@ export async function installLoadShedding(app: FastifyInstance, config: Config):
     sampleInterval: 500,
     // Only new calls are shed: health, metrics and plugin management keep answering.
     pressureHandler: async (request, _reply, type, value) => {
-      if (!routePolicy(request).call) return;
+      if (routePolicy(request).kind !== 'call') return;
       throw new AppError('UNDER_PRESSURE', `the server is under pressure (${type}: ${Math.round(Number(value))}), retry later`, {
         retryAfterMs: UNDER_PRESSURE_RETRY_AFTER_MS,
       });

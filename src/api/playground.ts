@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import fastifyStatic from '@fastify/static';
 import type { FastifyInstance } from 'fastify';
 import { AppError } from '../errors.ts';
+import { ROUTE_POLICIES, policyForRoutes } from './route-policy.ts';
 
 /** playground/dist at the repo root; from the built dist/api/ it is two levels up as well. */
 export const PLAYGROUND_DIR = fileURLToPath(new URL('../../playground/dist', import.meta.url));
@@ -45,6 +46,8 @@ export async function playgroundRoutes(app: FastifyInstance, options: Playground
   // Read once at start: the page is small and never changes while the service runs.
   const index = existsSync(indexFile) ? readFileSync(indexFile, 'utf8') : null;
 
+  // The page and its assets hold no data (the page asks for a token itself): open to everyone.
+  policyForRoutes(app, ROUTE_POLICIES.open);
   // Encapsulated: these headers go on the playground's answers only, not on the API's.
   app.addHook('onSend', async (_request, reply, payload) => {
     void reply.headers(SECURITY_HEADERS);

@@ -14,6 +14,7 @@ import { canonicalManifest, mainIndex, parseManifest, type ManifestModule } from
 import { ID_PATTERN, NAME_PATTERN } from '../store/plugin-record.ts';
 import { pluginIdOf, type PluginImport, type PluginMeta } from '../store/store.ts';
 import { configForCaller } from './auth.ts';
+import { ROUTE_POLICIES } from './route-policy.ts';
 import { checkConfigSize } from './config-size.ts';
 import {
   ExtismManifestSchema,
@@ -740,6 +741,7 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
     {
       bodyLimit: maxPluginBytes,
       config: {
+        policy: ROUTE_POLICIES.upload,
         tooLargeCode: 'PLUGIN_TOO_LARGE',
         tooLargeMessage: tooLarge(maxPluginBytes).message,
         swaggerTransform: ({ schema, url }) => ({ schema: { ...schema, body: UPLOAD_BODY }, url }),
@@ -883,7 +885,7 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
     return meta;
   };
 
-  app.get('/plugins', { schema: LIST_SCHEMA }, async (request) => {
+  app.get('/plugins', { schema: LIST_SCHEMA, config: { policy: ROUTE_POLICIES.read } }, async (request) => {
     const { name, cursor } = request.query;
     const limit = listLimit(request.query.limit);
     const page = await store.list({ name, limit, cursor });
@@ -893,12 +895,12 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
     };
   });
 
-  app.get('/plugins/:id', { schema: DESCRIBE_SCHEMA }, async (request) => {
+  app.get('/plugins/:id', { schema: DESCRIBE_SCHEMA, config: { policy: ROUTE_POLICIES.read } }, async (request) => {
     const meta = await resolve(request.params.id);
     return { ...meta, config: configForCaller(request, meta.config) };
   });
 
-  app.get('/plugins/:id/wasm', { schema: DOWNLOAD_SCHEMA }, async (request, reply) => {
+  app.get('/plugins/:id/wasm', { schema: DOWNLOAD_SCHEMA, config: { policy: ROUTE_POLICIES.read } }, async (request, reply) => {
     const meta = await resolve(request.params.id);
     const etag = `"${meta.id}"`;
     // By id the bytes never change; by name they may move to another upload.
@@ -925,7 +927,7 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
       .send(blob.stream);
   });
 
-  app.delete('/plugins/:id', { schema: DELETE_SCHEMA }, async (request, reply) => {
+  app.delete('/plugins/:id', { schema: DELETE_SCHEMA, config: { policy: ROUTE_POLICIES.admin } }, async (request, reply) => {
     const deleted = await storeDelete(request.params.id);
     if (!deleted) throw notFound(request.params.id);
     moduleCache.delete(deleted.id);

@@ -1,5 +1,9 @@
-// Who may use each route and which operational rules apply to it, in one table.
-import type { FastifyRequest } from 'fastify';
+// Each route declares who may use it and which operational rules apply to it, in its own options
+// (`config: { policy }`). A route without one stops the server at start (fail closed). Routes that
+// other plugins register (Swagger UI's pages, the playground's files) get theirs from the context
+// that registers them (policyForRoutes).
+import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify';
+import fp from 'fastify-plugin';
 
 /** `open`: anyone; `metrics`: METRICS_TOKEN when set; `invoke` and `admin`: token roles (admin ⊃ invoke). */
 export type Access = 'open' | 'metrics' | 'invoke' | 'admin';
@@ -8,50 +12,61 @@ export interface RoutePolicy {
   access: Access;
   /** Rate-limit bucket (per token, or per client address when the service runs open); null: none. */
   rateLimit: 'call' | 'upload' | null;
-  /** A plugin call: shed under pressure, counted and logged with its report, drained at shutdown. */
-  call: boolean;
-  /** Health and metrics: logged at debug, still answered while shutting down. */
-  ops: boolean;
+  /**
+   * `call`: a plugin call (shed under pressure, counted and logged with its report, drained at
+   * shutdown); `ops`: health and metrics (logged at debug, still answered while shutting down).
+   */
+  kind: 'call' | 'ops' | 'other';
 }
 
-const OPS: RoutePolicy = { access: 'open', rateLimit: null, call: false, ops: true };
-const DOCS: RoutePolicy = { access: 'open', rateLimit: null, call: false, ops: false };
-const READ: RoutePolicy = { access: 'invoke', rateLimit: null, call: false, ops: false };
-/** Routes nobody listed here: admin only (fail closed). */
-const UNLISTED: RoutePolicy = { access: 'admin', rateLimit: null, call: false, ops: false };
+export const ROUTE_POLICIES = {
+  /** Health and readiness. */
+  ops: { access: 'open', rateLimit: null, kind: 'ops' },
+  metrics: { access: 'metrics', rateLimit: null, kind: 'ops' },
+  /** The document, Swagger UI and the playground: no data. */
+  open: { access: 'open', rateLimit: null, kind: 'other' },
+  read: { access: 'invoke', rateLimit: null, kind: 'other' },
+  upload: { access: 'admin', rateLimit: 'upload', kind: 'other' },
+  admin: { access: 'admin', rateLimit: null, kind: 'other' },
+  call: { access: 'invoke', rateLimit: 'call', kind: 'call' },
+} as const satisfies Record<string, RoutePolicy>;
+
 /** No route matched: there is nothing to protect, and the 404 says so. */
-const NOT_FOUND: RoutePolicy = { access: 'open', rateLimit: null, call: false, ops: false };
+const NOT_FOUND: RoutePolicy = ROUTE_POLICIES.open;
 
-const ROUTES = new Map<string, RoutePolicy>([
-  ['GET /healthz', OPS],
-  ['GET /readyz', OPS],
-  ['GET /metrics', { ...OPS, access: 'metrics' }],
-  ['GET /openapi.yaml', DOCS],
-  ['GET /openapi.json', DOCS],
-  ['GET /plugins', READ],
-  ['GET /plugins/:id', READ],
-  ['GET /plugins/:id/wasm', READ],
-  ['POST /plugins', { access: 'admin', rateLimit: 'upload', call: false, ops: false }],
-  ['DELETE /plugins/:id', { access: 'admin', rateLimit: null, call: false, ops: false }],
-  ['POST /plugins/:id/call', { access: 'invoke', rateLimit: 'call', call: true, ops: false }],
-]);
-
-/** The policy of the request's route, worked out once per request (every hook asks; routeOptions builds an object per read). */
+/** The policy of the request's route, read once per request (every hook asks; routeOptions builds an object per read). */
 export function routePolicy(request: FastifyRequest): RoutePolicy {
-  return (request.routePolicy ??= policyOf(request));
+  return (request.routePolicy ??= request.routeOptions.config.policy ?? NOT_FOUND);
 }
 
-function policyOf(request: FastifyRequest): RoutePolicy {
-  const url = request.routeOptions.url;
-  if (url === undefined) return NOT_FOUND;
-  if (url === '/docs' || url.startsWith('/docs/')) return DOCS;
-  // The playground page and its assets (api/playground.ts): no data, the page asks for a token itself.
-  if (url === '/' || url.startsWith('/playground/')) return DOCS;
-  const method = request.method === 'HEAD' ? 'GET' : request.method;
-  return ROUTES.get(`${method} ${url}`) ?? UNLISTED;
+/** Gives the routes registered in this context (and its children) that declare no policy this one. */
+export function policyForRoutes(app: FastifyInstance, policy: RoutePolicy): void {
+  app.addHook('onRoute', (route) => {
+    if (route.config?.policy === undefined) route.config = { ...route.config, policy };
+  });
 }
+
+/** Registered before every route: at ready, a route without a declared access level is an error. */
+async function routePolicies(app: FastifyInstance): Promise<void> {
+  app.decorateRequest('routePolicy', null);
+  const routes: RouteOptions[] = [];
+  app.addHook('onRoute', (route) => void routes.push(route));
+  app.addHook('onReady', async () => {
+    const undeclared = routes.filter((route) => route.config?.policy?.access === undefined);
+    if (undeclared.length > 0) {
+      const names = undeclared.map((route) => `${String(route.method)} ${route.url}`).join(', ');
+      throw new Error(`routes without a declared access level (config.policy): ${names}`);
+    }
+  });
+}
+
+export const routePolicyPlugin = fp(routePolicies, { name: 'route-policy' });
 
 declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Who may use the route and which operational rules apply to it (required: see routePolicyPlugin). */
+    policy?: RoutePolicy;
+  }
   interface FastifyRequest {
     /** Cache of routePolicy(request); null until first asked. */
     routePolicy: RoutePolicy | null;

@@ -105,7 +105,7 @@ export class RequestLogController extends LogController {
 
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
     const policy = routePolicy(request);
-    const level = policy.ops && reply.statusCode < 500 ? 'debug' : error || reply.statusCode >= 500 ? 'warn' : 'info';
+    const level = policy.kind === 'ops' && reply.statusCode < 500 ? 'debug' : error || reply.statusCode >= 500 ? 'warn' : 'info';
     // The line is built only when it is written (Fastify's request loggers are pino's).
     if (!(request.log as Logger).isLevelEnabled(level)) return;
     const line = {
@@ -133,7 +133,6 @@ const UNTIMED_METHODS = new Set(['HEAD', 'OPTIONS', 'TRACE', 'CONNECT']);
 // Hooks here take `done` rather than being async: each runs on every request, and a promise per hook
 // per request is measurable at the rates calls run.
 export async function installTelemetry(app: FastifyInstance, config: Config, metrics: ServiceMetrics): Promise<void> {
-  app.decorateRequest('routePolicy', null);
   app.decorateRequest('callReport', null);
   app.decorateRequest('callSummary', null);
   app.decorateRequest('errorCode', null);
@@ -156,7 +155,7 @@ export async function installTelemetry(app: FastifyInstance, config: Config, met
         reply.elapsedTime / 1000,
       );
     }
-    if (routePolicy(request).call) observeCall(request, reply, config, metrics);
+    if (routePolicy(request).kind === 'call') observeCall(request, reply, config, metrics);
     done();
   });
 }

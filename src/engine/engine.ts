@@ -154,60 +154,52 @@ export class CallEngine {
   async call(request: CallRequest): Promise<CallResult> {
     const started = performance.now();
     const { plugin, limits } = request;
-    try {
-      if (!plugin.exports.includes(request.function)) {
-        throw new AppError(
-          'FUNCTION_NOT_FOUND',
-          `plugin ${plugin.name ?? plugin.id} has no function "${request.function.slice(0, 100)}"; exports: ${plugin.exports.join(', ')}`,
-          { details: { exports: plugin.exports } },
-        );
-      }
-      const moduleId = mainModuleId(plugin);
-      const prepared = await this.#prepare(moduleId);
-      const { result, queueMs } = await this.#pool.run(
-        {
-          module: { compiled: prepared.module, layout: prepared.layout },
-          deadline: started + limits.timeoutMs,
-          timeoutMs: limits.timeoutMs,
-          inputBytes:
-            request.input === null
-              ? 0
-              : request.inputEncoding === 'base64'
-                ? request.input.length
-                : Buffer.byteLength(request.input),
-          message: {
-            kind: 'call',
-            moduleKey: moduleId,
-            function: request.function,
-            input: request.input,
-            inputEncoding: request.inputEncoding,
-            config: request.config ? { ...plugin.config, ...request.config } : plugin.config,
-            logLevel: request.logLevel,
-            limits,
-            egress: this.#egressOptions(request, started),
-            httpResponseHeaders: request.httpResponseHeaders ?? false,
-            outputEncoding: request.outputEncoding ?? null,
-          },
-        },
-        request.signal,
+    if (!plugin.exports.includes(request.function)) {
+      throw new AppError(
+        'FUNCTION_NOT_FOUND',
+        `plugin ${plugin.name ?? plugin.id} has no function "${request.function.slice(0, 100)}"; exports: ${plugin.exports.join(', ')}`,
+        { details: { exports: plugin.exports } },
       );
-      const durationMs = performance.now() - started;
-      const base = { logs: result.logs, logsTruncated: result.logsTruncated, egress: result.egress };
-      if (!result.ok) {
-        const error = result.error ?? { code: 'INTERNAL_ERROR' as const, message: 'the call failed' };
-        throw new AppError(error.code, error.message, { details: { ...error.details, ...base } });
-      }
-      const out: CallResult = { ...base, durationMs, queueMs, runMs: result.runMs };
-      if (result.output !== undefined) out.output = result.output;
-      if (result.outputBase64 !== undefined) out.outputBase64 = result.outputBase64;
-      return out;
-    } catch (err) {
-      // Every answer of a call carries its logs and egress audit, empty when it never ran.
-      if (err instanceof AppError && !('logs' in err.details)) {
-        Object.assign(err.details, { logs: [], logsTruncated: false, egress: [] });
-      }
-      throw err;
     }
+    const moduleId = mainModuleId(plugin);
+    const prepared = await this.#prepare(moduleId);
+    const { result, queueMs } = await this.#pool.run(
+      {
+        module: { compiled: prepared.module, layout: prepared.layout },
+        deadline: started + limits.timeoutMs,
+        timeoutMs: limits.timeoutMs,
+        inputBytes:
+          request.input === null
+            ? 0
+            : request.inputEncoding === 'base64'
+              ? request.input.length
+              : Buffer.byteLength(request.input),
+        message: {
+          kind: 'call',
+          moduleKey: moduleId,
+          function: request.function,
+          input: request.input,
+          inputEncoding: request.inputEncoding,
+          config: request.config ? { ...plugin.config, ...request.config } : plugin.config,
+          logLevel: request.logLevel,
+          limits,
+          egress: this.#egressOptions(request, started),
+          httpResponseHeaders: request.httpResponseHeaders ?? false,
+          outputEncoding: request.outputEncoding ?? null,
+        },
+      },
+      request.signal,
+    );
+    const durationMs = performance.now() - started;
+    const base = { logs: result.logs, logsTruncated: result.logsTruncated, egress: result.egress };
+    if (!result.ok) {
+      const error = result.error ?? { code: 'INTERNAL_ERROR' as const, message: 'the call failed' };
+      throw new AppError(error.code, error.message, { details: { ...error.details, ...base } });
+    }
+    const out: CallResult = { ...base, durationMs, queueMs, runMs: result.runMs };
+    if (result.output !== undefined) out.output = result.output;
+    if (result.outputBase64 !== undefined) out.outputBase64 = result.outputBase64;
+    return out;
   }
 
   /**
