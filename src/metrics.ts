@@ -11,14 +11,14 @@ export const METRIC_PREFIX = 'wasmhost_';
 export const UNRESOLVED = '';
 
 /** Outcome label of a call: `ok`, or the lower-cased error code it ended with (a closed set, see errors.ts). */
-export type CallOutcome = string;
+export type OutcomeLabel = string;
 
 export interface CallObservation {
   /** `pluginLabel()` of the resolved plugin, or UNRESOLVED. */
   plugin: string;
   /** An export of the plugin, or UNRESOLVED. */
   function: string;
-  outcome: CallOutcome;
+  outcome: OutcomeLabel;
   queueSeconds?: number;
   runSeconds?: number;
 }

@@ -1,12 +1,12 @@
-// The `fetch` a plugin's http_request goes through (passed to the Extism SDK with allowedHosts ['*']).
+// The `fetch` a plugin's http_request goes through: the worker (engine/runtime/worker.ts) makes one
+// session per call and its host function http_request (engine/runtime/host-env.ts) calls it.
 // Every request and every redirect hop is checked (scheme, host patterns, resolved addresses),
 // connected to the address that was checked, bounded in size, time and count, and audited.
 //
-// How failures reach the caller — one rule, chosen because the SDK gives no other honest option:
-// every refusal AND every upstream failure (DNS, connection, timeout, body over the cap) throws an
-// EgressError, which the SDK's http_request rethrows into the plugin; the Wasm code cannot catch it,
-// so the call ends and the engine answers with the error's `code` (HOST_NOT_ALLOWED, EGRESS_ERROR,
-// EGRESS_TIMEOUT, TIMEOUT). The alternative, a synthetic response the plugin could handle, would
+// How failures reach the caller — one rule, as the Extism ABI gives no other honest option: every
+// refusal AND every upstream failure (DNS, connection, timeout, body over the cap) throws an
+// EgressError, which fails the host call; the Wasm code cannot catch it, so the call ends and the
+// engine's result carries the error's `code` (HOST_NOT_ALLOWED, EGRESS_ERROR, EGRESS_TIMEOUT, TIMEOUT). The alternative, a synthetic response the plugin could handle, would
 // need a fake HTTP status (Response cannot carry status 0) indistinguishable from a real upstream
 // 502/504. The Extism reference runtime also fails the call on transport errors.
 import { lookup as dnsLookup } from 'node:dns/promises';

@@ -13,7 +13,8 @@ import { resolveLimits } from './limits.ts';
 import type { Prepare, PreparedModule } from './compile/prepare.ts';
 import { WasmRewriteError } from './compile/wasm-rewrite.ts';
 
-export interface CallRequest {
+/** What the engine is asked to run (the API turns a CallRequest body into one). */
+export interface EngineCall {
   plugin: PluginMeta;
   function: string;
   input: string | null;
@@ -131,7 +132,7 @@ export class CallEngine {
   }
 
   /** `started`: performance.now() at the call's start, the origin of its deadline. */
-  #egressOptions(request: CallRequest, started: number): EgressOptions | null {
+  #egressOptions(request: EngineCall, started: number): EgressOptions | null {
     const { plugin } = request;
     if (!plugin.imports.some((i) => i.module === EXTISM_ENV && i.name === 'http_request')) return null;
     const egress = this.#config.egress;
@@ -151,7 +152,7 @@ export class CallEngine {
     };
   }
 
-  async call(request: CallRequest): Promise<CallResult> {
+  async call(request: EngineCall): Promise<CallResult> {
     const started = performance.now();
     const { plugin, limits } = request;
     if (!plugin.exports.includes(request.function)) {

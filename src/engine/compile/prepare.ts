@@ -142,13 +142,13 @@ export class ModulePreparer {
     return worker;
   }
 
-  #settle(reply: PrepareReply): void {
-    const pending = this.#pending.get(reply.id);
+  #settle(answer: PrepareReply): void {
+    const pending = this.#pending.get(answer.id);
     if (!pending) return;
-    this.#pending.delete(reply.id);
+    this.#pending.delete(answer.id);
     if (this.#pending.size === 0) this.#worker?.unref();
-    if ('prepared' in reply) pending.resolve(reply.prepared);
-    else pending.reject(rebuildError(reply.error));
+    if ('prepared' in answer) pending.resolve(answer.prepared);
+    else pending.reject(rebuildError(answer.error));
   }
 
   async close(): Promise<void> {
