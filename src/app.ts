@@ -2,16 +2,16 @@
 import Fastify, { type FastifyInstance, type RouteOptions } from 'fastify';
 import type { DestinationStream } from 'pino';
 import type { Config } from './config.ts';
-import { installAccessControl } from './api/auth.ts';
+import { accessControlPlugin } from './api/auth.ts';
 import { docsRoutes } from './api/docs.ts';
 import { openApiPlugin } from './api/openapi.ts';
 import { routePolicyPlugin } from './api/route-policy.ts';
 import { playgroundRoutes } from './api/playground.ts';
-import { frameworkErrorHandler, installErrorHandler } from './api/error-handler.ts';
-import { Lifecycle, installLifecycle } from './api/lifecycle.ts';
-import { Readiness, installLoadShedding, opsRoutes } from './api/ops.ts';
-import { clientErrorHandler, installSlowClientLimits } from './api/slow-clients.ts';
-import { RequestLogController, genRequestId, installTelemetry, loggerOptions } from './api/telemetry.ts';
+import { errorHandlerPlugin, frameworkErrorHandler } from './api/error-handler.ts';
+import { Lifecycle, lifecyclePlugin } from './api/lifecycle.ts';
+import { Readiness, loadSheddingPlugin, opsRoutes } from './api/ops.ts';
+import { clientErrorHandler, slowClientLimitsPlugin } from './api/slow-clients.ts';
+import { RequestLogController, genRequestId, loggerOptions, telemetryPlugin } from './api/telemetry.ts';
 import { ServiceMetrics, pluginLabel } from './metrics.ts';
 import { pluginRoutes } from './api/plugins.ts';
 import { callRoutes, isCallPath } from './api/call.ts';
@@ -55,8 +55,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   if (options.onRoute) app.addHook('onRoute', options.onRoute);
   // First: it sees every route, and refuses to start when one declares no access level.
   await app.register(routePolicyPlugin);
-  installErrorHandler(app);
-  installSlowClientLimits(app, config.requests);
+  await app.register(errorHandlerPlugin);
+  await app.register(slowClientLimitsPlugin, { requests: config.requests });
 
   const metrics = new ServiceMetrics();
   const readiness = new Readiness();
@@ -64,10 +64,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.decorate('readiness', readiness);
   app.decorate('lifecycle', new Lifecycle());
   // Hook order matters: request id first (every answer carries it), then shutdown, then tokens and rate limits.
-  await installTelemetry(app, config, metrics);
-  installLifecycle(app, app.lifecycle);
-  await installAccessControl(app, config);
-  await installLoadShedding(app, config);
+  await app.register(telemetryPlugin, { config, metrics });
+  await app.register(lifecyclePlugin, { lifecycle: app.lifecycle });
+  await app.register(accessControlPlugin, { config });
+  await app.register(loadSheddingPlugin, { config });
 
   // Opened before any route is served: the index must be loaded before the first request.
   const store = await openStore(config, app.log, metrics.storeObserver);

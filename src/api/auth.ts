@@ -4,6 +4,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
 import type { Config, Role } from '../config.ts';
 import { AppError } from '../errors.ts';
 import { type FailedTokenLimiter, RedisFailedTokenLimiter, connectRedis } from './auth-failures.ts';
@@ -127,7 +128,7 @@ function unauthorized(message: string, invalid: boolean): AppError {
   return new HttpError('UNAUTHORIZED', message, { 'www-authenticate': challenge });
 }
 
-export async function installAccessControl(app: FastifyInstance, config: Config): Promise<void> {
+async function accessControl(app: FastifyInstance, { config }: { config: Config }): Promise<void> {
   const { authTokens, metricsToken, rateLimitMax, rateLimitWindowMs, authFailureMax } = config.ops;
   const verifier = new TokenVerifier(authTokens, metricsToken);
   // With REDIS_URL every replica counts into the same rate-limit and failed-token counters.
@@ -194,6 +195,9 @@ export async function installAccessControl(app: FastifyInstance, config: Config)
       ),
   });
 }
+
+/** Tokens and rate limits by each route's policy; after shutdown's refusal. */
+export const accessControlPlugin = fp(accessControl, { name: 'access-control', dependencies: ['route-policy', 'lifecycle'] });
 
 declare module 'fastify' {
   interface FastifyRequest {

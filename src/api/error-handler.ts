@@ -1,6 +1,7 @@
 // The one place where errors become HTTP responses: { statusCode, code, error, message, ...details }.
 import { STATUS_CODES } from 'node:http';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
 import { AppError, type AppErrorOptions, type ErrorCode, isAppError } from '../errors.ts';
 import type { Static } from 'typebox';
 import { statusOf } from './error-status.ts';
@@ -100,7 +101,7 @@ export function frameworkErrorHandler(isCallPath: IsCallPath) {
   };
 }
 
-export function installErrorHandler(app: FastifyInstance): void {
+async function errorHandler(app: FastifyInstance): Promise<void> {
   app.setErrorHandler((err: FastifyError | AppError, request: FastifyRequest, reply: FastifyReply) => {
     const appError = isAppError(err) ? err : fromFastifyError(err, request);
     if (appError.code === 'INTERNAL_ERROR') {
@@ -126,6 +127,9 @@ export function installErrorHandler(app: FastifyInstance): void {
     void reply.code(body.statusCode).send(body);
   });
 }
+
+/** Errors in the service's shape, everywhere (the routes' policy says which are a call's). */
+export const errorHandlerPlugin = fp(errorHandler, { name: 'error-handler', dependencies: ['route-policy'] });
 
 declare module 'fastify' {
   interface FastifyContextConfig {

@@ -2,6 +2,7 @@
 // what is left with 503 SHUTTING_DOWN. main.ts calls shutdown(); readiness reads `shuttingDown`.
 import type { ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply } from 'fastify';
+import fp from 'fastify-plugin';
 import { AppError } from '../errors.ts';
 import { routePolicy } from './route-policy.ts';
 
@@ -83,7 +84,7 @@ export class Lifecycle {
   }
 }
 
-export function installLifecycle(app: FastifyInstance, lifecycle: Lifecycle): void {
+async function lifecycleHooks(app: FastifyInstance, { lifecycle }: { lifecycle: Lifecycle }): Promise<void> {
   // `done` hooks, not async ones: they run on every request (see telemetry.ts).
   app.addHook('onRequest', (request, reply, done) => {
     const policy = routePolicy(request);
@@ -112,6 +113,9 @@ export function installLifecycle(app: FastifyInstance, lifecycle: Lifecycle): vo
     done();
   });
 }
+
+/** Shutdown: refuses new requests (but ops), tracks calls to drain. After telemetry: every answer has its request id. */
+export const lifecyclePlugin = fp(lifecycleHooks, { name: 'lifecycle', dependencies: ['route-policy', 'telemetry'] });
 
 /**
  * Readiness turns 503 and new requests get 503 SHUTTING_DOWN, the listener closes, running calls get

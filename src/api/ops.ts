@@ -1,6 +1,7 @@
 // Operator routes: liveness, readiness, Prometheus metrics; and load shedding of calls under pressure.
 import underPressure from '@fastify/under-pressure';
 import type { FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
 import { Type } from 'typebox';
 import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
@@ -163,7 +164,7 @@ export async function opsRoutes(app: FastifyInstance, { metrics, readiness }: Op
 }
 
 /** Under event-loop delay or heap pressure new calls get 503 UNDER_PRESSURE rather than a timeout. Registered on the root app. */
-export async function installLoadShedding(app: FastifyInstance, config: Config): Promise<void> {
+async function loadShedding(app: FastifyInstance, { config }: { config: Config }): Promise<void> {
   const { maxEventLoopDelayMs, maxHeapUsedBytes } = config.ops;
   await app.register(underPressure, {
     maxEventLoopDelay: maxEventLoopDelayMs,
@@ -178,6 +179,8 @@ export async function installLoadShedding(app: FastifyInstance, config: Config):
     },
   });
 }
+
+export const loadSheddingPlugin = fp(loadShedding, { name: 'load-shedding', dependencies: ['route-policy', 'access-control'] });
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -6,6 +6,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
 import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
 import { errorBody } from './error-handler.ts';
@@ -62,7 +63,7 @@ function lingerThenClose(socket: Socket): void {
 }
 
 /** Headers timeout on the server, and a watch on every body still arriving. */
-export function installSlowClientLimits(app: FastifyInstance, requests: RequestsConfig): void {
+async function slowClientLimits(app: FastifyInstance, { requests }: { requests: RequestsConfig }): Promise<void> {
   app.server.headersTimeout = requests.headersTimeoutMs;
   // Read when the server starts listening.
   (app.server as unknown as { connectionsCheckingInterval: number }).connectionsCheckingInterval = Math.min(
@@ -73,6 +74,8 @@ export function installSlowClientLimits(app: FastifyInstance, requests: Requests
     if (!request.raw.complete && hasBody(request)) watchBody(request, requests);
   });
 }
+
+export const slowClientLimitsPlugin = fp(slowClientLimits, { name: 'slow-client-limits', dependencies: ['error-handler'] });
 
 function hasBody(request: FastifyRequest): boolean {
   const length = request.headers['content-length'];

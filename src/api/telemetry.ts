@@ -3,6 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
+import fp from 'fastify-plugin';
 import type { DestinationStream, Logger, LoggerOptions } from 'pino';
 import type { Config } from '../config.ts';
 import { type EgressAuditEntry, summarizeEgress } from '../egress/fetch.ts';
@@ -132,7 +133,7 @@ const UNTIMED_METHODS = new Set(['HEAD', 'OPTIONS', 'TRACE', 'CONNECT']);
 
 // Hooks here take `done` rather than being async: each runs on every request, and a promise per hook
 // per request is measurable at the rates calls run.
-export async function installTelemetry(app: FastifyInstance, config: Config, metrics: ServiceMetrics): Promise<void> {
+async function telemetry(app: FastifyInstance, { config, metrics }: { config: Config; metrics: ServiceMetrics }): Promise<void> {
   app.decorateRequest('callReport', null);
   app.decorateRequest('callSummary', null);
   app.decorateRequest('errorCode', null);
@@ -159,6 +160,9 @@ export async function installTelemetry(app: FastifyInstance, config: Config, met
     done();
   });
 }
+
+/** Request ids, the request log line, HTTP and call metrics: the first hooks of every request. */
+export const telemetryPlugin = fp(telemetry, { name: 'telemetry', dependencies: ['route-policy'] });
 
 function observeCall(request: FastifyRequest, reply: FastifyReply, config: Config, metrics: ServiceMetrics): void {
   const report = request.callReport ?? {};
