@@ -54,6 +54,9 @@ export async function startReplica(name: string, env: Record<string, string>, op
       ...env,
     }),
     stdio: ['ignore', 'pipe', 'pipe'],
+    // A group of its own: a shell wrapper (unshare, ulimit) may leave node as its child, and a kill
+    // must reach that too.
+    detached: options.shell !== undefined,
   });
   let output = '';
   child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
@@ -63,7 +66,8 @@ export async function startReplica(name: string, env: Record<string, string>, op
   });
   const stop = async (): Promise<void> => {
     if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
+      if (options.shell !== undefined) process.kill(-child.pid!, 'SIGKILL');
+      else child.kill('SIGKILL');
       await exited;
     }
     if (options.dataDir === undefined) await removeDir(dataDir);
