@@ -3,13 +3,15 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { ROUTE_POLICIES } from '../src/api/route-policy.ts';
 import { buildApp } from '../src/app.ts';
 import { loadConfig } from '../src/config.ts';
 
 const dataDir = mkdtempSync(path.join(tmpdir(), 'wasmhost-bench-'));
 const config = loadConfig({ ...process.env, DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1' });
 const app = await buildApp(config);
-app.post('/bench/bare', async () => ({ ok: true }));
+// Every route declares its policy (the app refuses to start otherwise); open: no token, no rate limit.
+app.post('/bench/bare', { config: { policy: ROUTE_POLICIES.open } }, async () => ({ ok: true }));
 await app.listen({ port: 0, host: '127.0.0.1' });
 const address = app.server.address();
 if (address === null || typeof address === 'string') throw new Error('no TCP address');
