@@ -136,6 +136,43 @@ export function skipConstExpr(r: Reader): void {
   }
 }
 
+/** Section ids of the binary format. */
+export const SECTION = {
+  custom: 0,
+  type: 1,
+  import: 2,
+  function: 3,
+  table: 4,
+  memory: 5,
+  global: 6,
+  export: 7,
+  elem: 9,
+  code: 10,
+  data: 11,
+  tag: 13,
+} as const;
+
+/** Reads one element segment: whether it is passive (usable by table.init), and its entry count. */
+export function readElementSegment(r: Reader): { passive: boolean; entries: number } {
+  const flags = r.u32();
+  if (flags > 7) throw new WasmRewriteError(`unknown element segment kind ${flags}`);
+  if (flags & 2 && !(flags & 1)) r.u32(); // explicit table index
+  if (!(flags & 1)) skipConstExpr(r); // active: offset
+  const expressions = (flags & 4) !== 0;
+  if (flags & 3) {
+    if (expressions)
+      skipValType(r); // reference type
+    else r.byte(); // element kind
+  }
+  const entries = r.u32();
+  for (let e = 0; e < entries; e++) {
+    if (expressions) skipConstExpr(r);
+    else r.u32();
+  }
+  // 3 is declarative: never usable by table.init.
+  return { passive: (flags & 3) === 1, entries };
+}
+
 export interface RawSection {
   id: number;
   /** Offset of the section id byte. */

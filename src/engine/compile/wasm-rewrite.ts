@@ -22,7 +22,9 @@ import {
   leb,
   nameBytes,
   Reader,
+  readElementSegment,
   readLimits,
+  SECTION,
   section,
   skipConstExpr,
   skipValType,
@@ -81,19 +83,6 @@ export interface RewriteResult extends ModuleLayout {
   bytes: Uint8Array;
 }
 
-const SECTION = {
-  custom: 0,
-  type: 1,
-  import: 2,
-  function: 3,
-  table: 4,
-  memory: 5,
-  global: 6,
-  export: 7,
-  elem: 9,
-  code: 10,
-  data: 11,
-} as const;
 const KIND = { func: 0, table: 1, memory: 2, global: 3, tag: 4 } as const;
 /** The dirty map's memory index: imported right after the plugin's own memory (index 0). */
 const DIRTY_MEMORY_INDEX = 1;
@@ -461,23 +450,7 @@ function hasPassiveSegments(
     }
     const elems = vector(input, elemSection);
     for (let i = 0; i < elems.count; i++) {
-      const r = elems.reader;
-      const flags = r.u32();
-      if (flags > 7) throw new WasmRewriteError(`unknown element segment kind ${flags}`);
-      if ((flags & 3) === 1) return true; // passive (3 is declarative: never usable by table.init)
-      if (flags & 2 && !(flags & 1)) r.u32(); // explicit table index
-      if (!(flags & 1)) skipConstExpr(r); // active: offset
-      const expressions = (flags & 4) !== 0;
-      if (flags & 3) {
-        if (expressions)
-          skipValType(r); // reference type
-        else r.byte(); // element kind
-      }
-      const count = r.u32();
-      for (let e = 0; e < count; e++) {
-        if (expressions) skipConstExpr(r);
-        else r.u32();
-      }
+      if (readElementSegment(elems.reader).passive) return true;
     }
     return false;
   } catch (err) {

@@ -4,7 +4,9 @@
 // signatures, exports), read only from a module within them.
 import {
   Reader,
+  readElementSegment,
   readLimits,
+  SECTION,
   skipConstExpr,
   skipValType,
   splitSections,
@@ -47,18 +49,6 @@ export interface ModuleInterface {
   exports: { name: string; kind: ExternalKind }[];
 }
 
-const SECTION = {
-  type: 1,
-  import: 2,
-  function: 3,
-  table: 4,
-  memory: 5,
-  global: 6,
-  export: 7,
-  elem: 9,
-  data: 11,
-  tag: 13,
-} as const;
 const EXTERNAL_KINDS: readonly ExternalKind[] = ['function', 'table', 'memory', 'global', 'tag'];
 const NUMERIC: Record<number, ValType> = { 0x7f: 'i32', 0x7e: 'i64', 0x7d: 'f32', 0x7c: 'f64' };
 const FUNC = 0x60;
@@ -153,25 +143,6 @@ function skipImportDescription(r: Reader, kind: ExternalKind): void {
   }
 }
 
-/** Reads one element segment and returns how many entries it has. */
-function elementSegmentLength(r: Reader): number {
-  const flags = r.u32();
-  if (flags > 7) throw new WasmRewriteError(`unknown element segment kind ${flags}`);
-  if (flags & 2 && !(flags & 1)) r.u32(); // explicit table index
-  if (!(flags & 1)) skipConstExpr(r); // active: offset
-  const expressions = (flags & 4) !== 0;
-  if (flags & 3) {
-    if (expressions) skipValType(r);
-    else r.byte(); // element kind
-  }
-  const count = r.u32();
-  for (let e = 0; e < count; e++) {
-    if (expressions) skipConstExpr(r);
-    else r.u32();
-  }
-  return count;
-}
-
 /** What the module would cost: counts and sizes, read without allocating per entry. */
 export function summarizeModule(bytes: Uint8Array): ModuleSummary {
   const summary: ModuleSummary = {
@@ -241,7 +212,7 @@ export function summarizeModule(bytes: Uint8Array): ModuleSummary {
         break;
       case SECTION.elem: {
         const { count, r } = vectorOf(bytes, s);
-        for (let i = 0; i < count; i++) summary.elementEntries += elementSegmentLength(r);
+        for (let i = 0; i < count; i++) summary.elementEntries += readElementSegment(r).entries;
         break;
       }
       case SECTION.data:
