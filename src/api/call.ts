@@ -7,7 +7,15 @@ import { AppError, isAppError } from '../errors.ts';
 import type { CallEngine } from '../engine/engine.ts';
 import { resolveLimits } from '../engine/limits.ts';
 import { checkConfigSize } from './config-size.ts';
-import { CallRequestSchema, CallResponseSchema, PluginRefParams, PROTECTED_ROUTE_ERRORS, errorResponse, ref } from './schemas.ts';
+import {
+  CallRequestSchema,
+  CallResponseSchema,
+  PluginRefParams,
+  PROTECTED_ROUTE_ERRORS,
+  REFUSED_EGRESS_EXAMPLE,
+  errorResponse,
+  ref,
+} from './schemas.ts';
 import { ROUTE_POLICIES } from './route-policy.ts';
 import { reportCall, reportFromDetails } from './telemetry.ts';
 
@@ -74,17 +82,7 @@ redirect, \`targetReason\` name the request; the plugin cannot catch these failu
               url: 'http://169.254.169.254/latest/meta-data/',
               logs: [],
               logsTruncated: false,
-              egress: [
-                {
-                  method: 'GET',
-                  url: 'http://169.254.169.254/latest/meta-data/',
-                  status: null,
-                  bytes: 0,
-                  durationMs: 0.2,
-                  allowed: false,
-                  reason: 'private_address',
-                },
-              ],
+              egress: [REFUSED_EGRESS_EXAMPLE],
             },
           },
         },

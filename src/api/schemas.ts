@@ -166,6 +166,17 @@ Failed upstream: \`dns_failed\`, \`connect_failed\`, \`upstream_failed\`, \`resp
 call's own deadline, \`504 TIMEOUT\`).`,
 });
 
+/** An attempt refused before anything was sent: the example of the attempt's and of a call error's documentation. */
+export const REFUSED_EGRESS_EXAMPLE = {
+  method: 'GET',
+  url: 'http://169.254.169.254/latest/meta-data/',
+  status: null,
+  bytes: 0,
+  durationMs: 0.2,
+  allowed: false,
+  reason: 'private_address',
+};
+
 export const EgressAttemptSchema = Type.Object(
   {
     method: Type.String(),
@@ -193,15 +204,7 @@ export const EgressAttemptSchema = Type.Object(
         durationMs: 41.3,
         allowed: true,
       },
-      {
-        method: 'GET',
-        url: 'http://169.254.169.254/latest/meta-data/',
-        status: null,
-        bytes: 0,
-        durationMs: 0.2,
-        allowed: false,
-        reason: 'private_address',
-      },
+      REFUSED_EGRESS_EXAMPLE,
     ],
   },
 );
