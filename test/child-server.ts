@@ -3,6 +3,7 @@
 // the one place that reads the service's RSS and restart counters the way an operator would, over
 // HTTP (/metrics).
 import { type ChildProcess, spawn } from 'node:child_process';
+import { afterAll, afterEach, beforeAll, expect } from 'vitest';
 import { makeTempDir, readPlugin, removeDir, repoRoot } from './helpers.ts';
 import { parsePrometheusText, sampleValue } from './prom-text.ts';
 import { closedPort } from './upstream.ts';
@@ -138,4 +139,25 @@ export async function serves(server: { url: string }): Promise<{ healthz: number
   const vowels = await callOn(server, 'count_vowels', { function: 'count_vowels', input: 'Hello, World!' });
   const count = vowels.status === 200 ? (JSON.parse(vowels.body.output as string) as { count: number }).count : null;
   return { healthz, vowels: vowels.status, count };
+}
+
+/**
+ * One service process for a test file's hostile cases, checked after every case: still alive, health
+ * answering, a normal call right, RSS under `rssLimit`. `use` receives the server once it has started.
+ */
+export function useContainedServer(env: Record<string, string>, rssLimit: number, use: (server: ChildServer) => void): void {
+  let server: ChildServer | undefined;
+  beforeAll(async () => {
+    server = await startChildServer(env);
+    use(server);
+    await uploadCountVowels(server);
+  }, 60_000);
+  afterAll(async () => {
+    await server?.stop();
+  });
+  afterEach(async () => {
+    expect(server!.alive(), server!.output().slice(-2000)).toBe(true);
+    expect(await serves(server!)).toEqual({ healthz: 200, vowels: 200, count: 3 });
+    expect(await rssOf(server!)).toBeLessThan(rssLimit);
+  });
 }

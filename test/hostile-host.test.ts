@@ -2,17 +2,8 @@
 // function and WASI called with bad addresses, negative and huge sizes, freed blocks, floods, and
 // failures caught with Wasm exception handling. Each call must end in a clear answer for that call;
 // afterwards /healthz answers, a normal call works, no worker was replaced, and RSS stays bounded.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import {
-  callOn,
-  metricsOf,
-  rssOf,
-  serves,
-  startChildServer,
-  uploadCountVowels,
-  uploadTo,
-  type ChildServer,
-} from './child-server.ts';
+import { describe, expect, it } from 'vitest';
+import { callOn, metricsOf, rssOf, uploadTo, type ChildServer, useContainedServer } from './child-server.ts';
 import { hostPlugin, type HostPluginOptions } from './hostile-wat.ts';
 import { sampleValue } from './prom-text.ts';
 
@@ -38,20 +29,7 @@ const RSS_LIMIT = 1024 * MiB;
 let server: ChildServer;
 let plugins = 0;
 
-beforeAll(async () => {
-  server = await startChildServer(ENV);
-  await uploadCountVowels(server);
-}, 60_000);
-
-afterAll(async () => {
-  await server?.stop();
-});
-
-afterEach(async () => {
-  expect(server.alive()).toBe(true);
-  expect(await serves(server)).toEqual({ healthz: 200, vowels: 200, count: 3 });
-  expect(await rssOf(server)).toBeLessThan(RSS_LIMIT);
-});
+useContainedServer(ENV, RSS_LIMIT, (started) => (server = started));
 
 /** Uploads a plugin with `body` as its `run` and calls it once (with `call` fields). */
 async function runPlugin(

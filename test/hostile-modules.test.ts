@@ -3,17 +3,8 @@
 // module declares or does — tables, globals, functions, exports, types, tags, data and element
 // segments, memory, start functions, exceptions — it ends in a clear answer for that upload or that
 // call; afterwards /healthz answers, a normal call works and RSS stays bounded.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import {
-  callOn,
-  metricsOf,
-  rssOf,
-  serves,
-  startChildServer,
-  uploadCountVowels,
-  uploadTo,
-  type ChildServer,
-} from './child-server.ts';
+import { describe, expect, it } from 'vitest';
+import { callOn, metricsOf, startChildServer, uploadTo, type ChildServer, useContainedServer } from './child-server.ts';
 import { wat } from './helpers.ts';
 import { hostPlugin } from './hostile-wat.ts';
 import { sampleValue } from './prom-text.ts';
@@ -34,20 +25,7 @@ const RSS_LIMIT = 1024 * MiB;
 let server: ChildServer;
 let plugins = 0;
 
-beforeAll(async () => {
-  server = await startChildServer(ENV);
-  await uploadCountVowels(server);
-}, 60_000);
-
-afterAll(async () => {
-  await server?.stop();
-});
-
-afterEach(async () => {
-  expect(server.alive(), server.output().slice(-2000)).toBe(true);
-  expect(await serves(server)).toEqual({ healthz: 200, vowels: 200, count: 3 });
-  expect(await rssOf(server)).toBeLessThan(RSS_LIMIT);
-});
+useContainedServer(ENV, RSS_LIMIT, (started) => (server = started));
 
 interface Outcome {
   upload: number;

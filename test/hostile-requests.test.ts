@@ -6,8 +6,8 @@
 import { once } from 'node:events';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { callOn, rssOf, serves, startChildServer, uploadCountVowels, uploadTo, type ChildServer } from './child-server.ts';
+import { describe, expect, it } from 'vitest';
+import { callOn, uploadTo, type ChildServer, useContainedServer } from './child-server.ts';
 import { BODY_RATE_WINDOW_MS } from '../src/api/slow-clients.ts';
 import { readPlugin, sendStreaming, tinyPluginWat, wat } from './helpers.ts';
 
@@ -28,20 +28,7 @@ const RSS_LIMIT = 1024 * MiB;
 let server: ChildServer;
 let plugins = 0;
 
-beforeAll(async () => {
-  server = await startChildServer(ENV);
-  await uploadCountVowels(server);
-}, 60_000);
-
-afterAll(async () => {
-  await server?.stop();
-});
-
-afterEach(async () => {
-  expect(server.alive(), server.output().slice(-2000)).toBe(true);
-  expect(await serves(server)).toEqual({ healthz: 200, vowels: 200, count: 3 });
-  expect(await rssOf(server)).toBeLessThan(RSS_LIMIT);
-});
+useContainedServer(ENV, RSS_LIMIT, (started) => (server = started));
 
 /** `bytes` in pieces of `size` with a pause of `pauseMs` before each. */
 async function* trickle(bytes: Uint8Array, size: number, pauseMs: number): AsyncGenerator<Uint8Array> {
