@@ -4,42 +4,9 @@ import http from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readPlugin, removeDir, startServer, wat, type TestServer } from './helpers.ts';
+import { readPlugin, useServer, wat } from './helpers.ts';
 import { checkEveryResponse } from './openapi-contract.ts';
 import { startUpstream, type Upstream } from './upstream.ts';
-
-interface CallResponse {
-  statusCode?: number;
-  code?: string;
-  message?: string;
-  output?: string;
-  outputBase64?: string;
-  logs: { level: string; message: string; time: string }[];
-  logsTruncated: boolean;
-  durationMs: number;
-  plugin: { id: string; name: string | null };
-  function: string;
-  egress: unknown[];
-}
-
-async function upload(server: TestServer, name: string, plugin = name): Promise<string> {
-  const res = await fetch(`${server.url}/plugins?name=${name}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/wasm' },
-    body: new Uint8Array(await readPlugin(plugin)),
-  });
-  expect([200, 201]).toContain(res.status);
-  return ((await res.json()) as { id: string }).id;
-}
-
-async function uploadBytes(server: TestServer, name: string, bytes: Uint8Array): Promise<void> {
-  const res = await fetch(`${server.url}/plugins?name=${name}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/wasm' },
-    body: new Uint8Array(bytes),
-  });
-  expect([200, 201]).toContain(res.status);
-}
 
 /** `grow`: grows memory by the first input byte's value; outputs "ok" or "refused". `_initialize` uses host functions. */
 const GROWER_WAT = `(module
@@ -90,16 +57,6 @@ const LOG_THEN_SPIN_WAT = `(module
     (loop $forever (br $forever))
     (i32.const 0)))`;
 
-async function call(server: TestServer, plugin: string, body: Record<string, unknown>) {
-  const res = await fetch(`${server.url}/plugins/${plugin}/call`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, headers: res.headers, size: text.length, body: JSON.parse(text) as CallResponse };
-}
-
 interface TitleServer {
   url: string;
   hits: number;
@@ -126,15 +83,14 @@ async function startTitleServer(title: string): Promise<TitleServer> {
 }
 
 describe('POST /plugins/:id/call', () => {
-  let server: TestServer;
-  let titles: TitleServer;
   const contractProblems: string[] = [];
+  const server = useServer({
+    env: { WORKERS: '2', EGRESS_ALLOW_PRIVATE: 'true', MAX_INPUT_BYTES: '65536', RATE_LIMIT_MAX: '0' },
+    appOptions: { onRoute: checkEveryResponse(contractProblems) },
+  });
+  let titles: TitleServer;
 
   beforeAll(async () => {
-    server = await startServer({
-      env: { WORKERS: '2', EGRESS_ALLOW_PRIVATE: 'true', MAX_INPUT_BYTES: '65536', RATE_LIMIT_MAX: '0' },
-      appOptions: { onRoute: checkEveryResponse(contractProblems) },
-    });
     titles = await startTitleServer('delectus aut autem');
     for (const name of [
       'hello',
@@ -153,19 +109,17 @@ describe('POST /plugins/:id/call', () => {
       'rust_regex',
       'segments',
     ]) {
-      await upload(server, name);
+      await server.api.uploaded(await readPlugin(name), { name });
     }
   });
 
   afterAll(async () => {
-    await server?.close();
     await titles?.close();
-    if (server) await removeDir(server.dataDir);
   });
 
   describe('hello (HTTP, config, logs)', () => {
     it('fetches the configured route through the allow-list and returns the title with both info logs in order', async () => {
-      const { status, body } = await call(server, 'hello', {
+      const { status, data: body } = await server.api.call('hello', {
         function: 'say_hello',
         input: 'Benjamin',
         config: { route: titles.url },
@@ -188,7 +142,7 @@ describe('POST /plugins/:id/call', () => {
     it('keeps concurrent HTTP-making calls apart (each suspends on its request while others queue)', async () => {
       const results = await Promise.all(
         Array.from({ length: 24 }, (_, i) =>
-          call(server, 'hello', {
+          server.api.call('hello', {
             function: 'say_hello',
             input: `caller-${i}`,
             config: { route: titles.url },
@@ -196,7 +150,7 @@ describe('POST /plugins/:id/call', () => {
           }),
         ),
       );
-      results.forEach(({ status, body }, i) => {
+      results.forEach(({ status, data: body }, i) => {
         expect(status).toBe(200);
         expect(body.output).toBe(`param: caller-${i} title: delectus aut autem`);
         expect(body.logs.map((l) => l.message)).toEqual(['hello this is wasm', `calling ${titles.url}`]);
@@ -204,7 +158,7 @@ describe('POST /plugins/:id/call', () => {
     });
 
     it('drops info logs when the call asks for error level', async () => {
-      const { status, body } = await call(server, 'hello', {
+      const { status, data: body } = await server.api.call('hello', {
         function: 'say_hello',
         input: 'x',
         config: { route: titles.url },
@@ -218,7 +172,11 @@ describe('POST /plugins/:id/call', () => {
 
     it('refuses a host outside the allow-list with 422 HOST_NOT_ALLOWED naming the host, and never reaches it', async () => {
       const before = titles.hits;
-      const { status, body } = await call(server, 'hello', { function: 'say_hello', input: 'x', config: { route: titles.url } });
+      const { status, error: body } = await server.api.call('hello', {
+        function: 'say_hello',
+        input: 'x',
+        config: { route: titles.url },
+      });
       expect(status).toBe(422);
       expect(body.code).toBe('HOST_NOT_ALLOWED');
       expect(body.message).toContain('127.0.0.1');
@@ -230,14 +188,17 @@ describe('POST /plugins/:id/call', () => {
   describe('fresh state per call', () => {
     it('count_vowels returns total == count on three calls in a row', async () => {
       for (let i = 0; i < 3; i++) {
-        const { status, body } = await call(server, 'count_vowels', { function: 'count_vowels', input: 'Hello, World!' });
+        const { status, data: body } = await server.api.call('count_vowels', {
+          function: 'count_vowels',
+          input: 'Hello, World!',
+        });
         expect(status).toBe(200);
         expect(JSON.parse(body.output!)).toEqual({ count: 3, total: 3, vowels: 'aeiouAEIOU' });
       }
     });
 
     it('config vowels changes the result per request', async () => {
-      const { body } = await call(server, 'count_vowels', {
+      const { data: body } = await server.api.call('count_vowels', {
         function: 'count_vowels',
         input: 'Hello, World!',
         config: { vowels: 'lo' },
@@ -252,15 +213,16 @@ describe('POST /plugins/:id/call', () => {
       const results = await Promise.all(
         Array.from({ length: 200 }, (_, i) => {
           const vowels = sets[i % sets.length]!;
-          return call(server, 'count_vowels', { function: 'count_vowels', input, config: { vowels } }).then((r) => ({
+          return server.api.call('count_vowels', { function: 'count_vowels', input, config: { vowels } }).then((r) => ({
             vowels,
             r,
           }));
         }),
       );
       const mixups = results.filter(({ vowels, r }) => {
-        const out = JSON.parse(r.body.output!) as { count: number; total: number; vowels: string };
-        return r.status !== 200 || out.vowels !== vowels || out.count !== expected(vowels) || out.total !== out.count;
+        if (r.status !== 200) return true;
+        const out = JSON.parse(r.data.output!) as { count: number; total: number; vowels: string };
+        return out.vowels !== vowels || out.count !== expected(vowels) || out.total !== out.count;
       });
       expect(mixups).toEqual([]);
     });
@@ -268,16 +230,20 @@ describe('POST /plugins/:id/call', () => {
     it('state probe reads initial memory, non-exported global, var and no leftover input on every call, from every caller', async () => {
       const fresh = { memCounter: 0, globalCounter: 0, var: 0, leftover: '0'.repeat(32) };
       for (let i = 0; i < 50; i++) {
-        const { status, body } = await call(server, 'state', { function: 'probe', input: `secret of caller ${i % 3}` });
+        const { status, data: body } = await server.api.call('state', { function: 'probe', input: `secret of caller ${i % 3}` });
         expect(status).toBe(200);
         expect(JSON.parse(body.output!)).toEqual(fresh);
       }
       const concurrent = await Promise.all(
         Array.from({ length: 100 }, (_, i) =>
-          call(server, 'state', { function: 'probe', input: `concurrent secret ${i}`, ...(i % 2 ? { memoryMaxPages: 8 } : {}) }),
+          server.api.call('state', {
+            function: 'probe',
+            input: `concurrent secret ${i}`,
+            ...(i % 2 ? { memoryMaxPages: 8 } : {}),
+          }),
         ),
       );
-      for (const { status, body } of concurrent) {
+      for (const { status, data: body } of concurrent) {
         expect(status).toBe(200);
         expect(JSON.parse(body.output!)).toEqual(fresh);
       }
@@ -285,7 +251,7 @@ describe('POST /plugins/:id/call', () => {
 
     it('gives every call its passive data and element segments back, though each call drops them', async () => {
       for (let i = 0; i < 5; i++) {
-        const { status, body } = await call(server, 'segments', { function: 'take' });
+        const { status, data: body } = await server.api.call('segments', { function: 'take' });
         expect({ status, output: body.output }).toEqual({ status: 200, output: 'fresh' });
       }
     });
@@ -297,9 +263,9 @@ describe('POST /plugins/:id/call', () => {
       const expected = [...input].filter((c) => 'aeiouAEIOU'.includes(c)).length;
       for (let round = 0; round < 50; round++) {
         const results = await Promise.all(
-          Array.from({ length: 10 }, () => call(server, 'rust_vowels', { function: 'count_vowels', input })),
+          Array.from({ length: 10 }, () => server.api.call('rust_vowels', { function: 'count_vowels', input })),
         );
-        for (const { status, body } of results) {
+        for (const { status, data: body } of results) {
           expect(status).toBe(200);
           expect(JSON.parse(body.output!)).toEqual({ count: expected, total: expected, vowels: 'aeiouAEIOU', calls: 1 });
         }
@@ -308,7 +274,7 @@ describe('POST /plugins/:id/call', () => {
       // call: what the workers' cached instances hold does not creep up from call to call.
       const held: number[] = [];
       for (let i = 0; i < 30; i++) {
-        expect((await call(server, 'rust_vowels', { function: 'count_vowels', input })).status).toBe(200);
+        expect((await server.api.call('rust_vowels', { function: 'count_vowels', input })).status).toBe(200);
         held.push(server.app.engine.stats().instanceBytes);
       }
       expect(Math.min(...held)).toBeGreaterThan(17 * 65536);
@@ -332,31 +298,33 @@ describe('POST /plugins/:id/call', () => {
       };
       for (let round = 0; round < 10; round++) {
         const results = await Promise.all(
-          Array.from({ length: 10 }, () => call(server, 'rust_regex', { function: 'extract', input: JSON.stringify(request) })),
+          Array.from({ length: 10 }, () =>
+            server.api.call('rust_regex', { function: 'extract', input: JSON.stringify(request) }),
+          ),
         );
-        for (const { status, body } of results) {
+        for (const { status, data: body } of results) {
           expect(status).toBe(200);
           expect(JSON.parse(body.output!)).toEqual(expected);
           expect(body.logs.map((l) => [l.level, l.message])).toEqual([['info', 'extract: 2 patterns over 51 bytes of text']]);
         }
       }
-      const vowels = await call(server, 'rust_regex', { function: 'count_vowels', input: 'Hello, World!' });
-      expect(JSON.parse(vowels.body.output!)).toEqual({ count: 3, total: 3, vowels: 'aeiouAEIOU', calls: 1 });
+      const vowels = await server.api.call('rust_regex', { function: 'count_vowels', input: 'Hello, World!' });
+      expect(JSON.parse(vowels.data.output!)).toEqual({ count: 3, total: 3, vowels: 'aeiouAEIOU', calls: 1 });
     });
 
     it('answers 422 PLUGIN_ERROR with the regex error for a bad pattern, and the next call succeeds', async () => {
-      const bad = await call(server, 'rust_regex', {
+      const bad = await server.api.call('rust_regex', {
         function: 'extract',
         input: JSON.stringify({ text: 'x', patterns: { broken: '(' } }),
       });
       expect(bad.status).toBe(422);
-      expect(bad.body.code).toBe('PLUGIN_ERROR');
-      expect(bad.body.message).toMatch(/^extract: pattern `broken`: regex parse error:[\s\S]*unclosed group/);
-      const good = await call(server, 'rust_regex', {
+      expect(bad.error.code).toBe('PLUGIN_ERROR');
+      expect(bad.error.message).toMatch(/^extract: pattern `broken`: regex parse error:[\s\S]*unclosed group/);
+      const good = await server.api.call('rust_regex', {
         function: 'redact',
         input: JSON.stringify({ text: 'pin 1234', rules: [{ pattern: '\\d+', replacement: '#' }] }),
       });
-      expect({ status: good.status, output: JSON.parse(good.body.output!) }).toEqual({
+      expect({ status: good.status, output: JSON.parse(good.data.output!) }).toEqual({
         status: 200,
         output: { text: 'pin #', matched: [0] },
       });
@@ -366,7 +334,7 @@ describe('POST /plugins/:id/call', () => {
   describe('hostile plugins', () => {
     it('stops an infinite loop at its timeoutMs with 504 TIMEOUT naming that deadline, replacing its worker', async () => {
       const restartsBefore = server.app.engine.stats().restarts.timeout;
-      const { status, body } = await call(server, 'loop', { function: 'spin', timeoutMs: 200 });
+      const { status, error: body } = await server.api.call('loop', { function: 'spin', timeoutMs: 200 });
       expect(status).toBe(504);
       expect(body.code).toBe('TIMEOUT');
       expect(body.message).toContain('200 ms');
@@ -374,8 +342,8 @@ describe('POST /plugins/:id/call', () => {
     });
 
     it('answers a stopped call with the logs it wrote before it hung', async () => {
-      await uploadBytes(server, 'log_then_spin', await wat(LOG_THEN_SPIN_WAT));
-      const { status, body } = await call(server, 'log_then_spin', { function: 'log_then_spin', timeoutMs: 300 });
+      await server.api.uploaded(await wat(LOG_THEN_SPIN_WAT), { name: 'log_then_spin' });
+      const { status, error: body } = await server.api.call('log_then_spin', { function: 'log_then_spin', timeoutMs: 300 });
       expect(status).toBe(504);
       expect(body.code).toBe('TIMEOUT');
       expect(body.logs.map((l) => [l.level, l.message])).toEqual([['info', 'about to spin']]);
@@ -384,12 +352,12 @@ describe('POST /plugins/:id/call', () => {
     it('keeps answering other calls and health checks while two loops spin, then is back at full size', async () => {
       const restartsBefore = server.app.engine.stats().restarts.timeout;
       let spinning = 2;
-      const spins = [1, 2].map(() => call(server, 'loop', { function: 'spin', timeoutMs: 3000 }).finally(() => spinning--));
+      const spins = [1, 2].map(() => server.api.call('loop', { function: 'spin', timeoutMs: 3000 }).finally(() => spinning--));
       while (server.app.engine.stats().busy < 2) await new Promise((r) => setTimeout(r, 10));
       const health = await fetch(`${server.url}/healthz`);
       expect(health.status).toBe(200);
       // Both core workers are held: a burst worker (or the warm standby) takes the call.
-      const vowels = await call(server, 'count_vowels', { function: 'count_vowels', input: 'aaa', timeoutMs: 5000 });
+      const vowels = await server.api.call('count_vowels', { function: 'count_vowels', input: 'aaa', timeoutMs: 5000 });
       expect(vowels.status).toBe(200);
       // Answered while both loops still ran: nothing waited for them.
       expect(spinning).toBe(2);
@@ -399,11 +367,11 @@ describe('POST /plugins/:id/call', () => {
       expect(stats.restarts.timeout).toBe(restartsBefore + 2);
       // Both replacements are started threads that serve: WORKERS short calls at once all run.
       const after = await Promise.all(
-        [1, 2].map(() => call(server, 'count_vowels', { function: 'count_vowels', input: 'aeiou', timeoutMs: 2000 })),
+        [1, 2].map(() => server.api.call('count_vowels', { function: 'count_vowels', input: 'aeiou', timeoutMs: 2000 })),
       );
       for (const r of after) {
         expect(r.status).toBe(200);
-        expect(JSON.parse(r.body.output!).count).toBe(5);
+        expect(JSON.parse(r.data.output!).count).toBe(5);
       }
       expect(server.app.engine.stats()).toMatchObject({ size: 2, ready: 2, busy: 0, queued: 0 });
       const ready = await fetch(`${server.url}/readyz`);
@@ -412,14 +380,14 @@ describe('POST /plugins/:id/call', () => {
     });
 
     it('reports a trap as 422 PLUGIN_ERROR', async () => {
-      const { status, body } = await call(server, 'trap', { function: 'trap' });
+      const { status, error: body } = await server.api.call('trap', { function: 'trap' });
       expect(status).toBe(422);
       expect(body.code).toBe('PLUGIN_ERROR');
       expect(body.message).toMatch(/trap|unreachable/);
     });
 
     it('reports a plugin-set error as 422 with its message', async () => {
-      const { status, body } = await call(server, 'fail', { function: 'fail', input: 'boom' });
+      const { status, error: body } = await server.api.call('fail', { function: 'fail', input: 'boom' });
       expect(status).toBe(422);
       expect(body.code).toBe('PLUGIN_ERROR');
       expect(body.message).toContain('boom');
@@ -427,7 +395,7 @@ describe('POST /plugins/:id/call', () => {
 
     it('caps the memory bomb at memoryMaxPages: 422 MEMORY_LIMIT and server RSS grows < 64 MiB', async () => {
       const rssBefore = process.memoryUsage().rss;
-      const { status, body } = await call(server, 'membomb', { function: 'grow', memoryMaxPages: 32 });
+      const { status, error: body } = await server.api.call('membomb', { function: 'grow', memoryMaxPages: 32 });
       const growth = process.memoryUsage().rss - rssBefore;
       expect(status).toBe(422);
       expect(body.code).toBe('MEMORY_LIMIT');
@@ -436,20 +404,20 @@ describe('POST /plugins/:id/call', () => {
     });
 
     it('refuses output beyond the limit with a clear code and keeps serving', async () => {
-      const big = await call(server, 'huge_output', { function: 'huge', input: String(8 * 1024 * 1024) });
+      const big = await server.api.call('huge_output', { function: 'huge', input: String(8 * 1024 * 1024) });
       expect(big.status).toBe(422);
-      expect(big.body.code).toBe('OUTPUT_TOO_LARGE');
-      const default64 = await call(server, 'huge_output', { function: 'huge' });
+      expect(big.error.code).toBe('OUTPUT_TOO_LARGE');
+      const default64 = await server.api.call('huge_output', { function: 'huge' });
       expect(default64.status).toBe(422);
-      expect(['OUTPUT_TOO_LARGE', 'MEMORY_LIMIT']).toContain(default64.body.code);
-      const lowered = await call(server, 'huge_output', { function: 'huge', input: '2000', maxOutputBytes: 1000 });
-      expect(lowered.body.code).toBe('OUTPUT_TOO_LARGE');
-      const small = await call(server, 'huge_output', { function: 'huge', input: '10' });
-      expect(small.body.output).toBe('x'.repeat(10));
+      expect(['OUTPUT_TOO_LARGE', 'MEMORY_LIMIT']).toContain(default64.error.code);
+      const lowered = await server.api.call('huge_output', { function: 'huge', input: '2000', maxOutputBytes: 1000 });
+      expect(lowered.error.code).toBe('OUTPUT_TOO_LARGE');
+      const small = await server.api.call('huge_output', { function: 'huge', input: '10' });
+      expect(small.data.output).toBe('x'.repeat(10));
     });
 
     it('truncates a log flood and keeps the response bounded', async () => {
-      const { status, body, size } = await call(server, 'log_flood', { function: 'flood' });
+      const { status, data: body, size } = await server.api.call('log_flood', { function: 'flood' });
       expect(status).toBe(200);
       expect(body.output).toBe('done');
       expect(body.logsTruncated).toBe(true);
@@ -458,45 +426,45 @@ describe('POST /plugins/:id/call', () => {
     });
 
     it('keeps fewer log entries or bytes when the caller lowers maxLogEntries or maxLogBytes, never more than the ceiling', async () => {
-      const all = await call(server, 'logs', { function: 'log_all', logLevel: 'trace' });
-      expect({ count: all.body.logs.length, truncated: all.body.logsTruncated }).toEqual({ count: 5, truncated: false });
-      const two = await call(server, 'logs', { function: 'log_all', logLevel: 'trace', maxLogEntries: 2 });
+      const all = await server.api.call('logs', { function: 'log_all', logLevel: 'trace' });
+      expect({ count: all.data.logs.length, truncated: all.data.logsTruncated }).toEqual({ count: 5, truncated: false });
+      const two = await server.api.call('logs', { function: 'log_all', logLevel: 'trace', maxLogEntries: 2 });
       expect(two.status).toBe(200);
-      expect({ messages: two.body.logs.map((l) => l.message), truncated: two.body.logsTruncated }).toEqual({
+      expect({ messages: two.data.logs.map((l) => l.message), truncated: two.data.logsTruncated }).toEqual({
         messages: ['trace message', 'debug message'],
         truncated: true,
       });
-      const bytes = await call(server, 'logs', { function: 'log_all', logLevel: 'trace', maxLogBytes: 30 });
-      const kept = bytes.body.logs.reduce((sum, l) => sum + Buffer.byteLength(l.message), 0);
-      expect({ keptAtMost30: kept <= 30, some: bytes.body.logs.length > 0, truncated: bytes.body.logsTruncated }).toEqual({
+      const bytes = await server.api.call('logs', { function: 'log_all', logLevel: 'trace', maxLogBytes: 30 });
+      const kept = bytes.data.logs.reduce((sum, l) => sum + Buffer.byteLength(l.message), 0);
+      expect({ keptAtMost30: kept <= 30, some: bytes.data.logs.length > 0, truncated: bytes.data.logsTruncated }).toEqual({
         keptAtMost30: true,
         some: true,
         truncated: true,
       });
-      const above = await call(server, 'logs', {
+      const above = await server.api.call('logs', {
         function: 'log_all',
         maxLogEntries: server.config.engine.limits.logEntries.ceiling + 1,
       });
-      expect({ status: above.status, code: above.body.code }).toEqual({ status: 400, code: 'LIMIT_ABOVE_CEILING' });
-      expect(above.body.message).toContain('CALL_LOG_ENTRIES_CEILING');
+      expect({ status: above.status, code: above.error.code }).toEqual({ status: 400, code: 'LIMIT_ABOVE_CEILING' });
+      expect(above.error.message).toContain('CALL_LOG_ENTRIES_CEILING');
     });
   });
 
   describe('WASI', () => {
     it('captures stdout and stderr as log entries', async () => {
-      const { status, body } = await call(server, 'wasi_io', { function: 'write_both' });
+      const { status, data: body } = await server.api.call('wasi_io', { function: 'write_both' });
       expect(status).toBe(200);
       expect(body.output).toBe('ok');
       expect(body.logs.map((l) => [l.level, l.message])).toEqual([
         ['stdout', 'to stdout'],
         ['stderr', 'to stderr'],
       ]);
-      const off = await call(server, 'wasi_io', { function: 'write_both', logLevel: 'off' });
-      expect(off.body.logs).toEqual([]);
+      const off = await server.api.call('wasi_io', { function: 'write_both', logLevel: 'off' });
+      expect(off.data.logs).toEqual([]);
     });
 
     it('maps a non-zero exit to 422 PLUGIN_ERROR', async () => {
-      const { status, body } = await call(server, 'wasi_io', { function: 'exit_nonzero' });
+      const { status, error: body } = await server.api.call('wasi_io', { function: 'exit_nonzero' });
       expect(status).toBe(422);
       expect(body.code).toBe('PLUGIN_ERROR');
       expect(body.message).toContain('3');
@@ -506,89 +474,88 @@ describe('POST /plugins/:id/call', () => {
   describe('request handling', () => {
     it('round-trips binary input and output as base64', async () => {
       const bytes = Buffer.from([0, 255, 1, 254, 0x80, 0x81]);
-      const { status, body } = await call(server, 'echo', { function: 'echo', inputBase64: bytes.toString('base64') });
+      const { status, data: body } = await server.api.call('echo', { function: 'echo', inputBase64: bytes.toString('base64') });
       expect(status).toBe(200);
       expect(body.outputBase64).toBe(bytes.toString('base64'));
-      const text = await call(server, 'echo', { function: 'echo', input: 'héllo', outputEncoding: 'base64' });
-      expect(Buffer.from(text.body.outputBase64!, 'base64').toString()).toBe('héllo');
+      const text = await server.api.call('echo', { function: 'echo', input: 'héllo', outputEncoding: 'base64' });
+      expect(Buffer.from(text.data.outputBase64!, 'base64').toString()).toBe('héllo');
     });
 
     it('treats a non-zero return without an error as PLUGIN_ERROR, and an export without a result as success', async () => {
-      await uploadBytes(
-        server,
-        'return_codes',
+      await server.api.uploaded(
         await wat(`(module
         (memory (export "memory") 1)
         (func (export "seven") (result i32) (i32.const 7))
         (func (export "nothing")))`),
+        { name: 'return_codes' },
       );
-      const seven = await call(server, 'return_codes', { function: 'seven' });
+      const seven = await server.api.call('return_codes', { function: 'seven' });
       expect(seven.status).toBe(422);
-      expect(seven.body.code).toBe('PLUGIN_ERROR');
-      expect(seven.body.message).toContain('7');
-      const nothing = await call(server, 'return_codes', { function: 'nothing' });
+      expect(seven.error.code).toBe('PLUGIN_ERROR');
+      expect(seven.error.message).toContain('7');
+      const nothing = await server.api.call('return_codes', { function: 'nothing' });
       expect(nothing.status).toBe(200);
-      expect(nothing.body.output).toBe('');
+      expect(nothing.data.output).toBe('');
     });
 
     it('answers 404 FUNCTION_NOT_FOUND listing the exports', async () => {
-      const { status, body } = await call(server, 'count_vowels', { function: 'nope' });
+      const { status, error: body } = await server.api.call('count_vowels', { function: 'nope' });
       expect(status).toBe(404);
       expect(body.code).toBe('FUNCTION_NOT_FOUND');
       expect(body.message).toContain('count_vowels');
     });
 
     it('answers 404 PLUGIN_NOT_FOUND for an unknown or deleted plugin', async () => {
-      expect((await call(server, 'no-such-plugin', { function: 'x' })).body.code).toBe('PLUGIN_NOT_FOUND');
-      const id = await upload(server, 'doomed', 'echo');
-      expect((await call(server, id, { function: 'echo', input: 'a' })).status).toBe(200);
+      expect((await server.api.call('no-such-plugin', { function: 'x' })).error.code).toBe('PLUGIN_NOT_FOUND');
+      const { id } = await server.api.uploaded(await readPlugin('echo'), { name: 'doomed' });
+      expect((await server.api.call(id, { function: 'echo', input: 'a' })).status).toBe(200);
       // echo's bytes are shared with the "echo" name; delete by the name of the copy only after checking it works.
-      const del = await fetch(`${server.url}/plugins/doomed`, { method: 'DELETE' });
+      const del = await server.api.delete('doomed');
       expect(del.status).toBe(204);
-      const after = await call(server, 'doomed', { function: 'echo', input: 'a' });
+      const after = await server.api.call('doomed', { function: 'echo', input: 'a' });
       expect(after.status).toBe(404);
-      expect(after.body.code).toBe('PLUGIN_NOT_FOUND');
-      await upload(server, 'echo');
+      expect(after.error.code).toBe('PLUGIN_NOT_FOUND');
+      await server.api.uploaded(await readPlugin('echo'), { name: 'echo' });
     });
 
     it('answers 413 INPUT_TOO_LARGE above MAX_INPUT_BYTES', async () => {
-      const { status, body } = await call(server, 'echo', { function: 'echo', input: 'x'.repeat(65537) });
+      const { status, error: body } = await server.api.call('echo', { function: 'echo', input: 'x'.repeat(65537) });
       expect(status).toBe(413);
       expect(body.code).toBe('INPUT_TOO_LARGE');
-      const huge = await call(server, 'echo', { function: 'echo', input: 'x'.repeat(200_000) });
+      const huge = await server.api.call('echo', { function: 'echo', input: 'x'.repeat(200_000) });
       expect(huge.status).toBe(413);
-      expect(huge.body.code).toBe('INPUT_TOO_LARGE');
+      expect(huge.error.code).toBe('INPUT_TOO_LARGE');
     });
 
     it('rejects unknown fields, both inputs, bad types and limits above a ceiling with 400', async () => {
-      const unknown = await call(server, 'echo', { function: 'echo', input: 'a', extra: 1 });
+      const unknown = await server.api.callUnchecked('echo', { function: 'echo', input: 'a', extra: 1 });
       expect(unknown.status).toBe(400);
-      expect(unknown.body.code).toBe('INVALID_REQUEST');
-      const both = await call(server, 'echo', { function: 'echo', input: 'a', inputBase64: 'YQ==' });
-      expect(both.body.code).toBe('INVALID_REQUEST');
-      const level = await call(server, 'echo', { function: 'echo', logLevel: 'loud' });
-      expect(level.body.code).toBe('INVALID_REQUEST');
-      const ceiling = await call(server, 'echo', { function: 'echo', timeoutMs: 10_000_000 });
+      expect(unknown.error.code).toBe('INVALID_REQUEST');
+      const both = await server.api.call('echo', { function: 'echo', input: 'a', inputBase64: 'YQ==' });
+      expect(both.error.code).toBe('INVALID_REQUEST');
+      const level = await server.api.callUnchecked('echo', { function: 'echo', logLevel: 'loud' });
+      expect(level.error.code).toBe('INVALID_REQUEST');
+      const ceiling = await server.api.call('echo', { function: 'echo', timeoutMs: 10_000_000 });
       expect(ceiling.status).toBe(400);
-      expect(ceiling.body.code).toBe('LIMIT_ABOVE_CEILING');
-      expect(ceiling.body.message).toContain(String(server.config.engine.limits.timeoutMs.ceiling));
-      const pages = await call(server, 'echo', { function: 'echo', memoryMaxPages: 1_000_000 });
-      expect(pages.body.code).toBe('LIMIT_ABOVE_CEILING');
+      expect(ceiling.error.code).toBe('LIMIT_ABOVE_CEILING');
+      expect(ceiling.error.message).toContain(String(server.config.engine.limits.timeoutMs.ceiling));
+      const pages = await server.api.call('echo', { function: 'echo', memoryMaxPages: 1_000_000 });
+      expect(pages.error.code).toBe('LIMIT_ABOVE_CEILING');
     });
   });
 
   describe('memory limits', () => {
     it("keeps the plugin's own declared maximum and the caller's cap, whichever is lower; start-up may use host functions", async () => {
-      await uploadBytes(server, 'grower', await wat(GROWER_WAT));
+      await server.api.uploaded(await wat(GROWER_WAT), { name: 'grower' });
       const grow = async (pages: number, memoryMaxPages?: number) => {
         const input = Buffer.from([pages]).toString('base64');
-        const r = await call(server, 'grower', {
+        const r = await server.api.call('grower', {
           function: 'grow',
           inputBase64: input,
           ...(memoryMaxPages ? { memoryMaxPages } : {}),
         });
         expect(r.status).toBe(200);
-        return r.body.output;
+        return r.data.output;
       };
       expect(await grow(2)).toBe('ok'); // 1 + 2 = its declared maximum of 3
       expect(await grow(2)).toBe('ok'); // fresh state: back at 1 page
@@ -598,32 +565,30 @@ describe('POST /plugins/:id/call', () => {
     });
 
     it('reports an ordinary trap in a plugin whose memory is at its cap as PLUGIN_ERROR; MEMORY_LIMIT only after refused memory', async () => {
-      await uploadBytes(
-        server,
-        'full_trap',
+      await server.api.uploaded(
         await wat(`(module (memory (export "memory") 1 1) (func (export "trap") (result i32) unreachable))`),
+        { name: 'full_trap' },
       );
-      const full = await call(server, 'full_trap', { function: 'trap' });
+      const full = await server.api.call('full_trap', { function: 'trap' });
       expect(full.status).toBe(422);
-      expect(full.body.code).toBe('PLUGIN_ERROR');
-      expect(full.body.message).toContain('unreachable');
+      expect(full.error.code).toBe('PLUGIN_ERROR');
+      expect(full.error.message).toContain('unreachable');
       // A refused memory.grow, then a trap (membomb): MEMORY_LIMIT, also at a cap below the module's.
-      const bomb = await call(server, 'membomb', { function: 'grow', memoryMaxPages: 4 });
-      expect(bomb.body.code).toBe('MEMORY_LIMIT');
+      const bomb = await server.api.call('membomb', { function: 'grow', memoryMaxPages: 4 });
+      expect(bomb.error.code).toBe('MEMORY_LIMIT');
       // The flag is per call: the same instance traps plainly on the next call.
-      expect((await call(server, 'full_trap', { function: 'trap' })).body.code).toBe('PLUGIN_ERROR');
+      expect((await server.api.call('full_trap', { function: 'trap' })).error.code).toBe('PLUGIN_ERROR');
       // A host allocation beyond the call's host memory cap.
-      await uploadBytes(
-        server,
-        'host_alloc',
+      await server.api.uploaded(
         await wat(`(module
         (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
         (memory (export "memory") 1)
         (func (export "big") (result i32) (drop (call $alloc (i64.const 1099511627776))) (i32.const 0)))`),
+        { name: 'host_alloc' },
       );
-      const host = await call(server, 'host_alloc', { function: 'big' });
+      const host = await server.api.call('host_alloc', { function: 'big' });
       expect(host.status).toBe(422);
-      expect(host.body.code).toBe('MEMORY_LIMIT');
+      expect(host.error.code).toBe('MEMORY_LIMIT');
     });
 
     it('keeps a trap PLUGIN_ERROR for a module run without the grow shim (undecodable code), hinting at memory near its cap', async () => {
@@ -633,15 +598,19 @@ describe('POST /plugins/:id/call', () => {
         0x04, 0x01, 0x01, 0x01, 0x01, 0x07, 0x08, 0x01, 0x04, 0x74, 0x72, 0x61, 0x70, 0x00, 0x00, 0x0a, 0x0a, 0x01, 0x08, 0x00,
         0x41, 0x00, 0xfb, 0x1c, 0x1a, 0x00, 0x0b,
       ]);
-      await uploadBytes(server, 'no_shim_trap', bytes);
-      const { status, body } = await call(server, 'no_shim_trap', { function: 'trap' });
+      await server.api.uploaded(bytes, { name: 'no_shim_trap' });
+      const { status, error: body } = await server.api.call('no_shim_trap', { function: 'trap' });
       expect(status).toBe(422);
       expect(body.code).toBe('PLUGIN_ERROR');
       expect(body.message).toContain('1 of 1 pages');
     });
 
     it("refuses a cap below the plugin's initial memory with 422 MEMORY_LIMIT", async () => {
-      const { status, body } = await call(server, 'rust_vowels', { function: 'count_vowels', input: 'x', memoryMaxPages: 4 });
+      const { status, error: body } = await server.api.call('rust_vowels', {
+        function: 'count_vowels',
+        input: 'x',
+        memoryMaxPages: 4,
+      });
       expect(status).toBe(422);
       expect(body.code).toBe('MEMORY_LIMIT');
       expect(body.message).toContain('17 pages');
@@ -655,42 +624,36 @@ describe('POST /plugins/:id/call', () => {
 });
 
 describe('queue overflow', () => {
-  let server: TestServer;
+  const server = useServer({ env: { WORKERS: '1', QUEUE_MAX: '2', BURST_WORKERS: '0' } });
 
   beforeAll(async () => {
-    server = await startServer({ env: { WORKERS: '1', QUEUE_MAX: '2', BURST_WORKERS: '0' } });
-    await upload(server, 'loop');
-    await upload(server, 'count_vowels');
-  });
-
-  afterAll(async () => {
-    await server?.close();
-    if (server) await removeDir(server.dataDir);
+    await server.api.uploaded(await readPlugin('loop'), { name: 'loop' });
+    await server.api.uploaded(await readPlugin('count_vowels'), { name: 'count_vowels' });
   });
 
   it('answers 503 OVERLOADED with Retry-After beyond the queue, and completes every accepted call', async () => {
-    const spin = call(server, 'loop', { function: 'spin', timeoutMs: 500 });
+    const spin = server.api.call('loop', { function: 'spin', timeoutMs: 500 });
     await new Promise((r) => setTimeout(r, 50));
-    const calls = Array.from({ length: 6 }, () => call(server, 'count_vowels', { function: 'count_vowels', input: 'aei' }));
+    const calls = Array.from({ length: 6 }, () => server.api.call('count_vowels', { function: 'count_vowels', input: 'aei' }));
     const results = await Promise.all(calls);
     const overloaded = results.filter((r) => r.status === 503);
     const accepted = results.filter((r) => r.status !== 503);
     expect(overloaded).toHaveLength(4);
     for (const r of overloaded) {
-      expect(r.body.code).toBe('OVERLOADED');
+      expect(r.error.code).toBe('OVERLOADED');
       expect(Number(r.headers.get('retry-after'))).toBeGreaterThan(0);
     }
     expect(accepted).toHaveLength(2);
     for (const r of accepted) {
       expect(r.status).toBe(200);
-      expect(JSON.parse(r.body.output!).count).toBe(3);
+      expect(JSON.parse(r.data.output!).count).toBe(3);
     }
     expect((await spin).status).toBe(504);
   });
 });
 
 describe('WASI output as UTF-8', () => {
-  let server: TestServer;
+  const server = useServer({ env: { WORKERS: '1', CALL_LOG_BYTES: '100', RATE_LIMIT_MAX: '0' } });
   /** `split`: writes "h" + the first byte of "é", then its second byte + "\n". `wide`: one line of 60 "é" (120 bytes). */
   const UTF8_WAT = `(module
     (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
@@ -718,91 +681,76 @@ describe('WASI output as UTF-8', () => {
       (i32.const 0)))`;
 
   beforeAll(async () => {
-    server = await startServer({ env: { WORKERS: '1', CALL_LOG_BYTES: '100', RATE_LIMIT_MAX: '0' } });
-    await uploadBytes(server, 'utf8_out', await wat(UTF8_WAT));
-  });
-
-  afterAll(async () => {
-    await server?.close();
-    if (server) await removeDir(server.dataDir);
+    await server.api.uploaded(await wat(UTF8_WAT), { name: 'utf8_out' });
   });
 
   it('decodes a character split across two writes whole, and counts the log byte cap in UTF-8 bytes', async () => {
-    const split = await call(server, 'utf8_out', { function: 'split' });
+    const split = await server.api.call('utf8_out', { function: 'split' });
     expect(split.status).toBe(200);
-    expect(split.body.logs.map((l) => [l.level, l.message])).toEqual([['stdout', 'hé']]);
-    expect(split.body.logsTruncated).toBe(false);
+    expect(split.data.logs.map((l) => [l.level, l.message])).toEqual([['stdout', 'hé']]);
+    expect(split.data.logsTruncated).toBe(false);
     // 60 characters but 120 bytes: over CALL_LOG_BYTES=100.
-    const wide = await call(server, 'utf8_out', { function: 'wide' });
+    const wide = await server.api.call('utf8_out', { function: 'wide' });
     expect(wide.status).toBe(200);
-    expect(wide.body.logs).toEqual([]);
-    expect(wide.body.logsTruncated).toBe(true);
+    expect(wide.data.logs).toEqual([]);
+    expect(wide.data.logsTruncated).toBe(true);
   });
 });
 
 describe('queue overflow by bytes', () => {
-  let server: TestServer;
-
-  beforeAll(async () => {
-    server = await startServer({
-      env: { WORKERS: '1', BURST_WORKERS: '0', QUEUE_MAX_BYTES: '100000', MAX_INPUT_BYTES: '65536', RATE_LIMIT_MAX: '0' },
-    });
-    await upload(server, 'loop');
-    await upload(server, 'count_vowels');
+  const server = useServer({
+    env: { WORKERS: '1', BURST_WORKERS: '0', QUEUE_MAX_BYTES: '100000', MAX_INPUT_BYTES: '65536', RATE_LIMIT_MAX: '0' },
   });
 
-  afterAll(async () => {
-    await server?.close();
-    if (server) await removeDir(server.dataDir);
+  beforeAll(async () => {
+    await server.api.uploaded(await readPlugin('loop'), { name: 'loop' });
+    await server.api.uploaded(await readPlugin('count_vowels'), { name: 'count_vowels' });
   });
 
   it('answers 503 OVERLOADED with Retry-After once the waiting calls would hold more than QUEUE_MAX_BYTES of input', async () => {
-    const spin = call(server, 'loop', { function: 'spin', timeoutMs: 1000 });
+    const spin = server.api.call('loop', { function: 'spin', timeoutMs: 1000 });
     await new Promise((r) => setTimeout(r, 50));
     const big = 'a'.repeat(40_000);
     const results = await Promise.all([
-      ...Array.from({ length: 3 }, () => call(server, 'count_vowels', { function: 'count_vowels', input: big })),
-      call(server, 'count_vowels', { function: 'count_vowels', input: 'aei' }),
+      ...Array.from({ length: 3 }, () => server.api.call('count_vowels', { function: 'count_vowels', input: big })),
+      server.api.call('count_vowels', { function: 'count_vowels', input: 'aei' }),
     ]);
     const overloaded = results.filter((r) => r.status === 503);
     expect(overloaded).toHaveLength(1);
-    expect(overloaded[0]!.body.code).toBe('OVERLOADED');
-    expect(overloaded[0]!.body.message).toContain('QUEUE_MAX_BYTES');
+    expect(overloaded[0]!.error.code).toBe('OVERLOADED');
+    expect(overloaded[0]!.error.message).toContain('QUEUE_MAX_BYTES');
     expect(Number(overloaded[0]!.headers.get('retry-after'))).toBeGreaterThan(0);
     const accepted = results.filter((r) => r.status !== 503);
     expect(accepted.map((r) => r.status)).toEqual([200, 200, 200]);
-    expect(accepted.map((r) => JSON.parse(r.body.output!).count).sort((a, b) => a - b)).toEqual([3, 40_000, 40_000]);
+    expect(accepted.map((r) => JSON.parse(r.data.output!).count).sort((a, b) => a - b)).toEqual([3, 40_000, 40_000]);
     expect((await spin).status).toBe(504);
     expect(server.app.engine.stats().queuedBytes).toBe(0);
   });
 });
 
 describe('long calls on a one-worker pool', () => {
-  let server: TestServer;
+  const server = useServer({ env: { WORKERS: '1', EGRESS_ALLOW_PRIVATE: 'true', RATE_LIMIT_MAX: '0' } });
   let titles: TitleServer;
 
   beforeAll(async () => {
-    server = await startServer({ env: { WORKERS: '1', EGRESS_ALLOW_PRIVATE: 'true', RATE_LIMIT_MAX: '0' } });
     titles = await startTitleServer('once');
-    await upload(server, 'loop');
-    await upload(server, 'count_vowels');
-    await upload(server, 'hello');
+    await server.api.uploaded(await readPlugin('loop'), { name: 'loop' });
+    await server.api.uploaded(await readPlugin('count_vowels'), { name: 'count_vowels' });
+    await server.api.uploaded(await readPlugin('hello'), { name: 'hello' });
   });
 
   afterAll(async () => {
-    await server?.close();
     await titles?.close();
-    if (server) await removeDir(server.dataDir);
   });
 
   it('runs a call that arrived right behind an endless loop elsewhere, long before the loop times out', async () => {
     // Sent together, the second call may be sent ahead to the worker that is about to spin: the pool
     // must take it back and run it on another worker.
     let spinning = true;
-    const spin = call(server, 'loop', { function: 'spin', timeoutMs: 3000 }).finally(() => (spinning = false));
-    const quick = await call(server, 'count_vowels', { function: 'count_vowels', input: 'aeiou' });
+    const spin = server.api.call('loop', { function: 'spin', timeoutMs: 3000 }).finally(() => (spinning = false));
+    const quick = await server.api.call('count_vowels', { function: 'count_vowels', input: 'aeiou' });
     expect(quick.status).toBe(200);
-    expect(JSON.parse(quick.body.output!).count).toBe(5);
+    expect(JSON.parse(quick.data.output!).count).toBe(5);
     // Answered while the loop still ran: the call was not left behind it until its deadline.
     expect(spinning).toBe(true);
     expect((await spin).status).toBe(504);
@@ -810,9 +758,9 @@ describe('long calls on a one-worker pool', () => {
 
   it('runs each call exactly once, also those taken back from behind a loop (upstream hit count)', async () => {
     const before = titles.hits;
-    const spin = call(server, 'loop', { function: 'spin', timeoutMs: 1500 });
+    const spin = server.api.call('loop', { function: 'spin', timeoutMs: 1500 });
     const calls = Array.from({ length: 3 }, (_, i) =>
-      call(server, 'hello', {
+      server.api.call('hello', {
         function: 'say_hello',
         input: `n${i}`,
         config: { route: titles.url },
@@ -823,7 +771,7 @@ describe('long calls on a one-worker pool', () => {
     );
     for (const [i, r] of (await Promise.all(calls)).entries()) {
       expect(r.status).toBe(200);
-      expect(r.body.output).toBe(`param: n${i} title: once`);
+      expect(r.data.output).toBe(`param: n${i} title: once`);
     }
     expect((await spin).status).toBe(504);
     await new Promise((r) => setTimeout(r, 200)); // a duplicate run, if any, would land by now
@@ -834,12 +782,16 @@ describe('long calls on a one-worker pool', () => {
     // Deadlines of a few ms pass while the call is on its way to the worker (or re-sent with its
     // module): the worker must then never start it, or stop it at the deadline.
     for (let i = 0; i < 20; i++) {
-      const { status, body } = await call(server, 'loop', { function: 'spin', timeoutMs: 1 + (i % 5) });
+      const { status, error: body } = await server.api.call('loop', { function: 'spin', timeoutMs: 1 + (i % 5) });
       expect(status).toBe(504);
       expect(body.code).toBe('TIMEOUT');
     }
     for (let i = 0; i < 3; i++) {
-      const { status, body } = await call(server, 'count_vowels', { function: 'count_vowels', input: 'aeiou', timeoutMs: 1000 });
+      const { status, data: body } = await server.api.call('count_vowels', {
+        function: 'count_vowels',
+        input: 'aeiou',
+        timeoutMs: 1000,
+      });
       expect(status).toBe(200);
       expect(JSON.parse(body.output!).count).toBe(5);
     }
@@ -848,34 +800,33 @@ describe('long calls on a one-worker pool', () => {
 });
 
 describe('calls waiting on HTTP (one worker, BURST_WORKERS=0)', () => {
-  let server: TestServer;
+  const server = useServer({ env: { WORKERS: '1', BURST_WORKERS: '0', EGRESS_ALLOW_PRIVATE: 'true', RATE_LIMIT_MAX: '0' } });
   let upstream: Upstream;
 
   beforeAll(async () => {
-    server = await startServer({ env: { WORKERS: '1', BURST_WORKERS: '0', EGRESS_ALLOW_PRIVATE: 'true', RATE_LIMIT_MAX: '0' } });
     upstream = await startUpstream();
-    await upload(server, 'http');
-    await upload(server, 'count_vowels');
+    await server.api.uploaded(await readPlugin('http'), { name: 'http' });
+    await server.api.uploaded(await readPlugin('count_vowels'), { name: 'count_vowels' });
   });
 
   afterAll(async () => {
-    await server?.close();
     await upstream?.close();
-    if (server) await removeDir(server.dataDir);
   });
 
   it('do not hold the only worker: another call runs on a burst worker while the upstream hangs', async () => {
     let hungSettled = false;
-    const hung = call(server, 'http', {
-      function: 'fetch',
-      input: JSON.stringify({ url: `${upstream.url}/hang` }),
-      allowedHosts: ['127.0.0.1'],
-      timeoutMs: 3000,
-    }).finally(() => (hungSettled = true));
+    const hung = server.api
+      .call('http', {
+        function: 'fetch',
+        input: JSON.stringify({ url: `${upstream.url}/hang` }),
+        allowedHosts: ['127.0.0.1'],
+        timeoutMs: 3000,
+      })
+      .finally(() => (hungSettled = true));
     while (upstream.received.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
 
-    const quick = await call(server, 'count_vowels', { function: 'count_vowels', input: 'aeiou' });
-    expect({ status: quick.status, count: JSON.parse(quick.body.output!).count, hungSettled }).toEqual({
+    const quick = await server.api.call('count_vowels', { function: 'count_vowels', input: 'aeiou' });
+    expect({ status: quick.status, count: JSON.parse(quick.data.output!).count, hungSettled }).toEqual({
       status: 200,
       count: 5,
       hungSettled: false,
@@ -885,28 +836,23 @@ describe('calls waiting on HTTP (one worker, BURST_WORKERS=0)', () => {
 });
 
 describe('a module cache smaller than the stored plugins', () => {
-  let server: TestServer;
+  const server = useServer({ env: { WORKERS: '2', MODULE_CACHE_BYTES: String(2 * 1024 * 1024) } });
   beforeAll(async () => {
     // Room for about two small compiled modules: every upload and call evicts one, and workers let it go too.
-    server = await startServer({ env: { WORKERS: '2', MODULE_CACHE_BYTES: String(2 * 1024 * 1024) } });
-  });
-  afterAll(async () => {
-    await server?.close();
-    if (server) await removeDir(server.dataDir);
   });
 
   it('keeps answering every plugin in turn, preparing evicted ones again', async () => {
     const names = ['count_vowels', 'echo', 'state', 'logs', 'fail'];
-    for (const name of names) await upload(server, name);
+    for (const name of names) await server.api.uploaded(await readPlugin(name), { name });
     for (let round = 0; round < 3; round++) {
       expect(
-        JSON.parse((await call(server, 'count_vowels', { function: 'count_vowels', input: 'aeiou' })).body.output!),
+        JSON.parse((await server.api.call('count_vowels', { function: 'count_vowels', input: 'aeiou' })).data.output!),
       ).toMatchObject({
         count: 5,
       });
-      expect((await call(server, 'echo', { function: 'echo', input: `round ${round}` })).body.output).toBe(`round ${round}`);
-      expect((await call(server, 'logs', { function: 'log_all' })).body.output).toBe('done');
-      expect((await call(server, 'fail', { function: 'fail', input: 'x' })).status).toBe(422);
+      expect((await server.api.call('echo', { function: 'echo', input: `round ${round}` })).data.output).toBe(`round ${round}`);
+      expect((await server.api.call('logs', { function: 'log_all' })).data.output).toBe('done');
+      expect((await server.api.call('fail', { function: 'fail', input: 'x' })).status).toBe(422);
     }
     expect(server.app.moduleCache.stats().entries).toBeLessThanOrEqual(3);
   });

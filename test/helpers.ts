@@ -8,12 +8,14 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, onTestFinished } from 'vitest';
 import wabtInit from 'wabt';
 import { buildApp, type AppOptions } from '../src/app.ts';
 import { loadConfig, type Config } from '../src/config.ts';
 import type { ModuleCheckLimits } from '../src/engine/compile/module-check.ts';
 import { responsesBreakingContract } from './contract-problems.ts';
 import { checkEveryResponse } from './openapi-contract.ts';
+import { TestClient } from './test-client.ts';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -36,7 +38,9 @@ export interface TestServer {
   /** Base URL, e.g. http://127.0.0.1:41234 */
   url: string;
   dataDir: string;
-  /** Closes the app; the data dir stays (pass it to startServer again to "restart"). */
+  /** The service's API, typed from the contract. */
+  api: TestClient;
+  /** Closes the app (once); the data dir stays (pass it to startServer again to "restart"). */
   close(): Promise<void>;
 }
 
@@ -68,7 +72,42 @@ export async function startServer(options: StartOptions = {}): Promise<TestServe
   await app.listen({ port: 0, host: '127.0.0.1' });
   const address = app.server.address();
   if (address === null || typeof address === 'string') throw new Error('server has no TCP address');
-  return { app, config, url: `http://127.0.0.1:${address.port}`, dataDir, close: () => app.close() };
+  const url = `http://127.0.0.1:${address.port}`;
+  let closed: Promise<void> | undefined;
+  return { app, config, url, dataDir, api: new TestClient(url), close: () => (closed ??= app.close()) };
+}
+
+/**
+ * A server for the enclosing describe block (or file): started before its first test (after the
+ * beforeAll hooks registered earlier, so `options` may name what they started), closed and its data
+ * dir removed after its last. Its properties are readable from the first test on.
+ */
+export function useServer(options: StartOptions | (() => StartOptions) = {}): TestServer {
+  let server: TestServer | undefined;
+  beforeAll(async () => {
+    server = await startServer(typeof options === 'function' ? options() : options);
+  });
+  afterAll(async () => {
+    await server?.close();
+    if (server) await removeDir(server.dataDir);
+  });
+  return new Proxy({} as TestServer, {
+    get(_target, key) {
+      if (server === undefined)
+        throw new Error('useServer: the server starts before the first test; read it inside tests and hooks');
+      return Reflect.get(server, key) as unknown;
+    },
+  });
+}
+
+/** A server for the running test only: closed and its data dir removed when the test finishes, pass or fail. */
+export async function serverForTest(options: StartOptions = {}): Promise<TestServer> {
+  const server = await startServer(options);
+  onTestFinished(async () => {
+    await server.close();
+    await removeDir(server.dataDir);
+  });
+  return server;
 }
 
 /** Removes a temp dir made by makeTempDir/startServer. */
