@@ -4,55 +4,13 @@
 // (no DNS); no request is ever aimed at any other address. Every call response is checked against
 // openapi.yaml.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { readPlugin, removeDir, startServer, type TestServer } from './helpers.ts';
-import type { EgressAuditEntry } from '../src/egress/fetch.ts';
-import { expectContract } from './openapi-contract.ts';
+import { readPlugin, useServer, type TestServer } from './helpers.ts';
+import type { CallBody } from './test-client.ts';
 import { closedPort, startUpstream, type Upstream } from './upstream.ts';
 
-type AuditEntry = EgressAuditEntry;
-
-interface CallBody {
-  statusCode?: number;
-  code?: string;
-  message?: string;
-  reason?: string;
-  host?: string;
-  url?: string;
-  targetReason?: string;
-  pattern?: string;
-  problem?: string;
-  output?: string;
-  egress: AuditEntry[];
-}
-
-interface CallAnswer {
-  status: number;
-  body: CallBody;
-}
-
-async function upload(server: TestServer, plugin: string, fields: Record<string, string> = {}): Promise<string> {
-  const form = new FormData();
-  form.set('file', new Blob([new Uint8Array(await readPlugin(plugin))], { type: 'application/wasm' }), `${plugin}.wasm`);
-  for (const [name, value] of Object.entries(fields)) form.set(name, value);
-  const res = await fetch(`${server.url}/plugins`, { method: 'POST', body: form });
-  expect([200, 201]).toContain(res.status);
-  return ((await res.json()) as { id: string }).id;
-}
-
-async function call(server: TestServer, plugin: string, body: Record<string, unknown>): Promise<CallAnswer> {
-  const res = await fetch(`${server.url}/plugins/${plugin}/call`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  await expectContract('POST', `/plugins/${plugin}/call`, res);
-  const answer = (await res.json()) as CallBody;
-  return { status: res.status, body: answer };
-}
-
 /** Asks the http plugin to GET one URL. */
-function fetchOne(server: TestServer, plugin: string, url: string, extra: Record<string, unknown> = {}): Promise<CallAnswer> {
-  return call(server, plugin, { function: 'fetch', input: JSON.stringify({ url }), ...extra });
+function fetchOne(server: TestServer, plugin: string, url: string, extra: Partial<CallBody> = {}) {
+  return server.api.call(plugin, { function: 'fetch', input: JSON.stringify({ url }), ...extra });
 }
 
 function resetCounts(...upstreams: Upstream[]): void {
@@ -69,7 +27,10 @@ function expectPoolHealthy(server: TestServer): void {
 }
 
 describe('with EGRESS_ALLOW_PRIVATE=false', () => {
-  let server: TestServer;
+  const server = useServer({
+    env: { WORKERS: '2', EGRESS_ALLOW_PRIVATE: 'false', RATE_LIMIT_MAX: '0', MAX_EVENT_LOOP_DELAY_MS: '0' },
+    appOptions: { egressHosts: { 'api.public-example.com': '127.0.0.1', 'v6.public-example.com': '::1' } },
+  });
   let v4: Upstream;
   let v6: Upstream;
   let http: string;
@@ -78,19 +39,13 @@ describe('with EGRESS_ALLOW_PRIVATE=false', () => {
   beforeAll(async () => {
     v4 = await startUpstream('127.0.0.1');
     v6 = await startUpstream('::1');
-    server = await startServer({
-      env: { WORKERS: '2', EGRESS_ALLOW_PRIVATE: 'false', RATE_LIMIT_MAX: '0', MAX_EVENT_LOOP_DELAY_MS: '0' },
-      appOptions: { egressHosts: { 'api.public-example.com': '127.0.0.1', 'v6.public-example.com': '::1' } },
-    });
-    http = await upload(server, 'http');
-    hello = await upload(server, 'hello');
+    http = (await server.api.uploaded(await readPlugin('http'), { form: true })).id;
+    hello = (await server.api.uploaded(await readPlugin('hello'), { form: true })).id;
   });
 
   afterAll(async () => {
-    await server?.close();
     await v4?.close();
     await v6?.close();
-    if (server) await removeDir(server.dataDir);
   });
 
   afterEach(() => resetCounts(v4, v6));
@@ -118,7 +73,7 @@ describe('with EGRESS_ALLOW_PRIVATE=false', () => {
     'refuses %s with 422 HOST_NOT_ALLOWED (private address) even with allowedHosts ["*"], and the upstream sees no connection',
     async (_, target, host) => {
       const url = target(v4, v6);
-      const { status, body } = await fetchOne(server, http, url, { allowedHosts: ['*'] });
+      const { status, error: body } = await fetchOne(server, http, url, { allowedHosts: ['*'] });
       expect(status).toBe(422);
       expect(body.code).toBe('HOST_NOT_ALLOWED');
       expect(body.reason).toBe('private_address');
@@ -136,7 +91,7 @@ describe('with EGRESS_ALLOW_PRIVATE=false', () => {
 
   it('refuses the same way from the hello plugin (config route), and keeps the plugin logs', async () => {
     const route = `http://api.public-example.com:${v4.port}/todo`;
-    const { status, body } = await call(server, hello, {
+    const { status, error: body } = await server.api.call(hello, {
       function: 'say_hello',
       input: 'x',
       config: { route },
@@ -161,50 +116,46 @@ describe('with EGRESS_ALLOW_PRIVATE=false', () => {
 });
 
 describe('with private addresses allowed (the test default)', () => {
-  let server: TestServer;
+  const EGRESS_TIMEOUT_MS = 1500;
+  const server = useServer({
+    env: {
+      WORKERS: '2',
+      EGRESS_ALLOW_PRIVATE: 'true',
+      // The ceiling: loopback by address and name, plus the test's own domain; not outside.test.
+      EGRESS_ALLOWED_HOSTS: '127.0.0.1,[::1],localhost,*.inside.test',
+      EGRESS_TIMEOUT_MS: String(EGRESS_TIMEOUT_MS),
+      EGRESS_MAX_REQUESTS: '4',
+      RATE_LIMIT_MAX: '0',
+      // Load shedding off: a busy test machine must not turn calls into 503 UNDER_PRESSURE.
+      MAX_EVENT_LOOP_DELAY_MS: '0',
+    },
+    appOptions: { egressHosts: { 'api.inside.test': '127.0.0.1', 'api.outside.test': '127.0.0.1' } },
+  });
   let v4: Upstream;
   let v6: Upstream;
   let other: Upstream;
   let http: string;
   let helloWithDefault: string;
-  const EGRESS_TIMEOUT_MS = 1500;
 
   beforeAll(async () => {
     v4 = await startUpstream('127.0.0.1');
     v6 = await startUpstream('::1');
     other = await startUpstream('127.0.0.1');
-    server = await startServer({
-      env: {
-        WORKERS: '2',
-        EGRESS_ALLOW_PRIVATE: 'true',
-        // The ceiling: loopback by address and name, plus the test's own domain; not outside.test.
-        EGRESS_ALLOWED_HOSTS: '127.0.0.1,[::1],localhost,*.inside.test',
-        EGRESS_TIMEOUT_MS: String(EGRESS_TIMEOUT_MS),
-        EGRESS_MAX_REQUESTS: '4',
-        RATE_LIMIT_MAX: '0',
-        // Load shedding off: a busy test machine must not turn calls into 503 UNDER_PRESSURE.
-        MAX_EVENT_LOOP_DELAY_MS: '0',
-      },
-      appOptions: { egressHosts: { 'api.inside.test': '127.0.0.1', 'api.outside.test': '127.0.0.1' } },
-    });
-    http = await upload(server, 'http');
-    helloWithDefault = await upload(server, 'hello', {
-      name: 'hello-local',
-      allowedHosts: JSON.stringify([`localhost:${v4.port}`]),
-    });
+    http = (await server.api.uploaded(await readPlugin('http'), { form: true })).id;
+    helloWithDefault = (
+      await server.api.uploaded(await readPlugin('hello'), { name: 'hello-local', allowedHosts: [`localhost:${v4.port}`] })
+    ).id;
   });
 
   afterAll(async () => {
-    await server?.close();
     for (const u of [v4, v6, other]) await u?.close();
-    if (server) await removeDir(server.dataDir);
   });
 
   afterEach(() => resetCounts(v4, v6, other));
 
   it('lets an allowed host through and audits the request', async () => {
     const url = `http://127.0.0.1:${v4.port}/ok`;
-    const { status, body } = await fetchOne(server, http, url, { allowedHosts: ['127.0.0.1'] });
+    const { status, data: body } = await fetchOne(server, http, url, { allowedHosts: ['127.0.0.1'] });
     expect(status).toBe(200);
     expect(JSON.parse(body.output!)).toEqual({ status: 200, body: 'ok' });
     expect(body.egress).toHaveLength(1);
@@ -215,26 +166,26 @@ describe('with private addresses allowed (the test default)', () => {
   });
 
   it("uses the plugin's stored allowedHosts when the call gives none", async () => {
-    const ok = await call(server, helloWithDefault, {
+    const ok = await server.api.call(helloWithDefault, {
       function: 'say_hello',
       input: 'Benjamin',
       config: { route: `http://localhost:${v4.port}/todo?title=stored` },
     });
     expect(ok.status).toBe(200);
-    expect(ok.body.output).toBe('param: Benjamin title: stored');
-    const refused = await call(server, helloWithDefault, {
+    expect(ok.data.output).toBe('param: Benjamin title: stored');
+    const refused = await server.api.call(helloWithDefault, {
       function: 'say_hello',
       input: 'x',
       config: { route: `http://127.0.0.1:${v4.port}/todo` },
     });
     expect(refused.status).toBe(422);
     expect(refused.body).toMatchObject({ code: 'HOST_NOT_ALLOWED', reason: 'not_in_allow_list', host: '127.0.0.1' });
-    expect(refused.body.message).toContain('not in the allow-list');
+    expect(refused.error.message).toContain('not in the allow-list');
     expect(v4.received).toHaveLength(1);
   });
 
   it('allows no egress when neither the call nor the plugin lists hosts', async () => {
-    const { status, body } = await fetchOne(server, http, `http://127.0.0.1:${v4.port}/ok`);
+    const { status, error: body } = await fetchOne(server, http, `http://127.0.0.1:${v4.port}/ok`);
     expect(status).toBe(422);
     expect(body).toMatchObject({ code: 'HOST_NOT_ALLOWED', reason: 'not_in_allow_list' });
     expect(v4.connections).toBe(0);
@@ -243,7 +194,7 @@ describe('with private addresses allowed (the test default)', () => {
   it('refuses a redirect from an allowed host to a host outside the allow-list; the second server receives nothing', async () => {
     const target = `http://localhost:${other.port}/ok`;
     const first = `http://127.0.0.1:${v4.port}/redirect?to=${encodeURIComponent(target)}`;
-    const { status, body } = await fetchOne(server, http, first, { allowedHosts: [`127.0.0.1:${v4.port}`] });
+    const { status, error: body } = await fetchOne(server, http, first, { allowedHosts: [`127.0.0.1:${v4.port}`] });
     expect(status).toBe(422);
     expect(body).toMatchObject({
       code: 'HOST_NOT_ALLOWED',
@@ -265,7 +216,7 @@ describe('with private addresses allowed (the test default)', () => {
     const last = `http://api.inside.test:${other.port}/ok`;
     const middle = `http://[::1]:${v6.port}/redirect?status=307&to=${encodeURIComponent(last)}`;
     const first = `http://127.0.0.1:${v4.port}/redirect?to=${encodeURIComponent(middle)}`;
-    const { status, body } = await fetchOne(server, http, first, { allowedHosts: ['127.0.0.1', '[::1]', '*.inside.test'] });
+    const { status, data: body } = await fetchOne(server, http, first, { allowedHosts: ['127.0.0.1', '[::1]', '*.inside.test'] });
     expect(status).toBe(200);
     expect(JSON.parse(body.output!)).toEqual({ status: 200, body: 'ok' });
     expect(body.egress.map((e) => [e.url, e.status, e.allowed, e.reason])).toEqual([
@@ -278,7 +229,7 @@ describe('with private addresses allowed (the test default)', () => {
 
   it('narrows a caller list wider than the ceiling: a host outside EGRESS_ALLOWED_HOSTS is refused even when the caller allows it', async () => {
     for (const allowedHosts of [['*'], ['api.outside.test'], ['*.outside.test']]) {
-      const { status, body } = await fetchOne(server, http, `http://api.outside.test:${v4.port}/ok`, { allowedHosts });
+      const { status, error: body } = await fetchOne(server, http, `http://api.outside.test:${v4.port}/ok`, { allowedHosts });
       expect(status).toBe(422);
       expect(body).toMatchObject({ code: 'HOST_NOT_ALLOWED', reason: 'not_in_allow_list', host: 'api.outside.test' });
     }
@@ -290,7 +241,7 @@ describe('with private addresses allowed (the test default)', () => {
   });
 
   it('refuses a scheme other than http and https', async () => {
-    const { status, body } = await fetchOne(server, http, `file:///etc/passwd`, { allowedHosts: ['*'] });
+    const { status, error: body } = await fetchOne(server, http, `file:///etc/passwd`, { allowedHosts: ['*'] });
     expect(status).toBe(422);
     expect(body).toMatchObject({ code: 'HOST_NOT_ALLOWED', reason: 'scheme' });
     expect(body.message).toContain('only http and https');
@@ -298,7 +249,7 @@ describe('with private addresses allowed (the test default)', () => {
 
   it('rejects an invalid allowedHosts pattern with 400 INVALID_ALLOWED_HOSTS naming the pattern and the problem', async () => {
     for (const bad of ['!127.0.0.1', 'a.*.com', 'http://x/path']) {
-      const { status, body } = await fetchOne(server, http, `http://127.0.0.1:${v4.port}/ok`, {
+      const { status, error: body } = await fetchOne(server, http, `http://127.0.0.1:${v4.port}/ok`, {
         allowedHosts: ['127.0.0.1', bad],
       });
       expect(status).toBe(400);
@@ -317,7 +268,7 @@ describe('with private addresses allowed (the test default)', () => {
     });
     expect(unknownPlugin.status).toBe(404);
     expect(unknownPlugin.body).toMatchObject({ code: 'PLUGIN_NOT_FOUND', egress: [] });
-    const badBody = await call(server, http, { function: 'fetch', allowedHost: ['127.0.0.1'] });
+    const badBody = await server.api.callUnchecked(http, { function: 'fetch', allowedHost: ['127.0.0.1'] });
     expect(badBody.status).toBe(400);
     expect(badBody.body).toMatchObject({ code: 'INVALID_REQUEST', egress: [] });
     const overCeiling = await fetchOne(server, http, `http://127.0.0.1:${v4.port}/ok`, {
@@ -335,28 +286,28 @@ describe('with private addresses allowed (the test default)', () => {
       const atCap = `http://127.0.0.1:${v4.port}/bytes?n=${cap}${chunked}`;
       const ok = await fetchOne(server, http, atCap, { allowedHosts: ['127.0.0.1'], maxHttpResponseBytes: cap });
       expect(ok.status).toBe(200);
-      expect((JSON.parse(ok.body.output!) as { body: string }).body).toBe('x'.repeat(cap));
-      expect(ok.body.egress[0]).toMatchObject({ status: 200, bytes: cap, allowed: true });
+      expect((JSON.parse(ok.data.output!) as { body: string }).body).toBe('x'.repeat(cap));
+      expect(ok.data.egress[0]).toMatchObject({ status: 200, bytes: cap, allowed: true });
 
       const over = `http://127.0.0.1:${v4.port}/bytes?n=${cap + 1}${chunked}`;
       const tooBig = await fetchOne(server, http, over, { allowedHosts: ['127.0.0.1'], maxHttpResponseBytes: cap });
       expect(tooBig.status).toBe(422);
       expect(tooBig.body).toMatchObject({ code: 'EGRESS_ERROR', reason: 'response_too_large', host: '127.0.0.1' });
-      expect(tooBig.body.message).toContain('response body too large');
-      expect(tooBig.body.egress[0]).toMatchObject({ url: over, status: 200, allowed: true, reason: 'response_too_large' });
+      expect(tooBig.error.message).toContain('response body too large');
+      expect(tooBig.error.egress[0]).toMatchObject({ url: over, status: 200, allowed: true, reason: 'response_too_large' });
     }
   });
 
   it('fails a refused connection with 422 EGRESS_ERROR (connect_failed)', async () => {
     const port = await closedPort();
-    const { status, body } = await fetchOne(server, http, `http://127.0.0.1:${port}/ok`, { allowedHosts: ['127.0.0.1'] });
+    const { status, error: body } = await fetchOne(server, http, `http://127.0.0.1:${port}/ok`, { allowedHosts: ['127.0.0.1'] });
     expect(status).toBe(422);
     expect(body).toMatchObject({ code: 'EGRESS_ERROR', reason: 'connect_failed', host: '127.0.0.1' });
     expect(body.egress[0]).toMatchObject({ status: null, allowed: true, reason: 'connect_failed' });
   });
 
   it('cuts an upstream that never answers at EGRESS_TIMEOUT_MS with 504 EGRESS_TIMEOUT, well before the call deadline', async () => {
-    const { status, body } = await fetchOne(server, http, `http://127.0.0.1:${v4.port}/hang`, {
+    const { status, error: body } = await fetchOne(server, http, `http://127.0.0.1:${v4.port}/hang`, {
       allowedHosts: ['127.0.0.1'],
       timeoutMs: 10_000,
     });
@@ -368,7 +319,7 @@ describe('with private addresses allowed (the test default)', () => {
 
   it('cuts a request at the call deadline when that comes first: 504 TIMEOUT with the audit, the worker kept', async () => {
     const timeoutMs = 600;
-    const { status, body } = await fetchOne(server, http, `http://127.0.0.1:${v4.port}/hang`, {
+    const { status, error: body } = await fetchOne(server, http, `http://127.0.0.1:${v4.port}/hang`, {
       allowedHosts: ['127.0.0.1'],
       timeoutMs,
     });
@@ -380,7 +331,7 @@ describe('with private addresses allowed (the test default)', () => {
 
   it('fails the request after EGRESS_MAX_REQUESTS with 422 EGRESS_ERROR (too_many_requests); the extra one is never sent', async () => {
     const requests = Array.from({ length: 5 }, (_, i) => ({ url: `http://127.0.0.1:${v4.port}/ok?i=${i}` }));
-    const { status, body } = await call(server, http, {
+    const { status, error: body } = await server.api.call(http, {
       function: 'fetch_all',
       input: JSON.stringify(requests),
       allowedHosts: ['127.0.0.1'],
@@ -403,7 +354,7 @@ describe('with private addresses allowed (the test default)', () => {
       { url: `http://[::1]:${v6.port}/bytes?n=7` },
       { url: `http://api.outside.test:${other.port}/ok` },
     ];
-    const { status, body } = await call(server, http, {
+    const { status, error: body } = await server.api.call(http, {
       function: 'fetch_all',
       input: JSON.stringify(requests),
       allowedHosts: ['*'],
@@ -441,7 +392,11 @@ describe('with private addresses allowed (the test default)', () => {
   });
 
   it('returns an empty egress list for a call that made no request', async () => {
-    const { status, body } = await call(server, http, { function: 'fetch_all', input: '[]', allowedHosts: ['127.0.0.1'] });
+    const { status, data: body } = await server.api.call(http, {
+      function: 'fetch_all',
+      input: '[]',
+      allowedHosts: ['127.0.0.1'],
+    });
     expect(status).toBe(200);
     expect(body.output).toBe('[]');
     expect(body.egress).toEqual([]);
