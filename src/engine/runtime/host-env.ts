@@ -22,10 +22,23 @@ const FREED_QUEUE_SLACK = 4096;
 const ERROR_TEXT_MAX_BYTES = 64 * 1024;
 /** Longest http_request description (URL, method, headers as JSON). */
 const HTTP_REQUEST_JSON_MAX_BYTES = 1024 * 1024;
+const OFFSET_SPAN = 2 ** 48;
+/**
+ * An address below 2^53 (block index < 32: nearly every address a call uses) converts to a Number
+ * exactly, so index and offset come from float arithmetic: BigInt operators allocate on every host
+ * call, and half of a small plugin's call was its host calls.
+ */
+const EXACT = 2 ** 53;
 // Wasm passes i64 as signed BigInt: an index of 2^15 or more arrives negative.
-const indexOf = (addr: bigint): number => Number(BigInt.asUintN(64, addr) >> INDEX_SHIFT);
-const offsetOf = (addr: bigint): number => Number(addr & OFFSET_MASK);
-const addressOf = (index: number): bigint => BigInt(index) << INDEX_SHIFT;
+const indexOf = (addr: bigint): number => {
+  const n = Number(addr);
+  return n >= 0 && n < EXACT ? Math.floor(n / OFFSET_SPAN) : Number(BigInt.asUintN(64, addr) >> INDEX_SHIFT);
+};
+const offsetOf = (addr: bigint): number => {
+  const n = Number(addr);
+  return n >= 0 && n < EXACT ? n % OFFSET_SPAN : Number(addr & OFFSET_MASK);
+};
+const addressOf = (index: number): bigint => (index < 32 ? BigInt(index * OFFSET_SPAN) : BigInt(index) << INDEX_SHIFT);
 
 /** The caps a CallState enforces, derived from the call's limits (CallLimits) by the worker. */
 export interface HostLimits {
@@ -192,6 +205,38 @@ export class CallState {
       this.#views[index] = view;
     }
     return view;
+  }
+
+  /** The byte at `addr`; out of range or in no block, the DataView's own error (what the SDK throws). */
+  loadU8(addr: bigint): number {
+    const n = Number(addr);
+    if (n >= 0 && n < EXACT) {
+      const block = this.blocks[Math.floor(n / OFFSET_SPAN)];
+      const offset = n % OFFSET_SPAN;
+      if (block && offset < block.length) return block[offset]!;
+    }
+    return this.view(indexOf(addr)).getUint8(offsetOf(addr));
+  }
+
+  /** Stores the low byte of `value` at `addr`; out of range or in no block, the DataView's own error. */
+  storeU8(addr: bigint, value: number): void {
+    const n = Number(addr);
+    if (n >= 0 && n < EXACT) {
+      const block = this.blocks[Math.floor(n / OFFSET_SPAN)];
+      const offset = n % OFFSET_SPAN;
+      if (block && offset < block.length) {
+        block[offset] = value;
+        return;
+      }
+    }
+    this.view(indexOf(addr)).setUint8(offsetOf(addr), value);
+  }
+
+  /** Input byte `offset` (the input's block may have been freed: see input_load_u8). */
+  inputU8(offset: number): number {
+    const block = this.blocks[this.inputIndex];
+    if (block && offset < block.length) return block[offset]!;
+    return this.view(this.inputIndex).getUint8(offset);
   }
 
   text(addr: bigint): string {
@@ -379,9 +424,9 @@ const EXTISM_FUNCTIONS: Readonly<Record<string, HostFunction>> = {
   free: host('i64', '', (call, addr: bigint) => call.free(indexOf(addr))),
   length: host('i64', 'i64', (call, addr: bigint) => BigInt(call.blocks[indexOf(addr)]?.length ?? 0)),
   length_unsafe: host('i64', 'i64', (call, addr: bigint) => BigInt(call.blocks[indexOf(addr)]?.length ?? 0)),
-  load_u8: host('i64', 'i32', (call, addr: bigint) => call.view(indexOf(addr)).getUint8(offsetOf(addr))),
+  load_u8: host('i64', 'i32', (call, addr: bigint) => call.loadU8(addr)),
   load_u64: host('i64', 'i64', (call, addr: bigint) => call.view(indexOf(addr)).getBigUint64(offsetOf(addr), true)),
-  store_u8: host('i64 i32', '', (call, addr: bigint, value: number) => call.view(indexOf(addr)).setUint8(offsetOf(addr), value)),
+  store_u8: host('i64 i32', '', (call, addr: bigint, value: number) => call.storeU8(addr, value)),
   store_u64: host('i64 i64', '', (call, addr: bigint, value: bigint) =>
     call.view(indexOf(addr)).setBigUint64(offsetOf(addr), value, true),
   ),
@@ -389,7 +434,7 @@ const EXTISM_FUNCTIONS: Readonly<Record<string, HostFunction>> = {
   input_length: host('', 'i64', (call) => BigInt(call.blocks[call.inputIndex]?.length ?? 0)),
   // Once the plugin freed its input, the SDK and the runtime both read zeros (its length is 0).
   input_load_u8: host('i64', 'i32', (call, addr: bigint) =>
-    call.inputIndex !== 0 && !call.blocks[call.inputIndex] ? 0 : call.view(call.inputIndex).getUint8(offsetOf(addr)),
+    call.inputIndex !== 0 && !call.blocks[call.inputIndex] ? 0 : call.inputU8(offsetOf(addr)),
   ),
   input_load_u64: host('i64', 'i64', (call, addr: bigint) => call.view(call.inputIndex).getBigUint64(offsetOf(addr), true)),
   output_set: host('i64 i64', '', (call, addr: bigint, length: bigint) => call.setOutput(addr, length)),

@@ -24,6 +24,8 @@ export const LOG_PRIORITY: Record<CallLogLevel, number> = {
 /** Longest stdout/stderr entry, in UTF-16 code units (a longer line is cut into pieces). */
 const STREAM_LINE_MAX = 64 * 1024;
 const encoder = new TextEncoder();
+/** For whole log messages (not streaming: one decoder serves every collector). */
+const decoder = new TextDecoder();
 
 /** Size of `text` in UTF-8 bytes, what the byte cap counts. */
 function utf8Bytes(text: string): number {
@@ -45,9 +47,11 @@ export class LogCollector {
   readonly #maxEntries: number;
   readonly #maxBytes: number;
   #bytes = 0;
-  readonly #decoder = new TextDecoder();
-  /** One streaming decoder per fd: a UTF-8 character split across two writes decodes whole. */
-  readonly #streams = { stdout: new TextDecoder(), stderr: new TextDecoder() };
+  /**
+   * One streaming decoder per fd: a UTF-8 character split across two writes decodes whole. Made on
+   * first use: most calls write nothing, and a TextDecoder per stream per call showed in profiles.
+   */
+  readonly #streams: { stdout: TextDecoder | null; stderr: TextDecoder | null } = { stdout: null, stderr: null };
   /** Partial stdout/stderr lines waiting for their newline. */
   readonly #pending: { stdout: string; stderr: string } = { stdout: '', stderr: '' };
 
@@ -85,7 +89,7 @@ export class LogCollector {
       this.truncated = true;
       return;
     }
-    this.add(level, this.#decoder.decode(bytes), bytes.length);
+    this.add(level, decoder.decode(bytes), bytes.length);
   }
 
   /**
@@ -96,7 +100,8 @@ export class LogCollector {
     if (this.off || this.truncated) return;
     const room = this.#maxBytes - this.#bytes + STREAM_LINE_MAX;
     const taken = bytes.length > room ? bytes.subarray(0, room) : bytes;
-    this.#lines(level, this.#pending[level] + this.#streams[level].decode(taken, { stream: true }));
+    const stream = (this.#streams[level] ??= new TextDecoder());
+    this.#lines(level, this.#pending[level] + stream.decode(taken, { stream: true }));
     if (taken !== bytes) this.truncated = true;
   }
 
@@ -120,7 +125,7 @@ export class LogCollector {
   flush(): void {
     for (const level of ['stdout', 'stderr'] as const) {
       // An incomplete character left at the end decodes as U+FFFD.
-      const tail = this.#streams[level].decode();
+      const tail = this.#streams[level]?.decode() ?? '';
       if (tail !== '' && !this.off && !this.truncated) this.#lines(level, this.#pending[level] + tail);
       const rest = this.#pending[level];
       if (rest !== '') this.add(level, rest, utf8Bytes(rest));
