@@ -3,6 +3,7 @@ import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
+  DIRTY_CHUNK_SHIFT,
   DIRTY_MAP_IMPORT,
   DIRTY_MAP_PAGES,
   GLOBAL_EXPORT_PREFIX,
@@ -89,7 +90,7 @@ describe('rewriteForEngine', () => {
     expect(size()).toBe(4);
   });
 
-  it('marks in the dirty map the pages each write touches, the next one only for a write that may cross', async () => {
+  it('marks in the dirty map the 4 KiB chunks each write touches, the next one only for a write that may cross', async () => {
     const bytes = await wat(`(module
       (memory 4)
       (table 2 funcref)
@@ -112,16 +113,27 @@ describe('rewriteForEngine', () => {
     const marked = (action: () => unknown) => {
       map.fill(0);
       action();
-      return [...map.keys()].filter((page) => map[page] !== 0);
+      const found: number[] = [];
+      for (let chunk = map.indexOf(1); chunk !== -1; chunk = map.indexOf(1, chunk + 1)) found.push(chunk);
+      return found;
     };
-    expect(marked(() => run('init', 0x1fff0, 10))).toEqual([1]);
-    expect(marked(() => run('init', 0x1fffa, 10))).toEqual([1, 2]);
-    expect(marked(() => run('fill', 2 * 65536 + 5, 65536))).toEqual([2, 3]);
+    /** Chunks first..last. */
+    const chunks = (first: number, last: number) => Array.from({ length: last - first + 1 }, (_, i) => first + i);
+    expect(DIRTY_CHUNK_SHIFT).toBe(12);
+    expect(marked(() => run('init', 0x1eff0, 10))).toEqual([0x1e]);
+    expect(marked(() => run('init', 0x1fffa, 10))).toEqual([0x1f, 0x20]);
+    expect(marked(() => run('fill', 2 * 65536 + 5, 65536))).toEqual(chunks(0x20, 0x30));
     expect(marked(() => run('fill', 3 * 65536, 0))).toEqual([]);
-    expect(marked(() => run('copy', 65535, 2))).toEqual([0, 1]);
-    expect(marked(() => run('store8', 65535))).toEqual([0]);
-    expect(marked(() => run('store64', 65530))).toEqual([1, 2]);
+    expect(marked(() => run('copy', 65535, 2))).toEqual([0x0f, 0x10]);
+    expect(marked(() => run('store8', 65535))).toEqual([0x0f]);
+    // An i64 store anywhere in a chunk marks the next one too (it may cross); 0x1fff8 is 65536 + 65530.
+    expect(marked(() => run('store64', 65530))).toEqual([0x1f, 0x20]);
+    expect(marked(() => run('store64', 0x2000))).toEqual([0x12, 0x13]);
     expect(marked(() => run('load', 65530))).toEqual([]);
+    // A bulk write that would pass 4 GiB marks up to the map's last chunk, not past it (no wrap), then traps.
+    map.fill(0);
+    expect(() => run('fill', 0xfffffff0, 0x100)).toThrow(WebAssembly.RuntimeError);
+    expect([map[0xfffff], map[0x100000], map[0]]).toEqual([1, 0, 0]);
     // A write out of bounds traps; whatever it marked, memory is unchanged.
     expect(() => run('fill', 3 * 65536, 2 * 65536)).toThrow(WebAssembly.RuntimeError);
 

@@ -1,7 +1,7 @@
 // Walks function bodies instruction by instruction (decoding every immediate, so no byte of an
 // immediate is ever mistaken for an opcode) and rewrites what the engine needs changed:
 // - `memory.size 0` / `memory.grow 0` become calls to the engine's shims (virtual growth);
-// - with dirty-page tracking, every write to memory 0 first marks the 64 KiB pages it may touch in
+// - with dirty-page tracking, every write to memory 0 first marks the 4 KiB chunks it may touch in
 //   the dirty map (a second memory the engine reads after the call): each store width, atomic
 //   stores and read-modify-writes, SIMD stores, and memory.fill/copy/init (through a helper);
 // - writes to tables (table.set/fill/copy/init/grow) set a flag global, so a reset only walks the
@@ -16,8 +16,12 @@ const F64 = 0x7c;
 const V128 = 0x7b;
 type ValType = typeof I32 | typeof I64 | typeof F32 | typeof F64 | typeof V128;
 
-/** Pages are 64 KiB: the dirty map has one byte per page. */
-const PAGE_SHIFT = 16;
+/**
+ * The dirty map has one byte per 4 KiB chunk of memory (a mark is always 1). Finer than a 64 KiB page
+ * so a reset copies what a call wrote, not the pages around it: a stack write or a small allocation
+ * costs a 4 KiB compare, and a write that may cross into the next chunk marks 4 KiB more, not 64.
+ */
+export const DIRTY_CHUNK_SHIFT = 12;
 /** V8's limit on a function's locals, and the most scratch locals a rewrite adds (see Scratch). */
 const MAX_LOCALS = 50_000;
 const MAX_SCRATCH_LOCALS = 8;
@@ -27,7 +31,7 @@ export interface CodeRewrite {
   growFn: number;
   /** Dirty-page tracking; null leaves writes alone. */
   dirty: {
-    /** Index of the dirty-map memory (one byte per page of memory 0). */
+    /** Index of the dirty-map memory (one byte per chunk of memory 0). */
     memory: number;
     /** `(start: i32, length: i32) -> ()`: marks the pages of a bulk write. */
     markRangeFn: number;
@@ -182,7 +186,7 @@ export function rewriteCode(body: Uint8Array, params: number, rewrite: CodeRewri
     changed = true;
   };
 
-  /** Marks the page(s) of a store: saves its operands, marks, and puts them back. */
+  /** Marks the chunk(s) of a store: saves its operands, marks, and puts them back. */
   const markStore = (at: number, write: Write, memarg: Memarg) => {
     if (!dirty || memarg.memory !== 0) return;
     const address = scratch.local(I32, 0);
@@ -191,8 +195,8 @@ export function rewriteCode(body: Uint8Array, params: number, rewrite: CodeRewri
     for (let i = values.length - 1; i >= 0; i--) code.push(0x21, ...values[i]!); // local.set value(s)
     code.push(0x22, ...address); // local.tee address
     if (memarg.offset !== 0) code.push(...i32Const(memarg.offset), 0x6a); // + offset (a wrap traps the store anyway)
-    code.push(...i32Const(PAGE_SHIFT), 0x76); // >> 16: the page
-    // A write that may cross into the next page marks that one too, in the same 16-bit store.
+    code.push(...i32Const(DIRTY_CHUNK_SHIFT), 0x76); // >> 12: the chunk
+    // A write that may cross into the next chunk marks that one too, in the same 16-bit store.
     if (write.crosses)
       code.push(...i32Const(0x0101), 0x3b, 0x40, ...leb(dirty.memory), 0x00); // i32.store16 memory=dirty
     else code.push(...i32Const(1), 0x3a, 0x40, ...leb(dirty.memory), 0x00); // i32.store8 memory=dirty
@@ -312,22 +316,38 @@ export function rewriteCode(body: Uint8Array, params: number, rewrite: CodeRewri
 }
 
 /**
- * `(start: i32, length: i32) -> ()`, appended to the module: sets the dirty-map bytes of every page
+ * `(start: i32, length: i32) -> ()`, appended to the module: sets the dirty-map bytes of every chunk
  * in [start, start + length) (none for length 0; the range is clamped to the map, and computed in 64
  * bits so it cannot wrap: an out-of-bounds write traps right after anyway).
  */
 export function markRangeBody(dirtyMemory: number): number[] {
   const [start, length, first, last] = [0, 1, 2, 3];
+  const lastChunk = i64Const(2 ** (32 - DIRTY_CHUNK_SHIFT) - 1);
   // prettier-ignore
   const code = [
     0x02, 0x01, I32, 0x01, I64, // locals: first (i32), last (i64)
     0x20, length, 0x45, 0x04, 0x40, 0x0f, 0x0b, // if length == 0: return
-    0x20, start, ...i32Const(PAGE_SHIFT), 0x76, 0x21, first,
-    0x20, start, 0xad, 0x20, length, 0xad, 0x7c, 0x42, 0x01, 0x7d, 0x42, PAGE_SHIFT, 0x88, 0x22, last, // last = (start + length - 1) >> 16
-    0x42, 0xff, 0xff, 0x03, 0x56, 0x04, 0x40, 0x42, 0xff, 0xff, 0x03, 0x21, last, 0x0b, // clamp to 0xffff
+    0x20, start, ...i32Const(DIRTY_CHUNK_SHIFT), 0x76, 0x21, first,
+    0x20, start, 0xad, 0x20, length, 0xad, 0x7c, 0x42, 0x01, 0x7d, 0x42, DIRTY_CHUNK_SHIFT, 0x88, 0x22, last, // last = (start + length - 1) >> 12
+    ...lastChunk, 0x56, 0x04, 0x40, ...lastChunk, 0x21, last, 0x0b, // clamp to the last chunk of 4 GiB
     0x20, first, ...i32Const(1), 0x20, last, 0xa7, 0x20, first, 0x6b, ...i32Const(1), 0x6a, // (first, 1, last - first + 1)
     0xfc, 0x0b, ...leb(dirtyMemory), // memory.fill memory=dirty
     0x0b,
   ];
   return code;
+}
+
+/** i64.const `value` (a non-negative safe integer). */
+function i64Const(value: number): number[] {
+  const out: number[] = [0x42];
+  let v = BigInt(value);
+  for (;;) {
+    const b = Number(v & 0x7fn);
+    v >>= 7n;
+    if (v === 0n && (b & 0x40) === 0) {
+      out.push(b);
+      return out;
+    }
+    out.push(b | 0x80);
+  }
 }

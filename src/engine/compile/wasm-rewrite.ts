@@ -11,9 +11,9 @@
 //   another global, which the engine sets before each call (so one instance serves every
 //   memoryMaxPages), and sets a flag global when it refuses, so a trap that follows can be reported
 //   as MEMORY_LIMIT, and only then;
-// - dirty-page tracking: every write to memory marks its pages in a second imported memory
-//   (`wasmhost.dirty`, one byte per 64 KiB page; see wasm-code.ts), so a reset restores only the
-//   pages a call wrote, and a flag global says whether a call wrote a table.
+// - dirty-page tracking: every write to memory marks its chunks in a second imported memory
+//   (`wasmhost.dirty`, one byte per 4 KiB chunk; see wasm-code.ts), so a reset restores only the
+//   chunks a call wrote, and a flag global says whether a call wrote a table.
 // Appended functions, types and globals go at the end of their index spaces, so no existing index
 // moves. A body the decoder cannot read leaves the module without virtual growth and tracking (the
 // engine then compares every page and rebuilds instances that grew too much).
@@ -32,15 +32,16 @@ import {
   WasmRewriteError,
   type RawSection,
 } from './wasm-binary.ts';
-import { markRangeBody, rewriteCode } from './wasm-code.ts';
+import { DIRTY_CHUNK_SHIFT, markRangeBody, rewriteCode } from './wasm-code.ts';
 
 export { WasmRewriteError } from './wasm-binary.ts';
+export { DIRTY_CHUNK_SHIFT } from './wasm-code.ts';
 
 export const HOST_MODULE = 'wasmhost';
 export const MEMORY_IMPORT = 'memory';
 export const DIRTY_MAP_IMPORT = 'dirty';
-/** Pages of the dirty map: one byte per page of a 4 GiB memory, plus one (a crossing write marks page + 1). */
-export const DIRTY_MAP_PAGES = 2;
+/** Pages of the dirty map: one byte per chunk of a 4 GiB memory, plus one (a crossing write marks chunk + 1). */
+export const DIRTY_MAP_PAGES = Math.ceil((2 ** (32 - DIRTY_CHUNK_SHIFT) + 1) / 65536);
 export const GLOBAL_EXPORT_PREFIX = '__wasmhost_global_';
 export const TABLE_EXPORT_PREFIX = '__wasmhost_table_';
 /** The grow shim's page cap for the running call (set by the engine before each call; not restored). */
@@ -343,7 +344,14 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
   // the dirty map (memory 1: the module defines no memory of its own any more).
   const memoryImport = [...nameBytes(HOST_MODULE), ...nameBytes(MEMORY_IMPORT), KIND.memory, 0x00, ...leb(initialPages)];
   const dirtyImport = virtualGrowth
-    ? [...nameBytes(HOST_MODULE), ...nameBytes(DIRTY_MAP_IMPORT), KIND.memory, 0x01, DIRTY_MAP_PAGES, DIRTY_MAP_PAGES]
+    ? [
+        ...nameBytes(HOST_MODULE),
+        ...nameBytes(DIRTY_MAP_IMPORT),
+        KIND.memory,
+        0x01,
+        ...leb(DIRTY_MAP_PAGES),
+        ...leb(DIRTY_MAP_PAGES),
+      ]
     : [];
   const importCount = imports.count + (virtualGrowth ? 2 : 1);
   replaced.set(SECTION.import, section(SECTION.import, concat([leb(importCount), imports.entries, memoryImport, dirtyImport])));

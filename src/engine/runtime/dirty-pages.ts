@@ -1,45 +1,49 @@
 // The dirty map of one instance: a small memory the rewritten module imports (`wasmhost.dirty`),
-// one byte per 64 KiB page of its linear memory, set by the module before every write it makes
+// one byte per 4 KiB chunk of its linear memory, set to 1 by the module before every write it makes
 // (see compile/wasm-code.ts) and by the host before every write it makes into linear memory (WASI).
-// A reset visits only the marked pages, so its cost follows what a call wrote, not the memory's size.
-import { DIRTY_MAP_PAGES } from '../compile/wasm-rewrite.ts';
+// A reset visits only the marked chunks, so its cost follows what a call wrote, not the memory's size.
+import { DIRTY_CHUNK_SHIFT, DIRTY_MAP_PAGES } from '../compile/wasm-rewrite.ts';
 
-const PAGE_SHIFT = 16;
+/** Bytes of linear memory per byte of the map. */
+export const DIRTY_CHUNK = 2 ** DIRTY_CHUNK_SHIFT;
+const LAST_CHUNK = 2 ** (32 - DIRTY_CHUNK_SHIFT) - 1;
 
 export class DirtyPageMap {
   readonly memory = new WebAssembly.Memory({ initial: DIRTY_MAP_PAGES, maximum: DIRTY_MAP_PAGES });
-  // The map never grows, so these views stay valid.
-  readonly #bytes = new Uint8Array(this.memory.buffer);
-  readonly #words = new Uint32Array(this.memory.buffer);
+  // The map never grows, so this view stays valid. A Buffer: its indexOf is memchr, and a call
+  // usually marks a few chunks of thousands.
+  readonly #bytes = Buffer.from(this.memory.buffer);
 
-  /** Marks the pages of a host write of `length` bytes at `start` (before it is made). */
+  /** Marks the chunks of a host write of `length` bytes at `start` (before it is made). */
   markWritten(start: number, length: number): void {
     if (length <= 0) return;
-    const first = start >>> PAGE_SHIFT;
-    const last = Math.min((start + length - 1) / 2 ** PAGE_SHIFT, 0xffff) | 0;
+    const first = start >>> DIRTY_CHUNK_SHIFT;
+    const last = Math.min(Math.floor((start + length - 1) / DIRTY_CHUNK), LAST_CHUNK);
     this.#bytes.fill(1, first, last + 1);
   }
 
   /**
-   * Calls `visit` with every marked page below `pages` (in order) and clears the map. Marks at or
-   * above `pages` (a write that crossed the end of memory trapped) are only cleared.
+   * Calls `visit` with every run of marked chunks below `chunks` ([first, end), in order) and clears
+   * them. Marks at or above `chunks` (a write that crossed the end of memory, or trapped out of
+   * bounds) are left, or only cleared: a mark only ever costs a look at a chunk that may not have changed.
    */
-  drain(pages: number, visit: (page: number) => void): void {
-    const words = this.#words;
-    // A write wider than a byte also marks the page after its own: one more byte to look at.
-    const lastWord = Math.min(words.length - 1, pages >>> 2);
-    for (let w = 0; w <= lastWord; w++) {
-      const word = words[w]!;
-      if (word === 0) continue;
-      words[w] = 0;
-      for (let i = 0; i < 4; i++) {
-        const page = (w << 2) + i;
-        if ((word >>> (i << 3)) & 0xff && page < pages) visit(page);
-      }
+  drain(chunks: number, visit: (first: number, end: number) => void): void {
+    // A write wider than a byte also marks the chunk after its own: one more byte to look at. Only
+    // the part of the map that covers the memory is read (the rest is never touched, so not resident).
+    const limit = Math.min(chunks + 1, this.#bytes.length);
+    const bytes = limit === this.#bytes.length ? this.#bytes : this.#bytes.subarray(0, limit);
+    let first = bytes.indexOf(1);
+    while (first !== -1) {
+      let end = first + 1;
+      while (end < limit && bytes[end] !== 0) end++;
+      bytes.fill(0, first, end);
+      if (first < chunks) visit(first, Math.min(end, chunks));
+      first = end < limit ? bytes.indexOf(1, end) : -1;
     }
   }
 
-  clear(): void {
-    this.#bytes.fill(0);
+  /** Clears the marks of a memory of `chunks` chunks (and the one after). */
+  clear(chunks: number): void {
+    this.#bytes.fill(0, 0, Math.min(chunks + 1, this.#bytes.length));
   }
 }

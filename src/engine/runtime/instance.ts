@@ -3,15 +3,15 @@
 // every table), so each call starts exactly where a fresh instance would. Pages above the snapshot
 // are zeroed; past a threshold the instance is rebuilt (memory cannot shrink). Fresh memory is
 // expensive here (page faults: ~100 µs per 64 KiB page), so rebuilds are kept rare.
-// With dirty-page tracking (the rewritten module marks every page it writes, WASI marks its own
-// writes: see dirty-pages.ts), a reset looks only at the marked pages; without it, at every page.
+// With dirty-page tracking (the rewritten module marks every 4 KiB chunk it writes, WASI marks its
+// own writes: see dirty-pages.ts), a reset looks only at the marked chunks; without it, at every page.
 //
 // Memory caps: with the grow shim (virtual growth) one instance serves every memoryMaxPages: its
 // Memory's maximum is the ceiling, and the shim refuses growth past the call's cap, which the engine
 // sets in a global before each call. A module without the shim grows memory natively, so it needs a
 // Memory whose maximum is the call's cap: one instance per cap (see worker.ts).
 import { CallFailure } from './call-failure.ts';
-import { DirtyPageMap } from './dirty-pages.ts';
+import { DIRTY_CHUNK, DirtyPageMap } from './dirty-pages.ts';
 import { CallState, createExtismEnv, EXTISM_ENV, type HostSlot } from './host-env.ts';
 import { LogCollector } from './logs.ts';
 import { createWasi, WASI_PREVIEW1 } from './wasi.ts';
@@ -79,18 +79,28 @@ class MemorySnapshot {
     return this.#saved.length;
   }
 
+  /** One page of `live` back to the snapshot (zero above it). */
+  restore(live: Buffer, page: number): void {
+    this.restoreRange(live, page * PAGE, (page + 1) * PAGE);
+  }
+
   /**
-   * One page of `live` back to the snapshot (zero above it). A call dirties few pages and often
+   * Bytes [start, end) of `live` back to the snapshot, page by page. A call dirties little and often
    * writes back what was there (a stack): comparing (memcmp, reads only) is about twice as fast as
    * copying, and zero pages are compared with one zero page that stays in cache.
    */
-  restore(live: Buffer, page: number): void {
-    const at = page * PAGE;
-    const savedAt = page < this.pages ? this.#at[page]! : -1;
-    if (savedAt < 0) {
-      if (live.compare(ZERO_PAGE, 0, PAGE, at, at + PAGE) !== 0) live.fill(0, at, at + PAGE);
-    } else if (live.compare(this.#saved, savedAt, savedAt + PAGE, at, at + PAGE) !== 0) {
-      this.#saved.copy(live, at, savedAt, savedAt + PAGE);
+  restoreRange(live: Buffer, start: number, end: number): void {
+    for (let at = start; at < end;) {
+      const page = Math.floor(at / PAGE);
+      const until = Math.min(end, (page + 1) * PAGE);
+      const length = until - at;
+      const savedAt = page < this.pages ? this.#at[page]! + (at - page * PAGE) : -1;
+      if (savedAt < 0) {
+        if (live.compare(ZERO_PAGE, 0, length, at, until) !== 0) live.fill(0, at, until);
+      } else if (live.compare(this.#saved, savedAt, savedAt + length, at, until) !== 0) {
+        this.#saved.copy(live, at, savedAt, savedAt + length);
+      }
+      at = until;
     }
   }
 }
@@ -274,12 +284,15 @@ export class PluginInstance {
    */
   #writtenSinceInstantiation(): number[] | null {
     const { dirty, memory } = this.#live;
+    const chunks = memory.buffer.byteLength / DIRTY_CHUNK;
     if (!dirty || !this.shape.dataPages) {
-      dirty?.clear();
+      dirty?.clear(chunks);
       return null;
     }
     const pages = [...this.shape.dataPages];
-    dirty.drain(memory.buffer.byteLength / PAGE, (page) => pages.push(page));
+    dirty.drain(chunks, (first, end) => {
+      for (let page = Math.floor((first * DIRTY_CHUNK) / PAGE); page * PAGE < end * DIRTY_CHUNK; page++) pages.push(page);
+    });
     return pages;
   }
 
@@ -368,7 +381,7 @@ export class PluginInstance {
     }
     const live = Buffer.from(memory.buffer);
     const saved = snapshot.memory;
-    if (dirty) dirty.drain(size / PAGE, (page) => saved.restore(live, page));
+    if (dirty) dirty.drain(size / DIRTY_CHUNK, (first, end) => saved.restoreRange(live, first * DIRTY_CHUNK, end * DIRTY_CHUNK));
     else {
       if (size > saved.pages * PAGE) live.fill(0, saved.pages * PAGE);
       for (let page = 0; page < saved.pages; page++) saved.restore(live, page);
@@ -404,7 +417,7 @@ export class PluginInstance {
     for (let page = 0; page < old.memory.pages; page++) old.memory.restore(live, page);
     // A start function may have grown this memory past the snapshot: those pages start zeroed.
     for (let page = old.memory.pages; page < live.length / PAGE; page++) old.memory.restore(live, page);
-    this.#live.dirty?.clear();
+    this.#live.dirty?.clear(live.length / DIRTY_CHUNK);
     globals.forEach((global, i) => {
       const value = old.globals[i]?.value;
       if (typeof value === 'number' || typeof value === 'bigint') global.value = value;
