@@ -14,7 +14,7 @@ import { truncate } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { callOn, metricsOf, rssOf, startChildServer, uploadTo, type Answer } from '../test/child-server.ts';
+import { metricsOf, rssOf, startChildServer } from '../test/child-server.ts';
 import { readPlugin, sendStreaming, wat } from '../test/helpers.ts';
 import { hostPlugin } from '../test/hostile-wat.ts';
 import { sampleValue } from '../test/prom-text.ts';
@@ -58,6 +58,15 @@ function documentedRssBound(): number {
   return 200 * MiB + Number(ENV.MODULE_CACHE_BYTES) + threads * perThread;
 }
 
+/** An answer as the soak tallies it: a TestClient Reply, or one read off a raw exchange. */
+interface Answer {
+  status: number;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- error and call bodies vary by status
+  body: any;
+  /** Bytes of the response body. */
+  size: number;
+}
+
 interface Kind {
   name: string;
   weight: number;
@@ -71,7 +80,7 @@ const pid = server.process.pid;
 console.log(`soak: service pid ${pid} at ${server.url}, ${clients} clients, ${seconds} s`);
 
 async function store(name: string, bytes: Uint8Array): Promise<void> {
-  const answer = await uploadTo(server, name, bytes);
+  const answer = await server.api.upload(bytes, { name });
   if (answer.status !== 201) throw new Error(`soak: upload of ${name} answered ${answer.status}: ${JSON.stringify(answer.body)}`);
 }
 
@@ -142,7 +151,7 @@ await store('negative_output', await hostPlugin('(call $output_set (call $alloc 
 
 const damagedBytes = await wat('(module (func (export "run") (result i32) (i32.const 7)))');
 await store('damaged', damagedBytes);
-const damagedId = (await uploadTo(server, 'damaged', damagedBytes)).body.id as string;
+const damagedId = (await server.api.upload(damagedBytes, { name: 'damaged' })).data.id;
 
 const tableBomb = await wat('(module (table 10000000 funcref) (func (export "run") (result i32) (i32.const 0)))');
 const functionBomb = buildModule({ functions: 999_999 });
@@ -156,7 +165,7 @@ const callKind = (name: string, weight: number, allowed: string[], body: Record<
   name,
   weight,
   allowed,
-  run: () => callOn(server, plugin, { function: 'run', ...body }),
+  run: () => server.api.call(plugin, { function: 'run', ...body }),
 });
 
 const kinds: Kind[] = [
@@ -165,9 +174,8 @@ const kinds: Kind[] = [
     weight: 30,
     allowed: ['200'],
     run: async () => {
-      const answer = await callOn(server, 'count_vowels', { function: 'count_vowels', input });
-      if (answer.status === 200 && JSON.parse(answer.body.output as string).count !== vowels)
-        throw new Error('count_vowels miscounted');
+      const answer = await server.api.call('count_vowels', { function: 'count_vowels', input });
+      if (answer.status === 200 && JSON.parse(answer.data.output!).count !== vowels) throw new Error('count_vowels miscounted');
       return answer;
     },
   },
@@ -175,7 +183,7 @@ const kinds: Kind[] = [
     name: 'rust_vowels',
     weight: 15,
     allowed: ['200'],
-    run: () => callOn(server, 'rust_vowels', { function: 'count_vowels', input }),
+    run: () => server.api.call('rust_vowels', { function: 'count_vowels', input }),
   },
   callKind('loop', 3, ['504 TIMEOUT'], { function: 'spin', timeoutMs: 300 }),
   callKind('membomb', 3, ['422 MEMORY_LIMIT'], { function: 'grow', memoryMaxPages: 512 }),
@@ -197,9 +205,9 @@ const kinds: Kind[] = [
     allowed: ['hung-up', '200'],
     run: async () => {
       const controller = new AbortController();
-      const pending = callOn(server, 'count_vowels', { function: 'count_vowels', input }, controller.signal).catch(
-        () => 'hung-up' as const,
-      );
+      const pending = server.api
+        .call('count_vowels', { function: 'count_vowels', input }, { signal: controller.signal })
+        .catch(() => 'hung-up' as const);
       setTimeout(() => controller.abort(), Math.random() * 5);
       return pending;
     },
@@ -208,7 +216,10 @@ const kinds: Kind[] = [
     name: 'upload_bomb',
     weight: 1,
     allowed: ['400 INVALID_WASM'],
-    run: () => uploadTo(server, `bomb-${uploads++}`, [tableBomb, functionBomb, globalBomb][uploads % 3]!),
+    run: () => {
+      const name = `bomb-${uploads++}`;
+      return server.api.upload([tableBomb, functionBomb, globalBomb][uploads % 3]!, { name });
+    },
   },
 ];
 
@@ -337,7 +348,7 @@ kinds.push(
     name: 'config_bomb',
     weight: 1,
     allowed: ['400 INVALID_CONFIG'],
-    run: () => callOn(server, 'count_vowels', { function: 'count_vowels', input, config: configBomb }),
+    run: () => server.api.call('count_vowels', { function: 'count_vowels', input, config: configBomb }),
   },
   {
     name: 'hang_up_upload',
@@ -366,7 +377,7 @@ kinds.push(
       const download = await fetch(`${server.url}/plugins/${damagedId}/wasm`);
       const answer = asAnswer(download.status, download.status === 200 ? '' : await download.text());
       if (download.status === 200) await download.arrayBuffer().catch(() => undefined);
-      const repaired = await uploadTo(server, 'damaged', damagedBytes);
+      const repaired = await server.api.upload(damagedBytes, { name: 'damaged' });
       if (repaired.status !== 200 && repaired.status !== 503) throw new Error(`re-upload answered ${repaired.status}`);
       return answer;
     },

@@ -3,13 +3,16 @@
 // the one place that reads the service's RSS and restart counters the way an operator would, over
 // HTTP (/metrics).
 import { type ChildProcess, spawn } from 'node:child_process';
-import { afterAll, afterEach, beforeAll, expect } from 'vitest';
+import { afterAll, afterEach, beforeAll, expect, onTestFinished } from 'vitest';
 import { makeTempDir, readPlugin, removeDir, repoRoot } from './helpers.ts';
 import { parsePrometheusText, sampleValue } from './prom-text.ts';
+import { TestClient } from './test-client.ts';
 import { closedPort } from './upstream.ts';
 
 export interface ChildServer {
   url: string;
+  /** The service's API, typed from the contract. */
+  api: TestClient;
   process: ChildProcess;
   dataDir: string;
   /** Everything the process wrote to stdout and stderr. */
@@ -45,6 +48,7 @@ export async function startChildServer(env: Record<string, string> = {}, dataDir
   const url = `http://127.0.0.1:${port}`;
   const server: ChildServer = {
     url,
+    api: new TestClient(url),
     process: child,
     dataDir: dir,
     output: () => output,
@@ -74,47 +78,14 @@ export async function startChildServer(env: Record<string, string> = {}, dataDir
   }
 }
 
-export interface Answer {
-  status: number;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- error and call bodies vary by status
-  body: any;
-  /** Bytes of the response body. */
-  size: number;
-}
-
-async function answer(response: Response): Promise<Answer> {
-  const text = await response.text();
-  let body: unknown = text;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    // not JSON: keep the text
-  }
-  return { status: response.status, body, size: Buffer.byteLength(text) };
-}
-
-export async function uploadTo(server: { url: string }, name: string, bytes: Uint8Array): Promise<Answer> {
-  const response = await fetch(`${server.url}/plugins?name=${encodeURIComponent(name)}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/wasm' },
-    body: bytes as Uint8Array<ArrayBuffer>,
-  });
-  return answer(response);
-}
-
-export async function callOn(
-  server: { url: string },
-  plugin: string,
-  body: Record<string, unknown>,
-  signal?: AbortSignal,
-): Promise<Answer> {
-  const response = await fetch(`${server.url}/plugins/${encodeURIComponent(plugin)}/call`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-    ...(signal ? { signal } : {}),
-  });
-  return answer(response);
+/**
+ * A service process for the running test only, stopped when the test finishes, pass or fail. Its data
+ * dir is removed then, unless it was given (a restart over another server's data).
+ */
+export async function childServerForTest(env: Record<string, string> = {}, dataDir?: string): Promise<ChildServer> {
+  const server = await startChildServer(env, dataDir);
+  onTestFinished(() => server.stop(dataDir !== undefined));
+  return server;
 }
 
 /** The service's /metrics, parsed. */
@@ -128,16 +99,18 @@ export async function rssOf(server: { url: string }): Promise<number> {
 }
 
 /** Uploads count_vowels as `count_vowels` (once per server) so healthCheck can call it. */
-export async function uploadCountVowels(server: { url: string }): Promise<void> {
-  const { status } = await uploadTo(server, 'count_vowels', await readPlugin('count_vowels'));
-  if (status !== 201 && status !== 200) throw new Error(`count_vowels upload answered ${status}`);
+export async function uploadCountVowels(server: { api: TestClient }): Promise<void> {
+  await server.api.uploaded(await readPlugin('count_vowels'), { name: 'count_vowels' });
 }
 
 /** /healthz answers 200 and a normal call (count_vowels) answers its count: the service still serves. */
-export async function serves(server: { url: string }): Promise<{ healthz: number; vowels: number; count: number | null }> {
+export async function serves(server: {
+  url: string;
+  api: TestClient;
+}): Promise<{ healthz: number; vowels: number; count: number | null }> {
   const healthz = (await fetch(`${server.url}/healthz`)).status;
-  const vowels = await callOn(server, 'count_vowels', { function: 'count_vowels', input: 'Hello, World!' });
-  const count = vowels.status === 200 ? (JSON.parse(vowels.body.output as string) as { count: number }).count : null;
+  const vowels = await server.api.call('count_vowels', { function: 'count_vowels', input: 'Hello, World!' });
+  const count = vowels.status === 200 ? (JSON.parse(vowels.data.output!) as { count: number }).count : null;
   return { healthz, vowels: vowels.status, count };
 }
 

@@ -3,7 +3,7 @@
 // failures caught with Wasm exception handling. Each call must end in a clear answer for that call;
 // afterwards /healthz answers, a normal call works, no worker was replaced, and RSS stays bounded.
 import { describe, expect, it } from 'vitest';
-import { callOn, metricsOf, rssOf, uploadTo, type ChildServer, useContainedServer } from './child-server.ts';
+import { metricsOf, rssOf, type ChildServer, useContainedServer } from './child-server.ts';
 import { hostPlugin, type HostPluginOptions } from './hostile-wat.ts';
 import { sampleValue } from './prom-text.ts';
 
@@ -46,17 +46,18 @@ async function runPlugin(
   logsTruncated: boolean;
 }> {
   const name = `host-${++plugins}`;
-  const upload = await uploadTo(server, name, await hostPlugin(body, options));
+  const upload = await server.api.upload(await hostPlugin(body, options), { name });
   expect(upload.status, JSON.stringify(upload.body)).toBe(201);
-  const answer = await callOn(server, name, { function: 'run', ...call });
+  const answer = await server.api.call(name, { function: 'run', ...call });
+  const { logs, logsTruncated } = answer.ok ? answer.data : answer.error;
   return {
     status: answer.status,
-    code: answer.body.code,
-    message: String(answer.body.message ?? ''),
-    output: answer.body.output,
+    code: answer.ok ? undefined : answer.error.code,
+    message: answer.ok ? '' : answer.error.message,
+    output: answer.ok ? answer.data.output : undefined,
     size: answer.size,
-    logs: answer.body.logs,
-    logsTruncated: answer.body.logsTruncated,
+    logs,
+    logsTruncated,
   };
 }
 

@@ -4,7 +4,7 @@
 // segments, memory, start functions, exceptions — it ends in a clear answer for that upload or that
 // call; afterwards /healthz answers, a normal call works and RSS stays bounded.
 import { describe, expect, it } from 'vitest';
-import { callOn, metricsOf, startChildServer, uploadTo, type ChildServer, useContainedServer } from './child-server.ts';
+import { childServerForTest, metricsOf, type ChildServer, useContainedServer } from './child-server.ts';
 import { wat } from './helpers.ts';
 import { hostPlugin } from './hostile-wat.ts';
 import { sampleValue } from './prom-text.ts';
@@ -40,15 +40,13 @@ interface Outcome {
 /** Uploads `bytes` and, when accepted, calls `run` once (with `call` fields). */
 async function tryModule(bytes: Uint8Array, call: Record<string, unknown> = {}): Promise<Outcome> {
   const name = `mod-${++plugins}`;
-  const upload = await uploadTo(server, name, bytes);
-  if (upload.status !== 201) return { upload: upload.status, uploadCode: upload.body.code, uploadMessage: upload.body.message };
-  const answer = await callOn(server, name, { function: 'run', timeoutMs: 2000, ...call });
+  const upload = await server.api.upload(bytes, { name });
+  if (upload.status !== 201) return { upload: upload.status, uploadCode: upload.error.code, uploadMessage: upload.error.message };
+  const answer = await server.api.call(name, { function: 'run', timeoutMs: 2000, ...call });
   return {
     upload: upload.status,
     call: answer.status,
-    callCode: answer.body.code,
-    callMessage: answer.body.message,
-    output: answer.body.output,
+    ...(answer.ok ? { output: answer.data.output } : { callCode: answer.error.code, callMessage: answer.error.message }),
   };
 }
 
@@ -57,8 +55,7 @@ async function expectRefused(bytes: Uint8Array, code: string, limit: RegExp | st
   const outcome = await tryModule(bytes);
   expect([outcome.upload, outcome.uploadCode], outcome.uploadMessage).toEqual([400, code]);
   expect(outcome.uploadMessage).toMatch(limit);
-  const listed = (await (await fetch(`${server.url}/plugins?name=mod-${plugins}`)).json()) as { plugins?: unknown[] } | unknown[];
-  expect(Array.isArray(listed) ? listed : (listed.plugins ?? [])).toEqual([]);
+  expect((await server.api.list({ name: `mod-${plugins}` })).data.plugins).toEqual([]);
 }
 
 describe('tables', () => {
@@ -133,7 +130,7 @@ describe('tables', () => {
         (i32.const 0)))`);
     const first = await tryModule(bytes);
     expect(first).toMatchObject({ upload: 201, call: 200 });
-    for (let i = 0; i < 3; i++) expect((await callOn(server, `mod-${plugins}`, { function: 'run' })).status).toBe(200);
+    for (let i = 0; i < 3; i++) expect((await server.api.call(`mod-${plugins}`, { function: 'run' })).status).toBe(200);
   });
 
   it('answers table.fill far out of bounds with 422 PLUGIN_ERROR (a trap)', async () => {
@@ -180,7 +177,7 @@ describe('element and data segments', () => {
       (func (export "run") (result i32) (memory.init $d (i32.const 0) (i32.const 0) (i32.const 3)) (data.drop $d)
         (memory.init $d (i32.const 0) (i32.const 0) (i32.const 3)) (i32.const 0)))`);
     expect(await tryModule(bytes)).toMatchObject({ upload: 201, call: 422, callCode: 'PLUGIN_ERROR' });
-    expect((await callOn(server, `mod-${plugins}`, { function: 'run' })).body.code).toBe('PLUGIN_ERROR');
+    expect((await server.api.call(`mod-${plugins}`, { function: 'run' })).error.code).toBe('PLUGIN_ERROR');
   });
 });
 
@@ -196,7 +193,7 @@ describe('globals, functions, exports, types, tags', () => {
   it('refuses 10,001 mutable globals and runs 10,000, restoring them after every call', async () => {
     await expectRefused(buildModule({ globals: 10_001, mutableGlobals: true }), 'INVALID_WASM', /MODULE_MAX_GLOBALS/);
     expect(await tryModule(buildModule({ globals: 10_000, mutableGlobals: true }))).toMatchObject({ upload: 201, call: 200 });
-    expect((await callOn(server, `mod-${plugins}`, { function: 'run' })).status).toBe(200);
+    expect((await server.api.call(`mod-${plugins}`, { function: 'run' })).status).toBe(200);
   });
 
   it('refuses a module with 1,000,000 functions with 400 INVALID_WASM naming MODULE_MAX_FUNCTIONS (it answered 500)', async () => {
@@ -270,7 +267,7 @@ describe('memory', () => {
   it('runs a module needing 300 pages only with memoryMaxPages of at least 300 (422 MEMORY_LIMIT, then 200)', async () => {
     const outcome = await tryModule(await wat('(module (memory 300) (func (export "run") (result i32) (i32.const 0)))'));
     expect(outcome).toMatchObject({ upload: 201, call: 422, callCode: 'MEMORY_LIMIT' });
-    expect((await callOn(server, `mod-${plugins}`, { function: 'run', memoryMaxPages: 300 })).status).toBe(200);
+    expect((await server.api.call(`mod-${plugins}`, { function: 'run', memoryMaxPages: 300 })).status).toBe(200);
   });
 
   it('answers memory.grow by 0xFFFFFFFF pages with -1 (200)', async () => {
@@ -283,9 +280,9 @@ describe('memory', () => {
     const bytes = await wat(`(module (memory 1)
       (func (export "run") (result i32) (if (i32.eq (memory.grow (i32.const 63)) (i32.const -1)) (then (unreachable))) (i32.const 0)))`);
     expect(await tryModule(bytes, { memoryMaxPages: 64 })).toMatchObject({ upload: 201, call: 200 });
-    expect((await callOn(server, `mod-${plugins}`, { function: 'run', memoryMaxPages: 32 })).body.code).toBe('MEMORY_LIMIT');
-    expect((await callOn(server, `mod-${plugins}`, { function: 'run', memoryMaxPages: 64 })).status).toBe(200);
-    expect((await callOn(server, `mod-${plugins}`, { function: 'run', memoryMaxPages: 16 })).body.code).toBe('MEMORY_LIMIT');
+    expect((await server.api.call(`mod-${plugins}`, { function: 'run', memoryMaxPages: 32 })).error.code).toBe('MEMORY_LIMIT');
+    expect((await server.api.call(`mod-${plugins}`, { function: 'run', memoryMaxPages: 64 })).status).toBe(200);
+    expect((await server.api.call(`mod-${plugins}`, { function: 'run', memoryMaxPages: 16 })).error.code).toBe('MEMORY_LIMIT');
   });
 
   it('keeps a plugin of (memory 1500) called with four caps within WORKER_INSTANCE_CACHE_BYTES (one of 4000 took a worker to 1.2 GB)', async () => {
@@ -294,9 +291,9 @@ describe('memory', () => {
     );
     expect(await tryModule(bytes, { memoryMaxPages: 1500, timeoutMs: 60_000 })).toMatchObject({ upload: 201, call: 200 });
     for (const pages of [1501, 2000, 4096]) {
-      expect((await callOn(server, `mod-${plugins}`, { function: 'run', memoryMaxPages: pages, timeoutMs: 60_000 })).status).toBe(
-        200,
-      );
+      expect(
+        (await server.api.call(`mod-${plugins}`, { function: 'run', memoryMaxPages: pages, timeoutMs: 60_000 })).status,
+      ).toBe(200);
     }
     // Workers keep at most 64 MiB each: a 94 MiB instance is dropped after its call, the one just used too.
     expect(sampleValue(await metricsOf(server), 'wasmhost_worker_instance_bytes')).toBeLessThanOrEqual(3 * 64 * MiB);
@@ -373,12 +370,12 @@ describe('start functions', () => {
     });
     for (let i = 0; i < 4; i++) {
       const outcome =
-        i === 0 ? await tryModule(bytes) : { upload: 201, ...(await callOn(server, `mod-${plugins}`, { function: 'run' })) };
+        i === 0 ? await tryModule(bytes) : { upload: 201, ...(await server.api.call(`mod-${plugins}`, { function: 'run' })) };
       expect(outcome).toMatchObject({ upload: 201 });
     }
-    const answer = await callOn(server, `mod-${plugins}`, { function: 'run' });
-    expect([answer.status, answer.body.code]).toEqual([422, 'PLUGIN_ERROR']);
-    expect(answer.body.message).toContain('http_request cannot be used during start-up');
+    const answer = await server.api.call(`mod-${plugins}`, { function: 'run' });
+    expect([answer.status, answer.error.code]).toEqual([422, 'PLUGIN_ERROR']);
+    expect(answer.error.message).toContain('http_request cannot be used during start-up');
     expect(sampleValue(await metricsOf(server), 'wasmhost_worker_restarts_total', { reason: 'crash' })).toBe(before);
   });
 
@@ -408,11 +405,11 @@ describe('start functions', () => {
     };
     const before = await stuck();
     const name = `mod-${++plugins}`;
-    expect((await uploadTo(server, name, bytes)).status).toBe(201);
+    expect((await server.api.upload(bytes, { name })).status).toBe(201);
     const answers = new Set<string>();
     for (let i = 0; i < 40 && (await stuck()) === before; i++) {
-      const answer = await callOn(server, name, { function: 'run', timeoutMs: 400 });
-      answers.add(answer.status === 200 ? '200' : `${answer.status} ${answer.body.code}`);
+      const answer = await server.api.call(name, { function: 'run', timeoutMs: 400 });
+      answers.add(answer.status === 200 ? '200' : `${answer.status} ${answer.error.code}`);
       await new Promise((r) => setTimeout(r, 50));
     }
     // Give the watchdog its INSTANCE_RESET_TIMEOUT_MS (1 s here) for a rebuild still spinning.
@@ -464,21 +461,15 @@ describe('stored before the limits', () => {
   it('answers a stored plugin over a limit lowered since with 422 PLUGIN_ERROR on every call, after a restart', async () => {
     const dataDir = server.dataDir;
     const name = `mod-${++plugins}`;
-    expect((await uploadTo(server, name, buildModule({ tables: [50_000] }))).status).toBe(201);
-    const lowered = await startChildServer({ ...ENV, MODULE_MAX_TABLE_ELEMENTS: '1000' }, dataDir).catch((e: unknown) => e);
+    expect((await server.api.upload(buildModule({ tables: [50_000] }), { name })).status).toBe(201);
     // Both processes share the data dir read-only here: the stored plugin is what matters.
-    if (lowered instanceof Error) throw lowered;
-    const restarted = lowered as ChildServer;
-    try {
-      for (let i = 0; i < 2; i++) {
-        const answer = await callOn(restarted, name, { function: 'run' });
-        expect([answer.status, answer.body.code]).toEqual([422, 'PLUGIN_ERROR']);
-        expect(answer.body.message).toMatch(/cannot be run: .*MODULE_MAX_TABLE_ELEMENTS/);
-      }
-      expect(restarted.alive()).toBe(true);
-    } finally {
-      await restarted.stop(true);
+    const restarted = await childServerForTest({ ...ENV, MODULE_MAX_TABLE_ELEMENTS: '1000' }, dataDir);
+    for (let i = 0; i < 2; i++) {
+      const answer = await restarted.api.call(name, { function: 'run' });
+      expect([answer.status, answer.error.code]).toEqual([422, 'PLUGIN_ERROR']);
+      expect(answer.error.message).toMatch(/cannot be run: .*MODULE_MAX_TABLE_ELEMENTS/);
     }
+    expect(restarted.alive()).toBe(true);
   });
 });
 

@@ -7,7 +7,8 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { callOn, uploadTo, type ChildServer, useContainedServer } from './child-server.ts';
+import { type ChildServer, useContainedServer } from './child-server.ts';
+import type { Plugin } from './test-client.ts';
 import { BODY_RATE_WINDOW_MS } from '../src/api/slow-clients.ts';
 import { readPlugin, sendStreaming, tinyPluginWat, wat } from './helpers.ts';
 
@@ -94,11 +95,6 @@ function form(parts: { name: string; value: string | Uint8Array; filename?: stri
   return Buffer.concat(chunks);
 }
 
-async function listedByName(name: string): Promise<unknown[]> {
-  const listed = (await (await fetch(`${server.url}/plugins?name=${name}`)).json()) as { plugins: unknown[] };
-  return listed.plugins;
-}
-
 describe('slow bodies', () => {
   it('cuts an upload trickled below BODY_MIN_BYTES_PER_SECOND with 408 REQUEST_TIMEOUT and stores nothing', async () => {
     const bytes = await readPlugin('count_vowels');
@@ -110,7 +106,7 @@ describe('slow bodies', () => {
     expect([answer.status, json(answer.body).code]).toEqual([408, 'REQUEST_TIMEOUT']);
     expect(json(answer.body).message).toMatch(/BODY_MIN_BYTES_PER_SECOND/);
     expect(answer.bytesSent).toBeLessThan(bytes.length);
-    expect(await listedByName('trickled')).toEqual([]);
+    expect((await server.api.list({ name: 'trickled' })).data.plugins).toEqual([]);
   });
 
   it('frees the upload slots of two trickling uploads: both are cut (408), then uploads are taken again (201)', async () => {
@@ -125,8 +121,8 @@ describe('slow bodies', () => {
     const second = slow('slow-b');
     // Both slots are held while they trickle (UPLOAD_CONCURRENCY 2): a third is refused, as documented.
     await sleep(300);
-    const refused = await uploadTo(server, 'third', await wat(tinyPluginWat(++plugins)));
-    expect([refused.status, refused.body.code]).toEqual([503, 'OVERLOADED']);
+    const refused = await server.api.upload(await wat(tinyPluginWat(++plugins)), { name: 'third' });
+    expect([refused.status, refused.error.code]).toEqual([503, 'OVERLOADED']);
     const answers = await Promise.all([first, second]);
     expect(answers.map((a) => [a.status, json(a.body).code])).toEqual([
       [408, 'REQUEST_TIMEOUT'],
@@ -134,7 +130,10 @@ describe('slow bodies', () => {
     ]);
     // Two at once: both slots are free again.
     const uploads = await Promise.all(
-      [1, 2].map(async () => uploadTo(server, `after-${++plugins}`, await wat(tinyPluginWat(plugins)))),
+      [1, 2].map(async () => {
+        const name = `after-${++plugins}`;
+        return server.api.upload(await wat(tinyPluginWat(plugins)), { name });
+      }),
     );
     expect(uploads.map((u) => u.status)).toEqual([201, 201]);
   });
@@ -147,7 +146,7 @@ describe('slow bodies', () => {
       chunks: trickle(body, 1, 500),
     });
     expect([answer.status, json(answer.body).code]).toEqual([408, 'REQUEST_TIMEOUT']);
-    expect(await listedByName('trickled-form')).toEqual([]);
+    expect((await server.api.list({ name: 'trickled-form' })).data.plugins).toEqual([]);
   });
 
   it('cuts an upload that keeps the minimum rate but passes BODY_TIMEOUT_MS with 408 REQUEST_TIMEOUT', async () => {
@@ -201,7 +200,10 @@ describe('slow bodies', () => {
     }
     await sleep(200);
     const uploads = await Promise.all(
-      [1, 2].map(async () => uploadTo(server, `hung-${++plugins}`, await wat(tinyPluginWat(plugins)))),
+      [1, 2].map(async () => {
+        const name = `hung-${++plugins}`;
+        return server.api.upload(await wat(tinyPluginWat(plugins)), { name });
+      }),
     );
     expect(uploads.map((u) => u.status)).toEqual([201, 201]);
   });
@@ -268,12 +270,14 @@ describe('slow and broken headers', () => {
 });
 
 describe('malformed uploads', () => {
-  const upload = (body: Uint8Array | string, contentType: string, query = '') =>
-    fetch(`${server.url}/plugins${query}`, { method: 'POST', headers: { 'content-type': contentType }, body: body as BodyInit });
+  // Bodies built by hand: what no client would send.
 
   it('answers a multipart upload without a boundary with 400 INVALID_REQUEST (it answered 500)', async () => {
-    const res = await upload(form([{ name: 'file', value: 'x', filename: 'a.wasm' }]), 'multipart/form-data');
-    expect([res.status, ((await res.json()) as { code: string }).code]).toEqual([400, 'INVALID_REQUEST']);
+    const res = await server.api.request('POST', '/plugins', {
+      headers: { 'content-type': 'multipart/form-data' },
+      body: form([{ name: 'file', value: 'x', filename: 'a.wasm' }]) as Uint8Array<ArrayBuffer>,
+    });
+    expect([res.status, res.error.code]).toEqual([400, 'INVALID_REQUEST']);
   });
 
   it('answers a multipart upload cut before its closing boundary with 400 INVALID_REQUEST (it answered 500)', async () => {
@@ -281,25 +285,31 @@ describe('malformed uploads', () => {
       { name: 'name', value: 'cut-form' },
       { name: 'file', value: await readPlugin('count_vowels'), filename: 'a.wasm' },
     ]);
-    const res = await upload(whole.subarray(0, whole.length - 40), 'multipart/form-data; boundary=wasmhost-boundary');
-    const body = (await res.json()) as { code: string; message: string };
+    const res = await server.api.request('POST', '/plugins', {
+      headers: { 'content-type': 'multipart/form-data; boundary=wasmhost-boundary' },
+      body: whole.subarray(0, whole.length - 40) as Uint8Array<ArrayBuffer>,
+    });
+    const body = res.error;
     expect([res.status, body.code]).toEqual([400, 'INVALID_REQUEST']);
     expect(body.message).toMatch(/multipart/);
-    expect(await listedByName('cut-form')).toEqual([]);
+    expect((await server.api.list({ name: 'cut-form' })).data.plugins).toEqual([]);
   });
 
   it('answers a multipart body of garbage with 400 (no file part)', async () => {
-    const res = await upload('this is not a form at all', 'multipart/form-data; boundary=wasmhost-boundary');
+    const res = await server.api.request('POST', '/plugins', {
+      headers: { 'content-type': 'multipart/form-data; boundary=wasmhost-boundary' },
+      body: 'this is not a form at all',
+    });
     expect(res.status).toBe(400);
-    expect(['INVALID_REQUEST', 'MISSING_FILE']).toContain(((await res.json()) as { code: string }).code);
+    expect(['INVALID_REQUEST', 'MISSING_FILE']).toContain(res.error.code);
   });
 
   it('answers a multipart boundary of 200 characters (over the RFC limit) with 400, not 500', async () => {
     const boundary = 'b'.repeat(200);
-    const res = await upload(
-      form([{ name: 'file', value: 'x', filename: 'a.wasm' }], boundary),
-      `multipart/form-data; boundary=${boundary}`,
-    );
+    const res = await server.api.request('POST', '/plugins', {
+      headers: { 'content-type': `multipart/form-data; boundary=${boundary}` },
+      body: form([{ name: 'file', value: 'x', filename: 'a.wasm' }], boundary) as Uint8Array<ArrayBuffer>,
+    });
     expect(res.status).toBeLessThan(500);
   });
 
@@ -308,12 +318,15 @@ describe('malformed uploads', () => {
       { name: 'name', value: 'from-form' },
       { name: 'file', value: await readPlugin('count_vowels'), filename: 'a.wasm' },
     ]);
-    const res = await upload(body, 'multipart/form-data; boundary=wasmhost-boundary', '?name=from-query');
-    const answer = (await res.json()) as { code: string; message: string };
+    const res = await server.api.request('POST', '/plugins?name=from-query', {
+      headers: { 'content-type': 'multipart/form-data; boundary=wasmhost-boundary' },
+      body: body as Uint8Array<ArrayBuffer>,
+    });
+    const answer = res.error;
     expect([res.status, answer.code]).toEqual([400, 'INVALID_REQUEST']);
     expect(answer.message).toMatch(/name is given twice/);
-    expect(await listedByName('from-form')).toEqual([]);
-    expect(await listedByName('from-query')).toEqual([]);
+    expect((await server.api.list({ name: 'from-form' })).data.plugins).toEqual([]);
+    expect((await server.api.list({ name: 'from-query' })).data.plugins).toEqual([]);
   });
 
   it('takes the form field name when the query name is empty (a cleared input), 201', async () => {
@@ -321,8 +334,11 @@ describe('malformed uploads', () => {
       { name: 'name', value: 'form-wins' },
       { name: 'file', value: await wat(tinyPluginWat(++plugins)), filename: 'a.wasm' },
     ]);
-    const res = await upload(body, 'multipart/form-data; boundary=wasmhost-boundary', '?name=');
-    expect([res.status, ((await res.json()) as { name: string }).name]).toEqual([201, 'form-wins']);
+    const res = await server.api.request<Plugin>('POST', '/plugins?name=', {
+      headers: { 'content-type': 'multipart/form-data; boundary=wasmhost-boundary' },
+      body: body as Uint8Array<ArrayBuffer>,
+    });
+    expect([res.status, res.data.name]).toEqual([201, 'form-wins']);
   });
 
   it('answers a form config of 300 keys with 400 INVALID_CONFIG naming CONFIG_MAX_KEYS', async () => {
@@ -331,8 +347,11 @@ describe('malformed uploads', () => {
       { name: 'config', value: config },
       { name: 'file', value: await readPlugin('count_vowels'), filename: 'a.wasm' },
     ]);
-    const res = await upload(body, 'multipart/form-data; boundary=wasmhost-boundary');
-    const answer = (await res.json()) as { code: string; message: string };
+    const res = await server.api.request('POST', '/plugins', {
+      headers: { 'content-type': 'multipart/form-data; boundary=wasmhost-boundary' },
+      body: body as Uint8Array<ArrayBuffer>,
+    });
+    const answer = res.error;
     expect([res.status, answer.code]).toEqual([400, 'INVALID_CONFIG']);
     expect(answer.message).toMatch(/CONFIG_MAX_KEYS/);
   });
@@ -350,44 +369,44 @@ describe('malformed uploads', () => {
 describe('malformed calls', () => {
   it('answers a call config of 200,000 keys with 400 INVALID_CONFIG naming CONFIG_MAX_KEYS (it ran, and logged 4.5 MB)', async () => {
     const config = Object.fromEntries(Array.from({ length: 200_000 }, (_, i) => [`k${i}`, 'v']));
-    const answer = await callOn(server, 'count_vowels', { function: 'count_vowels', input: 'x', config });
-    expect([answer.status, answer.body.code]).toEqual([400, 'INVALID_CONFIG']);
-    expect(answer.body.message).toMatch(/200000 keys; the limit is 256 \(CONFIG_MAX_KEYS\)/);
+    const answer = await server.api.call('count_vowels', { function: 'count_vowels', input: 'x', config });
+    expect([answer.status, answer.error.code]).toEqual([400, 'INVALID_CONFIG']);
+    expect(answer.error.message).toMatch(/200000 keys; the limit is 256 \(CONFIG_MAX_KEYS\)/);
   });
 
   it('answers a call config holding 100 KiB with 400 INVALID_CONFIG naming CONFIG_MAX_BYTES', async () => {
-    const answer = await callOn(server, 'count_vowels', { function: 'count_vowels', config: { big: 'x'.repeat(100 * 1024) } });
-    expect([answer.status, answer.body.code]).toEqual([400, 'INVALID_CONFIG']);
-    expect(answer.body.message).toMatch(/CONFIG_MAX_BYTES/);
+    const answer = await server.api.call('count_vowels', {
+      function: 'count_vowels',
+      config: { big: 'x'.repeat(100 * 1024) },
+    });
+    expect([answer.status, answer.error.code]).toEqual([400, 'INVALID_CONFIG']);
+    expect(answer.error.message).toMatch(/CONFIG_MAX_BYTES/);
   });
 
   it('runs a call config at the limits (256 keys, 200)', async () => {
     const config = Object.fromEntries(Array.from({ length: 256 }, (_, i) => [`k${i}`, 'v']));
-    expect((await callOn(server, 'count_vowels', { function: 'count_vowels', input: 'aa', config })).status).toBe(200);
+    expect((await server.api.call('count_vowels', { function: 'count_vowels', input: 'aa', config })).status).toBe(200);
   });
 
   it('answers a config nested 10,000 levels deep with 400 INVALID_REQUEST', async () => {
     const body = `{"function":"count_vowels","config":${'{"a":'.repeat(10_000)}"x"${'}'.repeat(10_000)}}`;
-    const res = await fetch(`${server.url}/plugins/count_vowels/call`, {
-      method: 'POST',
+    const res = await server.api.request('POST', '/plugins/count_vowels/call', {
       headers: { 'content-type': 'application/json' },
       body,
     });
-    expect([res.status, ((await res.json()) as { code: string }).code]).toEqual([400, 'INVALID_REQUEST']);
+    expect([res.status, res.error.code]).toEqual([400, 'INVALID_REQUEST']);
   });
 
   it('answers a body that is not JSON with 400 INVALID_REQUEST', async () => {
-    const res = await fetch(`${server.url}/plugins/count_vowels/call`, {
-      method: 'POST',
+    const res = await server.api.request('POST', '/plugins/count_vowels/call', {
       headers: { 'content-type': 'application/json' },
       body: '{"function": "count_vowels", ',
     });
-    expect([res.status, ((await res.json()) as { code: string }).code]).toEqual([400, 'INVALID_REQUEST']);
+    expect([res.status, res.error.code]).toEqual([400, 'INVALID_REQUEST']);
   });
 
   it('answers a JSON body with __proto__ keys without polluting anything (400 INVALID_REQUEST)', async () => {
-    const res = await fetch(`${server.url}/plugins/count_vowels/call`, {
-      method: 'POST',
+    const res = await server.api.request('POST', '/plugins/count_vowels/call', {
       headers: { 'content-type': 'application/json' },
       body: '{"function":"count_vowels","__proto__":{"polluted":true}}',
     });
@@ -396,8 +415,8 @@ describe('malformed calls', () => {
   });
 
   it('answers a function name of 10,000 characters with 400 INVALID_REQUEST', async () => {
-    const answer = await callOn(server, 'count_vowels', { function: 'f'.repeat(10_000) });
-    expect([answer.status, answer.body.code]).toEqual([400, 'INVALID_REQUEST']);
+    const answer = await server.api.call('count_vowels', { function: 'f'.repeat(10_000) });
+    expect([answer.status, answer.error.code]).toEqual([400, 'INVALID_REQUEST']);
   });
 });
 

@@ -221,7 +221,7 @@ export class TestClient {
   }
 
   /** A request outside the typed operations: a malformed body, an unknown route, a probe of a header. */
-  request(method: string, path: string, init: Omit<RequestInit, 'method'> = {}): Promise<Reply<unknown>> {
+  request<T = unknown>(method: string, path: string, init: Omit<RequestInit, 'method'> = {}): Promise<Reply<T>> {
     return this.send(method, path, init);
   }
 
