@@ -65,6 +65,11 @@ export function parseManifest(value: unknown, parts: ReadonlyMap<string, Uint8Ar
   const names = sources.map((s) => s.name).filter((n): n is string => n !== null);
   const dup = names.find((n, i) => names.indexOf(n) !== i);
   if (dup !== undefined) throw invalid(`two modules are named "${dup}"`);
+  if (sources.length > 1 && !names.includes('main') && sources[sources.length - 1]!.name !== null) {
+    throw invalid(
+      `no main module: with several modules, one must be named "main" or the last one left unnamed (it is named "${sources[sources.length - 1]!.name}")`,
+    );
+  }
 
   const config: Record<string, string> = {};
   if (value.config !== undefined && value.config !== null) {
@@ -138,7 +143,10 @@ function parseEntry(entry: unknown, index: number, parts: ReadonlyMap<string, Ui
   return { hash, name };
 }
 
-/** The main module's index: the one named `main`, else the last (as Extism picks it). */
+/**
+ * The main module's index: the one named `main`, else the last (as Extism picks it; with several
+ * modules parseManifest has made sure the last is then unnamed, as the SDK requires).
+ */
 export function mainIndex(modules: readonly { name: string | null }[]): number {
   const named = modules.findIndex((m) => m.name === 'main');
   return named === -1 ? modules.length - 1 : named;

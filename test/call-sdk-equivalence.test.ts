@@ -255,3 +255,109 @@ describe('manifest plugins vs @extism/extism given the same manifest', () => {
     for (let i = 0; i < 2; i++) expect(await viaService(server, id, c.fn, c.input, {}, 'info')).toEqual(expected);
   });
 });
+
+/** A linked manifest: its modules (plugins/dist names) with the names they are linked by. */
+interface LinkedCase {
+  title: string;
+  modules: { plugin: string; name?: string }[];
+  fn: string;
+  input: string;
+  wasi?: boolean;
+  /** What both must answer (pinned: the case is about it). */
+  output?: string;
+  error?: string;
+  logs?: [string, string][];
+}
+
+const linkedCases: LinkedCase[] = [
+  {
+    title: 'a circular pair (main imports from lhs, lhs from main), with a log from lhs',
+    modules: [
+      { plugin: 'link_circular_lhs', name: 'lhs' },
+      { plugin: 'link_circular_main', name: 'main' },
+    ],
+    fn: 'run',
+    input: 'abcd',
+    output: '13',
+    logs: [['info', 'hello from lhs']],
+  },
+  {
+    title: 'a circular pair whose linked module sets the error',
+    modules: [
+      { plugin: 'link_circular_main', name: 'main' },
+      { plugin: 'link_circular_lhs', name: 'lhs' },
+    ],
+    fn: 'fail',
+    input: '',
+    error: 'lhs says no',
+  },
+  {
+    title: 'a WASI side module (a reactor: _initialize runs at start-up)',
+    modules: [{ plugin: 'link_wasi_side', name: 'wasi_side' }, { plugin: 'link_wasi_main' }],
+    fn: 'probe',
+    input: '',
+    wasi: true,
+    output: '40',
+  },
+  {
+    title: 'a shared memory (exported by one module, imported by main), fresh for every call',
+    modules: [{ plugin: 'link_memory_side', name: 'mem_side' }, { plugin: 'link_memory_main' }],
+    fn: 'run',
+    input: 'hello',
+    output: 'shared:  from side#1 532',
+  },
+];
+
+async function linkedViaSdk(c: LinkedCase): Promise<Outcome> {
+  const logs: [string, string][] = [];
+  const logger = Object.fromEntries(
+    (['trace', 'debug', 'info', 'warn', 'error'] as const).map((level) => [level, (text: string) => logs.push([level, text])]),
+  ) as unknown as Console;
+  const wasm = await Promise.all(
+    c.modules.map(async (m) => ({ data: new Uint8Array(await readPlugin(m.plugin)), ...(m.name ? { name: m.name } : {}) })),
+  );
+  const sdk = await createPlugin({ wasm }, { useWasi: c.wasi ?? false, logger, logLevel: 'info' });
+  try {
+    const out = await sdk.call(c.fn, c.input);
+    return { output: out === null ? '' : out.text(), error: null, logs };
+  } catch (err) {
+    return { output: null, error: (err as Error).message.replace(/^Plugin-originated error: /, ''), logs };
+  } finally {
+    await sdk.close();
+  }
+}
+
+describe('linked manifests vs @extism/extism linking the same modules', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startServer({ env: { WORKERS: '1', RATE_LIMIT_MAX: '0' } });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+    if (server) await removeDir(server.dataDir);
+  });
+
+  it.each(linkedCases)('$title: the same output, error and logs, first and recycled call', async (c) => {
+    const wasm = await Promise.all(
+      c.modules.map(async (m) => ({
+        data: Buffer.from(await readPlugin(m.plugin)).toString('base64'),
+        ...(m.name ? { name: m.name } : {}),
+      })),
+    );
+    const res = await fetch(`${server.url}/plugins`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ wasm }),
+    });
+    const body = (await res.json()) as { id: string; manifest?: { modules: unknown[] } };
+    expect(res.status, JSON.stringify(body)).toBe(201);
+    expect(body.manifest?.modules).toHaveLength(c.modules.length);
+    const expected = await linkedViaSdk(c);
+    if (c.output !== undefined) expect(expected.output).toBe(c.output);
+    if (c.error !== undefined) expect(expected.error).toBe(c.error);
+    if (c.logs !== undefined) expect(expected.logs).toEqual(c.logs);
+    for (let i = 0; i < 2; i++) expect(await viaService(server, body.id, c.fn, c.input, {}, 'info')).toEqual(expected);
+  });
+});

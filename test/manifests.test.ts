@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expectContract } from './openapi-contract.ts';
-import { listFiles, readPlugin, removeDir, startServer, type TestServer } from './helpers.ts';
+import { listFiles, readPlugin, removeDir, startServer, wat, type TestServer } from './helpers.ts';
 
 const sha256 = (bytes: Uint8Array | string): string => createHash('sha256').update(bytes).digest('hex');
 
@@ -165,6 +165,9 @@ describe('Extism manifests', () => {
     });
 
     const data = () => Buffer.from(vowels).toString('base64');
+    const plugin = async (name: string) => Buffer.from(await readPlugin(name)).toString('base64');
+    const watData = async (source: string) => Buffer.from(await wat(source)).toString('base64');
+    const RUN = '(func (export "run") (result i32) (i32.const 0))';
     const cases: { title: string; manifest: () => unknown; code: string; message: RegExp; fields?: Record<string, unknown> }[] = [
       {
         title: 'a url source',
@@ -216,6 +219,123 @@ describe('Extism manifests', () => {
         manifest: async () => ({ wasm: [{ data: Buffer.from(await readPlugin('bad_import')).toString('base64') }] }),
         code: 'UNSUPPORTED_IMPORTS',
         message: /env\.abort/,
+      },
+      {
+        title: 'two modules of one name',
+        manifest: async () => ({
+          wasm: [
+            { data: await plugin('link_circular_lhs'), name: 'lhs' },
+            { data: data(), name: 'lhs' },
+          ],
+        }),
+        code: 'INVALID_MANIFEST',
+        message: /two modules are named "lhs"/,
+      },
+      {
+        title: 'several modules none of which is main (the last is named)',
+        manifest: async () => ({
+          wasm: [
+            { data: data(), name: 'a' },
+            { data: await plugin('link_circular_lhs'), name: 'lhs' },
+          ],
+        }),
+        code: 'INVALID_MANIFEST',
+        message: /no main module: with several modules, one must be named "main" or the last one left unnamed/,
+      },
+      {
+        title: 'an import of a module name the manifest does not have',
+        manifest: async () => ({
+          wasm: [
+            { data: await plugin('link_circular_lhs'), name: 'left' },
+            { data: await plugin('link_circular_main'), name: 'main' },
+          ],
+        }),
+        code: 'LINK_ERROR',
+        message:
+          /^module "main" imports function "lhs" "triple_plus_one": no module of the manifest is named "lhs" \(names: "left", "main"\)/,
+        fields: { importer: 'main', import: { module: 'lhs', name: 'triple_plus_one', kind: 'function' } },
+      },
+      {
+        title: 'an import the linked module does not export',
+        manifest: async () => ({
+          wasm: [
+            { data: await plugin('link_memory_side'), name: 'lhs' },
+            { data: await plugin('link_circular_main'), name: 'main' },
+          ],
+        }),
+        code: 'LINK_ERROR',
+        message: /^module "main" imports function "lhs" "triple_plus_one": module "lhs" exports no function "triple_plus_one"$/,
+      },
+      {
+        title: 'a function import whose type differs from the export',
+        manifest: async () => ({
+          wasm: [
+            { data: await watData('(module (func (export "f") (param i64) (result i64) (local.get 0)))'), name: 'lhs' },
+            { data: await watData(`(module (import "lhs" "f" (func (param i32) (result i32))) ${RUN})`) },
+          ],
+        }),
+        code: 'LINK_ERROR',
+        message: /imports function "lhs" "f": it is declared as \(i32\) -> i32, the module exports \(i64\) -> i64$/,
+      },
+      {
+        title: 'a memory import larger than the exported memory',
+        manifest: async () => ({
+          wasm: [
+            { data: await watData('(module (memory (export "memory") 1))'), name: 'lhs' },
+            { data: await watData(`(module (import "lhs" "memory" (memory 2)) ${RUN})`) },
+          ],
+        }),
+        code: 'LINK_ERROR',
+        message: /imports memory "lhs" "memory": it is declared as \{min 2\}, the module exports \{min 1\}$/,
+      },
+      {
+        title: 'a global import of another mutability',
+        manifest: async () => ({
+          wasm: [
+            { data: await watData('(module (global (export "g") i32 (i32.const 7)))'), name: 'lhs' },
+            { data: await watData(`(module (import "lhs" "g" (global (mut i32))) ${RUN})`) },
+          ],
+        }),
+        code: 'LINK_ERROR',
+        message: /imports global "lhs" "g": it is declared as mutable global 7f, the module exports global 7f$/,
+      },
+      {
+        title: 'a memory imported in an import cycle',
+        manifest: async () => ({
+          wasm: [
+            { data: await watData('(module (import "main" "memory" (memory 1)) (func (export "f")))'), name: 'lhs' },
+            { data: await watData(`(module (import "lhs" "f" (func)) (memory (export "memory") 1) ${RUN})`), name: 'main' },
+          ],
+        }),
+        code: 'LINK_ERROR',
+        message: /^module "lhs" imports memory "main" "memory": module "main" is still being instantiated \(an import cycle\)/,
+      },
+      {
+        title: 'a side module importing a host function with another signature',
+        manifest: async () => ({
+          wasm: [
+            {
+              data: await watData(
+                '(module (import "extism:host/env" "alloc" (func (param i32) (result i32))) (memory (export "memory") 1))',
+              ),
+              name: 'lhs',
+            },
+            { data: await watData(`(module (import "lhs" "memory" (memory 1)) ${RUN})`) },
+          ],
+        }),
+        code: 'UNSUPPORTED_IMPORTS',
+        message: /extism:host\/env\.alloc declared as \(i32\) -> i32/,
+      },
+      {
+        title: 'a main module exporting no function',
+        manifest: async () => ({
+          wasm: [
+            { data: await watData('(module (func (export "f")))'), name: 'lhs' },
+            { data: await watData('(module (import "lhs" "f" (func)) (memory (export "memory") 1))') },
+          ],
+        }),
+        code: 'NO_CALLABLE_EXPORTS',
+        message: /exports no function a caller could call/,
       },
     ];
 

@@ -168,9 +168,19 @@ describe('rewriteForEngine', () => {
     expect(rewriteForEngine(new Uint8Array(await readPlugin('count_vowels')), OPTIONS).passiveSegments).toBe(false);
   });
 
-  it('refuses what it cannot cap: an imported memory, several memories, non-Wasm bytes', async () => {
-    const imported = await wat(`(module (import "env" "mem" (memory 1)) (func (export "f")))`);
-    expect(() => rewriteForEngine(imported, OPTIONS)).toThrow(WasmRewriteError);
+  it('refuses what it cannot cap: non-Wasm bytes', () => {
     expect(() => rewriteForEngine(new TextEncoder().encode('not wasm at all'), OPTIONS)).toThrow(WasmRewriteError);
+  });
+
+  it('turns a memory imported from a linked module into the engine-supplied memory, and says where it came from', async () => {
+    const imported = await wat(
+      `(module (import "env" "f" (func)) (import "lhs" "mem" (memory 2 8)) (import "env" "g" (func))
+        (func (export "size") (result i32) (call 0) (call 1) (memory.size)))`,
+    );
+    const out = rewriteForEngine(imported, OPTIONS);
+    expect(out).toMatchObject({ importedMemory: { module: 'lhs', name: 'mem' }, initialPages: 2, declaredMaxPages: 8 });
+    const module = new WebAssembly.Module(out.bytes as Uint8Array<ArrayBuffer>);
+    const imports = WebAssembly.Module.imports(module).map((i) => `${i.module}.${i.name}:${i.kind}`);
+    expect(imports).toEqual(['env.f:function', 'env.g:function', 'wasmhost.memory:memory', 'wasmhost.dirty:memory']);
   });
 });

@@ -4,8 +4,9 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { Config } from '../config.ts';
-import { inspectModule } from '../engine/compile/inspect.ts';
-import type { Prepare } from '../engine/compile/prepare.ts';
+import { checkCallable, inspectModule, refusal } from '../engine/compile/inspect.ts';
+import { checkLinks, checkTotals } from '../engine/compile/link-check.ts';
+import type { Prepare, PreparedModule } from '../engine/compile/prepare.ts';
 import { AppError, isAppError } from '../errors.ts';
 import { resolveLimits } from '../engine/limits.ts';
 import { canonicalManifest, mainIndex, parseManifest, type ManifestModule } from '../manifest.ts';
@@ -130,10 +131,16 @@ name or file name is its path). Each module is checked and stored as a plugin of
 manifest is stored in canonical form (modules by \`hash\`, keys ordered), whose sha256 is its id,
 and is what a download answers. Its \`config\`, \`allowed_hosts\`, \`memory\` and \`timeout_ms\` are the
 plugin's defaults, at most the operator's ceilings; a call may lower them, never raise them.
-A manifest lists one module for now (linking several is refused with \`UNSUPPORTED_MANIFEST\`).
+A manifest may list several modules, linked as \`extism call --link\` and the Extism SDK link them:
+the main module is the one named \`main\` (else the last, which must then be unnamed), the others
+are linked by their \`name\`, and an import of a module name is satisfied by that module's export of
+the same name and type (functions, memories, globals, tables; functions also in a cycle). Every
+import of every module must resolve (\`LINK_ERROR\` names the first that does not), the module
+limits hold for each module and for all together, and a side module need not export a function.
 
 The module is compiled once (the validation) and must only import host functions of
-\`extism:host/env\` and \`wasi_snapshot_preview1\`, and export at least one function.
+\`extism:host/env\` and \`wasi_snapshot_preview1\` (and, in a manifest, what its other modules
+export), and export at least one function.
 Bytes already stored answer \`200\` with the existing record; a \`name\` given with them is
 applied (moved to this plugin), other fields are ignored, and a stored copy damaged on disk
 is rewritten from them. Nothing is stored when the upload is refused.`,
@@ -158,8 +165,13 @@ with another signature than the service provides; listed in \`unsupportedImports
 custom host functions, under \`extism:host/user\` or any other namespace, are not offered),
 \`NO_CALLABLE_EXPORTS\` (exports no function),
 \`INVALID_MANIFEST\` (a manifest that is not one: the message says what; \`hash\` names a module that is not stored),
-\`UNSUPPORTED_MANIFEST\` (\`url\` or \`path\` sources, \`allowed_paths\`, several modules; \`feature\` says which:
-\`url\`, \`path\`, \`allowed_paths\`, \`link\`), \`LIMIT_ABOVE_CEILING\` (a manifest limit above the operator's ceiling),
+\`INVALID_MANIFEST\` also for two modules with one name, or several modules none of which is main,
+\`UNSUPPORTED_MANIFEST\` (\`url\` or \`path\` sources, \`allowed_paths\`; \`feature\` says which:
+\`url\`, \`path\`, \`allowed_paths\`),
+\`LINK_ERROR\` (an import of a manifest's module that no host module and no module of the manifest satisfies, or
+satisfies with another type, or a memory, global or table imported in an import cycle: \`importer\` is the importing
+module's name, \`import\` the import, \`reason\` why),
+\`LIMIT_ABOVE_CEILING\` (a manifest limit above the operator's ceiling),
 \`INVALID_NAME\`, \`INVALID_CONFIG\`, \`INVALID_ALLOWED_HOSTS\` (with \`pattern\` and \`problem\` for a pattern outside the grammar),
 \`MISSING_FILE\` (a form without the part \`file\`), \`EMPTY_BODY\`,
 \`INVALID_REQUEST\` (unknown or repeated form field, the name as both form field and query, a file in another part,
@@ -177,11 +189,19 @@ a field over 64 KiB, a form without a boundary or cut before its end),
         'INVALID_REQUEST',
         'INVALID_MANIFEST',
         'UNSUPPORTED_MANIFEST',
+        'LINK_ERROR',
         'LIMIT_ABOVE_CEILING',
       ],
       {
         properties: {
-          feature: { type: 'string', enum: ['url', 'path', 'allowed_paths', 'link'] },
+          feature: { type: 'string', enum: ['url', 'path', 'allowed_paths'] },
+          importer: { type: 'string', description: 'LINK_ERROR: the name of the module whose import does not resolve.' },
+          import: {
+            type: 'object',
+            required: ['module', 'name', 'kind'],
+            properties: { module: { type: 'string' }, name: { type: 'string' }, kind: { type: 'string' } },
+          },
+          reason: { type: 'string' },
           hash: { type: 'string' },
           field: { type: 'string' },
           requested: { type: 'integer' },
@@ -494,29 +514,29 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
   );
 
   /**
-   * A manifest upload: every module it brings is checked before anything is stored; its modules are
+   * A manifest upload: every module it brings is checked, and the modules are checked together (each
+   * import resolvable, the module limits over all of them), before anything is stored; its modules are
    * stored as plugins of their own, then the manifest, whose id is the sha256 of its canonical form.
+   * If storing fails part-way, the modules this upload added are removed again.
    */
   const storeManifest = async (request: FastifyRequest, reply: FastifyReply, upload: ManifestUpload): Promise<PluginMeta> => {
     const parsed = parseManifest(upload.manifest, upload.parts);
     checkConfigSize(parsed.config, opts.config.pluginConfig, "the manifest's");
     // Its limits must fit under the operator's ceilings now (a call resolves them again).
     resolveLimits(opts.config.engine.limits, parsed.limits);
-    if (parsed.sources.length > 1) {
-      throw new AppError(
-        'UNSUPPORTED_MANIFEST',
-        `the manifest lists ${parsed.sources.length} modules: linking several modules is not supported yet; give one module`,
-        { details: { feature: 'link' } },
-      );
-    }
+    const linked = parsed.sources.length > 1;
+    const mainAt = mainIndex(parsed.sources);
     type Resolved = ManifestModule & {
       exports: string[];
       imports: PluginImport[];
       wasi: boolean;
-      upload?: { bytes: Uint8Array; prepared: Awaited<ReturnType<typeof inspectModule>>['prepared'] };
+      prepared: PreparedModule;
+      upload?: Uint8Array;
     };
     const modules: Resolved[] = [];
     for (const [i, source] of parsed.sources.entries()) {
+      // A side module need not export a function (a memory it shares is enough); the main one must.
+      const options = { linking: linked, callable: i === mainAt };
       if (source.bytes) {
         const id = pluginIdOf(source.bytes);
         if (source.hash !== null && source.hash !== id) {
@@ -525,9 +545,8 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
             `invalid manifest: wasm[${i}]'s sha256 is ${id}, not the hash ${source.hash} it gives`,
           );
         }
-        const inspected = await inspectModule(source.bytes, opts.prepare);
-        const { exports, imports, wasi, prepared } = inspected;
-        modules.push({ id, name: source.name, exports, imports, wasi, upload: { bytes: source.bytes, prepared } });
+        const { exports, imports, wasi, prepared } = await inspectModule(source.bytes, opts.prepare, options);
+        modules.push({ id, name: source.name, exports, imports, wasi, prepared, upload: source.bytes });
       } else {
         const stored = await store.get(source.hash);
         if (!stored || stored.manifest) {
@@ -535,57 +554,108 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
             details: { hash: source.hash },
           });
         }
-        modules.push({ id: stored.id, name: source.name, exports: stored.exports, imports: stored.imports, wasi: stored.wasi });
+        if (options.callable) checkCallable(stored.exports);
+        const prepared = await storedModule(stored.id);
+        modules.push({
+          id: stored.id,
+          name: source.name,
+          exports: stored.exports,
+          imports: stored.imports,
+          wasi: stored.wasi,
+          prepared,
+        });
       }
     }
-    for (const module of modules) {
-      if (!module.upload) continue;
-      const { bytes, prepared } = module.upload;
-      const { meta } = await storePut({
-        bytes,
-        meta: {
-          id: module.id,
-          name: null,
-          description: '',
-          size: bytes.length,
-          createdAt: new Date().toISOString(),
-          exports: module.exports,
-          imports: module.imports,
-          wasi: module.wasi,
-          config: {},
-          allowedHosts: [],
-        },
-      });
-      moduleCache.set(meta.id, prepared, bytes.length);
-    }
+    const { moduleLimits, limits } = opts.config.engine;
+    checkTotals(
+      modules.map((m) => m.prepared.size),
+      {
+        bytes: maxPluginBytes,
+        functions: moduleLimits.functions,
+        tableElements: moduleLimits.tableElements,
+        memoryPages: limits.memoryPages.ceiling,
+      },
+      {
+        bytes: 'MAX_PLUGIN_BYTES',
+        functions: 'MODULE_MAX_FUNCTIONS',
+        tableElements: 'MODULE_MAX_TABLE_ELEMENTS',
+        memoryPages: 'CALL_MEMORY_PAGES_CEILING',
+      },
+    );
+    checkLinks(
+      modules.map((m) => ({ name: m.name, interface: m.prepared.interface })),
+      mainAt,
+    );
     const refs = modules.map((m) => ({ id: m.id, name: m.name }));
-    const main = modules[mainIndex(refs)]!;
+    const main = modules[mainAt]!;
     const bytes = canonicalManifest(refs, parsed.config, parsed.allowedHosts, parsed.limits);
     const id = pluginIdOf(bytes);
-    const { meta, created } = await storePut({
-      bytes,
-      meta: {
-        id,
-        name: upload.name,
-        description: upload.description,
-        size: bytes.length,
-        createdAt: new Date().toISOString(),
-        exports: main.exports,
-        imports: main.imports,
-        wasi: main.wasi,
-        config: parsed.config,
-        allowedHosts: parsed.allowedHosts,
-        manifest: { modules: refs, main: main.id, limits: parsed.limits },
-      },
-    });
-    const prepared = moduleCache.get(main.id);
-    if (prepared) await app.engine.warm(meta, prepared);
+    const added: string[] = [];
+    let stored: Awaited<ReturnType<typeof storePut>>;
+    try {
+      for (const module of modules) {
+        if (!module.upload) continue;
+        const { created } = await storePut({
+          bytes: module.upload,
+          meta: {
+            id: module.id,
+            name: null,
+            description: '',
+            size: module.upload.length,
+            createdAt: new Date().toISOString(),
+            exports: module.exports,
+            imports: module.imports,
+            wasi: module.wasi,
+            config: {},
+            allowedHosts: [],
+          },
+        });
+        if (created) added.push(module.id);
+      }
+      stored = await storePut({
+        bytes,
+        meta: {
+          id,
+          name: upload.name,
+          description: upload.description,
+          size: bytes.length,
+          createdAt: new Date().toISOString(),
+          exports: main.exports,
+          imports: main.imports,
+          wasi: main.wasi,
+          config: parsed.config,
+          allowedHosts: parsed.allowedHosts,
+          manifest: { modules: refs, main: main.id, limits: parsed.limits },
+        },
+      });
+    } catch (err) {
+      // A rejected upload stores nothing: what it added goes (unless another manifest took it meanwhile).
+      for (const addedId of added) await store.delete(addedId).catch(() => undefined);
+      throw err;
+    }
+    for (const module of modules) moduleCache.set(module.id, module.prepared, module.prepared.size.bytes);
+    const { meta, created } = stored;
+    if (!linked) await app.engine.warm(meta, main.prepared);
     request.log.info(
       { plugin: id, name: meta.name, modules: refs.length, created },
       created ? 'manifest stored' : 'manifest already stored',
     );
     if (created) void reply.code(201).header('location', `/plugins/${id}`);
     return meta;
+  };
+
+  /** A stored module as prepared for linking: from the module cache, else prepared again from its bytes. */
+  const storedModule = async (id: string): Promise<PreparedModule> => {
+    const cached = moduleCache.get(id);
+    if (cached) return cached;
+    const bytes = await store.getBytes(id);
+    if (!bytes)
+      throw new AppError('INVALID_MANIFEST', `invalid manifest: no stored module with sha256 ${id}`, { details: { hash: id } });
+    try {
+      return await opts.prepare(bytes, { linking: true });
+    } catch (err) {
+      throw refusal(err);
+    }
   };
 
   app.get('/plugins', { schema: LIST_SCHEMA, config: { policy: ROUTE_POLICIES.read } }, async (request) => {

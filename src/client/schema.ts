@@ -129,10 +129,16 @@ export interface paths {
          *     manifest is stored in canonical form (modules by `hash`, keys ordered), whose sha256 is its id,
          *     and is what a download answers. Its `config`, `allowed_hosts`, `memory` and `timeout_ms` are the
          *     plugin's defaults, at most the operator's ceilings; a call may lower them, never raise them.
-         *     A manifest lists one module for now (linking several is refused with `UNSUPPORTED_MANIFEST`).
+         *     A manifest may list several modules, linked as `extism call --link` and the Extism SDK link them:
+         *     the main module is the one named `main` (else the last, which must then be unnamed), the others
+         *     are linked by their `name`, and an import of a module name is satisfied by that module's export of
+         *     the same name and type (functions, memories, globals, tables; functions also in a cycle). Every
+         *     import of every module must resolve (`LINK_ERROR` names the first that does not), the module
+         *     limits hold for each module and for all together, and a side module need not export a function.
          *
          *     The module is compiled once (the validation) and must only import host functions of
-         *     `extism:host/env` and `wasi_snapshot_preview1`, and export at least one function.
+         *     `extism:host/env` and `wasi_snapshot_preview1` (and, in a manifest, what its other modules
+         *     export), and export at least one function.
          *     Bytes already stored answer `200` with the existing record; a `name` given with them is
          *     applied (moved to this plugin), other fields are ignored, and a stored copy damaged on disk
          *     is rewritten from them. Nothing is stored when the upload is refused.
@@ -926,8 +932,13 @@ export interface operations {
              *     custom host functions, under `extism:host/user` or any other namespace, are not offered),
              *     `NO_CALLABLE_EXPORTS` (exports no function),
              *     `INVALID_MANIFEST` (a manifest that is not one: the message says what; `hash` names a module that is not stored),
-             *     `UNSUPPORTED_MANIFEST` (`url` or `path` sources, `allowed_paths`, several modules; `feature` says which:
-             *     `url`, `path`, `allowed_paths`, `link`), `LIMIT_ABOVE_CEILING` (a manifest limit above the operator's ceiling),
+             *     `INVALID_MANIFEST` also for two modules with one name, or several modules none of which is main,
+             *     `UNSUPPORTED_MANIFEST` (`url` or `path` sources, `allowed_paths`; `feature` says which:
+             *     `url`, `path`, `allowed_paths`),
+             *     `LINK_ERROR` (an import of a manifest's module that no host module and no module of the manifest satisfies, or
+             *     satisfies with another type, or a memory, global or table imported in an import cycle: `importer` is the importing
+             *     module's name, `import` the import, `reason` why),
+             *     `LIMIT_ABOVE_CEILING` (a manifest limit above the operator's ceiling),
              *     `INVALID_NAME`, `INVALID_CONFIG`, `INVALID_ALLOWED_HOSTS` (with `pattern` and `problem` for a pattern outside the grammar),
              *     `MISSING_FILE` (a form without the part `file`), `EMPTY_BODY`,
              *     `INVALID_REQUEST` (unknown or repeated form field, the name as both form field and query, a file in another part,
@@ -941,9 +952,17 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["Error"] & {
                         /** @enum {unknown} */
-                        code?: "INVALID_WASM" | "UNSUPPORTED_IMPORTS" | "NO_CALLABLE_EXPORTS" | "INVALID_NAME" | "INVALID_CONFIG" | "INVALID_ALLOWED_HOSTS" | "MISSING_FILE" | "EMPTY_BODY" | "INVALID_REQUEST" | "INVALID_MANIFEST" | "UNSUPPORTED_MANIFEST" | "LIMIT_ABOVE_CEILING";
+                        code?: "INVALID_WASM" | "UNSUPPORTED_IMPORTS" | "NO_CALLABLE_EXPORTS" | "INVALID_NAME" | "INVALID_CONFIG" | "INVALID_ALLOWED_HOSTS" | "MISSING_FILE" | "EMPTY_BODY" | "INVALID_REQUEST" | "INVALID_MANIFEST" | "UNSUPPORTED_MANIFEST" | "LINK_ERROR" | "LIMIT_ABOVE_CEILING";
                         /** @enum {string} */
-                        feature?: "url" | "path" | "allowed_paths" | "link";
+                        feature?: "url" | "path" | "allowed_paths";
+                        /** @description LINK_ERROR: the name of the module whose import does not resolve. */
+                        importer?: string;
+                        import?: {
+                            module: string;
+                            name: string;
+                            kind: string;
+                        };
+                        reason?: string;
                         hash?: string;
                         field?: string;
                         requested?: number;

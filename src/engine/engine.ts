@@ -8,7 +8,9 @@ import type { CallLogLevel, LogEntry } from './runtime/logs.ts';
 import type { ModuleCache } from './compile/module-cache.ts';
 import { WorkerPool, type PoolObserver, type PoolStats } from './pool/pool.ts';
 import { EXTISM_ENV } from './runtime/host-env.ts';
-import { ModuleRefusedError } from './compile/module-check.ts';
+import { isHostImport, ModuleRefusedError } from './compile/module-check.ts';
+import type { ModulePayload } from './protocol.ts';
+import { mainIndex } from '../manifest.ts';
 import { resolveLimits } from './limits.ts';
 import type { Prepare, PreparedModule } from './compile/prepare.ts';
 import { WasmRewriteError } from './compile/wasm-rewrite.ts';
@@ -61,6 +63,8 @@ export interface EngineDeps {
   egressHosts?: Record<string, string | string[]> | null;
 }
 
+const isHttpImport = (i: { module: string; name: string }) => i.module === EXTISM_ENV && i.name === 'http_request';
+
 /** Longest an upload waits for its plugin's warm-ups (see warm). */
 const WARM_WAIT_MS = 1_000;
 
@@ -99,26 +103,26 @@ export class CallEngine {
     this.#observers.push(observer);
   }
 
-  /** `id`: the stored module's (a manifest plugin runs its main module). */
-  async #prepare(id: string): Promise<PreparedModule> {
+  /** `id`: the stored module's (a manifest plugin runs its main module). `linking`: one of a linked manifest's. */
+  async #prepare(id: string, linking = false): Promise<PreparedModule> {
     const cached = this.#deps.moduleCache.get(id);
     if (cached) return cached;
     let pending = this.#preparing.get(id);
     if (!pending) {
-      pending = this.#compile(id).finally(() => this.#preparing.delete(id));
+      pending = this.#compile(id, linking).finally(() => this.#preparing.delete(id));
       this.#preparing.set(id, pending);
     }
     return pending;
   }
 
   /** Evicted from the cache (or stored before this process started): prepare it again from the store. */
-  async #compile(id: string): Promise<PreparedModule> {
+  async #compile(id: string, linking: boolean): Promise<PreparedModule> {
     // Bytes damaged on disk throw StoredBytesCorruptError, a STORE_ERROR.
     const bytes = await this.#deps.store.getBytes(id);
     if (!bytes) throw new AppError('PLUGIN_NOT_FOUND', `no plugin with id "${id}"`);
     let prepared: PreparedModule;
     try {
-      prepared = await this.#deps.prepare(bytes);
+      prepared = await this.#deps.prepare(bytes, { linking });
     } catch (err) {
       // Stored before a limit it passes existed (or under other limits): refused here, on every call.
       if (err instanceof ModuleRefusedError || err instanceof WasmRewriteError || err instanceof WebAssembly.CompileError) {
@@ -131,10 +135,55 @@ export class CallEngine {
     return prepared;
   }
 
+  /**
+   * What the workers run for `plugin`, and the key they keep it by: its (main) module, and for a
+   * manifest of several modules all of them, kept by the manifest's id.
+   */
+  async #modulesOf(plugin: PluginMeta): Promise<{ moduleKey: string; module: ModulePayload; http: boolean }> {
+    const modules = plugin.manifest?.modules ?? [];
+    if (modules.length <= 1) {
+      // A module stored as part of a linked manifest may import from its other modules: alone it cannot run.
+      const unresolved = plugin.imports.filter((i) => !isHostImport(i));
+      if (unresolved.length > 0) {
+        const names = [...new Set(unresolved.map((i) => `"${i.module}"`))].join(', ');
+        throw new AppError(
+          'PLUGIN_ERROR',
+          `plugin ${plugin.name ?? plugin.id} imports from modules ${names}: it runs only as a module of a manifest that links them`,
+        );
+      }
+      const moduleKey = mainModuleId(plugin);
+      const prepared = await this.#prepare(moduleKey);
+      return {
+        moduleKey,
+        module: { compiled: prepared.module, layout: prepared.layout },
+        http: plugin.imports.some(isHttpImport),
+      };
+    }
+    const prepared = await Promise.all(modules.map((m) => this.#prepare(m.id, true)));
+    const mainAt = mainIndex(modules);
+    return {
+      http: prepared.some((p) => p.imports.some(isHttpImport)),
+      moduleKey: plugin.id,
+      module: {
+        compiled: prepared[mainAt]!.module,
+        layout: prepared[mainAt]!.layout,
+        linked: {
+          main: mainAt,
+          modules: modules.map((m, i) => ({
+            id: m.id,
+            name: m.name,
+            compiled: prepared[i]!.module,
+            layout: prepared[i]!.layout,
+          })),
+        },
+      },
+    };
+  }
+
   /** `started`: performance.now() at the call's start, the origin of its deadline. */
-  #egressOptions(request: EngineCall, started: number): EgressOptions | null {
+  #egressOptions(request: EngineCall, started: number, http: boolean): EgressOptions | null {
     const { plugin } = request;
-    if (!plugin.imports.some((i) => i.module === EXTISM_ENV && i.name === 'http_request')) return null;
+    if (!http) return null;
     const egress = this.#config.egress;
     return {
       allowedHosts: request.allowedHosts ?? plugin.allowedHosts,
@@ -162,11 +211,10 @@ export class CallEngine {
         { details: { exports: plugin.exports } },
       );
     }
-    const moduleId = mainModuleId(plugin);
-    const prepared = await this.#prepare(moduleId);
+    const { moduleKey, module, http } = await this.#modulesOf(plugin);
     const { result, queueMs } = await this.#pool.run(
       {
-        module: { compiled: prepared.module, layout: prepared.layout },
+        module,
         deadline: started + limits.timeoutMs,
         timeoutMs: limits.timeoutMs,
         inputBytes:
@@ -177,14 +225,14 @@ export class CallEngine {
               : Buffer.byteLength(request.input),
         message: {
           kind: 'call',
-          moduleKey: moduleId,
+          moduleKey,
           function: request.function,
           input: request.input,
           inputEncoding: request.inputEncoding,
           config: request.config ? { ...plugin.config, ...request.config } : plugin.config,
           logLevel: request.logLevel,
           limits,
-          egress: this.#egressOptions(request, started),
+          egress: this.#egressOptions(request, started, http),
           httpResponseHeaders: request.httpResponseHeaders ?? false,
           outputEncoding: request.outputEncoding ?? null,
         },

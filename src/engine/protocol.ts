@@ -6,6 +6,18 @@ import type { EgressAuditEntry, EgressOptions } from '../egress/fetch.ts';
 import type { CallLogLevel, LogEntry } from './runtime/logs.ts';
 import type { ModuleLayout } from './compile/wasm-rewrite.ts';
 
+/** A compiled module and its layout (from the rewriter: memory limits, whether growth is virtualised). */
+export interface CompiledModule {
+  compiled: WebAssembly.Module;
+  layout: ModuleLayout;
+}
+
+/** What a worker keeps by moduleKey: the module a call runs, and for a linked manifest every module it links. */
+export interface ModulePayload extends CompiledModule {
+  /** A manifest of several modules: all of them (`main` is the index of the one `compiled` is), by stored id and link name. */
+  linked?: { modules: (CompiledModule & { id: string; name: string | null })[]; main: number };
+}
+
 export interface CallMessage {
   kind: 'call';
   callId: number;
@@ -19,7 +31,7 @@ export interface CallMessage {
    * Sent when the pool believes the worker does not hold the module yet, with its layout (from the
    * rewriter: memory limits, whether growth is virtualised); the worker keeps both by moduleKey.
    */
-  module?: { compiled: WebAssembly.Module; layout: ModuleLayout };
+  module?: ModulePayload;
   function: string;
   input: string | null;
   inputEncoding: 'utf8' | 'base64';

@@ -20,23 +20,39 @@ export interface InspectedModule {
   wasi: boolean;
 }
 
+export interface InspectOptions {
+  /** A module of a manifest: imports from its other modules are checked by the manifest (link-check.ts). */
+  linking?: boolean;
+  /** A caller calls its exports (not a manifest's side module, which may export only a memory). */
+  callable?: boolean;
+}
+
 /** `prepare`: where the checks, rewrite and compile run (the server passes its ModulePreparer's). */
-export async function inspectModule(bytes: Uint8Array, prepare: Prepare): Promise<InspectedModule> {
+export async function inspectModule(
+  bytes: Uint8Array,
+  prepare: Prepare,
+  { linking = false, callable = true }: InspectOptions = {},
+): Promise<InspectedModule> {
   let prepared: PreparedModule;
   try {
-    prepared = await prepare(bytes, { validate: true });
+    prepared = await prepare(bytes, { validate: true, linking });
   } catch (err) {
     throw refusal(err);
   }
   const { exports, imports } = prepared;
-  if (!exports.some((name) => !RUNTIME_EXPORTS.has(name))) {
-    throw new AppError('NO_CALLABLE_EXPORTS', 'the module exports no function a caller could call');
-  }
+  if (callable) checkCallable(exports);
   return { prepared, exports, imports, wasi: imports.some((i) => i.module === WASI_PREVIEW1) };
 }
 
+/** Throws NO_CALLABLE_EXPORTS unless a caller could call one of `exports`. */
+export function checkCallable(exports: readonly string[]): void {
+  if (!exports.some((name) => !RUNTIME_EXPORTS.has(name))) {
+    throw new AppError('NO_CALLABLE_EXPORTS', 'the module exports no function a caller could call');
+  }
+}
+
 /** The upload's answer for a module preparation refused; anything else is not the module's fault. */
-function refusal(err: unknown): unknown {
+export function refusal(err: unknown): unknown {
   if (err instanceof ModuleRefusedError) return new AppError(err.code, err.message, { details: err.details });
   if (err instanceof WebAssembly.CompileError) {
     return new AppError('INVALID_WASM', `not a valid WebAssembly module: ${err.message}`);

@@ -4,7 +4,7 @@ import { Worker } from 'node:worker_threads';
 import type { PluginImport } from '../../store/store.ts';
 import { checkImports, checkModuleLimits, ModuleRefusedError, type ModuleCheckLimits } from './module-check.ts';
 import { rewriteForEngine, WasmRewriteError, type ModuleLayout } from './wasm-rewrite.ts';
-import { readInterface, summarizeModule, type ModuleSummary } from './wasm-summary.ts';
+import { readInterface, summarizeModule, type ModuleInterface, type ModuleSummary } from './wasm-summary.ts';
 
 export interface PreparedModule {
   module: WebAssembly.Module;
@@ -12,11 +12,27 @@ export interface PreparedModule {
   /** Exported function names (of the module as uploaded). */
   exports: string[];
   imports: PluginImport[];
+  /** Imports and exports with their types, as a manifest's link check compares them. */
+  interface: ModuleInterface;
+  /** What the module counts against the module limits, which a manifest's modules share (link-check.ts). */
+  size: ModuleSize;
   /** Time spent checking, rewriting and compiling, for the compile metric. */
   compileMs: number;
 }
 
+export interface ModuleSize {
+  bytes: number;
+  functions: number;
+  tableElements: number;
+  memoryPages: number;
+}
+
 export interface PrepareOptions {
+  /**
+   * A module of a manifest: imports from module names other than the host's are allowed here (the
+   * manifest's link check resolves them against its other modules).
+   */
+  linking?: boolean;
   /**
    * Compile the bytes as given first, so an invalid module is refused as invalid (the rewrite can
    * turn some invalid modules into valid ones). At upload; a stored module was validated then.
@@ -50,7 +66,7 @@ export async function prepareModule(
   checkModuleLimits(summary, limits);
   if (options.validate) await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
   const iface = readInterface(bytes);
-  checkImports(iface);
+  checkImports(iface, options.linking ?? false);
   const { bytes: rewritten, ...layout } = rewriteForEngine(bytes, { maxTableElements: limits.tableElements });
   let module: WebAssembly.Module;
   try {
@@ -64,6 +80,13 @@ export async function prepareModule(
     layout,
     exports: iface.exports.filter((e) => e.kind === 'function').map((e) => e.name),
     imports: iface.imports.map((i) => ({ module: i.module, name: i.name })),
+    interface: iface,
+    size: {
+      bytes: bytes.length,
+      functions: summary.importedFunctions + summary.functions,
+      tableElements: summary.tables.reduce((n, t) => n + t.min, 0),
+      memoryPages: summary.memory?.min ?? 0,
+    },
     compileMs: performance.now() - started,
   };
 }

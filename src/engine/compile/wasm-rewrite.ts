@@ -1,5 +1,7 @@
 // Rewrites a plugin module (once, before compiling) so the engine can cap and reset it from JS:
 // - its linear memory becomes an import (`wasmhost.memory`): the engine creates it, with a maximum;
+//   a memory the module imports from a linked module (a manifest's shared memory) becomes that
+//   same import, and the engine passes it the linked module's memory (runtime/linker.ts);
 // - every mutable global and every table is exported (`__wasmhost_global_N`, `__wasmhost_table_N`)
 //   so they can be snapshotted after start-up and restored after each call;
 // - every table gets a maximum (its share of MODULE_MAX_TABLE_ELEMENTS), so `table.grow` past it
@@ -53,6 +55,8 @@ export interface ModuleLayout {
   initialPages: number;
   /** The module's own declared maximum, if any. */
   declaredMaxPages: number | null;
+  /** The memory the module imports from a linked module (the engine supplies it as `wasmhost.memory`), or null. */
+  importedMemory: { module: string; name: string } | null;
   /** memory.size/memory.grow go through the engine's shims (see above). */
   virtualGrowth: boolean;
   /** Export name of the global the grow shim sets to 1 when it refuses a grow (null without virtual growth). */
@@ -102,6 +106,15 @@ function sleb(value: number): number[] {
     }
     out.push(b | 0x80);
   }
+}
+
+const utf8 = new TextDecoder();
+
+function readName(r: Reader): string {
+  const length = r.u32();
+  const start = r.pos;
+  r.skip(length);
+  return utf8.decode(r.bytes.subarray(start, start + length));
 }
 
 /** A vector section's entry count and the bytes of its entries. */
@@ -183,16 +196,32 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
   let importedFuncs = 0;
   let importedGlobals = 0;
   let importedTables = 0;
+  let initialPages = 0;
+  let declaredMaxPages: number | null = null;
+  let importedMemory: ModuleLayout['importedMemory'] = null;
+  /** The import entries but an imported memory's (which becomes `wasmhost.memory`). */
+  let importEntries = imports.entries;
   for (let i = 0; i < imports.count; i++) {
     const r = imports.reader;
-    r.name();
-    r.name();
+    const entryStart = r.pos;
+    const moduleName = readName(r);
+    const fieldName = readName(r);
     const kind = r.byte();
     // prettier-ignore
     switch (kind) {
       case KIND.func: r.u32(); importedFuncs++; break;
       case KIND.table: skipValType(r); readLimits(r); importedTables++; break;
-      case KIND.memory: throw new WasmRewriteError('the module imports its memory; it must define one');
+      case KIND.memory: {
+        if (importedMemory) throw new WasmRewriteError('the module imports more than one memory');
+        [initialPages, declaredMaxPages] = readLimits(r);
+        importedMemory = { module: moduleName, name: fieldName };
+        const base = imports.entries.byteOffset - input.byteOffset;
+        importEntries = concat([
+          imports.entries.subarray(0, entryStart - base),
+          imports.entries.subarray(r.pos - base),
+        ]);
+        break;
+      }
       case KIND.global: skipValType(r); r.byte(); importedGlobals++; break;
       case KIND.tag: r.byte(); r.u32(); break;
       default: throw new WasmRewriteError(`unknown import kind ${kind}`);
@@ -200,9 +229,8 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
   }
 
   // A module without memory gets an empty one it never touches (the engine treats all alike).
-  let initialPages = 0;
-  let declaredMaxPages: number | null = null;
   const memorySection = find(SECTION.memory);
+  if (memorySection && importedMemory) throw new WasmRewriteError('the module imports a memory and defines one');
   if (memorySection) {
     const mr = new Reader(input, memorySection.start, memorySection.end);
     const count = mr.u32();
@@ -353,14 +381,15 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
         ...leb(DIRTY_MAP_PAGES),
       ]
     : [];
-  const importCount = imports.count + (virtualGrowth ? 2 : 1);
-  replaced.set(SECTION.import, section(SECTION.import, concat([leb(importCount), imports.entries, memoryImport, dirtyImport])));
+  const importCount = imports.count - (importedMemory ? 1 : 0) + (virtualGrowth ? 2 : 1);
+  replaced.set(SECTION.import, section(SECTION.import, concat([leb(importCount), importEntries, memoryImport, dirtyImport])));
 
   const passiveSegments = hasPassiveSegments(input, find(SECTION.data), find(SECTION.elem));
   return {
     bytes: assemble(input, sections, replaced),
     initialPages,
     declaredMaxPages,
+    importedMemory,
     virtualGrowth,
     growRefusedExport,
     memoryCapExport,

@@ -36,17 +36,35 @@ export interface ModuleSummary {
   dataSegments: number;
 }
 
+/**
+ * What an import asks for or an export gives, as linking compares them: a function's type (its
+ * encoding, so any two equal types compare equal), a memory's or table's limits, a global's type.
+ */
+export type ExternalType =
+  | { kind: 'function'; type: string; signature: Signature | null }
+  | { kind: 'memory'; min: number; max: number | null }
+  | { kind: 'table'; element: string; min: number; max: number | null }
+  | { kind: 'global'; value: string; mutable: boolean }
+  | { kind: 'tag' };
+
 export interface ImportSummary {
   module: string;
   name: string;
   kind: ExternalKind;
   /** A function import's signature (null: not a function, or its type has reference or vector types). */
   signature: Signature | null;
+  type: ExternalType;
+}
+
+export interface ExportSummary {
+  name: string;
+  kind: ExternalKind;
+  type: ExternalType;
 }
 
 export interface ModuleInterface {
   imports: ImportSummary[];
-  exports: { name: string; kind: ExternalKind }[];
+  exports: ExportSummary[];
 }
 
 const EXTERNAL_KINDS: readonly ExternalKind[] = ['function', 'table', 'memory', 'global', 'tag'];
@@ -237,32 +255,95 @@ function name(r: Reader): string {
   }
 }
 
-/** Imports (with signatures) and exports; read only from a module within the limits (see summarizeModule). */
+const hex = (bytes: Uint8Array): string => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
+
+/** A value or reference type's encoding (a reference type may carry a heap type). */
+function valueType(r: Reader): string {
+  const start = r.pos;
+  skipValType(r);
+  return hex(r.bytes.subarray(start, r.pos));
+}
+
+/**
+ * Imports (with signatures and types) and exports (with types); read only from a module within the
+ * limits (see summarizeModule).
+ */
 export function readInterface(bytes: Uint8Array): ModuleInterface {
-  const types: (Signature | null)[] = [];
+  const types: { signature: Signature | null; type: string }[] = [];
   const imports: ImportSummary[] = [];
-  const exports: ModuleInterface['exports'] = [];
-  const functionTypes = new Map<ImportSummary, number>();
+  const exports: ExportSummary[] = [];
+  // Index spaces, imports first: what each function, table, memory and global is.
+  const functions: number[] = [];
+  const tables: ExternalType[] = [];
+  const memories: ExternalType[] = [];
+  const globals: ExternalType[] = [];
+  const functionImports = new Map<ImportSummary, number>();
+  const exported: { name: string; kind: ExternalKind; index: number }[] = [];
+  const limits = (r: Reader) => {
+    const [min, max] = readLimits(r);
+    return { min, max };
+  };
   for (const s of splitSections(bytes)) {
     if (s.id === SECTION.type) {
       const { count, r } = vectorOf(bytes, s);
-      forEachType(r, count, (form) => types.push(readType(r, form)));
+      forEachType(r, count, (form) => {
+        const start = r.pos;
+        const signature = readType(r, form);
+        types.push({ signature, type: `${form.toString(16)}:${hex(bytes.subarray(start, r.pos))}` });
+      });
     } else if (s.id === SECTION.import) {
       const { count, r } = vectorOf(bytes, s);
       for (let i = 0; i < count; i++) {
-        const entry: ImportSummary = { module: name(r), name: name(r), kind: kindOf(r.byte()), signature: null };
-        if (entry.kind === 'function') functionTypes.set(entry, r.u32());
-        else skipImportDescription(r, entry.kind);
+        const module = name(r);
+        const field = name(r);
+        const kind = kindOf(r.byte());
+        let type: ExternalType = { kind: 'tag' };
+        if (kind === 'function') functions.push(r.u32());
+        else if (kind === 'table') tables.push((type = { kind, element: valueType(r), ...limits(r) }));
+        else if (kind === 'memory') memories.push((type = { kind, ...readMemoryLimits(r) }));
+        else if (kind === 'global') globals.push((type = { kind, value: valueType(r), mutable: r.byte() === 1 }));
+        else skipImportDescription(r, kind);
+        const entry: ImportSummary = { module, name: field, kind, signature: null, type };
+        if (kind === 'function') functionImports.set(entry, functions[functions.length - 1]!);
         imports.push(entry);
+      }
+    } else if (s.id === SECTION.function) {
+      const { count, r } = vectorOf(bytes, s);
+      for (let i = 0; i < count; i++) functions.push(r.u32());
+    } else if (s.id === SECTION.table) {
+      const { count, r } = vectorOf(bytes, s);
+      for (let i = 0; i < count; i++) {
+        const withInit = r.bytes[r.pos] === 0x40;
+        if (withInit) r.skip(2);
+        tables.push({ kind: 'table', element: valueType(r), ...limits(r) });
+        if (withInit) skipConstExpr(r);
+      }
+    } else if (s.id === SECTION.memory) {
+      const { count, r } = vectorOf(bytes, s);
+      for (let i = 0; i < count; i++) memories.push({ kind: 'memory', ...readMemoryLimits(r) });
+    } else if (s.id === SECTION.global) {
+      const { count, r } = vectorOf(bytes, s);
+      for (let i = 0; i < count; i++) {
+        globals.push({ kind: 'global', value: valueType(r), mutable: r.byte() === 1 });
+        skipConstExpr(r);
       }
     } else if (s.id === SECTION.export) {
       const { count, r } = vectorOf(bytes, s);
-      for (let i = 0; i < count; i++) {
-        exports.push({ name: name(r), kind: kindOf(r.byte()) });
-        r.u32();
-      }
+      for (let i = 0; i < count; i++) exported.push({ name: name(r), kind: kindOf(r.byte()), index: r.u32() });
     }
   }
-  for (const [entry, type] of functionTypes) entry.signature = types[type] ?? null;
+  const functionType = (typeIndex: number | undefined): ExternalType => {
+    const t = typeIndex === undefined ? undefined : types[typeIndex];
+    return { kind: 'function', type: t?.type ?? `unknown:${typeIndex}`, signature: t?.signature ?? null };
+  };
+  for (const [entry, typeIndex] of functionImports) {
+    entry.type = functionType(typeIndex);
+    entry.signature = types[typeIndex]?.signature ?? null;
+  }
+  for (const { name: exportName, kind, index } of exported) {
+    const space = { function: null, table: tables, memory: memories, global: globals, tag: null }[kind];
+    const type: ExternalType = kind === 'function' ? functionType(functions[index]) : (space?.[index] ?? { kind: 'tag' });
+    exports.push({ name: exportName, kind, type });
+  }
   return { imports, exports };
 }

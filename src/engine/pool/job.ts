@@ -2,8 +2,7 @@
 // A job settles in exactly one place (settle), which clears its deadline timer and its abort
 // listener; whatever ends it (an answer, its deadline, its caller giving up, its worker dying, the
 // pool closing) goes through there, and a second ending is a no-op.
-import type { ModuleLayout } from '../compile/wasm-rewrite.ts';
-import type { CallMessage, ResultMessage } from '../protocol.ts';
+import type { CallMessage, ModulePayload, ResultMessage } from '../protocol.ts';
 import type { WorkerHandle } from './worker-handle.ts';
 
 export interface PoolTask {
@@ -11,7 +10,7 @@ export interface PoolTask {
   /** Size of the input it carries (counted against PoolOptions.queueMaxBytes while it waits). */
   inputBytes: number;
   /** Sent along only to a worker that does not hold it yet. */
-  module: { compiled: WebAssembly.Module; layout: ModuleLayout };
+  module: ModulePayload;
   /** performance.now() by which the task must be done. */
   deadline: number;
   /** The call's timeoutMs, for messages (the deadline was set from it when the call arrived). */

@@ -12,8 +12,8 @@
 // Memory whose maximum is the call's cap: one instance per cap (see worker.ts).
 import { CallFailure } from './call-failure.ts';
 import { DIRTY_CHUNK, DirtyPageMap } from './dirty-pages.ts';
-import { CallState, createExtismEnv, EXTISM_ENV, type HostSlot } from './host-env.ts';
-import { LogCollector } from './logs.ts';
+import { createExtismEnv, EXTISM_ENV, type CallState, type HostSlot } from './host-env.ts';
+import { startModule, startupState } from './startup.ts';
 import { createWasi, WASI_PREVIEW1 } from './wasi.ts';
 import {
   DIRTY_MAP_IMPORT,
@@ -32,12 +32,6 @@ const TABLE_ELEMENT_BYTES = 32;
 const SNAPSHOT_ELEMENT_BYTES = 16;
 /** What an instance holds besides memory and tables (instance and export objects, globals), roughly. */
 const INSTANCE_OVERHEAD_BYTES = 64 * 1024;
-
-/** Host state while a plugin starts (a wasm start function, _initialize): no input, no config, no HTTP, logs dropped. */
-function startupState(): CallState {
-  const limits = { hostBytes: 16 * 1024 * 1024, outputBytes: 0, varBytes: 1024 * 1024, httpResponseBytes: 0 };
-  return new CallState(null, {}, new LogCollector('off', 0, 0), limits, null, true);
-}
 
 /**
  * Memory as it was after start-up, sparse: most pages of a fresh instance are zero (a Rust stack,
@@ -257,25 +251,9 @@ export class PluginInstance {
     if (this.#live.memoryCap) this.#live.memoryCap.value = pages;
   }
 
-  /** Start-up as @extism/extism does it: WASI reactors get _initialize; others _initialize/_start/hs_init. */
+  /** Start-up as @extism/extism does it (startup.ts). */
   #start(): void {
-    const exports = this.#live.instance.exports as Record<string, unknown>;
-    const run = (name: string) => {
-      const fn = exports[name];
-      if (typeof fn === 'function') (fn as () => void)();
-    };
-    try {
-      if (this.shape.wasi) {
-        run('_initialize');
-        run('hs_init');
-      } else if (typeof exports.hs_init === 'function') run('hs_init');
-      else if (typeof exports._initialize === 'function') run('_initialize');
-      if (!this.shape.wasi && typeof exports._start === 'function') run('_start');
-    } catch (err) {
-      const failure = this.#slot.call?.failure ?? err;
-      const code = failure instanceof CallFailure ? failure.code : 'PLUGIN_ERROR';
-      throw new CallFailure(code, `the plugin failed to start: ${(failure as Error).message}`);
-    }
+    startModule(this.#live.instance, this.shape.wasi, this.#slot);
   }
 
   /**

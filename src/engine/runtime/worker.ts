@@ -10,6 +10,7 @@ import type { ErrorCode } from '../../errors.ts';
 import { CallFailure, WasiExit } from './call-failure.ts';
 import { CallState } from './host-env.ts';
 import { describeModule, PluginInstance, type ModuleShape } from './instance.ts';
+import { LinkedPlugin, type LinkedShapes } from './linker.ts';
 import { LogMirrorWriter } from '../log-mirror.ts';
 import { LogCollector } from './logs.ts';
 import {
@@ -29,6 +30,8 @@ const PAGE = 65536;
 
 interface ModuleEntry {
   shape: ModuleShape;
+  /** A linked manifest: its modules, instantiated afresh for every call (never cached as instances). */
+  linked: LinkedShapes | null;
   /** By memory cap (pages); 0 for the one instance of a module with the grow shim. */
   instances: Map<number, PluginInstance>;
   /** What its instances held when last measured: after each call or warm-up that used them (see measure). */
@@ -74,7 +77,19 @@ function moduleFor(msg: CallMessage): ModuleEntry | null {
     return entry;
   }
   if (!msg.module) return null;
-  entry = { shape: describeModule(msg.module.compiled, msg.module.layout), instances: new Map(), bytes: 0, heapBytes: 0 };
+  const { linked } = msg.module;
+  entry = {
+    shape: describeModule(msg.module.compiled, msg.module.layout),
+    linked: linked
+      ? {
+          main: linked.main,
+          modules: linked.modules.map((m) => ({ id: m.id, name: m.name, shape: describeModule(m.compiled, m.layout) })),
+        }
+      : null,
+    instances: new Map(),
+    bytes: 0,
+    heapBytes: 0,
+  };
   modules.set(msg.moduleKey, entry);
   if (modules.size > MAX_MODULES) modules.delete(modules.keys().next().value as string);
   return entry;
@@ -162,7 +177,7 @@ function encodeOutput(
  */
 function describeFailure(
   err: unknown,
-  instance: PluginInstance | null,
+  instance: PluginInstance | LinkedPlugin | null,
   call: CallState | null,
 ): { code: ErrorCode; message: string; details?: Record<string, string> } {
   if (err instanceof CallFailure) return { code: err.code, message: err.message };
@@ -225,15 +240,15 @@ async function handleCall(msg: CallMessage): Promise<void> {
   const logs = new LogCollector(msg.logLevel, limits.logEntries, limits.logBytes);
   logMirror.start(msg.callId);
   logs.onEntry = (entry) => logMirror.write(entry);
-  let instance: PluginInstance | null = null;
+  let instance: PluginInstance | LinkedPlugin | null = null;
   let egress: EgressSession | null = null;
   let call: CallState | null = null;
   let result: ResultMessage;
   try {
-    instance = instanceFor(entry, limits.memoryPages);
+    instance = entry.linked ? new LinkedPlugin(entry.linked, limits.memoryPages) : instanceFor(entry, limits.memoryPages);
     if (!instance.hasFunction(msg.function))
       throw new CallFailure('FUNCTION_NOT_FOUND', `the plugin has no function "${msg.function}"`);
-    if (msg.egress && entry.shape.jspi) {
+    if (msg.egress && (entry.shape.jspi || entry.linked?.modules.some((m) => m.shape.jspi))) {
       egressModule ??= await import('../../egress/fetch.ts');
       egress = egressModule.createEgressFetch(msg.egress);
     }
@@ -290,7 +305,7 @@ async function handleCall(msg: CallMessage): Promise<void> {
   cells.beginHousekeeping(performance.timeOrigin + performance.now() + setup.resetTimeoutMs);
   Atomics.store(cells.ints, cell, 0);
   post(result);
-  if (instance) {
+  if (instance instanceof PluginInstance) {
     try {
       instance.reset();
     } catch {
@@ -307,7 +322,7 @@ async function handleCall(msg: CallMessage): Promise<void> {
 function warm(msg: CallMessage, entry: ModuleEntry, started: number): void {
   let ok = true;
   try {
-    instanceFor(entry, msg.limits.memoryPages);
+    if (!entry.linked) instanceFor(entry, msg.limits.memoryPages);
   } catch {
     ok = false;
   }
@@ -352,6 +367,8 @@ port.on('message', (msg: CallMessage | BatchMessage | ForgetMessage) => {
     // The module cache let it go: its code must not stay alive here (its instances hold it).
     queue = queue.then(() => {
       modules.delete(msg.moduleKey);
+      // Linked manifests running it hold its code too.
+      for (const [key, entry] of modules) if (entry.linked?.modules.some((m) => m.id === msg.moduleKey)) modules.delete(key);
       trimCache(null);
     });
   } else enqueue(msg);
