@@ -481,3 +481,106 @@ describe('after the battery', () => {
     }
   });
 });
+
+describe('linked modules', () => {
+  const RUN_VIA_SIDE = `(module (import "side" "f" (func $f (result i32))) (func (export "run") (result i32) (drop (call $f)) (i32.const 0)))`;
+
+  /** Uploads a manifest of `side` (linked as "side") and a main module calling its `f`, then calls `run`. */
+  async function tryLinked(side: string, call: Record<string, unknown> = {}, main = RUN_VIA_SIDE): Promise<Outcome> {
+    const name = `mod-${++plugins}`;
+    const data = async (source: string) => Buffer.from(await wat(source)).toString('base64');
+    const upload = await server.api.uploadManifest(
+      { wasm: [{ data: await data(side), name: 'side' }, { data: await data(main) }] },
+      undefined,
+      {
+        name,
+      },
+    );
+    if (upload.status !== 201)
+      return { upload: upload.status, uploadCode: upload.error.code, uploadMessage: upload.error.message };
+    const answer = await server.api.call(name, { function: 'run', timeoutMs: 2000, ...call });
+    return {
+      upload: upload.status,
+      call: answer.status,
+      ...(answer.ok ? { output: answer.data.output } : { callCode: answer.error.code, callMessage: answer.error.message }),
+    };
+  }
+
+  it('counts a side module’s memory against the call’s memoryMaxPages: 200 + 100 pages run only with 300 (422 MEMORY_LIMIT, then 200)', async () => {
+    const side = '(module (memory 200) (func (export "f") (result i32) (i32.const 0)))';
+    const main = `(module (import "side" "f" (func $f (result i32))) (memory 100) (func (export "run") (result i32) (drop (call $f)) (i32.const 0)))`;
+    const outcome = await tryLinked(side, { memoryMaxPages: 299 }, main);
+    expect(outcome).toMatchObject({ upload: 201, call: 422, callCode: 'MEMORY_LIMIT' });
+    expect((await server.api.call(`mod-${plugins}`, { function: 'run', memoryMaxPages: 300 })).status).toBe(200);
+  });
+
+  it('refuses a side module needing 4 GiB of memory to start with 400 INVALID_WASM, storing nothing', async () => {
+    const outcome = await tryLinked('(module (memory 65536) (func (export "f") (result i32) (i32.const 0)))');
+    expect([outcome.upload, outcome.uploadCode]).toEqual([400, 'INVALID_WASM']);
+    expect(outcome.uploadMessage).toMatch(/CALL_MEMORY_PAGES_CEILING/);
+    expect((await server.api.list({ name: `mod-${plugins}` })).data.plugins).toEqual([]);
+  });
+
+  it('refuses modules that pass a module limit only together (2 × 60,000 functions) with 400 INVALID_WASM', async () => {
+    const funcs = (n: number) => Array.from({ length: n }, () => '(func)').join(' ');
+    const side = `(module ${funcs(60_000)} (func (export "f") (result i32) (i32.const 0)))`;
+    const main = `(module (import "side" "f" (func $f (result i32))) ${funcs(60_000)} (func (export "run") (result i32) (i32.const 0)))`;
+    const outcome = await tryLinked(side, {}, main);
+    expect([outcome.upload, outcome.uploadCode]).toEqual([400, 'INVALID_WASM']);
+    expect(outcome.uploadMessage).toMatch(/together have 120003 functions; the limit is 100000 \(MODULE_MAX_FUNCTIONS\)/);
+  });
+
+  it('answers a side module’s memory.grow bomb with 422 MEMORY_LIMIT at memoryMaxPages', async () => {
+    const side = `(module (memory 1)
+      (func (export "f") (result i32) (loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) (unreachable)))`;
+    expect(await tryLinked(side, { memoryMaxPages: 256 })).toMatchObject({ upload: 201, call: 422, callCode: 'MEMORY_LIMIT' });
+  });
+
+  it('answers two modules that each grow to just under the cap with 422 MEMORY_LIMIT (the cap counts both)', async () => {
+    const side = `(module (memory 1) (func (export "f") (result i32) (memory.grow (i32.const 100))))`;
+    const main = `(module (import "side" "f" (func $f (result i32))) (memory 1)
+      (func (export "run") (result i32) (drop (call $f)) (drop (memory.grow (i32.const 100))) (i32.const 0)))`;
+    expect(await tryLinked(side, { memoryMaxPages: 128 }, main)).toMatchObject({
+      upload: 201,
+      call: 422,
+      callCode: 'MEMORY_LIMIT',
+    });
+    expect((await server.api.call(`mod-${plugins}`, { function: 'run', memoryMaxPages: 256 })).status).toBe(200);
+  });
+
+  it('stops a side module’s start function that loops forever at the call deadline (504 TIMEOUT)', async () => {
+    const side = '(module (func $spin (loop $l (br $l))) (start $spin) (func (export "f") (result i32) (i32.const 0)))';
+    expect(await tryLinked(side, { timeoutMs: 300 })).toMatchObject({ upload: 201, call: 504, callCode: 'TIMEOUT' });
+  });
+
+  it('stops a side module’s _initialize that loops forever at the call deadline (504 TIMEOUT)', async () => {
+    const side = '(module (func (export "_initialize") (loop $l (br $l))) (func (export "f") (result i32) (i32.const 0)))';
+    expect(await tryLinked(side, { timeoutMs: 300 })).toMatchObject({ upload: 201, call: 504, callCode: 'TIMEOUT' });
+  });
+
+  it('answers an import cycle that recurses forever with 422 PLUGIN_ERROR (the stack runs out)', async () => {
+    const side = '(module (import "main" "run" (func $run (result i32))) (func (export "f") (result i32) (call $run)))';
+    const outcome = await tryLinked(side);
+    expect(outcome).toMatchObject({ upload: 201, call: 422, callCode: 'PLUGIN_ERROR' });
+    expect(outcome.callMessage).toMatch(/Maximum call stack size exceeded/);
+  });
+
+  it('answers a cycle through a lazily linked import in a start function with 422 PLUGIN_ERROR (the target was never instantiated)', async () => {
+    const side =
+      '(module (import "main" "g" (func $g)) (func $start (call $g)) (start $start) (func (export "f") (result i32) (i32.const 0)))';
+    const main = `(module (import "side" "f" (func $f (result i32))) (func (export "g")) (func (export "run") (result i32) (drop (call $f)) (i32.const 0)))`;
+    const outcome = await tryLinked(side, {}, main);
+    expect(outcome).toMatchObject({ upload: 201, call: 422, callCode: 'PLUGIN_ERROR' });
+    expect(outcome.callMessage).toMatch(/target module "main" was never instantiated/);
+  });
+
+  it('refuses to call a module stored for a manifest on its own (422 PLUGIN_ERROR: its imports come from other modules)', async () => {
+    const main = `(module (import "side" "f" (func $f (result i32))) (func (export "run") (result i32) (drop (call $f)) (i32.const 0)))`;
+    const side = '(module (func (export "f") (result i32) (i32.const 0)))';
+    expect(await tryLinked(side, {}, main)).toMatchObject({ upload: 201, call: 200 });
+    const mainId = (await server.api.list({ name: `mod-${plugins}` })).data.plugins[0]!.manifest!.main;
+    const answer = await server.api.call(mainId, { function: 'run' });
+    expect([answer.status, answer.error.code]).toEqual([422, 'PLUGIN_ERROR']);
+    expect(answer.error.message).toMatch(/imports from modules "side": it runs only as a module of a manifest that links them/);
+  });
+});
