@@ -2,48 +2,14 @@
 // the call log line (request id, outcome, redacted config, forwarded plugin logs). Real servers on
 // 127.0.0.1, real plugins from plugins/dist, upstreams on loopback only.
 import { afterEach, describe, expect, it } from 'vitest';
-import { logCapture, readPlugin, removeDir, startServer, type StartOptions, type TestServer } from './helpers.ts';
+import { logCapture, readPlugin, serverForTest, type TestServer } from './helpers.ts';
 import { parsePrometheusText, sampleValue, seriesCount, type MetricFamily } from './prom-text.ts';
 import { startUpstream, type Upstream } from './upstream.ts';
 
-const servers: TestServer[] = [];
 const upstreams: Upstream[] = [];
 afterEach(async () => {
-  for (const server of servers.splice(0)) {
-    await server.close();
-    await removeDir(server.dataDir);
-  }
   for (const upstream of upstreams.splice(0)) await upstream.close();
 });
-
-async function start(options: StartOptions = {}): Promise<TestServer> {
-  const server = await startServer(options);
-  servers.push(server);
-  return server;
-}
-
-async function upload(server: TestServer, plugin: string): Promise<{ id: string; name: string }> {
-  const res = await fetch(`${server.url}/plugins?name=${plugin.replaceAll('_', '-')}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/wasm' },
-    body: new Uint8Array(await readPlugin(plugin)),
-  });
-  expect(res.status).toBe(201);
-  return (await res.json()) as { id: string; name: string };
-}
-
-async function call(
-  server: TestServer,
-  plugin: string,
-  body: Record<string, unknown>,
-  headers: Record<string, string> = {},
-): Promise<Response> {
-  return fetch(`${server.url}/plugins/${plugin}/call`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
-    body: JSON.stringify(body),
-  });
-}
 
 async function scrape(server: TestServer): Promise<Map<string, MetricFamily>> {
   const res = await fetch(`${server.url}/metrics`);
@@ -53,15 +19,14 @@ async function scrape(server: TestServer): Promise<Map<string, MetricFamily>> {
 
 describe('call metrics', () => {
   it('count a cache miss when a stored plugin is first called after a restart, then hits', async () => {
-    const first = await start();
-    await upload(first, 'count_vowels');
+    const first = await serverForTest();
+    await first.api.uploaded(await readPlugin('count_vowels'), { name: 'count-vowels' });
     await first.close();
-    servers.splice(servers.indexOf(first), 1);
 
-    const restarted = await start({ dataDir: first.dataDir });
+    const restarted = await serverForTest({ dataDir: first.dataDir });
     for (const input of ['one', 'two', 'three']) {
-      const res = await call(restarted, 'count-vowels', { function: 'count_vowels', input });
-      expect(res.status, await res.clone().text()).toBe(200);
+      const res = await restarted.api.call('count-vowels', { function: 'count_vowels', input });
+      expect(res.status, JSON.stringify(res.body)).toBe(200);
     }
     const families = await scrape(restarted);
     expect(sampleValue(families, 'wasmhost_module_cache_misses_total')).toBe(1);
@@ -72,30 +37,31 @@ describe('call metrics', () => {
 
   it('count a known sequence of calls exactly, with durations, cache, egress, restarts, and valid exposition text', async () => {
     const env = { EGRESS_ALLOW_PRIVATE: 'true', RATE_LIMIT_MAX: '0' };
-    const server = await start({ env });
+    const server = await serverForTest({ env });
     // Each upload prepares (rewrites and compiles) its module once and caches it: every call hits.
-    for (const plugin of ['count_vowels', 'loop', 'fail', 'http']) await upload(server, plugin);
+    for (const plugin of ['count_vowels', 'loop', 'fail', 'http'])
+      await server.api.uploaded(await readPlugin(plugin), { name: plugin.replaceAll('_', '-') });
     const upstream = await startUpstream('127.0.0.1');
     upstreams.push(upstream);
 
     for (const input of ['Hello World', 'aaaa', 'xyz']) {
-      const res = await call(server, 'count-vowels', { function: 'count_vowels', input });
-      expect(res.status, await res.clone().text()).toBe(200);
+      const res = await server.api.call('count-vowels', { function: 'count_vowels', input });
+      expect(res.status, JSON.stringify(res.body)).toBe(200);
     }
-    const timeout = await call(server, 'loop', { function: 'spin', timeoutMs: 200 });
+    const timeout = await server.api.call('loop', { function: 'spin', timeoutMs: 200 });
     expect(timeout.status).toBe(504);
-    expect(await timeout.json()).toMatchObject({ code: 'TIMEOUT' });
-    const failed = await call(server, 'fail', { function: 'fail', input: 'boom' });
+    expect(timeout.body).toMatchObject({ code: 'TIMEOUT' });
+    const failed = await server.api.call('fail', { function: 'fail', input: 'boom' });
     expect(failed.status).toBe(422);
-    expect(await failed.json()).toMatchObject({ code: 'PLUGIN_ERROR' });
+    expect(failed.body).toMatchObject({ code: 'PLUGIN_ERROR' });
     // The plugin may reach nothing: its request to the loopback upstream is refused by the allow-list.
-    const denied = await call(server, 'http', {
+    const denied = await server.api.call('http', {
       function: 'fetch',
       input: JSON.stringify({ url: `${upstream.url}/ok` }),
       allowedHosts: [],
     });
     expect(denied.status).toBe(422);
-    expect(await denied.json()).toMatchObject({ code: 'HOST_NOT_ALLOWED' });
+    expect(denied.body).toMatchObject({ code: 'HOST_NOT_ALLOWED' });
     expect(upstream.received).toHaveLength(0);
 
     const families = await scrape(server);
@@ -168,22 +134,22 @@ describe('call metrics', () => {
   });
 
   it('counts allowed egress, plugin log lines by level, and log truncations', async () => {
-    const server = await start({ env: { EGRESS_ALLOW_PRIVATE: 'true', RATE_LIMIT_MAX: '0', CALL_LOG_ENTRIES: '20' } });
+    const server = await serverForTest({ env: { EGRESS_ALLOW_PRIVATE: 'true', RATE_LIMIT_MAX: '0', CALL_LOG_ENTRIES: '20' } });
     const upstream = await startUpstream('127.0.0.1');
     upstreams.push(upstream);
-    await upload(server, 'http');
-    await upload(server, 'logs');
-    await upload(server, 'log_flood');
-    const ok = await call(server, 'http', {
+    await server.api.uploaded(await readPlugin('http'), { name: 'http' });
+    await server.api.uploaded(await readPlugin('logs'), { name: 'logs' });
+    await server.api.uploaded(await readPlugin('log_flood'), { name: 'log-flood' });
+    const ok = await server.api.call('http', {
       function: 'fetch',
       input: JSON.stringify({ url: `${upstream.url}/ok` }),
       allowedHosts: ['127.0.0.1'],
     });
     expect(ok.status).toBe(200);
-    expect((await call(server, 'logs', { function: 'log_all', logLevel: 'debug' })).status).toBe(200);
-    const flood = await call(server, 'log-flood', { function: 'flood', input: '50' });
+    expect((await server.api.call('logs', { function: 'log_all', logLevel: 'debug' })).status).toBe(200);
+    const flood = await server.api.call('log-flood', { function: 'flood', input: '50' });
     expect(flood.status).toBe(200);
-    expect(await flood.json()).toMatchObject({ logsTruncated: true });
+    expect(flood.body).toMatchObject({ logsTruncated: true });
 
     const families = await scrape(server);
     expect(sampleValue(families, 'wasmhost_egress_requests_total', { outcome: 'ok' })).toBe(1);
@@ -197,18 +163,18 @@ describe('call metrics', () => {
   });
 
   it('counts an egress request whose response is over the cap as failed, not ok', async () => {
-    const server = await start({ env: { EGRESS_ALLOW_PRIVATE: 'true', RATE_LIMIT_MAX: '0' } });
+    const server = await serverForTest({ env: { EGRESS_ALLOW_PRIVATE: 'true', RATE_LIMIT_MAX: '0' } });
     const upstream = await startUpstream('127.0.0.1');
     upstreams.push(upstream);
-    await upload(server, 'http');
-    const res = await call(server, 'http', {
+    await server.api.uploaded(await readPlugin('http'), { name: 'http' });
+    const res = await server.api.call('http', {
       function: 'fetch',
       input: JSON.stringify({ url: `${upstream.url}/bytes?n=4096` }),
       allowedHosts: ['127.0.0.1'],
       maxHttpResponseBytes: 100,
     });
     expect(res.status).toBe(422);
-    const body = (await res.json()) as { code: string; egress: { status: number | null; reason?: string }[] };
+    const body = res.body as { code: string; egress: { status: number | null; reason?: string }[] };
     expect(body.code).toBe('EGRESS_ERROR');
     // The upstream answered (a status arrived), yet the plugin got nothing: a failure.
     expect(body.egress).toMatchObject([{ status: 200, reason: 'response_too_large' }]);
@@ -220,21 +186,20 @@ describe('call metrics', () => {
   });
 
   it('does not grow the calls series with 1,000 distinct unknown function names', async () => {
-    const server = await start({ env: { RATE_LIMIT_MAX: '0' } });
-    await upload(server, 'count_vowels');
-    await upload(server, 'echo');
-    expect((await call(server, 'count-vowels', { function: 'count_vowels', input: 'a' })).status).toBe(200);
+    const server = await serverForTest({ env: { RATE_LIMIT_MAX: '0' } });
+    await server.api.uploaded(await readPlugin('count_vowels'), { name: 'count-vowels' });
+    await server.api.uploaded(await readPlugin('echo'), { name: 'echo' });
+    expect((await server.api.call('count-vowels', { function: 'count_vowels', input: 'a' })).status).toBe(200);
     const before = seriesCount(await scrape(server), 'wasmhost_calls_total');
 
     for (let i = 0; i < 1000; i++) {
-      const res = await call(server, i % 2 ? 'count-vowels' : 'echo', { function: `no_such_function_${i}` });
+      const res = await server.api.call(i % 2 ? 'count-vowels' : 'echo', { function: `no_such_function_${i}` });
       expect(res.status).toBe(404);
-      await res.arrayBuffer();
     }
     // Unknown plugins do not mint label values either.
-    for (let i = 0; i < 50; i++) await (await call(server, `no-such-plugin-${i}`, { function: 'x' })).arrayBuffer();
+    for (let i = 0; i < 50; i++) await server.api.call(`no-such-plugin-${i}`, { function: 'x' });
     // Nor do bodies the schema rejects.
-    for (let i = 0; i < 5; i++) expect((await call(server, 'echo', { function: 'echo', [`field_${i}`]: 1 })).status).toBe(400);
+    for (let i = 0; i < 5; i++) expect((await server.api.call('echo', { function: 'echo', [`field_${i}`]: 1 })).status).toBe(400);
 
     const families = await scrape(server);
     const after = seriesCount(families, 'wasmhost_calls_total');
@@ -249,12 +214,12 @@ describe('call metrics', () => {
 
 describe('metric series of deleted plugins', () => {
   it('are dropped at the next scrape, so series stay bounded by the plugins stored', async () => {
-    const server = await start({ env: { RATE_LIMIT_MAX: '0' } });
-    await upload(server, 'echo');
-    const { id } = await upload(server, 'count_vowels');
+    const server = await serverForTest({ env: { RATE_LIMIT_MAX: '0' } });
+    await server.api.uploaded(await readPlugin('echo'), { name: 'echo' });
+    const { id } = await server.api.uploaded(await readPlugin('count_vowels'), { name: 'count-vowels' });
     for (const plugin of ['echo', 'count-vowels']) {
       const fn = plugin === 'echo' ? 'echo' : 'count_vowels';
-      expect((await call(server, plugin, { function: fn, input: 'a' })).status).toBe(200);
+      expect((await server.api.call(plugin, { function: fn, input: 'a' })).status).toBe(200);
     }
     let families = await scrape(server);
     expect(sampleValue(families, 'wasmhost_calls_total', { plugin: 'count-vowels', outcome: 'ok' })).toBe(1);
@@ -270,13 +235,13 @@ describe('metric series of deleted plugins', () => {
 describe('load shedding', () => {
   it('answers new calls with 503 UNDER_PRESSURE and Retry-After under heap pressure, while health and management still answer', async () => {
     // A heap ceiling of 1 byte: the process is "under pressure" from the first sample on.
-    const server = await start({ env: { MAX_HEAP_USED_BYTES: '1', RATE_LIMIT_MAX: '0' } });
-    await upload(server, 'count_vowels');
+    const server = await serverForTest({ env: { MAX_HEAP_USED_BYTES: '1', RATE_LIMIT_MAX: '0' } });
+    await server.api.uploaded(await readPlugin('count_vowels'), { name: 'count-vowels' });
     await new Promise((resolve) => setTimeout(resolve, 1_200));
-    const res = await call(server, 'count-vowels', { function: 'count_vowels', input: 'a' });
+    const res = await server.api.call('count-vowels', { function: 'count_vowels', input: 'a' });
     expect(res.status).toBe(503);
     expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
-    expect(await res.json()).toMatchObject({ statusCode: 503, code: 'UNDER_PRESSURE' });
+    expect(res.body).toMatchObject({ statusCode: 503, code: 'UNDER_PRESSURE' });
     expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
     expect((await fetch(`${server.url}/readyz`)).status).toBe(200);
     expect((await fetch(`${server.url}/plugins`)).status).toBe(200);
@@ -288,22 +253,20 @@ describe('load shedding', () => {
 describe('call logs', () => {
   it('logs one line per call with request id, plugin, function, outcome, durations, egress count and redacted config', async () => {
     const logs = logCapture();
-    const server = await start({ env: { LOG_LEVEL: 'info' }, appOptions: { logStream: logs.stream } });
-    await upload(server, 'count_vowels');
+    const server = await serverForTest({ env: { LOG_LEVEL: 'info' }, appOptions: { logStream: logs.stream } });
+    await server.api.uploaded(await readPlugin('count_vowels'), { name: 'count-vowels' });
     const secret = 'secret-vowels-7f3a9c';
-    const res = await call(
-      server,
+    const res = await server.api.call(
       'count-vowels',
       { function: 'count_vowels', input: 'Hello', config: { vowels: secret } },
-      { 'x-request-id': 'call-log-1' },
+      { headers: { 'x-request-id': 'call-log-1' } },
     );
     expect(res.status).toBe(200);
     expect(res.headers.get('x-request-id')).toBe('call-log-1');
-    const failed = await call(
-      server,
+    const failed = await server.api.call(
       'count-vowels',
       { function: 'nope', config: { vowels: secret } },
-      { 'x-request-id': 'call-log-2' },
+      { headers: { 'x-request-id': 'call-log-2' } },
     );
     expect(failed.status).toBe(404);
 
@@ -325,18 +288,18 @@ describe('call logs', () => {
 
   it('keeps plugin log lines out of the server log unless FORWARD_PLUGIN_LOGS=true, then forwards them at debug', async () => {
     const quiet = logCapture();
-    const server = await start({ env: { LOG_LEVEL: 'trace' }, appOptions: { logStream: quiet.stream } });
-    await upload(server, 'logs');
-    expect((await call(server, 'logs', { function: 'log_all', logLevel: 'trace' })).status).toBe(200);
+    const server = await serverForTest({ env: { LOG_LEVEL: 'trace' }, appOptions: { logStream: quiet.stream } });
+    await server.api.uploaded(await readPlugin('logs'), { name: 'logs' });
+    expect((await server.api.call('logs', { function: 'log_all', logLevel: 'trace' })).status).toBe(200);
     expect(quiet.text()).not.toContain('warn message');
 
     const forwarded = logCapture();
-    const loud = await start({
+    const loud = await serverForTest({
       env: { LOG_LEVEL: 'debug', FORWARD_PLUGIN_LOGS: 'true' },
       appOptions: { logStream: forwarded.stream },
     });
-    await upload(loud, 'logs');
-    const res = await call(loud, 'logs', { function: 'log_all', logLevel: 'trace' }, { 'x-request-id': 'fwd-1' });
+    await loud.api.uploaded(await readPlugin('logs'), { name: 'logs' });
+    const res = await loud.api.call('logs', { function: 'log_all', logLevel: 'trace' }, { headers: { 'x-request-id': 'fwd-1' } });
     expect(res.status).toBe(200);
     const pluginLines = forwarded.lines().filter((l) => l.pluginLevel !== undefined);
     expect(pluginLines.map((l) => l.msg)).toEqual([
