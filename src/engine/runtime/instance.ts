@@ -88,7 +88,8 @@ class MemorySnapshot {
       const page = Math.floor(at / PAGE);
       const until = Math.min(end, (page + 1) * PAGE);
       const length = until - at;
-      const savedAt = page < this.pages ? this.#at[page]! + (at - page * PAGE) : -1;
+      const pageAt = page < this.pages ? this.#at[page]! : -1;
+      const savedAt = pageAt < 0 ? -1 : pageAt + (at - page * PAGE);
       if (savedAt < 0) {
         if (live.compare(ZERO_PAGE, 0, length, at, until) !== 0) live.fill(0, at, until);
       } else if (live.compare(this.#saved, savedAt, savedAt + length, at, until) !== 0) {
@@ -337,6 +338,11 @@ export class PluginInstance {
     const name = this.shape.growRefusedExport;
     if (!name) return false;
     return (this.#live.instance.exports[name] as WebAssembly.Global).value === 1;
+  }
+
+  /** The linear memory the plugin runs on now (a rebuild replaces it). */
+  get memory(): WebAssembly.Memory {
+    return this.#live.memory;
   }
 
   /** Pages of linear memory in use right now (for MEMORY_LIMIT diagnosis after a failure). */
