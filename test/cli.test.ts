@@ -219,16 +219,80 @@ describe('wasmhost call', { timeout: 120_000 }, () => {
     }
   });
 
-  it.each([[['--link', 'lib=lib.wasm'], '--link']])(
-    'accepts %j and refuses it as not supported by this server yet, calling nothing',
-    async (flags, flag) => {
-      const before = upstream.received.length;
-      const run = await wasmhost(['call', 'plugins/dist/hello.wasm', 'say_hello', ...flags]);
-      expect(run.code).toBe(2);
-      expect(run.stderr).toMatch(new RegExp(`^wasmhost: ${flag} .* is not supported by this server yet\\n$`));
-      expect(upstream.received.length).toBe(before);
-    },
-  );
+  it('links modules with --link NAME=PATH (the module given is main), with the call flags applying', async () => {
+    const run = await wasmhost([
+      'call',
+      'plugins/dist/link_circular_main.wasm',
+      'run',
+      '--link',
+      'lhs=plugins/dist/link_circular_lhs.wasm',
+      '-i',
+      'abcd',
+      '--log-level',
+      'info',
+    ]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout.toString()).toBe('13');
+    expect(lines(run.stderr).map((l) => EXTISM_LOG_LINE.exec(l)?.[1])).toEqual(['hello from lhs']);
+    const stored = await storedPlugins();
+    const linked = (await (await fetch(`${server.url}/plugins/${stored[0]!.id}`)).json()) as {
+      manifest?: { modules: { name: string | null }[] };
+    };
+    expect(linked.manifest?.modules.map((m) => m.name)).toEqual(['lhs', 'main']);
+  });
+
+  it('links --link modules to a manifest file, and to a stored plugin by name', async () => {
+    const dir = await makeTempDir('wasmhost-cli-link-');
+    try {
+      await writeFile(path.join(dir, 'main.wasm'), await readFile(pluginPath('link_memory_main')));
+      await writeFile(path.join(dir, 'manifest.json'), JSON.stringify({ wasm: [{ path: 'main.wasm' }] }));
+      const run = await wasmhost([
+        'call',
+        path.join(dir, 'manifest.json'),
+        'run',
+        '--link',
+        `mem_side=${pluginPath('link_memory_side')}`,
+        '-i',
+        'hello',
+      ]);
+      expect(run.code, run.stderr).toBe(0);
+      expect(run.stdout.toString()).toBe('shared:  from side#1 532');
+    } finally {
+      await removeDir(dir);
+    }
+    // A stored plugin (by name) is linked as main by its hash; the side module need not be used.
+    expect((await wasmhost(['push', pluginPath('echo'), '--name', 'echo-main'])).code).toBe(0);
+    const byName = await wasmhost([
+      'call',
+      'echo-main',
+      'echo',
+      '--link',
+      `wasi_side=${pluginPath('link_wasi_side')}`,
+      '-i',
+      'hi',
+    ]);
+    expect(byName.code, byName.stderr).toBe(0);
+    expect(byName.stdout.toString()).toBe('hi');
+  });
+
+  it('says what is wrong with a --link: no NAME=PATH, a missing file, an import nothing links (LINK_ERROR)', async () => {
+    const bad = await wasmhost(['call', 'plugins/dist/link_circular_main.wasm', 'run', '--link', 'lhs']);
+    expect([bad.code, bad.stderr]).toEqual([2, 'wasmhost: invalid value for --link: "lhs" (NAME=PATH expected)\n']);
+    const missing = await wasmhost(['call', 'plugins/dist/link_circular_main.wasm', 'run', '--link', 'lhs=nowhere.wasm']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/^wasmhost: no such file: .*nowhere\.wasm\n$/);
+    const unlinked = await wasmhost([
+      'call',
+      'plugins/dist/link_circular_main.wasm',
+      'run',
+      '--link',
+      'other=plugins/dist/link_circular_lhs.wasm',
+    ]);
+    expect(unlinked.code).toBe(1);
+    expect(unlinked.stderr).toMatch(
+      /^wasmhost: LINK_ERROR \(400\): module "main" imports function "lhs" "triple_plus_one": no module of the manifest is named "lhs"/,
+    );
+  });
 
   it('says in one line when the service cannot be reached', async () => {
     const run = await wasmhost(['ls'], { url: `http://127.0.0.1:${await closedPort()}` });

@@ -14,7 +14,7 @@ import {
   type CallResponse,
   type WasmhostClient,
 } from '../client/client.ts';
-import { CliError, notSupportedYet } from './errors.ts';
+import { CliError } from './errors.ts';
 import { EGRESS_AUDIT_LEVELS, formatEgressLine, formatLogLine } from './report.ts';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'off'] as const;
@@ -56,9 +56,11 @@ export async function runCall(client: WasmhostClient, target: string, fn: string
   const debug = (line: string) => {
     if (EGRESS_AUDIT_LEVELS.has(logLevel)) io.stderr.write(`wasmhost: ${line}\n`);
   };
+  const links = options.link.map(parseLink);
+  const asManifest = options.manifest || target.toLowerCase().endsWith('.json');
   const plugin =
-    options.manifest || target.toLowerCase().endsWith('.json')
-      ? await resolveManifest(client, target, debug)
+    asManifest || links.length > 0
+      ? await resolveManifest(client, target, asManifest, links, debug)
       : await resolvePlugin(client, target, debug);
   const input = options.stdin ? await io.readStdin() : undefined;
   const request = callRequest(fn, options, logLevel, input);
@@ -84,7 +86,6 @@ export async function runCall(client: WasmhostClient, target: string, fn: string
 }
 
 function refuseUnsupported(target: string, options: CallOptions): void {
-  if (options.link.length > 0) throw notSupportedYet('link');
   if (options.allowPath.length > 0) {
     throw new CliError('--allow-path has no counterpart: wasmhost gives plugins no files (their WASI has no file system)');
   }
@@ -116,27 +117,108 @@ async function resolvePlugin(client: WasmhostClient, target: string, debug: (lin
   return plugin.id;
 }
 
+interface Link {
+  name: string;
+  path: string;
+}
+
+/** `--link NAME=PATH`, as `extism call` reads it. */
+export function parseLink(value: string): Link {
+  const at = value.indexOf('=');
+  const link = { name: value.slice(0, at), path: value.slice(at + 1) };
+  if (at <= 0 || link.path === '') throw new CliError(`invalid value for --link: "${value}" (NAME=PATH expected)`);
+  return link;
+}
+
+type ManifestEntry = Record<string, unknown>;
+
 /**
- * An Extism manifest file: uploaded with the modules its `path` entries name (read relative to it, as
- * `extism call` does), each sent as a form part the entry's path names; its id is what is called.
- * Other sources (`url`, `hash`, `data`) go as they are: the service refuses what it does not take.
+ * An Extism manifest uploaded with the modules its `path` entries name, each sent as a form part the
+ * entry's path names; its id is what is called. The manifest is `target` read as one (its paths relative
+ * to it, as `extism call` reads them), or, with only links, the module `target` (a file, an id or a
+ * name) linked as "main". `--link NAME=PATH` modules (paths relative to the working directory) come
+ * first, so the manifest's main module stays its main module. Other sources (`url`, `hash`, `data`) go as
+ * they are: the service refuses what it does not take.
  */
-async function resolveManifest(client: WasmhostClient, target: string, debug: (line: string) => void): Promise<string> {
-  const text = await readFile(target, 'utf8').catch((err: NodeJS.ErrnoException) => {
-    throw new CliError(err.code === 'ENOENT' ? `no such file: ${target}` : `cannot read ${target}: ${err.message}`);
-  });
-  let manifest: unknown;
-  try {
-    manifest = JSON.parse(text);
-  } catch (err) {
-    throw new CliError(`${target} is not valid JSON: ${(err as Error).message}`);
+async function resolveManifest(
+  client: WasmhostClient,
+  target: string,
+  asManifest: boolean,
+  links: Link[],
+  debug: (line: string) => void,
+): Promise<string> {
+  let manifest: { wasm: unknown[] } & ManifestEntry;
+  /** Form part name → the file it is read from. */
+  const files = new Map<string, string>();
+  if (asManifest) {
+    const text = await readFile(target, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      throw new CliError(err.code === 'ENOENT' ? `no such file: ${target}` : `cannot read ${target}: ${err.message}`);
+    });
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (err) {
+      throw new CliError(`${target} is not valid JSON: ${(err as Error).message}`);
+    }
+    const entries = (parsed as { wasm?: unknown } | null)?.wasm;
+    if (links.length === 0)
+      return uploadText(client, target, text, Array.isArray(entries) ? entries : [], path.dirname(target), debug);
+    manifest = { ...(parsed as ManifestEntry), wasm: Array.isArray(entries) ? entries : [] };
+    for (const entry of manifest.wasm) {
+      const file = (entry as { path?: unknown } | null)?.path;
+      if (typeof file === 'string') files.set(file, path.resolve(path.dirname(target), file));
+    }
+  } else {
+    manifest = { wasm: [{ ...(await mainSource(client, target, files)), name: 'main' }] };
   }
-  const entries = (manifest as { wasm?: unknown } | null)?.wasm;
+  const linked: ManifestEntry[] = links.map((link) => {
+    const key = `link:${link.name}`;
+    files.set(key, path.resolve(link.path));
+    return { path: key, name: link.name };
+  });
+  manifest.wasm = [...linked, ...manifest.wasm];
   const modules = new Map<string, Uint8Array>();
-  for (const entry of Array.isArray(entries) ? entries : []) {
+  for (const [key, file] of files) {
+    const bytes = await readFile(file).catch(() => {
+      throw new CliError(`no such file: ${file}`);
+    });
+    modules.set(key, new Uint8Array(bytes));
+  }
+  const { plugin, created } = await uploadManifest(client, JSON.stringify(manifest), modules);
+  debug(
+    `${created ? 'uploaded' : 'already stored:'} ${target} with ${links.map((l) => l.name).join(', ')} linked as ${plugin.id}`,
+  );
+  return plugin.id;
+}
+
+/** The main module for --link: a local file (sent as a part), else a stored plugin by its hash. */
+async function mainSource(client: WasmhostClient, target: string, files: Map<string, string>): Promise<ManifestEntry> {
+  const file = await stat(target).catch(() => null);
+  if (file !== null) {
+    if (!file.isFile()) throw new CliError(`not a file: ${target}`);
+    files.set('main', path.resolve(target));
+    return { path: 'main' };
+  }
+  if (target.includes('/')) throw new CliError(`no such file: ${target}`);
+  const stored = unwrap(await client.GET('/plugins/{id}', { params: { path: { id: target } } }));
+  if (stored.manifest) throw new CliError(`${target} is a manifest: give its manifest file to link more modules to it`);
+  return { hash: stored.id };
+}
+
+/** A manifest file as written: uploaded with the modules its `path` entries name (read relative to `dir`). */
+async function uploadText(
+  client: WasmhostClient,
+  target: string,
+  text: string,
+  entries: unknown[],
+  dir: string,
+  debug: (line: string) => void,
+): Promise<string> {
+  const modules = new Map<string, Uint8Array>();
+  for (const entry of entries) {
     const file = (entry as { path?: unknown } | null)?.path;
     if (typeof file !== 'string' || modules.has(file)) continue;
-    const resolved = path.resolve(path.dirname(target), file);
+    const resolved = path.resolve(dir, file);
     const bytes = await readFile(resolved).catch(() => {
       throw new CliError(`no such file: ${resolved} (wasm path in ${target})`);
     });

@@ -13,18 +13,3 @@ export class CliError extends Error {
     this.exitCode = exitCode;
   }
 }
-
-/**
- * `extism call` flags the service has no counterpart for yet. Each is accepted and refused with one
- * clear message; when the service learns one, its entry goes and the flag maps to a request field in
- * call.ts (see callRequest).
- */
-export const PENDING_SERVER_FEATURES = {
-  link: '--link (linking extra modules by name)',
-} as const;
-
-export type PendingFeature = keyof typeof PENDING_SERVER_FEATURES;
-
-export function notSupportedYet(feature: PendingFeature): CliError {
-  return new CliError(`${PENDING_SERVER_FEATURES[feature]} is not supported by this server yet`);
-}

@@ -67,7 +67,12 @@ program
   .addOption(
     new Option('--log-level <level>', 'plugin log level; debug and trace also print the egress audit').choices(LOG_LEVELS),
   )
-  .option('--link <name=path>', 'link another module by name (not supported by the server yet)', collect, [])
+  .option(
+    '--link <name=path>',
+    'link another module by name (repeatable): uploaded with <plugin>, which is linked as main',
+    collect,
+    [],
+  )
   .option('--json', 'print the whole JSON response instead of the raw output')
   .action((target: string, fn: string, options: CallOptions) => runCall(client(program), target, fn, options, io));
 
