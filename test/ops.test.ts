@@ -3,64 +3,33 @@
 import { ROUTE_POLICIES } from '../src/api/route-policy.ts';
 import { timingSafeEqual } from 'node:crypto';
 import { rename, rm, writeFile } from 'node:fs/promises';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { TokenVerifier, compareDigests } from '../src/api/auth.ts';
 import { buildApp } from '../src/app.ts';
 import { loadConfig } from '../src/config.ts';
 import { AppError } from '../src/errors.ts';
-import {
-  logCapture,
-  makeTempDir,
-  readPlugin,
-  removeDir,
-  startServer,
-  tinyPluginWat,
-  wat,
-  type StartOptions,
-  type TestServer,
-} from './helpers.ts';
+import { logCapture, makeTempDir, readPlugin, removeDir, serverForTest, tinyPluginWat, wat, type TestServer } from './helpers.ts';
 import { parsePrometheusText, sampleValue } from './prom-text.ts';
+import type { Reply } from './test-client.ts';
 
 const ADMIN = 'admin-token-0123456789abcdef';
 const INVOKE = 'invoke-token-0123456789abcdef';
 const METRICS = 'metrics-token-0123456789abcdef';
 const TOKENS_ENV = { AUTH_TOKENS: `${ADMIN}:admin,${INVOKE}:invoke`, METRICS_TOKEN: METRICS };
 
-const servers: TestServer[] = [];
-afterEach(async () => {
-  for (const server of servers.splice(0)) {
-    await server.close();
-    await removeDir(server.dataDir);
-  }
-});
-
-async function start(options: StartOptions = {}): Promise<TestServer> {
-  const server = await startServer(options);
-  servers.push(server);
-  return server;
-}
-
 function bearer(token: string | undefined): Record<string, string> {
   return token === undefined ? {} : { authorization: `Bearer ${token}` };
 }
 
 let marker = 1000;
-/** Uploads a fresh tiny plugin (new bytes each time) and returns its id. */
-async function upload(server: TestServer, token?: string, name?: string): Promise<Response> {
-  const bytes = await wat(tinyPluginWat(marker++));
-  const query = name ? `?name=${name}` : '';
-  return fetch(`${server.url}/plugins${query}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/wasm', ...bearer(token) },
-    body: new Uint8Array(bytes),
-  });
-}
+/** A tiny plugin with new bytes each time (so a new id). */
+const freshPlugin = (): Promise<Uint8Array> => wat(tinyPluginWat(marker++));
 
 /** Collects pino's JSON lines. */
 
 describe('health and readiness', () => {
   it('answers /healthz and /readyz with 200 when the store is usable', async () => {
-    const server = await start();
+    const server = await serverForTest();
     const health = await fetch(`${server.url}/healthz`);
     expect(health.status).toBe(200);
     expect(await health.json()).toEqual({ status: 'ok' });
@@ -71,7 +40,7 @@ describe('health and readiness', () => {
 
   it('turns /readyz 503 NOT_READY naming the store when DATA_DIR stops being a writable directory, and back to 200', async () => {
     const logs = logCapture();
-    const server = await start({ env: { LOG_LEVEL: 'info' }, appOptions: { logStream: logs.stream } });
+    const server = await serverForTest({ env: { LOG_LEVEL: 'info' }, appOptions: { logStream: logs.stream } });
     // Tests run as root, and root ignores permission bits (chmod would not make the store fail):
     // instead DATA_DIR is swapped for a regular file, so the store's write probe really fails.
     const away = `${server.dataDir}.away`;
@@ -98,7 +67,7 @@ describe('health and readiness', () => {
   });
 
   it('turns /readyz 503 SHUTTING_DOWN and refuses new API requests once shutdown began', async () => {
-    const server = await start();
+    const server = await serverForTest();
     server.app.lifecycle.beginShutdown();
     const ready = await fetch(`${server.url}/readyz`);
     expect(ready.status).toBe(503);
@@ -113,7 +82,7 @@ describe('health and readiness', () => {
 
 describe('request ids', () => {
   it('echoes a sane X-Request-Id, replaces an unsafe one, and generates one when absent', async () => {
-    const server = await start();
+    const server = await serverForTest();
     const given = await fetch(`${server.url}/healthz`, { headers: { 'x-request-id': 'abc-123.XYZ:9' } });
     expect(given.headers.get('x-request-id')).toBe('abc-123.XYZ:9');
 
@@ -129,9 +98,9 @@ describe('request ids', () => {
 
   it('logs one JSON line per request with request id, route template, status and duration', async () => {
     const logs = logCapture();
-    const server = await start({ env: { LOG_LEVEL: 'info' }, appOptions: { logStream: logs.stream } });
-    const created = await upload(server);
-    const { id } = (await created.json()) as { id: string };
+    const server = await serverForTest({ env: { LOG_LEVEL: 'info' }, appOptions: { logStream: logs.stream } });
+    const created = await server.api.upload(await freshPlugin());
+    const { id } = created.data;
     await fetch(`${server.url}/plugins/${id}`, { headers: { 'x-request-id': 'req-describe-1' } });
 
     const lines = logs.lines().filter((l) => l.reqId === 'req-describe-1');
@@ -246,14 +215,10 @@ describe('access tokens', () => {
   });
 
   it('answers the 401/403/2xx matrix for every plugin route and role', async () => {
-    const server = await start({ env: TOKENS_ENV });
-    const seeded = await fetch(`${server.url}/plugins?name=seed`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/wasm', ...bearer(ADMIN) },
-      body: new Uint8Array(await readPlugin('count_vowels')),
-    });
+    const server = await serverForTest({ env: TOKENS_ENV });
+    const seeded = await server.api.as(ADMIN).upload(await readPlugin('count_vowels'), { name: 'seed' });
     expect(seeded.status).toBe(201);
-    const { id } = (await seeded.json()) as { id: string };
+    const { id } = seeded.data;
 
     type Case = { method: string; path: string; ok: number; needs: 'invoke' | 'admin' };
     const cases: Case[] = [
@@ -274,22 +239,18 @@ describe('access tokens', () => {
     ];
     for (const c of cases) {
       for (const [who, token] of tokens) {
-        let res: Response;
+        let res: Reply<unknown>;
         if (c.method === 'POST' && c.path === '/plugins') {
-          res = await upload(server, token);
+          res = await server.api.as(token).upload(await freshPlugin());
         } else if (c.method === 'POST') {
-          res = await fetch(`${server.url}${c.path}`, {
-            method: 'POST',
-            headers: { 'content-type': 'application/json', ...bearer(token) },
-            body: JSON.stringify({ function: 'count_vowels', input: 'abc' }),
-          });
+          res = await server.api.as(token).call(id, { function: 'count_vowels', input: 'abc' });
         } else {
           let path = c.path;
           if (path === '/plugins/:fresh') {
-            const fresh = (await (await upload(server, ADMIN)).json()) as { id: string };
+            const fresh = (await server.api.as(ADMIN).upload(await freshPlugin())).data;
             path = `/plugins/${fresh.id}`;
           }
-          res = await fetch(`${server.url}${path}`, { method: c.method, headers: bearer(token) });
+          res = await server.api.as(token).request(c.method, path);
         }
         const allowed = who === 'admin' || (who === 'invoke' && c.needs === 'invoke');
         const expected = who === 'none' || who === 'unknown' ? 401 : allowed ? c.ok : 403;
@@ -300,18 +261,16 @@ describe('access tokens', () => {
         });
         if (expected === 401) {
           expect(res.headers.get('www-authenticate')).toMatch(/^Bearer /);
-          expect(await res.json()).toMatchObject({ statusCode: 401, code: 'UNAUTHORIZED' });
+          expect(res.body).toMatchObject({ statusCode: 401, code: 'UNAUTHORIZED' });
         } else if (expected === 403) {
-          expect(await res.json()).toMatchObject({ statusCode: 403, code: 'FORBIDDEN' });
-        } else {
-          await res.arrayBuffer();
+          expect(res.body).toMatchObject({ statusCode: 403, code: 'FORBIDDEN' });
         }
       }
     }
   });
 
   it('keeps /healthz and /readyz open and protects /metrics with METRICS_TOKEN (or an admin token)', async () => {
-    const server = await start({ env: TOKENS_ENV });
+    const server = await serverForTest({ env: TOKENS_ENV });
     for (const path of ['/healthz', '/readyz']) {
       expect((await fetch(`${server.url}${path}`)).status).toBe(200);
       expect((await fetch(`${server.url}${path}`, { headers: bearer('bogus-token-0123456789') })).status).toBe(200);
@@ -339,8 +298,8 @@ describe('access tokens', () => {
 
   it('runs open with one clear warning when no tokens are configured, /metrics included', async () => {
     const logs = logCapture();
-    const server = await start({ env: { LOG_LEVEL: 'info' }, appOptions: { logStream: logs.stream } });
-    expect((await upload(server)).status).toBe(201);
+    const server = await serverForTest({ env: { LOG_LEVEL: 'info' }, appOptions: { logStream: logs.stream } });
+    expect((await server.api.upload(await freshPlugin())).status).toBe(201);
     expect((await fetch(`${server.url}/plugins`)).status).toBe(200);
     expect((await fetch(`${server.url}/metrics`)).status).toBe(200);
     const warnings = logs.lines().filter((l) => l.level === 40 && String(l.msg).includes('AUTH_TOKENS'));
@@ -349,8 +308,8 @@ describe('access tokens', () => {
 
   it('never writes a token into the log', async () => {
     const logs = logCapture();
-    const server = await start({ env: { ...TOKENS_ENV, LOG_LEVEL: 'trace' }, appOptions: { logStream: logs.stream } });
-    await upload(server, ADMIN);
+    const server = await serverForTest({ env: { ...TOKENS_ENV, LOG_LEVEL: 'trace' }, appOptions: { logStream: logs.stream } });
+    await server.api.as(ADMIN).upload(await freshPlugin());
     await fetch(`${server.url}/plugins`, { headers: bearer(INVOKE) });
     await fetch(`${server.url}/plugins`, { headers: bearer('wrong-token-0123456789abcdef') });
     await fetch(`${server.url}/metrics`, { headers: bearer(METRICS) });
@@ -362,27 +321,16 @@ describe('access tokens', () => {
 
 describe('rate limits', () => {
   it('does not throttle one client on the embedded defaults: 1,000 calls in a burst all succeed', async () => {
-    const server = await start();
-    const uploaded = await fetch(`${server.url}/plugins?name=echo`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/wasm' },
-      body: new Uint8Array(await readPlugin('echo')),
-    });
+    const server = await serverForTest();
+    const uploaded = await server.api.upload(await readPlugin('echo'), { name: 'echo' });
     expect(uploaded.status).toBe(201);
     const statuses = new Map<number, number>();
     for (let round = 0; round < 50; round++) {
       const answers = await Promise.all(
-        Array.from({ length: 20 }, (_, i) =>
-          fetch(`${server.url}/plugins/echo/call`, {
-            method: 'POST',
-            headers: { 'content-type': 'application/json' },
-            body: JSON.stringify({ function: 'echo', input: `call ${round}.${i}` }),
-          }),
-        ),
+        Array.from({ length: 20 }, (_, i) => server.api.call('echo', { function: 'echo', input: `call ${round}.${i}` })),
       );
       for (const answer of answers) {
         statuses.set(answer.status, (statuses.get(answer.status) ?? 0) + 1);
-        await answer.arrayBuffer();
       }
     }
     expect(Object.fromEntries(statuses)).toEqual({ 200: 1000 });
@@ -390,7 +338,7 @@ describe('rate limits', () => {
 
   it('limits uploads per token with 429 RATE_LIMITED and Retry-After, and leaves reads and other tokens alone', async () => {
     const dataDir = await makeTempDir();
-    const server = await start({
+    const server = await serverForTest({
       dataDir,
       env: {
         AUTH_TOKENS: `${ADMIN}:admin,other-admin-0123456789abcdef:admin`,
@@ -398,14 +346,14 @@ describe('rate limits', () => {
         RATE_LIMIT_WINDOW_MS: '60000',
       },
     });
-    expect((await upload(server, ADMIN)).status).toBe(201);
-    expect((await upload(server, ADMIN)).status).toBe(201);
-    const limited = await upload(server, ADMIN);
+    expect((await server.api.as(ADMIN).upload(await freshPlugin())).status).toBe(201);
+    expect((await server.api.as(ADMIN).upload(await freshPlugin())).status).toBe(201);
+    const limited = await server.api.as(ADMIN).upload(await freshPlugin());
     expect(limited.status).toBe(429);
     expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
-    expect(await limited.json()).toMatchObject({ statusCode: 429, code: 'RATE_LIMITED' });
+    expect(limited.body).toMatchObject({ statusCode: 429, code: 'RATE_LIMITED' });
 
-    expect((await upload(server, 'other-admin-0123456789abcdef')).status).toBe(201);
+    expect((await server.api.as('other-admin-0123456789abcdef').upload(await freshPlugin())).status).toBe(201);
     for (let i = 0; i < 5; i++) expect((await fetch(`${server.url}/plugins`, { headers: bearer(ADMIN) })).status).toBe(200);
     const list = (await (await fetch(`${server.url}/plugins`, { headers: bearer(ADMIN) })).json()) as {
       plugins: { id: string }[];
@@ -413,34 +361,27 @@ describe('rate limits', () => {
     expect(list.plugins).toHaveLength(3);
 
     // Calls have a bucket of their own: spent uploads do not block them, and they run out the same way.
-    const callOnce = () =>
-      fetch(`${server.url}/plugins/${list.plugins[0]!.id}/call`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', ...bearer(ADMIN) },
-        body: JSON.stringify({ function: 'nope' }),
-      });
+    const callOnce = () => server.api.as(ADMIN).call(list.plugins[0]!.id, { function: 'nope' });
     expect((await callOnce()).status).toBe(404);
     expect((await callOnce()).status).toBe(404);
     const callLimited = await callOnce();
     expect(callLimited.status).toBe(429);
-    expect(await callLimited.json()).toMatchObject({ code: 'RATE_LIMITED' });
+    expect(callLimited.body).toMatchObject({ code: 'RATE_LIMITED' });
   });
 });
 
 describe('stored plugin config', () => {
   const SECRET_CONFIG = { apiKey: 'secret-api-key-value-77', vowels: 'xyz' };
 
-  async function uploadWithConfig(server: TestServer, token?: string): Promise<string> {
-    const form = new FormData();
-    form.append('file', new Blob([new Uint8Array(await readPlugin('count_vowels'))]), 'count_vowels.wasm');
-    form.append('name', 'configured');
-    form.append('config', JSON.stringify(SECRET_CONFIG));
-    const res = await fetch(`${server.url}/plugins`, { method: 'POST', headers: bearer(token), body: form });
+  /** Stores count_vowels as `configured` with SECRET_CONFIG, as the holder of `token`; its id. */
+  async function storeConfigured(server: TestServer, token?: string): Promise<string> {
+    const res = await server.api
+      .as(token)
+      .upload(await readPlugin('count_vowels'), { name: 'configured', config: SECRET_CONFIG });
     expect(res.status).toBe(201);
-    const stored = (await res.json()) as { id: string; config: Record<string, string> };
     // The uploader (admin, or anyone when open) gets back what it stored.
-    expect(stored.config).toEqual(SECRET_CONFIG);
-    return stored.id;
+    expect(res.data.config).toEqual(SECRET_CONFIG);
+    return res.data.id;
   }
 
   async function configsSeen(server: TestServer, token: string | undefined, id: string): Promise<Record<string, string>[]> {
@@ -456,8 +397,8 @@ describe('stored plugin config', () => {
   }
 
   it('shows its values to admin tokens only; invoke tokens see the keys with values redacted', async () => {
-    const server = await start({ env: TOKENS_ENV });
-    const id = await uploadWithConfig(server, ADMIN);
+    const server = await serverForTest({ env: TOKENS_ENV });
+    const id = await storeConfigured(server, ADMIN);
 
     const byAdmin = await configsSeen(server, ADMIN, id);
     expect(byAdmin).toHaveLength(4);
@@ -472,18 +413,14 @@ describe('stored plugin config', () => {
     expect((await fetch(`${server.url}/plugins/${id}`, { headers: bearer(METRICS) })).status).toBe(403);
 
     // The stored values still reach the plugin on an invoke token's call (count_vowels counts the configured vowels).
-    const called = await fetch(`${server.url}/plugins/${id}/call`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', ...bearer(INVOKE) },
-      body: JSON.stringify({ function: 'count_vowels', input: 'xxyyzz aeiou' }),
-    });
+    const called = await server.api.as(INVOKE).call(id, { function: 'count_vowels', input: 'xxyyzz aeiou' });
     expect(called.status).toBe(200);
-    expect(JSON.parse(((await called.json()) as { output: string }).output)).toMatchObject({ count: 6, vowels: 'xyz' });
+    expect(JSON.parse(called.data.output!)).toMatchObject({ count: 6, vowels: 'xyz' });
   });
 
   it('shows its values to anyone while the service runs open (anyone may then upload and delete too)', async () => {
-    const server = await start();
-    const id = await uploadWithConfig(server);
+    const server = await serverForTest();
+    const id = await storeConfigured(server);
     for (const config of await configsSeen(server, undefined, id)) expect(config).toEqual(SECRET_CONFIG);
   });
 });
@@ -491,7 +428,7 @@ describe('stored plugin config', () => {
 describe('failed token attempts', () => {
   it('are limited per address: after AUTH_FAILURE_MAX wrong tokens every request needing a token gets 429 with Retry-After until the window ends', async () => {
     const windowMs = 1500;
-    const server = await start({ env: { ...TOKENS_ENV, AUTH_FAILURE_MAX: '3', RATE_LIMIT_WINDOW_MS: String(windowMs) } });
+    const server = await serverForTest({ env: { ...TOKENS_ENV, AUTH_FAILURE_MAX: '3', RATE_LIMIT_WINDOW_MS: String(windowMs) } });
     const list = (token?: string) => fetch(`${server.url}/plugins`, { headers: bearer(token) });
     // Asking without a token is no guess: it does not count.
     for (let i = 0; i < 5; i++) expect((await list()).status).toBe(401);
@@ -508,7 +445,7 @@ describe('failed token attempts', () => {
     expect((await list(ADMIN)).status).toBe(429);
     expect((await list()).status).toBe(429);
     expect((await fetch(`${server.url}/metrics`, { headers: bearer(METRICS) })).status).toBe(429);
-    expect((await upload(server, ADMIN)).status).toBe(429);
+    expect((await server.api.as(ADMIN).upload(await freshPlugin())).status).toBe(429);
     // Open routes stay open.
     expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
 
@@ -522,7 +459,7 @@ describe('failed token attempts', () => {
     const guess = (server: TestServer, client: string, i: number) =>
       fetch(`${server.url}/plugins`, { headers: { ...bearer(`wrong-guess-${i}-0123456789`), 'x-forwarded-for': client } });
     const logs = logCapture();
-    const behindProxy = await start({
+    const behindProxy = await serverForTest({
       env: { ...TOKENS_ENV, AUTH_FAILURE_MAX: '2', TRUST_PROXY: '127.0.0.1', LOG_LEVEL: 'info' },
       appOptions: { logStream: logs.stream },
     });
@@ -536,14 +473,14 @@ describe('failed token attempts', () => {
         .map((l) => l.remoteAddress),
     ).toEqual(['192.0.2.1', '192.0.2.1', '192.0.2.1', '192.0.2.2']);
 
-    const direct = await start({ env: { ...TOKENS_ENV, AUTH_FAILURE_MAX: '2' } });
+    const direct = await serverForTest({ env: { ...TOKENS_ENV, AUTH_FAILURE_MAX: '2' } });
     for (let i = 0; i < 2; i++) expect((await guess(direct, `192.0.2.${10 + i}`, i)).status).toBe(401);
     // Another forged address does not buy more guesses.
     expect((await guess(direct, '192.0.2.99', 2)).status).toBe(429);
   });
 
   it('are not limited with AUTH_FAILURE_MAX=0', async () => {
-    const server = await start({ env: { ...TOKENS_ENV, AUTH_FAILURE_MAX: '0' } });
+    const server = await serverForTest({ env: { ...TOKENS_ENV, AUTH_FAILURE_MAX: '0' } });
     for (let i = 0; i < 30; i++) {
       expect((await fetch(`${server.url}/plugins`, { headers: bearer(`wrong-guess-${i}-0123456789`) })).status).toBe(401);
     }
@@ -553,9 +490,9 @@ describe('failed token attempts', () => {
 
 describe('/metrics', () => {
   it('serves valid Prometheus text with process defaults, HTTP metrics per route template and store gauges', async () => {
-    const server = await start();
-    await upload(server);
-    const second = (await (await upload(server)).json()) as { id: string; size: number };
+    const server = await serverForTest();
+    await server.api.upload(await freshPlugin());
+    const second = (await server.api.upload(await freshPlugin())).data;
     await fetch(`${server.url}/plugins/${second.id}`);
     await fetch(`${server.url}/plugins/${'0'.repeat(64)}`);
     for (let i = 0; i < 3; i++) await fetch(`${server.url}/no/such/route/${i}`);
@@ -583,9 +520,9 @@ describe('/metrics', () => {
   });
 
   it('keeps one registry per app, so two apps in one process count separately', async () => {
-    const a = await start();
-    const b = await start();
-    await upload(a);
+    const a = await serverForTest();
+    const b = await serverForTest();
+    await a.api.upload(await freshPlugin());
     const scrape = async (s: TestServer) => parsePrometheusText(await (await fetch(`${s.url}/metrics`)).text());
     expect(sampleValue(await scrape(a), 'wasmhost_plugins_stored')).toBe(1);
     expect(sampleValue(await scrape(b), 'wasmhost_plugins_stored')).toBe(0);
