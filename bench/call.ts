@@ -231,6 +231,25 @@ if (memorySizePair) {
   scenarios.push(callScenario('first_byte, 64 MiB', 'mem_large', firstByteBody));
 }
 
+// The same vowel count as one module and as a linked manifest (main calls its "vowels" module for
+// every byte): what linking costs a call.
+const linkedPair = ['vowels_single', 'link_vowels_main', 'link_vowels_lib'].map(pluginFile);
+if (linkedPair.every((file) => file !== null)) {
+  const [single, main, lib] = linkedPair.map((file) => new Uint8Array(readFileSync(file!)));
+  await upload(single!, 'vowels_single');
+  const res = await fetch(`${base}/plugins?name=vowels_linked`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      wasm: [{ data: Buffer.from(lib!).toString('base64'), name: 'vowels' }, { data: Buffer.from(main!).toString('base64') }],
+    }),
+  });
+  if (res.status !== 201 && res.status !== 200) throw new Error(`upload vowels_linked: ${res.status} ${await res.text()}`);
+  for (const name of ['vowels_single', 'vowels_linked']) await checkOutput(name, callBody('count_vowels'), (out) => out === '14');
+  scenarios.push(callScenario('WAT vowels, one module', 'vowels_single', callBody('count_vowels')));
+  scenarios.push(callScenario('WAT vowels, linked (2 modules)', 'vowels_linked', callBody('count_vowels')));
+}
+
 /** The machine's load average (1, 5, 15 min): figures from a busy shared machine are not comparable with a quiet one's. */
 const load = () =>
   loadavg()
