@@ -2,14 +2,9 @@
 // backend: every plugin exactly once even while uploads go on, and bad limits and cursors refused.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pluginIdOf, type NewPlugin } from '../src/store/store.ts';
-import { expectContract } from './openapi-contract.ts';
-import { removeDir, startServer, tinyPluginWat, wat, type TestServer } from './helpers.ts';
+import { tinyPluginWat, useServer, wat } from './helpers.ts';
+import type { PluginPage } from './test-client.ts';
 import { STORE_BACKENDS, type StoreBackend } from './store-backends.ts';
-
-interface Page {
-  plugins: { id: string; name: string | null }[];
-  nextCursor: string | null;
-}
 
 async function tinyPlugin(marker: number): Promise<NewPlugin> {
   const bytes = await wat(tinyPluginWat(marker));
@@ -31,21 +26,21 @@ async function tinyPlugin(marker: number): Promise<NewPlugin> {
   };
 }
 
-async function getPage(server: TestServer, query: string): Promise<Page> {
-  const res = await fetch(`${server.url}/plugins${query}`);
-  await expectContract('GET', `/plugins${query}`, res);
-  expect(res.status).toBe(200);
-  return (await res.json()) as Page;
-}
-
 describe.each(STORE_BACKENDS)('GET /plugins pages ($name store)', (backend: StoreBackend) => {
-  let server: TestServer;
   let env: Record<string, string>;
   const stored: string[] = [];
 
   beforeAll(async () => {
     env = await backend.env();
-    server = await startServer({ env });
+  });
+
+  afterAll(async () => {
+    await backend.cleanup();
+  });
+
+  const server = useServer(() => ({ env }));
+
+  beforeAll(async () => {
     // Filled through the store itself: 2,500 uploads over HTTP would measure the upload path, not paging.
     // Eight at a time (the order within a batch is the store's: the listing's order is checked by the store tests).
     for (let first = 1; first <= 2_500; first += 8) {
@@ -54,30 +49,19 @@ describe.each(STORE_BACKENDS)('GET /plugins pages ($name store)', (backend: Stor
     }
   }, 300_000);
 
-  afterAll(async () => {
-    await server?.close();
-    if (server) await removeDir(server.dataDir);
-    await backend.cleanup();
-  });
-
   it('lists 2,500 plugins with limit=1000 in three pages, each exactly once, newest first, while uploads go on', async () => {
     const seen: string[] = [];
     let cursor: string | null = null;
     let pages = 0;
     let marker = 10_000;
     do {
-      const page: Page = await getPage(server, `?limit=1000${cursor === null ? '' : `&cursor=${encodeURIComponent(cursor)}`}`);
+      const page: PluginPage = (await server.api.list({ limit: 1000, cursor })).data;
       seen.push(...page.plugins.map((p) => p.id));
       cursor = page.nextCursor;
       pages++;
       // New uploads between pages are newer than every page's cursor: they never shift a later page.
       const upload = await tinyPlugin(marker++);
-      const res = await fetch(`${server.url}/plugins`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/wasm' },
-        body: new Uint8Array(upload.bytes),
-      });
-      expect(res.status).toBe(201);
+      expect((await server.api.upload(upload.bytes)).status).toBe(201);
     } while (cursor !== null && pages < 10);
     expect(pages).toBe(3);
     expect(seen).toHaveLength(2_500);
@@ -85,14 +69,13 @@ describe.each(STORE_BACKENDS)('GET /plugins pages ($name store)', (backend: Stor
   });
 
   it('answers LIST_LIMIT plugins by default and refuses a limit above the ceiling, a limit of 0 and a forged cursor', async () => {
-    const first = await getPage(server, '');
+    const first = (await server.api.list()).data;
     expect(first.plugins).toHaveLength(100);
     expect(first.nextCursor).toEqual(expect.any(String));
 
-    const tooMany = await fetch(`${server.url}/plugins?limit=1001`);
-    await expectContract('GET', '/plugins?limit=1001', tooMany);
+    const tooMany = await server.api.list({ limit: 1001 });
     expect(tooMany.status).toBe(400);
-    expect(await tooMany.json()).toMatchObject({ code: 'LIMIT_ABOVE_CEILING' });
+    expect(tooMany.error).toMatchObject({ code: 'LIMIT_ABOVE_CEILING' });
 
     for (const query of [
       '?limit=0',
@@ -100,9 +83,9 @@ describe.each(STORE_BACKENDS)('GET /plugins pages ($name store)', (backend: Stor
       '?cursor=not-a-cursor',
       `?cursor=${Buffer.from('u-1').toString('base64url')}`,
     ]) {
-      const res = await fetch(`${server.url}/plugins${query}`);
-      await expectContract('GET', `/plugins${query}`, res);
-      expect({ query, status: res.status, code: ((await res.json()) as { code: string }).code }).toEqual({
+      // By hand: the typed list() takes a number.
+      const res = await server.api.request('GET', `/plugins${query}`);
+      expect({ query, status: res.status, code: res.error.code }).toEqual({
         query,
         status: 400,
         code: 'INVALID_REQUEST',
@@ -113,7 +96,7 @@ describe.each(STORE_BACKENDS)('GET /plugins pages ($name store)', (backend: Stor
   it('filters a page by name and ends with a null cursor', async () => {
     const named = await tinyPlugin(20_000);
     await server.app.store.put({ ...named, meta: { ...named.meta, name: 'paged' } });
-    const page = await getPage(server, '?name=paged&limit=5');
+    const page = (await server.api.list({ name: 'paged', limit: 5 })).data;
     expect(page).toEqual({ plugins: [expect.objectContaining({ id: named.meta.id, name: 'paged' })], nextCursor: null });
   });
 });

@@ -7,8 +7,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import createPlugin from '@extism/extism';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { expectContract } from './openapi-contract.ts';
-import { readPlugin, removeDir, startServer, type TestServer } from './helpers.ts';
+import { readPlugin, useServer, type TestServer } from './helpers.ts';
+import type { CallBody } from './test-client.ts';
 
 /** Answers every path with fixed headers (no Date: two answers must be byte-identical), a 404 on /missing. */
 async function startHeaderUpstream(): Promise<{ base: string; close: () => Promise<void> }> {
@@ -36,16 +36,12 @@ interface Answer {
   error: string | null;
 }
 
-async function viaService(server: TestServer, plugin: string, input: string, extra: Record<string, unknown>): Promise<Answer> {
-  const path = `/plugins/${plugin}/call`;
-  const res = await fetch(`${server.url}${path}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ function: 'fetch_headers', input, allowedHosts: ['127.0.0.1'], ...extra }),
-  });
-  await expectContract('POST', path, res);
-  const body = (await res.json()) as { output?: string; message?: string };
-  return { status: res.status, output: body.output ?? null, error: body.message ?? null };
+/** The service's answer to the same request, in the shape viaSdk's is compared in. */
+async function viaService(server: TestServer, plugin: string, input: string, extra: Partial<CallBody>): Promise<Answer> {
+  const res = await server.api.call(plugin, { function: 'fetch_headers', input, allowedHosts: ['127.0.0.1'], ...extra });
+  return res.ok
+    ? { status: res.status, output: res.data.output ?? null, error: null }
+    : { status: res.status, output: null, error: res.error.message };
 }
 
 const quiet = Object.fromEntries(['trace', 'debug', 'info', 'warn', 'error'].map((l) => [l, () => {}])) as unknown as Console;
@@ -64,27 +60,20 @@ async function viaSdk(input: string, allowHttpResponseHeaders: boolean): Promise
 }
 
 describe('http_headers', () => {
-  let server: TestServer;
+  const server = useServer({
+    env: { WORKERS: '1', EGRESS_ALLOW_PRIVATE: 'true', EGRESS_ALLOWED_HOSTS: '127.0.0.1', RATE_LIMIT_MAX: '0' },
+  });
   let upstream: Awaited<ReturnType<typeof startHeaderUpstream>>;
   let plugin: string;
 
   beforeAll(async () => {
     upstream = await startHeaderUpstream();
-    server = await startServer({
-      env: { WORKERS: '1', EGRESS_ALLOW_PRIVATE: 'true', EGRESS_ALLOWED_HOSTS: '127.0.0.1', RATE_LIMIT_MAX: '0' },
-    });
-    const res = await fetch(`${server.url}/plugins?name=http`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/wasm' },
-      body: new Uint8Array(await readPlugin('http')),
-    });
+    const res = await server.api.upload(await readPlugin('http'), { name: 'http' });
     expect(res.status).toBe(201);
     plugin = 'http';
   });
 
   afterAll(async () => {
-    await server?.close();
-    if (server) await removeDir(server.dataDir);
     await upstream?.close();
   });
 
