@@ -1,6 +1,8 @@
 // Throughput, latency and CPU of POST /plugins/:id/call, against a plain Fastify app with one POST
 // route in a process of its own (measured at the start and again at the end of the run).
 //   npm run bench              (BENCH_SECONDS=8 per scenario, BENCH_CONNECTIONS=50, BENCH_STORED_PLUGINS=1000)
+//   npm run bench -- --only as,rust_regex   (some of: bare, as, rust, analyze, rust_regex, first_byte, stored)
+//   BENCH_CPU_PROF=dir npm run bench        (both servers run with --cpu-prof, writing their profiles to dir)
 // Both servers run as child processes; autocannon runs here. All three share the machine, so only
 // ratios within one run mean anything: compare runs by their ratios, and repeat runs.
 import { fork, type ChildProcess } from 'node:child_process';
@@ -17,10 +19,18 @@ const connections = Number(process.env.BENCH_CONNECTIONS ?? 50);
 const storedPlugins = Number(process.env.BENCH_STORED_PLUGINS ?? 1000);
 /** The ≥ 1 MB plugin built with cargo from serde_json + regex (plugins/cargo/rust_regex). */
 const LARGE_RUST = 'rust_regex';
+/** --only a,b: the scenarios to run (by key); the baseline always runs. */
+const onlyArg = process.argv.indexOf('--only');
+const only = onlyArg === -1 ? null : new Set((process.argv[onlyArg + 1] ?? '').split(','));
+const wanted = (key: string) => only === null || only.has(key);
+const cpuProfDir = process.env.BENCH_CPU_PROF;
 
 interface Mark {
   cpuUs: number;
   mainCpuUs: number;
+  /** The engine's worker threads and V8's background threads (call server only). */
+  engineUs?: number;
+  v8Us?: number;
 }
 
 /** A child server: its messages are tagged with `kind`; `ask` waits for the next one of a kind. */
@@ -28,8 +38,12 @@ class Child {
   readonly process: ChildProcess;
   readonly #waiting = new Map<string, ((msg: unknown) => void)[]>();
   #stopping = false;
-  constructor(script: string, env: NodeJS.ProcessEnv) {
-    this.process = fork(path.join(root, 'bench', script), { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  constructor(script: string, env: NodeJS.ProcessEnv, execArgv: string[] = []) {
+    this.process = fork(path.join(root, 'bench', script), {
+      env,
+      execArgv: [...process.execArgv, ...execArgv],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
     this.process.on('message', (msg: { kind: string }) => this.#waiting.get(msg.kind)?.shift()?.(msg));
     // A server that dies must end the run, not leave it waiting for an answer.
     this.process.on('exit', (code) => {
@@ -57,13 +71,18 @@ class Child {
   }
 }
 
-const plain = new Child('plain-server.ts', { ...process.env });
-const server = new Child('call-server.ts', {
-  ...process.env,
-  LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
-  RATE_LIMIT_MAX: '0',
-  QUEUE_MAX: '1024',
-});
+const profile = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [];
+const plain = new Child('plain-server.ts', { ...process.env }, profile);
+const server = new Child(
+  'call-server.ts',
+  {
+    ...process.env,
+    LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
+    RATE_LIMIT_MAX: '0',
+    QUEUE_MAX: '1024',
+  },
+  profile,
+);
 const [plainReady, serverReady] = await Promise.all([
   plain.next<{ port: number }>('ready'),
   server.next<{ port: number; workers: number }>('ready'),
@@ -87,6 +106,9 @@ interface Measured {
   /** Server CPU per request, µs: main thread and the whole process (workers too). */
   mainUs: number;
   processUs: number;
+  /** Of processUs: the engine's worker threads, and V8's background threads (GC, compilation). */
+  engineUs: number;
+  v8Us: number;
   p50: number;
   p99: number;
   errors: number;
@@ -159,10 +181,12 @@ async function run(s: Scenario, duration: number): Promise<Measured> {
     ...measured,
     mainUs: (after.mainCpuUs - before.mainCpuUs) / requests,
     processUs: (after.cpuUs - before.cpuUs) / requests,
+    engineUs: ((after.engineUs ?? 0) - (before.engineUs ?? 0)) / requests,
+    v8Us: ((after.v8Us ?? 0) - (before.v8Us ?? 0)) / requests,
   };
 }
 
-function autocannonRun(s: Scenario, duration: number): Promise<Omit<Measured, 'mainUs' | 'processUs'>> {
+function autocannonRun(s: Scenario, duration: number): Promise<Omit<Measured, 'mainUs' | 'processUs' | 'engineUs' | 'v8Us'>> {
   return new Promise((resolve, reject) => {
     autocannon(
       { url: s.url, method: 'POST', headers: { 'content-type': 'application/json' }, body: s.body, connections, duration },
@@ -197,9 +221,16 @@ const baseline: Scenario = {
   url: `${plainBase}/`,
   body: callBody('x'),
 };
-const scenarios: Scenario[] = [
-  { label: 'bare route inside wasmhost', call: false, target: server, url: `${base}/bench/bare`, body: callBody('x') },
-];
+const scenarios: Scenario[] = [];
+if (wanted('bare')) {
+  scenarios.push({
+    label: 'bare route inside wasmhost',
+    call: false,
+    target: server,
+    url: `${base}/bench/bare`,
+    body: callBody('x'),
+  });
+}
 const uploaded = new Map<string, Uint8Array>();
 for (const name of ['count_vowels', 'rust_vowels', LARGE_RUST, 'mem_small', 'mem_large']) {
   const file = pluginFile(name);
@@ -208,23 +239,25 @@ for (const name of ['count_vowels', 'rust_vowels', LARGE_RUST, 'mem_small', 'mem
   await upload(bytes, name);
   uploaded.set(name, bytes);
 }
-if (uploaded.has('count_vowels')) {
+if (uploaded.has('count_vowels') && wanted('as')) {
   await checkVowels('count_vowels');
   scenarios.push(callScenario('AS count_vowels (12 KB)', 'count_vowels', callBody('count_vowels')));
 }
-if (uploaded.has('rust_vowels')) {
+if (uploaded.has('rust_vowels') && wanted('rust')) {
   await checkVowels('rust_vowels');
   scenarios.push(callScenario('Rust count_vowels (217 KB)', 'rust_vowels', callBody('count_vowels')));
+}
+if (uploaded.has('rust_vowels') && wanted('analyze')) {
   await checkOutput('rust_vowels', analyzeBody, (out) => (JSON.parse(out) as { sentences?: number }).sentences === 54);
   scenarios.push(callScenario('Rust analyze 1.4 KiB (217 KB)', 'rust_vowels', analyzeBody));
 }
 const large = uploaded.get(LARGE_RUST);
 const largeLabel = large ? `real-toolchain Rust (${(large.length / 1e6).toFixed(1)} MB)` : '';
-if (large) {
+if (large && wanted('rust_regex')) {
   await checkVowels(LARGE_RUST);
   scenarios.push(callScenario(largeLabel, LARGE_RUST, callBody('count_vowels')));
 }
-const memorySizePair = uploaded.has('mem_small') && uploaded.has('mem_large');
+const memorySizePair = uploaded.has('mem_small') && uploaded.has('mem_large') && wanted('first_byte');
 if (memorySizePair) {
   for (const name of ['mem_small', 'mem_large']) await checkOutput(name, firstByteBody, (out) => out === 'x');
   scenarios.push(callScenario('first_byte, 1 page', 'mem_small', firstByteBody));
@@ -272,19 +305,20 @@ const baselineRps = (results[0]!.rps + results[results.length - 1]!.rps) / 2;
 const byLabel = (label: string) => results.find((r) => r.label === label);
 console.log('');
 console.log(
-  `${'scenario'.padEnd(34)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'ratio'.padStart(6)} ${'main µs/call'.padStart(13)} ${'cpu µs/call'.padStart(12)}  errors/non-2xx`,
+  `${'scenario'.padEnd(34)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'ratio'.padStart(6)} ${'main µs/call'.padStart(13)} ${'cpu µs/call'.padStart(12)} ${'workers'.padStart(8)} ${'V8 bg'.padStart(6)}  errors/non-2xx`,
 );
 for (const r of results) {
   console.log(
-    `${r.label.padEnd(34)} ${r.rps.toFixed(0).padStart(8)} ${r.p50.toFixed(1).padStart(7)} ${r.p99.toFixed(1).padStart(7)} ${(r.rps / baselineRps).toFixed(2).padStart(6)} ${r.mainUs.toFixed(1).padStart(13)} ${r.processUs.toFixed(0).padStart(12)}  ${r.errors}/${r.non2xx}`,
+    `${r.label.padEnd(34)} ${r.rps.toFixed(0).padStart(8)} ${r.p50.toFixed(1).padStart(7)} ${r.p99.toFixed(1).padStart(7)} ${(r.rps / baselineRps).toFixed(2).padStart(6)} ${r.mainUs.toFixed(1).padStart(13)} ${r.processUs.toFixed(0).padStart(12)} ${r.engineUs.toFixed(0).padStart(8)} ${r.v8Us.toFixed(0).padStart(6)}  ${r.errors}/${r.non2xx}`,
   );
 }
 console.log(`(ratio = req/s over the mean of the two plain-Fastify runs, ${baselineRps.toFixed(0)} req/s; main µs = CPU`);
-console.log(' time of the server main thread per call, cpu µs = whole server process incl. workers: less noisy than req/s)');
+console.log(' time of the server main thread per call, cpu µs = whole server process incl. workers: less noisy than req/s;');
+console.log(' of it, workers = the engine worker threads, V8 bg = V8 background threads (GC, compilation), µs/call from /proc)');
 
 // First call after upload vs a warm call, one request at a time, on fresh uploads of the large plugin.
 let firstCall: { firstMs: number; warmMs: number } | null = null;
-if (large) {
+if (large && wanted('rust_regex')) {
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const timed = async (id: string) => {
     const started = performance.now();
@@ -313,7 +347,7 @@ const afterRun = await server.ask<Stats>('stats');
 // 1,000 stored plugins (variants of the AS plugin), each called once: every cache fills to its bound.
 let afterStored: Stats | null = null;
 const small = uploaded.get('count_vowels');
-if (small && storedPlugins > 0) {
+if (small && storedPlugins > 0 && wanted('stored')) {
   for (let n = 0; n < storedPlugins; n++) {
     const id = await upload(variant(small, n));
     const { status } = await call(id, callBody('count_vowels'));
@@ -367,7 +401,7 @@ const target = (what: string, value: number | string, ok: boolean) =>
     `  ${ok ? 'met    ' : 'NOT MET'}  ${what}: ${typeof value === 'string' ? value : Number.isNaN(value) ? 'n/a' : value.toFixed(2)}`,
   );
 console.log('\ntargets:');
-if (large) {
+if (large && wanted('rust_regex')) {
   target(`${largeLabel} ≥ 0.35× plain Fastify`, ratio(largeLabel), ratio(largeLabel) >= 0.35);
   const p99 = byLabel(largeLabel)!.p99;
   target(`${largeLabel} p99 < 20 ms`, p99, p99 < 20);
