@@ -1,7 +1,7 @@
 // Throughput, latency and CPU of POST /plugins/:id/call, against a plain Fastify app with one POST
 // route in a process of its own (measured at the start and again at the end of the run).
 //   npm run bench              (BENCH_SECONDS=8 per scenario, BENCH_CONNECTIONS=50, BENCH_STORED_PLUGINS=1000)
-//   npm run bench -- --only as,rust_regex   (some of: bare, as, rust, analyze, rust_regex, first_byte, stored)
+//   npm run bench -- --only as,rust_regex   (some of: bare, as, rust, analyze, rust_regex, first_byte, linked, stored)
 //   BENCH_CPU_PROF=dir npm run bench        (both servers run with --cpu-prof, writing their profiles to dir)
 // Both servers run as child processes; autocannon runs here. All three share the machine, so only
 // ratios within one run mean anything: compare runs by their ratios, and repeat runs.
@@ -267,7 +267,7 @@ if (memorySizePair) {
 // The same vowel count as one module and as a linked manifest (main calls its "vowels" module for
 // every byte): what linking costs a call.
 const linkedPair = ['vowels_single', 'link_vowels_main', 'link_vowels_lib'].map(pluginFile);
-if (linkedPair.every((file) => file !== null)) {
+if (wanted('linked') && linkedPair.every((file) => file !== null)) {
   const [single, main, lib] = linkedPair.map((file) => new Uint8Array(readFileSync(file!)));
   await upload(single!, 'vowels_single');
   const res = await fetch(`${base}/plugins?name=vowels_linked`, {
