@@ -144,6 +144,81 @@ describe('rewriteForEngine', () => {
     expect(tablesWritten.value).toBe(1);
   });
 
+  it('marks a chunk once for stores through one local, and again wherever that may not cover a write', async () => {
+    const bytes = await wat(`(module
+      (memory 8)
+      (func (export "pair") (param $p i32) (param $c i32)
+        (i32.store (local.get $p) (i32.const 1))
+        (i64.store offset=8 (local.get $p) (i64.const 2)))
+      (func (export "far") (param $p i32) (param $c i32)
+        (i32.store (local.get $p) (i32.const 1))
+        (i32.store offset=5000 (local.get $p) (i32.const 2)))
+      (func (export "below") (param $p i32) (param $c i32)
+        (i32.store offset=100 (local.get $p) (i32.const 1))
+        (i32.store8 offset=2 (local.get $p) (i32.const 2)))
+      (func (export "moved") (param $p i32) (param $c i32)
+        (i32.store (local.get $p) (i32.const 1))
+        (local.set $p (i32.add (local.get $p) (i32.const 8192)))
+        (i32.store offset=8 (local.get $p) (i32.const 2)))
+      (func (export "teed") (param $p i32) (param $c i32)
+        (i32.store (local.get $p) (i32.const 1))
+        (i32.store offset=8 (local.get $p) (local.tee $p (i32.add (local.get $p) (i32.const 8192))))
+        (i32.store offset=8 (local.get $p) (i32.const 2)))
+      (func (export "block") (param $p i32) (param $c i32)
+        (i32.store (local.get $p) (i32.const 1))
+        (block (br_if 0 (local.get $c)) (local.set $p (i32.add (local.get $p) (i32.const 8192))))
+        (i32.store offset=8 (local.get $p) (i32.const 2)))
+      (func (export "kept") (param $p i32) (param $c i32)
+        (i32.store (local.get $p) (i32.const 1))
+        (block (br_if 0 (local.get $c)) (local.set $c (i32.const 7)))
+        (i32.store offset=8 (local.get $p) (local.get $c)))
+      (func (export "ifelse") (param $p i32) (param $c i32)
+        (if (local.get $c)
+          (then (i32.store (local.get $p) (i32.const 1)))
+          (else (i32.store offset=8 (local.get $p) (i32.const 2))))
+        (i32.store offset=9000 (local.get $p) (i32.const 3)))
+      (func (export "loop") (param $p i32) (param $c i32)
+        (i32.store (local.get $p) (i32.const 1))
+        (loop
+          (i32.store offset=8 (local.get $p) (i32.const 2))
+          (local.set $p (i32.add (local.get $p) (i32.const 4096)))
+          (br_if 0 (i32.gt_s (local.tee $c (i32.sub (local.get $c) (i32.const 1))) (i32.const 0)))))
+      (func (export "computed") (param $p i32) (param $c i32)
+        (i32.store (local.get $p) (i32.const 1))
+        (i32.store (i32.add (local.get $p) (i32.const 8192)) (i32.const 2))))`);
+    const result = rewriteForEngine(bytes, OPTIONS);
+    const dirty = new WebAssembly.Memory({ initial: DIRTY_MAP_PAGES, maximum: DIRTY_MAP_PAGES });
+    const memory = new WebAssembly.Memory({ initial: 8 });
+    const instance = instantiate(result.bytes, memory, {}, dirty);
+    const map = new Uint8Array(dirty.buffer);
+    const live = new Uint8Array(memory.buffer);
+    const chunk = 2 ** DIRTY_CHUNK_SHIFT;
+    /** The chunks marked and the chunks written by one run from clean memory and map. */
+    const run = (name: string, p: number, c: number) => {
+      map.fill(0);
+      live.fill(0);
+      (instance.exports[name] as (p: number, c: number) => void)(p, c);
+      const marked: number[] = [];
+      for (let i = map.indexOf(1); i !== -1; i = map.indexOf(1, i + 1)) marked.push(i);
+      const written: number[] = [];
+      for (let i = 0; i < live.length; i += chunk) if (live.subarray(i, i + chunk).some((b) => b !== 0)) written.push(i / chunk);
+      return { marked, written };
+    };
+    // The second store of a pair falls in chunk 2, already covered by the first's mark: nothing more is marked.
+    expect(run('pair', 2 * chunk - 2, 0)).toEqual({ marked: [1, 2], written: [1, 2] });
+    expect(run('far', 2 * chunk - 2, 0).marked).toEqual([1, 2, 3, 4]);
+    // Every chunk written is marked, whatever the path, for addresses all around chunk boundaries.
+    const names = ['pair', 'far', 'below', 'moved', 'teed', 'block', 'kept', 'ifelse', 'loop', 'computed'];
+    for (const name of names) {
+      for (const p of [0, 5, chunk - 3, chunk - 1, 3 * chunk - 110, 3 * chunk - 2, 6 * chunk + 4000]) {
+        for (const c of [0, 1, 3]) {
+          const { marked, written } = run(name, p, c);
+          expect({ name, p, c, unmarked: written.filter((w) => !marked.includes(w)) }).toEqual({ name, p, c, unmarked: [] });
+        }
+      }
+    }
+  });
+
   it('lists the pages active data segments write (constant offsets), and none it cannot tell', async () => {
     const pagesOf = async (body: string) =>
       rewriteForEngine(await wat(`(module (import "env" "g" (global $g i32)) (memory 8) ${body} (func (export "run")))`), OPTIONS)

@@ -22,6 +22,7 @@ type ValType = typeof I32 | typeof I64 | typeof F32 | typeof F64 | typeof V128;
  * costs a 4 KiB compare, and a write that may cross into the next chunk marks 4 KiB more, not 64.
  */
 export const DIRTY_CHUNK_SHIFT = 12;
+const DIRTY_CHUNK = 2 ** DIRTY_CHUNK_SHIFT;
 /** V8's limit on a function's locals, and the most scratch locals a rewrite adds (see Scratch). */
 const MAX_LOCALS = 50_000;
 const MAX_SCRATCH_LOCALS = 8;
@@ -66,25 +67,138 @@ function readMemarg(r: Reader): Memarg {
 
 /**
  * A store-like instruction: what it pops after the address (`values`), and whether it may write
- * into two pages (wider than a byte and not necessarily aligned).
+ * into two chunks (wider than a byte and not necessarily aligned). `bytes`: its width, for plain
+ * stores (whose marks may be shared, see MarkedAddresses).
  */
 interface Write {
   values: ValType[];
   crosses: boolean;
+  bytes?: number;
 }
 
-/** Plain stores 0x36–0x3e (only the 8-bit ones cannot cross a page boundary). */
+/** Plain stores 0x36–0x3e (only the 8-bit ones cannot cross a chunk boundary). */
 const STORES: Record<number, Write> = {
-  0x36: { values: [I32], crosses: true },
-  0x37: { values: [I64], crosses: true },
-  0x38: { values: [F32], crosses: true },
-  0x39: { values: [F64], crosses: true },
-  0x3a: { values: [I32], crosses: false },
-  0x3b: { values: [I32], crosses: true },
-  0x3c: { values: [I64], crosses: false },
-  0x3d: { values: [I64], crosses: true },
-  0x3e: { values: [I64], crosses: true },
+  0x36: { values: [I32], crosses: true, bytes: 4 },
+  0x37: { values: [I64], crosses: true, bytes: 8 },
+  0x38: { values: [F32], crosses: true, bytes: 4 },
+  0x39: { values: [F64], crosses: true, bytes: 8 },
+  0x3a: { values: [I32], crosses: false, bytes: 1 },
+  0x3b: { values: [I32], crosses: true, bytes: 2 },
+  0x3c: { values: [I64], crosses: false, bytes: 1 },
+  0x3d: { values: [I64], crosses: true, bytes: 2 },
+  0x3e: { values: [I64], crosses: true, bytes: 4 },
 };
+
+/** [pops, pushes] of an instruction without side effects on locals or control (or a plain load or store); null for any other. */
+function plainEffect(op: number): [number, number] | null {
+  if (op === 0x20 || op === 0x23 || (op >= 0x41 && op <= 0x44)) return [0, 1]; // local.get global.get const
+  if (op === 0x21) return [1, 0]; // local.set
+  if (op === 0x22) return [1, 1]; // local.tee
+  if (op >= 0x28 && op <= 0x35) return [1, 1]; // loads
+  if (op >= 0x36 && op <= 0x3e) return [2, 0]; // stores
+  // prettier-ignore
+  if (op === 0x45 || op === 0x50 || (op >= 0x67 && op <= 0x69) || (op >= 0x79 && op <= 0x7b) ||
+      (op >= 0x8b && op <= 0x91) || (op >= 0x99 && op <= 0x9f) || (op >= 0xa7 && op <= 0xc4)) return [1, 1]; // unary, conversions
+  if (op >= 0x46 && op <= 0xa6) return [2, 1]; // comparisons, binary (the unary ones in between are above)
+  return null;
+}
+
+/** How many plain instructions back a store's address is looked for. */
+const ADDRESS_LOOKBACK = 32;
+
+/** Offsets [lo, hi) from a local's value whose chunks are marked. */
+interface MarkedRange {
+  readonly lo: number;
+  readonly hi: number;
+}
+
+/** An open block, if or loop, with what was marked when it began and the locals written since. */
+interface Frame {
+  kind: 'block' | 'if' | 'loop' | 'try';
+  saved: Map<number, MarkedRange>;
+  written: Set<number>;
+}
+
+/**
+ * Marks already made for addresses held in locals, so a store into a chunk its function already
+ * marked is not marked again: compilers write a stack frame, or a struct's fields, through one
+ * pointer in a local, and each mark costs about as much as the store.
+ * - A store's address is known to be local $p's value only when the instruction that pushed it is a
+ *   `local.get`/`local.tee $p` a few plain instructions back, with no write of $p in between.
+ * - A mark made for $p + lo covers $p + [lo, lo + 1 chunk) (the next chunk is marked too) for as
+ *   long as $p keeps its value: a write of $p forgets its marks.
+ * - Where paths join, only what holds on every path is kept: after a block or an if, what was known
+ *   when it began, but for the locals written inside it; the else branch starts from what was known
+ *   at its if; at a loop's start (its back edges come later) and in catch handlers, nothing.
+ *   Branches out (br_if, br_table) and calls change neither the marks nor the locals.
+ */
+class MarkedAddresses {
+  #marked = new Map<number, MarkedRange>();
+  readonly #frames: Frame[] = [];
+  /** The plain instructions since the last other one: [pops, pushes, local read or -1, local written or -1]. */
+  #steps: [number, number, number, number][] = [];
+
+  /** After each instruction (`local`: the index of a local.get/set/tee). */
+  after(op: number, local: number): void {
+    const effect = plainEffect(op);
+    if (effect) {
+      const read = op === 0x20 || op === 0x22 ? local : -1;
+      const written = op === 0x21 || op === 0x22 ? local : -1;
+      if (written >= 0) {
+        this.#marked.delete(written);
+        for (const frame of this.#frames) frame.written.add(written);
+      }
+      if (this.#steps.length === ADDRESS_LOOKBACK) this.#steps.shift();
+      this.#steps.push([effect[0], effect[1], read, written]);
+      return;
+    }
+    this.#steps = [];
+    const open = (kind: Frame['kind']) => this.#frames.push({ kind, saved: new Map(this.#marked), written: new Set() });
+    const top = this.#frames[this.#frames.length - 1];
+    // prettier-ignore
+    switch (op) {
+      case 0x02: open('block'); break;
+      case 0x04: open('if'); break;
+      case 0x06: open('try'); break;
+      case 0x03: open('loop'); this.#marked.clear(); break;
+      case 0x05: if (top) this.#marked = new Map(top.saved); break; // else: from what held at the if
+      case 0x07: case 0x19: this.#marked.clear(); break; // catch, catch_all
+      case 0x0b: case 0x18: { // end, delegate
+        const frame = this.#frames.pop();
+        // A loop's end is reached only by falling through; the function's end ends everything.
+        if (frame?.kind === 'block' || frame?.kind === 'if') {
+          for (const written of frame.written) frame.saved.delete(written);
+          this.#marked = frame.saved;
+        } else if (frame?.kind === 'try') this.#marked.clear();
+        break;
+      }
+    }
+  }
+
+  /** The local whose current value is the address of a store about to run (`values` operands above it), or -1. */
+  addressLocal(values: number): number {
+    let depth = values;
+    const written: number[] = [];
+    for (let i = this.#steps.length - 1; i >= 0; i--) {
+      const [pops, pushes, read, wrote] = this.#steps[i]!;
+      if (depth < pushes) return read >= 0 && !written.includes(read) ? read : -1;
+      depth += pops - pushes;
+      if (wrote >= 0) written.push(wrote);
+    }
+    return -1;
+  }
+
+  covered(local: number, lo: number, hi: number): boolean {
+    const marked = this.#marked.get(local);
+    return marked !== undefined && marked.lo <= lo && hi <= marked.hi;
+  }
+
+  add(local: number, lo: number, hi: number): void {
+    const marked = this.#marked.get(local);
+    const joined = marked && lo <= marked.hi && hi >= marked.lo;
+    this.#marked.set(local, joined ? { lo: Math.min(marked.lo, lo), hi: Math.max(marked.hi, hi) } : { lo, hi });
+  }
+}
 
 /** Atomic stores (0xFE 0x17–0x1d), read-modify-writes (0x1e–0x47) and cmpxchg (0x48–0x4e): aligned, so one page. */
 function atomicWrite(op: number): Write | null {
@@ -175,6 +289,7 @@ export function rewriteCode(body: Uint8Array, params: number, rewrite: CodeRewri
   if (params + declared + MAX_SCRATCH_LOCALS > MAX_LOCALS) throw new WasmRewriteError('too many locals to add scratch locals');
   const scratch = new Scratch(params + declared);
   const dirty = rewrite.dirty;
+  const marks = new MarkedAddresses();
   const parts: (Uint8Array | number[])[] = [];
   let copiedUpTo = localsEnd;
   let changed = false;
@@ -189,6 +304,13 @@ export function rewriteCode(body: Uint8Array, params: number, rewrite: CodeRewri
   /** Marks the chunk(s) of a store: saves its operands, marks, and puts them back. */
   const markStore = (at: number, write: Write, memarg: Memarg) => {
     if (!dirty || memarg.memory !== 0) return;
+    const local = write.bytes ? marks.addressLocal(write.values.length) : -1;
+    if (local >= 0) {
+      const lo = memarg.offset;
+      if (marks.covered(local, lo, lo + write.bytes!)) return;
+      // A crossing mark covers a whole chunk from the address on; a byte's, that byte.
+      marks.add(local, lo, write.crosses ? lo + DIRTY_CHUNK : lo + 1);
+    }
     const address = scratch.local(I32, 0);
     const code: number[] = [];
     const values = write.values.map((type, role) => scratch.local(type, role + 1));
@@ -225,6 +347,7 @@ export function rewriteCode(body: Uint8Array, params: number, rewrite: CodeRewri
   while (r.pos < r.end) {
     const at = r.pos;
     const op = r.byte();
+    let local = -1;
     // prettier-ignore
     switch (op) {
       case 0x3f: case 0x40: { // memory.size / memory.grow
@@ -250,7 +373,8 @@ export function rewriteCode(body: Uint8Array, params: number, rewrite: CodeRewri
         break;
       }
       case 0x26: r.u32(); markTables(at); break; // table.set
-      case 0x20: case 0x21: case 0x22: case 0x23: case 0x24: case 0x25: r.u32(); break;
+      case 0x20: case 0x21: case 0x22: local = r.u32(); break; // local.get/set/tee
+      case 0x23: case 0x24: case 0x25: r.u32(); break;
       case 0x41: case 0x42: r.skipLeb(); break;
       case 0x43: r.skip(4); break;
       case 0x44: r.skip(8); break;
@@ -305,6 +429,7 @@ export function rewriteCode(body: Uint8Array, params: number, rewrite: CodeRewri
           throw new WasmRewriteError(`unsupported instruction 0x${op.toString(16)}`);
         }
     }
+    marks.after(op, local);
   }
   if (!changed) return null;
   parts.push(body.subarray(copiedUpTo));
