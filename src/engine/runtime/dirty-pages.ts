@@ -13,6 +13,7 @@ export class DirtyPageMap {
   // The map never grows, so this view stays valid. A Buffer: its indexOf is memchr, and a call
   // usually marks a few chunks of thousands.
   readonly #bytes = Buffer.from(this.memory.buffer);
+  #cover: Buffer | null = null;
 
   /** Marks the chunks of a host write of `length` bytes at `start` (before it is made). */
   markWritten(start: number, length: number): void {
@@ -28,18 +29,27 @@ export class DirtyPageMap {
    * bounds) are left, or only cleared: a mark only ever costs a look at a chunk that may not have changed.
    */
   drain(chunks: number, visit: (first: number, end: number) => void): void {
-    // A write wider than a byte also marks the chunk after its own: one more byte to look at. Only
-    // the part of the map that covers the memory is read (the rest is never touched, so not resident).
-    const limit = Math.min(chunks + 1, this.#bytes.length);
-    const bytes = limit === this.#bytes.length ? this.#bytes : this.#bytes.subarray(0, limit);
+    const bytes = this.#covering(chunks);
+    const limit = bytes.length;
     let first = bytes.indexOf(1);
     while (first !== -1) {
+      bytes[first] = 0;
       let end = first + 1;
-      while (end < limit && bytes[end] !== 0) end++;
-      bytes.fill(0, first, end);
+      for (; end < limit && bytes[end] !== 0; end++) bytes[end] = 0;
       if (first < chunks) visit(first, Math.min(end, chunks));
       first = end < limit ? bytes.indexOf(1, end) : -1;
     }
+  }
+
+  /**
+   * The part of the map that covers a memory of `chunks` chunks, and the one after (a write wider
+   * than a byte also marks the chunk after its own). Only this part is ever read, so the rest of the
+   * map is never touched (nor resident). Kept: a memory's size changes seldom.
+   */
+  #covering(chunks: number): Buffer {
+    const limit = Math.min(chunks + 1, this.#bytes.length);
+    if (this.#cover?.length !== limit) this.#cover = this.#bytes.subarray(0, limit);
+    return this.#cover;
   }
 
   /** Clears the marks of a memory of `chunks` chunks (and the one after). */
