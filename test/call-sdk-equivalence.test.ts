@@ -306,6 +306,13 @@ const linkedCases: LinkedCase[] = [
     input: 'hello',
     output: 'shared:  from side#1 532',
   },
+  {
+    title: 'state in both modules (globals, memory past the data segments) that a recycled set must not keep',
+    modules: [{ plugin: 'link_state_side', name: 'counter' }, { plugin: 'link_state_main' }],
+    fn: 'run',
+    input: '',
+    output: '102',
+  },
 ];
 
 async function linkedViaSdk(c: LinkedCase): Promise<Outcome> {
@@ -358,6 +365,7 @@ describe('linked manifests vs @extism/extism linking the same modules', () => {
     if (c.output !== undefined) expect(expected.output).toBe(c.output);
     if (c.error !== undefined) expect(expected.error).toBe(c.error);
     if (c.logs !== undefined) expect(expected.logs).toEqual(c.logs);
-    for (let i = 0; i < 2; i++) expect(await viaService(server, body.id, c.fn, c.input, {}, 'info')).toEqual(expected);
+    // Three times: the second and third calls run on the recycled set of instances.
+    for (let i = 0; i < 3; i++) expect(await viaService(server, body.id, c.fn, c.input, {}, 'info')).toEqual(expected);
   });
 });

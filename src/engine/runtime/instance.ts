@@ -37,7 +37,7 @@ const INSTANCE_OVERHEAD_BYTES = 64 * 1024;
  * Memory as it was after start-up, sparse: most pages of a fresh instance are zero (a Rust stack,
  * .bss, an allocator's free space), and copying them would cost page faults and keep memory for nothing.
  */
-class MemorySnapshot {
+export class MemorySnapshot {
   /** Pages the memory had. */
   readonly pages: number;
   /** The non-zero pages, one after the other. */

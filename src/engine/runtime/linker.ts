@@ -6,19 +6,24 @@
 // Every module has its own memory (the engine creates it: compile/wasm-rewrite.ts), unless it imports
 // one from a linked module (a shared memory), and its own WASI when it imports WASI.
 //
-// Isolation: every module of a call starts fresh (instantiated and started for that call, thrown away
-// after it), so nothing one call does is seen by the next.
-// Memory cap: the call's memoryMaxPages counts every module's memory together. No memory can grow past
-// the cap alone (its maximum); before the call each module's grow shim may grow its memory by what the
-// others leave, and after it the total is checked again (two modules growing at once can pass the cap
-// for the length of the call, by at most the cap per module; the call then fails with MEMORY_LIMIT).
+// Isolation, as for one module (instance.ts): once every module has started, each memory (a shared one
+// once, with one dirty map for all the modules writing it) and every module's mutable globals are
+// snapshotted, and after each call restored (the chunks the call marked dirty), so each call starts
+// where a fresh set of instances would. Tables are not snapshotted: a call that may have written one,
+// a module with passive segments or without dirty tracking, or a memory grown far past its snapshot,
+// makes the worker drop the set and instantiate a new one for the next call (reset() answers false).
+// Memory cap: the call's memoryMaxPages counts every module's memory together. Before the call each
+// module's grow shim may grow its memory by what the others leave, and after it the total is checked
+// again (two modules growing at once can pass the cap for the length of the call, by at most the cap
+// per module; the call then fails with MEMORY_LIMIT). A module without the grow shim gets a memory
+// whose maximum is the first call's cap, and a new set for every call.
 import { CallFailure } from './call-failure.ts';
-import { DirtyPageMap } from './dirty-pages.ts';
+import { DIRTY_CHUNK, DirtyPageMap } from './dirty-pages.ts';
 import { createExtismEnv, EXTISM_ENV, type CallState, type HostSlot } from './host-env.ts';
-import type { ModuleShape } from './instance.ts';
+import { MemorySnapshot, type ModuleShape } from './instance.ts';
 import { startModule, startupState } from './startup.ts';
 import { createWasi, WASI_PREVIEW1 } from './wasi.ts';
-import { DIRTY_MAP_IMPORT, HOST_MODULE, MEMORY_IMPORT } from '../compile/wasm-rewrite.ts';
+import { DIRTY_MAP_IMPORT, GLOBAL_EXPORT_PREFIX, HOST_MODULE, MEMORY_IMPORT } from '../compile/wasm-rewrite.ts';
 
 const PAGE = 65536;
 /** The name the main module is linked by (compile/link-check.ts MAIN_MODULE_NAME). */
@@ -38,13 +43,24 @@ export interface LinkedShapes {
   main: number;
 }
 
+/** A linear memory of the set (a shared one once), the map of the chunks written to it, and its snapshot. */
+interface LinkedMemory {
+  memory: WebAssembly.Memory;
+  dirty: DirtyPageMap;
+  /** Pages data segments write (null: unknown, look at every page for the snapshot). */
+  dataPages: number[] | null;
+  snapshot: MemorySnapshot | null;
+}
+
 interface Member {
   shape: ModuleShape;
   instance: WebAssembly.Instance;
-  memory: WebAssembly.Memory;
+  memory: LinkedMemory;
+  /** Every mutable global (the engine's included) and its value after start-up. */
+  globals: { global: WebAssembly.Global; value: unknown }[];
 }
 
-/** One call's instances of a linked manifest (see above). Used once, then dropped. */
+/** A linked manifest's instances (see above), recycled across calls while reset() says they can be. */
 export class LinkedPlugin {
   /** The main module's. */
   readonly shape: ModuleShape;
@@ -54,19 +70,25 @@ export class LinkedPlugin {
   /** The modules instantiated so far; null while one is being instantiated (its imports are resolving). */
   readonly #linked = new Map<number, Member | null>();
   readonly #env: WebAssembly.ModuleImports;
-  /** Marks of every module's writes: never read (nothing is restored), but every rewritten module imports one. */
-  readonly #dirty = new DirtyPageMap();
-  readonly #cap: number;
+  /** Each memory's maximum: the ceiling when every module caps its growth itself (the grow shim), else the first call's cap. */
+  readonly #maxPages: number;
+  /** The cap of the call running now (memoryMaxPages, over all memories). */
+  #cap: number;
   readonly #exports = new Map<string, () => number | Promise<number>>();
+  /** Every module can be brought back to its snapshot after a call (see above). */
+  readonly #recyclable: boolean;
 
   /**
-   * Instantiates and starts every module reachable from the main one. `capPages`: the call's
-   * memoryMaxPages, over all modules' memories.
+   * Instantiates and starts every module reachable from the main one, then snapshots them.
+   * `ceilingPages`: CALL_MEMORY_PAGES_CEILING; `capPages`: the first call's memoryMaxPages, over all
+   * modules' memories.
    */
-  constructor(set: LinkedShapes, capPages: number) {
+  constructor(set: LinkedShapes, ceilingPages: number, capPages: number) {
     this.#set = set;
     this.shape = set.modules[set.main]!.shape;
     this.#cap = capPages;
+    this.#recyclable = set.modules.every((m) => m.shape.dirtyTracking && m.shape.virtualGrowth && !m.shape.passiveSegments);
+    this.#maxPages = this.#recyclable ? ceilingPages : capPages;
     set.modules.forEach((m, i) => {
       const name = i === set.main ? MAIN : m.name;
       if (name !== null) this.#byName.set(name, i);
@@ -84,6 +106,26 @@ export class LinkedPlugin {
     const promising = (WebAssembly as unknown as { promising?: (f: unknown) => () => Promise<number> }).promising;
     for (const [name, value] of Object.entries(main.exports)) {
       if (typeof value === 'function') this.#exports.set(name, jspi && promising ? promising(value) : (value as () => number));
+    }
+    if (this.#recyclable) this.#snapshot();
+  }
+
+  /** Memories and globals as start-up left them. */
+  #snapshot(): void {
+    for (const linked of this.#memories()) {
+      const { memory, dirty, dataPages } = linked;
+      const chunks = memory.buffer.byteLength / DIRTY_CHUNK;
+      let written: number[] | null = null;
+      if (dataPages) {
+        written = [...dataPages];
+        dirty.drain(chunks, (first, end) => {
+          for (let page = Math.floor((first * DIRTY_CHUNK) / PAGE); page * PAGE < end * DIRTY_CHUNK; page++) written!.push(page);
+        });
+      } else dirty.clear(chunks);
+      linked.snapshot = new MemorySnapshot(Buffer.from(memory.buffer), written);
+    }
+    for (const member of this.#members()) {
+      for (const g of member.globals) g.value = g.global.value;
     }
   }
 
@@ -104,27 +146,33 @@ export class LinkedPlugin {
     const imports: Record<string, Record<string, unknown>> = {};
     const add = (module: string, name: string, value: unknown) => ((imports[module] ??= {})[name] = value);
 
-    // The memory: a linked module's (shared), else its own.
-    let memory: WebAssembly.Memory;
+    // The memory: a linked module's (shared, with its dirty map), else its own.
+    let linked: LinkedMemory;
     const shared = shape.importedMemory;
     if (shared) {
       const providerIndex = this.#byName.get(shared.module);
       const provider = providerIndex === undefined ? null : this.#provider(providerIndex, path);
       const exported = provider?.instance.exports[shared.name];
-      if (!(exported instanceof WebAssembly.Memory)) {
+      const owner = [...this.#members()].find((m) => m.memory.memory === exported)?.memory;
+      if (!(exported instanceof WebAssembly.Memory) || !owner) {
         throw new CallFailure(
           'PLUGIN_ERROR',
           `${from}: cannot import "${shared.module}" "${shared.name}"; no memory is exported by that name (or it is in an import cycle)`,
         );
       }
-      memory = exported;
+      linked = owner;
+      // Its data segments write the shared memory too.
+      if (owner.dataPages && shape.dataPages) owner.dataPages.push(...shape.dataPages);
+      else owner.dataPages = null;
     } else {
-      const maximum = Math.min(this.#cap, shape.declaredMaxPages ?? this.#cap);
-      if (shape.initialPages > maximum) throw this.#tooSmall(shape.initialPages);
-      memory = new WebAssembly.Memory({ initial: shape.initialPages, maximum });
+      const maximum = Math.min(this.#maxPages, shape.declaredMaxPages ?? this.#maxPages);
+      if (shape.initialPages > Math.min(maximum, this.#cap)) throw this.#tooSmall(shape.initialPages);
+      const memory = new WebAssembly.Memory({ initial: shape.initialPages, maximum });
+      linked = { memory, dirty: new DirtyPageMap(), dataPages: shape.dataPages ? [...shape.dataPages] : null, snapshot: null };
     }
+    const { memory, dirty } = linked;
     add(HOST_MODULE, MEMORY_IMPORT, memory);
-    if (shape.dirtyTracking) add(HOST_MODULE, DIRTY_MAP_IMPORT, this.#dirty.memory);
+    if (shape.dirtyTracking) add(HOST_MODULE, DIRTY_MAP_IMPORT, dirty.memory);
 
     for (const i of WebAssembly.Module.imports(shape.module)) {
       if (i.module === HOST_MODULE) continue;
@@ -133,7 +181,7 @@ export class LinkedPlugin {
         continue;
       }
       if (i.module === WASI_PREVIEW1) {
-        imports[WASI_PREVIEW1] ??= createWasi(this.#slot, memory, () => {});
+        imports[WASI_PREVIEW1] ??= createWasi(this.#slot, memory, (start, length) => dirty.markWritten(start, length));
         continue;
       }
       const providerIndex = this.#byName.get(i.module);
@@ -172,7 +220,10 @@ export class LinkedPlugin {
     const cap = global(shape.memoryCapExport);
     if (cap) cap.value = this.#cap;
     startModule(instance, shape.wasi, this.#slot);
-    const member = { shape, instance, memory };
+    const globals = Object.entries(instance.exports)
+      .filter(([name]) => name.startsWith(GLOBAL_EXPORT_PREFIX))
+      .map(([, global]) => ({ global: global as WebAssembly.Global, value: undefined as unknown }));
+    const member = { shape, instance, memory: linked, globals };
     this.#linked.set(index, member);
     return member;
   }
@@ -202,35 +253,30 @@ export class LinkedPlugin {
     );
   }
 
+  *#members(): Iterable<Member> {
+    for (const member of this.#linked.values()) if (member) yield member;
+  }
+
   /** The distinct memories of the instantiated modules (a shared one once). */
-  #memories(): Member[] {
-    const seen = new Set<WebAssembly.Memory>();
-    const out: Member[] = [];
-    for (const member of this.#linked.values()) {
-      if (member && !seen.has(member.memory)) {
-        seen.add(member.memory);
-        out.push(member);
-      }
-    }
-    return out;
+  #memories(): LinkedMemory[] {
+    return [...new Set([...this.#members()].map((m) => m.memory))];
   }
 
   hasFunction(name: string): boolean {
     return this.#exports.has(name);
   }
 
-  /** Runs one export of the main module; every module's memory together stays within `callCap`. */
-  async run(name: string, call: CallState): Promise<number> {
+  /** Runs one export of the main module; every module's memory together stays within `capPages`. */
+  async run(name: string, call: CallState, capPages: number): Promise<number> {
     const fn = this.#exports.get(name);
     if (!fn) throw new CallFailure('FUNCTION_NOT_FOUND', `the plugin has no function "${name}"`);
+    this.#cap = Math.min(capPages, this.#maxPages);
     const total = this.memoryPages();
     if (total > this.#cap) throw this.#tooSmall(total);
     // Each grow shim may grow its memory by what all of them leave.
-    for (const member of this.#linked.values()) {
-      const cap = member?.shape.memoryCapExport
-        ? (member.instance.exports[member.shape.memoryCapExport] as WebAssembly.Global)
-        : null;
-      if (cap && member) cap.value = member.memory.buffer.byteLength / PAGE + (this.#cap - total);
+    for (const member of this.#members()) {
+      const cap = member.shape.memoryCapExport;
+      if (cap) (member.instance.exports[cap] as WebAssembly.Global).value = this.#pagesOf(member) + (this.#cap - total);
     }
     this.#slot.call = call;
     try {
@@ -252,9 +298,53 @@ export class LinkedPlugin {
     return this.#cap;
   }
 
-  /** Pages of all modules' memories together. */
+  /** Pages of a module's memory as it sees them (with the grow shim, its virtual size). */
+  #pagesOf(member: Member): number {
+    const pages = member.shape.memoryPagesExport;
+    return pages
+      ? ((member.instance.exports[pages] as WebAssembly.Global).value as number)
+      : member.memory.memory.buffer.byteLength / PAGE;
+  }
+
+  /** Pages of all modules' memories together (a shared memory once, at the largest size a module sees). */
   memoryPages(): number {
-    return this.#memories().reduce((n, m) => n + m.memory.buffer.byteLength / PAGE, 0);
+    const sizes = new Map<LinkedMemory, number>();
+    for (const member of this.#members())
+      sizes.set(member.memory, Math.max(sizes.get(member.memory) ?? 0, this.#pagesOf(member)));
+    return [...sizes.values()].reduce((n, pages) => n + pages, 0);
+  }
+
+  /**
+   * Back to the snapshot after a call, in place; false when that cannot be done (see above): the
+   * caller drops this set and makes a new one.
+   */
+  reset(): boolean {
+    if (!this.#recyclable) return false;
+    for (const member of this.#members()) {
+      const written = member.shape.tablesWrittenExport;
+      if (written && (member.instance.exports[written] as WebAssembly.Global).value !== 0) return false;
+    }
+    const memories = this.#memories();
+    for (const { memory, snapshot } of memories) {
+      // Memory cannot shrink: past this many pages above the snapshot, a new set is cheaper than zeroing.
+      const pages = snapshot!.pages;
+      if (memory.buffer.byteLength / PAGE > pages + Math.max(64, Math.ceil(pages / 2))) return false;
+    }
+    for (const { memory, dirty, snapshot } of memories) {
+      const live = Buffer.from(memory.buffer);
+      dirty.drain(live.length / DIRTY_CHUNK, (first, end) =>
+        snapshot!.restoreRange(live, first * DIRTY_CHUNK, end * DIRTY_CHUNK),
+      );
+    }
+    for (const member of this.#members()) for (const { global, value } of member.globals) global.value = value as never;
+    return true;
+  }
+
+  /** Bytes the set keeps alive: its memories and their snapshots, and an allowance per instance. */
+  footprint(): { bytes: number; heapBytes: number } {
+    const heapBytes = [...this.#members()].length * 64 * 1024;
+    const memoryBytes = this.#memories().reduce((n, m) => n + m.memory.buffer.byteLength + (m.snapshot?.bytes ?? 0), 0);
+    return { bytes: memoryBytes + heapBytes, heapBytes };
   }
 
   /** A grow shim of any module refused a memory.grow during this call. */

@@ -30,8 +30,10 @@ const PAGE = 65536;
 
 interface ModuleEntry {
   shape: ModuleShape;
-  /** A linked manifest: its modules, instantiated afresh for every call (never cached as instances). */
+  /** A linked manifest: its modules. */
   linked: LinkedShapes | null;
+  /** A linked manifest's instances, recycled while they can be (linker.ts). */
+  linkedInstance: LinkedPlugin | null;
   /** By memory cap (pages); 0 for the one instance of a module with the grow shim. */
   instances: Map<number, PluginInstance>;
   /** What its instances held when last measured: after each call or warm-up that used them (see measure). */
@@ -86,6 +88,7 @@ function moduleFor(msg: CallMessage): ModuleEntry | null {
           modules: linked.modules.map((m) => ({ id: m.id, name: m.name, shape: describeModule(m.compiled, m.layout) })),
         }
       : null,
+    linkedInstance: null,
     instances: new Map(),
     bytes: 0,
     heapBytes: 0,
@@ -99,7 +102,7 @@ function moduleFor(msg: CallMessage): ModuleEntry | null {
 function measure(entry: ModuleEntry): void {
   let bytes = 0;
   let heapBytes = 0;
-  for (const instance of entry.instances.values()) {
+  for (const instance of [...entry.instances.values(), ...(entry.linkedInstance ? [entry.linkedInstance] : [])]) {
     const f = instance.footprint();
     bytes += f.bytes;
     heapBytes += f.heapBytes;
@@ -110,6 +113,7 @@ function measure(entry: ModuleEntry): void {
 
 function dropInstances(entry: ModuleEntry): void {
   entry.instances.clear();
+  entry.linkedInstance = null;
   entry.bytes = 0;
   entry.heapBytes = 0;
 }
@@ -150,6 +154,11 @@ function instanceFor(entry: ModuleEntry, memoryPages: number): PluginInstance {
     if (entry.instances.size > MAX_INSTANCES_PER_MODULE) entry.instances.delete(entry.instances.keys().next().value as number);
   }
   return instance;
+}
+
+function linkedFor(entry: ModuleEntry, linked: LinkedShapes, memoryPages: number): LinkedPlugin {
+  entry.linkedInstance ??= new LinkedPlugin(linked, setup.memoryCeilingPages, memoryPages);
+  return entry.linkedInstance;
 }
 
 const encoder = new TextEncoder();
@@ -245,7 +254,7 @@ async function handleCall(msg: CallMessage): Promise<void> {
   let call: CallState | null = null;
   let result: ResultMessage;
   try {
-    instance = entry.linked ? new LinkedPlugin(entry.linked, limits.memoryPages) : instanceFor(entry, limits.memoryPages);
+    instance = entry.linked ? linkedFor(entry, entry.linked, limits.memoryPages) : instanceFor(entry, limits.memoryPages);
     if (!instance.hasFunction(msg.function))
       throw new CallFailure('FUNCTION_NOT_FOUND', `the plugin has no function "${msg.function}"`);
     if (msg.egress && (entry.shape.jspi || entry.linked?.modules.some((m) => m.shape.jspi))) {
@@ -305,7 +314,15 @@ async function handleCall(msg: CallMessage): Promise<void> {
   cells.beginHousekeeping(performance.timeOrigin + performance.now() + setup.resetTimeoutMs);
   Atomics.store(cells.ints, cell, 0);
   post(result);
-  if (instance instanceof PluginInstance) {
+  if (instance instanceof LinkedPlugin) {
+    let recycled = false;
+    try {
+      recycled = instance.reset();
+    } catch {
+      // Not brought back: the next call makes a new set.
+    }
+    if (!recycled && entry.linkedInstance === instance) entry.linkedInstance = null;
+  } else if (instance instanceof PluginInstance) {
     try {
       instance.reset();
     } catch {
