@@ -3,10 +3,9 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.ts';
-import { expectContract } from './openapi-contract.ts';
-import { makeTempDir, readPlugin, removeDir, repoRoot, startServer, type TestServer } from './helpers.ts';
+import { makeTempDir, readPlugin, removeDir, repoRoot, serverForTest } from './helpers.ts';
 
 const MiB = 1024 * 1024;
 
@@ -145,36 +144,14 @@ describe('the service process with an invalid environment', () => {
 });
 
 describe('an operator-lowered ceiling (CALL_TIMEOUT_MS_CEILING=1000)', () => {
-  let server: TestServer | undefined;
-  afterEach(async () => {
-    if (!server) return;
-    await server.close();
-    await removeDir(server.dataDir);
-    server = undefined;
-  });
-
-  async function call(s: TestServer, body: object): Promise<Response> {
-    const res = await fetch(`${s.url}/plugins/count_vowels/call`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-    });
-    await expectContract('POST', '/plugins/count_vowels/call', res);
-    return res;
-  }
-
   it('refuses a call asking for more with 400 LIMIT_ABOVE_CEILING naming the ceiling, and runs one within it', async () => {
-    server = await startServer({ env: { CALL_TIMEOUT_MS_CEILING: '1000' } });
-    const upload = await fetch(`${server.url}/plugins?name=count_vowels`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/wasm' },
-      body: (await readPlugin('count_vowels')) as Uint8Array<ArrayBuffer>,
-    });
+    const server = await serverForTest({ env: { CALL_TIMEOUT_MS_CEILING: '1000' } });
+    const upload = await server.api.upload(await readPlugin('count_vowels'), { name: 'count_vowels' });
     expect(upload.status).toBe(201);
 
-    const refused = await call(server, { function: 'count_vowels', input: 'Hello', timeoutMs: 1001 });
+    const refused = await server.api.call('count_vowels', { function: 'count_vowels', input: 'Hello', timeoutMs: 1001 });
     expect(refused.status).toBe(400);
-    const body = await refused.json();
+    const body = refused.error;
     expect(body).toMatchObject({
       statusCode: 400,
       code: 'LIMIT_ABOVE_CEILING',
@@ -185,12 +162,12 @@ describe('an operator-lowered ceiling (CALL_TIMEOUT_MS_CEILING=1000)', () => {
     expect(body.message).toContain('ceiling of 1000 (CALL_TIMEOUT_MS_CEILING)');
 
     // The default ceiling (60 s) would have allowed this; the operator's does not.
-    const defaultCeiling = await call(server, { function: 'count_vowels', input: 'Hello', timeoutMs: 30_000 });
+    const defaultCeiling = await server.api.call('count_vowels', { function: 'count_vowels', input: 'Hello', timeoutMs: 30_000 });
     expect(defaultCeiling.status).toBe(400);
-    expect((await defaultCeiling.json()).code).toBe('LIMIT_ABOVE_CEILING');
+    expect(defaultCeiling.error.code).toBe('LIMIT_ABOVE_CEILING');
 
-    const ok = await call(server, { function: 'count_vowels', input: 'Hello', timeoutMs: 1000 });
+    const ok = await server.api.call('count_vowels', { function: 'count_vowels', input: 'Hello', timeoutMs: 1000 });
     expect(ok.status).toBe(200);
-    expect(JSON.parse((await ok.json()).output)).toEqual({ count: 2, total: 2, vowels: 'aeiouAEIOU' });
+    expect(JSON.parse(ok.data.output!)).toEqual({ count: 2, total: 2, vowels: 'aeiouAEIOU' });
   });
 });
