@@ -54,32 +54,6 @@ async function paddedPlugin(marker: number, size: number): Promise<Uint8Array> {
   return Buffer.concat([module, Buffer.from([0, ...length]), payload]);
 }
 
-async function upload(target: Replica, bytes: Uint8Array, name?: string): Promise<{ status: number; code?: string }> {
-  const res = await fetch(`${target.url}/plugins${name ? `?name=${name}` : ''}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/wasm' },
-    body: new Uint8Array(bytes),
-  });
-  const body = (await res.json()) as { code?: string };
-  return body.code === undefined ? { status: res.status } : { status: res.status, code: body.code };
-}
-
-async function call(target: Replica, idOrName: string, fn: string, input = 'hello'): Promise<{ status: number; code?: string }> {
-  const res = await fetch(`${target.url}/plugins/${idOrName}/call`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ function: fn, input, timeoutMs: 30_000 }),
-  });
-  const body = (await res.json()) as { code?: string };
-  return body.code === undefined ? { status: res.status } : { status: res.status, code: body.code };
-}
-
-async function listedIds(target: Replica): Promise<string[]> {
-  const res = await fetch(`${target.url}/plugins?limit=1000`);
-  expect(res.status).toBe(200);
-  return ((await res.json()) as { plugins: { id: string }[] }).plugins.map((p) => p.id);
-}
-
 /** wasmhost_plugins_damaged as /metrics reports it. */
 async function damagedCount(target: Replica): Promise<number> {
   return sampleValue(parsePrometheusText(await (await fetch(`${target.url}/metrics`)).text()), 'wasmhost_plugins_damaged');
@@ -88,7 +62,7 @@ async function damagedCount(target: Replica): Promise<number> {
 /** Still serving: liveness, and a call of a plugin that is fine. */
 async function expectAlive(target: Replica, name: string, fn: string): Promise<void> {
   expect((await fetch(`${target.url}/healthz`)).status).toBe(200);
-  expect(await call(target, name, fn)).toEqual({ status: 200 });
+  expect((await target.api.call(name, { function: fn, input: 'hello', timeoutMs: 30_000 })).outcome).toEqual({ status: 200 });
 }
 
 describe('filesystem store on a hostile disk', () => {
@@ -100,38 +74,38 @@ describe('filesystem store on a hostile disk', () => {
       : // Files over 200 KiB cannot be written (EFBIG).
         'ulimit -f 200 && exec "$NODE" src/main.ts';
     const service = await replica('disk-full', { dataDir: dir, shell });
-    expect(await upload(service, await readPlugin('count_vowels'), 'vowels')).toEqual({ status: 201 });
+    expect((await service.api.upload(await readPlugin('count_vowels'), { name: 'vowels' })).outcome).toEqual({ status: 201 });
 
     const outcomes: { id: string; status: number; code?: string }[] = [];
     for (let marker = 1; marker <= 12 && !outcomes.some((o) => o.status === 500); marker++) {
       const bytes = await paddedPlugin(marker, 60 * 1024);
-      outcomes.push({ id: sha256(bytes), ...(await upload(service, bytes)) });
+      outcomes.push({ id: sha256(bytes), ...(await service.api.upload(bytes)).outcome });
     }
     const refused = outcomes.filter((o) => o.status !== 201);
     expect(refused).toEqual([{ id: expect.any(String), status: 500, code: 'STORE_ERROR' }]);
 
     // Listed: exactly what was acknowledged, each whole.
     const stored = outcomes.filter((o) => o.status === 201).map((o) => o.id);
-    const listed = await listedIds(service);
+    const listed = (await service.api.listAll()).map((p) => p.id);
     expect(listed.sort()).toEqual([...stored, sha256(await readPlugin('count_vowels'))].sort());
     for (const id of stored) {
-      const download = await fetch(`${service.url}/plugins/${id}/wasm`);
-      expect(sha256(new Uint8Array(await download.arrayBuffer()))).toBe(id);
+      const download = await service.api.download(id);
+      expect(sha256(download.data)).toBe(id);
     }
     await expectAlive(service, 'vowels', 'count_vowels');
 
     // Room again (a delete): the same upload now succeeds.
-    expect((await fetch(`${service.url}/plugins/${stored[0]}`, { method: 'DELETE' })).status).toBe(204);
+    expect((await service.api.delete(stored[0]!)).status).toBe(204);
     const retried = outcomes.find((o) => o.status === 500)!;
     const again = await paddedPlugin(outcomes.indexOf(retried) + 1, 60 * 1024);
     expect(sha256(again)).not.toBe(retried.id); // random padding: a fresh module of the same size
-    expect(await upload(service, again)).toEqual({ status: 201 });
+    expect((await service.api.upload(again)).outcome).toEqual({ status: 201 });
   });
 
   it('keeps serving calls and downloads from a read-only data dir, refuses uploads and deletes with 500 STORE_ERROR, and is not ready', async () => {
     const dir = await dataDir();
     const writable = await replica('before-read-only', { dataDir: dir });
-    expect(await upload(writable, await readPlugin('count_vowels'), 'vowels')).toEqual({ status: 201 });
+    expect((await writable.api.upload(await readPlugin('count_vowels'), { name: 'vowels' })).outcome).toEqual({ status: 201 });
     await writable.stop();
 
     const shell = isRoot
@@ -141,10 +115,13 @@ describe('filesystem store on a hostile disk', () => {
     const readOnly = await replica('read-only', { dataDir: dir, shell });
 
     await expectAlive(readOnly, 'vowels', 'count_vowels');
-    expect((await fetch(`${readOnly.url}/plugins/vowels/wasm`)).status).toBe(200);
-    expect(await upload(readOnly, await readPlugin('echo'), 'echo')).toEqual({ status: 500, code: 'STORE_ERROR' });
-    const del = await fetch(`${readOnly.url}/plugins/vowels`, { method: 'DELETE' });
-    expect({ status: del.status, code: ((await del.json()) as { code: string }).code }).toEqual({
+    expect((await readOnly.api.download('vowels')).status).toBe(200);
+    expect((await readOnly.api.upload(await readPlugin('echo'), { name: 'echo' })).outcome).toEqual({
+      status: 500,
+      code: 'STORE_ERROR',
+    });
+    const del = await readOnly.api.delete('vowels');
+    expect({ status: del.status, code: del.error.code }).toEqual({
       status: 500,
       code: 'STORE_ERROR',
     });
@@ -152,7 +129,7 @@ describe('filesystem store on a hostile disk', () => {
     expect(ready.status).toBe(503);
     expect(await ready.json()).toMatchObject({ code: 'NOT_READY', checks: { store: 'failed' } });
     // Nothing was lost or half-written by the refused requests.
-    expect(await listedIds(readOnly)).toEqual([sha256(await readPlugin('count_vowels'))]);
+    expect((await readOnly.api.listAll()).map((p) => p.id)).toEqual([sha256(await readPlugin('count_vowels'))]);
     await expectAlive(readOnly, 'vowels', 'count_vowels');
   });
 
@@ -168,7 +145,7 @@ describe('filesystem store on a hostile disk', () => {
         const bytes = await paddedPlugin(1000 + ++marker, 8 * 1024);
         const name = `lane${lane}-${marker}`;
         try {
-          const answer = await upload(first, bytes, name);
+          const answer = (await first.api.upload(bytes, { name })).outcome;
           if (answer.status === 201) acknowledged.push({ id: sha256(bytes), name });
         } catch {
           // The connection died with the process: not acknowledged.
@@ -183,21 +160,21 @@ describe('filesystem store on a hostile disk', () => {
     await first.exited;
 
     const service = await replica('after-kill', { dataDir: dir });
-    const listed = new Set(await listedIds(service));
+    const listed = new Set((await service.api.listAll()).map((p) => p.id));
     for (const { id, name } of acknowledged) {
       expect(listed.has(id), name).toBe(true);
-      const download = await fetch(`${service.url}/plugins/${name}/wasm`);
+      const download = await service.api.download(name);
       expect({ name, status: download.status }).toEqual({ name, status: 200 });
-      expect(sha256(new Uint8Array(await download.arrayBuffer()))).toBe(id);
+      expect(sha256(download.data)).toBe(id);
     }
     // Whatever else is listed is whole (an upload cut between its commit and its answer): nothing half-written.
     for (const id of listed) {
-      const download = await fetch(`${service.url}/plugins/${id}/wasm`);
-      expect(sha256(new Uint8Array(await download.arrayBuffer()))).toBe(id);
+      const download = await service.api.download(id);
+      expect(sha256(download.data)).toBe(id);
     }
     expect((await readdir(path.join(dir, 'blobs'))).filter((f) => f.startsWith('.tmp-'))).toEqual([]);
     expect(await damagedCount(service)).toBe(0);
-    expect(await upload(service, await readPlugin('echo'), 'after')).toEqual({ status: 201 });
+    expect((await service.api.upload(await readPlugin('echo'), { name: 'after' })).outcome).toEqual({ status: 201 });
     await expectAlive(service, 'after', 'echo');
   }, 120_000);
 
@@ -206,8 +183,9 @@ describe('filesystem store on a hostile disk', () => {
     const first = await replica('before-damage', { dataDir: dir });
     const names = ['flipped', 'emptied', 'lost', 'directory'];
     const modules = await Promise.all(names.map((_, i) => paddedPlugin(100 + i, 1024)));
-    for (const [i, name] of names.entries()) expect(await upload(first, modules[i]!, name)).toEqual({ status: 201 });
-    expect(await upload(first, await readPlugin('echo'), 'healthy')).toEqual({ status: 201 });
+    for (const [i, name] of names.entries())
+      expect((await first.api.upload(modules[i]!, { name })).outcome).toEqual({ status: 201 });
+    expect((await first.api.upload(await readPlugin('echo'), { name: 'healthy' })).outcome).toEqual({ status: 201 });
     await first.stop();
 
     const blob = (i: number) => path.join(dir, 'blobs', `${sha256(modules[i]!)}.wasm`);
@@ -221,17 +199,19 @@ describe('filesystem store on a hostile disk', () => {
 
     // A restart: nothing is in the module cache, so every call reads its blob.
     const service = await replica('after-damage', { dataDir: dir });
-    expect((await listedIds(service)).length).toBe(5);
+    expect((await service.api.listAll()).map((p) => p.id).length).toBe(5);
     // The lost blob is reported at start (it used to vanish from the listing silently), not only when used.
     expect(service.output()).toContain('store: a stored plugin has lost its Wasm blob');
     expect(await damagedCount(service)).toBe(1);
     for (const name of names) {
-      expect({ name, ...(await call(service, name, 'run')) }).toEqual({ name, status: 500, code: 'STORE_ERROR' });
-      const download = await fetch(`${service.url}/plugins/${name}/wasm`);
+      expect({ name, ...(await service.api.call(name, { function: 'run', input: 'hello', timeoutMs: 30_000 })).outcome }).toEqual(
+        { name, status: 500, code: 'STORE_ERROR' },
+      );
+      const download = await service.api.download(name);
       // Each is found before the first byte goes out (missing, not a file, the wrong size, or, for a
       // blob of one chunk, its hash): a clean 500. A large blob's damage found at its end cuts the body
       // instead (the store tests show that).
-      expect({ name, status: download.status, body: await download.json() }).toMatchObject({
+      expect({ name, status: download.status, body: download.body }).toMatchObject({
         name,
         status: 500,
         body: { code: 'STORE_ERROR' },
@@ -242,11 +222,14 @@ describe('filesystem store on a hostile disk', () => {
 
     // Uploading the same bytes again repairs each (the directory is in the way of that one: still an error).
     for (const [i, name] of names.entries()) {
-      const repaired = await upload(service, modules[i]!);
+      const repaired = (await service.api.upload(modules[i]!)).outcome;
       if (name === 'directory') expect(repaired).toEqual({ status: 500, code: 'STORE_ERROR' });
       else {
         expect({ name, ...repaired }).toEqual({ name, status: 200 });
-        expect({ name, ...(await call(service, name, 'run')) }).toEqual({ name, status: 200 });
+        expect({
+          name,
+          ...(await service.api.call(name, { function: 'run', input: 'hello', timeoutMs: 30_000 })).outcome,
+        }).toEqual({ name, status: 200 });
       }
     }
     expect((await readdir(path.join(dir, 'blobs'))).filter((f) => f.startsWith('.tmp-'))).toEqual([]);

@@ -4,60 +4,21 @@
 // download answers; a module a stored manifest names cannot be deleted from under it. Every answer
 // is checked against openapi.yaml.
 import { createHash } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { expectContract } from './openapi-contract.ts';
-import { listFiles, readPlugin, removeDir, startServer, wat, type TestServer } from './helpers.ts';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { listFiles, readPlugin, useServer, wat } from './helpers.ts';
 
 const sha256 = (bytes: Uint8Array | string): string => createHash('sha256').update(bytes).digest('hex');
 
-async function api(server: TestServer, path: string, init?: RequestInit): Promise<Response> {
-  const res = await fetch(`${server.url}${path}`, init);
-  await expectContract(init?.method ?? 'GET', path, res);
-  return res;
-}
-
-const postManifest = (server: TestServer, manifest: unknown, query = ''): Promise<Response> =>
-  api(server, `/plugins${query}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(manifest),
-  });
-
-interface CallAnswer {
-  output: string;
-  code?: string;
-  [field: string]: unknown;
-}
-
-async function call(
-  server: TestServer,
-  plugin: string,
-  body: Record<string, unknown>,
-): Promise<{ status: number; body: CallAnswer }> {
-  const res = await api(server, `/plugins/${plugin}/call`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  return { status: res.status, body: (await res.json()) as CallAnswer };
-}
-
 describe('Extism manifests', () => {
-  let server: TestServer;
+  const server = useServer({
+    env: { WORKERS: '1', RATE_LIMIT_MAX: '0', CALL_TIMEOUT_MS_CEILING: '20000', CALL_TIMEOUT_MS: '10000' },
+  });
   let vowels: Uint8Array;
   let vowelsId: string;
 
   beforeAll(async () => {
-    server = await startServer({
-      env: { WORKERS: '1', RATE_LIMIT_MAX: '0', CALL_TIMEOUT_MS_CEILING: '20000', CALL_TIMEOUT_MS: '10000' },
-    });
     vowels = new Uint8Array(await readPlugin('count_vowels'));
     vowelsId = sha256(vowels);
-  });
-
-  afterAll(async () => {
-    await server?.close();
-    if (server) await removeDir(server.dataDir);
   });
 
   it('stores a manifest with an inline module under the id of its canonical form, and its config is the default', async () => {
@@ -67,9 +28,9 @@ describe('Extism manifests', () => {
       memory: { max_var_bytes: 1024 },
       timeout_ms: 8000,
     };
-    const res = await postManifest(server, manifest, '?name=vowels-o');
+    const res = await server.api.uploadManifest(manifest, undefined, { name: 'vowels-o' });
     expect(res.status).toBe(201);
-    const meta = await res.json();
+    const meta = res.data;
     const canonical = JSON.stringify({
       wasm: [{ hash: vowelsId, name: 'main' }],
       config: { vowels: 'o' },
@@ -86,47 +47,47 @@ describe('Extism manifests', () => {
     });
     expect(res.headers.get('location')).toBe(`/plugins/${meta.id}`);
     // The module is stored as a plugin of its own.
-    expect((await (await api(server, `/plugins/${vowelsId}`)).json()).exports).toEqual(['count_vowels']);
+    expect((await server.api.describe(vowelsId)).data.exports).toEqual(['count_vowels']);
 
-    const out = await call(server, 'vowels-o', { function: 'count_vowels', input: 'foo boo' });
+    const out = await server.api.call('vowels-o', { function: 'count_vowels', input: 'foo boo' });
     expect(out.status).toBe(200);
-    expect(JSON.parse(out.body.output)).toMatchObject({ count: 4, vowels: 'o' });
-    const overridden = await call(server, 'vowels-o', { function: 'count_vowels', input: 'foo', config: { vowels: 'f' } });
-    expect(JSON.parse(overridden.body.output)).toMatchObject({ count: 1, vowels: 'f' });
+    expect(JSON.parse(out.data.output!)).toMatchObject({ count: 4, vowels: 'o' });
+    const overridden = await server.api.call('vowels-o', { function: 'count_vowels', input: 'foo', config: { vowels: 'f' } });
+    expect(JSON.parse(overridden.data.output!)).toMatchObject({ count: 1, vowels: 'f' });
 
     // The download is the canonical manifest; the same manifest by hash is the same plugin.
-    const download = await api(server, `/plugins/vowels-o/wasm`);
+    const download = await server.api.download('vowels-o');
     expect(download.headers.get('content-type')).toMatch(/^application\/json/);
-    expect(await download.text()).toBe(canonical);
-    const byHash = await postManifest(server, {
+    expect(download.text).toBe(canonical);
+    const byHash = await server.api.uploadManifest({
       timeout_ms: 8000,
       memory: { max_var_bytes: 1024 },
       config: { vowels: 'o' },
       wasm: [{ hash: vowelsId, name: 'main' }],
     });
     expect(byHash.status).toBe(200);
-    expect((await byHash.json()).id).toBe(meta.id);
+    expect(byHash.data.id).toBe(meta.id);
 
-    const listed = await (await api(server, '/plugins?name=vowels-o')).json();
-    expect(listed.plugins.map((p: { id: string }) => p.id)).toEqual([meta.id]);
+    const listed = (await server.api.list({ name: 'vowels-o' })).data;
+    expect(listed.plugins.map((p) => p.id)).toEqual([meta.id]);
   });
 
   it('lets a call lower the manifest limits, never raise them', async () => {
-    const above = await call(server, 'vowels-o', { function: 'count_vowels', input: 'x', timeoutMs: 9000 });
+    const above = await server.api.call('vowels-o', { function: 'count_vowels', input: 'x', timeoutMs: 9000 });
     expect(above.status).toBe(400);
-    expect(above.body).toMatchObject({ code: 'LIMIT_ABOVE_CEILING', field: 'timeoutMs', ceiling: 8000 });
-    const lower = await call(server, 'vowels-o', { function: 'count_vowels', input: 'x', timeoutMs: 7000, maxVarBytes: 512 });
+    expect(above.error).toMatchObject({ code: 'LIMIT_ABOVE_CEILING', field: 'timeoutMs', ceiling: 8000 });
+    const lower = await server.api.call('vowels-o', { function: 'count_vowels', input: 'x', timeoutMs: 7000, maxVarBytes: 512 });
     expect(lower.status).toBe(200);
   });
 
   it('runs a manifest timeout_ms as the deadline of its calls', async () => {
     const loop = new Uint8Array(await readPlugin('loop'));
-    const res = await postManifest(server, { wasm: [{ data: Buffer.from(loop).toString('base64') }], timeout_ms: 300 });
+    const res = await server.api.uploadManifest({ wasm: [{ data: Buffer.from(loop).toString('base64') }], timeout_ms: 300 });
     expect(res.status).toBe(201);
-    const { id } = await res.json();
-    const out = await call(server, id, { function: 'spin' });
+    const { id } = res.data;
+    const out = await server.api.call(id, { function: 'spin' });
     expect(out.status).toBe(504);
-    expect(out.body.code).toBe('TIMEOUT');
+    expect(out.error.code).toBe('TIMEOUT');
   });
 
   it('takes a multipart manifest whose path entries name the form’s file parts', async () => {
@@ -135,34 +96,27 @@ describe('Extism manifests', () => {
     form.set('manifest', JSON.stringify({ wasm: [{ path: 'echo.wasm' }], config: { k: 'v' } }));
     form.set('echo.wasm', new Blob([echo], { type: 'application/wasm' }), 'echo.wasm');
     form.set('name', 'echo-manifest');
-    const res = await api(server, '/plugins', { method: 'POST', body: form });
+    const res = await server.api.uploadForm(form);
     expect(res.status).toBe(201);
-    const meta = await res.json();
-    expect(meta.manifest.modules).toEqual([{ id: sha256(echo), name: null }]);
-    const out = await call(server, 'echo-manifest', { function: 'echo', input: 'hi ✓' });
-    expect(out.body.output).toBe('hi ✓');
+    const meta = res.data;
+    expect(meta.manifest!.modules).toEqual([{ id: sha256(echo), name: null }]);
+    const out = await server.api.call('echo-manifest', { function: 'echo', input: 'hi ✓' });
+    expect(out.data.output).toBe('hi ✓');
   });
 
   it('refuses to delete a module a stored manifest names (409 with the referrers), until the manifest is gone', async () => {
-    const manifest = (await (await api(server, '/plugins/vowels-o')).json()).id as string;
-    const refused = await api(server, `/plugins/${vowelsId}`, { method: 'DELETE' });
+    const manifest = (await server.api.describe('vowels-o')).data.id;
+    const refused = await server.api.delete(vowelsId);
     expect(refused.status).toBe(409);
-    expect(await refused.json()).toMatchObject({ code: 'PLUGIN_IN_USE', referrers: [manifest] });
-    expect((await api(server, `/plugins/${vowelsId}`)).status).toBe(200);
+    expect(refused.error).toMatchObject({ code: 'PLUGIN_IN_USE', referrers: [manifest] });
+    expect((await server.api.describe(vowelsId)).status).toBe(200);
 
-    expect((await api(server, '/plugins/vowels-o', { method: 'DELETE' })).status).toBe(204);
-    expect((await api(server, `/plugins/${vowelsId}`, { method: 'DELETE' })).status).toBe(204);
+    expect((await server.api.delete('vowels-o')).status).toBe(204);
+    expect((await server.api.delete(vowelsId)).status).toBe(204);
   });
 
   describe('refusals store nothing', () => {
-    let fresh: TestServer;
-    beforeAll(async () => {
-      fresh = await startServer({ env: { WORKERS: '1', RATE_LIMIT_MAX: '0' } });
-    });
-    afterAll(async () => {
-      await fresh?.close();
-      if (fresh) await removeDir(fresh.dataDir);
-    });
+    const fresh = useServer({ env: { WORKERS: '1', RATE_LIMIT_MAX: '0' } });
 
     const data = () => Buffer.from(vowels).toString('base64');
     const plugin = async (name: string) => Buffer.from(await readPlugin(name)).toString('base64');
@@ -341,9 +295,10 @@ describe('Extism manifests', () => {
 
     for (const c of cases) {
       it(`refuses ${c.title} with 400 ${c.code}`, async () => {
-        const res = await postManifest(fresh, await c.manifest());
+        // As JSON text: these manifests are wrong on purpose, outside what the contract's type allows.
+        const res = await fresh.api.uploadManifest(JSON.stringify(await c.manifest()));
         expect(res.status).toBe(400);
-        const body = await res.json();
+        const body = res.error;
         expect(body).toMatchObject({ statusCode: 400, code: c.code, ...c.fields });
         expect(body.message).toMatch(c.message);
         expect(await listFiles(fresh.dataDir)).toEqual([]);

@@ -2,12 +2,15 @@
 // its own DATA_DIR and port, all given the environment the test passes (e.g. one DATABASE_URL).
 import { type ChildProcess, spawn } from 'node:child_process';
 import { makeTempDir, removeDir, repoRoot } from './helpers.ts';
+import { TestClient } from './test-client.ts';
 import { closedPort } from './upstream.ts';
 
 export interface Replica {
   name: string;
   process: ChildProcess;
   url: string;
+  /** Its API, typed from the contract. */
+  api: TestClient;
   output: () => string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** SIGKILL if still running, then removes its data dir. */
@@ -81,7 +84,8 @@ export async function startReplica(name: string, env: Record<string, string>, op
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  return { name, process: child, url: `http://127.0.0.1:${port}`, output: () => output, exited, stop };
+  const url = `http://127.0.0.1:${port}`;
+  return { name, process: child, url, api: new TestClient(url), output: () => output, exited, stop };
 }
 
 /**

@@ -7,11 +7,6 @@ import { readPlugin, wat } from './helpers.ts';
 import { msUntil, startReplica, type Replica } from './replica-process.ts';
 import { createTestDatabase, sql } from './store-backends.ts';
 
-interface PluginBody {
-  id: string;
-  name: string | null;
-}
-
 /** A valid plugin whose bytes differ by `marker`; its `run` succeeds with empty output. */
 async function markedPlugin(marker: string): Promise<Uint8Array> {
   return wat(`(module
@@ -34,41 +29,6 @@ function withPadding(module: Uint8Array, size: number): Uint8Array {
 }
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
-
-async function upload(replica: Replica, bytes: Uint8Array, name?: string): Promise<Response> {
-  return fetch(`${replica.url}/plugins${name ? `?name=${name}` : ''}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/wasm' },
-    body: new Uint8Array(bytes),
-  });
-}
-
-async function describePlugin(replica: Replica, idOrName: string): Promise<{ status: number; body: PluginBody }> {
-  const res = await fetch(`${replica.url}/plugins/${idOrName}`);
-  return { status: res.status, body: (await res.json()) as PluginBody };
-}
-
-/** A generous deadline (the ceiling is 60 s): this shared machine can stall a queued call for seconds. */
-async function call(replica: Replica, idOrName: string, fn: string, input = ''): Promise<Response> {
-  return fetch(`${replica.url}/plugins/${idOrName}/call`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ function: fn, input, timeoutMs: 30_000 }),
-  });
-}
-
-async function listAll(replica: Replica): Promise<PluginBody[]> {
-  const all: PluginBody[] = [];
-  let cursor: string | null = null;
-  do {
-    const res: Response = await fetch(`${replica.url}/plugins?limit=1000${cursor ? `&cursor=${cursor}` : ''}`);
-    expect(res.status).toBe(200);
-    const page = (await res.json()) as { plugins: PluginBody[]; nextCursor: string | null };
-    all.push(...page.plugins);
-    cursor = page.nextCursor;
-  } while (cursor !== null);
-  return all;
-}
 
 describe('three replicas on one PostgreSQL database', () => {
   let db: Awaited<ReturnType<typeof createTestDatabase>>;
@@ -104,27 +64,29 @@ describe('three replicas on one PostgreSQL database', () => {
   });
 
   it('makes an upload acknowledged on A callable on B and C at once', async () => {
-    const res = await upload(a, await readPlugin('count_vowels'), 'vowels');
+    const res = await a.api.upload(await readPlugin('count_vowels'), { name: 'vowels' });
     expect(res.status).toBe(201);
     // No waiting: the first request after the 201 already finds it.
     const [onB, onC] = await Promise.all([
-      call(b, 'vowels', 'count_vowels', 'Hello, World!'),
-      call(c, 'vowels', 'count_vowels', 'aaa'),
+      b.api.call('vowels', { function: 'count_vowels', input: 'Hello, World!', timeoutMs: 30_000 }),
+      c.api.call('vowels', { function: 'count_vowels', input: 'aaa', timeoutMs: 30_000 }),
     ]);
     expect(onB.status).toBe(200);
-    expect(JSON.parse(((await onB.json()) as { output: string }).output)).toMatchObject({ count: 3 });
+    expect(JSON.parse(onB.data.output!)).toMatchObject({ count: 3 });
     expect(onC.status).toBe(200);
   });
 
   it('answers 404 on A and B once C deleted the plugin, told by notification', async () => {
     const bytes = await markedPlugin('to-delete');
-    expect((await upload(a, bytes, 'doomed')).status).toBe(201);
+    expect((await a.api.upload(bytes, { name: 'doomed' })).status).toBe(201);
     // A and B have it in memory (and its module prepared) before the delete.
-    for (const replica of [a, b]) expect((await call(replica, 'doomed', 'run')).status).toBe(200);
+    for (const replica of [a, b])
+      expect((await replica.api.call('doomed', { function: 'run', input: '', timeoutMs: 30_000 })).status).toBe(200);
 
-    const deleted = await fetch(`${c.url}/plugins/doomed`, { method: 'DELETE' });
+    const deleted = await c.api.delete('doomed');
     expect(deleted.status).toBe(204);
-    const gone = async (replica: Replica, idOrName: string) => (await call(replica, idOrName, 'run')).status === 404;
+    const gone = async (replica: Replica, idOrName: string) =>
+      (await replica.api.call(idOrName, { function: 'run', input: '', timeoutMs: 30_000 })).status === 404;
     const [onA, onB] = await Promise.all([
       msUntil(() => gone(a, 'doomed')),
       msUntil(async () => (await gone(b, 'doomed')) && (await gone(b, sha256(bytes)))),
@@ -146,20 +108,20 @@ describe('three replicas on one PostgreSQL database', () => {
   it('resolves a name moved on B to its new plugin on A', async () => {
     const first = await markedPlugin('first-holder');
     const second = await markedPlugin('second-holder');
-    expect((await upload(a, first, 'mover')).status).toBe(201);
-    expect((await describePlugin(a, 'mover')).body.id).toBe(sha256(first));
+    expect((await a.api.upload(first, { name: 'mover' })).status).toBe(201);
+    expect((await a.api.describe('mover')).data.id).toBe(sha256(first));
 
-    expect((await upload(b, second, 'mover')).status).toBe(201);
-    const onA = await msUntil(async () => (await describePlugin(a, 'mover')).body.id === sha256(second));
+    expect((await b.api.upload(second, { name: 'mover' })).status).toBe(201);
+    const onA = await msUntil(async () => ((await a.api.describe('mover')).body as { id?: string }).id === sha256(second));
     expect(onA).toBeLessThan(Infinity);
     console.log(`name moved on B resolved on A after ${onA.toFixed(0)} ms`);
-    expect(await describePlugin(a, sha256(first))).toMatchObject({ status: 200, body: { name: null } });
+    expect(await a.api.describe(sha256(first))).toMatchObject({ status: 200, body: { name: null } });
   });
 
   it('turns 20 concurrent uploads of the same bytes over the three replicas into one plugin, without an error', async () => {
     const bytes = await markedPlugin('same-bytes');
     const statuses = await Promise.all(
-      Array.from({ length: 20 }, (_, i) => upload(replicas[i % 3]!, bytes).then((r) => r.status)),
+      Array.from({ length: 20 }, (_, i) => replicas[i % 3]!.api.upload(bytes).then((r) => r.status)),
     );
     expect(statuses.filter((s) => s === 201)).toHaveLength(1);
     expect(statuses.filter((s) => s === 200)).toHaveLength(19);
@@ -169,12 +131,10 @@ describe('three replicas on one PostgreSQL database', () => {
 
   it('ends concurrent moves of one name (and deletes of its holders) with the name on exactly one stored plugin, the same on every replica', async () => {
     const contenders = await Promise.all(['p1', 'p2', 'p3', 'p4', 'p5', 'p6'].map((m) => markedPlugin(`contender-${m}`)));
-    for (const bytes of contenders) expect((await upload(a, bytes)).status).toBe(201);
+    for (const bytes of contenders) expect((await a.api.upload(bytes)).status).toBe(201);
     // Each replica moves the name to two contenders while C deletes two of them.
-    const moves = contenders.map((bytes, i) => upload(replicas[i % 3]!, bytes, 'contested').then((r) => r.status));
-    const deletes = [1, 4].map((i) =>
-      fetch(`${c.url}/plugins/${sha256(contenders[i]!)}`, { method: 'DELETE' }).then((r) => r.status),
-    );
+    const moves = contenders.map((bytes, i) => replicas[i % 3]!.api.upload(bytes, { name: 'contested' }).then((r) => r.status));
+    const deletes = [1, 4].map((i) => c.api.delete(sha256(contenders[i]!)).then((r) => r.status));
     const [moveStatuses, deleteStatuses] = await Promise.all([Promise.all(moves), Promise.all(deletes)]);
     // A move of a plugin deleted first stores it again (201): an upload is never refused for that.
     expect(moveStatuses.every((s) => s === 200 || s === 201)).toBe(true);
@@ -184,23 +144,26 @@ describe('three replicas on one PostgreSQL database', () => {
     expect(holders).toHaveLength(1);
     const holder = holders[0]!.id;
     const agreed = await msUntil(async () => {
-      const seen = await Promise.all(replicas.map((r) => describePlugin(r, 'contested')));
-      return seen.every((s) => s.status === 200 && s.body.id === holder);
+      const seen = await Promise.all(replicas.map((r) => r.api.describe('contested')));
+      return seen.every((s) => s.ok && s.data.id === holder);
     });
     expect(agreed).toBeLessThan(Infinity);
-    expect((await call(b, 'contested', 'run')).status).toBe(200);
+    expect((await b.api.call('contested', { function: 'run', input: '', timeoutMs: 30_000 })).status).toBe(200);
   });
 
   it('answers all of 2,000 calls spread over the three replicas with 200', async () => {
-    expect([200, 201]).toContain((await upload(a, await readPlugin('count_vowels'), 'vowels')).status);
+    expect([200, 201]).toContain((await a.api.upload(await readPlugin('count_vowels'), { name: 'vowels' })).status);
     const statuses = new Map<string, number>();
     let next = 0;
     const worker = async () => {
       while (next < 2_000) {
         const i = next++;
-        const res = await call(replicas[i % 3]!, 'vowels', 'count_vowels', `call ${i}`);
-        const body = (await res.json()) as { code?: string };
-        const outcome = res.status === 200 ? '200' : `${res.status} ${body.code}`;
+        const res = await replicas[i % 3]!.api.call('vowels', {
+          function: 'count_vowels',
+          input: `call ${i}`,
+          timeoutMs: 30_000,
+        });
+        const outcome = res.status === 200 ? '200' : `${res.status} ${res.outcome.code}`;
         statuses.set(outcome, (statuses.get(outcome) ?? 0) + 1);
       }
     };
@@ -216,7 +179,7 @@ describe('three replicas on one PostgreSQL database', () => {
     const bodies = modules.map((m, i) => (i % 2 === 0 ? withPadding(m, 6 * 1024 * 1024) : m));
     const acknowledged: string[] = [];
     const attempts = bodies.map(async (bytes) => {
-      const res = await upload(victim, bytes).catch(() => null);
+      const res = await victim.api.upload(bytes).catch(() => null);
       if (res && (res.status === 200 || res.status === 201)) acknowledged.push(sha256(bytes));
       return res?.status ?? 'cut';
     });
@@ -228,16 +191,16 @@ describe('three replicas on one PostgreSQL database', () => {
     console.log(`kill -9 mid-upload: ${acknowledged.length} of 10 acknowledged; outcomes ${outcomes.join(',')}`);
 
     for (const survivor of [a, b]) {
-      const listed = new Set((await listAll(survivor)).map((p) => p.id));
+      const listed = new Set((await survivor.api.listAll()).map((p) => p.id));
       for (const id of acknowledged) {
         expect(listed.has(id)).toBe(true);
-        expect((await call(survivor, id, 'run')).status).toBe(200);
+        expect((await survivor.api.call(id, { function: 'run', input: '', timeoutMs: 30_000 })).status).toBe(200);
       }
       // Nothing listed is half there: every listed plugin's bytes download whole and hash to its id.
       for (const id of listed) {
-        const download = await fetch(`${survivor.url}/plugins/${id}/wasm`);
+        const download = await survivor.api.download(id);
         expect(download.status).toBe(200);
-        expect(sha256(new Uint8Array(await download.arrayBuffer()))).toBe(id);
+        expect(sha256(download.data)).toBe(id);
       }
     }
     // In the database every plugin row has its bytes (a blob without a row is invisible, and swept later).

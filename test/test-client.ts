@@ -23,14 +23,24 @@ export class Reply<T, E extends ErrorBody = ErrorBody> {
   readonly headers: Headers;
   /** The body as sent: parsed JSON, else the text, or the bytes of a binary answer. */
   readonly body: unknown;
-  /** Bytes of the response body. */
-  readonly size: number;
+  /** The response body's bytes, as received. */
+  readonly bytes: Uint8Array;
 
-  constructor(status: number, headers: Headers, body: unknown, size: number) {
+  constructor(status: number, headers: Headers, body: unknown, bytes: Uint8Array) {
     this.status = status;
     this.headers = headers;
     this.body = body;
-    this.size = size;
+    this.bytes = bytes;
+  }
+
+  /** Bytes of the response body. */
+  get size(): number {
+    return this.bytes.length;
+  }
+
+  /** The response body as UTF-8 text, exactly as received. */
+  get text(): string {
+    return new TextDecoder().decode(this.bytes);
   }
 
   get ok(): boolean {
@@ -49,8 +59,8 @@ export class Reply<T, E extends ErrorBody = ErrorBody> {
     return this.body as E;
   }
 
-  /** Status and code in one value, for one assertion: `expect(reply.refusal).toEqual({ status: 404, code: 'NOT_FOUND' })`. */
-  get refusal(): { status: number; code: string | undefined } {
+  /** Status and code in one value, for one assertion: `expect(reply.outcome).toEqual({ status: 404, code: 'NOT_FOUND' })`. */
+  get outcome(): { status: number; code: string | undefined } {
     return { status: this.status, code: isErrorBody(this.body) ? this.body.code : undefined };
   }
 
@@ -244,7 +254,7 @@ export class TestClient {
         }
       }
     }
-    return new Reply<T, E>(response.status, response.headers, body, bytes.length);
+    return new Reply<T, E>(response.status, response.headers, body, bytes);
   }
 }
 
