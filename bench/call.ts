@@ -1,6 +1,8 @@
 // Throughput, latency and CPU of POST /plugins/:id/call, against a plain Fastify app with one POST
-// route in a process of its own (measured at the start and again at the end of the run).
-//   npm run bench              (BENCH_SECONDS=8 per scenario, BENCH_CONNECTIONS=50, BENCH_STORED_PLUGINS=1000)
+// route in a process of its own (measured at the start, between scenarios and at the end; each
+// scenario's ratio is over the runs next to it).
+//   npm run bench              (BENCH_SECONDS=8 per scenario, BENCH_CONNECTIONS=50, BENCH_STORED_PLUGINS=1000,
+//                              BENCH_BASELINE_SECONDS=4 per baseline run between scenarios)
 //   npm run bench -- --only as,rust_regex   (some of: bare, as, rust, analyze, rust_regex, first_byte, linked, stored)
 //   BENCH_CPU_PROF=dir npm run bench        (both servers run with --cpu-prof, writing their profiles to dir)
 // Both servers run as child processes; autocannon runs here. All three share the machine, so only
@@ -292,16 +294,37 @@ console.log(
   `bench: ${connections} connections, ${seconds} s per scenario, ${serverReady.workers} engine workers, node ${process.version}, ${availableParallelism()} CPUs, load average ${load()}`,
 );
 const results: Measured[] = [];
+/**
+ * The load of a shared machine moves within a run (seen here: the baseline at 3.9k and 10.5k req/s
+ * in one run), so each scenario is compared with plain Fastify measured right before and right after
+ * it: short baseline runs (BENCH_BASELINE_SECONDS) go between the scenarios.
+ */
+const betweenSeconds = Number(process.env.BENCH_BASELINE_SECONDS ?? Math.max(2, Math.round(seconds / 2)));
+const baselineRuns: number[] = [];
+/** Per scenario row: the mean req/s of the plain-Fastify runs next to it. */
+const adjacentBaseline = new Map<Measured, number>();
 await run(baseline, 1); // warm-up: JIT
 results.push(await run(baseline, seconds));
-for (const s of scenarios) {
+baselineRuns.push(results[0]!.rps);
+for (const [i, s] of scenarios.entries()) {
   await run(s, 1); // warm-up: JIT, worker module caches
-  results.push(await run(s, seconds));
+  const measured = await run(s, seconds);
+  results.push(measured);
+  // After the last scenario, the final full baseline run is the one next to it.
+  if (i === scenarios.length - 1) break;
+  const between = await run(baseline, betweenSeconds);
+  adjacentBaseline.set(measured, (baselineRuns.at(-1)! + between.rps) / 2);
+  baselineRuns.push(between.rps);
 }
 // The baseline again at the end: the machine is shared, and drift shows here.
 results.push({ ...(await run(baseline, seconds)), label: `${baseline.label}, again` });
+baselineRuns.push(results.at(-1)!.rps);
+if (scenarios.length > 0) adjacentBaseline.set(results.at(-2)!, (baselineRuns.at(-2)! + baselineRuns.at(-1)!) / 2);
 
-const baselineRps = (results[0]!.rps + results[results.length - 1]!.rps) / 2;
+/** Over all plain-Fastify runs, for the baseline rows themselves. */
+const baselineRps = baselineRuns.reduce((a, b) => a + b, 0) / baselineRuns.length;
+/** A row's req/s over the baseline measured next to it. */
+const ratioOf = (r: Measured) => r.rps / (adjacentBaseline.get(r) ?? baselineRps);
 const byLabel = (label: string) => results.find((r) => r.label === label);
 console.log('');
 console.log(
@@ -309,10 +332,12 @@ console.log(
 );
 for (const r of results) {
   console.log(
-    `${r.label.padEnd(34)} ${r.rps.toFixed(0).padStart(8)} ${r.p50.toFixed(1).padStart(7)} ${r.p99.toFixed(1).padStart(7)} ${(r.rps / baselineRps).toFixed(2).padStart(6)} ${r.mainUs.toFixed(1).padStart(13)} ${r.processUs.toFixed(0).padStart(12)} ${r.engineUs.toFixed(0).padStart(8)} ${r.v8Us.toFixed(0).padStart(6)}  ${r.errors}/${r.non2xx}`,
+    `${r.label.padEnd(34)} ${r.rps.toFixed(0).padStart(8)} ${r.p50.toFixed(1).padStart(7)} ${r.p99.toFixed(1).padStart(7)} ${ratioOf(r).toFixed(2).padStart(6)} ${r.mainUs.toFixed(1).padStart(13)} ${r.processUs.toFixed(0).padStart(12)} ${r.engineUs.toFixed(0).padStart(8)} ${r.v8Us.toFixed(0).padStart(6)}  ${r.errors}/${r.non2xx}`,
   );
 }
-console.log(`(ratio = req/s over the mean of the two plain-Fastify runs, ${baselineRps.toFixed(0)} req/s; main µs = CPU`);
+console.log(
+  `(ratio = req/s over the mean of the plain-Fastify runs just before and after the scenario; all of them: ${baselineRuns.map((r) => r.toFixed(0)).join(', ')} req/s; main µs = CPU`,
+);
 console.log(' time of the server main thread per call, cpu µs = whole server process incl. workers: less noisy than req/s;');
 console.log(' of it, workers = the engine worker threads, V8 bg = V8 background threads (GC, compilation), µs/call from /proc)');
 
@@ -356,7 +381,10 @@ if (small && storedPlugins > 0 && wanted('stored')) {
   afterStored = await server.ask<Stats>('stats');
 }
 
-const ratio = (label: string) => (byLabel(label)?.rps ?? NaN) / baselineRps;
+const ratio = (label: string) => {
+  const row = byLabel(label);
+  return row ? ratioOf(row) : NaN;
+};
 const small1 = byLabel('first_byte, 1 page');
 const large64 = byLabel('first_byte, 64 MiB');
 const memoryRatio = small1 && large64 ? large64.rps / small1.rps : NaN;
