@@ -3,7 +3,7 @@
 // @extism/extism plugin per call must give the same output, error text and logs as our HTTP call.
 import createPlugin from '@extism/extism';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readPlugin, removeDir, startServer, type TestServer } from './helpers.ts';
+import { readPlugin, useServer, type TestServer } from './helpers.ts';
 import { startUpstream, type Upstream } from './upstream.ts';
 
 type Level = 'trace' | 'debug' | 'info' | 'warn' | 'error';
@@ -47,16 +47,12 @@ async function viaService(
   config: Record<string, string>,
   logLevel: Level,
 ): Promise<Outcome> {
-  const res = await fetch(`${server.url}/plugins/${plugin}/call`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ function: fn, input, config, logLevel }),
-  });
-  const body = (await res.json()) as { output?: string; message?: string; logs: { level: string; message: string }[] };
+  const res = await server.api.call(plugin, { function: fn, input, config, logLevel });
+  const { logs } = res.ok ? res.data : res.error;
   return {
-    output: res.status === 200 ? (body.output ?? '') : null,
-    error: res.status === 200 ? null : (body.message ?? ''),
-    logs: body.logs.map((l) => [l.level, l.message]),
+    output: res.status === 200 ? (res.data.output ?? '') : null,
+    error: res.status === 200 ? null : res.error.message,
+    logs: logs.map((l) => [l.level, l.message]),
   };
 }
 
@@ -99,23 +95,12 @@ const cases: {
 ];
 
 describe('engine vs a fresh @extism/extism plugin', () => {
-  let server: TestServer;
+  const server = useServer({ env: { WORKERS: '1', RATE_LIMIT_MAX: '0' } });
 
   beforeAll(async () => {
-    server = await startServer({ env: { WORKERS: '1', RATE_LIMIT_MAX: '0' } });
     for (const name of new Set(cases.map((c) => c.plugin))) {
-      const res = await fetch(`${server.url}/plugins?name=${name}`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/wasm' },
-        body: new Uint8Array(await readPlugin(name)),
-      });
-      expect(res.status).toBe(201);
+      expect((await server.api.upload(await readPlugin(name), { name })).status).toBe(201);
     }
-  });
-
-  afterAll(async () => {
-    await server?.close();
-    if (server) await removeDir(server.dataDir);
   });
 
   it.each(cases)('$plugin.$fn($input) with config $config at $logLevel gives the same output, error and logs', async (c) => {
@@ -214,31 +199,18 @@ async function manifestViaSdk(c: ManifestCase, upstream: Upstream): Promise<Outc
 }
 
 describe('manifest plugins vs @extism/extism given the same manifest', () => {
-  let server: TestServer;
+  const server = useServer({
+    env: { WORKERS: '1', RATE_LIMIT_MAX: '0', EGRESS_ALLOW_PRIVATE: 'true', EGRESS_ALLOWED_HOSTS: '127.0.0.1' },
+  });
   let upstream: Upstream;
 
   beforeAll(async () => {
     upstream = await startUpstream('127.0.0.1');
-    server = await startServer({
-      env: { WORKERS: '1', RATE_LIMIT_MAX: '0', EGRESS_ALLOW_PRIVATE: 'true', EGRESS_ALLOWED_HOSTS: '127.0.0.1' },
-    });
   });
 
   afterAll(async () => {
-    await server?.close();
-    if (server) await removeDir(server.dataDir);
     await upstream?.close();
   });
-
-  async function upload(manifest: unknown): Promise<string> {
-    const res = await fetch(`${server.url}/plugins`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(manifest),
-    });
-    expect([200, 201]).toContain(res.status);
-    return ((await res.json()) as { id: string }).id;
-  }
 
   it.each(manifestCases)('$title: the same output, error and logs, first and recycled call', async (c) => {
     const manifest = {
@@ -248,7 +220,7 @@ describe('manifest plugins vs @extism/extism given the same manifest', () => {
       ...(c.memory ? { memory: c.memory } : {}),
       ...(c.timeoutMs ? { timeout_ms: c.timeoutMs } : {}),
     };
-    const id = await upload(manifest);
+    const { id } = (await server.api.uploadManifest(manifest)).data;
     const expected = await manifestViaSdk(c, upstream);
     if (c.error) expect(expected.error).toMatch(c.error);
     else expect(expected.error).toBeNull();
@@ -335,16 +307,7 @@ async function linkedViaSdk(c: LinkedCase): Promise<Outcome> {
 }
 
 describe('linked manifests vs @extism/extism linking the same modules', () => {
-  let server: TestServer;
-
-  beforeAll(async () => {
-    server = await startServer({ env: { WORKERS: '1', RATE_LIMIT_MAX: '0' } });
-  });
-
-  afterAll(async () => {
-    await server?.close();
-    if (server) await removeDir(server.dataDir);
-  });
+  const server = useServer({ env: { WORKERS: '1', RATE_LIMIT_MAX: '0' } });
 
   it.each(linkedCases)('$title: the same output, error and logs, first and recycled call', async (c) => {
     const wasm = await Promise.all(
@@ -353,13 +316,9 @@ describe('linked manifests vs @extism/extism linking the same modules', () => {
         ...(m.name ? { name: m.name } : {}),
       })),
     );
-    const res = await fetch(`${server.url}/plugins`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ wasm }),
-    });
-    const body = (await res.json()) as { id: string; manifest?: { modules: unknown[] } };
-    expect(res.status, JSON.stringify(body)).toBe(201);
+    const res = await server.api.uploadManifest({ wasm });
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    const body = res.data;
     expect(body.manifest?.modules).toHaveLength(c.modules.length);
     const expected = await linkedViaSdk(c);
     if (c.output !== undefined) expect(expected.output).toBe(c.output);

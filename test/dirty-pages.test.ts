@@ -4,8 +4,9 @@
 // compared with a fresh @extism/extism instance, over HTTP on a real server.
 import createPlugin from '@extism/extism';
 import type { Plugin } from '@extism/extism';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readPlugin, removeDir, startServer, type TestServer } from './helpers.ts';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { readPlugin, useServer } from './helpers.ts';
+import type { CallBody } from './test-client.ts';
 
 const PAGE = 65536;
 /** dirty_probe: 64 pages of its own; every round grows it to this many first. */
@@ -83,37 +84,23 @@ function roundOfWrites(random: (below: number) => number): Write[] {
 }
 
 describe('page-level reset (dirty-page tracking) keeps every call fresh', () => {
-  let server: TestServer;
+  const server = useServer({ env: { WORKERS: '1' } });
   let reference: Plugin;
   let fresh: string;
 
-  const call = async (body: Record<string, unknown>) => {
-    const res = await fetch(`${server.url}/plugins/dirty_probe/call`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-    });
-    return { status: res.status, body: (await res.json()) as { output?: string; message?: string } };
+  /** A probe call's status and body, as one value to compare. */
+  const probe = async (body: CallBody) => {
+    const { status, body: answer } = await server.api.call('dirty_probe', body);
+    return { status, body: answer as { output?: string; message?: string } };
   };
-  const write = (writes: Write[]) => call({ function: 'write', inputBase64: encode(writes) });
-  const scan = () => call({ function: 'scan', input: String(SCAN_PAGES) });
+  const write = (writes: Write[]) => probe({ function: 'write', inputBase64: encode(writes) });
+  const scan = () => probe({ function: 'scan', input: String(SCAN_PAGES) });
 
   beforeAll(async () => {
-    server = await startServer({ env: { WORKERS: '1' } });
-    const res = await fetch(`${server.url}/plugins?name=dirty_probe`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/wasm' },
-      body: new Uint8Array(await readPlugin('dirty_probe')),
-    });
-    expect(res.status).toBe(201);
+    expect((await server.api.upload(await readPlugin('dirty_probe'), { name: 'dirty_probe' })).status).toBe(201);
     reference = await createPlugin({ wasm: [{ data: new Uint8Array(await readPlugin('dirty_probe')) }] }, { useWasi: true });
     fresh = (await reference.call('scan', String(SCAN_PAGES)))!.text();
     await reference.close();
-  });
-
-  afterAll(async () => {
-    await server?.close();
-    if (server) await removeDir(server.dataDir);
   });
 
   it('reports the fresh instance of the reference SDK on its first call', async () => {
