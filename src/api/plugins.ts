@@ -635,7 +635,7 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
     }
     for (const module of modules) moduleCache.set(module.id, module.prepared, module.prepared.size.bytes);
     const { meta, created } = stored;
-    if (!linked) await app.engine.warm(meta, main.prepared);
+    await app.engine.warm(meta, main.prepared);
     request.log.info(
       { plugin: id, name: meta.name, modules: refs.length, created },
       created ? 'manifest stored' : 'manifest already stored',

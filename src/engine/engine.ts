@@ -260,16 +260,21 @@ export class CallEngine {
     // The instance a call on the defaults uses (instances are kept per memory cap).
     const limits = resolveLimits(this.#config.engine.limits, {});
     const started = performance.now();
+    // A linked manifest warms the set of its modules (prepared at its upload, so in the module cache).
+    const { moduleKey, module } =
+      (plugin.manifest?.modules.length ?? 0) > 1
+        ? await this.#modulesOf(plugin)
+        : { moduleKey: mainModuleId(plugin), module: { compiled: prepared.module, layout: prepared.layout } };
     const warmUps = Array.from({ length: this.#config.engine.workers }, () =>
       this.#pool
         .run({
-          module: { compiled: prepared.module, layout: prepared.layout },
+          module,
           deadline: started + limits.timeoutMs,
           timeoutMs: limits.timeoutMs,
           inputBytes: 0,
           message: {
             kind: 'call',
-            moduleKey: mainModuleId(plugin),
+            moduleKey,
             function: '',
             input: null,
             inputEncoding: 'utf8',

@@ -339,7 +339,8 @@ async function handleCall(msg: CallMessage): Promise<void> {
 function warm(msg: CallMessage, entry: ModuleEntry, started: number): void {
   let ok = true;
   try {
-    if (!entry.linked) instanceFor(entry, msg.limits.memoryPages);
+    if (entry.linked) linkedFor(entry, entry.linked, msg.limits.memoryPages);
+    else instanceFor(entry, msg.limits.memoryPages);
   } catch {
     ok = false;
   }
