@@ -2,6 +2,7 @@
 // or by the fallback poll when a notification is lost; blobs of uploads that never completed are swept;
 // a replica whose change log fell too far behind reloads everything.
 import { createHash } from 'node:crypto';
+import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PgPluginStore } from '../src/store/pg/pg-store.ts';
 import type { ChangeSource, NewPlugin } from '../src/store/store.ts';
@@ -61,6 +62,24 @@ describe('PgPluginStore across replicas', () => {
     stores.push(store);
     return store;
   }
+
+  it('finds the manifests naming a module (the delete check) through the index, not a scan of every record', async () => {
+    await open(60_000);
+    const modules = JSON.stringify([{ id: 'a'.repeat(64) }]);
+    // The planner prefers a scan of a near-empty table; told not to, it must have an index to use.
+    const client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    try {
+      await client.query('SET enable_seqscan = off');
+      const plan = await client.query(
+        `EXPLAIN (FORMAT JSON) SELECT id FROM wasmhost_plugins WHERE record->'manifest'->'modules' @> $1::jsonb ORDER BY seq`,
+        [modules],
+      );
+      expect(JSON.stringify(plan.rows)).toContain('"Index Name":"wasmhost_plugins_manifest_modules"');
+    } finally {
+      await client.end();
+    }
+  });
 
   it("applies another replica's delete and name move by notification, and tells its delete listeners", async () => {
     const applied: ChangeSource[] = [];

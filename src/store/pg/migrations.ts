@@ -46,6 +46,16 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: 'an index for the manifests naming a module',
+    sql: `
+      -- A delete looks for the stored manifests naming the module (record->manifest->modules @> [{id}]):
+      -- without this index, a scan of every plugin's record under the mutation lock.
+      CREATE INDEX wasmhost_plugins_manifest_modules ON wasmhost_plugins
+        USING gin ((record->'manifest'->'modules') jsonb_path_ops);
+    `,
+  },
 ];
 
 /** Any 64-bit key unique to this purpose; advisory locks are per database. */
