@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeTempDir, pluginPath, removeDir, repoRoot, startServer, type TestServer } from './helpers.ts';
+import { makeTempDir, pluginPath, removeDir, repoRoot, serverForTest, useServer } from './helpers.ts';
 import { closedPort, startUpstream, type Upstream } from './upstream.ts';
 
 const BIN = path.join(repoRoot, 'bin', 'wasmhost.mjs');
@@ -40,24 +40,20 @@ function wasmhost(args: string[], options: { url?: string; stdin?: Buffer; env?:
 
 const lines = (text: string): string[] => text.split('\n').filter((line) => line !== '');
 
-let server: TestServer;
+// The upstream is on loopback, which egress refuses unless the operator allows it.
+const server = useServer({ env: { EGRESS_ALLOW_PRIVATE: 'true' } });
 let upstream: Upstream;
 
 beforeAll(async () => {
   upstream = await startUpstream();
-  // The upstream is on loopback, which egress refuses unless the operator allows it.
-  server = await startServer({ env: { EGRESS_ALLOW_PRIVATE: 'true' } });
 });
 
 afterAll(async () => {
-  await server?.close();
-  if (server) await removeDir(server.dataDir);
   await upstream?.close();
 });
 
 async function storedPlugins(): Promise<{ id: string; name: string | null }[]> {
-  const res = await fetch(`${server.url}/plugins`);
-  return ((await res.json()) as { plugins: { id: string; name: string | null }[] }).plugins;
+  return (await server.api.list()).data.plugins;
 }
 
 // Each run starts a Node process (about a second here, many on a busy machine).
@@ -150,18 +146,13 @@ describe('wasmhost call', { timeout: 120_000 }, () => {
   });
 
   it('exits non-zero with the code when the refusal comes from the egress policy, naming the operator setting', async () => {
-    const plain = await startServer();
-    try {
-      const run = await wasmhost(
-        ['call', 'plugins/dist/hello.wasm', 'say_hello', '--allow-host', '*', '--config', `route=${upstream.url}/todos/1`],
-        { url: plain.url },
-      );
-      expect(run.code).toBe(1);
-      expect(run.stderr).toMatch(/^wasmhost: HOST_NOT_ALLOWED \(422\): .*EGRESS_ALLOW_PRIVATE=true$/m);
-    } finally {
-      await plain.close();
-      await removeDir(plain.dataDir);
-    }
+    const plain = await serverForTest();
+    const run = await wasmhost(
+      ['call', 'plugins/dist/hello.wasm', 'say_hello', '--allow-host', '*', '--config', `route=${upstream.url}/todos/1`],
+      { url: plain.url },
+    );
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^wasmhost: HOST_NOT_ALLOWED \(422\): .*EGRESS_ALLOW_PRIVATE=true$/m);
   });
 
   it('--enable-http-response-headers lets the plugin read the response headers', async () => {
@@ -235,9 +226,7 @@ describe('wasmhost call', { timeout: 120_000 }, () => {
     expect(run.stdout.toString()).toBe('13');
     expect(lines(run.stderr).map((l) => EXTISM_LOG_LINE.exec(l)?.[1])).toEqual(['hello from lhs']);
     const stored = await storedPlugins();
-    const linked = (await (await fetch(`${server.url}/plugins/${stored[0]!.id}`)).json()) as {
-      manifest?: { modules: { name: string | null }[] };
-    };
+    const linked = (await server.api.describe(stored[0]!.id)).data;
     expect(linked.manifest?.modules.map((m) => m.name)).toEqual(['lhs', 'main']);
   });
 

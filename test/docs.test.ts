@@ -1,25 +1,19 @@
 // The contract as served: the committed openapi.yaml byte for byte (what the routes generate), the same document as JSON, and Swagger UI at /docs.
 import { readFile } from 'node:fs/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { OPENAPI_FILE } from '../src/api/openapi.ts';
 import { expectContract } from './openapi-contract.ts';
-import { removeDir, startServer, type TestServer } from './helpers.ts';
+import { useServer } from './helpers.ts';
 
 const ADMIN = 'docs-test-admin-token-0001';
 
-let server: TestServer;
+// Tokens configured: the docs must stay readable without one.
+const server = useServer({ env: { AUTH_TOKENS: `${ADMIN}:admin` } });
 let fileText: string;
 
 beforeAll(async () => {
-  // Tokens configured: the docs must stay readable without one.
-  server = await startServer({ env: { AUTH_TOKENS: `${ADMIN}:admin` } });
   fileText = await readFile(OPENAPI_FILE, 'utf8');
-});
-
-afterAll(async () => {
-  await server?.close();
-  if (server) await removeDir(server.dataDir);
 });
 
 describe('served API documentation', () => {

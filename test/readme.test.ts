@@ -10,7 +10,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeTempDir, removeDir, repoRoot, startServer, type TestServer } from './helpers.ts';
+import { makeTempDir, removeDir, repoRoot, useServer } from './helpers.ts';
 
 const run = promisify(execFile);
 const README_SERVICE = 'http://127.0.0.1:8080';
@@ -91,7 +91,8 @@ function parseShown(json: string): unknown {
   return JSON.parse(json.replace(/,\s*…\s*([\]}])/g, ',"…"$1'));
 }
 
-let server: TestServer;
+// The upstream is on loopback, which egress refuses unless told otherwise.
+const server = useServer({ env: { EGRESS_ALLOW_PRIVATE: 'true' } });
 let upstream: Server;
 let upstreamUrl: string;
 let workDir: string;
@@ -103,15 +104,11 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
   const address = upstream.address();
   upstreamUrl = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
-  // The upstream is on loopback, which egress refuses unless told otherwise.
-  server = await startServer({ env: { EGRESS_ALLOW_PRIVATE: 'true' } });
   workDir = await makeTempDir('wasmhost-readme-');
   await symlink(path.join(repoRoot, 'plugins'), path.join(workDir, 'plugins'));
 });
 
 afterAll(async () => {
-  await server?.close();
-  if (server) await removeDir(server.dataDir);
   if (workDir) await removeDir(workDir);
   await new Promise((resolve) => upstream?.close(resolve));
 });

@@ -3,8 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { expectContract } from './openapi-contract.ts';
-import { readPlugin, removeDir, startServer, type TestServer } from './helpers.ts';
+import { readPlugin, useServer } from './helpers.ts';
 
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const ADMIN = 'redis-admin-token-000000001';
@@ -14,59 +13,41 @@ const bearer = (token: string): Record<string, string> => ({ authorization: `Bea
 
 describe('limits shared through Redis by two replicas', () => {
   const prefix = `wasmhost-test-${process.pid}-${randomBytes(4).toString('hex')}:`;
-  const servers: TestServer[] = [];
-
-  beforeAll(async () => {
-    const env = {
-      AUTH_TOKENS: `${ADMIN}:admin,${INVOKE}:invoke`,
-      RATE_LIMIT_MAX: '6',
-      RATE_LIMIT_WINDOW_MS: '60000',
-      AUTH_FAILURE_MAX: '4',
-      REDIS_URL,
-      REDIS_KEY_PREFIX: prefix,
-      // No shedding on event-loop lag on this shared machine: every call here must reach the rate limit.
-      MAX_EVENT_LOOP_DELAY_MS: '0',
-    };
-    for (let i = 0; i < 2; i++) servers.push(await startServer({ env }));
-    const echo = await readPlugin('echo');
-    for (const server of servers) {
-      const res = await fetch(`${server.url}/plugins?name=echo`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/wasm', ...bearer(ADMIN) },
-        body: new Uint8Array(echo),
-      });
-      expect(res.status).toBe(201);
-    }
-  });
+  const env = {
+    AUTH_TOKENS: `${ADMIN}:admin,${INVOKE}:invoke`,
+    RATE_LIMIT_MAX: '6',
+    RATE_LIMIT_WINDOW_MS: '60000',
+    AUTH_FAILURE_MAX: '4',
+    REDIS_URL,
+    REDIS_KEY_PREFIX: prefix,
+    // No shedding on event-loop lag on this shared machine: every call here must reach the rate limit.
+    MAX_EVENT_LOOP_DELAY_MS: '0',
+  };
 
   afterAll(async () => {
-    for (const server of servers) {
-      await server.close();
-      await removeDir(server.dataDir);
-    }
     const redis = new Redis(REDIS_URL);
     const keys = await redis.keys(`${prefix}*`);
     if (keys.length > 0) await redis.del(...keys);
     await redis.quit();
   });
 
-  const call = (server: TestServer) =>
-    fetch(`${server.url}/plugins/echo/call`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', ...bearer(INVOKE) },
-      body: JSON.stringify({ function: 'echo', input: 'hi', timeoutMs: 30_000 }),
-    });
+  // Closed (after their last test) before the afterAll above removes the run's keys.
+  const servers = [useServer({ env }), useServer({ env })];
+
+  beforeAll(async () => {
+    const echo = await readPlugin('echo');
+    for (const server of servers) expect((await server.api.as(ADMIN).upload(echo, { name: 'echo' })).status).toBe(201);
+  });
 
   it("caps a token's calls at RATE_LIMIT_MAX summed over both replicas", async () => {
     const statuses: number[] = [];
     // Alternating: 4 on each replica, 8 in all, against a limit of 6.
     for (let i = 0; i < 8; i++) {
-      const res = await call(servers[i % 2]!);
-      await expectContract('POST', '/plugins/echo/call', res);
+      const res = await servers[i % 2]!.api.as(INVOKE).call('echo', { function: 'echo', input: 'hi', timeoutMs: 30_000 });
       statuses.push(res.status);
       if (res.status === 429) {
         expect(res.headers.get('retry-after')).toMatch(/^\d+$/);
-        expect(await res.json()).toMatchObject({ code: 'RATE_LIMITED' });
+        expect(res.error).toMatchObject({ code: 'RATE_LIMITED' });
       }
     }
     expect(statuses).toEqual([200, 200, 200, 200, 200, 200, 429, 429]);

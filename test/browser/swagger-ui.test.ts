@@ -4,7 +4,7 @@
 // Screenshots: test-artifacts/swagger-ui-*.png.
 import type { Locator, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pluginPath, removeDir, startServer, type TestServer } from '../helpers.ts';
+import { pluginPath, useServer } from '../helpers.ts';
 import { launchBrowser, screenshot, watchedPage, type Browser, type PageProblems } from './browser.ts';
 
 /** Pages answer at their own pace on a busy machine: wait for what a person would wait for. */
@@ -12,18 +12,15 @@ const eventually = <T>(read: () => Promise<T>) => expect.poll(read, { timeout: 2
 const NO_PROBLEMS: PageProblems = { consoleErrors: [], pageErrors: [], cspViolations: [], foreignRequests: [] };
 
 let browser: Browser;
-let server: TestServer;
+// The browser's driver shares this process's event loop: no load shedding (startServer's default).
+const server = useServer();
 
 beforeAll(async () => {
   browser = await launchBrowser();
-  // The browser's driver shares this process's event loop: no load shedding (startServer's default).
-  server = await startServer();
 });
 
 afterAll(async () => {
   await browser?.close();
-  await server?.close();
-  if (server) await removeDir(server.dataDir);
 });
 
 /** The upload operation, opened with "Try it out" and the multipart body chosen. */
