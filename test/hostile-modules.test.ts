@@ -539,13 +539,56 @@ describe('linked modules', () => {
   it('answers two modules that each grow to just under the cap with 422 MEMORY_LIMIT (the cap counts both)', async () => {
     const side = `(module (memory 1) (func (export "f") (result i32) (memory.grow (i32.const 100))))`;
     const main = `(module (import "side" "f" (func $f (result i32))) (memory 1)
-      (func (export "run") (result i32) (drop (call $f)) (drop (memory.grow (i32.const 100))) (i32.const 0)))`;
+      (func (export "run") (result i32) (drop (call $f))
+        (if (i32.eq (memory.grow (i32.const 100)) (i32.const -1)) (then unreachable)) (i32.const 0)))`;
     expect(await tryLinked(side, { memoryMaxPages: 128 }, main)).toMatchObject({
       upload: 201,
       call: 422,
       callCode: 'MEMORY_LIMIT',
     });
     expect((await server.api.call(`mod-${plugins}`, { function: 'run', memoryMaxPages: 256 })).status).toBe(200);
+  });
+
+  /** `count` side modules `s0`… whose `f` grows their memory by `pages` and writes its last byte, returning memory.grow's answer. */
+  async function growingSides(count: number, pages: number, inStart = false): Promise<{ name: string; data: string }[]> {
+    const grow = `(local $old i32) (local.set $old (memory.grow (i32.const ${pages})))
+      (if (i32.ne (local.get $old) (i32.const -1)) (then (i32.store8 (i32.sub (i32.mul (memory.size) (i32.const 65536)) (i32.const 1)) (i32.const 1))))`;
+    const source = inStart
+      ? `(module (memory 1) (func $start ${grow}) (start $start) (func (export "f") (result i32) (i32.sub (memory.size) (i32.const 1))))`
+      : `(module (memory 1) (func (export "f") (result i32) ${grow} (local.get $old)))`;
+    const data = Buffer.from(await wat(source)).toString('base64');
+    return Array.from({ length: count }, (_, k) => ({ name: `s${k}`, data }));
+  }
+
+  /** A main module calling `f` of every side module, trapping when more than `allowed` of them answered other than -1 (0 for a start-up grow). */
+  async function callsEverySide(sides: { name: string }[], allowed: number): Promise<string> {
+    const imports = sides.map((s) => `(import "${s.name}" "f" (func $${s.name} (result i32)))`).join(' ');
+    const calls = sides
+      .map((s) => `(if (i32.gt_s (call $${s.name}) (i32.const 0)) (then (local.set $n (i32.add (local.get $n) (i32.const 1)))))`)
+      .join(' ');
+    const source = `(module ${imports} (memory 1) (func (export "run") (result i32) (local $n i32) ${calls}
+      (if (i32.gt_u (local.get $n) (i32.const ${allowed})) (then unreachable)) (i32.const 0)))`;
+    return Buffer.from(await wat(source)).toString('base64');
+  }
+
+  it('lets 15 side modules that each grow by 200 pages hold 256 pages together, not 3,016 (memory.grow answers -1 past the shared cap)', async () => {
+    const sides = await growingSides(15, 200);
+    const upload = await server.api.uploadManifest({ wasm: [...sides, { data: await callsEverySide(sides, 1) }] }, undefined, {
+      name: `mod-${++plugins}`,
+    });
+    expect(upload.status).toBe(201);
+    const answer = await server.api.call(`mod-${plugins}`, { function: 'run', memoryMaxPages: 256 });
+    expect([answer.status, answer.ok ? null : answer.error.message]).toEqual([200, null]);
+  });
+
+  it('counts start functions’ growth in the shared cap too: 15 side modules growing by 200 pages as they start hold 256 pages together', async () => {
+    const sides = await growingSides(15, 200, true);
+    const upload = await server.api.uploadManifest({ wasm: [...sides, { data: await callsEverySide(sides, 1) }] }, undefined, {
+      name: `mod-${++plugins}`,
+    });
+    expect(upload.status).toBe(201);
+    const answer = await server.api.call(`mod-${plugins}`, { function: 'run', memoryMaxPages: 256 });
+    expect([answer.status, answer.ok ? null : answer.error.message]).toEqual([200, null]);
   });
 
   it('stops a side module’s start function that loops forever at the call deadline (504 TIMEOUT)', async () => {

@@ -7,6 +7,7 @@ import {
   DIRTY_MAP_IMPORT,
   DIRTY_MAP_PAGES,
   GLOBAL_EXPORT_PREFIX,
+  GROW_BUDGET_OFFSET,
   HOST_MODULE,
   MEMORY_IMPORT,
   rewriteForEngine,
@@ -71,7 +72,10 @@ describe('rewriteForEngine', () => {
       (func (export "poke") (param i32) (i32.store8 (local.get 0) (i32.const 7))))`);
     const result = rewriteForEngine(bytes, OPTIONS);
     const memory = new WebAssembly.Memory({ initial: 1, maximum: 4 });
-    const instance = instantiate(result.bytes, memory);
+    const dirty = new WebAssembly.Memory({ initial: DIRTY_MAP_PAGES, maximum: DIRTY_MAP_PAGES });
+    const budget = new DataView(dirty.buffer);
+    budget.setInt32(GROW_BUDGET_OFFSET, 100, true);
+    const instance = instantiate(result.bytes, memory, {}, dirty);
     const grow = instance.exports.grow as (n: number) => number;
     const size = instance.exports.size as () => number;
     const pages = Object.entries(instance.exports).find(([k]) => k.startsWith(GLOBAL_EXPORT_PREFIX))![1] as WebAssembly.Global;
@@ -88,6 +92,26 @@ describe('rewriteForEngine', () => {
     expect(grow(1)).toBe(-1); // the Memory's maximum still holds
     expect(grow(-1)).toBe(-1);
     expect(size()).toBe(4);
+    expect(budget.getInt32(GROW_BUDGET_OFFSET, true)).toBe(96); // lowered by every page grown, virtual or real
+  });
+
+  it('refuses memory.grow past the budget in the dirty map, which every module sharing that map draws on', async () => {
+    const bytes = await wat(`(module (memory 1) (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0))))`);
+    const { bytes: rewritten } = rewriteForEngine(bytes, OPTIONS);
+    const dirty = new WebAssembly.Memory({ initial: DIRTY_MAP_PAGES, maximum: DIRTY_MAP_PAGES });
+    const budget = new DataView(dirty.buffer);
+    budget.setInt32(GROW_BUDGET_OFFSET, 3, true);
+    const [a, b] = [0, 1].map(
+      () =>
+        instantiate(rewritten, new WebAssembly.Memory({ initial: 1, maximum: 10 }), {}, dirty).exports.grow as (
+          n: number,
+        ) => number,
+    );
+    expect(a!(2)).toBe(1);
+    expect(b!(2)).toBe(-1); // one page left
+    expect(b!(1)).toBe(1);
+    expect(a!(1)).toBe(-1);
+    expect(budget.getInt32(GROW_BUDGET_OFFSET, true)).toBe(0);
   });
 
   it('marks in the dirty map the 4 KiB chunks each write touches, the next one only for a write that may cross', async () => {

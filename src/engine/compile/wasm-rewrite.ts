@@ -9,10 +9,11 @@
 // - "virtual growth": memory.size/memory.grow become calls to two appended functions that keep the
 //   size in a global. After a reset, that global says the memory is back at its initial size, so an
 //   allocator that grows on first use (Rust's dlmalloc) reuses the same pages call after call,
-//   instead of growing the memory forever. The grow shim refuses growth past a page cap kept in
-//   another global, which the engine sets before each call (so one instance serves every
-//   memoryMaxPages), and sets a flag global when it refuses, so a trap that follows can be reported
-//   as MEMORY_LIMIT, and only then;
+//   instead of growing the memory forever. The grow shim refuses growth past a budget of pages kept
+//   in the dirty map's last word (GROW_BUDGET_OFFSET), which the engine sets before each call (so
+//   one instance serves every memoryMaxPages) and the shim lowers by every grow: the modules of a
+//   linked call share one dirty map, so one budget covers all their memories. It sets a flag global
+//   when it refuses, so a trap that follows can be reported as MEMORY_LIMIT, and only then;
 // - dirty-page tracking: every write to memory marks its chunks in a second imported memory
 //   (`wasmhost.dirty`, one byte per 4 KiB chunk; see wasm-code.ts), so a reset restores only the
 //   chunks a call wrote, and a flag global says whether a call wrote a table.
@@ -46,8 +47,11 @@ export const DIRTY_MAP_IMPORT = 'dirty';
 export const DIRTY_MAP_PAGES = Math.ceil((2 ** (32 - DIRTY_CHUNK_SHIFT) + 1) / 65536);
 export const GLOBAL_EXPORT_PREFIX = '__wasmhost_global_';
 export const TABLE_EXPORT_PREFIX = '__wasmhost_table_';
-/** The grow shim's page cap for the running call (set by the engine before each call; not restored). */
-export const MEMORY_CAP_EXPORT = '__wasmhost_memory_cap';
+/**
+ * Byte offset in the dirty map of the grow shim's budget: the pages (an i32) memory.grow may still add,
+ * set by the engine, lowered by the shim. Past every mark (one byte per chunk of 4 GiB, plus one).
+ */
+export const GROW_BUDGET_OFFSET = DIRTY_MAP_PAGES * 65536 - 4;
 
 /** What the engine needs to know about a rewritten module (V8 does not reflect import limits). */
 export interface ModuleLayout {
@@ -61,8 +65,6 @@ export interface ModuleLayout {
   virtualGrowth: boolean;
   /** Export name of the global the grow shim sets to 1 when it refuses a grow (null without virtual growth). */
   growRefusedExport: string | null;
-  /** Export name of the global holding the call's page cap the grow shim checks (null without virtual growth). */
-  memoryCapExport: string | null;
   /** Export name of the global holding the virtual memory size in pages (null without virtual growth). */
   memoryPagesExport: string | null;
   /**
@@ -257,9 +259,7 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
   if (tables > 0) replaced.set(SECTION.table, cappedTables(tableEntries, options.maxTableElements));
   let extraGlobals: number[] = [];
   let growRefusedExport: string | null = null;
-  let memoryCapExport: string | null = null;
   let memoryPagesExport: string | null = null;
-  let capGlobal = -1;
 
   let tablesWrittenExport: string | null = null;
 
@@ -273,7 +273,6 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
     const pagesGlobal = importedGlobals + globals.count;
     const refusedGlobal = pagesGlobal + 1;
     const tablesWrittenGlobal = pagesGlobal + 2;
-    capGlobal = pagesGlobal + 3;
     const refuse = [0x41, 0x01, 0x24, ...leb(refusedGlobal), 0x41, 0x7f, 0x0f]; // refused = 1; return -1
     const codeRewrite = { sizeFn, growFn, dirty: { memory: DIRTY_MEMORY_INDEX, markRangeFn, tablesWrittenGlobal } };
 
@@ -288,14 +287,16 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
     }
     // () -> i32: the virtual size.
     const sizeBody = [0x00, 0x23, ...leb(pagesGlobal), 0x0b];
-    // (n: i32) -> i32: grow the virtual size by n up to the call's cap, growing the real memory only when needed.
-    const [n, old, delta] = [0, 1, 2];
+    // (n: i32) -> i32: grow the virtual size by n within the budget, growing the real memory only when needed.
+    const [n, old, delta, left] = [0, 1, 2, 3];
+    // i32 at GROW_BUDGET_OFFSET of the dirty map (memarg: align 4, explicit memory index).
+    const budget = [0x42, ...leb(DIRTY_MEMORY_INDEX), ...leb(GROW_BUDGET_OFFSET)];
     // prettier-ignore
     const growBody = [
-      0x01, 0x02, I32, // locals: old, delta
+      0x01, 0x03, I32, // locals: old, delta, left
       0x23, ...leb(pagesGlobal), 0x21, old, // old = pages
-      // u64(old) + u64(n) > u64(cap)? (no i32 wrap-around, whatever n is)
-      0x20, old, 0xad, 0x20, n, 0xad, 0x7c, 0x23, ...leb(capGlobal), 0xad, 0x56,
+      0x41, 0x00, 0x28, ...budget, 0x21, left, // left = budget
+      0x20, n, 0x20, left, 0x4b, // n > left (unsigned: a negative n too)?
       0x04, 0x40, ...refuse, 0x0b, //   refuse
       0x20, old, 0x20, n, 0x6a, 0x3f, 0x00, 0x6b, 0x22, delta, // delta = old + n - memory.size
       0x41, 0x00, 0x4a, // delta > 0 (signed)?
@@ -303,6 +304,7 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
       0x20, delta, 0x40, 0x00, 0x41, 0x7f, 0x46, // memory.grow(delta) == -1?
       0x04, 0x40, ...refuse, 0x0b, //   refuse
       0x0b,
+      0x41, 0x00, 0x20, left, 0x20, n, 0x6b, 0x36, ...budget, // budget = left - n
       0x20, old, 0x20, n, 0x6a, 0x24, ...leb(pagesGlobal), // pages = old + n
       0x20, old,
       0x0b,
@@ -333,18 +335,15 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
     );
     const pagesEntry = [I32, 0x01, 0x41, ...sleb(initialPages), 0x0b];
     const zeroEntry = [I32, 0x01, 0x41, 0x00, 0x0b];
-    // Until the engine sets it (instantiation runs a start function first): only the Memory's maximum bounds growth.
-    const capEntry = [I32, 0x01, 0x41, ...sleb(65536), 0x0b];
     replaced.set(
       SECTION.global,
-      section(SECTION.global, concat([leb(globals.count + 4), globals.entries, pagesEntry, zeroEntry, zeroEntry, capEntry])),
+      section(SECTION.global, concat([leb(globals.count + 3), globals.entries, pagesEntry, zeroEntry, zeroEntry])),
     );
     // Exported like every mutable global: restored (to the initial size and 0) after each call.
     extraGlobals = [pagesGlobal, refusedGlobal, tablesWrittenGlobal];
     growRefusedExport = `${GLOBAL_EXPORT_PREFIX}${refusedGlobal}`;
     tablesWrittenExport = `${GLOBAL_EXPORT_PREFIX}${tablesWrittenGlobal}`;
     memoryPagesExport = `${GLOBAL_EXPORT_PREFIX}${pagesGlobal}`;
-    memoryCapExport = MEMORY_CAP_EXPORT;
   }
 
   // Exports: the plugin's own, plus every mutable global and table under engine names.
@@ -365,7 +364,6 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
   };
   for (const index of [...mutableGlobals, ...extraGlobals]) addExport(`${GLOBAL_EXPORT_PREFIX}${index}`, KIND.global, index);
   for (let t = 0; t < importedTables + tables; t++) addExport(`${TABLE_EXPORT_PREFIX}${t}`, KIND.table, t);
-  if (memoryCapExport) addExport(memoryCapExport, KIND.global, capGlobal);
   replaced.set(SECTION.export, section(SECTION.export, concat([leb(exports.count + added.length), exports.entries, ...added])));
 
   // The memory, as an import with the plugin's minimum and no maximum (the engine supplies it); then
@@ -392,7 +390,6 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
     importedMemory,
     virtualGrowth,
     growRefusedExport,
-    memoryCapExport,
     memoryPagesExport,
     dirtyTracking: virtualGrowth,
     tablesWrittenExport,

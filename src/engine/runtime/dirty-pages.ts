@@ -2,7 +2,7 @@
 // one byte per 4 KiB chunk of its linear memory, set to 1 by the module before every write it makes
 // (see compile/wasm-code.ts) and by the host before every write it makes into linear memory (WASI).
 // A reset visits only the marked chunks, so its cost follows what a call wrote, not the memory's size.
-import { DIRTY_CHUNK_SHIFT, DIRTY_MAP_PAGES } from '../compile/wasm-rewrite.ts';
+import { DIRTY_CHUNK_SHIFT, DIRTY_MAP_PAGES, GROW_BUDGET_OFFSET } from '../compile/wasm-rewrite.ts';
 
 /** Bytes of linear memory per byte of the map. */
 export const DIRTY_CHUNK = 2 ** DIRTY_CHUNK_SHIFT;
@@ -14,6 +14,19 @@ export class DirtyPageMap {
   // usually marks a few chunks of thousands.
   readonly #bytes = Buffer.from(this.memory.buffer);
   #cover: Buffer | null = null;
+  readonly #words = new DataView(this.memory.buffer);
+
+  /**
+   * Pages the grow shims of the modules importing this map may still add to their memories together
+   * (the shim refuses a memory.grow past it and lowers it by what it grows). Never marked or cleared.
+   */
+  get growBudget(): number {
+    return this.#words.getInt32(GROW_BUDGET_OFFSET, true);
+  }
+
+  set growBudget(pages: number) {
+    this.#words.setInt32(GROW_BUDGET_OFFSET, pages, true);
+  }
 
   /** Marks the chunks of a host write of `length` bytes at `start` (before it is made). */
   markWritten(start: number, length: number): void {

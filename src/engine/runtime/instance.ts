@@ -8,7 +8,7 @@
 //
 // Memory caps: with the grow shim (virtual growth) one instance serves every memoryMaxPages: its
 // Memory's maximum is the ceiling, and the shim refuses growth past the call's cap, which the engine
-// sets in a global before each call. A module without the shim grows memory natively, so it needs a
+// sets before each call (as the pages the shim may still add: the dirty map's grow budget). A module without the shim grows memory natively, so it needs a
 // Memory whose maximum is the call's cap: one instance per cap (see worker.ts).
 import { CallFailure } from './call-failure.ts';
 import { DIRTY_CHUNK, DirtyPageMap } from './dirty-pages.ts';
@@ -149,8 +149,6 @@ interface Live {
   tablesWritten: WebAssembly.Global | null;
   globals: WebAssembly.Global[];
   tables: WebAssembly.Table[];
-  /** The grow shim's per-call page cap (null without virtual growth). */
-  memoryCap: WebAssembly.Global | null;
   /** The grow shim's virtual size (null without virtual growth). */
   memoryPages: WebAssembly.Global | null;
   exports: Map<string, () => number | Promise<number>>;
@@ -206,6 +204,8 @@ export class PluginInstance {
   #instantiate(): Live {
     const memory = new WebAssembly.Memory({ initial: this.shape.initialPages, maximum: this.maxPages });
     const dirty = this.shape.dirtyTracking ? new DirtyPageMap() : null;
+    // Until the engine sets the cap (instantiation runs a start function first): only the Memory's maximum bounds growth.
+    if (dirty) dirty.growBudget = WASM32_MAX_PAGES;
     const imports: WebAssembly.Imports = {
       [EXTISM_ENV]: createExtismEnv(this.#slot, this.shape.jspi) as WebAssembly.ModuleImports,
       [HOST_MODULE]: dirty ? { [MEMORY_IMPORT]: memory, [DIRTY_MAP_IMPORT]: dirty.memory } : { [MEMORY_IMPORT]: memory },
@@ -242,14 +242,15 @@ export class PluginInstance {
       tablesWritten: global(this.shape.tablesWrittenExport),
       globals,
       tables,
-      memoryCap: global(this.shape.memoryCapExport),
       memoryPages: global(this.shape.memoryPagesExport),
       exports,
     };
   }
 
+  /** The grow shim may grow the memory up to `pages` (from its size now: the snapshot's at a call's start). */
   #setCap(pages: number): void {
-    if (this.#live.memoryCap) this.#live.memoryCap.value = pages;
+    const { dirty, memoryPages } = this.#live;
+    if (dirty && memoryPages) dirty.growBudget = Math.max(0, pages - (memoryPages.value as number));
   }
 
   /** Start-up as @extism/extism does it (startup.ts). */

@@ -7,16 +7,18 @@
 // one from a linked module (a shared memory), and its own WASI when it imports WASI.
 //
 // Isolation, as for one module (instance.ts): once every module has started, each memory (a shared one
-// once, with one dirty map for all the modules writing it) and every module's mutable globals are
-// snapshotted, and after each call restored (the chunks the call marked dirty), so each call starts
+// once) and every module's mutable globals are snapshotted, and after each call restored (the chunks
+// the call marked dirty, in the one dirty map of the set: every memory is restored where any module
+// wrote, a superset of its own writes), so each call starts
 // where a fresh set of instances would. Tables are not snapshotted: a call that may have written one,
 // a module with passive segments or without dirty tracking, or a memory grown far past its snapshot,
 // makes the worker drop the set and instantiate a new one for the next call (reset() answers false).
-// Memory cap: the call's memoryMaxPages counts every module's memory together. Before the call each
-// module's grow shim may grow its memory by what the others leave, and after it the total is checked
-// again (two modules growing at once can pass the cap for the length of the call, by at most the cap
-// per module; the call then fails with MEMORY_LIMIT). A module without the grow shim gets a memory
-// whose maximum is the first call's cap, and a new set for every call.
+// Memory cap: the call's memoryMaxPages counts every module's memory together, start-up included. The
+// grow shims draw on one budget of pages, kept in the set's dirty map (compile/wasm-rewrite.ts): it
+// starts at the cap, loses each memory's initial pages as the memory is created and every page a shim
+// adds, and is set again before each call to the cap minus all memories' pages. So no module can grow
+// into pages another holds. A module without the grow shim gets a memory whose maximum is what the
+// budget has left when it is created (taken from it at once), and a new set for every call.
 import { CallFailure } from './call-failure.ts';
 import { DIRTY_CHUNK, DirtyPageMap } from './dirty-pages.ts';
 import { createExtismEnv, EXTISM_ENV, type CallState, type HostSlot } from './host-env.ts';
@@ -43,10 +45,11 @@ export interface LinkedShapes {
   main: number;
 }
 
-/** A linear memory of the set (a shared one once), the map of the chunks written to it, and its snapshot. */
+/** A linear memory of the set (a shared one once) and its snapshot. */
 interface LinkedMemory {
   memory: WebAssembly.Memory;
-  dirty: DirtyPageMap;
+  /** Its maximum when its owner has no grow shim (it grows natively, uncounted: all of it is held from the budget), else null. */
+  nativeMaxPages: number | null;
   /** Pages data segments write (null: unknown, look at every page for the snapshot). */
   dataPages: number[] | null;
   snapshot: MemorySnapshot | null;
@@ -70,6 +73,8 @@ export class LinkedPlugin {
   /** The modules instantiated so far; null while one is being instantiated (its imports are resolving). */
   readonly #linked = new Map<number, Member | null>();
   readonly #env: WebAssembly.ModuleImports;
+  /** The chunks any module wrote, in any memory, and the grow shims' shared budget (see above). */
+  readonly #dirty = new DirtyPageMap();
   /** Each memory's maximum: the ceiling when every module caps its growth itself (the grow shim), else the first call's cap. */
   readonly #maxPages: number;
   /** The cap of the call running now (memoryMaxPages, over all memories). */
@@ -87,6 +92,7 @@ export class LinkedPlugin {
     this.#set = set;
     this.shape = set.modules[set.main]!.shape;
     this.#cap = capPages;
+    this.#dirty.growBudget = capPages;
     this.#recyclable = set.modules.every((m) => m.shape.dirtyTracking && m.shape.virtualGrowth && !m.shape.passiveSegments);
     this.#maxPages = this.#recyclable ? ceilingPages : capPages;
     set.modules.forEach((m, i) => {
@@ -112,17 +118,15 @@ export class LinkedPlugin {
 
   /** Memories and globals as start-up left them. */
   #snapshot(): void {
-    for (const linked of this.#memories()) {
-      const { memory, dirty, dataPages } = linked;
-      const chunks = memory.buffer.byteLength / DIRTY_CHUNK;
-      let written: number[] | null = null;
-      if (dataPages) {
-        written = [...dataPages];
-        dirty.drain(chunks, (first, end) => {
-          for (let page = Math.floor((first * DIRTY_CHUNK) / PAGE); page * PAGE < end * DIRTY_CHUNK; page++) written!.push(page);
-        });
-      } else dirty.clear(chunks);
-      linked.snapshot = new MemorySnapshot(Buffer.from(memory.buffer), written);
+    const memories = this.#memories();
+    // Pages start-up wrote in any memory (marks are not told apart by memory).
+    const written: number[] = [];
+    this.#dirty.drain(this.#chunks(memories), (first, end) => {
+      for (let page = Math.floor((first * DIRTY_CHUNK) / PAGE); page * PAGE < end * DIRTY_CHUNK; page++) written.push(page);
+    });
+    for (const linked of memories) {
+      const { memory, dataPages } = linked;
+      linked.snapshot = new MemorySnapshot(Buffer.from(memory.buffer), dataPages ? [...dataPages, ...written] : null);
     }
     for (const member of this.#members()) {
       for (const g of member.globals) g.value = g.global.value;
@@ -165,12 +169,23 @@ export class LinkedPlugin {
       if (owner.dataPages && shape.dataPages) owner.dataPages.push(...shape.dataPages);
       else owner.dataPages = null;
     } else {
-      const maximum = Math.min(this.#maxPages, shape.declaredMaxPages ?? this.#maxPages);
-      if (shape.initialPages > Math.min(maximum, this.#cap)) throw this.#tooSmall(shape.initialPages);
+      const budget = this.#dirty.growBudget;
+      const declared = shape.declaredMaxPages ?? this.#maxPages;
+      if (shape.initialPages > Math.min(budget, declared, this.#maxPages))
+        throw this.#tooSmall(this.memoryPages() + shape.initialPages);
+      // Without the grow shim nothing counts its growth: the budget left is its maximum, taken at once.
+      const maximum = Math.min(declared, shape.virtualGrowth ? this.#maxPages : budget);
       const memory = new WebAssembly.Memory({ initial: shape.initialPages, maximum });
-      linked = { memory, dirty: new DirtyPageMap(), dataPages: shape.dataPages ? [...shape.dataPages] : null, snapshot: null };
+      this.#dirty.growBudget = budget - (shape.virtualGrowth ? shape.initialPages : maximum);
+      linked = {
+        memory,
+        nativeMaxPages: shape.virtualGrowth ? null : maximum,
+        dataPages: shape.dataPages ? [...shape.dataPages] : null,
+        snapshot: null,
+      };
     }
-    const { memory, dirty } = linked;
+    const { memory } = linked;
+    const dirty = this.#dirty;
     add(HOST_MODULE, MEMORY_IMPORT, memory);
     if (shape.dirtyTracking) add(HOST_MODULE, DIRTY_MAP_IMPORT, dirty.memory);
 
@@ -217,8 +232,6 @@ export class LinkedPlugin {
       const pages = global(shape.memoryPagesExport);
       if (pages) pages.value = memory.buffer.byteLength / PAGE;
     }
-    const cap = global(shape.memoryCapExport);
-    if (cap) cap.value = this.#cap;
     startModule(instance, shape.wasi, this.#slot);
     const globals = Object.entries(instance.exports)
       .filter(([name]) => name.startsWith(GLOBAL_EXPORT_PREFIX))
@@ -257,6 +270,11 @@ export class LinkedPlugin {
     for (const member of this.#linked.values()) if (member) yield member;
   }
 
+  /** Chunks of the largest memory: the part of the dirty map any module may have marked. */
+  #chunks(memories: LinkedMemory[]): number {
+    return Math.max(0, ...memories.map((m) => m.memory.buffer.byteLength / DIRTY_CHUNK));
+  }
+
   /** The distinct memories of the instantiated modules (a shared one once). */
   #memories(): LinkedMemory[] {
     return [...new Set([...this.#members()].map((m) => m.memory))];
@@ -273,11 +291,12 @@ export class LinkedPlugin {
     this.#cap = Math.min(capPages, this.#maxPages);
     const total = this.memoryPages();
     if (total > this.#cap) throw this.#tooSmall(total);
-    // Each grow shim may grow its memory by what all of them leave.
-    for (const member of this.#members()) {
-      const cap = member.shape.memoryCapExport;
-      if (cap) (member.instance.exports[cap] as WebAssembly.Global).value = this.#pagesOf(member) + (this.#cap - total);
-    }
+    // What the memories do not hold, less what a memory growing natively may still take.
+    const native = this.#memories().reduce(
+      (n, m) => n + (m.nativeMaxPages === null ? 0 : m.nativeMaxPages - m.memory.buffer.byteLength / PAGE),
+      0,
+    );
+    this.#dirty.growBudget = Math.max(0, this.#cap - total - native);
     this.#slot.call = call;
     try {
       const rc: unknown = await fn();
@@ -330,11 +349,11 @@ export class LinkedPlugin {
       const pages = snapshot!.pages;
       if (memory.buffer.byteLength / PAGE > pages + Math.max(64, Math.ceil(pages / 2))) return false;
     }
-    for (const { memory, dirty, snapshot } of memories) {
+    const runs: [number, number][] = [];
+    this.#dirty.drain(this.#chunks(memories), (first, end) => runs.push([first * DIRTY_CHUNK, end * DIRTY_CHUNK]));
+    for (const { memory, snapshot } of memories) {
       const live = Buffer.from(memory.buffer);
-      dirty.drain(live.length / DIRTY_CHUNK, (first, end) =>
-        snapshot!.restoreRange(live, first * DIRTY_CHUNK, end * DIRTY_CHUNK),
-      );
+      for (const [start, end] of runs) if (start < live.length) snapshot!.restoreRange(live, start, Math.min(end, live.length));
     }
     for (const member of this.#members()) for (const { global, value } of member.globals) global.value = value as never;
     return true;
