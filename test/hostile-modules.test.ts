@@ -591,6 +591,20 @@ describe('linked modules', () => {
     expect([answer.status, answer.ok ? null : answer.error.message]).toEqual([200, null]);
   });
 
+  it('counts a linked set’s tables in what a worker’s cached instances hold (99,000 elements: over 3 MiB, not 2 × 64 KiB)', async () => {
+    const own = await childServerForTest({ WORKERS: '1', BURST_WORKERS: '0', MAX_EVENT_LOOP_DELAY_MS: '0' });
+    const data = async (source: string) => Buffer.from(await wat(source)).toString('base64');
+    const side = await data('(module (table 50000 funcref) (func (export "f") (result i32) (i32.const 0)))');
+    const main = await data(`(module (import "side" "f" (func $f (result i32))) (table 49000 funcref)
+      (func (export "run") (result i32) (call $f)))`);
+    const upload = await own.api.uploadManifest({ wasm: [{ data: side, name: 'side' }, { data: main }] }, undefined, {
+      name: 'tables',
+    });
+    expect(upload.status).toBe(201);
+    expect((await own.api.call('tables', { function: 'run' })).status).toBe(200);
+    expect(sampleValue(await metricsOf(own), 'wasmhost_worker_instance_bytes')).toBeGreaterThanOrEqual(99_000 * 32);
+  });
+
   it('stops a side module’s start function that loops forever at the call deadline (504 TIMEOUT)', async () => {
     const side = '(module (func $spin (loop $l (br $l))) (start $spin) (func (export "f") (result i32) (i32.const 0)))';
     expect(await tryLinked(side, { timeoutMs: 300 })).toMatchObject({ upload: 201, call: 504, callCode: 'TIMEOUT' });

@@ -28,10 +28,10 @@ const PAGE = 65536;
 const WASM32_MAX_PAGES = 65536;
 const ZERO_PAGE = Buffer.alloc(PAGE);
 /** JS heap per table element as measured on Node 24 (a funcref table: 32 bytes; a snapshot entry: ~10). */
-const TABLE_ELEMENT_BYTES = 32;
+export const TABLE_ELEMENT_BYTES = 32;
 const SNAPSHOT_ELEMENT_BYTES = 16;
 /** What an instance holds besides memory and tables (instance and export objects, globals), roughly. */
-const INSTANCE_OVERHEAD_BYTES = 64 * 1024;
+export const INSTANCE_OVERHEAD_BYTES = 64 * 1024;
 
 /**
  * Memory as it was after start-up, sparse: most pages of a fresh instance are zero (a Rust stack,

@@ -22,10 +22,16 @@
 import { CallFailure } from './call-failure.ts';
 import { DIRTY_CHUNK, DirtyPageMap } from './dirty-pages.ts';
 import { createExtismEnv, EXTISM_ENV, type CallState, type HostSlot } from './host-env.ts';
-import { MemorySnapshot, type ModuleShape } from './instance.ts';
+import { INSTANCE_OVERHEAD_BYTES, MemorySnapshot, TABLE_ELEMENT_BYTES, type ModuleShape } from './instance.ts';
 import { startModule, startupState } from './startup.ts';
 import { createWasi, WASI_PREVIEW1 } from './wasi.ts';
-import { DIRTY_MAP_IMPORT, GLOBAL_EXPORT_PREFIX, HOST_MODULE, MEMORY_IMPORT } from '../compile/wasm-rewrite.ts';
+import {
+  DIRTY_MAP_IMPORT,
+  GLOBAL_EXPORT_PREFIX,
+  HOST_MODULE,
+  MEMORY_IMPORT,
+  TABLE_EXPORT_PREFIX,
+} from '../compile/wasm-rewrite.ts';
 
 const PAGE = 65536;
 /** The name the main module is linked by (compile/link-check.ts MAIN_MODULE_NAME). */
@@ -361,7 +367,15 @@ export class LinkedPlugin {
 
   /** Bytes the set keeps alive: its memories and their snapshots, and an allowance per instance. */
   footprint(): { bytes: number; heapBytes: number } {
-    const heapBytes = [...this.#members()].length * 64 * 1024;
+    // Tables live on the JS heap (a table shared between modules once).
+    const tables = new Set<WebAssembly.Table>();
+    for (const member of this.#members()) {
+      for (const [name, value] of Object.entries(member.instance.exports)) {
+        if (name.startsWith(TABLE_EXPORT_PREFIX)) tables.add(value as WebAssembly.Table);
+      }
+    }
+    const tableElements = [...tables].reduce((n, t) => n + t.length, 0);
+    const heapBytes = [...this.#members()].length * INSTANCE_OVERHEAD_BYTES + tableElements * TABLE_ELEMENT_BYTES;
     const memoryBytes = this.#memories().reduce((n, m) => n + m.memory.buffer.byteLength + (m.snapshot?.bytes ?? 0), 0);
     return { bytes: memoryBytes + heapBytes, heapBytes };
   }
