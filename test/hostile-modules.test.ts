@@ -530,6 +530,15 @@ describe('linked modules', () => {
     expect(outcome.uploadMessage).toMatch(/together have 120003 functions; the limit is 100000 \(MODULE_MAX_FUNCTIONS\)/);
   });
 
+  it('refuses modules that pass MODULE_MAX_GLOBALS only together (2 × 6,000 globals) with 400 INVALID_WASM', async () => {
+    const globals = (n: number) => Array.from({ length: n }, () => '(global i32 (i32.const 0))').join(' ');
+    const side = `(module ${globals(6_000)} (func (export "f") (result i32) (i32.const 0)))`;
+    const main = `(module (import "side" "f" (func $f (result i32))) ${globals(6_000)} (func (export "run") (result i32) (i32.const 0)))`;
+    const outcome = await tryLinked(side, {}, main);
+    expect([outcome.upload, outcome.uploadCode]).toEqual([400, 'INVALID_WASM']);
+    expect(outcome.uploadMessage).toMatch(/together have 12000 globals; the limit is 10000 \(MODULE_MAX_GLOBALS\)/);
+  });
+
   it('answers a side module’s memory.grow bomb with 422 MEMORY_LIMIT at memoryMaxPages', async () => {
     const side = `(module (memory 1)
       (func (export "f") (result i32) (loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) (unreachable)))`;

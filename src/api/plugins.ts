@@ -573,12 +573,18 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
         bytes: maxPluginBytes,
         functions: moduleLimits.functions,
         tableElements: moduleLimits.tableElements,
+        globals: moduleLimits.globals,
+        exports: moduleLimits.exports,
+        tags: moduleLimits.tags,
         memoryPages: limits.memoryPages.ceiling,
       },
       {
         bytes: 'MAX_PLUGIN_BYTES',
         functions: 'MODULE_MAX_FUNCTIONS',
         tableElements: 'MODULE_MAX_TABLE_ELEMENTS',
+        globals: 'MODULE_MAX_GLOBALS',
+        exports: 'MODULE_MAX_EXPORTS',
+        tags: 'MODULE_MAX_TAGS',
         memoryPages: 'CALL_MEMORY_PAGES_CEILING',
       },
     );

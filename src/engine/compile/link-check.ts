@@ -20,12 +20,18 @@ export interface LinkedModule {
 }
 
 /** What a manifest's modules may hold together: the module limits, counted over all of them. */
-export interface LinkTotals {
-  bytes: number;
-  functions: number;
-  tableElements: number;
-  memoryPages: number;
-}
+export type LinkTotals = ModuleSize;
+
+/** What each total counts, for messages. */
+const TOTAL_NAMES: Readonly<Record<keyof LinkTotals, string>> = {
+  bytes: 'bytes',
+  functions: 'functions',
+  tableElements: 'table elements to start with',
+  globals: 'globals',
+  exports: 'exports',
+  tags: 'exception tags',
+  memoryPages: 'pages of memory to start with',
+};
 
 function linkError(importer: string, i: ImportSummary, reason: string): AppError {
   return new AppError('LINK_ERROR', `module "${importer}" imports ${i.kind} "${i.module}" "${i.name}": ${reason}`, {
@@ -115,12 +121,13 @@ export function checkLinks(modules: readonly LinkedModule[], main: number): void
 
 /** Throws INVALID_WASM when the modules together pass a module limit (each one was checked alone). */
 export function checkTotals(sizes: readonly ModuleSize[], limits: LinkTotals, names: Record<keyof LinkTotals, string>): void {
-  for (const key of ['bytes', 'functions', 'tableElements', 'memoryPages'] as const) {
+  // Each instance's share of a worker's heap is bounded by the module limits; a set's, by their totals.
+  for (const key of Object.keys(TOTAL_NAMES) as (keyof LinkTotals)[]) {
     const total = sizes.reduce((n, s) => n + s[key], 0);
     if (total > limits[key]) {
       throw new AppError(
         'INVALID_WASM',
-        `the manifest's modules together have ${total} ${key === 'bytes' ? 'bytes' : key === 'tableElements' ? 'table elements to start with' : key === 'memoryPages' ? 'pages of memory to start with' : 'functions'}; the limit is ${limits[key]} (${names[key]})`,
+        `the manifest's modules together have ${total} ${TOTAL_NAMES[key]}; the limit is ${limits[key]} (${names[key]})`,
         { details: { limit: names[key], value: total, max: limits[key] } },
       );
     }

@@ -24,6 +24,9 @@ export interface ModuleSize {
   bytes: number;
   functions: number;
   tableElements: number;
+  globals: number;
+  exports: number;
+  tags: number;
   memoryPages: number;
 }
 
@@ -85,6 +88,9 @@ export async function prepareModule(
       bytes: bytes.length,
       functions: summary.importedFunctions + summary.functions,
       tableElements: summary.tables.reduce((n, t) => n + t.min, 0),
+      globals: summary.globals,
+      exports: summary.exports,
+      tags: summary.tags,
       memoryPages: summary.memory?.min ?? 0,
     },
     compileMs: performance.now() - started,
