@@ -4,6 +4,7 @@
 // plugin's stored defaults. The server fetches nothing and exposes no files: `url` sources, other
 // `path`s and `allowed_paths` are refused. A stored manifest is its canonical JSON (what its id hashes).
 import { AppError } from './errors.ts';
+import { HOST_MODULE } from './engine/compile/wasm-rewrite.ts';
 import { validateHostPatterns } from './host-patterns.ts';
 import type { ManifestLimits, ManifestModule } from './store/plugin-record.ts';
 
@@ -114,6 +115,8 @@ function parseEntry(entry: unknown, index: number, parts: ReadonlyMap<string, Ui
   if (name !== null && (typeof name !== 'string' || name.length === 0 || name.length > 128)) {
     throw invalid(`${where}.name must be a string of 1 to 128 characters`);
   }
+  // The engine's own imports come from this module name (compile/wasm-rewrite.ts): no module may take it.
+  if (name === HOST_MODULE) throw invalid(`${where}.name "${HOST_MODULE}" is reserved for the engine's own imports`);
   const hash = entry.hash === undefined || entry.hash === null ? null : entry.hash;
   if (hash !== null && (typeof hash !== 'string' || !HASH_PATTERN.test(hash))) {
     throw invalid(`${where}.hash must be a sha256 in lower-case hex (64 digits)`);

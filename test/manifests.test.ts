@@ -186,6 +186,14 @@ describe('Extism manifests', () => {
         message: /two modules are named "lhs"/,
       },
       {
+        title: 'a module named "wasmhost" (the engine’s own imports: every call failed to instantiate)',
+        manifest: async () => ({
+          wasm: [{ data: data(), name: 'wasmhost' }, { data: await plugin('link_circular_lhs') }],
+        }),
+        code: 'INVALID_MANIFEST',
+        message: /wasm\[0\]\.name "wasmhost" is reserved for the engine's own imports/,
+      },
+      {
         title: 'several modules none of which is main (the last is named)',
         manifest: async () => ({
           wasm: [
