@@ -155,7 +155,7 @@ export function mainIndex(modules: readonly { name: string | null }[]): number {
   return named === -1 ? modules.length - 1 : named;
 }
 
-/** The stored form: modules by hash, keys in a fixed order, config sorted — the same manifest gives the same bytes. */
+/** The stored form: modules by hash, keys in a fixed order, config and allowed hosts sorted — the same manifest gives the same bytes. */
 export function canonicalManifest(
   modules: readonly ManifestModule[],
   config: Readonly<Record<string, string>>,
@@ -167,7 +167,8 @@ export function canonicalManifest(
   };
   const keys = Object.keys(config).sort();
   if (keys.length > 0) doc.config = Object.fromEntries(keys.map((k) => [k, config[k]]));
-  if (allowedHosts.length > 0) doc.allowed_hosts = [...allowedHosts];
+  // A set of patterns: their order and repeats change nothing a call may do.
+  if (allowedHosts.length > 0) doc.allowed_hosts = [...new Set(allowedHosts)].sort();
   const memory: Record<string, number> = {};
   for (const [field, limit] of Object.entries(MEMORY_FIELDS)) {
     const v = limits[limit];

@@ -72,6 +72,18 @@ describe('Extism manifests', () => {
     expect(listed.plugins.map((p) => p.id)).toEqual([meta.id]);
   });
 
+  it('gives a manifest the same id whatever the order of its keys and of its allowed_hosts (a set of patterns)', async () => {
+    const wasm = [{ data: Buffer.from(await readPlugin('echo')).toString('base64') }];
+    const first = await server.api.uploadManifest({ wasm, allowed_hosts: ['b.example.com', 'a.example.com'], timeout_ms: 900 });
+    expect(first.status).toBe(201);
+    const second = await server.api.uploadManifest({
+      timeout_ms: 900,
+      allowed_hosts: ['a.example.com', 'b.example.com', 'a.example.com'],
+      wasm,
+    });
+    expect([second.status, second.data.id]).toEqual([200, first.data.id]);
+  });
+
   it('lets a call lower the manifest limits, never raise them', async () => {
     const above = await server.api.call('vowels-o', { function: 'count_vowels', input: 'x', timeoutMs: 9000 });
     expect(above.status).toBe(400);
