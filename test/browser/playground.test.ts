@@ -7,7 +7,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeTempDir, pluginPath, removeDir, repoRoot, startServer, type TestServer } from '../helpers.ts';
+import { makeTempDir, pluginPath, removeDir, repoRoot, serverForTest, type TestServer } from '../helpers.ts';
 import { startUpstream, type Upstream } from '../upstream.ts';
 import { launchBrowser, screenshot, watchedPage, type Browser, type PageProblems } from './browser.ts';
 
@@ -33,13 +33,7 @@ afterAll(async () => {
 
 async function withServer(env: Record<string, string>, test: (server: TestServer) => Promise<void>): Promise<void> {
   // The browser's driver shares this process's event loop: load shedding would answer 503 on a busy machine.
-  const server = await startServer({ env: { MAX_EVENT_LOOP_DELAY_MS: '0', ...env } });
-  try {
-    await test(server);
-  } finally {
-    await server.close();
-    await removeDir(server.dataDir);
-  }
+  await test(await serverForTest({ env: { MAX_EVENT_LOOP_DELAY_MS: '0', ...env } }));
 }
 
 async function uploadThroughPage(page: Page, name: string, route: string): Promise<void> {
