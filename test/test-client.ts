@@ -235,11 +235,19 @@ export class TestClient {
     return this.send(method, path, init);
   }
 
-  private async send<T, E extends ErrorBody>(method: string, path: string, init: RequestInit): Promise<Reply<T, E>> {
+  /**
+   * The response as soon as its head arrives, its body left for the test to read: to see a download
+   * arrive in chunks, or cut short.
+   */
+  stream(method: string, path: string, init: Omit<RequestInit, 'method'> = {}): Promise<Response> {
     const headers = new Headers(init.headers);
     if (this.options.token !== undefined && !headers.has('authorization'))
       headers.set('authorization', `Bearer ${this.options.token}`);
-    const response = await fetch(`${this.url}${path}`, { ...init, method, headers });
+    return fetch(`${this.url}${path}`, { ...init, method, headers });
+  }
+
+  private async send<T, E extends ErrorBody>(method: string, path: string, init: RequestInit): Promise<Reply<T, E>> {
+    const response = await this.stream(method, path, init);
     const bytes = new Uint8Array(await response.arrayBuffer());
     const type = response.headers.get('content-type') ?? '';
     let body: unknown = bytes;

@@ -6,42 +6,33 @@ import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { contractProblems, expectContract } from './openapi-contract.ts';
-import { listFiles, readPlugin, removeDir, sendStreaming, startServer, tinyPluginWat, wat, type TestServer } from './helpers.ts';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { contractProblems } from './openapi-contract.ts';
+import {
+  listFiles,
+  readPlugin,
+  sendStreaming,
+  serverForTest,
+  tinyPluginWat,
+  useServer,
+  wat,
+  type TestServer,
+} from './helpers.ts';
+import type { ErrorBody, Plugin, Reply } from './test-client.ts';
 
 const MiB = 1024 * 1024;
 v8.setFlagsFromString('--expose-gc');
 const collectGarbage = runInNewContext('gc') as () => void;
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
+const text = (s: string): Uint8Array => new TextEncoder().encode(s);
 
-/** fetch, and the response must be one openapi.yaml documents for the route. */
-async function api(server: TestServer, path: string, init?: RequestInit): Promise<Response> {
-  const res = await fetch(`${server.url}${path}`, init);
-  await expectContract(init?.method ?? 'GET', path, res);
-  return res;
-}
-
-function postRaw(
-  server: TestServer,
-  bytes: Uint8Array | string,
-  query = '',
-  contentType = 'application/wasm',
-): Promise<Response> {
-  const body = typeof bytes === 'string' ? bytes : (bytes as Uint8Array<ArrayBuffer>);
-  return api(server, `/plugins${query}`, { method: 'POST', headers: { 'content-type': contentType }, body });
-}
-
-function postForm(
-  server: TestServer,
-  fields: Record<string, string>,
-  file?: { bytes: Uint8Array; part?: string },
-): Promise<Response> {
+/** A multipart form of text fields, and a module in the part `file` (or another part) when given. */
+function formOf(fields: Record<string, string>, file?: { bytes: Uint8Array; part?: string }): FormData {
   const form = new FormData();
   for (const [k, v] of Object.entries(fields)) form.set(k, v);
   if (file)
     form.set(file.part ?? 'file', new Blob([file.bytes as Uint8Array<ArrayBuffer>], { type: 'application/wasm' }), 'plugin.wasm');
-  return api(server, '/plugins', { method: 'POST', body: form });
+  return form;
 }
 
 /** A valid module made `extra` bytes larger by a custom section (skipped by every engine). */
@@ -59,26 +50,14 @@ function withCustomSection(module: Uint8Array, extra: number): Uint8Array {
   return Buffer.concat([module, Buffer.from([0, ...leb(content), name.length]), name, Buffer.alloc(extra, 0x5a)]);
 }
 
-async function listIds(server: TestServer): Promise<string[]> {
-  const res = await api(server, `/plugins`);
-  expect(res.status).toBe(200);
-  return ((await res.json()) as { plugins: { id: string }[] }).plugins.map((p) => p.id);
-}
-
 describe('plugin upload API', () => {
-  let server: TestServer;
-  afterEach(async () => {
-    await server.close();
-    await removeDir(server.dataDir);
-  });
-
   it('stores a raw upload: 201, Location, metadata from the module, compiled module cached', async () => {
-    server = await startServer();
+    const server = await serverForTest();
     const bytes = await readPlugin('count_vowels');
     const sent = new Date().toISOString();
-    const res = await postRaw(server, bytes, '?name=count_vowels');
+    const res = await server.api.upload(bytes, { name: 'count_vowels' });
     expect(res.status).toBe(201);
-    const meta = await res.json();
+    const meta = res.data;
     expect(res.headers.get('location')).toBe(`/plugins/${sha256(bytes)}`);
     expect(meta).toMatchObject({
       id: sha256(bytes),
@@ -97,20 +76,16 @@ describe('plugin upload API', () => {
   });
 
   it('stores a multipart upload with its description, config and allowed hosts', async () => {
-    server = await startServer();
+    const server = await serverForTest();
     const bytes = await readPlugin('hello');
-    const res = await postForm(
-      server,
-      {
-        name: 'hello',
-        description: 'the seed plugin',
-        config: '{"route":"http://127.0.0.1:1/todos/1"}',
-        allowedHosts: '["127.0.0.1"]',
-      },
-      { bytes },
-    );
+    const res = await server.api.upload(bytes, {
+      name: 'hello',
+      description: 'the seed plugin',
+      config: { route: 'http://127.0.0.1:1/todos/1' },
+      allowedHosts: ['127.0.0.1'],
+    });
     expect(res.status).toBe(201);
-    expect(await res.json()).toMatchObject({
+    expect(res.data).toMatchObject({
       id: sha256(bytes),
       name: 'hello',
       description: 'the seed plugin',
@@ -118,13 +93,13 @@ describe('plugin upload API', () => {
       config: { route: 'http://127.0.0.1:1/todos/1' },
       allowedHosts: ['127.0.0.1'],
     });
-    const wasi = await postForm(server, {}, { bytes: await readPlugin('wasi_io') });
+    const wasi = await server.api.upload(await readPlugin('wasi_io'), { form: true });
     expect(wasi.status).toBe(201);
-    expect((await wasi.json()).wasi).toBe(true);
+    expect(wasi.data.wasi).toBe(true);
   });
 
   it('takes config and allowed hosts as JSON parts (what Swagger UI sends) and an empty field as not given', async () => {
-    server = await startServer();
+    const server = await serverForTest();
     const form = new FormData();
     form.set(
       'file',
@@ -134,88 +109,89 @@ describe('plugin upload API', () => {
     // A browser sends a Blob part with a file name: still the field, not a second file.
     form.set('config', new Blob(['{"route":"http://127.0.0.1:1/todos/1"}'], { type: 'application/json' }));
     form.set('allowedHosts', new Blob(['["127.0.0.1"]'], { type: 'application/json' }));
-    const parts = await api(server, '/plugins', { method: 'POST', body: form });
+    const parts = await server.api.uploadForm(form);
     expect(parts.status).toBe(201);
-    expect(await parts.json()).toMatchObject({ config: { route: 'http://127.0.0.1:1/todos/1' }, allowedHosts: ['127.0.0.1'] });
+    expect(parts.data).toMatchObject({ config: { route: 'http://127.0.0.1:1/todos/1' }, allowedHosts: ['127.0.0.1'] });
 
-    const cleared = await postForm(server, { config: '', allowedHosts: '' }, { bytes: await readPlugin('echo') });
+    const cleared = await server.api.uploadForm(formOf({ config: '', allowedHosts: '' }, { bytes: await readPlugin('echo') }));
     expect(cleared.status).toBe(201);
-    expect(await cleared.json()).toMatchObject({ config: {}, allowedHosts: [] });
+    expect(cleared.data).toMatchObject({ config: {}, allowedHosts: [] });
   });
 
   it('answers 200 with the existing record for bytes already stored, applying a new name and nothing else', async () => {
-    server = await startServer();
+    const server = await serverForTest();
     const bytes = await readPlugin('echo');
-    const first = await (await postRaw(server, bytes)).json();
-    const again = await postRaw(server, bytes);
+    const first = await server.api.uploaded(bytes);
+    const again = await server.api.upload(bytes);
     expect(again.status).toBe(200);
     expect(again.headers.get('location')).toBeNull();
-    expect(await again.json()).toEqual(first);
+    expect(again.data).toEqual(first);
     // Idempotent as documented: only the name is applied; the other fields of a re-upload are ignored.
-    const named = await postForm(
-      server,
-      { name: 'echo', description: 'new', config: '{"k":"v"}', allowedHosts: '["127.0.0.1"]' },
-      { bytes },
-    );
+    const named = await server.api.upload(bytes, {
+      name: 'echo',
+      description: 'new',
+      config: { k: 'v' },
+      allowedHosts: ['127.0.0.1'],
+    });
     expect(named.status).toBe(200);
-    expect(await named.json()).toEqual({ ...first, name: 'echo' });
-    expect(await (await api(server, `/plugins/echo`)).json()).toEqual({ ...first, name: 'echo' });
-    expect(await listIds(server)).toEqual([first.id]);
+    expect(named.data).toEqual({ ...first, name: 'echo' });
+    expect((await server.api.describe('echo')).data).toEqual({ ...first, name: 'echo' });
+    expect((await server.api.listAll()).map((p) => p.id)).toEqual([first.id]);
   });
 
   it('describes, downloads and deletes by id or name', async () => {
-    server = await startServer();
+    const server = await serverForTest();
     const bytes = await readPlugin('count_vowels');
-    const meta = await (await postRaw(server, bytes, '?name=cv')).json();
+    const meta = await server.api.uploaded(bytes, { name: 'cv' });
 
     for (const ref of [meta.id, 'cv']) {
-      const got = await api(server, `/plugins/${ref}`);
+      const got = await server.api.describe(ref);
       expect(got.status).toBe(200);
-      expect(await got.json()).toEqual(meta);
+      expect(got.data).toEqual(meta);
     }
-    const byId = await api(server, `/plugins/${meta.id}/wasm`);
+    const byId = await server.api.download(meta.id);
     expect(byId.status).toBe(200);
     expect(byId.headers.get('content-type')).toBe('application/wasm');
     expect(byId.headers.get('etag')).toBe(`"${meta.id}"`);
     expect(byId.headers.get('cache-control')).toContain('immutable');
     expect(byId.headers.get('content-length')).toBe(String(bytes.length));
-    expect(sha256(new Uint8Array(await byId.arrayBuffer()))).toBe(meta.id);
-    const byName = await api(server, `/plugins/cv/wasm`);
+    expect(sha256(byId.bytes)).toBe(meta.id);
+    const byName = await server.api.download('cv');
     expect(byName.headers.get('cache-control')).toBe('no-cache');
-    expect(sha256(new Uint8Array(await byName.arrayBuffer()))).toBe(meta.id);
+    expect(sha256(byName.bytes)).toBe(meta.id);
 
-    const cached = await api(server, `/plugins/cv/wasm`, { headers: { 'if-none-match': `W/"x", "${meta.id}"` } });
+    const cached = await server.api.download('cv', { headers: { 'if-none-match': `W/"x", "${meta.id}"` } });
     expect(cached.status).toBe(304);
     expect(cached.headers.get('content-length')).toBeNull();
     expect(cached.headers.get('etag')).toBe(`"${meta.id}"`);
-    expect((await cached.arrayBuffer()).byteLength).toBe(0);
-    const stale = await api(server, `/plugins/cv/wasm`, { headers: { 'if-none-match': '"something-else"' } });
+    expect(cached.size).toBe(0);
+    const stale = await server.api.download('cv', { headers: { 'if-none-match': '"something-else"' } });
     expect(stale.status).toBe(200);
-    await stale.arrayBuffer();
 
-    const del = await api(server, `/plugins/cv`, { method: 'DELETE' });
+    const del = await server.api.delete('cv');
     expect(del.status).toBe(204);
     expect(server.app.moduleCache.get(meta.id)).toBeUndefined();
-    for (const [method, url] of [
-      ['GET', `/plugins/${meta.id}`],
-      ['GET', '/plugins/cv'],
-      ['GET', '/plugins/cv/wasm'],
-      ['DELETE', `/plugins/${meta.id}`],
-    ] as const) {
-      const res = await api(server, `${url}`, { method });
+    for (const gone of [
+      () => server.api.describe(meta.id),
+      () => server.api.describe('cv'),
+      () => server.api.download('cv'),
+      () => server.api.delete(meta.id),
+    ]) {
+      const res = await gone();
       expect(res.status).toBe(404);
-      expect(await res.json()).toMatchObject({ statusCode: 404, code: 'PLUGIN_NOT_FOUND', error: 'Not Found' });
+      expect(res.error).toMatchObject({ statusCode: 404, code: 'PLUGIN_NOT_FOUND', error: 'Not Found' });
     }
     expect(await listFiles(server.dataDir)).toEqual([]);
   });
 
   it('streams a large module: byte-exact download with its Content-Length, and 304 when unchanged', async () => {
-    server = await startServer();
+    const server = await serverForTest();
     const bytes = withCustomSection(await wat(tinyPluginWat(9)), 6 * MiB);
-    const meta = await (await postRaw(server, bytes)).json();
+    const meta = await server.api.uploaded(bytes);
     expect(meta.size).toBe(bytes.length);
 
-    const res = await api(server, `/plugins/${meta.id}/wasm`);
+    // Read as it arrives: the download must come in more than one chunk.
+    const res = await server.api.stream('GET', `/plugins/${meta.id}/wasm`);
     expect(res.status).toBe(200);
     expect(res.headers.get('content-length')).toBe(String(bytes.length));
     const hash = createHash('sha256');
@@ -227,22 +203,22 @@ describe('plugin upload API', () => {
     }
     expect(hash.digest('hex')).toBe(meta.id);
     expect(chunks).toBeGreaterThan(1);
-    const again = await api(server, `/plugins/${meta.id}/wasm`, { headers: { 'if-none-match': `"${meta.id}"` } });
+    const again = await server.api.download(meta.id, { headers: { 'if-none-match': `"${meta.id}"` } });
     expect(again.status).toBe(304);
-    expect((await again.arrayBuffer()).byteLength).toBe(0);
+    expect(again.size).toBe(0);
   });
 
   it('never serves damaged bytes whole: a download of a blob damaged on disk is cut before its end', async () => {
-    server = await startServer();
+    const server = await serverForTest();
     const bytes = withCustomSection(await wat(tinyPluginWat(10)), 1 * MiB);
-    const meta = await (await postRaw(server, bytes)).json();
+    const meta = await server.api.uploaded(bytes);
     const blob = path.join(server.dataDir, 'blobs', `${meta.id}.wasm`);
     const damaged = new Uint8Array(bytes);
     damaged[100]! ^= 0xff;
     await writeFile(blob, damaged);
 
-    // Plain fetch: the contract check would read the body, and this one is cut on purpose.
-    const res = await fetch(`${server.url}/plugins/${meta.id}/wasm`);
+    // Read as it arrives: the body is cut on purpose, and the test counts what came before the cut.
+    const res = await server.api.stream('GET', `/plugins/${meta.id}/wasm`);
     expect(res.status).toBe(200);
     expect(res.headers.get('content-length')).toBe(String(bytes.length));
     let received = 0;
@@ -253,63 +229,56 @@ describe('plugin upload API', () => {
     expect(read).toBeInstanceOf(Error);
     expect(received).toBeLessThan(bytes.length);
     // The server is fine: the next request on it answers.
-    expect((await api(server, `/plugins/${meta.id}`)).status).toBe(200);
+    expect((await server.api.describe(meta.id)).status).toBe(200);
   });
 
   it('moves a name to the newest upload carrying it and frees it with the plugin on delete', async () => {
-    server = await startServer();
-    const a = await (await postRaw(server, await wat(tinyPluginWat(1)), '?name=tool')).json();
-    const b = await (await postRaw(server, await wat(tinyPluginWat(2)), '?name=tool')).json();
-    expect((await (await api(server, `/plugins/tool`)).json()).id).toBe(b.id);
-    expect((await (await api(server, `/plugins/${a.id}`)).json()).name).toBeNull();
-    const filtered = await (await api(server, `/plugins?name=tool`)).json();
-    expect(filtered.plugins.map((p: { id: string }) => p.id)).toEqual([b.id]);
-    expect(await listIds(server)).toEqual([b.id, a.id]);
+    const server = await serverForTest();
+    const a = await server.api.uploaded(await wat(tinyPluginWat(1)), { name: 'tool' });
+    const b = await server.api.uploaded(await wat(tinyPluginWat(2)), { name: 'tool' });
+    expect((await server.api.describe('tool')).data.id).toBe(b.id);
+    expect((await server.api.describe(a.id)).data.name).toBeNull();
+    const filtered = (await server.api.list({ name: 'tool' })).data;
+    expect(filtered.plugins.map((p) => p.id)).toEqual([b.id]);
+    expect((await server.api.listAll()).map((p) => p.id)).toEqual([b.id, a.id]);
 
-    expect((await api(server, `/plugins/tool`, { method: 'DELETE' })).status).toBe(204);
-    expect((await api(server, `/plugins/tool`)).status).toBe(404);
-    expect(await listIds(server)).toEqual([a.id]);
+    expect((await server.api.delete('tool')).status).toBe(204);
+    expect((await server.api.describe('tool')).status).toBe(404);
+    expect((await server.api.listAll()).map((p) => p.id)).toEqual([a.id]);
     // The freed name can be given again.
-    const again = await postRaw(server, await wat(tinyPluginWat(1)), '?name=tool');
+    const again = await server.api.upload(await wat(tinyPluginWat(1)), { name: 'tool' });
     expect(again.status).toBe(200);
-    expect((await again.json()).name).toBe('tool');
+    expect(again.data.name).toBe('tool');
   });
 
   it('lists identical metadata and serves identical bytes after a restart on the same DATA_DIR', async () => {
-    server = await startServer();
+    const first = await serverForTest();
     const uploads = [await readPlugin('count_vowels'), await readPlugin('hello'), await readPlugin('wasi_io')];
-    await postRaw(server, uploads[0]!, '?name=vowels');
-    await postForm(server, { name: 'hello', config: '{"route":"x"}', allowedHosts: '["a.test"]' }, { bytes: uploads[1]! });
-    await postRaw(server, uploads[2]!);
-    const before = await (await api(server, `/plugins`)).json();
-    await server.close();
+    await first.api.upload(uploads[0]!, { name: 'vowels' });
+    await first.api.upload(uploads[1]!, { name: 'hello', config: { route: 'x' }, allowedHosts: ['a.test'] });
+    await first.api.upload(uploads[2]!);
+    const before = (await first.api.list()).data;
+    await first.close();
 
-    server = await startServer({ dataDir: server.dataDir });
-    expect(await (await api(server, `/plugins`)).json()).toEqual(before);
+    const restarted = await serverForTest({ dataDir: first.dataDir });
+    expect((await restarted.api.list()).data).toEqual(before);
     for (const bytes of uploads) {
-      const res = await api(server, `/plugins/${sha256(bytes)}/wasm`);
-      expect(sha256(new Uint8Array(await res.arrayBuffer()))).toBe(sha256(bytes));
+      const res = await restarted.api.download(sha256(bytes));
+      expect(sha256(res.bytes)).toBe(sha256(bytes));
     }
-    expect((await (await api(server, `/plugins/vowels`)).json()).id).toBe(sha256(uploads[0]!));
+    expect((await restarted.api.describe('vowels')).data.id).toBe(sha256(uploads[0]!));
   });
 });
 
 describe('rejected uploads', () => {
-  let server: TestServer;
-  beforeAll(async () => {
-    server = await startServer({ env: { MAX_PLUGIN_BYTES: '16384' } });
-  });
-  afterAll(async () => {
-    await server.close();
-    await removeDir(server.dataDir);
-  });
+  const server = useServer({ env: { MAX_PLUGIN_BYTES: '16384' } });
 
   const valid = (): Promise<Uint8Array> => wat(tinyPluginWat(42));
   const cases: {
     title: string;
     status: number;
     code: string;
-    send: () => Promise<Response>;
+    send: () => Promise<Reply<unknown, ErrorBody>>;
     message?: RegExp;
     fields?: Record<string, unknown>;
   }[] = [
@@ -317,14 +286,14 @@ describe('rejected uploads', () => {
       title: 'bytes that are not WebAssembly',
       status: 400,
       code: 'INVALID_WASM',
-      send: () => postRaw(server, 'hello world'),
+      send: () => server.api.upload(text('hello world')),
       message: /magic word/,
     },
     {
       title: 'a module cut short',
       status: 400,
       code: 'INVALID_WASM',
-      send: async () => postRaw(server, (await readPlugin('echo')).subarray(0, 1000)),
+      send: async () => server.api.upload((await readPlugin('echo')).subarray(0, 1000)),
     },
     {
       // The engine's rewrite replaces the memory declaration with an import: only the original shows this is invalid.
@@ -332,8 +301,7 @@ describe('rejected uploads', () => {
       status: 400,
       code: 'INVALID_WASM',
       send: () =>
-        postRaw(
-          server,
+        server.api.upload(
           new Uint8Array([
             0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 127, 3, 2, 1, 0, 5, 4, 1, 1, 2, 1, 7, 7, 1, 3, 114, 117, 110, 0, 0,
             10, 6, 1, 4, 0, 65, 0, 11,
@@ -345,7 +313,7 @@ describe('rejected uploads', () => {
       title: 'imports the service does not provide',
       status: 400,
       code: 'UNSUPPORTED_IMPORTS',
-      send: async () => postRaw(server, await readPlugin('bad_import')),
+      send: async () => server.api.upload(await readPlugin('bad_import')),
       message: /env\.abort.*foo\.bar/,
     },
     {
@@ -353,8 +321,7 @@ describe('rejected uploads', () => {
       status: 400,
       code: 'UNSUPPORTED_IMPORTS',
       send: async () =>
-        postRaw(
-          server,
+        server.api.upload(
           await wat(`(module
   (import "extism:host/user" "lookup" (func (param i64) (result i64)))
   (import "my_host" "notify" (func (param i64)))
@@ -374,8 +341,7 @@ describe('rejected uploads', () => {
       status: 400,
       code: 'UNSUPPORTED_IMPORTS',
       send: async () =>
-        postRaw(
-          server,
+        server.api.upload(
           await wat(`(module
   (import "extism:host/env" "alloc" (func (param i32) (result i32)))
   (import "extism:host/env" "output_set" (func (param i64 i64)))
@@ -393,40 +359,45 @@ describe('rejected uploads', () => {
       title: 'no callable export',
       status: 400,
       code: 'NO_CALLABLE_EXPORTS',
-      send: async () => postRaw(server, await readPlugin('no_exports')),
+      send: async () => server.api.upload(await readPlugin('no_exports')),
     },
     {
       title: 'a raw body over the size limit',
       status: 413,
       code: 'PLUGIN_TOO_LARGE',
-      send: async () => postRaw(server, await readPlugin('hello')),
+      send: async () => server.api.upload(await readPlugin('hello')),
     },
     {
       title: 'a multipart file over the size limit',
       status: 413,
       code: 'PLUGIN_TOO_LARGE',
-      send: async () => postForm(server, {}, { bytes: await readPlugin('hello') }),
+      send: async () => server.api.upload(await readPlugin('hello'), { form: true }),
     },
-    { title: 'an empty raw body', status: 400, code: 'EMPTY_BODY', send: () => postRaw(server, new Uint8Array(0)) },
-    { title: 'no body at all', status: 400, code: 'EMPTY_BODY', send: () => api(server, `/plugins`, { method: 'POST' }) },
+    { title: 'an empty raw body', status: 400, code: 'EMPTY_BODY', send: () => server.api.upload(new Uint8Array(0)) },
+    { title: 'no body at all', status: 400, code: 'EMPTY_BODY', send: () => server.api.request('POST', '/plugins') },
     {
       title: 'an empty file part',
       status: 400,
       code: 'EMPTY_BODY',
-      send: () => postForm(server, { name: 'x' }, { bytes: new Uint8Array(0) }),
+      send: () => server.api.upload(new Uint8Array(0), { name: 'x', form: true }),
     },
-    { title: 'a form without the file part', status: 400, code: 'MISSING_FILE', send: () => postForm(server, { name: 'x' }) },
+    {
+      title: 'a form without the file part',
+      status: 400,
+      code: 'MISSING_FILE',
+      send: () => server.api.uploadForm(formOf({ name: 'x' })),
+    },
     {
       title: 'a file in a part not named file',
       status: 400,
       code: 'INVALID_REQUEST',
-      send: async () => postForm(server, {}, { bytes: await valid(), part: 'wasm' }),
+      send: async () => server.api.uploadForm(formOf({}, { bytes: await valid(), part: 'wasm' })),
     },
     {
       title: 'a config part that is a file of another type',
       status: 400,
       code: 'INVALID_REQUEST',
-      send: async () => postForm(server, {}, { bytes: await valid(), part: 'config' }),
+      send: async () => server.api.uploadForm(formOf({}, { bytes: await valid(), part: 'config' })),
     },
     {
       title: 'two file parts',
@@ -437,7 +408,7 @@ describe('rejected uploads', () => {
         const bytes = (await valid()) as Uint8Array<ArrayBuffer>;
         form.append('file', new Blob([bytes], { type: 'application/wasm' }), 'a.wasm');
         form.append('file', new Blob([bytes], { type: 'application/wasm' }), 'b.wasm');
-        return api(server, '/plugins', { method: 'POST', body: form });
+        return server.api.uploadForm(form);
       },
     },
     {
@@ -448,7 +419,7 @@ describe('rejected uploads', () => {
         const form = new FormData();
         form.set('file', new Blob([(await valid()) as Uint8Array<ArrayBuffer>], { type: 'application/wasm' }), 'a.wasm');
         form.set('allowedHosts', new Blob([JSON.stringify(['a'.repeat(70_000)])], { type: 'application/json' }));
-        return api(server, '/plugins', { method: 'POST', body: form });
+        return server.api.uploadForm(form);
       },
       message: /longer than 65536 bytes/,
     },
@@ -456,74 +427,79 @@ describe('rejected uploads', () => {
       title: 'an unknown form field',
       status: 400,
       code: 'INVALID_REQUEST',
-      send: async () => postForm(server, { colour: 'red' }, { bytes: await valid() }),
+      send: async () => server.api.uploadForm(formOf({ colour: 'red' }, { bytes: await valid() })),
     },
-    { title: 'a text body', status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', send: () => postRaw(server, 'abc', '', 'text/plain') },
+    {
+      title: 'a text body',
+      status: 415,
+      code: 'UNSUPPORTED_MEDIA_TYPE',
+      send: () => server.api.upload(text('abc'), { contentType: 'text/plain' }),
+    },
     {
       title: 'a name with capitals',
       status: 400,
       code: 'INVALID_NAME',
-      send: async () => postRaw(server, await valid(), '?name=Hello'),
+      send: async () => server.api.upload(await valid(), { name: 'Hello' }),
     },
     {
       title: 'a name of 64 hex digits',
       status: 400,
       code: 'INVALID_NAME',
-      send: async () => postRaw(server, await valid(), `?name=${'a'.repeat(64)}`),
+      send: async () => server.api.upload(await valid(), { name: 'a'.repeat(64) }),
     },
     {
       title: 'a name too long',
       status: 400,
       code: 'INVALID_NAME',
-      send: async () => postRaw(server, await valid(), `?name=${'n'.repeat(64)}`),
+      send: async () => server.api.upload(await valid(), { name: 'n'.repeat(64) }),
     },
     {
       title: 'a name starting with a dot',
       status: 400,
       code: 'INVALID_NAME',
-      send: async () => postForm(server, { name: '.hidden' }, { bytes: await valid() }),
+      send: async () => server.api.upload(await valid(), { name: '.hidden', form: true }),
     },
     {
       title: 'config that is not JSON',
       status: 400,
       code: 'INVALID_CONFIG',
-      send: async () => postForm(server, { config: '{route:' }, { bytes: await valid() }),
+      send: async () => server.api.uploadForm(formOf({ config: '{route:' }, { bytes: await valid() })),
     },
     {
       title: 'config that is an array',
       status: 400,
       code: 'INVALID_CONFIG',
-      send: async () => postForm(server, { config: '["a"]' }, { bytes: await valid() }),
+      send: async () => server.api.uploadForm(formOf({ config: '["a"]' }, { bytes: await valid() })),
     },
     {
       title: 'config with a non-string value',
       status: 400,
       code: 'INVALID_CONFIG',
-      send: async () => postForm(server, { config: '{"n":1}' }, { bytes: await valid() }),
+      send: async () => server.api.uploadForm(formOf({ config: '{"n":1}' }, { bytes: await valid() })),
     },
     {
       title: 'allowedHosts that is not JSON',
       status: 400,
       code: 'INVALID_ALLOWED_HOSTS',
-      send: async () => postForm(server, { allowedHosts: '*.x.com' }, { bytes: await valid() }),
+      send: async () => server.api.uploadForm(formOf({ allowedHosts: '*.x.com' }, { bytes: await valid() })),
     },
     {
       title: 'allowedHosts that is an object',
       status: 400,
       code: 'INVALID_ALLOWED_HOSTS',
-      send: async () => postForm(server, { allowedHosts: '{"a":1}' }, { bytes: await valid() }),
+      send: async () => server.api.uploadForm(formOf({ allowedHosts: '{"a":1}' }, { bytes: await valid() })),
     },
     {
       title: 'allowedHosts with an empty entry',
       status: 400,
       code: 'INVALID_ALLOWED_HOSTS',
-      send: async () => postForm(server, { allowedHosts: '[""]' }, { bytes: await valid() }),
+      send: async () => server.api.uploadForm(formOf({ allowedHosts: '[""]' }, { bytes: await valid() })),
     },
     {
       title: 'allowedHosts with a pattern outside the grammar',
       status: 400,
       code: 'INVALID_ALLOWED_HOSTS',
-      send: async () => postForm(server, { allowedHosts: '["ok.test", "*x.com"]' }, { bytes: await valid() }),
+      send: async () => server.api.uploadForm(formOf({ allowedHosts: '["ok.test", "*x.com"]' }, { bytes: await valid() })),
       message: /\*x\.com/,
       fields: { pattern: '*x.com', problem: expect.stringMatching(/wildcard/) },
     },
@@ -531,7 +507,7 @@ describe('rejected uploads', () => {
       title: 'allowedHosts with a non-string entry',
       status: 400,
       code: 'INVALID_ALLOWED_HOSTS',
-      send: async () => postForm(server, { allowedHosts: '[1]' }, { bytes: await valid() }),
+      send: async () => server.api.uploadForm(formOf({ allowedHosts: '[1]' }, { bytes: await valid() })),
     },
   ];
 
@@ -539,30 +515,30 @@ describe('rejected uploads', () => {
     it(`refuses ${c.title} with ${c.status} ${c.code} and stores nothing`, async () => {
       const res = await c.send();
       expect(res.status).toBe(c.status);
-      const body = await res.json();
+      const body = res.error;
       expect(body).toMatchObject({ statusCode: c.status, code: c.code });
       expect(typeof body.error).toBe('string');
       expect(body.message.length).toBeGreaterThan(10);
       if (c.message) expect(body.message).toMatch(c.message);
       if (c.fields) expect(body).toMatchObject(c.fields);
-      expect(await listIds(server)).toEqual([]);
+      expect(await server.api.listAll()).toEqual([]);
       expect(await listFiles(server.dataDir)).toEqual([]);
     });
   }
 
   it('lists the unsupported imports in the error', async () => {
-    const res = await postRaw(server, await readPlugin('bad_import'));
-    expect((await res.json()).unsupportedImports).toEqual([
+    const res = await server.api.upload(await readPlugin('bad_import'));
+    expect(res.error.unsupportedImports).toEqual([
       { module: 'env', name: 'abort', kind: 'function' },
       { module: 'foo', name: 'bar', kind: 'function' },
     ]);
   });
 
   it('accepts a valid upload on the same server afterwards', async () => {
-    const res = await postRaw(server, await wat(tinyPluginWat(42)), '?name=fine');
+    const res = await server.api.upload(await wat(tinyPluginWat(42)), { name: 'fine' });
     expect(res.status).toBe(201);
     expect(await listFiles(server.dataDir)).toHaveLength(2);
-    await api(server, `/plugins/fine`, { method: 'DELETE' });
+    await server.api.delete('fine');
   });
 });
 
@@ -600,73 +576,61 @@ async function holdUpload(
 }
 
 describe('uploads in progress at once (UPLOAD_CONCURRENCY)', () => {
-  let server: TestServer;
-  afterEach(async () => {
-    await server.close();
-    await removeDir(server.dataDir);
-  });
-
   it('defaults to 2', async () => {
-    server = await startServer();
+    const server = await serverForTest();
     expect(server.config.uploadConcurrency).toBe(2);
   });
 
   it('refuses an upload beyond the limit with 503 OVERLOADED and Retry-After, storing nothing; the slot comes back', async () => {
-    server = await startServer({ env: { UPLOAD_CONCURRENCY: '1' } });
+    const server = await serverForTest({ env: { UPLOAD_CONCURRENCY: '1' } });
     const held = await holdUpload(server, await readPlugin('count_vowels'));
 
     const other = await wat(tinyPluginWat(77));
-    const refused = await postRaw(server, other, '?name=other');
+    const refused = await server.api.upload(other, { name: 'other' });
     expect(refused.status).toBe(503);
     expect(refused.headers.get('retry-after')).toBe('1');
-    const body = await refused.json();
+    const body = refused.error;
     expect(body).toMatchObject({ statusCode: 503, code: 'OVERLOADED' });
     expect(body.message).toMatch(/UPLOAD_CONCURRENCY/);
-    expect(await listIds(server)).toEqual([]);
+    expect(await server.api.listAll()).toEqual([]);
     expect(await listFiles(server.dataDir)).toEqual([]);
 
     const first = await held.finish();
     expect(first.status).toBe(201);
     expect(JSON.parse(first.body).exports).toEqual(['count_vowels']);
     // The finished upload gave its slot back.
-    const accepted = await postRaw(server, other, '?name=other');
+    const accepted = await server.api.upload(other, { name: 'other' });
     expect(accepted.status).toBe(201);
-    expect(await listIds(server)).toHaveLength(2);
+    expect(await server.api.listAll()).toHaveLength(2);
   });
 
   it('gives the slot back when a client goes away mid-upload', async () => {
-    server = await startServer({ env: { UPLOAD_CONCURRENCY: '1' } });
+    const server = await serverForTest({ env: { UPLOAD_CONCURRENCY: '1' } });
     const bytes = await readPlugin('count_vowels');
     const held = await holdUpload(server, bytes);
     held.abort();
-    let res: Response;
+    let res: Reply<Plugin, ErrorBody>;
     const deadline = Date.now() + 2_000;
     do {
-      res = await postRaw(server, bytes);
+      res = await server.api.upload(bytes);
       if (res.status !== 503) break;
-      await res.arrayBuffer();
       await delay(20);
     } while (Date.now() < deadline);
     expect(res.status).toBe(201);
-    expect(await listIds(server)).toEqual([sha256(bytes)]);
+    expect((await server.api.listAll()).map((p) => p.id)).toEqual([sha256(bytes)]);
   });
 });
 
 describe('a 100 MiB upload to a server limited at 32 MiB', () => {
-  let server: TestServer;
+  const server = useServer();
   beforeAll(async () => {
-    server = await startServer();
     expect(server.config.maxPluginBytes).toBe(32 * MiB);
     // Warm the upload paths (lazy modules, JIT) so their one-time cost is not counted below.
-    const warm = await postRaw(server, await wat(tinyPluginWat(1)));
+    const warm = await server.api.upload(await wat(tinyPluginWat(1)));
     expect(warm.status).toBe(201);
-    const form = await postForm(server, {}, { bytes: await wat(tinyPluginWat(2)) });
+    const form = await server.api.upload(await wat(tinyPluginWat(2)), { form: true });
     expect(form.status).toBe(201);
-    for (const id of await listIds(server)) await api(server, `/plugins/${id}`, { method: 'DELETE' });
-  });
-  afterAll(async () => {
-    await server.close();
-    await removeDir(server.dataDir);
+    for (const { id } of await server.api.listAll()) await server.api.delete(id);
   });
 
   const block = Buffer.alloc(64 * 1024, 0x61);
@@ -717,7 +681,7 @@ describe('a 100 MiB upload to a server limited at 32 MiB', () => {
       // The server answered without reading the rest of the body.
       expect(res.bytesSent).toBeLessThan(64 * MiB);
       expect(rssPeak - rssBefore).toBeLessThan(64 * MiB);
-      expect(await listIds(server)).toEqual([]);
+      expect(await server.api.listAll()).toEqual([]);
       expect(await listFiles(server.dataDir)).toEqual([]);
     });
   }
