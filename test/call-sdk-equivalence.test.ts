@@ -14,21 +14,18 @@ interface Outcome {
   logs: [string, string][];
 }
 
-async function viaSdk(
-  plugin: string,
+/** One call on a fresh SDK plugin made from `manifest`, its logs collected as the service reports them. */
+async function callSdk(
+  manifest: Parameters<typeof createPlugin>[0],
+  options: Omit<NonNullable<Parameters<typeof createPlugin>[1]>, 'logger'>,
   fn: string,
   input: string,
-  config: Record<string, string>,
-  logLevel: Level,
 ): Promise<Outcome> {
   const logs: [string, string][] = [];
   const logger = Object.fromEntries(
     (['trace', 'debug', 'info', 'warn', 'error'] as const).map((level) => [level, (text: string) => logs.push([level, text])]),
   ) as unknown as Console;
-  const sdk = await createPlugin(
-    { wasm: [{ data: new Uint8Array(await readPlugin(plugin)) }] },
-    { useWasi: false, config, logger, logLevel },
-  );
+  const sdk = await createPlugin(manifest, { ...options, logger });
   try {
     const out = await sdk.call(fn, input);
     return { output: out === null ? '' : out.text(), error: null, logs };
@@ -37,6 +34,16 @@ async function viaSdk(
   } finally {
     await sdk.close();
   }
+}
+
+async function viaSdk(
+  plugin: string,
+  fn: string,
+  input: string,
+  config: Record<string, string>,
+  logLevel: Level,
+): Promise<Outcome> {
+  return callSdk({ wasm: [{ data: new Uint8Array(await readPlugin(plugin)) }] }, { useWasi: false, config, logLevel }, fn, input);
 }
 
 async function viaService(
@@ -166,10 +173,6 @@ const manifestCases: ManifestCase[] = [
 ];
 
 async function manifestViaSdk(c: ManifestCase, upstream: Upstream): Promise<Outcome> {
-  const logs: [string, string][] = [];
-  const logger = Object.fromEntries(
-    (['trace', 'debug', 'info', 'warn', 'error'] as const).map((level) => [level, (text: string) => logs.push([level, text])]),
-  ) as unknown as Console;
   const memory = c.memory
     ? {
         maxPages: c.memory.max_pages,
@@ -177,7 +180,7 @@ async function manifestViaSdk(c: ManifestCase, upstream: Upstream): Promise<Outc
         maxVarBytes: c.memory.max_var_bytes,
       }
     : undefined;
-  const sdk = await createPlugin(
+  return callSdk(
     {
       wasm: [{ data: new Uint8Array(await readPlugin(c.plugin)) }],
       config: c.configFor?.(upstream) ?? c.config ?? {},
@@ -186,16 +189,10 @@ async function manifestViaSdk(c: ManifestCase, upstream: Upstream): Promise<Outc
       ...(c.timeoutMs ? { timeoutMs: c.timeoutMs } : {}),
     },
     // SDK call timeouts exist only for plugins in a worker thread.
-    { useWasi: false, logger, logLevel: 'info', runInWorker: c.timeoutMs !== undefined },
+    { useWasi: false, logLevel: 'info', runInWorker: c.timeoutMs !== undefined },
+    c.fn,
+    c.input,
   );
-  try {
-    const out = await sdk.call(c.fn, c.input);
-    return { output: out === null ? '' : out.text(), error: null, logs };
-  } catch (err) {
-    return { output: null, error: (err as Error).message.replace(/^Plugin-originated error: /, ''), logs };
-  } finally {
-    await sdk.close();
-  }
 }
 
 describe('manifest plugins vs @extism/extism given the same manifest', () => {
@@ -288,22 +285,10 @@ const linkedCases: LinkedCase[] = [
 ];
 
 async function linkedViaSdk(c: LinkedCase): Promise<Outcome> {
-  const logs: [string, string][] = [];
-  const logger = Object.fromEntries(
-    (['trace', 'debug', 'info', 'warn', 'error'] as const).map((level) => [level, (text: string) => logs.push([level, text])]),
-  ) as unknown as Console;
   const wasm = await Promise.all(
     c.modules.map(async (m) => ({ data: new Uint8Array(await readPlugin(m.plugin)), ...(m.name ? { name: m.name } : {}) })),
   );
-  const sdk = await createPlugin({ wasm }, { useWasi: c.wasi ?? false, logger, logLevel: 'info' });
-  try {
-    const out = await sdk.call(c.fn, c.input);
-    return { output: out === null ? '' : out.text(), error: null, logs };
-  } catch (err) {
-    return { output: null, error: (err as Error).message.replace(/^Plugin-originated error: /, ''), logs };
-  } finally {
-    await sdk.close();
-  }
+  return callSdk({ wasm }, { useWasi: c.wasi ?? false, logLevel: 'info' }, c.fn, c.input);
 }
 
 describe('linked manifests vs @extism/extism linking the same modules', () => {
