@@ -22,7 +22,10 @@ type ValType = typeof I32 | typeof I64 | typeof F32 | typeof F64 | typeof V128;
  * costs a 4 KiB compare, and a write that may cross into the next chunk marks 4 KiB more, not 64.
  */
 export const DIRTY_CHUNK_SHIFT = 12;
-const DIRTY_CHUNK = 2 ** DIRTY_CHUNK_SHIFT;
+/** Bytes of linear memory per byte of the map. */
+export const DIRTY_CHUNK = 2 ** DIRTY_CHUNK_SHIFT;
+/** The chunk of the last byte of a 32-bit memory. */
+export const LAST_CHUNK = 2 ** (32 - DIRTY_CHUNK_SHIFT) - 1;
 /** V8's limit on a function's locals, and the most scratch locals a rewrite adds (see Scratch). */
 const MAX_LOCALS = 50_000;
 const MAX_SCRATCH_LOCALS = 8;
@@ -447,7 +450,7 @@ export function rewriteCode(body: Uint8Array, params: number, rewrite: CodeRewri
  */
 export function markRangeBody(dirtyMemory: number): number[] {
   const [start, length, first, last] = [0, 1, 2, 3];
-  const lastChunk = i64Const(2 ** (32 - DIRTY_CHUNK_SHIFT) - 1);
+  const lastChunk = i64Const(LAST_CHUNK);
   // prettier-ignore
   const code = [
     0x02, 0x01, I32, 0x01, I64, // locals: first (i32), last (i64)

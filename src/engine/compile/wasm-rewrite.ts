@@ -38,7 +38,7 @@ import {
 import { DIRTY_CHUNK_SHIFT, markRangeBody, rewriteCode } from './wasm-code.ts';
 
 export { WasmRewriteError } from './wasm-binary.ts';
-export { DIRTY_CHUNK_SHIFT } from './wasm-code.ts';
+export { DIRTY_CHUNK, DIRTY_CHUNK_SHIFT, LAST_CHUNK } from './wasm-code.ts';
 
 export const HOST_MODULE = 'wasmhost';
 export const MEMORY_IMPORT = 'memory';

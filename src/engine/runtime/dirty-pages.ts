@@ -2,11 +2,9 @@
 // one byte per 4 KiB chunk of its linear memory, set to 1 by the module before every write it makes
 // (see compile/wasm-code.ts) and by the host before every write it makes into linear memory (WASI).
 // A reset visits only the marked chunks, so its cost follows what a call wrote, not the memory's size.
-import { DIRTY_CHUNK_SHIFT, DIRTY_MAP_PAGES, GROW_BUDGET_OFFSET } from '../compile/wasm-rewrite.ts';
+import { DIRTY_CHUNK, DIRTY_CHUNK_SHIFT, DIRTY_MAP_PAGES, GROW_BUDGET_OFFSET, LAST_CHUNK } from '../compile/wasm-rewrite.ts';
 
-/** Bytes of linear memory per byte of the map. */
-export const DIRTY_CHUNK = 2 ** DIRTY_CHUNK_SHIFT;
-const LAST_CHUNK = 2 ** (32 - DIRTY_CHUNK_SHIFT) - 1;
+export { DIRTY_CHUNK };
 
 export class DirtyPageMap {
   readonly memory = new WebAssembly.Memory({ initial: DIRTY_MAP_PAGES, maximum: DIRTY_MAP_PAGES });
@@ -67,6 +65,6 @@ export class DirtyPageMap {
 
   /** Clears the marks of a memory of `chunks` chunks (and the one after). */
   clear(chunks: number): void {
-    this.#bytes.fill(0, 0, Math.min(chunks + 1, this.#bytes.length));
+    this.#covering(chunks).fill(0);
   }
 }

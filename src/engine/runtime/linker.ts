@@ -32,10 +32,9 @@ import {
   MEMORY_IMPORT,
   TABLE_EXPORT_PREFIX,
 } from '../compile/wasm-rewrite.ts';
+import { MAIN_MODULE_NAME } from '../compile/link-check.ts';
 
 const PAGE = 65536;
-/** The name the main module is linked by (compile/link-check.ts MAIN_MODULE_NAME). */
-const MAIN = 'main';
 
 export interface LinkedModuleShape {
   /** The stored module's id. */
@@ -102,7 +101,7 @@ export class LinkedPlugin {
     this.#recyclable = set.modules.every((m) => m.shape.dirtyTracking && m.shape.virtualGrowth && !m.shape.passiveSegments);
     this.#maxPages = this.#recyclable ? ceilingPages : capPages;
     set.modules.forEach((m, i) => {
-      const name = i === set.main ? MAIN : m.name;
+      const name = i === set.main ? MAIN_MODULE_NAME : m.name;
       if (name !== null) this.#byName.set(name, i);
     });
     // One host environment for all (the SDK shares its call context between modules): with JSPI when any module does HTTP.
@@ -110,7 +109,7 @@ export class LinkedPlugin {
     this.#env = createExtismEnv(this.#slot, jspi) as WebAssembly.ModuleImports;
     this.#slot.call = startupState();
     try {
-      this.#instantiate(set.main, [MAIN]);
+      this.#instantiate(set.main, [MAIN_MODULE_NAME]);
     } finally {
       this.#slot.call = null;
     }
@@ -140,7 +139,7 @@ export class LinkedPlugin {
   }
 
   #nameOf(index: number): string {
-    return index === this.#set.main ? MAIN : (this.#set.modules[index]!.name ?? `wasm[${index}]`);
+    return index === this.#set.main ? MAIN_MODULE_NAME : (this.#set.modules[index]!.name ?? `wasm[${index}]`);
   }
 
   /** The instance of module `index`, instantiated now if it is not yet; null while it is being instantiated. */
