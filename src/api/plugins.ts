@@ -10,7 +10,7 @@ import type { Prepare, PreparedModule } from '../engine/compile/prepare.ts';
 import { AppError, isAppError } from '../errors.ts';
 import { resolveLimits } from '../engine/limits.ts';
 import { canonicalManifest, mainIndex, parseManifest, type ManifestModule } from '../manifest.ts';
-import { pluginIdOf, type PluginImport, type PluginMeta } from '../store/store.ts';
+import { manifestModuleMissing, pluginIdOf, type PluginImport, type PluginMeta } from '../store/store.ts';
 import { configForCaller } from './auth.ts';
 import { ROUTE_POLICIES } from './route-policy.ts';
 import { checkConfigSize } from './config-size.ts';
@@ -655,8 +655,7 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
     const cached = moduleCache.get(id);
     if (cached) return cached;
     const bytes = await store.getBytes(id);
-    if (!bytes)
-      throw new AppError('INVALID_MANIFEST', `invalid manifest: no stored module with sha256 ${id}`, { details: { hash: id } });
+    if (!bytes) throw manifestModuleMissing(id);
     try {
       return await opts.prepare(bytes, { linking: true });
     } catch (err) {
