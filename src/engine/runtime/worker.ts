@@ -102,8 +102,13 @@ function moduleFor(msg: CallMessage): ModuleEntry | null {
 function measure(entry: ModuleEntry): void {
   let bytes = 0;
   let heapBytes = 0;
-  for (const instance of [...entry.instances.values(), ...(entry.linkedInstance ? [entry.linkedInstance] : [])]) {
+  for (const instance of entry.instances.values()) {
     const f = instance.footprint();
+    bytes += f.bytes;
+    heapBytes += f.heapBytes;
+  }
+  if (entry.linkedInstance) {
+    const f = entry.linkedInstance.footprint();
     bytes += f.bytes;
     heapBytes += f.heapBytes;
   }
