@@ -99,12 +99,12 @@ export async function rssOf(server: { url: string }): Promise<number> {
 }
 
 /** Uploads count_vowels as `count_vowels` (once per server) so healthCheck can call it. */
-export async function uploadCountVowels(server: { api: TestClient }): Promise<void> {
+async function uploadCountVowels(server: { api: TestClient }): Promise<void> {
   await server.api.uploaded(await readPlugin('count_vowels'), { name: 'count_vowels' });
 }
 
 /** /healthz answers 200 and a normal call (count_vowels) answers its count: the service still serves. */
-export async function serves(server: {
+async function serves(server: {
   url: string;
   api: TestClient;
 }): Promise<{ healthz: number; vowels: number; count: number | null }> {

@@ -25,6 +25,11 @@ const RSS_LIMIT = 1024 * MiB;
 let server: ChildServer;
 let plugins = 0;
 
+/** A WAT module, compiled, as a manifest's inline `data`. */
+async function watBase64(source: string): Promise<string> {
+  return Buffer.from(await wat(source)).toString('base64');
+}
+
 useContainedServer(ENV, RSS_LIMIT, (started) => (server = started));
 
 interface Outcome {
@@ -38,9 +43,17 @@ interface Outcome {
 }
 
 /** Uploads `bytes` and, when accepted, calls `run` once (with `call` fields). */
-async function tryModule(bytes: Uint8Array, call: Record<string, unknown> = {}): Promise<Outcome> {
+function tryModule(bytes: Uint8Array, call: Record<string, unknown> = {}): Promise<Outcome> {
+  return tryUpload((name) => server.api.upload(bytes, { name }), call);
+}
+
+/** Uploads a plugin by `send` under a new name and, when accepted, calls `run` once (with `call` fields). */
+async function tryUpload(
+  send: (name: string) => ReturnType<ChildServer['api']['upload']>,
+  call: Record<string, unknown>,
+): Promise<Outcome> {
   const name = `mod-${++plugins}`;
-  const upload = await server.api.upload(bytes, { name });
+  const upload = await send(name);
   if (upload.status !== 201) return { upload: upload.status, uploadCode: upload.error.code, uploadMessage: upload.error.message };
   const answer = await server.api.call(name, { function: 'run', timeoutMs: 2000, ...call });
   return {
@@ -487,23 +500,8 @@ describe('linked modules', () => {
 
   /** Uploads a manifest of `side` (linked as "side") and a main module calling its `f`, then calls `run`. */
   async function tryLinked(side: string, call: Record<string, unknown> = {}, main = RUN_VIA_SIDE): Promise<Outcome> {
-    const name = `mod-${++plugins}`;
-    const data = async (source: string) => Buffer.from(await wat(source)).toString('base64');
-    const upload = await server.api.uploadManifest(
-      { wasm: [{ data: await data(side), name: 'side' }, { data: await data(main) }] },
-      undefined,
-      {
-        name,
-      },
-    );
-    if (upload.status !== 201)
-      return { upload: upload.status, uploadCode: upload.error.code, uploadMessage: upload.error.message };
-    const answer = await server.api.call(name, { function: 'run', timeoutMs: 2000, ...call });
-    return {
-      upload: upload.status,
-      call: answer.status,
-      ...(answer.ok ? { output: answer.data.output } : { callCode: answer.error.code, callMessage: answer.error.message }),
-    };
+    const wasm = [{ data: await watBase64(side), name: 'side' }, { data: await watBase64(main) }];
+    return tryUpload((name) => server.api.uploadManifest({ wasm }, undefined, { name }), call);
   }
 
   it('counts a side module’s memory against the call’s memoryMaxPages: 200 + 100 pages run only with 300 (422 MEMORY_LIMIT, then 200)', async () => {
@@ -565,7 +563,7 @@ describe('linked modules', () => {
     const source = inStart
       ? `(module (memory 1) (func $start ${grow}) (start $start) (func (export "f") (result i32) (i32.sub (memory.size) (i32.const 1))))`
       : `(module (memory 1) (func (export "f") (result i32) ${grow} (local.get $old)))`;
-    const data = Buffer.from(await wat(source)).toString('base64');
+    const data = await watBase64(source);
     return Array.from({ length: count }, (_, k) => ({ name: `s${k}`, data }));
   }
 
@@ -577,21 +575,22 @@ describe('linked modules', () => {
       .join(' ');
     const source = `(module ${imports} (memory 1) (func (export "run") (result i32) (local $n i32) ${calls}
       (if (i32.gt_u (local.get $n) (i32.const ${allowed})) (then unreachable)) (i32.const 0)))`;
-    return Buffer.from(await wat(source)).toString('base64');
+    return watBase64(source);
   }
 
-  it('lets 15 side modules that each grow by 200 pages hold 256 pages together, not 3,016 (memory.grow answers -1 past the shared cap)', async () => {
-    const sides = await growingSides(15, 200);
-    const upload = await server.api.uploadManifest({ wasm: [...sides, { data: await callsEverySide(sides, 1) }] }, undefined, {
-      name: `mod-${++plugins}`,
-    });
-    expect(upload.status).toBe(201);
-    const answer = await server.api.call(`mod-${plugins}`, { function: 'run', memoryMaxPages: 256 });
-    expect([answer.status, answer.ok ? null : answer.error.message]).toEqual([200, null]);
-  });
-
-  it('counts start functions’ growth in the shared cap too: 15 side modules growing by 200 pages as they start hold 256 pages together', async () => {
-    const sides = await growingSides(15, 200, true);
+  it.each([
+    {
+      inStart: false,
+      title:
+        'lets 15 side modules that each grow by 200 pages hold 256 pages together, not 3,016 (memory.grow answers -1 past the shared cap)',
+    },
+    {
+      inStart: true,
+      title:
+        'counts start functions’ growth in the shared cap too: 15 side modules growing by 200 pages as they start hold 256 pages together',
+    },
+  ])('$title', async ({ inStart }) => {
+    const sides = await growingSides(15, 200, inStart);
     const upload = await server.api.uploadManifest({ wasm: [...sides, { data: await callsEverySide(sides, 1) }] }, undefined, {
       name: `mod-${++plugins}`,
     });
@@ -602,9 +601,8 @@ describe('linked modules', () => {
 
   it('counts a linked set’s tables in what a worker’s cached instances hold (99,000 elements: over 3 MiB, not 2 × 64 KiB)', async () => {
     const own = await childServerForTest({ WORKERS: '1', BURST_WORKERS: '0', MAX_EVENT_LOOP_DELAY_MS: '0' });
-    const data = async (source: string) => Buffer.from(await wat(source)).toString('base64');
-    const side = await data('(module (table 50000 funcref) (func (export "f") (result i32) (i32.const 0)))');
-    const main = await data(`(module (import "side" "f" (func $f (result i32))) (table 49000 funcref)
+    const side = await watBase64('(module (table 50000 funcref) (func (export "f") (result i32) (i32.const 0)))');
+    const main = await watBase64(`(module (import "side" "f" (func $f (result i32))) (table 49000 funcref)
       (func (export "run") (result i32) (call $f)))`);
     const upload = await own.api.uploadManifest({ wasm: [{ data: side, name: 'side' }, { data: main }] }, undefined, {
       name: 'tables',

@@ -29,6 +29,9 @@ function withPadding(module: Uint8Array, size: number): Uint8Array {
 }
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
+/** Calls `run` of plugin `idOrName` on `replica`. */
+const runOn = (replica: Replica, idOrName: string) =>
+  replica.api.call(idOrName, { function: 'run', input: '', timeoutMs: 30_000 });
 
 describe('three replicas on one PostgreSQL database', () => {
   let db: Awaited<ReturnType<typeof createTestDatabase>>;
@@ -83,13 +86,11 @@ describe('three replicas on one PostgreSQL database', () => {
     const bytes = await markedPlugin('to-delete');
     expect((await a.api.upload(bytes, { name: 'doomed' })).status).toBe(201);
     // A and B have it in memory (and its module prepared) before the delete.
-    for (const replica of [a, b])
-      expect((await replica.api.call('doomed', { function: 'run', input: '', timeoutMs: 30_000 })).status).toBe(200);
+    for (const replica of [a, b]) expect((await runOn(replica, 'doomed')).status).toBe(200);
 
     const deleted = await c.api.delete('doomed');
     expect(deleted.status).toBe(204);
-    const gone = async (replica: Replica, idOrName: string) =>
-      (await replica.api.call(idOrName, { function: 'run', input: '', timeoutMs: 30_000 })).status === 404;
+    const gone = async (replica: Replica, idOrName: string) => (await runOn(replica, idOrName)).status === 404;
     const [onA, onB] = await Promise.all([
       msUntil(() => gone(a, 'doomed')),
       msUntil(async () => (await gone(b, 'doomed')) && (await gone(b, sha256(bytes)))),
@@ -151,7 +152,7 @@ describe('three replicas on one PostgreSQL database', () => {
       return seen.every((s) => s.ok && s.data.id === holder);
     });
     expect(agreed).toBeLessThan(Infinity);
-    expect((await b.api.call('contested', { function: 'run', input: '', timeoutMs: 30_000 })).status).toBe(200);
+    expect((await runOn(b, 'contested')).status).toBe(200);
   });
 
   it('answers all of 2,000 calls spread over the three replicas with 200', async () => {
@@ -197,7 +198,7 @@ describe('three replicas on one PostgreSQL database', () => {
       const listed = new Set((await survivor.api.listAll()).map((p) => p.id));
       for (const id of acknowledged) {
         expect(listed.has(id)).toBe(true);
-        expect((await survivor.api.call(id, { function: 'run', input: '', timeoutMs: 30_000 })).status).toBe(200);
+        expect((await runOn(survivor, id)).status).toBe(200);
       }
       // Nothing listed is half there: every listed plugin's bytes download whole and hash to its id.
       for (const id of listed) {
