@@ -17,6 +17,7 @@ import { pluginRoutes } from './api/plugins.ts';
 import { callRoutes, isCallPath } from './api/call.ts';
 import { CallEngine } from './engine/engine.ts';
 import { ModuleCache } from './engine/compile/module-cache.ts';
+import { moduleCheckLimits } from './engine/compile/module-check.ts';
 import { ModulePreparer } from './engine/compile/prepare.ts';
 import { openStore } from './store/open-store.ts';
 import type { PluginStore } from './store/store.ts';
@@ -88,7 +89,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(opsRoutes, { metrics, readiness });
   await app.register(docsRoutes);
   await app.register(playgroundRoutes);
-  const preparer = new ModulePreparer({ ...config.engine.moduleLimits, memoryPages: config.engine.limits.memoryPages.ceiling });
+  const preparer = new ModulePreparer(moduleCheckLimits(config.engine));
   app.addHook('onClose', () => preparer.close());
   await app.register(pluginRoutes, { config, prepare: preparer.prepare });
 

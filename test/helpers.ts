@@ -12,7 +12,7 @@ import { afterAll, beforeAll, onTestFinished } from 'vitest';
 import wabtInit from 'wabt';
 import { buildApp, type AppOptions } from '../src/app.ts';
 import { loadConfig, type Config } from '../src/config.ts';
-import type { ModuleCheckLimits } from '../src/engine/compile/module-check.ts';
+import { moduleCheckLimits, type ModuleCheckLimits } from '../src/engine/compile/module-check.ts';
 import { responsesBreakingContract } from './contract-problems.ts';
 import { checkEveryResponse } from './openapi-contract.ts';
 import { TestClient } from './test-client.ts';
@@ -126,8 +126,7 @@ export async function listFiles(dir: string): Promise<string[]> {
 
 /** The module limits of a service on default settings (what upload checks a module against). */
 export function defaultModuleLimits(): ModuleCheckLimits {
-  const { engine } = loadConfig({});
-  return { ...engine.moduleLimits, memoryPages: engine.limits.memoryPages.ceiling };
+  return moduleCheckLimits(loadConfig({}).engine);
 }
 
 let wabt: Awaited<ReturnType<typeof wabtInit>> | undefined;

@@ -6,6 +6,7 @@ import { Type } from 'typebox';
 import type { Config } from '../config.ts';
 import { checkCallable, inspectModule, refusal } from '../engine/compile/inspect.ts';
 import { checkLinks, checkTotals } from '../engine/compile/link-check.ts';
+import { moduleCheckLimits } from '../engine/compile/module-check.ts';
 import type { Prepare, PreparedModule } from '../engine/compile/prepare.ts';
 import { AppError, isAppError } from '../errors.ts';
 import { resolveLimits } from '../engine/limits.ts';
@@ -566,27 +567,9 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
         });
       }
     }
-    const { moduleLimits, limits } = opts.config.engine;
     checkTotals(
       modules.map((m) => m.prepared.size),
-      {
-        bytes: maxPluginBytes,
-        functions: moduleLimits.functions,
-        tableElements: moduleLimits.tableElements,
-        globals: moduleLimits.globals,
-        exports: moduleLimits.exports,
-        tags: moduleLimits.tags,
-        memoryPages: limits.memoryPages.ceiling,
-      },
-      {
-        bytes: 'MAX_PLUGIN_BYTES',
-        functions: 'MODULE_MAX_FUNCTIONS',
-        tableElements: 'MODULE_MAX_TABLE_ELEMENTS',
-        globals: 'MODULE_MAX_GLOBALS',
-        exports: 'MODULE_MAX_EXPORTS',
-        tags: 'MODULE_MAX_TAGS',
-        memoryPages: 'CALL_MEMORY_PAGES_CEILING',
-      },
+      { ...moduleCheckLimits(opts.config.engine), bytes: maxPluginBytes },
     );
     checkLinks(
       modules.map((m) => ({ name: m.name, interface: m.prepared.interface })),

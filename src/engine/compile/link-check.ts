@@ -6,8 +6,7 @@
 // refused there, naming the import, rather than failing on every call.
 import { AppError } from '../../errors.ts';
 import { formatSignature } from '../runtime/signatures.ts';
-import { isHostImport } from './module-check.ts';
-import type { ModuleSize } from './prepare.ts';
+import { isHostImport, SIZE_NAMES, type ModuleSize } from './module-check.ts';
 import type { ExternalType, ImportSummary, ModuleInterface } from './wasm-summary.ts';
 
 /** The name the main module is linked by, whatever the manifest calls it (as the SDK does). */
@@ -18,20 +17,6 @@ export interface LinkedModule {
   name: string | null;
   interface: ModuleInterface;
 }
-
-/** What a manifest's modules may hold together: the module limits, counted over all of them. */
-export type LinkTotals = ModuleSize;
-
-/** What each total counts, for messages. */
-const TOTAL_NAMES: Readonly<Record<keyof LinkTotals, string>> = {
-  bytes: 'bytes',
-  functions: 'functions',
-  tableElements: 'table elements to start with',
-  globals: 'globals',
-  exports: 'exports',
-  tags: 'exception tags',
-  memoryPages: 'pages of memory to start with',
-};
 
 function linkError(importer: string, i: ImportSummary, reason: string): AppError {
   return new AppError('LINK_ERROR', `module "${importer}" imports ${i.kind} "${i.module}" "${i.name}": ${reason}`, {
@@ -119,16 +104,22 @@ export function checkLinks(modules: readonly LinkedModule[], main: number): void
   visit(main);
 }
 
-/** Throws INVALID_WASM when the modules together pass a module limit (each one was checked alone). */
-export function checkTotals(sizes: readonly ModuleSize[], limits: LinkTotals, names: Record<keyof LinkTotals, string>): void {
+/**
+ * Throws INVALID_WASM when the modules together pass a module limit (each one was checked alone).
+ * `limits`: what a manifest's modules may hold together, the module limits counted over all of them.
+ */
+export function checkTotals(sizes: readonly ModuleSize[], limits: ModuleSize): void {
   // Each instance's share of a worker's heap is bounded by the module limits; a set's, by their totals.
-  for (const key of Object.keys(TOTAL_NAMES) as (keyof LinkTotals)[]) {
+  for (const key of Object.keys(SIZE_NAMES) as (keyof ModuleSize)[]) {
     const total = sizes.reduce((n, s) => n + s[key], 0);
     if (total > limits[key]) {
+      const { what, env } = SIZE_NAMES[key];
       throw new AppError(
         'INVALID_WASM',
-        `the manifest's modules together have ${total} ${TOTAL_NAMES[key]}; the limit is ${limits[key]} (${names[key]})`,
-        { details: { limit: names[key], value: total, max: limits[key] } },
+        `the manifest's modules together have ${total} ${what}; the limit is ${limits[key]} (${env})`,
+        {
+          details: { limit: env, value: total, max: limits[key] },
+        },
       );
     }
   }

@@ -2,7 +2,7 @@
 // (a worker's JS heap must hold an instance at every limit; V8 aborts the whole process when a
 // worker runs out of heap inside it), no GC types (their objects live on the JS heap, unbounded),
 // and only imports the engine provides, with the signatures it provides them with.
-import type { ModuleLimits } from '../../config.ts';
+import type { Config, ModuleLimits } from '../../config.ts';
 import type { ErrorCode } from '../../errors.ts';
 import { EXTISM_ENV, EXTISM_ENV_SIGNATURES } from '../runtime/host-env.ts';
 import { formatSignature, sameSignature, type Signature } from '../runtime/signatures.ts';
@@ -13,6 +13,46 @@ import type { ImportSummary, ModuleInterface, ModuleSummary } from './wasm-summa
 export interface ModuleCheckLimits extends ModuleLimits {
   /** CALL_MEMORY_PAGES_CEILING: a module needing more pages to start could never run. */
   memoryPages: number;
+}
+
+/** The limits of a service configured with `engine`. */
+export function moduleCheckLimits(engine: Pick<Config['engine'], 'moduleLimits' | 'limits'>): ModuleCheckLimits {
+  return { ...engine.moduleLimits, memoryPages: engine.limits.memoryPages.ceiling };
+}
+
+/** What a module counts against the module limits, which a manifest's modules share (link-check.ts). */
+export interface ModuleSize {
+  bytes: number;
+  functions: number;
+  tableElements: number;
+  globals: number;
+  exports: number;
+  tags: number;
+  memoryPages: number;
+}
+
+/** What each count of a ModuleSize is called in a refusal, and the setting that limits it. */
+export const SIZE_NAMES: Readonly<Record<keyof ModuleSize, { what: string; env: string }>> = {
+  bytes: { what: 'bytes', env: 'MAX_PLUGIN_BYTES' },
+  functions: { what: 'functions', env: 'MODULE_MAX_FUNCTIONS' },
+  tableElements: { what: 'table elements to start with', env: 'MODULE_MAX_TABLE_ELEMENTS' },
+  globals: { what: 'globals', env: 'MODULE_MAX_GLOBALS' },
+  exports: { what: 'exports', env: 'MODULE_MAX_EXPORTS' },
+  tags: { what: 'exception tags', env: 'MODULE_MAX_TAGS' },
+  memoryPages: { what: 'pages of memory to start with', env: 'CALL_MEMORY_PAGES_CEILING' },
+};
+
+/** What the module of `byteLength` bytes summarized as `summary` counts against the module limits. */
+export function moduleSize(summary: ModuleSummary, byteLength: number): ModuleSize {
+  return {
+    bytes: byteLength,
+    functions: summary.importedFunctions + summary.functions,
+    tableElements: summary.tables.reduce((n, t) => n + t.min, 0),
+    globals: summary.globals,
+    exports: summary.exports,
+    tags: summary.tags,
+    memoryPages: summary.memory?.min ?? 0,
+  };
 }
 
 /** A refused import, as the error body lists it (`expected`/`actual` for a signature mismatch). */
@@ -44,17 +84,22 @@ function overLimit(what: string, count: number, limit: number, env: string): Mod
   });
 }
 
-/** Throws ModuleRefusedError for the first limit the module passes. */
-export function checkModuleLimits(summary: ModuleSummary, limits: ModuleCheckLimits): void {
-  const tableElements = summary.tables.reduce((n, t) => n + t.min, 0);
+/** Throws ModuleRefusedError for the first limit the module (summarized as `summary`, counting `size`) passes. */
+export function checkModuleLimits(summary: ModuleSummary, size: ModuleSize, limits: ModuleCheckLimits): void {
+  const counted = (key: Exclude<keyof ModuleSize, 'bytes'>): [string, number, number, string] => [
+    SIZE_NAMES[key].what,
+    size[key],
+    limits[key],
+    SIZE_NAMES[key].env,
+  ];
   const checks: [string, number, number, string][] = [
-    ['functions', summary.importedFunctions + summary.functions, limits.functions, 'MODULE_MAX_FUNCTIONS'],
+    counted('functions'),
     ['type definitions', summary.types, limits.types, 'MODULE_MAX_TYPES'],
-    ['globals', summary.globals, limits.globals, 'MODULE_MAX_GLOBALS'],
-    ['exports', summary.exports, limits.exports, 'MODULE_MAX_EXPORTS'],
-    ['table elements to start with', tableElements, limits.tableElements, 'MODULE_MAX_TABLE_ELEMENTS'],
-    ['element segment entries', summary.elementEntries, limits.tableElements, 'MODULE_MAX_TABLE_ELEMENTS'],
-    ['exception tags', summary.tags, limits.tags, 'MODULE_MAX_TAGS'],
+    counted('globals'),
+    counted('exports'),
+    counted('tableElements'),
+    ['element segment entries', summary.elementEntries, limits.tableElements, SIZE_NAMES.tableElements.env],
+    counted('tags'),
   ];
   for (const [what, count, limit, env] of checks) if (count > limit) throw overLimit(what, count, limit, env);
   if (summary.gcTypes > 0) {
@@ -64,10 +109,8 @@ export function checkModuleLimits(summary: ModuleSummary, limits: ModuleCheckLim
         `engine's JS heap, which a plugin must not be able to fill; GC types are not supported`,
     );
   }
-  const pages = summary.memory?.min ?? 0;
-  if (pages > limits.memoryPages) {
-    throw overLimit('pages of memory to start with', pages, limits.memoryPages, 'CALL_MEMORY_PAGES_CEILING');
-  }
+  const [what, pages, limit, env] = counted('memoryPages');
+  if (pages > limit) throw overLimit(what, pages, limit, env);
 }
 
 /** Where the Extism SDKs put the host functions an embedding registers itself. */

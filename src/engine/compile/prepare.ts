@@ -2,7 +2,14 @@
 // functions, rewritten, compiled once.
 import { Worker } from 'node:worker_threads';
 import type { PluginImport } from '../../store/store.ts';
-import { checkImports, checkModuleLimits, ModuleRefusedError, type ModuleCheckLimits } from './module-check.ts';
+import {
+  checkImports,
+  checkModuleLimits,
+  moduleSize,
+  ModuleRefusedError,
+  type ModuleCheckLimits,
+  type ModuleSize,
+} from './module-check.ts';
 import { rewriteForEngine, WasmRewriteError, type ModuleLayout } from './wasm-rewrite.ts';
 import { readInterface, summarizeModule, type ModuleInterface, type ModuleSummary } from './wasm-summary.ts';
 
@@ -18,16 +25,6 @@ export interface PreparedModule {
   size: ModuleSize;
   /** Time spent checking, rewriting and compiling, for the compile metric. */
   compileMs: number;
-}
-
-export interface ModuleSize {
-  bytes: number;
-  functions: number;
-  tableElements: number;
-  globals: number;
-  exports: number;
-  tags: number;
-  memoryPages: number;
 }
 
 export interface PrepareOptions {
@@ -66,7 +63,8 @@ export async function prepareModule(
     if (err instanceof WasmRewriteError && options.validate) await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
     throw err;
   }
-  checkModuleLimits(summary, limits);
+  const size = moduleSize(summary, bytes.length);
+  checkModuleLimits(summary, size, limits);
   if (options.validate) await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
   const iface = readInterface(bytes);
   checkImports(iface, options.linking ?? false);
@@ -84,15 +82,7 @@ export async function prepareModule(
     exports: iface.exports.filter((e) => e.kind === 'function').map((e) => e.name),
     imports: iface.imports.map((i) => ({ module: i.module, name: i.name })),
     interface: iface,
-    size: {
-      bytes: bytes.length,
-      functions: summary.importedFunctions + summary.functions,
-      tableElements: summary.tables.reduce((n, t) => n + t.min, 0),
-      globals: summary.globals,
-      exports: summary.exports,
-      tags: summary.tags,
-      memoryPages: summary.memory?.min ?? 0,
-    },
+    size,
     compileMs: performance.now() - started,
   };
 }
