@@ -54,6 +54,35 @@ export function leb(value: number): number[] {
   return out;
 }
 
+/** Signed LEB128 of an integer (any safe integer, so i32 and i64 immediates alike). */
+export function sleb(value: number): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const b = value & 0x7f;
+    // Division rather than >>, which would cut the value to 32 bits.
+    value = Math.floor(value / 128);
+    if ((value === 0 && (b & 0x40) === 0) || (value === -1 && (b & 0x40) !== 0)) {
+      out.push(b);
+      return out;
+    }
+    out.push(b | 0x80);
+  }
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** A name (length-prefixed UTF-8). */
+export function readName(r: Reader): string {
+  const length = r.u32();
+  const start = r.pos;
+  r.skip(length);
+  try {
+    return utf8.decode(r.bytes.subarray(start, start + length));
+  } catch {
+    throw new WasmRewriteError('a name is not valid UTF-8');
+  }
+}
+
 export function nameBytes(text: string): number[] {
   const encoded = new TextEncoder().encode(text);
   return [...leb(encoded.length), ...encoded];

@@ -7,7 +7,7 @@
 // - writes to tables (table.set/fill/copy/init/grow) set a flag global, so a reset only walks the
 //   tables after a call that may have changed them.
 // Opcodes it does not know make it throw: the caller then keeps the module without any of this.
-import { concat, leb, Reader, skipValType, WasmRewriteError } from './wasm-binary.ts';
+import { concat, leb, Reader, skipValType, sleb, WasmRewriteError } from './wasm-binary.ts';
 
 const I32 = 0x7f;
 const I64 = 0x7e;
@@ -260,18 +260,8 @@ class Scratch {
 }
 
 /** i32.const `value` (as the signed 32-bit immediate the encoding wants). */
-function i32Const(value: number): number[] {
-  const out: number[] = [0x41];
-  let v = value | 0;
-  for (;;) {
-    const b = v & 0x7f;
-    v >>= 7;
-    if ((v === 0 && (b & 0x40) === 0) || (v === -1 && (b & 0x40) !== 0)) {
-      out.push(b);
-      return out;
-    }
-    out.push(b | 0x80);
-  }
+export function i32Const(value: number): number[] {
+  return [0x41, ...sleb(value | 0)];
 }
 
 /**
@@ -467,15 +457,5 @@ export function markRangeBody(dirtyMemory: number): number[] {
 
 /** i64.const `value` (a non-negative safe integer). */
 function i64Const(value: number): number[] {
-  const out: number[] = [0x42];
-  let v = BigInt(value);
-  for (;;) {
-    const b = Number(v & 0x7fn);
-    v >>= 7n;
-    if (v === 0n && (b & 0x40) === 0) {
-      out.push(b);
-      return out;
-    }
-    out.push(b | 0x80);
-  }
+  return [0x42, ...sleb(value)];
 }

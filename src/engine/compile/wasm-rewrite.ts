@@ -27,6 +27,7 @@ import {
   Reader,
   readElementSegment,
   readLimits,
+  readName,
   SECTION,
   section,
   skipConstExpr,
@@ -35,7 +36,7 @@ import {
   WasmRewriteError,
   type RawSection,
 } from './wasm-binary.ts';
-import { DIRTY_CHUNK_SHIFT, markRangeBody, rewriteCode } from './wasm-code.ts';
+import { DIRTY_CHUNK_SHIFT, i32Const, markRangeBody, rewriteCode } from './wasm-code.ts';
 
 export { WasmRewriteError } from './wasm-binary.ts';
 export { DIRTY_CHUNK, DIRTY_CHUNK_SHIFT, LAST_CHUNK } from './wasm-code.ts';
@@ -96,28 +97,6 @@ const DIRTY_MEMORY_INDEX = 1;
 const I32 = 0x7f;
 /** Position of each known section id in the required order (custom sections keep their places). */
 const ORDER: Record<number, number> = { 1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 13: 6, 6: 7, 7: 8, 8: 9, 9: 10, 12: 11, 10: 12, 11: 13 };
-
-function sleb(value: number): number[] {
-  const out: number[] = [];
-  for (;;) {
-    const b = value & 0x7f;
-    value >>= 7;
-    if ((value === 0 && (b & 0x40) === 0) || (value === -1 && (b & 0x40) !== 0)) {
-      out.push(b);
-      return out;
-    }
-    out.push(b | 0x80);
-  }
-}
-
-const utf8 = new TextDecoder();
-
-function readName(r: Reader): string {
-  const length = r.u32();
-  const start = r.pos;
-  r.skip(length);
-  return utf8.decode(r.bytes.subarray(start, start + length));
-}
 
 /** A vector section's entry count and the bytes of its entries. */
 function vector(input: Uint8Array, s: RawSection | undefined): { count: number; entries: Uint8Array; reader: Reader } {
@@ -333,7 +312,7 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
         concat([leb(functions.count + 3), functions.entries, leb(sizeType), leb(growType), leb(markType)]),
       ),
     );
-    const pagesEntry = [I32, 0x01, 0x41, ...sleb(initialPages), 0x0b];
+    const pagesEntry = [I32, 0x01, ...i32Const(initialPages), 0x0b];
     const zeroEntry = [I32, 0x01, 0x41, 0x00, 0x0b];
     replaced.set(
       SECTION.global,

@@ -6,6 +6,7 @@ import {
   Reader,
   readElementSegment,
   readLimits,
+  readName,
   SECTION,
   skipConstExpr,
   skipValType,
@@ -75,7 +76,6 @@ const ARRAY = 0x5e;
 const REC = 0x4e;
 const SUB = 0x50;
 const SUB_FINAL = 0x4f;
-const decoder = new TextDecoder('utf-8', { fatal: true });
 
 function vectorOf(bytes: Uint8Array, s: RawSection): { count: number; r: Reader } {
   const r = new Reader(bytes, s.start, s.end);
@@ -244,17 +244,6 @@ export function summarizeModule(bytes: Uint8Array): ModuleSummary {
   return summary;
 }
 
-function name(r: Reader): string {
-  const length = r.u32();
-  const start = r.pos;
-  r.skip(length);
-  try {
-    return decoder.decode(r.bytes.subarray(start, start + length));
-  } catch {
-    throw new WasmRewriteError('a name is not valid UTF-8');
-  }
-}
-
 const hex = (bytes: Uint8Array): string => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
 
 /** A value or reference type's encoding (a reference type may carry a heap type). */
@@ -294,8 +283,8 @@ export function readInterface(bytes: Uint8Array): ModuleInterface {
     } else if (s.id === SECTION.import) {
       const { count, r } = vectorOf(bytes, s);
       for (let i = 0; i < count; i++) {
-        const module = name(r);
-        const field = name(r);
+        const module = readName(r);
+        const field = readName(r);
         const kind = kindOf(r.byte());
         let type: ExternalType = { kind: 'tag' };
         if (kind === 'function') functions.push(r.u32());
@@ -329,7 +318,7 @@ export function readInterface(bytes: Uint8Array): ModuleInterface {
       }
     } else if (s.id === SECTION.export) {
       const { count, r } = vectorOf(bytes, s);
-      for (let i = 0; i < count; i++) exported.push({ name: name(r), kind: kindOf(r.byte()), index: r.u32() });
+      for (let i = 0; i < count; i++) exported.push({ name: readName(r), kind: kindOf(r.byte()), index: r.u32() });
     }
   }
   const functionType = (typeIndex: number | undefined): ExternalType => {
