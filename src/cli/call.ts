@@ -132,13 +132,16 @@ export function parseLink(value: string): Link {
 
 type ManifestEntry = Record<string, unknown>;
 
+/** Form part name → the module file it is read from, and the manifest naming that file as a `path` (for errors). */
+type ModuleFiles = Map<string, { file: string; manifest?: string }>;
+
 /**
  * An Extism manifest uploaded with the modules its `path` entries name, each sent as a form part the
  * entry's path names; its id is what is called. The manifest is `target` read as one (its paths relative
- * to it, as `extism call` reads them), or, with only links, the module `target` (a file, an id or a
- * name) linked as "main". `--link NAME=PATH` modules (paths relative to the working directory) come
- * first, so the manifest's main module stays its main module. Other sources (`url`, `hash`, `data`) go as
- * they are: the service refuses what it does not take.
+ * to it, as `extism call` reads them; uploaded as written when nothing is linked to it), or, with only
+ * links, the module `target` (a file, an id or a name) linked as "main". `--link NAME=PATH` modules
+ * (paths relative to the working directory) come first, so the manifest's main module stays its main
+ * module. Other sources (`url`, `hash`, `data`) go as they are: the service refuses what it does not take.
  */
 async function resolveManifest(
   client: WasmhostClient,
@@ -148,85 +151,61 @@ async function resolveManifest(
   debug: (line: string) => void,
 ): Promise<string> {
   let manifest: { wasm: unknown[] } & ManifestEntry;
-  /** Form part name → the file it is read from. */
-  const files = new Map<string, string>();
+  let written: string | null = null;
+  const files: ModuleFiles = new Map();
   if (asManifest) {
-    const text = await readFile(target, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    written = await readFile(target, 'utf8').catch((err: NodeJS.ErrnoException) => {
       throw new CliError(err.code === 'ENOENT' ? `no such file: ${target}` : `cannot read ${target}: ${err.message}`);
     });
     let parsed: unknown;
     try {
-      parsed = JSON.parse(text);
+      parsed = JSON.parse(written);
     } catch (err) {
       throw new CliError(`${target} is not valid JSON: ${(err as Error).message}`);
     }
     const entries = (parsed as { wasm?: unknown } | null)?.wasm;
-    if (links.length === 0)
-      return uploadText(client, target, text, Array.isArray(entries) ? entries : [], path.dirname(target), debug);
     manifest = { ...(parsed as ManifestEntry), wasm: Array.isArray(entries) ? entries : [] };
     for (const entry of manifest.wasm) {
       const file = (entry as { path?: unknown } | null)?.path;
-      if (typeof file === 'string') files.set(file, path.resolve(path.dirname(target), file));
+      if (typeof file === 'string' && !files.has(file)) {
+        files.set(file, { file: path.resolve(path.dirname(target), file), manifest: target });
+      }
     }
   } else {
     manifest = { wasm: [{ ...(await mainSource(client, target, files)), name: 'main' }] };
   }
   const linked: ManifestEntry[] = links.map((link) => {
     const key = `link:${link.name}`;
-    files.set(key, path.resolve(link.path));
+    files.set(key, { file: path.resolve(link.path) });
     return { path: key, name: link.name };
   });
   manifest.wasm = [...linked, ...manifest.wasm];
   const modules = new Map<string, Uint8Array>();
-  for (const [key, file] of files) {
+  for (const [key, { file, manifest: from }] of files) {
     const bytes = await readFile(file).catch(() => {
-      throw new CliError(`no such file: ${file}`);
+      throw new CliError(`no such file: ${file}${from === undefined ? '' : ` (wasm path in ${from})`}`);
     });
     modules.set(key, new Uint8Array(bytes));
   }
-  const { plugin, created } = await uploadManifest(client, JSON.stringify(manifest), modules);
-  debug(
-    `${created ? 'uploaded' : 'already stored:'} ${target} with ${links.map((l) => l.name).join(', ')} linked as ${plugin.id}`,
-  );
+  const text = links.length === 0 && written !== null ? written : JSON.stringify(manifest);
+  const { plugin, created } = await uploadManifest(client, text, modules);
+  const what = links.length === 0 ? target : `${target} with ${links.map((l) => l.name).join(', ')} linked`;
+  debug(`${created ? 'uploaded' : 'already stored:'} ${what} as ${plugin.id}`);
   return plugin.id;
 }
 
 /** The main module for --link: a local file (sent as a part), else a stored plugin by its hash. */
-async function mainSource(client: WasmhostClient, target: string, files: Map<string, string>): Promise<ManifestEntry> {
+async function mainSource(client: WasmhostClient, target: string, files: ModuleFiles): Promise<ManifestEntry> {
   const file = await stat(target).catch(() => null);
   if (file !== null) {
     if (!file.isFile()) throw new CliError(`not a file: ${target}`);
-    files.set('main', path.resolve(target));
+    files.set('main', { file: path.resolve(target) });
     return { path: 'main' };
   }
   if (target.includes('/')) throw new CliError(`no such file: ${target}`);
   const stored = unwrap(await client.GET('/plugins/{id}', { params: { path: { id: target } } }));
   if (stored.manifest) throw new CliError(`${target} is a manifest: give its manifest file to link more modules to it`);
   return { hash: stored.id };
-}
-
-/** A manifest file as written: uploaded with the modules its `path` entries name (read relative to `dir`). */
-async function uploadText(
-  client: WasmhostClient,
-  target: string,
-  text: string,
-  entries: unknown[],
-  dir: string,
-  debug: (line: string) => void,
-): Promise<string> {
-  const modules = new Map<string, Uint8Array>();
-  for (const entry of entries) {
-    const file = (entry as { path?: unknown } | null)?.path;
-    if (typeof file !== 'string' || modules.has(file)) continue;
-    const resolved = path.resolve(dir, file);
-    const bytes = await readFile(resolved).catch(() => {
-      throw new CliError(`no such file: ${resolved} (wasm path in ${target})`);
-    });
-    modules.set(file, new Uint8Array(bytes));
-  }
-  const { plugin, created } = await uploadManifest(client, text, modules);
-  debug(`${created ? 'uploaded' : 'already stored:'} ${target} as ${plugin.id}`);
-  return plugin.id;
 }
 
 /** The request body from the flags, as `extism call` reads them. */
