@@ -4,6 +4,7 @@
 // plugin's stored defaults. The server fetches nothing and exposes no files: `url` sources, other
 // `path`s and `allowed_paths` are refused. A stored manifest is its canonical JSON (what its id hashes).
 import { AppError } from './errors.ts';
+import { MAIN_MODULE_NAME } from './engine/compile/link-check.ts';
 import { HOST_MODULE } from './engine/compile/wasm-rewrite.ts';
 import { validateHostPatterns } from './host-patterns.ts';
 import type { ManifestLimits, ManifestModule } from './store/plugin-record.ts';
@@ -66,9 +67,9 @@ export function parseManifest(value: unknown, parts: ReadonlyMap<string, Uint8Ar
   const names = sources.map((s) => s.name).filter((n): n is string => n !== null);
   const dup = names.find((n, i) => names.indexOf(n) !== i);
   if (dup !== undefined) throw invalid(`two modules are named "${dup}"`);
-  if (sources.length > 1 && !names.includes('main') && sources[sources.length - 1]!.name !== null) {
+  if (sources.length > 1 && !names.includes(MAIN_MODULE_NAME) && sources[sources.length - 1]!.name !== null) {
     throw invalid(
-      `no main module: with several modules, one must be named "main" or the last one left unnamed (it is named "${sources[sources.length - 1]!.name}")`,
+      `no main module: with several modules, one must be named "${MAIN_MODULE_NAME}" or the last one left unnamed (it is named "${sources[sources.length - 1]!.name}")`,
     );
   }
 
@@ -147,11 +148,11 @@ function parseEntry(entry: unknown, index: number, parts: ReadonlyMap<string, Ui
 }
 
 /**
- * The main module's index: the one named `main`, else the last (as Extism picks it; with several
+ * The main module's index: the one named MAIN_MODULE_NAME, else the last (as Extism picks it; with several
  * modules parseManifest has made sure the last is then unnamed, as the SDK requires).
  */
 export function mainIndex(modules: readonly { name: string | null }[]): number {
-  const named = modules.findIndex((m) => m.name === 'main');
+  const named = modules.findIndex((m) => m.name === MAIN_MODULE_NAME);
   return named === -1 ? modules.length - 1 : named;
 }
 
