@@ -5,9 +5,9 @@
 import type { CallRequest, CallResponse, ErrorBody, Plugin } from '../src/client/client.ts';
 import type { components, operations } from '../src/client/schema.ts';
 
-export type { CallResponse, ErrorBody, Plugin };
-export type CallError = components['schemas']['CallError'];
-export type ExtismManifest = components['schemas']['ExtismManifest'];
+export type { ErrorBody, Plugin };
+type CallError = components['schemas']['CallError'];
+type ExtismManifest = components['schemas']['ExtismManifest'];
 /** A call's body; `logLevel` has a default on the service, so a test may leave it out. */
 export type CallBody = Omit<CallRequest, 'logLevel'> & Partial<Pick<CallRequest, 'logLevel'>>;
 export type PluginPage = operations['listPlugins']['responses'][200]['content']['application/json'];
@@ -15,7 +15,7 @@ export type PluginPage = operations['listPlugins']['responses'][200]['content'][
 type Responses<Op extends keyof operations> = operations[Op]['responses'];
 type JsonOf<R> = R extends { content: { 'application/json': infer Body } } ? Body : never;
 /** The error bodies an operation documents, with their codes as a union. */
-export type ErrorOf<Op extends keyof operations> = JsonOf<Responses<Op>[Exclude<keyof Responses<Op>, 200 | 201 | 204>]>;
+type ErrorOf<Op extends keyof operations> = JsonOf<Responses<Op>[Exclude<keyof Responses<Op>, 200 | 201 | 204>]>;
 
 /** One answer of the service, kept whole. */
 export class Reply<T, E extends ErrorBody = ErrorBody> {
@@ -77,7 +77,7 @@ function isErrorBody(value: unknown): value is ErrorBody {
   return typeof body.code === 'string' && typeof body.message === 'string' && typeof body.statusCode === 'number';
 }
 
-export interface UploadFields {
+interface UploadFields {
   name?: string | undefined;
   description?: string | undefined;
   config?: Record<string, string> | undefined;
@@ -88,18 +88,18 @@ export interface UploadFields {
   contentType?: string;
 }
 
-export interface RequestOptions {
+interface RequestOptions {
   headers?: Record<string, string>;
   signal?: AbortSignal;
 }
 
-export interface ListQuery {
+interface ListQuery {
   name?: string;
   limit?: number | string;
   cursor?: string | null;
 }
 
-export interface ClientOptions {
+interface ClientOptions {
   /** Sent as `authorization: Bearer <token>`. */
   token?: string | undefined;
 }
