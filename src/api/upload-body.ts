@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import type { FastifyRequest } from 'fastify';
 import type { Config } from '../config.ts';
 import { validateHostPatterns } from '../host-patterns.ts';
-import { AppError, isAppError } from '../errors.ts';
+import { AppError, isAppError, type ErrorCode } from '../errors.ts';
 import { ID_PATTERN, NAME_PATTERN } from '../store/plugin-record.ts';
 import { checkConfigSize } from './config-size.ts';
 
@@ -68,15 +68,19 @@ function parseDescription(value: string | undefined): string {
   return value;
 }
 
-// An empty field is a field not given (a form's cleared input).
-function parseConfig(value: string | undefined, limits: Config['pluginConfig']): Record<string, string> {
-  if (value === undefined || value === '') return {};
-  let parsed: unknown;
+/** A field's JSON; undefined for an empty field, which is a field not given (a form's cleared input). */
+function jsonField(value: string | undefined, field: string, code: ErrorCode): unknown {
+  if (value === undefined || value === '') return undefined;
   try {
-    parsed = JSON.parse(value);
+    return JSON.parse(value);
   } catch (err) {
-    throw new AppError('INVALID_CONFIG', `config is not valid JSON: ${(err as Error).message}`);
+    throw new AppError(code, `${field} is not valid JSON: ${(err as Error).message}`);
   }
+}
+
+function parseConfig(value: string | undefined, limits: Config['pluginConfig']): Record<string, string> {
+  const parsed = jsonField(value, 'config', 'INVALID_CONFIG');
+  if (parsed === undefined) return {};
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw new AppError('INVALID_CONFIG', 'config must be a JSON object of string values');
   }
@@ -91,13 +95,8 @@ function parseConfig(value: string | undefined, limits: Config['pluginConfig']):
 
 // The pattern grammar is src/host-patterns.ts; the same check as for a call's list.
 function parseAllowedHosts(value: string | undefined): string[] {
-  if (value === undefined || value === '') return [];
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(value);
-  } catch (err) {
-    throw new AppError('INVALID_ALLOWED_HOSTS', `allowedHosts is not valid JSON: ${(err as Error).message}`);
-  }
+  const parsed = jsonField(value, 'allowedHosts', 'INVALID_ALLOWED_HOSTS');
+  if (parsed === undefined) return [];
   if (!Array.isArray(parsed) || parsed.some((host) => typeof host !== 'string')) {
     throw new AppError('INVALID_ALLOWED_HOSTS', 'allowedHosts must be a JSON array of host pattern strings');
   }
