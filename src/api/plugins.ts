@@ -11,7 +11,7 @@ import type { Prepare, PreparedModule } from '../engine/compile/prepare.ts';
 import { AppError, isAppError } from '../errors.ts';
 import { resolveLimits } from '../engine/limits.ts';
 import { canonicalManifest, mainIndex, parseManifest, type ManifestModule } from '../manifest.ts';
-import { manifestModuleMissing, pluginIdOf, type PluginImport, type PluginMeta } from '../store/store.ts';
+import { manifestModuleMissing, pluginIdOf, type PluginImport, type PluginMeta, type PutResult } from '../store/store.ts';
 import { configForCaller } from './auth.ts';
 import { ROUTE_POLICIES } from './route-policy.ts';
 import { checkConfigSize } from './config-size.ts';
@@ -440,24 +440,56 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
     reply.raw.once('close', () => uploadsInProgress--);
   };
 
-  const storePut = async (plugin: Parameters<typeof store.put>[0]) => {
+  /** Runs a store change; a failure that is not already a domain error is logged and answered STORE_ERROR. */
+  const storeChange = async <T>(plugin: string, change: 'put' | 'delete', run: () => Promise<T>): Promise<T> => {
     try {
-      return await store.put(plugin);
+      return await run();
     } catch (err) {
       if (isAppError(err)) throw err;
-      app.log.error({ err, plugin: plugin.meta.id }, 'store: writing a plugin failed');
-      throw new AppError('STORE_ERROR', 'the plugin could not be stored', { cause: err });
+      const [doing, done] = change === 'put' ? ['writing', 'stored'] : ['deleting', 'deleted'];
+      app.log.error({ err, plugin }, `store: ${doing} a plugin failed`);
+      throw new AppError('STORE_ERROR', `the plugin could not be ${done}`, { cause: err });
     }
   };
 
-  const storeDelete = async (idOrName: string) => {
-    try {
-      return await store.delete(idOrName);
-    } catch (err) {
-      if (isAppError(err)) throw err;
-      app.log.error({ err, plugin: idOrName }, 'store: deleting a plugin failed');
-      throw new AppError('STORE_ERROR', 'the plugin could not be deleted', { cause: err });
-    }
+  /** Stores `bytes` (sha256 `id`) as a plugin uploaded now, with what the upload says of it. */
+  const storePut = (bytes: Uint8Array, id: string, given: Omit<PluginMeta, 'id' | 'size' | 'createdAt'>): Promise<PutResult> => {
+    const { name, description, exports, imports, wasi, config, allowedHosts, manifest } = given;
+    const meta: PluginMeta = {
+      id,
+      name,
+      description,
+      size: bytes.length,
+      createdAt: new Date().toISOString(),
+      exports,
+      imports,
+      wasi,
+      config,
+      allowedHosts,
+      ...(manifest ? { manifest } : {}),
+    };
+    return storeChange(id, 'put', () => store.put({ bytes, meta }));
+  };
+
+  /**
+   * The answer to a stored upload (201 with its location when it is new), once the workers have made
+   * its instances: its first call should not pay for instantiation.
+   */
+  const answerStored = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    { meta, created }: PutResult,
+    prepared: PreparedModule,
+    kind: 'plugin' | 'manifest',
+    logged: Record<string, unknown>,
+  ): Promise<PluginMeta> => {
+    await app.engine.warm(meta, prepared);
+    request.log.info(
+      { plugin: meta.id, name: meta.name, ...logged, created },
+      created ? `${kind} stored` : `${kind} already stored`,
+    );
+    if (created) void reply.code(201).header('location', `/plugins/${meta.id}`);
+    return meta;
   };
 
   app.post(
@@ -486,31 +518,18 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
       if (upload.kind === 'manifest') return storeManifest(request, reply, upload);
       const inspected = await inspectModule(upload.bytes, opts.prepare);
       const id = pluginIdOf(upload.bytes);
-      const { meta, created } = await storePut({
-        bytes: upload.bytes,
-        meta: {
-          id,
-          name: upload.name,
-          description: upload.description,
-          size: upload.bytes.length,
-          createdAt: new Date().toISOString(),
-          exports: inspected.exports,
-          imports: inspected.imports,
-          wasi: inspected.wasi,
-          config: upload.config,
-          allowedHosts: upload.allowedHosts,
-        },
+      const stored = await storePut(upload.bytes, id, {
+        name: upload.name,
+        description: upload.description,
+        exports: inspected.exports,
+        imports: inspected.imports,
+        wasi: inspected.wasi,
+        config: upload.config,
+        allowedHosts: upload.allowedHosts,
       });
       moduleCache.set(id, inspected.prepared, upload.bytes.length);
       app.metrics.observeCompile(inspected.prepared.compileMs / 1000);
-      // Its first call should not pay for instantiation: the workers make instances now.
-      await app.engine.warm(meta, inspected.prepared);
-      request.log.info(
-        { plugin: id, name: meta.name, size: meta.size, created },
-        created ? 'plugin stored' : 'plugin already stored',
-      );
-      if (created) void reply.code(201).header('location', `/plugins/${id}`);
-      return meta;
+      return answerStored(request, reply, stored, inspected.prepared, 'plugin', { size: stored.meta.size });
     },
   );
 
@@ -580,42 +599,30 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
     const bytes = canonicalManifest(refs, parsed.config, parsed.allowedHosts, parsed.limits);
     const id = pluginIdOf(bytes);
     const added: string[] = [];
-    let stored: Awaited<ReturnType<typeof storePut>>;
+    let stored: PutResult;
     try {
       for (const module of modules) {
         if (!module.upload) continue;
-        const { created } = await storePut({
-          bytes: module.upload,
-          meta: {
-            id: module.id,
-            name: null,
-            description: '',
-            size: module.upload.length,
-            createdAt: new Date().toISOString(),
-            exports: module.exports,
-            imports: module.imports,
-            wasi: module.wasi,
-            config: {},
-            allowedHosts: [],
-          },
+        const { created } = await storePut(module.upload, module.id, {
+          name: null,
+          description: '',
+          exports: module.exports,
+          imports: module.imports,
+          wasi: module.wasi,
+          config: {},
+          allowedHosts: [],
         });
         if (created) added.push(module.id);
       }
-      stored = await storePut({
-        bytes,
-        meta: {
-          id,
-          name: upload.name,
-          description: upload.description,
-          size: bytes.length,
-          createdAt: new Date().toISOString(),
-          exports: main.exports,
-          imports: main.imports,
-          wasi: main.wasi,
-          config: parsed.config,
-          allowedHosts: parsed.allowedHosts,
-          manifest: { modules: refs, main: main.id, limits: parsed.limits },
-        },
+      stored = await storePut(bytes, id, {
+        name: upload.name,
+        description: upload.description,
+        exports: main.exports,
+        imports: main.imports,
+        wasi: main.wasi,
+        config: parsed.config,
+        allowedHosts: parsed.allowedHosts,
+        manifest: { modules: refs, main: main.id, limits: parsed.limits },
       });
     } catch (err) {
       // A rejected upload stores nothing: what it added goes (unless another manifest took it meanwhile).
@@ -623,14 +630,7 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
       throw err;
     }
     for (const module of modules) moduleCache.set(module.id, module.prepared, module.prepared.size.bytes);
-    const { meta, created } = stored;
-    await app.engine.warm(meta, main.prepared);
-    request.log.info(
-      { plugin: id, name: meta.name, modules: refs.length, created },
-      created ? 'manifest stored' : 'manifest already stored',
-    );
-    if (created) void reply.code(201).header('location', `/plugins/${id}`);
-    return meta;
+    return answerStored(request, reply, stored, main.prepared, 'manifest', { modules: refs.length });
   };
 
   /** A stored module as prepared for linking: from the module cache, else prepared again from its bytes. */
@@ -689,7 +689,7 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
   });
 
   app.delete('/plugins/:id', { schema: DELETE_SCHEMA, config: { policy: ROUTE_POLICIES.admin } }, async (request, reply) => {
-    const deleted = await storeDelete(request.params.id);
+    const deleted = await storeChange(request.params.id, 'delete', () => store.delete(request.params.id));
     if (!deleted) throw notFound(request.params.id);
     moduleCache.delete(deleted.id);
     request.log.info({ plugin: deleted.id, name: deleted.name }, 'plugin deleted');
