@@ -13,6 +13,7 @@ import wabtInit from 'wabt';
 import { buildApp, type AppOptions } from '../src/app.ts';
 import { loadConfig, type Config } from '../src/config.ts';
 import { moduleCheckLimits, type ModuleCheckLimits } from '../src/engine/compile/module-check.ts';
+import { pluginIdOf, type NewPlugin, type PluginMeta } from '../src/store/store.ts';
 import { responsesBreakingContract } from './contract-problems.ts';
 import { checkEveryResponse } from './openapi-contract.ts';
 import { TestClient } from './test-client.ts';
@@ -153,6 +154,31 @@ export function tinyPluginWat(marker: number, exportName = 'run'): string {
   return `(module
   (memory (export "memory") 1)
   (func (export "${exportName}") (result i32) (i32.const ${marker})))`;
+}
+
+/** A tiny module (tinyPluginWat) as a store's put takes it, with the record an upload of it makes; `meta` overrides fields. */
+export async function tinyNewPlugin(marker: number, meta: Partial<Omit<PluginMeta, 'id' | 'size'>> = {}): Promise<NewPlugin> {
+  return newPluginOf(await wat(tinyPluginWat(marker)), meta);
+}
+
+/** `bytes` as a store's put takes them, with the record an upload of them makes; `meta` overrides fields. */
+export function newPluginOf(bytes: Uint8Array, meta: Partial<Omit<PluginMeta, 'id' | 'size'>> = {}): NewPlugin {
+  return {
+    bytes,
+    meta: {
+      id: pluginIdOf(bytes),
+      name: null,
+      description: '',
+      size: bytes.length,
+      createdAt: new Date().toISOString(),
+      exports: ['run'],
+      imports: [],
+      wasi: false,
+      config: {},
+      allowedHosts: [],
+      ...meta,
+    },
+  };
 }
 
 export interface StreamedResponse {

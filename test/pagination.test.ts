@@ -1,30 +1,9 @@
 // GET /plugins a page at a time (limit + an opaque cursor, newest first), over HTTP, on each store
 // backend: every plugin exactly once even while uploads go on, and bad limits and cursors refused.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pluginIdOf, type NewPlugin } from '../src/store/store.ts';
-import { tinyPluginWat, useServer, wat } from './helpers.ts';
+import { tinyNewPlugin, useServer } from './helpers.ts';
 import type { PluginPage } from './test-client.ts';
 import { STORE_BACKENDS, type StoreBackend } from './store-backends.ts';
-
-async function tinyPlugin(marker: number): Promise<NewPlugin> {
-  const bytes = await wat(tinyPluginWat(marker));
-  const id = pluginIdOf(bytes);
-  return {
-    bytes,
-    meta: {
-      id,
-      name: null,
-      description: '',
-      size: bytes.length,
-      createdAt: new Date().toISOString(),
-      exports: ['run'],
-      imports: [],
-      wasi: false,
-      config: {},
-      allowedHosts: [],
-    },
-  };
-}
 
 describe.each(STORE_BACKENDS)('GET /plugins pages ($name store)', (backend: StoreBackend) => {
   let env: Record<string, string>;
@@ -44,7 +23,7 @@ describe.each(STORE_BACKENDS)('GET /plugins pages ($name store)', (backend: Stor
     // Filled through the store itself: 2,500 uploads over HTTP would measure the upload path, not paging.
     // Eight at a time (the order within a batch is the store's: the listing's order is checked by the store tests).
     for (let first = 1; first <= 2_500; first += 8) {
-      const batch = await Promise.all(Array.from({ length: Math.min(8, 2_501 - first) }, (_, i) => tinyPlugin(first + i)));
+      const batch = await Promise.all(Array.from({ length: Math.min(8, 2_501 - first) }, (_, i) => tinyNewPlugin(first + i)));
       await Promise.all(batch.map((plugin) => server.app.store.put(plugin).then(({ meta }) => stored.push(meta.id))));
     }
   }, 300_000);
@@ -60,7 +39,7 @@ describe.each(STORE_BACKENDS)('GET /plugins pages ($name store)', (backend: Stor
       cursor = page.nextCursor;
       pages++;
       // New uploads between pages are newer than every page's cursor: they never shift a later page.
-      const upload = await tinyPlugin(marker++);
+      const upload = await tinyNewPlugin(marker++);
       expect((await server.api.upload(upload.bytes)).status).toBe(201);
     } while (cursor !== null && pages < 10);
     expect(pages).toBe(3);
@@ -94,7 +73,7 @@ describe.each(STORE_BACKENDS)('GET /plugins pages ($name store)', (backend: Stor
   });
 
   it('filters a page by name and ends with a null cursor', async () => {
-    const named = await tinyPlugin(20_000);
+    const named = await tinyNewPlugin(20_000);
     await server.app.store.put({ ...named, meta: { ...named.meta, name: 'paged' } });
     const page = (await server.api.list({ name: 'paged', limit: 5 })).data;
     expect(page).toEqual({ plugins: [expect.objectContaining({ id: named.meta.id, name: 'paged' })], nextCursor: null });

@@ -5,29 +5,10 @@ import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PgPluginStore } from '../src/store/pg/pg-store.ts';
-import type { ChangeSource, NewPlugin } from '../src/store/store.ts';
-import { makeTempDir, removeDir, tinyPluginWat, wat } from './helpers.ts';
+import type { ChangeSource } from '../src/store/store.ts';
+import { makeTempDir, removeDir, tinyNewPlugin } from './helpers.ts';
 import { msUntil } from './replica-process.ts';
 import { createTestDatabase, sql } from './store-backends.ts';
-
-async function newPlugin(marker: number, name: string | null = null): Promise<NewPlugin> {
-  const bytes = await wat(tinyPluginWat(marker));
-  return {
-    bytes,
-    meta: {
-      id: createHash('sha256').update(bytes).digest('hex'),
-      name,
-      description: '',
-      size: bytes.length,
-      createdAt: new Date().toISOString(),
-      exports: ['run'],
-      imports: [],
-      wasi: false,
-      config: {},
-      allowedHosts: [],
-    },
-  };
-}
 
 const quiet = { debug() {}, info() {}, warn() {}, error() {} };
 
@@ -88,10 +69,10 @@ describe('PgPluginStore across replicas', () => {
     expect(await msUntil(async () => here.health().listening)).toBeLessThan(Infinity);
     const deleted: string[] = [];
     here.onDelete((id) => deleted.push(id));
-    const a = await elsewhere.put(await newPlugin(1, 'x'));
+    const a = await elsewhere.put(await tinyNewPlugin(1, { name: 'x' }));
     expect(await msUntil(async () => (await here.get('x'))?.id === a.meta.id)).toBeLessThan(Infinity);
 
-    const b = await elsewhere.put(await newPlugin(2, 'x'));
+    const b = await elsewhere.put(await tinyNewPlugin(2, { name: 'x' }));
     await elsewhere.delete(a.meta.id);
     // The poll is a minute away: only the notifications can have brought these.
     expect(await msUntil(async () => deleted.includes(a.meta.id) && (await here.get('x'))?.id === b.meta.id)).toBeLessThan(
@@ -106,7 +87,7 @@ describe('PgPluginStore across replicas', () => {
     const here = await open(100, applied);
     // Listening, so no reconnect catch-up can bring the quiet change instead of the poll.
     expect(await msUntil(async () => here.health().listening)).toBeLessThan(Infinity);
-    const { meta } = await here.put(await newPlugin(1, 'renamed-quietly'));
+    const { meta } = await here.put(await tinyNewPlugin(1, { name: 'renamed-quietly' }));
     // Its own change has come back (by notification or poll) before the quiet one is made.
     expect(await msUntil(async () => applied.length > 0)).toBeLessThan(Infinity);
     applied.length = 0;
@@ -127,8 +108,8 @@ describe('PgPluginStore across replicas', () => {
 
   it('reloads everything when the change log was pruned past what it has applied', async () => {
     const here = await open(100);
-    const kept = await here.put(await newPlugin(1));
-    const gone = await here.put(await newPlugin(2));
+    const kept = await here.put(await tinyNewPlugin(1));
+    const gone = await here.put(await tinyNewPlugin(2));
     // Behind its back: one plugin deleted and the change log pruned beyond this replica's version.
     await sql(
       db.url,

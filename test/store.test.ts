@@ -14,7 +14,7 @@ import {
   type PluginMeta,
   type PluginStore,
 } from '../src/store/store.ts';
-import { listFiles, makeTempDir, removeDir, tinyPluginWat, wat } from './helpers.ts';
+import { listFiles, makeTempDir, newPluginOf, removeDir, tinyNewPlugin } from './helpers.ts';
 import { createTestDatabase, sql } from './store-backends.ts';
 
 /** Every stored plugin, newest first (one page as large as needed). */
@@ -22,27 +22,17 @@ async function listAll(store: PluginStore, filter: { name?: string } = {}): Prom
   return (await store.list({ ...filter, limit: Number.MAX_SAFE_INTEGER })).plugins;
 }
 
-async function newPlugin(marker: number, name: string | null = null): Promise<NewPlugin> {
-  const bytes = await wat(tinyPluginWat(marker));
-  return withBytes(bytes, marker, name);
+/** Every optional field set (from `marker`), so a backend that loses one shows it. */
+function fieldsOf(marker: number, name: string | null) {
+  return { name, description: `plugin ${marker}`, config: { k: `v${marker}` }, allowedHosts: ['example.test'] };
+}
+
+function newPlugin(marker: number, name: string | null = null): Promise<NewPlugin> {
+  return tinyNewPlugin(marker, fieldsOf(marker, name));
 }
 
 function withBytes(bytes: Uint8Array, marker: number, name: string | null = null): NewPlugin {
-  return {
-    bytes,
-    meta: {
-      id: createHash('sha256').update(bytes).digest('hex'),
-      name,
-      description: `plugin ${marker}`,
-      size: bytes.length,
-      createdAt: new Date().toISOString(),
-      exports: ['run'],
-      imports: [],
-      wasi: false,
-      config: { k: `v${marker}` },
-      allowedHosts: ['example.test'],
-    },
-  };
+  return newPluginOf(bytes, fieldsOf(marker, name));
 }
 
 interface Logged {
