@@ -99,6 +99,14 @@ export function concat(parts: (Uint8Array | number[])[]): Uint8Array {
   return out;
 }
 
+/** A vector section's entry count, the bytes of its entries and a reader at the first (an absent section has none). */
+export function vector(bytes: Uint8Array, s: RawSection | undefined): { count: number; entries: Uint8Array; reader: Reader } {
+  if (!s) return { count: 0, entries: new Uint8Array(0), reader: new Reader(new Uint8Array(0), 0, 0) };
+  const reader = new Reader(bytes, s.start, s.end);
+  const count = reader.u32();
+  return { count, entries: bytes.subarray(reader.pos, s.end), reader };
+}
+
 export function section(id: number, body: Uint8Array | number[]): Uint8Array {
   return concat([[id, ...leb(body.length)], body]);
 }

@@ -33,6 +33,7 @@ import {
   skipConstExpr,
   skipValType,
   splitSections,
+  vector,
   WasmRewriteError,
   type RawSection,
 } from './wasm-binary.ts';
@@ -97,14 +98,6 @@ const DIRTY_MEMORY_INDEX = 1;
 const I32 = 0x7f;
 /** Position of each known section id in the required order (custom sections keep their places). */
 const ORDER: Record<number, number> = { 1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 13: 6, 6: 7, 7: 8, 8: 9, 9: 10, 12: 11, 10: 12, 11: 13 };
-
-/** A vector section's entry count and the bytes of its entries. */
-function vector(input: Uint8Array, s: RawSection | undefined): { count: number; entries: Uint8Array; reader: Reader } {
-  if (!s) return { count: 0, entries: new Uint8Array(0), reader: new Reader(new Uint8Array(0), 0, 0) };
-  const r = new Reader(input, s.start, s.end);
-  const count = r.u32();
-  return { count, entries: input.subarray(r.pos, s.end), reader: r };
-}
 
 export interface RewriteOptions {
   /** Table elements all tables may ever hold together (MODULE_MAX_TABLE_ELEMENTS); each table gets a share as its maximum. */

@@ -3,7 +3,7 @@
 // cannot do it here), checked against the engine's limits; then its interface (imports with their
 // signatures, exports), read only from a module within them.
 import {
-  Reader,
+  type Reader,
   readElementSegment,
   readLimits,
   readName,
@@ -11,8 +11,8 @@ import {
   skipConstExpr,
   skipValType,
   splitSections,
+  vector,
   WasmRewriteError,
-  type RawSection,
 } from './wasm-binary.ts';
 import type { Signature, ValType } from '../runtime/signatures.ts';
 
@@ -76,11 +76,6 @@ const ARRAY = 0x5e;
 const REC = 0x4e;
 const SUB = 0x50;
 const SUB_FINAL = 0x4f;
-
-function vectorOf(bytes: Uint8Array, s: RawSection): { count: number; r: Reader } {
-  const r = new Reader(bytes, s.start, s.end);
-  return { count: r.u32(), r };
-}
 
 function kindOf(byte: number): ExternalKind {
   const kind = EXTERNAL_KINDS[byte];
@@ -180,7 +175,7 @@ export function summarizeModule(bytes: Uint8Array): ModuleSummary {
   for (const s of splitSections(bytes)) {
     switch (s.id) {
       case SECTION.type: {
-        const { count, r } = vectorOf(bytes, s);
+        const { count, reader: r } = vector(bytes, s);
         forEachType(r, count, (form) => {
           summary.types++;
           if (readType(r, form) === null && form !== FUNC) summary.gcTypes++;
@@ -188,7 +183,7 @@ export function summarizeModule(bytes: Uint8Array): ModuleSummary {
         break;
       }
       case SECTION.import: {
-        const { count, r } = vectorOf(bytes, s);
+        const { count, reader: r } = vector(bytes, s);
         summary.imports = count;
         for (let i = 0; i < count; i++) {
           r.name();
@@ -200,10 +195,10 @@ export function summarizeModule(bytes: Uint8Array): ModuleSummary {
         break;
       }
       case SECTION.function:
-        summary.functions = vectorOf(bytes, s).count;
+        summary.functions = vector(bytes, s).count;
         break;
       case SECTION.table: {
-        const { count, r } = vectorOf(bytes, s);
+        const { count, reader: r } = vector(bytes, s);
         // Counted before they are read: a table section cannot make this loop allocate much.
         if (count > 100_000) throw new WasmRewriteError(`the module defines ${count} tables`);
         for (let i = 0; i < count; i++) {
@@ -217,27 +212,27 @@ export function summarizeModule(bytes: Uint8Array): ModuleSummary {
         break;
       }
       case SECTION.memory: {
-        const { count, r } = vectorOf(bytes, s);
+        const { count, reader: r } = vector(bytes, s);
         if (count > 1) throw new WasmRewriteError('the module defines more than one memory');
         if (count === 1) summary.memory = readMemoryLimits(r);
         break;
       }
       case SECTION.global:
-        summary.globals = vectorOf(bytes, s).count;
+        summary.globals = vector(bytes, s).count;
         break;
       case SECTION.export:
-        summary.exports = vectorOf(bytes, s).count;
+        summary.exports = vector(bytes, s).count;
         break;
       case SECTION.elem: {
-        const { count, r } = vectorOf(bytes, s);
+        const { count, reader: r } = vector(bytes, s);
         for (let i = 0; i < count; i++) summary.elementEntries += readElementSegment(r).entries;
         break;
       }
       case SECTION.data:
-        summary.dataSegments = vectorOf(bytes, s).count;
+        summary.dataSegments = vector(bytes, s).count;
         break;
       case SECTION.tag:
-        summary.tags = vectorOf(bytes, s).count;
+        summary.tags = vector(bytes, s).count;
         break;
     }
   }
@@ -274,14 +269,14 @@ export function readInterface(bytes: Uint8Array): ModuleInterface {
   };
   for (const s of splitSections(bytes)) {
     if (s.id === SECTION.type) {
-      const { count, r } = vectorOf(bytes, s);
+      const { count, reader: r } = vector(bytes, s);
       forEachType(r, count, (form) => {
         const start = r.pos;
         const signature = readType(r, form);
         types.push({ signature, type: `${form.toString(16)}:${hex(bytes.subarray(start, r.pos))}` });
       });
     } else if (s.id === SECTION.import) {
-      const { count, r } = vectorOf(bytes, s);
+      const { count, reader: r } = vector(bytes, s);
       for (let i = 0; i < count; i++) {
         const module = readName(r);
         const field = readName(r);
@@ -297,10 +292,10 @@ export function readInterface(bytes: Uint8Array): ModuleInterface {
         imports.push(entry);
       }
     } else if (s.id === SECTION.function) {
-      const { count, r } = vectorOf(bytes, s);
+      const { count, reader: r } = vector(bytes, s);
       for (let i = 0; i < count; i++) functions.push(r.u32());
     } else if (s.id === SECTION.table) {
-      const { count, r } = vectorOf(bytes, s);
+      const { count, reader: r } = vector(bytes, s);
       for (let i = 0; i < count; i++) {
         const withInit = r.bytes[r.pos] === 0x40;
         if (withInit) r.skip(2);
@@ -308,16 +303,16 @@ export function readInterface(bytes: Uint8Array): ModuleInterface {
         if (withInit) skipConstExpr(r);
       }
     } else if (s.id === SECTION.memory) {
-      const { count, r } = vectorOf(bytes, s);
+      const { count, reader: r } = vector(bytes, s);
       for (let i = 0; i < count; i++) memories.push({ kind: 'memory', ...readMemoryLimits(r) });
     } else if (s.id === SECTION.global) {
-      const { count, r } = vectorOf(bytes, s);
+      const { count, reader: r } = vector(bytes, s);
       for (let i = 0; i < count; i++) {
         globals.push({ kind: 'global', value: valueType(r), mutable: r.byte() === 1 });
         skipConstExpr(r);
       }
     } else if (s.id === SECTION.export) {
-      const { count, r } = vectorOf(bytes, s);
+      const { count, reader: r } = vector(bytes, s);
       for (let i = 0; i < count; i++) exported.push({ name: readName(r), kind: kindOf(r.byte()), index: r.u32() });
     }
   }
