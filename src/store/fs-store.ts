@@ -24,7 +24,8 @@ import {
   type StoreStats,
 } from './store.ts';
 import { AppError } from '../errors.ts';
-import { decodeCursor, encodeCursor } from './cursor.ts';
+import { decodeCursor, pageOf } from './cursor.ts';
+import { PluginIndex } from './plugin-index.ts';
 
 /** What a meta file holds: the public record plus the order facts that survive a restart. */
 interface MetaFile {
@@ -52,12 +53,8 @@ export class FsPluginStore implements PluginStore {
   readonly #metaDir: string;
   readonly #dataDir: string;
   readonly #log: FsStoreLogger;
-  readonly #byId = new Map<string, Entry>();
-  readonly #byName = new Map<string, string>();
-  readonly #deleteListeners: ((id: string) => void)[] = [];
+  readonly #plugins = new PluginIndex<Entry>();
   #nextSeq = 1;
-  #bytes = 0;
-  readonly #damagedIds = new Set<string>();
   /** Mutations run one at a time; reads never wait. */
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -101,7 +98,7 @@ export class FsPluginStore implements PluginStore {
       // Still stored: a call or a download answers STORE_ERROR until the same bytes are uploaded again.
       if (!blobs.has(id)) {
         this.#log.error({ plugin: id }, 'store: a stored plugin has lost its Wasm blob');
-        this.#damagedIds.add(id);
+        this.#plugins.damaged.add(id);
       }
       entries.push({ meta: freezeMeta(parsed.plugin), seq: parsed.seq, nameSeq: parsed.nameSeq });
       blobs.delete(id);
@@ -112,33 +109,14 @@ export class FsPluginStore implements PluginStore {
     // A crash while a name moved can leave it on two plugins; the later assignment wins.
     entries.sort((a, b) => a.nameSeq - b.nameSeq);
     for (const entry of entries) {
-      const name = entry.meta.name;
-      if (name !== null) {
-        const previous = this.#byName.get(name);
-        if (previous !== undefined)
-          this.#index({ ...this.#byId.get(previous)!, meta: withName(this.#byId.get(previous)!.meta, null) });
-        this.#byName.set(name, entry.meta.id);
-      }
-      this.#index(entry);
+      this.#plugins.set(entry);
       this.#nextSeq = Math.max(this.#nextSeq, entry.seq + 1, entry.nameSeq + 1);
     }
     // Persist the losers of name conflicts so the next start reads a consistent state.
     for (const entry of entries) {
-      const current = this.#byId.get(entry.meta.id)!;
+      const current = this.#plugins.get(entry.meta.id)!;
       if (current.meta.name !== entry.meta.name) await this.#writeMeta(current);
     }
-  }
-
-  #index(entry: Entry): void {
-    const previous = this.#byId.get(entry.meta.id);
-    if (previous) this.#bytes -= previous.meta.size;
-    this.#byId.set(entry.meta.id, entry);
-    this.#bytes += entry.meta.size;
-  }
-
-  #resolve(idOrName: string): Entry | undefined {
-    const id = ID_PATTERN.test(idOrName) ? idOrName : this.#byName.get(idOrName);
-    return id === undefined ? undefined : this.#byId.get(id);
   }
 
   #blobPath(id: string): string {
@@ -166,16 +144,13 @@ export class FsPluginStore implements PluginStore {
    * a name on two records to the later assignment), so its failure is logged, not thrown.
    */
   async #assignName(target: Entry, name: string): Promise<Entry> {
-    const holderId = this.#byName.get(name);
-    const updated: Entry = { ...target, meta: withName(target.meta, name), nameSeq: this.#nextSeq++ };
+    const holderId = this.#plugins.holderOf(name);
+    const updated: Entry = { ...target, meta: freezeMeta({ ...target.meta, name }), nameSeq: this.#nextSeq++ };
     await this.#writeMeta(updated);
-    if (target.meta.name !== null) this.#byName.delete(target.meta.name);
-    this.#index(updated);
-    this.#byName.set(name, updated.meta.id);
+    // The holder's record here loses the name with it.
+    this.#plugins.set(updated);
     if (holderId !== undefined && holderId !== target.meta.id) {
-      const holder = this.#byId.get(holderId)!;
-      const freed: Entry = { ...holder, meta: withName(holder.meta, null) };
-      this.#index(freed);
+      const freed = this.#plugins.get(holderId)!;
       try {
         await this.#writeMeta(freed);
       } catch (err) {
@@ -194,10 +169,10 @@ export class FsPluginStore implements PluginStore {
       if (!ID_PATTERN.test(meta.id)) throw new Error(`store: invalid plugin id ${meta.id}`);
       // Mutations run one at a time: a module found here cannot be deleted before the manifest is stored.
       for (const module of meta.manifest?.modules ?? []) {
-        const stored = this.#byId.get(module.id);
+        const stored = this.#plugins.get(module.id);
         if (!stored || stored.meta.manifest) throw manifestModuleMissing(module.id);
       }
-      const existing = this.#byId.get(meta.id);
+      const existing = this.#plugins.get(meta.id);
       if (existing) {
         await this.#repairBlob(meta.id, bytes);
         if (meta.name === null || meta.name === existing.meta.name) return { meta: existing.meta, created: false };
@@ -210,14 +185,14 @@ export class FsPluginStore implements PluginStore {
       try {
         if (meta.name === null) {
           await this.#writeMeta(entry);
-          this.#index(entry);
+          this.#plugins.set(entry);
           return { meta: entry.meta, created: true };
         }
         const named = await this.#assignName(entry, meta.name);
         return { meta: named.meta, created: true };
       } catch (err) {
         // Not acknowledged: leave nothing behind (a blob without metadata is invisible anyway).
-        if (!this.#byId.has(meta.id)) await unlinkIfPresent(this.#blobPath(meta.id)).catch(() => undefined);
+        if (!this.#plugins.has(meta.id)) await unlinkIfPresent(this.#blobPath(meta.id)).catch(() => undefined);
         throw err;
       }
     });
@@ -230,21 +205,21 @@ export class FsPluginStore implements PluginStore {
       throw err;
     });
     if (onDisk !== null && pluginIdOf(onDisk) === id) {
-      this.#damagedIds.delete(id);
+      this.#plugins.damaged.delete(id);
       return;
     }
     if (pluginIdOf(bytes) !== id) throw new Error(`store: the bytes given for plugin ${id} do not hash to it`);
     await writeAtomic(this.#blobPath(id), bytes);
-    this.#damagedIds.delete(id);
+    this.#plugins.damaged.delete(id);
     this.#log.warn({ plugin: id }, 'store: a damaged stored blob was rewritten from a re-upload of its bytes');
   }
 
   async get(idOrName: string): Promise<PluginMeta | null> {
-    return this.#resolve(idOrName)?.meta ?? null;
+    return this.#plugins.resolve(idOrName)?.meta ?? null;
   }
 
   async getBytes(id: string): Promise<Uint8Array | null> {
-    if (!this.#byId.has(id)) return null;
+    if (!this.#plugins.has(id)) return null;
     let bytes: Buffer;
     try {
       bytes = await readFile(this.#blobPath(id));
@@ -259,7 +234,7 @@ export class FsPluginStore implements PluginStore {
   }
 
   async openBytesStream(id: string): Promise<BytesStream | null> {
-    if (!this.#byId.has(id)) return null;
+    if (!this.#plugins.has(id)) return null;
     let handle;
     try {
       handle = await open(this.#blobPath(id), 'r');
@@ -273,7 +248,7 @@ export class FsPluginStore implements PluginStore {
       const { size } = stats;
       // A file of the wrong size is damaged: refused before the first byte (an emptied blob would
       // otherwise go out as a complete, empty body under the id's ETag).
-      const expected = this.#byId.get(id)?.meta.size;
+      const expected = this.#plugins.get(id)?.meta.size;
       if (expected !== undefined && size !== expected) throw this.#damaged(id, pluginIdOf(await handle.readFile()));
       // The open descriptor keeps the file readable after a delete unlinks it; the stream closes it.
       const file = handle.createReadStream();
@@ -288,13 +263,13 @@ export class FsPluginStore implements PluginStore {
 
   /** No blob: deleted meanwhile (the index drops a plugin before its blob), or lost while still stored. */
   #lost(id: string): null {
-    if (this.#byId.has(id)) throw this.#damaged(id, null);
+    if (this.#plugins.has(id)) throw this.#damaged(id, null);
     return null;
   }
 
   /** The blob is there but cannot be read (permissions, I/O error, something else in its place). */
   #unreadable(id: string, err: unknown): AppError {
-    this.#damagedIds.add(id);
+    this.#plugins.damaged.add(id);
     this.#log.error({ plugin: id, err, file: this.#blobPath(id) }, 'store: the stored bytes of a plugin cannot be read');
     const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     return new AppError(
@@ -307,47 +282,42 @@ export class FsPluginStore implements PluginStore {
   }
 
   #damaged(id: string, actualSha256: string | null): StoredBytesCorruptError {
-    if (this.#byId.has(id)) this.#damagedIds.add(id);
+    if (this.#plugins.has(id)) this.#plugins.damaged.add(id);
     this.#log.error({ plugin: id, actualSha256, file: this.#blobPath(id) }, 'store: the stored bytes of a plugin are damaged');
     return new StoredBytesCorruptError(id, actualSha256);
   }
 
   async list(query: ListQuery): Promise<ListPage> {
     const below = query.cursor === undefined ? Infinity : decodeCursor(query.cursor);
-    let entries = [...this.#byId.values()].filter((e) => e.seq < below);
+    let entries = [...this.#plugins.entries()].filter((e) => e.seq < below);
     if (query.name !== undefined) entries = entries.filter((e) => e.meta.name === query.name);
     entries.sort((a, b) => b.seq - a.seq);
-    const page = entries.slice(0, query.limit);
-    const more = entries.length > page.length;
-    return { plugins: page.map((e) => e.meta), nextCursor: more ? encodeCursor(page.at(-1)!.seq) : null };
+    return pageOf(entries, query.limit);
   }
 
   known(): PluginRef[] {
-    return [...this.#byId.values()].map((e) => e.meta);
+    return this.#plugins.known();
   }
 
   onDelete(listener: (id: string) => void): void {
-    this.#deleteListeners.push(listener);
+    this.#plugins.onDelete(listener);
   }
 
   delete(idOrName: string): Promise<PluginMeta | null> {
     return this.#serialize(async () => {
-      const entry = this.#resolve(idOrName);
+      const entry = this.#plugins.resolve(idOrName);
       if (!entry) return null;
-      const { id, name } = entry.meta;
-      const referrers = [...this.#byId.values()]
+      const { id } = entry.meta;
+      const referrers = [...this.#plugins.entries()]
         .filter((e) => e.meta.manifest?.modules.some((m) => m.id === id))
         .map((e) => e.meta.id);
       if (referrers.length > 0) throw new PluginInUseError(id, referrers);
       // Removing the meta file is the commit point; the blob goes after (an orphan is cleaned at start).
       await unlinkIfPresent(this.#metaPath(id));
       await fsyncDir(this.#metaDir);
-      this.#byId.delete(id);
-      this.#damagedIds.delete(id);
-      this.#bytes -= entry.meta.size;
-      if (name !== null && this.#byName.get(name) === id) this.#byName.delete(name);
+      this.#plugins.drop(id);
       await unlinkIfPresent(this.#blobPath(id));
-      for (const listener of this.#deleteListeners) listener(id);
+      this.#plugins.deleted(id);
       return entry.meta;
     });
   }
@@ -365,7 +335,7 @@ export class FsPluginStore implements PluginStore {
   }
 
   stats(): StoreStats {
-    return { plugins: this.#byId.size, bytes: this.#bytes, damaged: this.#damagedIds.size };
+    return this.#plugins.stats();
   }
 
   health(): null {
@@ -375,8 +345,4 @@ export class FsPluginStore implements PluginStore {
   async close(): Promise<void> {
     await this.#queue;
   }
-}
-
-function withName(meta: PluginMeta, name: string | null): PluginMeta {
-  return freezeMeta({ ...meta, name });
 }

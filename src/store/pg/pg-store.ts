@@ -9,7 +9,7 @@ import { Readable, pipeline } from 'node:stream';
 import pg from 'pg';
 import { AppError } from '../../errors.ts';
 import { verifyingStream } from '../blob-files.ts';
-import { decodeCursor, encodeCursor } from '../cursor.ts';
+import { decodeCursor, pageOf } from '../cursor.ts';
 import {
   freezeMeta,
   ID_PATTERN,
@@ -31,6 +31,7 @@ import {
   type StoreOperation,
   type StoreStats,
 } from '../store.ts';
+import { PluginIndex } from '../plugin-index.ts';
 import { BlobCache } from './blob-cache.ts';
 import { migrate } from './migrations.ts';
 import { isUnavailable } from './unavailable.ts';
@@ -128,12 +129,8 @@ export class PgPluginStore implements PluginStore {
   readonly #pool: pg.Pool;
   readonly #cache: BlobCache;
   readonly #log: PgStoreLogger;
-  readonly #byId = new Map<string, Entry>();
-  readonly #byName = new Map<string, string>();
-  readonly #deleteListeners: ((id: string) => void)[] = [];
+  readonly #plugins = new PluginIndex<Entry>();
   readonly #fetching = new Map<string, Promise<Buffer | null>>();
-  #bytes = 0;
-  readonly #damagedIds = new Set<string>();
   /** The mirror holds every change up to this version. */
   #version = -1;
   /** Mirror updates run one at a time, in order. */
@@ -308,50 +305,19 @@ export class PgPluginStore implements PluginStore {
 
   // ---- the in-memory mirror -----------------------------------------------------------------
 
-  #resolve(idOrName: string): Entry | undefined {
-    const id = ID_PATTERN.test(idOrName) ? idOrName : this.#byName.get(idOrName);
-    return id === undefined ? undefined : this.#byId.get(id);
-  }
-
-  #setEntry(entry: Entry): void {
-    const { id, name } = entry.meta;
-    this.#dropEntry(id);
-    this.#byId.set(id, entry);
-    this.#bytes += entry.meta.size;
-    if (name === null) return;
-    const holder = this.#byName.get(name);
-    if (holder !== undefined && holder !== id) {
-      // The holder's own change (it lost the name) is in the same version: it is re-read too.
-      const previous = this.#byId.get(holder);
-      if (previous) this.#byId.set(holder, { ...previous, meta: freezeMeta({ ...previous.meta, name: null }) });
-    }
-    this.#byName.set(name, id);
-  }
-
-  /** Forgets `id` (without telling delete listeners); returns whether it was known. */
-  #dropEntry(id: string): boolean {
-    const previous = this.#byId.get(id);
-    if (!previous) return false;
-    this.#byId.delete(id);
-    this.#damagedIds.delete(id);
-    this.#bytes -= previous.meta.size;
-    const name = previous.meta.name;
-    if (name !== null && this.#byName.get(name) === id) this.#byName.delete(name);
-    return true;
-  }
-
-  #removeEntry(id: string): void {
-    if (!this.#dropEntry(id)) return;
-    this.#cache.drop(id);
-    for (const listener of this.#deleteListeners) listener(id);
-  }
-
   #applyRows(touched: Iterable<string>, rows: PluginRow[]): void {
     const found = new Map(rows.map((row) => [row.id, row]));
     for (const id of touched) {
       const row = found.get(id);
-      if (row) this.#setEntry(toEntry(row));
-      else this.#removeEntry(id);
+      if (row) {
+        // A re-read row replaces its entry whole, damage mark included. A holder that lost the name to
+        // it is in the same version: it is re-read too.
+        this.#plugins.drop(id);
+        this.#plugins.set(toEntry(row));
+      } else if (this.#plugins.drop(id)) {
+        this.#cache.drop(id);
+        this.#plugins.deleted(id);
+      }
     }
   }
 
@@ -402,7 +368,7 @@ export class PgPluginStore implements PluginStore {
         const { rows } = await client.query<PluginRow>(`SELECT ${COLUMNS} FROM wasmhost_plugins`);
         await client.query('COMMIT');
         const present = new Set(rows.map((row) => row.id));
-        const gone = [...this.#byId.keys()].filter((id) => !present.has(id));
+        const gone = [...this.#plugins.ids()].filter((id) => !present.has(id));
         this.#applyRows([...gone, ...rows.map((row) => row.id)], rows);
         this.#version = version;
         return;
@@ -556,13 +522,13 @@ export class PgPluginStore implements PluginStore {
     if (pluginIdOf(blob) !== id) throw new Error(`store: the bytes given for plugin ${id} do not hash to it`);
     await client.query('UPDATE wasmhost_blobs SET bytes = $2 WHERE id = $1', [id, blob]);
     this.#cache.drop(id);
-    this.#damagedIds.delete(id);
+    this.#plugins.damaged.delete(id);
     this.#log.warn({ plugin: id }, 'store: damaged stored bytes were rewritten from a re-upload of them');
     return true;
   }
 
   async get(idOrName: string): Promise<PluginMeta | null> {
-    const known = this.#resolve(idOrName);
+    const known = this.#plugins.resolve(idOrName);
     if (known) return known.meta;
     // Not here yet (uploaded through another replica a moment ago) or not stored: ask the database.
     const byId = ID_PATTERN.test(idOrName);
@@ -573,7 +539,7 @@ export class PgPluginStore implements PluginStore {
   }
 
   async getBytes(id: string): Promise<Uint8Array | null> {
-    if (!this.#byId.has(id) && (await this.get(id)) === null) return null;
+    if (!this.#plugins.has(id) && (await this.get(id)) === null) return null;
     return (await this.#cache.read(id)) ?? (await this.#fetchBytes(id));
   }
 
@@ -603,13 +569,13 @@ export class PgPluginStore implements PluginStore {
   }
 
   #damaged(id: string, actualSha256: string): StoredBytesCorruptError {
-    this.#damagedIds.add(id);
+    this.#plugins.damaged.add(id);
     this.#log.error({ plugin: id, actualSha256 }, 'store: the stored bytes of a plugin are damaged');
     return new StoredBytesCorruptError(id, actualSha256);
   }
 
   async openBytesStream(id: string): Promise<BytesStream | null> {
-    if (!this.#byId.has(id) && (await this.get(id)) === null) return null;
+    if (!this.#plugins.has(id) && (await this.get(id)) === null) return null;
     let file = await this.#cache.openFile(id);
     if (!file) {
       const bytes = await this.#fetchBytes(id);
@@ -643,17 +609,15 @@ export class PgPluginStore implements PluginStore {
         [below, query.name ?? null, query.limit + 1],
       ),
     );
-    const page = rows.slice(0, query.limit).map(toEntry);
-    const more = rows.length > query.limit;
-    return { plugins: page.map((e) => e.meta), nextCursor: more ? encodeCursor(page.at(-1)!.seq) : null };
+    return pageOf(rows.map(toEntry), query.limit);
   }
 
   known(): PluginRef[] {
-    return [...this.#byId.values()].map((e) => e.meta);
+    return this.#plugins.known();
   }
 
   onDelete(listener: (id: string) => void): void {
-    this.#deleteListeners.push(listener);
+    this.#plugins.onDelete(listener);
   }
 
   async delete(idOrName: string): Promise<PluginMeta | null> {
@@ -696,7 +660,7 @@ export class PgPluginStore implements PluginStore {
   }
 
   stats(): StoreStats {
-    return { plugins: this.#byId.size, bytes: this.#bytes, damaged: this.#damagedIds.size };
+    return this.#plugins.stats();
   }
 
   health(): StoreHealth {
