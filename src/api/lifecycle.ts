@@ -20,8 +20,8 @@ export class Lifecycle {
   #shuttingDown = false;
   readonly #drain = new AbortController();
   readonly #calls = new Set<FastifyReply>();
-  /** Every response not yet closed (sent or abandoned), whatever the route. */
-  readonly #responses = new Set<ServerResponse>();
+  /** Responses not yet closed (sent or abandoned), whatever the route. */
+  #openResponses = 0;
   #onNoResponses: (() => void) | null = null;
 
   get shuttingDown(): boolean {
@@ -50,16 +50,18 @@ export class Lifecycle {
   }
 
   trackResponse(res: ServerResponse): void {
-    this.#responses.add(res);
-    res.once('close', () => {
-      this.#responses.delete(res);
-      if (this.#responses.size === 0) this.#onNoResponses?.();
-    });
+    this.#openResponses++;
+    // One listener shared by every response, not a closure per request; 'close' comes once per response.
+    res.on('close', this.#responseClosed);
   }
+
+  readonly #responseClosed = (): void => {
+    if (--this.#openResponses === 0) this.#onNoResponses?.();
+  };
 
   /** Runs `callback` once no response is open (now, if none is). */
   whenNoResponses(callback: () => void): void {
-    if (this.#responses.size === 0) {
+    if (this.#openResponses === 0) {
       callback();
       return;
     }

@@ -34,9 +34,19 @@ export const ROUTE_POLICIES = {
 /** No route matched: there is nothing to protect, and the 404 says so. */
 const NOT_FOUND: RoutePolicy = ROUTE_POLICIES.open;
 
-/** The policy of the request's route, read once per request (every hook asks; routeOptions builds an object per read). */
+/** The request's route config, read once per request: every hook asks, and routeOptions builds an object per read. */
+function routeConfig(request: FastifyRequest): FastifyRequest['routeOptions']['config'] {
+  return (request.routeConfig ??= request.routeOptions.config);
+}
+
+/** The policy of the request's route. */
 export function routePolicy(request: FastifyRequest): RoutePolicy {
-  return (request.routePolicy ??= request.routeOptions.config.policy ?? NOT_FOUND);
+  return routeConfig(request).policy ?? NOT_FOUND;
+}
+
+/** The request's route template (as `request.routeOptions.url`); undefined when no route matched. */
+export function routeUrl(request: FastifyRequest): string | undefined {
+  return routeConfig(request).url;
 }
 
 /** Gives the routes registered in this context (and its children) that declare no policy this one. */
@@ -48,7 +58,7 @@ export function policyForRoutes(app: FastifyInstance, policy: RoutePolicy): void
 
 /** Registered before every route: at ready, a route without a declared access level is an error. */
 async function routePolicies(app: FastifyInstance): Promise<void> {
-  app.decorateRequest('routePolicy', null);
+  app.decorateRequest('routeConfig', null);
   const routes: RouteOptions[] = [];
   app.addHook('onRoute', (route) => void routes.push(route));
   app.addHook('onReady', async () => {
@@ -68,7 +78,7 @@ declare module 'fastify' {
     policy?: RoutePolicy;
   }
   interface FastifyRequest {
-    /** Cache of routePolicy(request); null until first asked. */
-    routePolicy: RoutePolicy | null;
+    /** Cache of the route's config (routePolicy, routeUrl); null until first asked. */
+    routeConfig: FastifyRequest['routeOptions']['config'] | null;
   }
 }

@@ -70,8 +70,10 @@ async function slowClientLimits(app: FastifyInstance, { requests }: { requests: 
     HEADERS_CHECK_MS,
     requests.headersTimeoutMs,
   );
-  app.addHook('onRequest', async (request) => {
+  // A `done` hook, not an async one: it runs on every request (see telemetry.ts).
+  app.addHook('onRequest', (request, _reply, done) => {
     if (!request.raw.complete && hasBody(request)) watchBody(request, requests);
+    done();
   });
 }
 

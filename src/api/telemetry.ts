@@ -10,7 +10,7 @@ import { type EgressAuditEntry, summarizeEgress } from '../egress/fetch.ts';
 import { isAppError } from '../errors.ts';
 import { type ServiceMetrics, UNMATCHED_ROUTE, UNRESOLVED, pluginLabel } from '../metrics.ts';
 import { fromFastifyError } from './error-handler.ts';
-import { routePolicy } from './route-policy.ts';
+import { routePolicy, routeUrl } from './route-policy.ts';
 
 /** What the call route learns about a call, as it learns it; every field may stay unset (e.g. 404 before lookup). */
 export interface CallReport {
@@ -47,11 +47,6 @@ interface CallSummary {
   runMs?: number;
   egressCount: number;
   config?: Record<string, string>;
-}
-
-/** Adds to the report of the current call (call route → telemetry). */
-export function reportCall(request: FastifyRequest, facts: CallReport): void {
-  request.callReport = request.callReport ? Object.assign(request.callReport, facts) : { ...facts };
 }
 
 const REDACTED = '[REDACTED]';
@@ -111,7 +106,7 @@ export class RequestLogController extends LogController {
     if (!(request.log as Logger).isLevelEnabled(level)) return;
     const line = {
       method: request.method,
-      route: request.routeOptions.url ?? null,
+      route: routeUrl(request) ?? null,
       url: request.url,
       // The client's address: X-Forwarded-For only from the proxies TRUST_PROXY names.
       remoteAddress: request.ip,
@@ -149,12 +144,7 @@ async function telemetry(app: FastifyInstance, { config, metrics }: { config: Co
 
   app.addHook('onResponse', (request, reply, done) => {
     if (!UNTIMED_METHODS.has(request.method)) {
-      metrics.observeHttp(
-        request.method,
-        request.routeOptions.url ?? UNMATCHED_ROUTE,
-        reply.statusCode,
-        reply.elapsedTime / 1000,
-      );
+      metrics.observeHttp(request.method, routeUrl(request) ?? UNMATCHED_ROUTE, reply.statusCode, reply.elapsedTime / 1000);
     }
     if (routePolicy(request).kind === 'call') observeCall(request, reply, config, metrics);
     done();
@@ -176,8 +166,8 @@ function observeCall(request: FastifyRequest, reply: FastifyReply, config: Confi
     plugin,
     function: fn,
     outcome,
-    ...(report.queueMs !== undefined ? { queueSeconds: report.queueMs / 1000 } : {}),
-    ...(runMs !== undefined ? { runSeconds: runMs / 1000 } : {}),
+    queueSeconds: report.queueMs !== undefined ? report.queueMs / 1000 : undefined,
+    runSeconds: runMs !== undefined ? runMs / 1000 : undefined,
   });
   if (report.egress !== undefined && report.egress.length > 0) {
     const egress = summarizeEgress(report.egress);
