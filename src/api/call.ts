@@ -4,7 +4,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config.ts';
 import { validateHostPatterns } from '../host-patterns.ts';
 import { AppError, isAppError } from '../errors.ts';
-import type { CallEngine } from '../engine/engine.ts';
+import type { CallEngine, CallResult } from '../engine/engine.ts';
 import { resolveLimits } from '../engine/limits.ts';
 import { checkConfigSize } from './config-size.ts';
 import {
@@ -17,7 +17,7 @@ import {
   ref,
 } from './schemas.ts';
 import { ROUTE_POLICIES } from './route-policy.ts';
-import { reportCall, reportFromDetails } from './telemetry.ts';
+import { type CallReport, reportFromDetails } from './telemetry.ts';
 
 /** A documented error answer of a call: the CallError shape (with logs and egress). */
 const callError = (description: string, codes: readonly string[], options: Parameters<typeof errorResponse>[2] = {}) =>
@@ -190,11 +190,13 @@ export async function callRoutes(root: FastifyInstance, opts: CallRoutesOptions)
       const plugin = await store.get(request.params.id);
       if (!plugin) throw new AppError('PLUGIN_NOT_FOUND', `no plugin with id or name "${request.params.id.slice(0, 80)}"`);
       const limits = resolveLimits(config.engine.limits, body, plugin.manifest?.limits);
-      reportCall(request, {
+      // One report, filled in as the call goes (read by telemetry when the response is done).
+      const report: CallReport = {
         plugin: { id: plugin.id, name: plugin.name },
         config: body.config ? { ...plugin.config, ...body.config } : plugin.config,
-        ...(plugin.exports.includes(body.function) ? { function: body.function } : {}),
-      });
+      };
+      if (plugin.exports.includes(body.function)) report.function = body.function;
+      request.callReport = report;
 
       const engineStarted = performance.now();
       // The client went away before its answer: a call still waiting for a worker gives up its place.
@@ -205,8 +207,9 @@ export async function callRoutes(root: FastifyInstance, opts: CallRoutesOptions)
         }
       };
       reply.raw.once('close', onClose);
-      const result = await engine
-        .call({
+      let result: CallResult;
+      try {
+        result = await engine.call({
           plugin,
           function: body.function,
           input: body.input ?? body.inputBase64 ?? null,
@@ -218,15 +221,21 @@ export async function callRoutes(root: FastifyInstance, opts: CallRoutesOptions)
           outputEncoding: body.outputEncoding,
           httpResponseHeaders: body.httpResponseHeaders,
           signal: clientGone.signal,
-        })
-        .catch((err: unknown) => {
-          if (isAppError(err))
-            reportCall(request, { ...reportFromDetails(err.details), engineMs: performance.now() - engineStarted });
-          throw err;
-        })
-        .finally(() => reply.raw.off('close', onClose));
-      const { queueMs, runMs, egress, logs, logsTruncated } = result;
-      reportCall(request, { queueMs, runMs, egress, logs, logsTruncated });
+        });
+      } catch (err) {
+        if (isAppError(err)) {
+          Object.assign(report, reportFromDetails(err.details));
+          report.engineMs = performance.now() - engineStarted;
+        }
+        throw err;
+      } finally {
+        reply.raw.off('close', onClose);
+      }
+      report.queueMs = result.queueMs;
+      report.runMs = result.runMs;
+      report.egress = result.egress;
+      report.logs = result.logs;
+      report.logsTruncated = result.logsTruncated;
       return {
         ...(result.outputBase64 !== undefined ? { outputBase64: result.outputBase64 } : { output: result.output ?? '' }),
         logs: result.logs,

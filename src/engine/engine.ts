@@ -65,6 +65,19 @@ export interface EngineDeps {
 
 const isHttpImport = (i: { module: string; name: string }) => i.module === EXTISM_ENV && i.name === 'http_request';
 
+/** What a single-module plugin's imports say: modules it needs linked (null: none), and whether it may make HTTP requests. */
+interface PluginImports {
+  unresolved: string | null;
+  http: boolean;
+}
+
+/** What the workers run for a plugin (see CallEngine#modulesOf). */
+interface PluginModules {
+  moduleKey: string;
+  module: ModulePayload;
+  http: boolean;
+}
+
 /** Longest an upload waits for its plugin's warm-ups (see warm). */
 const WARM_WAIT_MS = 1_000;
 
@@ -79,6 +92,8 @@ export class CallEngine {
   readonly #pool: WorkerPool;
   readonly #preparing = new Map<string, Promise<PreparedModule>>();
   readonly #observers: EngineObserver[] = [];
+  readonly #imports = new WeakMap<PluginMeta, PluginImports>();
+  readonly #payloads = new WeakMap<PreparedModule, ModulePayload>();
 
   constructor(config: Config, deps: EngineDeps) {
     this.#config = config;
@@ -105,8 +120,11 @@ export class CallEngine {
 
   /** `id`: the stored module's (a manifest plugin runs its main module). `linking`: one of a linked manifest's. */
   async #prepare(id: string, linking = false): Promise<PreparedModule> {
-    const cached = this.#deps.moduleCache.get(id);
-    if (cached) return cached;
+    return this.#deps.moduleCache.get(id) ?? this.#prepareMissing(id, linking);
+  }
+
+  /** Not in the module cache: one preparation per module, however many calls wait for it. */
+  #prepareMissing(id: string, linking: boolean): Promise<PreparedModule> {
     let pending = this.#preparing.get(id);
     if (!pending) {
       pending = this.#compile(id, linking).finally(() => this.#preparing.delete(id));
@@ -135,30 +153,53 @@ export class CallEngine {
     return prepared;
   }
 
-  /**
-   * What the workers run for `plugin`, and the key they keep it by: its (main) module, and for a
-   * manifest of several modules all of them, kept by the manifest's id.
-   */
-  async #modulesOf(plugin: PluginMeta): Promise<{ moduleKey: string; module: ModulePayload; http: boolean }> {
-    const modules = plugin.manifest?.modules ?? [];
-    if (modules.length <= 1) {
+  /** What a single-module plugin's imports say, worked out once per record (records are replaced, never changed). */
+  #importsOf(plugin: PluginMeta): PluginImports {
+    let facts = this.#imports.get(plugin);
+    if (!facts) {
       // A module stored as part of a linked manifest may import from its other modules: alone it cannot run.
       const unresolved = plugin.imports.filter((i) => !isHostImport(i));
-      if (unresolved.length > 0) {
-        const names = [...new Set(unresolved.map((i) => `"${i.module}"`))].join(', ');
-        throw new AppError(
-          'PLUGIN_ERROR',
-          `plugin ${plugin.name ?? plugin.id} imports from modules ${names}: it runs only as a module of a manifest that links them`,
-        );
-      }
-      const moduleKey = mainModuleId(plugin);
-      const prepared = await this.#prepare(moduleKey);
-      return {
-        moduleKey,
-        module: { compiled: prepared.module, layout: prepared.layout },
+      facts = {
+        unresolved: unresolved.length > 0 ? [...new Set(unresolved.map((i) => `"${i.module}"`))].join(', ') : null,
         http: plugin.imports.some(isHttpImport),
       };
+      this.#imports.set(plugin, facts);
     }
+    return facts;
+  }
+
+  /** The payload a worker is sent for a prepared module, one object per module rather than one per call. */
+  #payloadOf(prepared: PreparedModule): ModulePayload {
+    let payload = this.#payloads.get(prepared);
+    if (!payload) {
+      payload = { compiled: prepared.module, layout: prepared.layout };
+      this.#payloads.set(prepared, payload);
+    }
+    return payload;
+  }
+
+  /**
+   * What the workers run for `plugin`, and the key they keep it by: its (main) module, and for a
+   * manifest of several modules all of them, kept by the manifest's id. No promise when the module
+   * is in the cache (the common case: a call's path stays synchronous up to the pool).
+   */
+  #modulesOf(plugin: PluginMeta): PluginModules | Promise<PluginModules> {
+    const modules = plugin.manifest?.modules ?? [];
+    if (modules.length > 1) return this.#linkedModulesOf(plugin, modules);
+    const { unresolved, http } = this.#importsOf(plugin);
+    if (unresolved !== null) {
+      throw new AppError(
+        'PLUGIN_ERROR',
+        `plugin ${plugin.name ?? plugin.id} imports from modules ${unresolved}: it runs only as a module of a manifest that links them`,
+      );
+    }
+    const moduleKey = mainModuleId(plugin);
+    const cached = this.#deps.moduleCache.get(moduleKey);
+    if (cached) return { moduleKey, module: this.#payloadOf(cached), http };
+    return this.#prepareMissing(moduleKey, false).then((prepared) => ({ moduleKey, module: this.#payloadOf(prepared), http }));
+  }
+
+  async #linkedModulesOf(plugin: PluginMeta, modules: NonNullable<PluginMeta['manifest']>['modules']): Promise<PluginModules> {
     const prepared = await Promise.all(modules.map((m) => this.#prepare(m.id, true)));
     const mainAt = mainIndex(modules);
     return {
@@ -211,7 +252,8 @@ export class CallEngine {
         { details: { exports: plugin.exports } },
       );
     }
-    const { moduleKey, module, http } = await this.#modulesOf(plugin);
+    const found = this.#modulesOf(plugin);
+    const { moduleKey, module, http } = found instanceof Promise ? await found : found;
     const { result, queueMs } = await this.#pool.run(
       {
         module,
