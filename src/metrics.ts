@@ -19,8 +19,21 @@ export interface CallObservation {
   /** An export of the plugin, or UNRESOLVED. */
   function: string;
   outcome: OutcomeLabel;
-  queueSeconds?: number;
-  runSeconds?: number;
+  queueSeconds?: number | undefined;
+  runSeconds?: number | undefined;
+}
+
+interface HttpLabels {
+  method: string;
+  route: string;
+  status_class: string;
+}
+
+/** A plugin's call series: the counter's label sets by function and outcome, and the duration histogram's by phase. */
+interface CallSeries {
+  byOutcome: Map<string, { plugin: string; function: string; outcome: string }>;
+  queue: { plugin: string; phase: string };
+  run: { plugin: string; phase: string };
 }
 
 /** Gauges and counters read when Prometheus scrapes, from whatever part owns the numbers. */
@@ -62,8 +75,10 @@ export function pluginLabel(plugin: { id: string; name: string | null }): string
 export class ServiceMetrics {
   readonly registry = new Registry();
   readonly #sources: MetricSources = {};
-  /** Label sets of the calls counter by plugin label, so a plugin's series can be removed. */
-  readonly #callSeries = new Map<string, Map<string, { plugin: string; function: string; outcome: string }>>();
+  /** Label sets of a plugin's call series (kept so they can be removed, and reused per call rather than built). */
+  readonly #callSeries = new Map<string, CallSeries>();
+  /** Label sets of the HTTP series by method, status class and route. */
+  readonly #httpSeries = new Map<string, HttpLabels>();
 
   readonly #http: Histogram<'method' | 'route' | 'status_class'>;
   readonly #calls: Counter<'plugin' | 'function' | 'outcome'>;
@@ -253,18 +268,33 @@ export class ServiceMetrics {
 
   /** `route`: the route template, or UNMATCHED_ROUTE (a caller never mints label values). */
   observeHttp(method: string, route: string, statusCode: number, seconds: number): void {
-    this.#http.observe({ method, route, status_class: STATUS_CLASSES[Math.floor(statusCode / 100)] ?? 'other' }, seconds);
+    this.#http.observe(this.#httpLabels(method, route, STATUS_CLASSES[Math.floor(statusCode / 100)] ?? 'other'), seconds);
+  }
+
+  /** The label set of an HTTP series, one object per series (values come from bounded sets). */
+  #httpLabels(method: string, route: string, statusClass: string): HttpLabels {
+    const key = `${method} ${statusClass} ${route}`;
+    let labels = this.#httpSeries.get(key);
+    if (!labels) this.#httpSeries.set(key, (labels = { method, route, status_class: statusClass }));
+    return labels;
   }
 
   observeCall(call: CallObservation): void {
-    const labels = { plugin: call.plugin, function: call.function, outcome: call.outcome };
-    this.#calls.inc(labels);
     let series = this.#callSeries.get(call.plugin);
-    if (!series) this.#callSeries.set(call.plugin, (series = new Map()));
+    if (!series) {
+      series = {
+        byOutcome: new Map(),
+        queue: { plugin: call.plugin, phase: 'queue' },
+        run: { plugin: call.plugin, phase: 'run' },
+      };
+      this.#callSeries.set(call.plugin, series);
+    }
     const key = `${call.function}\n${call.outcome}`;
-    if (!series.has(key)) series.set(key, labels);
-    if (call.queueSeconds !== undefined) this.#callSeconds.observe({ plugin: call.plugin, phase: 'queue' }, call.queueSeconds);
-    if (call.runSeconds !== undefined) this.#callSeconds.observe({ plugin: call.plugin, phase: 'run' }, call.runSeconds);
+    let labels = series.byOutcome.get(key);
+    if (!labels) series.byOutcome.set(key, (labels = { plugin: call.plugin, function: call.function, outcome: call.outcome }));
+    this.#calls.inc(labels);
+    if (call.queueSeconds !== undefined) this.#callSeconds.observe(series.queue, call.queueSeconds);
+    if (call.runSeconds !== undefined) this.#callSeconds.observe(series.run, call.runSeconds);
   }
 
   observeCompile(seconds: number): void {
@@ -298,8 +328,9 @@ export class ServiceMetrics {
     const alive = await this.#sources.pluginLabels();
     for (const [plugin, series] of this.#callSeries) {
       if (plugin === UNRESOLVED || alive.has(plugin)) continue;
-      for (const labels of series.values()) this.#calls.remove(labels);
-      for (const phase of ['queue', 'run']) this.#callSeconds.remove({ plugin, phase });
+      for (const labels of series.byOutcome.values()) this.#calls.remove(labels);
+      this.#callSeconds.remove(series.queue);
+      this.#callSeconds.remove(series.run);
       this.#callSeries.delete(plugin);
     }
   }
