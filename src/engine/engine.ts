@@ -282,7 +282,7 @@ export class CallEngine {
       request.signal,
     );
     const durationMs = performance.now() - started;
-    const base = { logs: result.logs, logsTruncated: result.logsTruncated, egress: result.egress };
+    const base = { logs: result.logs ?? [], logsTruncated: result.logsTruncated ?? false, egress: result.egress ?? [] };
     if (!result.ok) {
       const error = result.error ?? { code: 'INTERNAL_ERROR' as const, message: 'the call failed' };
       throw new AppError(error.code, error.message, { details: { ...error.details, ...base } });

@@ -131,15 +131,11 @@ export interface WorkerSetup {
   resetTimeoutMs: number;
 }
 
-export interface CallOutcome {
-  logs: LogEntry[];
-  logsTruncated: boolean;
-  egress: EgressAuditEntry[];
-  /** Time spent in the plugin (instantiation included when it happened), ms. */
-  runMs: number;
-}
-
-export interface ResultMessage extends CallOutcome {
+/**
+ * A call's answer. Fields a call rarely fills are left out when empty (no logs, not truncated, no
+ * HTTP requests): each field costs a structured clone on both threads, on every call.
+ */
+export interface ResultMessage {
   kind: 'result';
   callId: number;
   ok: boolean;
@@ -147,6 +143,13 @@ export interface ResultMessage extends CallOutcome {
   outputBase64?: string;
   /** `details` become fields of the error body (egress failures: reason, host, url, targetReason?). */
   error?: { code: ErrorCode; message: string; details?: Record<string, string> };
+  /** Absent: none. */
+  logs?: LogEntry[];
+  logsTruncated?: true;
+  /** Absent: none. */
+  egress?: EgressAuditEntry[];
+  /** Time spent in the plugin (instantiation included when it happened), ms. */
+  runMs: number;
 }
 
 /** The worker had evicted (or never got) the module: the pool resends the call with it. */

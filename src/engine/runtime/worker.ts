@@ -170,18 +170,29 @@ const encoder = new TextEncoder();
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 const lossyUtf8 = new TextDecoder('utf-8');
 
-function encodeOutput(
-  bytes: Uint8Array,
-  encoding: CallMessage['outputEncoding'],
-): Pick<ResultMessage, 'output' | 'outputBase64'> {
-  const base64 = () => ({ outputBase64: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64') });
-  if (encoding === 'base64') return base64();
-  if (encoding === 'utf8') return { output: lossyUtf8.decode(bytes) };
-  try {
-    return { output: strictUtf8.decode(bytes) };
-  } catch {
-    return base64();
+/** Sets the answer's output, as text or base64 (`encoding` null: text when it is valid UTF-8). */
+function setOutput(result: ResultMessage, bytes: Uint8Array, encoding: CallMessage['outputEncoding']): void {
+  if (encoding === 'utf8') result.output = lossyUtf8.decode(bytes);
+  else if (encoding === null) {
+    try {
+      result.output = strictUtf8.decode(bytes);
+      return;
+    } catch {
+      // not UTF-8: base64 below
+    }
   }
+  if (result.output === undefined)
+    result.outputBase64 = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
+}
+
+/** A call's answer (output or error still to set): logs and HTTP requests only when there are any (see ResultMessage). */
+function answer(callId: number, started: number, logs: LogCollector, egress: EgressSession | null): ResultMessage {
+  logs.flush();
+  const result: ResultMessage = { kind: 'result', callId, ok: true, runMs: performance.now() - started };
+  if (logs.entries.length > 0) result.logs = logs.entries;
+  if (logs.truncated) result.logsTruncated = true;
+  if (egress && egress.audit.length > 0) result.egress = egress.audit;
+  return result;
 }
 
 /**
@@ -291,29 +302,12 @@ async function handleCall(msg: CallMessage): Promise<void> {
     }
     if (egress?.failure) throw egress.failure;
     const output = outcomeOf(call, rc);
-    logs.flush();
-    result = {
-      kind: 'result',
-      callId: msg.callId,
-      ok: true,
-      ...encodeOutput(output, msg.outputEncoding),
-      logs: logs.entries,
-      logsTruncated: logs.truncated,
-      egress: egress?.audit ?? [],
-      runMs: performance.now() - started,
-    };
+    result = answer(msg.callId, started, logs, egress);
+    setOutput(result, output, msg.outputEncoding);
   } catch (err) {
-    logs.flush();
-    result = {
-      kind: 'result',
-      callId: msg.callId,
-      ok: false,
-      error: describeFailure(err, instance, call),
-      logs: logs.entries,
-      logsTruncated: logs.truncated,
-      egress: egress?.audit ?? [],
-      runMs: performance.now() - started,
-    };
+    result = answer(msg.callId, started, logs, egress);
+    result.ok = false;
+    result.error = describeFailure(err, instance, call);
   }
   // From here no call holds this worker, but plugin code may still run (a rebuild): say until when.
   cells.beginHousekeeping(performance.timeOrigin + performance.now() + setup.resetTimeoutMs);
@@ -351,15 +345,7 @@ function warm(msg: CallMessage, entry: ModuleEntry, started: number): void {
   }
   cells.beginHousekeeping(performance.timeOrigin + performance.now() + setup.resetTimeoutMs);
   Atomics.store(cells.ints, msg.claim, 0);
-  post({
-    kind: 'result',
-    callId: msg.callId,
-    ok,
-    logs: [],
-    logsTruncated: false,
-    egress: [],
-    runMs: performance.now() - started,
-  });
+  post({ kind: 'result', callId: msg.callId, ok, runMs: performance.now() - started });
   trimCache(entry);
   cells.endHousekeeping();
 }
@@ -376,9 +362,6 @@ function enqueue(msg: CallMessage): void {
         callId: msg.callId,
         ok: false,
         error: { code: 'INTERNAL_ERROR', message: String(err) },
-        logs: [],
-        logsTruncated: false,
-        egress: [],
         runMs: 0,
       });
       process.exit(1);
