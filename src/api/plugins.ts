@@ -454,20 +454,7 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
 
   /** Stores `bytes` (sha256 `id`) as a plugin uploaded now, with what the upload says of it. */
   const storePut = (bytes: Uint8Array, id: string, given: Omit<PluginMeta, 'id' | 'size' | 'createdAt'>): Promise<PutResult> => {
-    const { name, description, exports, imports, wasi, config, allowedHosts, manifest } = given;
-    const meta: PluginMeta = {
-      id,
-      name,
-      description,
-      size: bytes.length,
-      createdAt: new Date().toISOString(),
-      exports,
-      imports,
-      wasi,
-      config,
-      allowedHosts,
-      ...(manifest ? { manifest } : {}),
-    };
+    const meta: PluginMeta = { id, ...given, size: bytes.length, createdAt: new Date().toISOString() };
     return storeChange(id, 'put', () => store.put({ bytes, meta }));
   };
 
