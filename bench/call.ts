@@ -14,6 +14,7 @@ import { availableParallelism, loadavg } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
+import { withCustomSection } from '../test/wasm-builder.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const seconds = Number(process.env.BENCH_SECONDS ?? 8);
@@ -146,8 +147,7 @@ async function call(plugin: string, body: string): Promise<{ status: number; out
 
 /** The same module with a custom section appended: new bytes, so a new plugin id. */
 function variant(bytes: Uint8Array, n: number): Uint8Array {
-  const name = new TextEncoder().encode(`bench-${n}`);
-  return new Uint8Array([...bytes, 0x00, name.length + 1, name.length, ...name]);
+  return withCustomSection(bytes, `bench-${n}`, new Uint8Array(0));
 }
 
 const input = 'The quick brown fox jumps over the lazy dog. Hello, World!';

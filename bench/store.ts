@@ -15,6 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import pg from 'pg';
+import { withCustomSection } from '../test/wasm-builder.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const uploads = Number(process.env.BENCH_UPLOADS ?? 150);
@@ -26,10 +27,8 @@ const adminUrl = process.env.BENCH_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.
 const vowels = await readFile(path.join(root, 'plugins', 'dist', 'count_vowels.wasm'));
 
 /** count_vowels with a 16-byte custom section appended: a distinct id, the same module to compile. */
-function distinctPlugin(): Buffer {
-  const name = Buffer.from('n');
-  const payload = Buffer.concat([Buffer.from([name.length]), name, randomBytes(16)]);
-  return Buffer.concat([vowels, Buffer.from([0, payload.length]), payload]);
+function distinctPlugin(): Uint8Array {
+  return withCustomSection(vowels, 'n', randomBytes(16));
 }
 
 async function freePort(): Promise<number> {

@@ -4,19 +4,9 @@
 // server, and prints the event-loop delay seen during each upload (perf_hooks, 5 ms resolution).
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { startServer, removeDir, tinyPluginWat, wat } from '../test/helpers.ts';
+import { leb, withCustomSection } from '../test/wasm-builder.ts';
 
 const mib = Number(process.argv[2] ?? 15);
-
-function leb(value: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = value & 0x7f;
-    value >>>= 7;
-    if (value) b |= 0x80;
-    out.push(b);
-  } while (value);
-  return out;
-}
 
 /** A valid module of about `mib` MiB of code: functions of `i32.const k; drop` runs, one export. */
 function largeModule(): Uint8Array {
@@ -40,15 +30,6 @@ function largeModule(): Uint8Array {
   return out;
 }
 
-/** `bytes` plus a custom section holding `n`: new bytes (a new id) with the same code. */
-function variant(bytes: Uint8Array, n: number): Uint8Array {
-  const custom = new Uint8Array([0, 3, 1, 0x78, n]);
-  const out = new Uint8Array(bytes.length + custom.length);
-  out.set(bytes);
-  out.set(custom, bytes.length);
-  return out;
-}
-
 const server = await startServer({ env: { MAX_PLUGIN_BYTES: String((mib + 8) * 2 ** 20), LOG_LEVEL: 'warn' } });
 const delay = monitorEventLoopDelay({ resolution: 5 });
 const ms = (ns: number) => (ns / 1e6).toFixed(0).padStart(6);
@@ -62,7 +43,7 @@ async function measure(label: string, bytes: Uint8Array): Promise<number> {
     const res = await fetch(`${server.url}/plugins`, {
       method: 'POST',
       headers: { 'content-type': 'application/wasm' },
-      body: new Uint8Array(variant(bytes, i)),
+      body: new Uint8Array(withCustomSection(bytes, 'x', new Uint8Array([i]))),
     });
     const took = performance.now() - started;
     delay.disable();

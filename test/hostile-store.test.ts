@@ -12,6 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { makeTempDir, readPlugin, removeDir, wat } from './helpers.ts';
 import { parsePrometheusText, sampleValue } from './prom-text.ts';
 import { startReplica, type Replica } from './replica-process.ts';
+import { withCustomSection } from './wasm-builder.ts';
 
 const isRoot = process.getuid?.() === 0;
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
@@ -43,15 +44,7 @@ async function paddedPlugin(marker: number, size: number): Promise<Uint8Array> {
   const module = await wat(
     `(module (memory (export "memory") 1) (func (export "run") (result i32) (i32.const 0)) (data (i32.const 0) "m${marker}"))`,
   );
-  const name = Buffer.from('pad');
-  const payload = Buffer.concat([Buffer.from([name.length]), name, randomBytes(size)]);
-  const length: number[] = [];
-  for (let rest = payload.length; ;) {
-    length.push((rest & 0x7f) | (rest > 0x7f ? 0x80 : 0));
-    rest >>>= 7;
-    if (rest === 0) break;
-  }
-  return Buffer.concat([module, Buffer.from([0, ...length]), payload]);
+  return withCustomSection(module, 'pad', randomBytes(size));
 }
 
 /** wasmhost_plugins_damaged as /metrics reports it. */

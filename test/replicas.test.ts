@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readPlugin, wat } from './helpers.ts';
 import { msUntil, startReplica, type Replica } from './replica-process.ts';
 import { createTestDatabase, sql } from './store-backends.ts';
+import { withCustomSection } from './wasm-builder.ts';
 
 /** A valid plugin whose bytes differ by `marker`; its `run` succeeds with empty output. */
 async function markedPlugin(marker: string): Promise<Uint8Array> {
@@ -13,19 +14,6 @@ async function markedPlugin(marker: string): Promise<Uint8Array> {
   (memory (export "memory") 1)
   (data (i32.const 0) "${marker}")
   (func (export "run") (result i32) (i32.const 0)))`);
-}
-
-/** `module` with a custom section of `size` random bytes appended (still valid; a big, slow upload). */
-function withPadding(module: Uint8Array, size: number): Uint8Array {
-  const name = Buffer.from('padding');
-  const payload = Buffer.concat([Buffer.from([name.length]), name, randomBytes(size)]);
-  const length: number[] = [];
-  let rest = payload.length;
-  do {
-    length.push((rest & 0x7f) | (rest > 0x7f ? 0x80 : 0));
-    rest >>>= 7;
-  } while (rest > 0);
-  return Buffer.concat([module, Buffer.from([0, ...length]), payload]);
 }
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
@@ -180,7 +168,7 @@ describe('three replicas on one PostgreSQL database', () => {
     replicas.push(victim);
     const modules = await Promise.all(Array.from({ length: 10 }, (_, i) => markedPlugin(`kill-${i}`)));
     // Big ones take long enough to be cut mid-body, mid-insert or mid-transaction.
-    const bodies = modules.map((m, i) => (i % 2 === 0 ? withPadding(m, 6 * 1024 * 1024) : m));
+    const bodies = modules.map((m, i) => (i % 2 === 0 ? withCustomSection(m, 'padding', randomBytes(6 * 1024 * 1024)) : m));
     const acknowledged: string[] = [];
     const attempts = bodies.map(async (bytes) => {
       const res = await victim.api.upload(bytes).catch(() => null);

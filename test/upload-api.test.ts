@@ -19,6 +19,7 @@ import {
   type TestServer,
 } from './helpers.ts';
 import type { ErrorBody, Plugin, Reply } from './test-client.ts';
+import { withCustomSection } from './wasm-builder.ts';
 
 const MiB = 1024 * 1024;
 v8.setFlagsFromString('--expose-gc');
@@ -35,19 +36,9 @@ function formOf(fields: Record<string, string>, file?: { bytes: Uint8Array; part
   return form;
 }
 
-/** A valid module made `extra` bytes larger by a custom section (skipped by every engine). */
-function withCustomSection(module: Uint8Array, extra: number): Uint8Array {
-  const name = Buffer.from('padding');
-  const leb = (n: number): number[] => {
-    const out: number[] = [];
-    do {
-      out.push((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
-      n >>>= 7;
-    } while (n > 0);
-    return out;
-  };
-  const content = name.length + 1 + extra;
-  return Buffer.concat([module, Buffer.from([0, ...leb(content), name.length]), name, Buffer.alloc(extra, 0x5a)]);
+/** A valid module made larger by `extra` bytes in a custom section. */
+function padded(module: Uint8Array, extra: number): Uint8Array {
+  return withCustomSection(module, 'padding', Buffer.alloc(extra, 0x5a));
 }
 
 describe('plugin upload API', () => {
@@ -186,7 +177,7 @@ describe('plugin upload API', () => {
 
   it('streams a large module: byte-exact download with its Content-Length, and 304 when unchanged', async () => {
     const server = await serverForTest();
-    const bytes = withCustomSection(await wat(tinyPluginWat(9)), 6 * MiB);
+    const bytes = padded(await wat(tinyPluginWat(9)), 6 * MiB);
     const meta = await server.api.uploaded(bytes);
     expect(meta.size).toBe(bytes.length);
 
@@ -210,7 +201,7 @@ describe('plugin upload API', () => {
 
   it('never serves damaged bytes whole: a download of a blob damaged on disk is cut before its end', async () => {
     const server = await serverForTest();
-    const bytes = withCustomSection(await wat(tinyPluginWat(10)), 1 * MiB);
+    const bytes = padded(await wat(tinyPluginWat(10)), 1 * MiB);
     const meta = await server.api.uploaded(bytes);
     const blob = path.join(server.dataDir, 'blobs', `${meta.id}.wasm`);
     const damaged = new Uint8Array(bytes);

@@ -27,7 +27,7 @@ export interface ModuleSpec {
   locals?: number;
 }
 
-function leb(value: number): number[] {
+export function leb(value: number): number[] {
   const out: number[] = [];
   do {
     let byte = value % 128;
@@ -61,6 +61,14 @@ function vector(items: (number[] | Uint8Array)[]): Uint8Array {
 
 function section(id: number, body: Uint8Array): Uint8Array {
   return join([[id, ...leb(body.length)], body]);
+}
+
+/**
+ * `module` with a custom section `sectionName` holding `content` appended: still valid and skipped by
+ * every engine, so new bytes (a new id, a larger upload) with the same code.
+ */
+export function withCustomSection(module: Uint8Array, sectionName: string, content: Uint8Array): Uint8Array {
+  return join([module, section(0, join([name(sectionName), content]))]);
 }
 
 export function buildModule(spec: ModuleSpec): Uint8Array {
