@@ -12,7 +12,7 @@ import { CallState } from './host-env.ts';
 import { describeModule, PluginInstance, type ModuleShape } from './instance.ts';
 import { LinkedPlugin, type LinkedShapes } from './linker.ts';
 import { LogMirrorWriter } from '../log-mirror.ts';
-import { LogCollector } from './logs.ts';
+import { LogCollector, type LogEntry } from './logs.ts';
 import {
   WorkerCells,
   type BatchMessage,
@@ -30,8 +30,10 @@ const PAGE = 65536;
 
 interface ModuleEntry {
   shape: ModuleShape;
-  /** A linked manifest: its modules. */
+  /** A linked manifest: its modules (`shape` is its main one's). */
   linked: LinkedShapes | null;
+  /** Some module imports http_request (runs through JSPI): a call with egress gets an HTTP session. */
+  http: boolean;
   /** A linked manifest's instances, recycled while they can be (linker.ts). */
   linkedInstance: LinkedPlugin | null;
   /** By memory cap (pages); 0 for the one instance of a module with the grow shim. */
@@ -54,6 +56,18 @@ const HEAP_LIMIT = getHeapStatistics().heap_size_limit;
 const CACHE_HEAP_BUDGET = HEAP_LIMIT / 4;
 /** Past this much used heap after a call, every cached instance goes (a backstop for what estimates miss). */
 const HEAP_PRESSURE = HEAP_LIMIT / 2;
+/**
+ * The used heap is read when the cache grew since the last reading, else after this many calls:
+ * getHeapStatistics builds a 14-field object, and a call that made no instance and grew no table
+ * adds only garbage, which the next GC takes back.
+ */
+const HEAP_CHECK_EVERY = 64;
+let trimsSinceHeapCheck = 0;
+let bytesAtHeapCheck = 0;
+/** performance.timeOrigin is a getter, and constant. */
+const TIME_ORIGIN = performance.timeOrigin;
+
+const mirrorLog = (entry: LogEntry) => logMirror.write(entry);
 
 /** Marks the wait in the HTTP wait cell, where the pool sees this worker is not using CPU. */
 async function waitingOnHttp<T>(request: () => Promise<T>): Promise<T> {
@@ -71,29 +85,39 @@ function post(message: WorkerMessage): void {
   port!.postMessage(message);
 }
 
+/** The key of the module used last (last in `modules` already). */
+let lastKey: string | null = null;
+
 function moduleFor(msg: CallMessage): ModuleEntry | null {
   let entry = modules.get(msg.moduleKey);
   if (entry) {
-    modules.delete(msg.moduleKey); // most recently used last
-    modules.set(msg.moduleKey, entry);
+    if (msg.moduleKey !== lastKey) {
+      modules.delete(msg.moduleKey); // most recently used last
+      modules.set(msg.moduleKey, entry);
+      lastKey = msg.moduleKey;
+    }
     return entry;
   }
   if (!msg.module) return null;
-  const { linked } = msg.module;
+  const { compiled, layout, linked } = msg.module;
+  const shapes: LinkedShapes | null = linked
+    ? {
+        main: linked.main,
+        modules: linked.modules.map((m) => ({ id: m.id, name: m.name, shape: describeModule(m.compiled, m.layout) })),
+      }
+    : null;
+  const shape = shapes ? shapes.modules[shapes.main]!.shape : describeModule(compiled, layout);
   entry = {
-    shape: describeModule(msg.module.compiled, msg.module.layout),
-    linked: linked
-      ? {
-          main: linked.main,
-          modules: linked.modules.map((m) => ({ id: m.id, name: m.name, shape: describeModule(m.compiled, m.layout) })),
-        }
-      : null,
+    shape,
+    linked: shapes,
+    http: shapes ? shapes.modules.some((m) => m.shape.jspi) : shape.jspi,
     linkedInstance: null,
     instances: new Map(),
     bytes: 0,
     heapBytes: 0,
   };
   modules.set(msg.moduleKey, entry);
+  lastKey = msg.moduleKey;
   if (modules.size > MAX_MODULES) modules.delete(modules.keys().next().value as string);
   return entry;
 }
@@ -142,9 +166,13 @@ function trimCache(used: ModuleEntry | null): void {
     heapBytes -= entry.heapBytes;
     dropInstances(entry);
   }
-  if (getHeapStatistics().used_heap_size > HEAP_PRESSURE) {
-    for (const entry of modules.values()) dropInstances(entry);
-    bytes = 0;
+  if (bytes > bytesAtHeapCheck || ++trimsSinceHeapCheck >= HEAP_CHECK_EVERY) {
+    trimsSinceHeapCheck = 0;
+    if (getHeapStatistics().used_heap_size > HEAP_PRESSURE) {
+      for (const entry of modules.values()) dropInstances(entry);
+      bytes = 0;
+    }
+    bytesAtHeapCheck = bytes;
   }
   cells.setCacheBytes(bytes);
 }
@@ -246,8 +274,8 @@ async function handleCall(msg: CallMessage): Promise<void> {
   // Taken back by the pool meanwhile (it runs elsewhere, or was answered).
   if (Atomics.load(cells.ints, cell) !== msg.callId) return;
   // Past its deadline: the pool's timer answers it and frees the cell; starting it would only cost this worker.
-  if (performance.timeOrigin + performance.now() >= msg.deadline) return;
   const started = performance.now();
+  if (TIME_ORIGIN + started >= msg.deadline) return;
   const entry = moduleFor(msg);
   if (!entry) {
     // Give the cell back unstarted; the pool resends the call with its module.
@@ -264,7 +292,7 @@ async function handleCall(msg: CallMessage): Promise<void> {
   const { limits } = msg;
   const logs = new LogCollector(msg.logLevel, limits.logEntries, limits.logBytes);
   logMirror.start(msg.callId);
-  logs.onEntry = (entry) => logMirror.write(entry);
+  logs.onEntry = mirrorLog;
   let instance: PluginInstance | LinkedPlugin | null = null;
   let egress: EgressSession | null = null;
   let call: CallState | null = null;
@@ -273,7 +301,7 @@ async function handleCall(msg: CallMessage): Promise<void> {
     instance = entry.linked ? linkedFor(entry, entry.linked, limits.memoryPages) : instanceFor(entry, limits.memoryPages);
     if (!instance.hasFunction(msg.function))
       throw new CallFailure('FUNCTION_NOT_FOUND', `the plugin has no function "${msg.function}"`);
-    if (msg.egress && (entry.shape.jspi || entry.linked?.modules.some((m) => m.shape.jspi))) {
+    if (msg.egress && entry.http) {
       egressModule ??= await import('../../egress/fetch.ts');
       egress = egressModule.createEgressFetch(msg.egress);
     }
@@ -310,7 +338,7 @@ async function handleCall(msg: CallMessage): Promise<void> {
     result.error = describeFailure(err, instance, call);
   }
   // From here no call holds this worker, but plugin code may still run (a rebuild): say until when.
-  cells.beginHousekeeping(performance.timeOrigin + performance.now() + setup.resetTimeoutMs);
+  cells.beginHousekeeping(TIME_ORIGIN + performance.now() + setup.resetTimeoutMs);
   Atomics.store(cells.ints, cell, 0);
   post(result);
   if (instance instanceof LinkedPlugin) {
@@ -343,7 +371,7 @@ function warm(msg: CallMessage, entry: ModuleEntry, started: number): void {
   } catch {
     ok = false;
   }
-  cells.beginHousekeeping(performance.timeOrigin + performance.now() + setup.resetTimeoutMs);
+  cells.beginHousekeeping(TIME_ORIGIN + performance.now() + setup.resetTimeoutMs);
   Atomics.store(cells.ints, msg.claim, 0);
   post({ kind: 'result', callId: msg.callId, ok, runMs: performance.now() - started });
   trimCache(entry);
