@@ -6,6 +6,8 @@ import { DIRTY_CHUNK, DIRTY_CHUNK_SHIFT, DIRTY_MAP_PAGES, GROW_BUDGET_OFFSET, LA
 
 export { DIRTY_CHUNK };
 
+const PAGE = 65536;
+
 export class DirtyPageMap {
   readonly memory = new WebAssembly.Memory({ initial: DIRTY_MAP_PAGES, maximum: DIRTY_MAP_PAGES });
   // The map never grows, so this view stays valid. A Buffer: its indexOf is memchr, and a call
@@ -50,6 +52,15 @@ export class DirtyPageMap {
       if (first < chunks) visit(first, Math.min(end, chunks));
       first = end < limit ? bytes.indexOf(1, end) : -1;
     }
+  }
+
+  /** Drains the marks below `chunks` (see drain): the 64 KiB pages holding a marked chunk, in order. */
+  drainPages(chunks: number): number[] {
+    const pages: number[] = [];
+    this.drain(chunks, (first, end) => {
+      for (let page = Math.floor((first * DIRTY_CHUNK) / PAGE); page * PAGE < end * DIRTY_CHUNK; page++) pages.push(page);
+    });
+    return pages;
   }
 
   /**

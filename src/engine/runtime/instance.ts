@@ -13,7 +13,7 @@
 import { CallFailure } from './call-failure.ts';
 import { DIRTY_CHUNK, DirtyPageMap } from './dirty-pages.ts';
 import { createExtismEnv, EXTISM_ENV, type CallState, type HostSlot } from './host-env.ts';
-import { startModule, startupState } from './startup.ts';
+import { pluginExport, startModule, startupState, type PluginExport } from './startup.ts';
 import { createWasi, WASI_PREVIEW1 } from './wasi.ts';
 import {
   DIRTY_MAP_IMPORT,
@@ -73,13 +73,8 @@ export class MemorySnapshot {
     return this.#saved.length;
   }
 
-  /** One page of `live` back to the snapshot (zero above it). */
-  restore(live: Buffer, page: number): void {
-    this.restoreRange(live, page * PAGE, (page + 1) * PAGE);
-  }
-
   /**
-   * Bytes [start, end) of `live` back to the snapshot, page by page. A call dirties little and often
+   * Bytes [start, end) of `live` back to the snapshot (zero above it), page by page. A call dirties little and often
    * writes back what was there (a stack): comparing (memcmp, reads only) is about twice as fast as
    * copying, and zero pages are compared with one zero page that stays in cache.
    */
@@ -98,6 +93,17 @@ export class MemorySnapshot {
       at = until;
     }
   }
+}
+
+/**
+ * Memory size (pages) past which a reset rebuilds (a new instance, or a linked set) instead of
+ * zeroing the pages grown above the snapshot: memory cannot shrink. With virtual growth they only
+ * hold what one call needed; without, they creep up every call.
+ */
+export function rebuildAbovePages(snapshotPages: number, virtualGrowth: boolean): number {
+  return virtualGrowth
+    ? snapshotPages + Math.max(64, Math.ceil(snapshotPages / 2))
+    : snapshotPages + Math.max(16, Math.ceil(snapshotPages / 4));
 }
 
 /** What the engine knows about a rewritten module, derived once per module per worker. */
@@ -151,7 +157,7 @@ interface Live {
   tables: WebAssembly.Table[];
   /** The grow shim's virtual size (null without virtual growth). */
   memoryPages: WebAssembly.Global | null;
-  exports: Map<string, () => number | Promise<number>>;
+  exports: Map<string, PluginExport>;
 }
 
 export class PluginInstance {
@@ -166,6 +172,11 @@ export class PluginInstance {
   /** The cap of the call running now (memoryMaxPages, at most maxPages). */
   #callCap: number;
   rebuilds = 0;
+  /** A view of the live memory, made again when growth replaced its buffer. */
+  #liveBytes: Buffer | null = null;
+  /** The dirty map's visitor on reset: marked chunks back to the snapshot (made once, not per reset). */
+  readonly #restoreChunks = (first: number, end: number) =>
+    this.#snapshot.memory.restoreRange(this.#bytes(), first * DIRTY_CHUNK, end * DIRTY_CHUNK);
 
   /**
    * `maxPages`: the Memory's maximum. `startCap`: memoryMaxPages of the call that creates it, which
@@ -186,12 +197,7 @@ export class PluginInstance {
       this.#slot.call = null;
     }
     this.#snapshot = this.#takeSnapshot(undefined, this.#writtenSinceInstantiation());
-    const snapshotPages = this.#snapshot.memory.pages;
-    // Pages above the snapshot are zeroed after every call; past this many, rebuilding is cheaper.
-    // With virtual growth they only hold what one call needed; without, they creep up every call.
-    this.#rebuildAbovePages = shape.virtualGrowth
-      ? snapshotPages + Math.max(64, Math.ceil(snapshotPages / 2))
-      : snapshotPages + Math.max(16, Math.ceil(snapshotPages / 4));
+    this.#rebuildAbovePages = rebuildAbovePages(this.#snapshot.memory.pages, shape.virtualGrowth);
   }
 
   #tooSmall(pages: number, cap: number): CallFailure {
@@ -225,14 +231,11 @@ export class PluginInstance {
     }
     const globals: WebAssembly.Global[] = [];
     const tables: WebAssembly.Table[] = [];
-    const exports = new Map<string, () => number | Promise<number>>();
-    const promising = (WebAssembly as unknown as { promising?: (f: unknown) => () => Promise<number> }).promising;
+    const exports = new Map<string, PluginExport>();
     for (const [name, value] of Object.entries(instance.exports)) {
       if (name.startsWith(GLOBAL_EXPORT_PREFIX)) globals.push(value as WebAssembly.Global);
       else if (name.startsWith(TABLE_EXPORT_PREFIX)) tables.push(value as WebAssembly.Table);
-      else if (typeof value === 'function') {
-        exports.set(name, this.shape.jspi && promising ? promising(value) : (value as () => number));
-      }
+      else if (typeof value === 'function') exports.set(name, pluginExport(value, this.shape.jspi));
     }
     const global = (name: string | null) => (name ? (instance.exports[name] as WebAssembly.Global) : null);
     return {
@@ -269,11 +272,7 @@ export class PluginInstance {
       dirty?.clear(chunks);
       return null;
     }
-    const pages = [...this.shape.dataPages];
-    dirty.drain(chunks, (first, end) => {
-      for (let page = Math.floor((first * DIRTY_CHUNK) / PAGE); page * PAGE < end * DIRTY_CHUNK; page++) pages.push(page);
-    });
-    return pages;
+    return [...this.shape.dataPages, ...dirty.drainPages(chunks)];
   }
 
   /** Globals and tables as they are now; memory too (`written`: the pages that may be non-zero), unless a rebuild gives its old snapshot's. */
@@ -296,6 +295,12 @@ export class PluginInstance {
 
   hasFunction(name: string): boolean {
     return this.#live.exports.has(name);
+  }
+
+  #bytes(): Buffer {
+    const buffer = this.#live.memory.buffer;
+    if (this.#liveBytes?.buffer !== buffer) this.#liveBytes = Buffer.from(buffer);
+    return this.#liveBytes;
   }
 
   /**
@@ -364,13 +369,8 @@ export class PluginInstance {
       this.#rebuild();
       return;
     }
-    const live = Buffer.from(memory.buffer);
-    const saved = snapshot.memory;
-    if (dirty) dirty.drain(size / DIRTY_CHUNK, (first, end) => saved.restoreRange(live, first * DIRTY_CHUNK, end * DIRTY_CHUNK));
-    else {
-      if (size > saved.pages * PAGE) live.fill(0, saved.pages * PAGE);
-      for (let page = 0; page < saved.pages; page++) saved.restore(live, page);
-    }
+    if (dirty) dirty.drain(size / DIRTY_CHUNK, this.#restoreChunks);
+    else snapshot.memory.restoreRange(this.#bytes(), 0, size);
     if (tablesMayDiffer && snapshot.tables) {
       for (const { table, elements } of snapshot.tables) {
         for (let i = 0; i < elements.length; i++) if (table.get(i) !== elements[i]) table.set(i, elements[i]);
@@ -398,10 +398,9 @@ export class PluginInstance {
     const { memory, globals } = this.#live;
     const missingPages = old.memory.pages - memory.buffer.byteLength / PAGE;
     if (missingPages > 0) memory.grow(missingPages);
-    const live = Buffer.from(memory.buffer);
-    for (let page = 0; page < old.memory.pages; page++) old.memory.restore(live, page);
     // A start function may have grown this memory past the snapshot: those pages start zeroed.
-    for (let page = old.memory.pages; page < live.length / PAGE; page++) old.memory.restore(live, page);
+    const live = this.#bytes();
+    old.memory.restoreRange(live, 0, live.length);
     this.#live.dirty?.clear(live.length / DIRTY_CHUNK);
     globals.forEach((global, i) => {
       const value = old.globals[i]?.value;

@@ -22,8 +22,8 @@
 import { CallFailure } from './call-failure.ts';
 import { DIRTY_CHUNK, DirtyPageMap } from './dirty-pages.ts';
 import { createExtismEnv, EXTISM_ENV, type CallState, type HostSlot } from './host-env.ts';
-import { INSTANCE_OVERHEAD_BYTES, MemorySnapshot, TABLE_ELEMENT_BYTES, type ModuleShape } from './instance.ts';
-import { startModule, startupState } from './startup.ts';
+import { INSTANCE_OVERHEAD_BYTES, MemorySnapshot, rebuildAbovePages, TABLE_ELEMENT_BYTES, type ModuleShape } from './instance.ts';
+import { pluginExport, startModule, startupState, type PluginExport } from './startup.ts';
 import { createWasi, WASI_PREVIEW1 } from './wasi.ts';
 import {
   DIRTY_MAP_IMPORT,
@@ -84,7 +84,7 @@ export class LinkedPlugin {
   readonly #maxPages: number;
   /** The cap of the call running now (memoryMaxPages, over all memories). */
   #cap: number;
-  readonly #exports = new Map<string, () => number | Promise<number>>();
+  readonly #exports = new Map<string, PluginExport>();
   /** Every module can be brought back to its snapshot after a call (see above). */
   readonly #recyclable: boolean;
 
@@ -114,9 +114,8 @@ export class LinkedPlugin {
       this.#slot.call = null;
     }
     const main = this.#linked.get(set.main)!.instance;
-    const promising = (WebAssembly as unknown as { promising?: (f: unknown) => () => Promise<number> }).promising;
     for (const [name, value] of Object.entries(main.exports)) {
-      if (typeof value === 'function') this.#exports.set(name, jspi && promising ? promising(value) : (value as () => number));
+      if (typeof value === 'function') this.#exports.set(name, pluginExport(value, jspi));
     }
     if (this.#recyclable) this.#snapshot();
   }
@@ -125,10 +124,7 @@ export class LinkedPlugin {
   #snapshot(): void {
     const memories = this.#memories();
     // Pages start-up wrote in any memory (marks are not told apart by memory).
-    const written: number[] = [];
-    this.#dirty.drain(this.#chunks(memories), (first, end) => {
-      for (let page = Math.floor((first * DIRTY_CHUNK) / PAGE); page * PAGE < end * DIRTY_CHUNK; page++) written.push(page);
-    });
+    const written = this.#dirty.drainPages(this.#chunks(memories));
     for (const linked of memories) {
       const { memory, dataPages } = linked;
       linked.snapshot = new MemorySnapshot(Buffer.from(memory.buffer), dataPages ? [...dataPages, ...written] : null);
@@ -349,11 +345,9 @@ export class LinkedPlugin {
       if (written && (member.instance.exports[written] as WebAssembly.Global).value !== 0) return false;
     }
     const memories = this.#memories();
-    for (const { memory, snapshot } of memories) {
-      // Memory cannot shrink: past this many pages above the snapshot, a new set is cheaper than zeroing.
-      const pages = snapshot!.pages;
-      if (memory.buffer.byteLength / PAGE > pages + Math.max(64, Math.ceil(pages / 2))) return false;
-    }
+    // Every module has the grow shim here (#recyclable).
+    for (const { memory, snapshot } of memories)
+      if (memory.buffer.byteLength / PAGE > rebuildAbovePages(snapshot!.pages, true)) return false;
     const runs: [number, number][] = [];
     this.#dirty.drain(this.#chunks(memories), (first, end) => runs.push([first * DIRTY_CHUNK, end * DIRTY_CHUNK]));
     for (const { memory, snapshot } of memories) {

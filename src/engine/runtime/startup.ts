@@ -5,6 +5,16 @@ import { CallFailure } from './call-failure.ts';
 import { CallState, type HostSlot } from './host-env.ts';
 import { LogCollector } from './logs.ts';
 
+/** An export as the engine calls it: its i32 result, or a promise of it under JSPI. */
+export type PluginExport = () => number | Promise<number>;
+
+const promising = (WebAssembly as unknown as { promising?: (f: unknown) => () => Promise<number> }).promising;
+
+/** `fn` through JSPI when the module may suspend on HTTP (`jspi`), so its http_request can. */
+export function pluginExport(fn: unknown, jspi: boolean): PluginExport {
+  return jspi && promising ? promising(fn) : (fn as () => number);
+}
+
 /** Host state while a plugin starts (a wasm start function, _initialize): no input, no config, no HTTP, logs dropped. */
 export function startupState(): CallState {
   const limits = { hostBytes: 16 * 1024 * 1024, outputBytes: 0, varBytes: 1024 * 1024, httpResponseBytes: 0 };
