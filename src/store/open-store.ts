@@ -8,14 +8,10 @@ import type { PluginStore, StoreObserver } from './store.ts';
 export async function openStore(config: Config, log: PgStoreLogger, observer?: StoreObserver): Promise<PluginStore> {
   const store = config.store;
   if (store.kind === 'filesystem') return FsPluginStore.open(config.dataDir, log);
+  const { kind: _kind, ...settings } = store;
   return PgPluginStore.open({
-    url: store.url,
-    poolMax: store.poolMax,
-    statementTimeoutMs: store.statementTimeoutMs,
-    connectTimeoutMs: store.connectTimeoutMs,
-    pollMs: store.pollMs,
+    ...settings,
     cacheDir: path.join(config.dataDir, 'blob-cache'),
-    blobCacheBytes: store.blobCacheBytes,
     log,
     ...(observer ? { observer } : {}),
   });

@@ -7,6 +7,7 @@
 // what a lost notification or a reconnect missed.
 import { Readable, pipeline } from 'node:stream';
 import pg from 'pg';
+import type { StoreConfig } from '../../config.ts';
 import { AppError } from '../../errors.ts';
 import { verifyingStream } from '../blob-files.ts';
 import { decodeCursor, pageOf } from '../cursor.ts';
@@ -54,18 +55,12 @@ export interface PgStoreLogger {
   error(obj: object, msg: string): void;
 }
 
-export interface PgStoreOptions {
-  url: string;
-  poolMax: number;
-  statementTimeoutMs: number;
-  connectTimeoutMs: number;
-  pollMs: number;
-  /** Local blob cache directory and its size bound (0: no disk cache). */
+/** The PostgreSQL settings of the config, and where the local blob cache lives (blobCacheBytes 0: no disk cache). */
+export type PgStoreOptions = Omit<Extract<StoreConfig, { kind: 'postgres' }>, 'kind'> & {
   cacheDir: string;
-  blobCacheBytes: number;
   log: PgStoreLogger;
   observer?: StoreObserver;
-}
+};
 
 /** The metadata besides id, name and size, as stored in wasmhost_plugins.record. */
 type StoredRecord = Omit<PluginMeta, 'id' | 'name' | 'size'>;
