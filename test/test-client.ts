@@ -2,7 +2,7 @@
 // (the types openapi-typescript generates into src/client/schema.ts), and every request answers the
 // whole reply (status, headers, body): a test asserts on a refusal's status and code as easily as on
 // a result, and a success it expected but did not get fails with the status and code that came back.
-import type { CallRequest, CallResponse, ErrorBody, Plugin } from '../src/client/client.ts';
+import { isErrorBody, type CallRequest, type CallResponse, type ErrorBody, type Plugin } from '../src/client/client.ts';
 import type { components, operations } from '../src/client/schema.ts';
 
 export type { ErrorBody, Plugin };
@@ -69,12 +69,6 @@ export class Reply<T, E extends ErrorBody = ErrorBody> {
     const text = typeof this.body === 'string' ? this.body : JSON.stringify(this.body);
     return `${this.status}: ${String(text).slice(0, 300)}`;
   }
-}
-
-function isErrorBody(value: unknown): value is ErrorBody {
-  if (typeof value !== 'object' || value === null) return false;
-  const body = value as Record<string, unknown>;
-  return typeof body.code === 'string' && typeof body.message === 'string' && typeof body.statusCode === 'number';
 }
 
 interface UploadFields {

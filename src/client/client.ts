@@ -81,7 +81,7 @@ export function unwrap<T>(result: { data?: T; error?: unknown; response: Respons
   });
 }
 
-function isErrorBody(value: unknown): value is ErrorBody {
+export function isErrorBody(value: unknown): value is ErrorBody {
   if (typeof value !== 'object' || value === null) return false;
   const body = value as Record<string, unknown>;
   return typeof body.code === 'string' && typeof body.message === 'string' && typeof body.statusCode === 'number';
