@@ -13,7 +13,7 @@
 import { CallFailure } from './call-failure.ts';
 import { DIRTY_CHUNK, DirtyPageMap } from './dirty-pages.ts';
 import { createExtismEnv, EXTISM_ENV, type CallState, type HostSlot } from './host-env.ts';
-import { pluginExport, startModule, startupState, type PluginExport } from './startup.ts';
+import { pluginExport, runExport, startModule, startupState, type PluginExport } from './startup.ts';
 import { createWasi, WASI_PREVIEW1 } from './wasi.ts';
 import {
   DIRTY_MAP_IMPORT,
@@ -305,21 +305,16 @@ export class PluginInstance {
 
   /**
    * Runs one export for one call with memory capped at `capPages` and returns its i32 result (0 for
-   * an export without one). The caller must `reset()` afterwards, whatever happened.
+   * an export without one; a promise of it under JSPI: see runExport). The caller must `reset()`
+   * afterwards, whatever happened.
    */
-  async run(name: string, call: CallState, capPages: number): Promise<number> {
+  run(name: string, call: CallState, capPages: number): number | Promise<number> {
     const fn = this.#live.exports.get(name);
     if (!fn) throw new CallFailure('FUNCTION_NOT_FOUND', `the plugin has no function "${name}"`);
     this.#callCap = Math.min(capPages, this.maxPages);
     if (this.#snapshot.pages > this.#callCap) throw this.#tooSmall(this.#snapshot.pages, this.#callCap);
     this.#setCap(this.#callCap);
-    this.#slot.call = call;
-    try {
-      const rc: unknown = await fn();
-      return typeof rc === 'number' ? rc : 0;
-    } finally {
-      this.#slot.call = null;
-    }
+    return runExport(fn, this.#slot, call);
   }
 
   /** The cap the last call ran with (memoryMaxPages as it applied to this instance). */

@@ -23,7 +23,7 @@ import { CallFailure } from './call-failure.ts';
 import { DIRTY_CHUNK, DirtyPageMap } from './dirty-pages.ts';
 import { createExtismEnv, EXTISM_ENV, type CallState, type HostSlot } from './host-env.ts';
 import { INSTANCE_OVERHEAD_BYTES, MemorySnapshot, rebuildAbovePages, TABLE_ELEMENT_BYTES, type ModuleShape } from './instance.ts';
-import { pluginExport, startModule, startupState, type PluginExport } from './startup.ts';
+import { pluginExport, runExport, startModule, startupState, type PluginExport } from './startup.ts';
 import { createWasi, WASI_PREVIEW1 } from './wasi.ts';
 import {
   DIRTY_MAP_IMPORT,
@@ -285,8 +285,8 @@ export class LinkedPlugin {
     return this.#exports.has(name);
   }
 
-  /** Runs one export of the main module; every module's memory together stays within `capPages`. */
-  async run(name: string, call: CallState, capPages: number): Promise<number> {
+  /** Runs one export of the main module (see runExport); every module's memory together stays within `capPages`. */
+  run(name: string, call: CallState, capPages: number): number | Promise<number> {
     const fn = this.#exports.get(name);
     if (!fn) throw new CallFailure('FUNCTION_NOT_FOUND', `the plugin has no function "${name}"`);
     this.#cap = Math.min(capPages, this.#maxPages);
@@ -298,20 +298,20 @@ export class LinkedPlugin {
       0,
     );
     this.#dirty.growBudget = Math.max(0, this.#cap - total - native);
-    this.#slot.call = call;
-    try {
-      const rc: unknown = await fn();
-      const after = this.memoryPages();
-      if (after > this.#cap) {
-        throw new CallFailure(
-          'MEMORY_LIMIT',
-          `the plugin ran out of memory: its modules' memories grew to ${after} pages together; the limit is ${this.#cap} pages (memoryMaxPages)`,
-        );
-      }
-      return typeof rc === 'number' ? rc : 0;
-    } finally {
-      this.#slot.call = null;
+    const rc = runExport(fn, this.#slot, call);
+    return rc instanceof Promise ? rc.then((value) => this.#withinCap(value)) : this.#withinCap(rc);
+  }
+
+  /** `rc` once the call is over, unless the memories grew past the cap together. */
+  #withinCap(rc: number): number {
+    const after = this.memoryPages();
+    if (after > this.#cap) {
+      throw new CallFailure(
+        'MEMORY_LIMIT',
+        `the plugin ran out of memory: its modules' memories grew to ${after} pages together; the limit is ${this.#cap} pages (memoryMaxPages)`,
+      );
     }
+    return rc;
   }
 
   get callCap(): number {

@@ -123,6 +123,8 @@ export class LogCollector {
 
   /** Ends the call: unterminated stdout/stderr lines become entries. */
   flush(): void {
+    // Lines wait only in a stream that was written to.
+    if (!this.#streams.stdout && !this.#streams.stderr) return;
     for (const level of ['stdout', 'stderr'] as const) {
       // An incomplete character left at the end decodes as U+FFFD.
       const tail = this.#streams[level]?.decode() ?? '';

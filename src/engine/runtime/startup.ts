@@ -15,6 +15,38 @@ export function pluginExport(fn: unknown, jspi: boolean): PluginExport {
   return jspi && promising ? promising(fn) : (fn as () => number);
 }
 
+const resultOf = (rc: unknown): number => (typeof rc === 'number' ? rc : 0);
+
+/**
+ * Runs `fn` with `call` installed in `slot` and gives its i32 result (0 for an export without
+ * one): at once, unless `fn` goes through JSPI (then a promise). Most plugins never suspend, and an
+ * async run would cost every call its promises and a turn of the microtask queue.
+ */
+export function runExport(fn: PluginExport, slot: HostSlot, call: CallState): number | Promise<number> {
+  slot.call = call;
+  let rc: number | Promise<number>;
+  try {
+    rc = fn();
+  } catch (err) {
+    slot.call = null;
+    throw err;
+  }
+  if (!(rc instanceof Promise)) {
+    slot.call = null;
+    return resultOf(rc);
+  }
+  return rc.then(
+    (value) => {
+      slot.call = null;
+      return resultOf(value);
+    },
+    (err: unknown) => {
+      slot.call = null;
+      throw err;
+    },
+  );
+}
+
 /** Host state while a plugin starts (a wasm start function, _initialize): no input, no config, no HTTP, logs dropped. */
 export function startupState(): CallState {
   const limits = { hostBytes: 16 * 1024 * 1024, outputBytes: 0, varBytes: 1024 * 1024, httpResponseBytes: 0 };

@@ -64,6 +64,8 @@ const HEAP_PRESSURE = HEAP_LIMIT / 2;
 const HEAP_CHECK_EVERY = 64;
 let trimsSinceHeapCheck = 0;
 let bytesAtHeapCheck = 0;
+/** What the pool's gauge was last told (see trimCache). */
+let publishedBytes = 0;
 /** performance.timeOrigin is a getter, and constant. */
 const TIME_ORIGIN = performance.timeOrigin;
 
@@ -174,7 +176,8 @@ function trimCache(used: ModuleEntry | null): void {
     }
     bytesAtHeapCheck = bytes;
   }
-  cells.setCacheBytes(bytes);
+  // A BigInt per store: only when it changed.
+  if (bytes !== publishedBytes) cells.setCacheBytes((publishedBytes = bytes));
 }
 
 function instanceFor(entry: ModuleEntry, memoryPages: number): PluginInstance {
@@ -322,7 +325,8 @@ async function handleCall(msg: CallMessage): Promise<void> {
     if (msg.httpResponseHeaders) call.responseHeaders = {};
     let rc = 0;
     try {
-      rc = await instance.run(msg.function, call, limits.memoryPages);
+      const running = instance.run(msg.function, call, limits.memoryPages);
+      rc = typeof running === 'number' ? running : await running;
     } catch (err) {
       // A failed host call the plugin let through is the same failure; the first one is the answer.
       const failure = call.failure ?? err;
