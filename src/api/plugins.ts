@@ -116,6 +116,10 @@ const pluginAnswer = (description: string) => ({
   content: { 'application/json': { schema: ref(PluginSchema) } },
 });
 
+/** A module's import, as LINK_ERROR and UNSUPPORTED_IMPORTS details name it. */
+const IMPORT_REQUIRED = ['module', 'name', 'kind'];
+const IMPORT_PROPERTIES = { module: { type: 'string' }, name: { type: 'string' }, kind: { type: 'string' } };
+
 const UPLOAD_SCHEMA = {
   tags: ['plugins'],
   operationId: 'uploadPlugin',
@@ -197,11 +201,7 @@ a field over 64 KiB, a form without a boundary or cut before its end),
         properties: {
           feature: { type: 'string', enum: ['url', 'path', 'allowed_paths'] },
           importer: { type: 'string', description: 'LINK_ERROR: the name of the module whose import does not resolve.' },
-          import: {
-            type: 'object',
-            required: ['module', 'name', 'kind'],
-            properties: { module: { type: 'string' }, name: { type: 'string' }, kind: { type: 'string' } },
-          },
+          import: { type: 'object', required: IMPORT_REQUIRED, properties: IMPORT_PROPERTIES },
           reason: { type: 'string' },
           hash: { type: 'string' },
           field: { type: 'string' },
@@ -211,11 +211,9 @@ a field over 64 KiB, a form without a boundary or cut before its end),
             type: 'array',
             items: {
               type: 'object',
-              required: ['module', 'name', 'kind'],
+              required: IMPORT_REQUIRED,
               properties: {
-                module: { type: 'string' },
-                name: { type: 'string' },
-                kind: { type: 'string' },
+                ...IMPORT_PROPERTIES,
                 expected: { type: 'string', description: 'The signature the service provides, e.g. `(i64) -> i64`.' },
                 actual: { type: 'string', description: 'The signature the module declares.' },
               },
