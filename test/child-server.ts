@@ -25,25 +25,49 @@ export interface ChildServer {
 }
 
 /**
+ * A service process's whole environment: PATH and HOME from the runner, then `env`. Nothing else
+ * (AUTH_TOKENS, limits exported in the shell) may change what a test checks.
+ */
+export function serviceEnv(env: Record<string, string>): Record<string, string> {
+  const inherited: Record<string, string> = {};
+  for (const name of ['PATH', 'HOME']) {
+    const value = process.env[name];
+    if (value !== undefined) inherited[name] = value;
+  }
+  return { ...inherited, ...env };
+}
+
+/** What a service process writes to stdout and stderr (the last `keepChars` of it), and its exit. */
+export function watchProcess(
+  child: ChildProcess,
+  keepChars = Infinity,
+): { output: () => string; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> } {
+  let output = '';
+  const add = (d: Buffer) => {
+    output += d.toString();
+    if (output.length > keepChars) output = output.slice(-keepChars);
+  };
+  child.stdout!.on('data', add);
+  child.stderr!.on('data', add);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  return { output: () => output, exited };
+}
+
+/**
  * Starts `node src/main.ts` (the Node running the tests) with only PATH and HOME inherited plus `env`,
  * and waits until /healthz answers. `dataDir`: reuse one (a restart).
  */
 export async function startChildServer(env: Record<string, string> = {}, dataDir?: string): Promise<ChildServer> {
   const dir = dataDir ?? (await makeTempDir());
   const port = await closedPort();
-  const inherited: Record<string, string> = {};
-  for (const name of ['PATH', 'HOME']) if (process.env[name] !== undefined) inherited[name] = process.env[name]!;
   const child = spawn(process.execPath, ['src/main.ts'], {
     cwd: repoRoot,
-    env: { ...inherited, HOST: '127.0.0.1', PORT: String(port), DATA_DIR: dir, LOG_LEVEL: 'warn', WORKERS: '2', ...env },
+    env: serviceEnv({ HOST: '127.0.0.1', PORT: String(port), DATA_DIR: dir, LOG_LEVEL: 'warn', WORKERS: '2', ...env }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let output = '';
-  child.stdout!.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-200_000)));
-  child.stderr!.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-200_000)));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal }));
-  });
+  const { output, exited } = watchProcess(child, 200_000);
   const alive = () => child.exitCode === null && child.signalCode === null;
   const url = `http://127.0.0.1:${port}`;
   const server: ChildServer = {
@@ -51,7 +75,7 @@ export async function startChildServer(env: Record<string, string> = {}, dataDir
     api: new TestClient(url),
     process: child,
     dataDir: dir,
-    output: () => output,
+    output,
     alive,
     exited,
     async stop(keepData = false) {
@@ -64,7 +88,7 @@ export async function startChildServer(env: Record<string, string> = {}, dataDir
   };
   const deadline = Date.now() + 30_000;
   for (;;) {
-    if (!alive()) throw new Error(`the service exited while starting:\n${output}`);
+    if (!alive()) throw new Error(`the service exited while starting:\n${output()}`);
     try {
       if ((await fetch(`${url}/healthz`)).ok) return server;
     } catch {
@@ -72,7 +96,7 @@ export async function startChildServer(env: Record<string, string> = {}, dataDir
     }
     if (Date.now() > deadline) {
       await server.stop();
-      throw new Error(`the service did not answer /healthz within 30 s:\n${output}`);
+      throw new Error(`the service did not answer /healthz within 30 s:\n${output()}`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }

@@ -1,6 +1,7 @@
 // Replicas as real processes (`node src/main.ts`, the Node running the tests: 24 under npm), each with
 // its own DATA_DIR and port, all given the environment the test passes (e.g. one DATABASE_URL).
 import { type ChildProcess, spawn } from 'node:child_process';
+import { serviceEnv, watchProcess } from './child-server.ts';
 import { makeTempDir, removeDir, repoRoot } from './helpers.ts';
 import { TestClient } from './test-client.ts';
 import { closedPort } from './upstream.ts';
@@ -15,19 +16,6 @@ export interface Replica {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** SIGKILL if still running, then removes its data dir. */
   stop(): Promise<void>;
-}
-
-/**
- * The child's whole environment: PATH and HOME from the runner, then what the test sets. Nothing else
- * (AUTH_TOKENS, limits exported in the shell) may change what the test checks.
- */
-function serviceEnv(env: Record<string, string>): Record<string, string> {
-  const inherited: Record<string, string> = {};
-  for (const name of ['PATH', 'HOME']) {
-    const value = process.env[name];
-    if (value !== undefined) inherited[name] = value;
-  }
-  return { ...inherited, ...env };
 }
 
 export interface ReplicaOptions {
@@ -61,12 +49,7 @@ export async function startReplica(name: string, env: Record<string, string>, op
     // must reach that too.
     detached: options.shell !== undefined,
   });
-  let output = '';
-  child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal }));
-  });
+  const { output, exited } = watchProcess(child);
   const stop = async (): Promise<void> => {
     if (child.exitCode === null && child.signalCode === null) {
       if (options.shell !== undefined) process.kill(-child.pid!, 'SIGKILL');
@@ -77,15 +60,15 @@ export async function startReplica(name: string, env: Record<string, string>, op
   };
   // Generous: several replicas start at once on a shared 2-core machine.
   const deadline = Date.now() + 60_000;
-  while (!output.includes('Server listening')) {
+  while (!output().includes('Server listening')) {
     if (child.exitCode !== null || Date.now() > deadline) {
       await stop();
-      throw new Error(`replica ${name} did not start:\n${output}`);
+      throw new Error(`replica ${name} did not start:\n${output()}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   const url = `http://127.0.0.1:${port}`;
-  return { name, process: child, url, api: new TestClient(url), output: () => output, exited, stop };
+  return { name, process: child, url, api: new TestClient(url), output, exited, stop };
 }
 
 /**
