@@ -3,7 +3,8 @@
 // scenario's ratio is over the runs next to it).
 //   npm run bench              (BENCH_SECONDS=8 per scenario, BENCH_CONNECTIONS=50, BENCH_STORED_PLUGINS=1000,
 //                              BENCH_BASELINE_SECONDS=4 per baseline run between scenarios)
-//   npm run bench -- --only as,rust_regex   (some of: bare, as, rust, analyze, rust_regex, first_byte, linked, stored)
+//   npm run bench -- --only as,rust_regex   (some of: bare, as, rust, analyze, rust_regex, first_byte, linked, stored;
+//                                           first_call: only the first-call ratio, which rust_regex measures too)
 //   BENCH_CPU_PROF=dir npm run bench        (both servers run with --cpu-prof, writing their profiles to dir)
 // Both servers run as child processes; autocannon runs here. All three share the machine, so only
 // ratios within one run mean anything: compare runs by their ratios, and repeat runs.
@@ -344,7 +345,7 @@ console.log(' of it, workers = the engine worker threads, V8 bg = V8 background 
 
 // First call after upload vs a warm call, one request at a time, on fresh uploads of the large plugin.
 let firstCall: { firstMs: number; warmMs: number } | null = null;
-if (largeWanted) {
+if (large && (largeWanted || wanted('first_call'))) {
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const timed = async (id: string) => {
     const started = performance.now();
