@@ -1,12 +1,12 @@
 // The call engine: turns a stored plugin + a call request into a worker task and its outcome.
 // Knows nothing of HTTP; failures are AppErrors carrying the logs (and egress audit) of the call.
-import type { CallLimits, Config } from '../config.ts';
+import { CALL_LIMITS, type CallLimitName, type CallLimits, type Config } from '../config.ts';
 import type { EgressAuditEntry, EgressOptions } from '../egress/fetch.ts';
 import { AppError } from '../errors.ts';
 import { mainModuleId, type PluginMeta, type PluginStore } from '../store/store.ts';
 import type { CallLogLevel, LogEntry } from './runtime/logs.ts';
 import type { ModuleCache } from './compile/module-cache.ts';
-import { WorkerPool, type PoolObserver, type PoolStats } from './pool/pool.ts';
+import { WorkerPool, type PoolObserver, type PoolStats, type PoolTask } from './pool/pool.ts';
 import { EXTISM_ENV } from './runtime/host-env.ts';
 import { isHostImport, ModuleRefusedError } from './compile/module-check.ts';
 import type { ModulePayload } from './protocol.ts';
@@ -78,6 +78,13 @@ interface PluginModules {
   http: boolean;
 }
 
+const LIMIT_NAMES = Object.keys(CALL_LIMITS) as CallLimitName[];
+
+function hasKeys(record: Record<string, string>): boolean {
+  for (const _ in record) return true;
+  return false;
+}
+
 /** Longest an upload waits for its plugin's warm-ups (see warm). */
 const WARM_WAIT_MS = 1_000;
 
@@ -92,12 +99,15 @@ export class CallEngine {
   readonly #pool: WorkerPool;
   readonly #preparing = new Map<string, Promise<PreparedModule>>();
   readonly #observers: EngineObserver[] = [];
+  /** The limits of a call that asks for none and whose plugin sets none (workers know them: calls on them do not carry them). */
+  readonly #defaultLimits: CallLimits;
   readonly #imports = new WeakMap<PluginMeta, PluginImports>();
   readonly #payloads = new WeakMap<PreparedModule, ModulePayload>();
 
   constructor(config: Config, deps: EngineDeps) {
     this.#config = config;
     this.#deps = deps;
+    this.#defaultLimits = resolveLimits(config.engine.limits, {});
     this.#pool = new WorkerPool({
       size: config.engine.workers,
       queueMax: config.engine.queueMax,
@@ -107,6 +117,7 @@ export class CallEngine {
       memoryCeilingPages: config.engine.limits.memoryPages.ceiling,
       resetTimeoutMs: config.engine.instanceResetTimeoutMs,
       maxBurst: config.engine.burstWorkers,
+      defaultLimits: this.#defaultLimits,
       observer: { onWorkerRestart: (reason) => this.#observers.forEach((o) => o.onWorkerRestart?.(reason)) },
     });
     // A compiled module lives as long as the cache keeps it: workers let it go with it.
@@ -221,6 +232,11 @@ export class CallEngine {
     };
   }
 
+  #isDefault(limits: CallLimits): boolean {
+    for (const name of LIMIT_NAMES) if (limits[name] !== this.#defaultLimits[name]) return false;
+    return true;
+  }
+
   /** `started`: performance.now() at the call's start, the origin of its deadline. */
   #egressOptions(request: EngineCall, started: number, http: boolean): EgressOptions | null {
     const { plugin } = request;
@@ -254,6 +270,22 @@ export class CallEngine {
     }
     const found = this.#modulesOf(plugin);
     const { moduleKey, module, http } = found instanceof Promise ? await found : found;
+    // What holds its default stays out of the message (see CallMessage).
+    const message: PoolTask['message'] = {
+      kind: 'call',
+      moduleKey,
+      function: request.function,
+      input: request.input,
+      logLevel: request.logLevel,
+    };
+    if (request.inputEncoding === 'base64') message.inputEncoding = 'base64';
+    const config = request.config ? { ...plugin.config, ...request.config } : plugin.config;
+    if (hasKeys(config)) message.config = config;
+    if (!this.#isDefault(limits)) message.limits = limits;
+    const egress = this.#egressOptions(request, started, http);
+    if (egress) message.egress = egress;
+    if (request.httpResponseHeaders) message.httpResponseHeaders = true;
+    if (request.outputEncoding) message.outputEncoding = request.outputEncoding;
     const { result, queueMs } = await this.#pool.run(
       {
         module,
@@ -265,19 +297,7 @@ export class CallEngine {
             : request.inputEncoding === 'base64'
               ? request.input.length
               : Buffer.byteLength(request.input),
-        message: {
-          kind: 'call',
-          moduleKey,
-          function: request.function,
-          input: request.input,
-          inputEncoding: request.inputEncoding,
-          config: request.config ? { ...plugin.config, ...request.config } : plugin.config,
-          logLevel: request.logLevel,
-          limits,
-          egress: this.#egressOptions(request, started, http),
-          httpResponseHeaders: request.httpResponseHeaders ?? false,
-          outputEncoding: request.outputEncoding ?? null,
-        },
+        message,
       },
       request.signal,
     );
@@ -300,7 +320,7 @@ export class CallEngine {
    */
   async warm(plugin: PluginMeta, prepared: PreparedModule, waitMs = WARM_WAIT_MS): Promise<void> {
     // The instance a call on the defaults uses (instances are kept per memory cap).
-    const limits = resolveLimits(this.#config.engine.limits, {});
+    const limits = this.#defaultLimits;
     const started = performance.now();
     // A linked manifest warms the set of its modules (prepared at its upload, so in the module cache).
     const { moduleKey, module } =
@@ -314,20 +334,7 @@ export class CallEngine {
           deadline: started + limits.timeoutMs,
           timeoutMs: limits.timeoutMs,
           inputBytes: 0,
-          message: {
-            kind: 'call',
-            moduleKey,
-            function: '',
-            input: null,
-            inputEncoding: 'utf8',
-            config: {},
-            logLevel: 'off',
-            limits,
-            egress: null,
-            httpResponseHeaders: false,
-            outputEncoding: null,
-            warm: true,
-          },
+          message: { kind: 'call', moduleKey, function: '', input: null, logLevel: 'off', warm: true },
         })
         .catch(() => undefined),
     );

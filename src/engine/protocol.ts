@@ -18,6 +18,10 @@ export interface ModulePayload extends CompiledModule {
   linked?: { modules: (CompiledModule & { id: string; name: string | null })[]; main: number };
 }
 
+/**
+ * One call. Every call crosses a thread as a structured clone, serialised on the main thread: the
+ * fields that hold their default are left out (absent means the default said on each).
+ */
 export interface CallMessage {
   kind: 'call';
   callId: number;
@@ -34,15 +38,19 @@ export interface CallMessage {
   module?: ModulePayload;
   function: string;
   input: string | null;
-  inputEncoding: 'utf8' | 'base64';
-  config: Record<string, string>;
+  /** Absent: utf8. */
+  inputEncoding?: 'utf8' | 'base64';
+  /** Absent: none (empty). */
+  config?: Record<string, string>;
   logLevel: CallLogLevel;
-  limits: CallLimits;
-  /** Null: the call may not make HTTP requests (or the plugin cannot). */
-  egress: EgressOptions | null;
-  /** http_headers answers the last response's headers (else 0). */
-  httpResponseHeaders: boolean;
-  outputEncoding: 'utf8' | 'base64' | null;
+  /** Absent: the defaults (WorkerSetup.defaultLimits). */
+  limits?: CallLimits;
+  /** Absent: the call may not make HTTP requests (or the plugin cannot). */
+  egress?: EgressOptions;
+  /** http_headers answers the last response's headers (else, and when absent, 0). */
+  httpResponseHeaders?: true;
+  /** Absent: UTF-8 when the output is valid UTF-8, else base64. */
+  outputEncoding?: 'utf8' | 'base64';
   /** Only get an instance ready (a plugin just uploaded): no function runs, the answer is an empty success. */
   warm?: boolean;
 }
@@ -129,6 +137,8 @@ export interface WorkerSetup {
   memoryCeilingPages: number;
   /** INSTANCE_RESET_TIMEOUT_MS. */
   resetTimeoutMs: number;
+  /** The limits of a call that asks for none (its message carries no `limits`). */
+  defaultLimits: CallLimits;
 }
 
 /**

@@ -204,7 +204,7 @@ const lossyUtf8 = new TextDecoder('utf-8');
 /** Sets the answer's output, as text or base64 (`encoding` null: text when it is valid UTF-8). */
 function setOutput(result: ResultMessage, bytes: Uint8Array, encoding: CallMessage['outputEncoding']): void {
   if (encoding === 'utf8') result.output = lossyUtf8.decode(bytes);
-  else if (encoding === null) {
+  else if (encoding === undefined) {
     try {
       result.output = strictUtf8.decode(bytes);
       return;
@@ -292,7 +292,7 @@ async function handleCall(msg: CallMessage): Promise<void> {
     warm(msg, entry, started);
     return;
   }
-  const { limits } = msg;
+  const limits = msg.limits ?? setup.defaultLimits;
   const logs = new LogCollector(msg.logLevel, limits.logEntries, limits.logBytes);
   logMirror.start(msg.callId);
   logs.onEntry = mirrorLog;
@@ -312,7 +312,7 @@ async function handleCall(msg: CallMessage): Promise<void> {
       msg.input === null ? null : msg.inputEncoding === 'base64' ? Buffer.from(msg.input, 'base64') : encoder.encode(msg.input);
     call = new CallState(
       input,
-      msg.config,
+      msg.config ?? {},
       logs,
       {
         hostBytes: limits.memoryPages * PAGE + limits.outputBytes + (input?.length ?? 0),
@@ -370,8 +370,9 @@ async function handleCall(msg: CallMessage): Promise<void> {
 function warm(msg: CallMessage, entry: ModuleEntry, started: number): void {
   let ok = true;
   try {
-    if (entry.linked) linkedFor(entry, entry.linked, msg.limits.memoryPages);
-    else instanceFor(entry, msg.limits.memoryPages);
+    const { memoryPages } = msg.limits ?? setup.defaultLimits;
+    if (entry.linked) linkedFor(entry, entry.linked, memoryPages);
+    else instanceFor(entry, memoryPages);
   } catch {
     ok = false;
   }
@@ -395,7 +396,7 @@ function enqueue(msg: CallMessage): void {
         ok: false,
         error: { code: 'INTERNAL_ERROR', message: String(err) },
         runMs: 0,
-      });
+      } satisfies ResultMessage);
       process.exit(1);
     });
 }
