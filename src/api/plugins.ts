@@ -4,14 +4,14 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { Config } from '../config.ts';
-import { checkCallable, inspectModule, refusal } from '../engine/compile/inspect.ts';
+import { checkCallable, inspectModule, refusal, type InspectedModule } from '../engine/compile/inspect.ts';
 import { checkLinks, checkTotals } from '../engine/compile/link-check.ts';
 import { moduleCheckLimits } from '../engine/compile/module-check.ts';
 import type { Prepare, PreparedModule } from '../engine/compile/prepare.ts';
 import { AppError, isAppError } from '../errors.ts';
 import { resolveLimits } from '../engine/limits.ts';
 import { canonicalManifest, mainIndex, parseManifest, type ManifestModule } from '../manifest.ts';
-import { manifestModuleMissing, pluginIdOf, type PluginImport, type PluginMeta, type PutResult } from '../store/store.ts';
+import { manifestModuleMissing, pluginIdOf, type PluginMeta, type PutResult } from '../store/store.ts';
 import { configForCaller } from './auth.ts';
 import { ROUTE_POLICIES } from './route-policy.ts';
 import { checkConfigSize } from './config-size.ts';
@@ -531,13 +531,7 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
     resolveLimits(opts.config.engine.limits, parsed.limits);
     const linked = parsed.sources.length > 1;
     const mainAt = mainIndex(parsed.sources);
-    type Resolved = ManifestModule & {
-      exports: string[];
-      imports: PluginImport[];
-      wasi: boolean;
-      prepared: PreparedModule;
-      upload?: Uint8Array;
-    };
+    type Resolved = ManifestModule & InspectedModule & { upload?: Uint8Array };
     const modules: Resolved[] = [];
     for (const [i, source] of parsed.sources.entries()) {
       // A side module need not export a function (a memory it shares is enough); the main one must.
@@ -550,8 +544,8 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
             `invalid manifest: wasm[${i}]'s sha256 is ${id}, not the hash ${source.hash} it gives`,
           );
         }
-        const { exports, imports, wasi, prepared } = await inspectModule(source.bytes, opts.prepare, options);
-        modules.push({ id, name: source.name, exports, imports, wasi, prepared, upload: source.bytes });
+        const inspected = await inspectModule(source.bytes, opts.prepare, options);
+        modules.push({ id, name: source.name, ...inspected, upload: source.bytes });
       } else {
         const stored = await store.get(source.hash);
         if (!stored || stored.manifest) {
