@@ -23,12 +23,6 @@ export interface CallObservation {
   runSeconds?: number | undefined;
 }
 
-interface HttpLabels {
-  method: string;
-  route: string;
-  status_class: string;
-}
-
 /** A plugin's call series: the counter's label sets by function and outcome, and the duration histogram's by phase. */
 interface CallSeries {
   byOutcome: Map<string, { plugin: string; function: string; outcome: string }>;
@@ -77,8 +71,6 @@ export class ServiceMetrics {
   readonly #sources: MetricSources = {};
   /** Label sets of a plugin's call series (kept so they can be removed, and reused per call rather than built). */
   readonly #callSeries = new Map<string, CallSeries>();
-  /** Label sets of the HTTP series by method, status class and route. */
-  readonly #httpSeries = new Map<string, HttpLabels>();
 
   readonly #http: Histogram<'method' | 'route' | 'status_class'>;
   readonly #calls: Counter<'plugin' | 'function' | 'outcome'>;
@@ -268,15 +260,8 @@ export class ServiceMetrics {
 
   /** `route`: the route template, or UNMATCHED_ROUTE (a caller never mints label values). */
   observeHttp(method: string, route: string, statusCode: number, seconds: number): void {
-    this.#http.observe(this.#httpLabels(method, route, STATUS_CLASSES[Math.floor(statusCode / 100)] ?? 'other'), seconds);
-  }
-
-  /** The label set of an HTTP series, one object per series (values come from bounded sets). */
-  #httpLabels(method: string, route: string, statusClass: string): HttpLabels {
-    const key = `${method} ${statusClass} ${route}`;
-    let labels = this.#httpSeries.get(key);
-    if (!labels) this.#httpSeries.set(key, (labels = { method, route, status_class: statusClass }));
-    return labels;
+    // A new label object per request: cheaper than finding a cached one by a key built per request.
+    this.#http.observe({ method, route, status_class: STATUS_CLASSES[Math.floor(statusCode / 100)] ?? 'other' }, seconds);
   }
 
   observeCall(call: CallObservation): void {
