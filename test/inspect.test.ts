@@ -84,6 +84,13 @@ describe('inspectModule', () => {
     expect(await codeOf(inspectModule(bytes))).toBe('NO_CALLABLE_EXPORTS');
   });
 
+  it('reads names as V8 does, a leading byte-order mark included', async () => {
+    const bytes = await wat(`(module (memory (export "memory") 1) (func (export "\\ef\\bb\\bfrun")))`);
+    const v8Names = WebAssembly.Module.exports(new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>)).map((e) => e.name);
+    expect(v8Names).toContain('\uFEFFrun');
+    expect((await inspectModule(bytes)).exports).toEqual(['\uFEFFrun']);
+  });
+
   it('refuses a module the engine could not prepare for running', async () => {
     const bytes = await wat(
       `(module (global $g (mut i32) (i32.const 0)) (func (export "run")) (func (export "__wasmhost_global_0")))`,

@@ -38,7 +38,7 @@ export class Reader {
     if (this.pos + n > this.end) throw new WasmRewriteError('unexpected end of section');
     this.pos += n;
   }
-  name(): void {
+  skipName(): void {
     this.skip(this.u32());
   }
 }
@@ -69,7 +69,8 @@ export function sleb(value: number): number[] {
   }
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of the name, as V8 reads it (a decoder drops it by default).
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** A name (length-prefixed UTF-8). */
 export function readName(r: Reader): string {

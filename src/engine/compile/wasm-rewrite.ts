@@ -323,9 +323,7 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
   const names = new Set<string>();
   for (let i = 0; i < exports.count; i++) {
     const r = exports.reader;
-    const length = r.u32();
-    names.add(new TextDecoder().decode(input.subarray(r.pos, r.pos + length)));
-    r.skip(length);
+    names.add(readName(r));
     r.byte();
     r.u32();
   }

@@ -186,8 +186,8 @@ export function summarizeModule(bytes: Uint8Array): ModuleSummary {
         const { count, reader: r } = vector(bytes, s);
         summary.imports = count;
         for (let i = 0; i < count; i++) {
-          r.name();
-          r.name();
+          r.skipName();
+          r.skipName();
           const kind = kindOf(r.byte());
           if (kind === 'function') summary.importedFunctions++;
           skipImportDescription(r, kind);
