@@ -452,7 +452,20 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
 
   /** Stores `bytes` (sha256 `id`) as a plugin uploaded now, with what the upload says of it. */
   const storePut = (bytes: Uint8Array, id: string, given: Omit<PluginMeta, 'id' | 'size' | 'createdAt'>): Promise<PutResult> => {
-    const meta: PluginMeta = { id, ...given, size: bytes.length, createdAt: new Date().toISOString() };
+    // Field by field: a spread would let whatever else a caller's object holds (a compiled module) into the record.
+    const meta: PluginMeta = {
+      id,
+      name: given.name,
+      description: given.description,
+      size: bytes.length,
+      createdAt: new Date().toISOString(),
+      exports: given.exports,
+      imports: given.imports,
+      wasi: given.wasi,
+      config: given.config,
+      allowedHosts: given.allowedHosts,
+      ...(given.manifest ? { manifest: given.manifest } : {}),
+    };
     return storeChange(id, 'put', () => store.put({ bytes, meta }));
   };
 

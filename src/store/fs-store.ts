@@ -317,7 +317,7 @@ export class FsPluginStore implements PluginStore {
       await fsyncDir(this.#metaDir);
       this.#plugins.drop(id);
       await unlinkIfPresent(this.#blobPath(id));
-      this.#plugins.deleted(id);
+      this.#plugins.notifyDeleted(id);
       return entry.meta;
     });
   }

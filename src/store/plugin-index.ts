@@ -7,7 +7,7 @@ export class PluginIndex<Entry extends { meta: PluginMeta }> {
   readonly #byName = new Map<string, string>();
   readonly #deleteListeners: ((id: string) => void)[] = [];
   #bytes = 0;
-  /** Plugins whose stored bytes were found damaged or missing, until repaired or deleted. */
+  /** Plugins whose stored bytes were found damaged or missing, until repaired or deleted (pg: or their row is read again). */
   readonly damaged = new Set<string>();
 
   get(id: string): Entry | undefined {
@@ -68,7 +68,7 @@ export class PluginIndex<Entry extends { meta: PluginMeta }> {
   }
 
   /** Tells the delete listeners that `id` is gone. */
-  deleted(id: string): void {
+  notifyDeleted(id: string): void {
     for (const listener of this.#deleteListeners) listener(id);
   }
 

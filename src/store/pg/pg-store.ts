@@ -311,7 +311,7 @@ export class PgPluginStore implements PluginStore {
         this.#plugins.set(toEntry(row));
       } else if (this.#plugins.drop(id)) {
         this.#cache.drop(id);
-        this.#plugins.deleted(id);
+        this.#plugins.notifyDeleted(id);
       }
     }
   }
