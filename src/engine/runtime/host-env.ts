@@ -166,17 +166,21 @@ export class CallState {
     return index;
   }
 
-  /** `size` as the plugin passed it (a signed i64): negative or past the cap fails before any accounting. */
+  /**
+   * `size` as the plugin passed it (a signed i64): negative or past the cap fails before any
+   * accounting. Compared as a Number (the cap is far below 2^53, where rounding cannot flip a
+   * comparison with it): a BigInt made per allocation to compare with showed in profiles.
+   */
   alloc(size: bigint): number {
-    if (size < 0n) throw new CallFailure('PLUGIN_ERROR', `alloc: invalid size ${size}`);
-    if (size > BigInt(this.limits.hostBytes)) {
+    const bytes = Number(size);
+    if (bytes < 0) throw new CallFailure('PLUGIN_ERROR', `alloc: invalid size ${size}`);
+    if (bytes > this.limits.hostBytes) {
       this.memoryRefused = true;
       throw new CallFailure(
         'MEMORY_LIMIT',
         `host memory limit exceeded: the plugin asked for a block of ${size} bytes, the limit is ${this.limits.hostBytes} bytes`,
       );
     }
-    const bytes = Number(size);
     this.#reserve(bytes);
     return this.push(new Uint8Array(bytes), false);
   }
@@ -294,13 +298,14 @@ export class CallState {
   setOutput(addr: bigint, length: bigint): void {
     const block = this.block(addr);
     const offset = offsetOf(addr);
-    if (length < 0n || BigInt(offset) + length > BigInt(block.length)) {
+    // As a Number, as in alloc: past 2^53 it rounds, but stays past the block.
+    const size = Number(length);
+    if (size < 0 || offset + size > block.length) {
       throw new CallFailure(
         'PLUGIN_ERROR',
         `output_set: length ${length} at offset ${offset} is outside the block (${block.length} bytes)`,
       );
     }
-    const size = Number(length);
     if (size > this.limits.outputBytes) {
       throw new CallFailure('OUTPUT_TOO_LARGE', `the output is ${size} bytes; the limit is ${this.limits.outputBytes} bytes`);
     }

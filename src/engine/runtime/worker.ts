@@ -198,6 +198,8 @@ function linkedFor(entry: ModuleEntry, linked: LinkedShapes, memoryPages: number
 }
 
 const encoder = new TextEncoder();
+/** A call without config: host functions only read it. */
+const NO_CONFIG: Record<string, string> = Object.freeze({});
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 const lossyUtf8 = new TextDecoder('utf-8');
 
@@ -312,7 +314,7 @@ async function handleCall(msg: CallMessage): Promise<void> {
       msg.input === null ? null : msg.inputEncoding === 'base64' ? Buffer.from(msg.input, 'base64') : encoder.encode(msg.input);
     call = new CallState(
       input,
-      msg.config ?? {},
+      msg.config ?? NO_CONFIG,
       logs,
       {
         hostBytes: limits.memoryPages * PAGE + limits.outputBytes + (input?.length ?? 0),
