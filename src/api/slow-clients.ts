@@ -72,7 +72,7 @@ async function slowClientLimits(app: FastifyInstance, { requests }: { requests: 
   );
   // A `done` hook, not an async one: it runs on every request (see telemetry.ts).
   app.addHook('onRequest', (request, _reply, done) => {
-    if (!request.raw.complete && hasBody(request)) watchBody(request, requests);
+    if (!request.raw.complete && hasBody(request)) setImmediate(watchIfArriving, request, requests);
     done();
   });
 }
@@ -82,6 +82,14 @@ export const slowClientLimitsPlugin = fp(slowClientLimits, { name: 'slow-client-
 function hasBody(request: FastifyRequest): boolean {
   const length = request.headers['content-length'];
   return request.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
+/**
+ * At onRequest a body is never complete: the parser reads it after the headers' hooks. A body that
+ * came with its headers (most calls) is complete one turn later and needs no timer or listeners.
+ */
+function watchIfArriving(request: FastifyRequest, requests: RequestsConfig): void {
+  if (!request.raw.complete && !request.raw.destroyed) watchBody(request, requests);
 }
 
 function watchBody(request: FastifyRequest, { bodyTimeoutMs, bodyMinBytesPerSecond }: RequestsConfig): void {
