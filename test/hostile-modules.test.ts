@@ -519,22 +519,26 @@ describe('linked modules', () => {
     expect((await server.api.list({ name: `mod-${plugins}` })).data.plugins).toEqual([]);
   });
 
-  it('refuses modules that pass a module limit only together (2 × 60,000 functions) with 400 INVALID_WASM', async () => {
-    const funcs = (n: number) => Array.from({ length: n }, () => '(func)').join(' ');
-    const side = `(module ${funcs(60_000)} (func (export "f") (result i32) (i32.const 0)))`;
-    const main = `(module (import "side" "f" (func $f (result i32))) ${funcs(60_000)} (func (export "run") (result i32) (i32.const 0)))`;
+  it.each([
+    {
+      what: 'a module limit (2 × 60,000 functions)',
+      entry: '(func)',
+      count: 60_000,
+      message: /together have 120003 functions; the limit is 100000 \(MODULE_MAX_FUNCTIONS\)/,
+    },
+    {
+      what: 'MODULE_MAX_GLOBALS (2 × 6,000 globals)',
+      entry: '(global i32 (i32.const 0))',
+      count: 6_000,
+      message: /together have 12000 globals; the limit is 10000 \(MODULE_MAX_GLOBALS\)/,
+    },
+  ])('refuses modules that pass $what only together with 400 INVALID_WASM', async ({ entry, count, message }) => {
+    const entries = Array.from({ length: count }, () => entry).join(' ');
+    const side = `(module ${entries} (func (export "f") (result i32) (i32.const 0)))`;
+    const main = `(module (import "side" "f" (func $f (result i32))) ${entries} (func (export "run") (result i32) (i32.const 0)))`;
     const outcome = await tryLinked(side, {}, main);
     expect([outcome.upload, outcome.uploadCode]).toEqual([400, 'INVALID_WASM']);
-    expect(outcome.uploadMessage).toMatch(/together have 120003 functions; the limit is 100000 \(MODULE_MAX_FUNCTIONS\)/);
-  });
-
-  it('refuses modules that pass MODULE_MAX_GLOBALS only together (2 × 6,000 globals) with 400 INVALID_WASM', async () => {
-    const globals = (n: number) => Array.from({ length: n }, () => '(global i32 (i32.const 0))').join(' ');
-    const side = `(module ${globals(6_000)} (func (export "f") (result i32) (i32.const 0)))`;
-    const main = `(module (import "side" "f" (func $f (result i32))) ${globals(6_000)} (func (export "run") (result i32) (i32.const 0)))`;
-    const outcome = await tryLinked(side, {}, main);
-    expect([outcome.upload, outcome.uploadCode]).toEqual([400, 'INVALID_WASM']);
-    expect(outcome.uploadMessage).toMatch(/together have 12000 globals; the limit is 10000 \(MODULE_MAX_GLOBALS\)/);
+    expect(outcome.uploadMessage).toMatch(message);
   });
 
   it('answers a side module’s memory.grow bomb with 422 MEMORY_LIMIT at memoryMaxPages', async () => {
