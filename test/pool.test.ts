@@ -1,6 +1,7 @@
 // The worker pool alone, for what HTTP cannot provoke: workers that die while starting.
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.ts';
+import { resolveLimits } from '../src/engine/limits.ts';
 import { WorkerPool } from '../src/engine/pool/pool.ts';
 
 describe('WorkerPool', () => {
@@ -16,6 +17,7 @@ describe('WorkerPool', () => {
       size: 1,
       queueMax: 4,
       queueMaxBytes: 1024,
+      defaultLimits: resolveLimits(loadConfig({}).engine.limits, {}),
       workerUrl: new URL('./fixtures/crash-worker.mjs', import.meta.url),
     });
     // Each failed start doubles the delay before the next one (shared by the core worker and the standby).

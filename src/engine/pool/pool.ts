@@ -16,7 +16,7 @@
 // - Burst: when every worker is held by a long call (a loop, a slow upstream) and calls wait, a
 //   burst worker (the standby) serves them, so long calls cannot starve short ones. BURST_WORKERS
 //   bounds them for calls using CPU; a worker waiting on HTTP allows one more.
-import { CALL_LIMITS, type CallLimits } from '../../config.ts';
+import type { CallLimits } from '../../config.ts';
 import { AppError } from '../../errors.ts';
 import type { CallMessage, ResultMessage, WorkerMessage } from '../protocol.ts';
 import { Job, type PoolResult, type PoolTask } from './job.ts';
@@ -73,8 +73,8 @@ export interface PoolOptions {
   longCallMs?: number;
   /** Most burst workers at once; defaults to the pool size. */
   maxBurst?: number;
-  /** The limits of a call whose message carries none (CallMessage.limits); defaults to CALL_LIMITS' defaults. */
-  defaultLimits?: CallLimits;
+  /** The limits of a call whose message carries none (CallMessage.limits). */
+  defaultLimits: CallLimits;
 }
 
 // tsc rewrites import specifiers but not this URL: from the built dist/ the worker is worker.js.
@@ -90,10 +90,6 @@ const RESPAWN_BACKOFF_MAX_MS = 5_000;
 const MAX_HTTP_WAIT_BURST = 4;
 /** When a caller refused for a full queue may try again. */
 const OVERLOADED_RETRY_AFTER_MS = 1_000;
-
-const CALL_LIMIT_DEFAULTS = Object.fromEntries(
-  Object.entries(CALL_LIMITS).map(([name, limit]) => [name, limit.default]),
-) as CallLimits;
 
 const shuttingDown = () => new AppError('SHUTTING_DOWN', 'the engine is shutting down');
 
@@ -129,7 +125,7 @@ export class WorkerPool {
         instanceCacheBytes: options.instanceCacheBytes ?? 256 * 1024 * 1024,
         memoryCeilingPages: options.memoryCeilingPages ?? 4096,
         resetTimeoutMs: this.#resetTimeoutMs,
-        defaultLimits: options.defaultLimits ?? CALL_LIMIT_DEFAULTS,
+        defaultLimits: options.defaultLimits,
       },
     };
     for (let i = 0; i < options.size; i++) this.#slots.push(this.#spawn());
