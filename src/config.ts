@@ -122,6 +122,7 @@ export const CALL_LIMITS = {
 } as const satisfies Record<string, CallLimitSpec>;
 
 export type CallLimitName = keyof typeof CALL_LIMITS;
+export const CALL_LIMIT_NAMES = Object.keys(CALL_LIMITS) as CallLimitName[];
 /** The request field of each limit, e.g. `memoryMaxPages`. */
 export type CallLimitField = (typeof CALL_LIMITS)[CallLimitName]['field'];
 /** One call's limits, resolved from what it asked for and the operator's settings. */
@@ -268,7 +269,7 @@ function limit(env: Env, key: string, def: number, ceiling: number, min = 1): Li
 
 function callLimits(env: Env): Record<CallLimitName, Limit> {
   const limits = {} as Record<CallLimitName, Limit>;
-  for (const name of Object.keys(CALL_LIMITS) as CallLimitName[]) {
+  for (const name of CALL_LIMIT_NAMES) {
     const spec: CallLimitSpec = CALL_LIMITS[name];
     limits[name] = limit(env, spec.env, spec.default, spec.ceiling, Math.max(spec.min, 1));
   }

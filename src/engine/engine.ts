@@ -1,6 +1,6 @@
 // The call engine: turns a stored plugin + a call request into a worker task and its outcome.
 // Knows nothing of HTTP; failures are AppErrors carrying the logs (and egress audit) of the call.
-import { CALL_LIMITS, type CallLimitName, type CallLimits, type Config } from '../config.ts';
+import { CALL_LIMIT_NAMES, type CallLimits, type Config } from '../config.ts';
 import type { EgressAuditEntry, EgressOptions } from '../egress/fetch.ts';
 import { AppError } from '../errors.ts';
 import { mainModuleId, type PluginMeta, type PluginStore } from '../store/store.ts';
@@ -77,8 +77,6 @@ interface PluginModules {
   module: ModulePayload;
   http: boolean;
 }
-
-const LIMIT_NAMES = Object.keys(CALL_LIMITS) as CallLimitName[];
 
 function hasKeys(record: Record<string, string>): boolean {
   for (const _ in record) return true;
@@ -233,7 +231,7 @@ export class CallEngine {
   }
 
   #isDefault(limits: CallLimits): boolean {
-    for (const name of LIMIT_NAMES) if (limits[name] !== this.#defaultLimits[name]) return false;
+    for (const name of CALL_LIMIT_NAMES) if (limits[name] !== this.#defaultLimits[name]) return false;
     return true;
   }
 

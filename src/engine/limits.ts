@@ -1,9 +1,14 @@
 // Per-call limits: what a caller asked for, checked against the operator's ceilings, else defaults.
 // The limits themselves (request field, env var, default, ceiling) are the CALL_LIMITS table in config.ts.
-import { CALL_LIMITS, type CallLimitField, type CallLimitName, type CallLimits, type Limit } from '../config.ts';
+import {
+  CALL_LIMIT_NAMES,
+  CALL_LIMITS,
+  type CallLimitField,
+  type CallLimitName,
+  type CallLimits,
+  type Limit,
+} from '../config.ts';
 import { AppError } from '../errors.ts';
-
-const NAMES = Object.keys(CALL_LIMITS) as CallLimitName[];
 
 /**
  * `plugin`: limits the plugin's manifest sets (by request field). Each is that plugin's default and
@@ -15,7 +20,7 @@ export function resolveLimits(
   plugin: Readonly<Partial<Record<CallLimitField, number>>> = {},
 ): CallLimits {
   const limits = {} as CallLimits;
-  for (const name of NAMES) {
+  for (const name of CALL_LIMIT_NAMES) {
     const { field, env } = CALL_LIMITS[name];
     const { default: fallback, ceiling } = settings[name];
     const asked = requested[field];
