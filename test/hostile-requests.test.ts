@@ -185,6 +185,25 @@ describe('slow bodies', () => {
     expect([answer.status, json(answer.body).code]).toEqual([408, 'REQUEST_TIMEOUT']);
   });
 
+  it.each([
+    ['a call answered 415 before its body is read', 'POST /plugins/count_vowels/call', 'text/plain', '415'],
+    ['a GET whose route takes no body', 'GET /plugins', 'application/json', '200'],
+  ])('closes the connection of %s once its body is past BODY_TIMEOUT_MS (it stayed open)', async (_what, line, type, status) => {
+    const { port } = new URL(server.url);
+    const socket = net.connect({ host: '127.0.0.1', port: Number(port) });
+    await once(socket, 'connect');
+    let received = '';
+    socket.on('data', (d: Buffer) => (received += d.toString('latin1')));
+    socket.on('error', () => undefined);
+    const closed = once(socket, 'close').then(() => 'closed');
+    socket.write(`${line} HTTP/1.1\r\nhost: x\r\ncontent-type: ${type}\r\ncontent-length: 100\r\n\r\nx`);
+    // The server answers at once; the other 99 bytes never come. BODY_TIMEOUT_MS is 8 s here.
+    const outcome = await Promise.race([closed, sleep(20_000).then(() => 'still open')]);
+    socket.destroy();
+    expect(received.split(' ')[1]).toBe(status);
+    expect(outcome).toBe('closed');
+  });
+
   it('frees the upload slot of a client that hangs up mid-body (two uploads are taken after)', async () => {
     const bytes = await readPlugin('count_vowels');
     const { port } = new URL(server.url);

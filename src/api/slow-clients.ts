@@ -5,7 +5,7 @@
 // 408 REQUEST_TIMEOUT, and the request ends through the normal error path.
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
@@ -71,8 +71,8 @@ async function slowClientLimits(app: FastifyInstance, { requests }: { requests: 
     requests.headersTimeoutMs,
   );
   // A `done` hook, not an async one: it runs on every request (see telemetry.ts).
-  app.addHook('onRequest', (request, _reply, done) => {
-    if (!request.raw.complete && hasBody(request)) setImmediate(watchIfArriving, request, requests);
+  app.addHook('onRequest', (request, reply, done) => {
+    if (!request.raw.complete && hasBody(request)) setImmediate(watchIfArriving, request, reply, requests);
     done();
   });
 }
@@ -88,11 +88,11 @@ function hasBody(request: FastifyRequest): boolean {
  * At onRequest a body is never complete: the parser reads it after the headers' hooks. A body that
  * came with its headers (most calls) is complete one turn later and needs no timer or listeners.
  */
-function watchIfArriving(request: FastifyRequest, requests: RequestsConfig): void {
-  if (!request.raw.complete && !request.raw.destroyed) watchBody(request, requests);
+function watchIfArriving(request: FastifyRequest, reply: FastifyReply, requests: RequestsConfig): void {
+  if (!request.raw.complete && !request.raw.destroyed) watchBody(request, reply, requests);
 }
 
-function watchBody(request: FastifyRequest, { bodyTimeoutMs, bodyMinBytesPerSecond }: RequestsConfig): void {
+function watchBody(request: FastifyRequest, reply: FastifyReply, { bodyTimeoutMs, bodyMinBytesPerSecond }: RequestsConfig): void {
   const raw = request.raw;
   const socket = raw.socket;
   const started = performance.now();
@@ -116,7 +116,16 @@ function watchBody(request: FastifyRequest, { bodyTimeoutMs, bodyMinBytesPerSeco
   const cut = (message: string) => {
     if (done || raw.complete) return;
     // The body's reader (Fastify's body parser, or the multipart reader) fails with this error.
-    if (raw.listenerCount('error') === 0) return schedule(RETRY_CUT_MS);
+    if (raw.listenerCount('error') === 0) {
+      // Answered without reading the body (a 415 before it is read, a route that takes none): Node keeps
+      // the connection until the rest arrives, which is the slow client this watch is for.
+      if (reply.raw.writableFinished) {
+        stop();
+        socket.destroy();
+        return;
+      }
+      return schedule(RETRY_CUT_MS);
+    }
     stop();
     raw.emit('error', new AppError('REQUEST_TIMEOUT', message));
   };
