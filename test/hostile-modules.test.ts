@@ -603,6 +603,49 @@ describe('linked modules', () => {
     expect([answer.status, answer.ok ? null : answer.error.message]).toEqual([200, null]);
   });
 
+  /**
+   * Modules the engine runs without its grow shim (a function with too many locals to add its scratch
+   * locals: the rewrite falls back), which grow memory natively: a main module (with `mainPages` of
+   * memory) calls `g`'s `run`, which grows its memory by `pages`, and traps unless that was refused.
+   */
+  async function nativeGrower(pages: number, options: { sharedFrom?: string; mainPages?: number } = {}) {
+    const { sharedFrom, mainPages = 0 } = options;
+    const g = buildModule({
+      locals: 49_995,
+      grow: pages,
+      ...(sharedFrom ? { importMemory: { module: sharedFrom, name: 'memory' } } : {}),
+    });
+    const main = `(module (import "g" "run" (func $g (result i32))) (memory ${mainPages})
+      (func (export "run") (result i32) (if (i32.ne (call $g) (i32.const -1)) (then unreachable)) (i32.const 0)))`;
+    const wasm = [
+      ...(sharedFrom ? [{ data: await watBase64('(module (memory (export "memory") 1))'), name: sharedFrom }] : []),
+      { data: Buffer.from(g).toString('base64'), name: 'g' },
+      { data: await watBase64(main) },
+    ];
+    const name = `mod-${++plugins}`;
+    expect((await server.api.uploadManifest({ wasm }, undefined, { name })).status).toBe(201);
+    return name;
+  }
+
+  it('holds memoryMaxPages while a module without the grow shim grows a memory it imports: 100 + 1 + 200 pages is refused at 256 (200), allowed at 400', async () => {
+    const name = await nativeGrower(200, { sharedFrom: 'mem', mainPages: 100 });
+    const capped = await server.api.call(name, { function: 'run', memoryMaxPages: 256 });
+    expect([capped.status, capped.ok ? null : capped.error.message]).toEqual([200, null]);
+    // With room under the cap the same grow succeeds (and main traps, as it does when the grow is not refused).
+    const roomy = await server.api.call(name, { function: 'run', memoryMaxPages: 400 });
+    expect([roomy.status, roomy.ok ? null : roomy.error.code]).toEqual([422, 'PLUGIN_ERROR']);
+    expect((await server.api.call(name, { function: 'run', memoryMaxPages: 256 })).status).toBe(200);
+  });
+
+  it('holds a lower memoryMaxPages than the warm-up’s for a module without the grow shim: growing by 100 is refused at 64 (200), allowed at 128', async () => {
+    // The upload's warm-up made the set with the default cap (256) on every worker.
+    const name = await nativeGrower(100);
+    const capped = await server.api.call(name, { function: 'run', memoryMaxPages: 64 });
+    expect([capped.status, capped.ok ? null : capped.error.message]).toEqual([200, null]);
+    const roomy = await server.api.call(name, { function: 'run', memoryMaxPages: 128 });
+    expect([roomy.status, roomy.ok ? null : roomy.error.code]).toEqual([422, 'PLUGIN_ERROR']);
+  });
+
   it('counts a linked set’s tables in what a worker’s cached instances hold (99,000 elements: over 3 MiB, not 2 × 64 KiB)', async () => {
     const own = await childServerForTest({ WORKERS: '1', BURST_WORKERS: '0', MAX_EVENT_LOOP_DELAY_MS: '0' });
     const side = await watBase64('(module (table 50000 funcref) (func (export "f") (result i32) (i32.const 0)))');

@@ -25,6 +25,10 @@ export interface ModuleSpec {
   imports?: number;
   /** i64 locals of `run`, in one group. */
   locals?: number;
+  /** The memory (`memoryPages` to start with) imported from this module and name instead of defined. */
+  importMemory?: { module: string; name: string };
+  /** `run` grows memory by this many pages and returns what memory.grow answers (the old size, or -1). */
+  grow?: number;
 }
 
 export function leb(value: number): number[] {
@@ -36,6 +40,18 @@ export function leb(value: number): number[] {
     out.push(byte);
   } while (value > 0);
   return out;
+}
+
+/** A signed LEB128 (i32.const's immediate). */
+function sleb(value: number): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const byte = value & 0x7f;
+    value >>= 7;
+    const done = (value === 0 && !(byte & 0x40)) || (value === -1 && byte & 0x40);
+    out.push(done ? byte : byte | 0x80);
+    if (done) return out;
+  }
 }
 
 const encoder = new TextEncoder();
@@ -85,13 +101,18 @@ export function buildModule(spec: ModuleSpec): Uint8Array {
     types.push([0x60, ...leb(params.length), ...params, 0]);
   }
   sections.push(section(1, vector(types)));
+  const importEntries: number[][] = [];
   if (imported > 0) {
     const entry = [...name('extism:host/env'), ...name('get_log_level'), 0x00, 0];
-    sections.push(section(2, vector(Array.from({ length: imported }, () => entry))));
+    importEntries.push(...Array.from({ length: imported }, () => entry));
   }
+  const memoryLimits = [0x00, ...leb(spec.memoryPages ?? 1)];
+  if (spec.importMemory)
+    importEntries.push([...name(spec.importMemory.module), ...name(spec.importMemory.name), 0x02, ...memoryLimits]);
+  if (importEntries.length > 0) sections.push(section(2, vector(importEntries)));
   sections.push(section(3, vector(Array.from({ length: 1 + extra }, () => [0]))));
   if (spec.tables) sections.push(section(4, vector(spec.tables.map((n) => [0x70, 0x00, ...leb(n)]))));
-  sections.push(section(5, vector([[0x00, ...leb(spec.memoryPages ?? 1)]])));
+  if (!spec.importMemory) sections.push(section(5, vector([memoryLimits])));
   if (spec.tags) sections.push(section(13, vector(Array.from({ length: spec.tags }, () => [0x00, 1]))));
   if (spec.globals) {
     const entry = [0x7f, spec.mutableGlobals ? 1 : 0, 0x41, 0, 0x0b];
@@ -109,7 +130,8 @@ export function buildModule(spec: ModuleSpec): Uint8Array {
   }
   const body = [4, 0, 0x41, 0, 0x0b];
   const locals = spec.locals ? [0x01, ...leb(spec.locals), 0x7e] : [0x00];
-  const run = [...leb(locals.length + 3), ...locals, 0x41, 0, 0x0b];
+  const result = spec.grow === undefined ? [0x41, 0] : [0x41, ...sleb(spec.grow), 0x40, 0x00];
+  const run = [...leb(locals.length + result.length + 1), ...locals, ...result, 0x0b];
   sections.push(section(10, vector([run, ...Array.from({ length: extra }, () => body)])));
   if (spec.dataSegments) {
     sections.push(section(11, vector(Array.from({ length: spec.dataSegments }, () => [0x00, 0x41, 0, 0x0b, 1, 7]))));

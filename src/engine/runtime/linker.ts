@@ -17,8 +17,9 @@
 // grow shims draw on one budget of pages, kept in the set's dirty map (compile/wasm-rewrite.ts): it
 // starts at the cap, loses each memory's initial pages as the memory is created and every page a shim
 // adds, and is set again before each call to the cap minus all memories' pages. So no module can grow
-// into pages another holds. A module without the grow shim gets a memory whose maximum is what the
-// budget has left when it is created (taken from it at once), and a new set for every call.
+// into pages another holds. A memory that a module without the grow shim grows (its own, or one it
+// imports) grows natively, which nothing counts: its maximum is what the budget has left when it is
+// created, taken from it at once. Such a set is made for one cap and dropped after every call.
 import { CallFailure } from './call-failure.ts';
 import { DIRTY_CHUNK, DirtyPageMap } from './dirty-pages.ts';
 import { createExtismEnv, EXTISM_ENV, type CallState, type HostSlot } from './host-env.ts';
@@ -53,7 +54,7 @@ export interface LinkedShapes {
 /** A linear memory of the set (a shared one once) and its snapshot. */
 interface LinkedMemory {
   memory: WebAssembly.Memory;
-  /** Its maximum when its owner has no grow shim (it grows natively, uncounted: all of it is held from the budget), else null. */
+  /** Its maximum when a module without the grow shim grows it (natively, uncounted: all of it is held from the budget), else null. */
   nativeMaxPages: number | null;
   /** Pages data segments write (null: unknown, look at every page for the snapshot). */
   dataPages: number[] | null;
@@ -87,6 +88,8 @@ export class LinkedPlugin {
   readonly #exports = new Map<string, PluginExport>();
   /** Every module can be brought back to its snapshot after a call (see above). */
   readonly #recyclable: boolean;
+  /** Modules whose own memory a module without the grow shim grows (itself, or one importing it): see above. */
+  readonly #nativeMemories: Set<number>;
 
   /**
    * Instantiates and starts every module reachable from the main one, then snapshots them.
@@ -104,6 +107,7 @@ export class LinkedPlugin {
       const name = i === set.main ? MAIN_MODULE_NAME : m.name;
       if (name !== null) this.#byName.set(name, i);
     });
+    this.#nativeMemories = this.#nativelyGrown();
     // One host environment for all (the SDK shares its call context between modules): with JSPI when any module does HTTP.
     const jspi = set.modules.some((m) => m.shape.jspi);
     this.#env = createExtismEnv(this.#slot, jspi) as WebAssembly.ModuleImports;
@@ -132,6 +136,33 @@ export class LinkedPlugin {
     for (const member of this.#members()) {
       for (const g of member.globals) g.value = g.global.value;
     }
+  }
+
+  /**
+   * The modules whose own memory grows natively: each module without the grow shim names the module
+   * that defines its memory (following imported memories to it; the upload refused cycles of them).
+   */
+  #nativelyGrown(): Set<number> {
+    const owners = new Set<number>();
+    for (const [index, { shape }] of this.#set.modules.entries()) {
+      if (shape.virtualGrowth) continue;
+      let owner: number | undefined = index;
+      for (let hops = 0; owner !== undefined && hops <= this.#set.modules.length; hops++) {
+        const imported: ModuleShape['importedMemory'] = this.#set.modules[owner]!.shape.importedMemory;
+        if (!imported) break;
+        owner = this.#byName.get(imported.module);
+      }
+      if (owner !== undefined) owners.add(owner);
+    }
+    return owners;
+  }
+
+  /**
+   * This set can run a call capped at `capPages`: a set whose memories grow natively was made for
+   * one cap (their maxima were taken from it), so one of another cap needs a new set.
+   */
+  serves(capPages: number): boolean {
+    return this.#recyclable || capPages === this.#maxPages;
   }
 
   #nameOf(index: number): string {
@@ -174,13 +205,14 @@ export class LinkedPlugin {
       const declared = shape.declaredMaxPages ?? this.#maxPages;
       if (shape.initialPages > Math.min(budget, declared, this.#maxPages))
         throw this.#tooSmall(this.memoryPages() + shape.initialPages);
-      // Without the grow shim nothing counts its growth: the budget left is its maximum, taken at once.
-      const maximum = Math.min(declared, shape.virtualGrowth ? this.#maxPages : budget);
+      // Grown without the grow shim, nothing counts its growth: the budget left is its maximum, taken at once.
+      const native = this.#nativeMemories.has(index);
+      const maximum = Math.min(declared, native ? budget : this.#maxPages);
       const memory = new WebAssembly.Memory({ initial: shape.initialPages, maximum });
-      this.#dirty.growBudget = budget - (shape.virtualGrowth ? shape.initialPages : maximum);
+      this.#dirty.growBudget = budget - (native ? maximum : shape.initialPages);
       linked = {
         memory,
-        nativeMaxPages: shape.virtualGrowth ? null : maximum,
+        nativeMaxPages: native ? maximum : null,
         dataPages: shape.dataPages ? [...shape.dataPages] : null,
         snapshot: null,
       };

@@ -193,7 +193,9 @@ function instanceFor(entry: ModuleEntry, memoryPages: number): PluginInstance {
 }
 
 function linkedFor(entry: ModuleEntry, linked: LinkedShapes, memoryPages: number): LinkedPlugin {
-  entry.linkedInstance ??= new LinkedPlugin(linked, setup.memoryCeilingPages, memoryPages);
+  // A set made for another cap (a warm-up's) whose memories grow natively would hold that cap instead.
+  if (!entry.linkedInstance?.serves(memoryPages))
+    entry.linkedInstance = new LinkedPlugin(linked, setup.memoryCeilingPages, memoryPages);
   return entry.linkedInstance;
 }
 
