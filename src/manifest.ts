@@ -67,10 +67,15 @@ export function parseManifest(value: unknown, parts: ReadonlyMap<string, Uint8Ar
   const names = sources.map((s) => s.name).filter((n): n is string => n !== null);
   const dup = names.find((n, i) => names.indexOf(n) !== i);
   if (dup !== undefined) throw invalid(`two modules are named "${dup}"`);
-  if (sources.length > 1 && !names.includes(MAIN_MODULE_NAME) && sources[sources.length - 1]!.name !== null) {
-    throw invalid(
-      `no main module: with several modules, one must be named "${MAIN_MODULE_NAME}" or the last one left unnamed (it is named "${sources[sources.length - 1]!.name}")`,
-    );
+  if (sources.length > 1 && !names.includes(MAIN_MODULE_NAME)) {
+    const last = sources[sources.length - 1]!;
+    if (last.name !== null) {
+      throw invalid(
+        `no main module: with several modules, one must be named "${MAIN_MODULE_NAME}" or the last one left unnamed (it is named "${last.name}")`,
+      );
+    }
+    // Linked as "main" all the same: named so, it is the same manifest (one canonical form, one id) as when named so.
+    last.name = MAIN_MODULE_NAME;
   }
 
   const config: Record<string, string> = {};

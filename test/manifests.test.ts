@@ -84,6 +84,21 @@ describe('Extism manifests', () => {
     expect([second.status, second.data.id]).toEqual([200, first.data.id]);
   });
 
+  it('gives several modules whose last is left unnamed the id of the same modules with it named main (it is linked as main either way)', async () => {
+    const lhs = { data: Buffer.from(await readPlugin('link_circular_lhs')).toString('base64'), name: 'lhs' };
+    const main = Buffer.from(await readPlugin('link_circular_main')).toString('base64');
+    const unnamed = await server.api.uploadManifest({ wasm: [lhs, { data: main }] });
+    expect(unnamed.status).toBe(201);
+    expect(unnamed.data.manifest!.modules.map((m) => m.name)).toEqual(['lhs', 'main']);
+    const named = await server.api.uploadManifest({ wasm: [lhs, { data: main, name: 'main' }] });
+    expect([named.status, named.data.id]).toEqual([200, unnamed.data.id]);
+    expect(JSON.parse((await server.api.download(unnamed.data.id)).text).wasm.map((m: { name?: string }) => m.name)).toEqual([
+      'lhs',
+      'main',
+    ]);
+    expect((await server.api.delete(unnamed.data.id)).status).toBe(204);
+  });
+
   it('lets a call lower the manifest limits, never raise them', async () => {
     const above = await server.api.call('vowels-o', { function: 'count_vowels', input: 'x', timeoutMs: 9000 });
     expect(above.status).toBe(400);
