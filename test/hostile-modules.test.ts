@@ -8,7 +8,7 @@ import { childServerForTest, metricsOf, type ChildServer, useContainedServer } f
 import { wat } from './helpers.ts';
 import { hostPlugin } from './hostile-wat.ts';
 import { sampleValue } from './prom-text.ts';
-import { buildModule } from './wasm-builder.ts';
+import { buildCodeModule, buildModule, sleb } from './wasm-builder.ts';
 
 const MiB = 1024 * 1024;
 const ENV = {
@@ -348,6 +348,59 @@ describe('memory', () => {
       /env\.memory \(memory\)/,
     );
   });
+
+  /**
+   * `hidden` (four bytes) after a br_on_null whose label, 67, is 0x43 (f32.const's opcode): the
+   * rewriter once read br_on_null without its label and those four bytes as f32.const's, so a store
+   * there was never marked (the next call read what it wrote) and a memory.grow there bypassed the
+   * grow shim (memoryMaxPages did not hold). `operands` come first, `after` follows.
+   */
+  const behindBrOnNull = (operands: number[], hidden: number[], after: number[] = []) => [
+    ...Array.from({ length: 68 }, () => [0x02, 0x40]).flat(),
+    ...operands,
+    ...[0xd2, 0x00, 0xd5, 0x43], // ref.func 0 (never null); br_on_null 67
+    ...hidden,
+    ...after,
+    ...Array<number>(68).fill(0x0b),
+  ];
+  const i32Const = (value: number) => [0x41, ...sleb(value)];
+
+  it.each([
+    { title: 'with dirty-page tracking and the grow shim', locals: 1 },
+    // Too many locals to add the rewrite's scratch locals: the module runs as uploaded, reset by comparing every page.
+    { title: 'run without the rewrite', locals: 49_995 },
+  ])(
+    'resets a store behind br_on_null before the next call and holds a memory.grow behind it to memoryMaxPages ($title)',
+    async ({ locals }) => {
+      const address = 0x20000;
+      // prettier-ignore
+      const bytes = buildCodeModule({
+      memoryPages: 4,
+      functions: [
+        { name: 'write', locals, code: [...behindBrOnNull([...i32Const(address), ...i32Const(0x52434553)], [0x1a, 0x36, 0x00, 0x00]), 0x41, 0] }, // drop; i32.store
+        { name: 'read', code: [...i32Const(address), 0x28, 0x02, 0x00] }, // i32.load: the call fails unless it is 0
+        {
+          name: 'grow',
+          locals,
+          code: [
+            ...behindBrOnNull(i32Const(4000), [0x1a, 0x40, 0x00, 0x01], [0x21, 0x00]), // drop; memory.grow; nop; local.set 0
+            0x20, 0x00, 0x41, 0x7f, 0x47, 0x04, 0x40, 0x00, 0x0b, // trap unless it was refused (-1)
+            0x41, 0x00,
+          ],
+        },
+      ],
+    });
+      const name = `mod-${++plugins}`;
+      expect((await server.api.upload(bytes, { name })).status).toBe(201);
+      for (let i = 0; i < 3; i++) {
+        expect((await server.api.call(name, { function: 'write' })).status).toBe(200);
+        const read = await server.api.call(name, { function: 'read' });
+        expect([read.status, read.ok ? null : read.error.message]).toEqual([200, null]);
+      }
+      const grow = await server.api.call(name, { function: 'grow', memoryMaxPages: 16 });
+      expect([grow.status, grow.ok ? null : grow.error.message]).toEqual([200, null]);
+    },
+  );
 
   it('answers a memory.grow bomb with 422 MEMORY_LIMIT at memoryMaxPages', async () => {
     const bytes = await wat(`(module (memory 1)

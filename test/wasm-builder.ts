@@ -43,7 +43,7 @@ export function leb(value: number): number[] {
 }
 
 /** A signed LEB128 (i32.const's immediate). */
-function sleb(value: number): number[] {
+export function sleb(value: number): number[] {
   const out: number[] = [];
   for (;;) {
     const byte = value & 0x7f;
@@ -137,4 +137,32 @@ export function buildModule(spec: ModuleSpec): Uint8Array {
     sections.push(section(11, vector(Array.from({ length: spec.dataSegments }, () => [0x00, 0x41, 0, 0x0b, 1, 7]))));
   }
   return join([[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00], ...sections]);
+}
+
+export interface CodeModuleSpec {
+  /** Exported functions `() -> i32`: their instructions (without the final `end`) and i32 locals. */
+  functions: { name: string; code: number[]; locals?: number }[];
+  memoryPages: number;
+}
+
+/**
+ * A module of functions written as raw instructions (for encodings WAT tools do not write), each
+ * declared for ref.func (function i is index i).
+ */
+export function buildCodeModule(spec: CodeModuleSpec): Uint8Array {
+  const count = spec.functions.length;
+  const types = [[0x60, 0, 1, 0x7f]];
+  const bodies = spec.functions.map(({ code, locals = 0 }) => {
+    const body = [...(locals > 0 ? [1, ...leb(locals), 0x7f] : [0]), ...code, 0x0b];
+    return [...leb(body.length), ...body];
+  });
+  return join([
+    [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
+    section(1, vector(types)),
+    section(3, vector(spec.functions.map(() => [0]))),
+    section(5, vector([[0x00, ...leb(spec.memoryPages)]])),
+    section(7, vector(spec.functions.map((f, i) => [...name(f.name), 0x00, ...leb(i)]))),
+    section(9, vector([[0x03, 0x00, ...leb(count), ...spec.functions.flatMap((_, i) => leb(i))]])),
+    section(10, vector(bodies)),
+  ]);
 }

@@ -13,6 +13,9 @@ import {
   rewriteForEngine,
   WasmRewriteError,
 } from '../src/engine/compile/wasm-rewrite.ts';
+import { leb, Reader } from '../src/engine/compile/wasm-binary.ts';
+import { rewriteCode } from '../src/engine/compile/wasm-code.ts';
+import { InstructionReader } from '../src/engine/compile/wasm-instructions.ts';
 import { readPlugin, repoRoot, wat } from './helpers.ts';
 
 const OPTIONS = { maxTableElements: 100_000 };
@@ -281,5 +284,307 @@ describe('rewriteForEngine', () => {
     const module = new WebAssembly.Module(out.bytes as Uint8Array<ArrayBuffer>);
     const imports = WebAssembly.Module.imports(module).map((i) => `${i.module}.${i.name}:${i.kind}`);
     expect(imports).toEqual(['env.f:function', 'env.g:function', 'wasmhost.memory:memory', 'wasmhost.dirty:memory']);
+  });
+});
+
+// The decoder must read every instruction exactly as V8 does: a byte read out of step hides the
+// instructions after it (a store from the dirty map, a memory.grow from the grow shim).
+describe('instruction decoder', () => {
+  const uleb = (v: number) => leb(v);
+  const sleb = (value: number | bigint): number[] => {
+    let v = BigInt(value);
+    const out: number[] = [];
+    for (;;) {
+      const b = Number(v & 0x7fn);
+      v >>= 7n;
+      if ((v === 0n && !(b & 0x40)) || (v === -1n && b & 0x40)) return [...out, b];
+      out.push(b | 0x80);
+    }
+  };
+  /** 11 (0x0b, `end`) as every index the context allows: an immediate read as an opcode ends the body early. */
+  const X = 0x0b;
+  /** A memarg with an explicit memory index (0) and a three-byte offset (65536). */
+  const memarg = (align: number) => [0x40 | align, 0x00, 0x80, 0x80, 0x04];
+  const LOAD_STORE_ALIGN = [2, 3, 2, 3, 0, 0, 1, 1, 0, 0, 1, 1, 2, 2, 2, 3, 2, 3, 0, 1, 0, 1, 2]; // 0x28–0x3e
+  const ATOMIC_ALIGN = [2, 3, 0, 1, 0, 1, 2]; // each group of seven from 0xfe 0x10
+  const SIMD_LANES: Record<number, number> = { 0x15: 11, 0x16: 11, 0x17: 11, 0x18: 7, 0x19: 7, 0x1a: 7, 0x1b: 3, 0x1c: 3 };
+  for (const op of [0x1d, 0x1e, 0x21, 0x22]) SIMD_LANES[op] = 1;
+  for (const op of [0x1f, 0x20]) SIMD_LANES[op] = 3;
+  const SIMD_MEMARG_ALIGN: Record<number, number> = {
+    0: 4,
+    1: 3,
+    2: 3,
+    3: 3,
+    4: 3,
+    5: 3,
+    6: 3,
+    7: 0,
+    8: 1,
+    9: 2,
+    10: 3,
+    11: 4,
+    0x5c: 2,
+    0x5d: 3,
+  };
+
+  /**
+   * Every instruction with immediates, as instruction sequences (the one under test with what it
+   * needs around it), in the module of `contextModule`: encoded here from the specification, and
+   * held against V8, which must find each function valid.
+   */
+  const CASES: [string, number[][]][] = [
+    ['block', [[0x02, 0x40], [0x0b]]],
+    ['loop (result i32)', [[0x03, 0x7f], [0x00], [0x0b]]],
+    ['if (type 11)', [[0x04, X], [0x0b]]],
+    ['if else', [[0x04, 0x40], [0x05], [0x0b]]],
+    ['if (type 11, a 3-byte s33)', [[0x04, 0x8b, 0x80, 0x00], [0x0b]]],
+    ['block (result (ref null 11))', [[0x02, 0x63, X], [0x00], [0x0b]]],
+    ['block (result (ref any))', [[0x02, 0x64, 0x6e], [0x00], [0x0b]]],
+    ['try catch rethrow catch_all', [[0x06, 0x40], [0x07, X], [0x09, 0x00], [0x19], [0x0b]]],
+    [
+      'try delegate',
+      [
+        [0x06, 0x40],
+        [0x18, X],
+      ],
+    ],
+    ['throw', [[0x08, X]]],
+    // prettier-ignore
+    ['try_table (catch, catch_ref, catch_all, catch_all_ref)', [[0x02, 0x69], [0x1f, 0x40, 0x04, 0x00, X, 0x0c, 0x01, 0x00, 0x00, 0x02, 0x0c, 0x03, 0x00], [0x0b], [0x00], [0x0b]]],
+    ['br', [[0x0c, X]]],
+    ['br_if', [[0x0d, X]]],
+    ['br_table', [[0x0e, 0x02, X, 0x00, X]]],
+    ['call', [[0x10, X]]],
+    ['call_indirect', [[0x11, X, X]]],
+    ['return_call', [[0x12, X]]],
+    ['return_call_indirect', [[0x13, X, X]]],
+    ['call_ref', [[0x14, X]]],
+    ['return_call_ref', [[0x15, X]]],
+    ['select i32', [[0x1c, 0x01, 0x7f]]],
+    [
+      'select (ref null any) (ref 11)',
+      [[0x02, 0x40], [0x00], [0x1c, 0x01, 0x63, 0x6e], [0x00], [0x1c, 0x01, 0x64, X], [0x00], [0x0b]],
+    ],
+    ['local.get', [[0x20, X]]],
+    ['local.set', [[0x21, X]]],
+    ['local.tee', [[0x22, X]]],
+    ['global.get', [[0x23, X]]],
+    ['global.set', [[0x24, X]]],
+    ['table.get', [[0x25, X]]],
+    ['table.set', [[0x26, X]]],
+    ...LOAD_STORE_ALIGN.map((align, i): [string, number[][]] => [
+      `load/store 0x${(0x28 + i).toString(16)}`,
+      [[0x28 + i, ...memarg(align)]],
+    ]),
+    ['i32.load (no memory index)', [[0x28, 0x02, 0x80, 0x01]]],
+    ['memory.size', [[0x3f, 0x00]]],
+    ['memory.grow', [[0x40, 0x00]]],
+    ['i32.const', [[0x41, ...sleb(-123456789)]]],
+    ['i64.const', [[0x42, ...sleb(-(2n ** 62n) + 5n)]]],
+    ['f32.const', [[0x43, X, X, X, X]]],
+    ['f64.const', [[0x44, X, X, X, X, X, X, X, X]]],
+    ['ref.null func', [[0xd0, 0x70]]],
+    ['ref.null 11', [[0xd0, X]]],
+    ['ref.func', [[0xd2, X]]],
+    ['br_on_null', [[0xd5, X]]],
+    ['br_on_non_null', [[0x02, 0x64, 0x70], [0xd0, 0x70], [0xd6, 0x00], [0x00], [0x0b]]],
+    ['struct.new', [[0xfb, 0x00, 0x01]]],
+    ['struct.new_default', [[0xfb, 0x01, 0x01]]],
+    ['struct.get', [[0xfb, 0x02, 0x01, 0x00]]],
+    ['struct.get_s', [[0xfb, 0x03, 0x01, 0x01]]],
+    ['struct.get_u', [[0xfb, 0x04, 0x01, 0x01]]],
+    ['struct.set', [[0xfb, 0x05, 0x01, 0x00]]],
+    ['array.new', [[0xfb, 0x06, 0x02]]],
+    ['array.new_default', [[0xfb, 0x07, 0x02]]],
+    ['array.new_fixed', [[0xfb, 0x08, 0x02, 0x03]]],
+    ['array.new_data', [[0xfb, 0x09, 0x02, X]]],
+    ['array.new_elem', [[0xfb, 0x0a, 0x03, X]]],
+    ['array.get', [[0xfb, 0x0b, 0x03]]],
+    ['array.get_s', [[0xfb, 0x0c, 0x02]]],
+    ['array.get_u', [[0xfb, 0x0d, 0x02]]],
+    ['array.set', [[0xfb, 0x0e, 0x02]]],
+    ['array.fill', [[0xfb, 0x10, 0x02]]],
+    ['array.copy', [[0xfb, 0x11, 0x02, 0x02]]],
+    ['array.init_data', [[0xfb, 0x12, 0x02, X]]],
+    ['array.init_elem', [[0xfb, 0x13, 0x03, X]]],
+    ['ref.test', [[0xfb, 0x14, 0x6c]]],
+    ['ref.test null', [[0xfb, 0x15, 0x01]]],
+    ['ref.cast', [[0xfb, 0x16, 0x6a]]],
+    ['ref.cast null', [[0xfb, 0x17, 0x6e]]],
+    ['br_on_cast', [[0x02, 0x6e], [0xd0, 0x6e], [0xfb, 0x18, 0x03, 0x00, 0x6e, 0x6c], [0x0b]]],
+    ['br_on_cast_fail', [[0x02, 0x6e], [0xd0, 0x6e], [0xfb, 0x19, 0x01, 0x00, 0x6e, 0x6c], [0x0b]]],
+    ['memory.init', [[0xfc, 0x08, X, 0x00]]],
+    ['data.drop', [[0xfc, 0x09, X]]],
+    ['memory.copy', [[0xfc, 0x0a, 0x00, 0x00]]],
+    ['memory.fill', [[0xfc, 0x0b, 0x00]]],
+    ['table.init', [[0xfc, 0x0c, X, X]]],
+    ['elem.drop', [[0xfc, 0x0d, X]]],
+    ['table.copy', [[0xfc, 0x0e, X, X]]],
+    ['table.grow', [[0xfc, 0x0f, X]]],
+    ['table.size', [[0xfc, 0x10, X]]],
+    ['table.fill', [[0xfc, 0x11, X]]],
+    ...Object.entries(SIMD_MEMARG_ALIGN).map(([op, align]): [string, number[][]] => [
+      `SIMD memory 0x${Number(op).toString(16)}`,
+      [[0xfd, Number(op), ...memarg(align)]],
+    ]),
+    ['v128.const', [[0xfd, 0x0c, ...Array<number>(16).fill(X)]]],
+    ['i8x16.shuffle', [[0xfd, 0x0d, ...Array.from({ length: 16 }, (_, i) => (i * 3 + X) % 32)]]],
+    ...Object.entries(SIMD_LANES).map(([op, lane]): [string, number[][]] => [
+      `SIMD lane 0x${Number(op).toString(16)}`,
+      [[0xfd, Number(op), lane]],
+    ]),
+    ...[0, 3, 2, 1].flatMap((lane, i): [string, number[][]][] => [
+      [`v128.load${8 << i}_lane`, [[0xfd, 0x54 + i, ...memarg(i), [11, 7, 3, 1][i]!]]],
+      [`v128.store${8 << i}_lane`, [[0xfd, 0x58 + i, ...memarg(i), lane]]],
+    ]),
+    ['memory.atomic.notify', [[0xfe, 0x00, ...memarg(2)]]],
+    ['memory.atomic.wait32', [[0xfe, 0x01, ...memarg(2)]]],
+    ['memory.atomic.wait64', [[0xfe, 0x02, ...memarg(3)]]],
+    ['atomic.fence', [[0xfe, 0x03, 0x00]]],
+    ...Array.from({ length: 0x4f - 0x10 }, (_, i): [string, number[][]] => [
+      `atomic 0x${(0x10 + i).toString(16)}`,
+      [[0xfe, 0x10 + i, ...memarg(ATOMIC_ALIGN[i % 7]!)]],
+    ]),
+  ];
+
+  /** A function body (12 i32 locals) of `instructions` inside 12 blocks, after an `unreachable`. */
+  const inTwelveBlocks = (instructions: number[]) => [
+    ...[1, 12, 0x7f],
+    ...Array.from({ length: 12 }, () => [0x02, 0x40]).flat(),
+    0x00,
+    ...instructions,
+    0x00,
+    ...Array<number>(13).fill(0x0b),
+  ];
+
+  /** The opcode (one byte, or prefix and sub-opcode) an instruction's bytes start with. */
+  const opcodeOf = (bytes: number[]) => {
+    if (bytes[0]! < 0xfb || bytes[0] === 0xff) return `${bytes[0]}`;
+    const r = new Reader(new Uint8Array(bytes), 1, bytes.length);
+    return `${bytes[0]}:${r.u32()}`;
+  };
+
+  /**
+   * A module with 12 of everything an immediate refers to (types: 0 and 4–11 `() -> ()`, 1 a struct
+   * (mut i32, mut i8), 2 an array of mut i8, 3 an array of mut funcref; functions, tables, tags,
+   * globals, passive element and data segments), plus one function `() -> ()` per body (with 12
+   * i32 locals), each inside 12 blocks after an `unreachable` (so every instruction validates with
+   * whatever it pops).
+   */
+  function contextModule(bodies: number[][]): Uint8Array {
+    const vec = (items: number[][]) => [...uleb(items.length), ...items.flat()];
+    const section = (id: number, bytes: number[]) => [id, ...uleb(bytes.length), ...bytes];
+    const twelve = (item: number[]) => Array.from({ length: 12 }, () => item);
+    const types = [
+      [0x60, 0, 0],
+      [0x5f, 2, 0x7f, 1, 0x78, 1],
+      [0x5e, 0x78, 1],
+      [0x5e, 0x70, 1],
+      ...Array.from({ length: 8 }, () => [0x60, 0, 0]),
+    ];
+    const code = (instructions: number[]) => {
+      const body = inTwelveBlocks(instructions);
+      return [...uleb(body.length), ...body];
+    };
+    return new Uint8Array([
+      ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
+      ...section(1, vec(types)),
+      ...section(3, vec(Array.from({ length: 12 + bodies.length }, () => [0]))),
+      ...section(4, vec(twelve([0x70, 0x00, 0x01]))),
+      ...section(5, vec([[0x00, 0x01]])),
+      ...section(13, vec(twelve([0x00, 0x00]))),
+      ...section(6, vec(twelve([0x7f, 0x01, 0x41, 0x00, 0x0b]))),
+      ...section(9, vec([...twelve([0x01, 0x00, 0x01, 0x00]), [0x03, 0x00, ...vec(Array.from({ length: 12 }, (_, i) => [i]))]])),
+      ...section(12, [12]),
+      ...section(10, vec([...twelve([2, 0, 0x0b]), ...bodies.map(code)])),
+      ...section(11, vec(twelve([0x01, 0x02, 0x61, 0x62]))),
+    ]);
+  }
+
+  /** Decodes `bytes` as instructions; the lengths read, or the error. */
+  function lengths(bytes: number[]): number[] {
+    const r = new Reader(new Uint8Array([...bytes, 0x0b]), 0, bytes.length + 1);
+    const code = new InstructionReader(r, 100);
+    const out: number[] = [];
+    while (r.pos < bytes.length) {
+      const at = r.pos;
+      code.next();
+      out.push(r.pos - at);
+    }
+    return out;
+  }
+
+  /** Opcodes V8 knows: a function of one (followed by zeros) fails to validate for another reason than the opcode. */
+  function v8Knows(opcode: number[]): boolean {
+    try {
+      new WebAssembly.Module(contextModule([[...opcode, ...Array<number>(20).fill(0)]]) as Uint8Array<ArrayBuffer>);
+      return true;
+    } catch (err) {
+      return !/invalid (gc |numeric |simd |atomic )?opcode/i.test((err as Error).message);
+    }
+  }
+  function decoderKnows(opcode: number[]): boolean {
+    try {
+      lengths([...opcode, ...Array<number>(20).fill(0)]);
+      return true;
+    } catch (err) {
+      if (/unknown instruction/.test((err as Error).message)) return false;
+      return true;
+    }
+  }
+  const OPCODES = [
+    ...Array.from({ length: 0xfb }, (_, op) => [op]),
+    [0xff],
+    ...[0xfb, 0xfc, 0xfd, 0xfe].flatMap((prefix) => Array.from({ length: 0x200 }, (_, sub) => [prefix, ...uleb(sub)])),
+  ];
+
+  it('knows exactly the opcodes V8 accepts (single bytes and every prefix’s first 512)', () => {
+    const disagree = OPCODES.filter((opcode) => v8Knows(opcode) !== decoderKnows(opcode)).map(opcodeOf);
+    expect(disagree).toEqual([]);
+    expect(OPCODES.filter(v8Knows).length).toBeGreaterThan(500); // the probe itself works
+  });
+
+  it.each(CASES)('reads %s as V8 does', (_name, instructions) => {
+    expect(() => new WebAssembly.Module(contextModule([instructions.flat()]) as Uint8Array<ArrayBuffer>)).not.toThrow();
+    expect(lengths(instructions.flat())).toEqual(instructions.map((i) => i.length));
+  });
+
+  it('reads every opcode without immediates as one opcode (V8 agrees: a following `end` is not read as an immediate)', () => {
+    const withImmediates = new Set(CASES.flatMap(([, instructions]) => instructions.map(opcodeOf)));
+    const bare = OPCODES.filter((opcode) => v8Knows(opcode) && !withImmediates.has(opcodeOf(opcode)) && opcode[0] !== 0x0b);
+    expect(bare.length).toBeGreaterThan(350);
+    const wrong = bare
+      .filter((opcode) => {
+        const valid = WebAssembly.validate(contextModule([opcode]) as Uint8Array<ArrayBuffer>);
+        return !valid || lengths(opcode).join() !== `${opcode.length}`;
+      })
+      .map(opcodeOf);
+    expect(wrong).toEqual([]);
+  });
+
+  /** Marks rewriteCode puts in a body (i32.store8/store16 into the dirty map, memory 1). */
+  const marksIn = (instructions: number[]) => {
+    const body = inTwelveBlocks(instructions);
+    const rewrite = { sizeFn: 90, growFn: 91, dirty: { memory: 1, markRangeFn: 92, tablesWrittenGlobal: 93 } };
+    const out = rewriteCode(new Uint8Array(body), 0, rewrite) ?? new Uint8Array(0);
+    let marks = 0;
+    for (let i = 0; i + 3 < out.length; i++)
+      if ((out[i] === 0x3a || out[i] === 0x3b) && out[i + 1] === 0x40 && out[i + 2] === 1 && out[i + 3] === 0) marks++;
+    return marks;
+  };
+
+  it.each(CASES)('marks the store right after %s', (_name, instructions) => {
+    const store = [0x41, 0x80, 0x80, 0x04, 0x41, 0x01, 0x3a, 0x00, 0x00]; // i32.store8 at 65536
+    expect(marksIn([...instructions.flat(), ...store])).toBe(marksIn(instructions.flat()) + 1);
+  });
+
+  it('refuses a body that does not end exactly at its last end (it would be read out of step)', () => {
+    const rewrite = { sizeFn: 90, growFn: 91, dirty: null };
+    const run = (code: number[]) => () => rewriteCode(new Uint8Array([0, ...code]), 0, rewrite);
+    expect(run([0x41, 0x00, 0x40, 0x00, 0x1a, 0x0b])).not.toThrow(); // memory.grow: rewritten
+    expect(run([0x41, 0x00, 0x40, 0x00, 0x1a, 0x0b, 0x01])).toThrow(/goes on after its last end/);
+    expect(run([0x02, 0x40, 0x0b])).toThrow(/ends before its last end/);
+    expect(run([0x20, 0x00, 0x1a, 0x0b])).toThrow(/local 0 does not exist/);
+    expect(run([0x41, 0x00, 0x40, 0x01, 0x1a, 0x0b])).toThrow(/memory 1 does not exist/);
   });
 });

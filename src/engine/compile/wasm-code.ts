@@ -1,5 +1,5 @@
-// Walks function bodies instruction by instruction (decoding every immediate, so no byte of an
-// immediate is ever mistaken for an opcode) and rewrites what the engine needs changed:
+// Walks function bodies instruction by instruction (wasm-instructions.ts decodes every immediate, so
+// no byte of an immediate is ever mistaken for an opcode) and rewrites what the engine needs changed:
 // - `memory.size 0` / `memory.grow 0` become calls to the engine's shims (virtual growth);
 // - with dirty-page tracking, every write to memory 0 first marks the 4 KiB chunks it may touch in
 //   the dirty map (a second memory the engine reads after the call): each store width, atomic
@@ -8,6 +8,7 @@
 //   tables after a call that may have changed them.
 // Opcodes it does not know make it throw: the caller then keeps the module without any of this.
 import { concat, leb, Reader, skipValType, sleb, WasmRewriteError } from './wasm-binary.ts';
+import { InstructionReader, PREFIX_ATOMIC, PREFIX_MISC, PREFIX_SIMD } from './wasm-instructions.ts';
 
 const I32 = 0x7f;
 const I64 = 0x7e;
@@ -42,30 +43,6 @@ export interface CodeRewrite {
     /** Global set to 1 by any instruction that writes a table. */
     tablesWrittenGlobal: number;
   } | null;
-}
-
-function skipBlockType(r: Reader): void {
-  const b = r.bytes[r.pos];
-  if (b === undefined) throw new WasmRewriteError('unexpected end of code');
-  if (b === 0x40 || (b >= 0x6e && b <= 0x7f)) {
-    r.pos++;
-  } else if (b === 0x63 || b === 0x64) {
-    r.pos++;
-    r.skipLeb();
-  } else {
-    r.skipLeb(); // type index (s33)
-  }
-}
-
-interface Memarg {
-  memory: number;
-  offset: number;
-}
-
-function readMemarg(r: Reader): Memarg {
-  const align = r.u32();
-  const memory = align & 0x40 ? r.u32() : 0; // multi-memory: explicit memory index
-  return { memory, offset: r.u32() };
 }
 
 /**
@@ -133,7 +110,8 @@ interface Frame {
  * - Where paths join, only what holds on every path is kept: after a block or an if, what was known
  *   when it began, but for the locals written inside it; the else branch starts from what was known
  *   at its if; at a loop's start (its back edges come later) and in catch handlers, nothing.
- *   Branches out (br_if, br_table) and calls change neither the marks nor the locals.
+ *   Branches out (br_if, br_table, br_on_*, a try_table's catch clauses) and calls change neither
+ *   the marks nor the locals.
  */
 class MarkedAddresses {
   #marked = new Map<number, MarkedRange>();
@@ -160,7 +138,7 @@ class MarkedAddresses {
     const top = this.#frames[this.#frames.length - 1];
     // prettier-ignore
     switch (op) {
-      case 0x02: open('block'); break;
+      case 0x02: case 0x1f: open('block'); break; // block, try_table (its catches branch out, as br does)
       case 0x04: open('if'); break;
       case 0x06: open('try'); break;
       case 0x03: open('loop'); this.#marked.clear(); break;
@@ -216,19 +194,6 @@ function atomicWrite(op: number): Write | null {
 function simdWrite(op: number): Write | null {
   if (op === 11) return { values: [V128], crosses: true };
   if (op >= 88 && op <= 91) return { values: [V128], crosses: op !== 88 };
-  return null;
-}
-
-/** 0xFD (SIMD) sub-opcodes and their immediates; returns the memarg of a memory instruction. */
-function skipSimd(r: Reader, op: number): Memarg | null {
-  if (op <= 11 || op === 92 || op === 93) return readMemarg(r);
-  if (op === 12 || op === 13) r.skip(16);
-  else if (op >= 21 && op <= 34) r.skip(1);
-  else if (op >= 84 && op <= 91) {
-    const memarg = readMemarg(r);
-    r.skip(1);
-    return memarg;
-  } else if (op > 0xff) throw new WasmRewriteError(`unknown SIMD instruction ${op}`);
   return null;
 }
 
@@ -295,11 +260,12 @@ export function rewriteCode(body: Uint8Array, params: number, rewrite: CodeRewri
   };
 
   /** Marks the chunk(s) of a store: saves its operands, marks, and puts them back. */
-  const markStore = (at: number, write: Write, memarg: Memarg) => {
-    if (!dirty || memarg.memory !== 0) return;
+  /** Marks the chunk(s) of a store (`offset`: its memarg's) before it. */
+  const markStore = (at: number, write: Write, offset: number) => {
+    if (!dirty) return;
     const local = write.bytes ? marks.addressLocal(write.values.length) : -1;
     if (local >= 0) {
-      const lo = memarg.offset;
+      const lo = offset;
       if (marks.covered(local, lo, lo + write.bytes!)) return;
       // A crossing mark covers a whole chunk from the address on; a byte's, that byte.
       marks.add(local, lo, write.crosses ? lo + DIRTY_CHUNK : lo + 1);
@@ -309,7 +275,7 @@ export function rewriteCode(body: Uint8Array, params: number, rewrite: CodeRewri
     const values = write.values.map((type, role) => scratch.local(type, role + 1));
     for (let i = values.length - 1; i >= 0; i--) code.push(0x21, ...values[i]!); // local.set value(s)
     code.push(0x22, ...address); // local.tee address
-    if (memarg.offset !== 0) code.push(...i32Const(memarg.offset), 0x6a); // + offset (a wrap traps the store anyway)
+    if (offset !== 0) code.push(...i32Const(offset), 0x6a); // + offset (a wrap traps the store anyway)
     code.push(...i32Const(DIRTY_CHUNK_SHIFT), 0x76); // >> 12: the chunk
     // A write that may cross into the next chunk marks that one too, in the same 16-bit store.
     if (write.crosses)
@@ -321,8 +287,8 @@ export function rewriteCode(body: Uint8Array, params: number, rewrite: CodeRewri
   };
 
   /** memory.fill/copy/init: (destination, x, length) on the stack; marks [destination, +length). */
-  const markBulk = (at: number, destinationMemory: number) => {
-    if (!dirty || destinationMemory !== 0) return;
+  const markBulk = (at: number) => {
+    if (!dirty) return;
     const [d, x, n] = [scratch.local(I32, 0), scratch.local(I32, 1), scratch.local(I32, 2)];
     // prettier-ignore
     before(at, [
@@ -337,92 +303,41 @@ export function rewriteCode(body: Uint8Array, params: number, rewrite: CodeRewri
     before(at, [...i32Const(1), 0x24, ...leb(dirty.tablesWrittenGlobal)]);
   };
 
-  while (r.pos < r.end) {
-    const at = r.pos;
-    const op = r.byte();
-    let local = -1;
+  // Every memory index is 0 (the decoder checks): the module has one memory.
+  const code = new InstructionReader(r, params + declared);
+  while (code.more) {
+    const at = code.pos;
+    code.next();
+    const { op, sub } = code;
     // prettier-ignore
     switch (op) {
-      case 0x3f: case 0x40: { // memory.size / memory.grow
-        const memory = r.u32();
-        if (memory !== 0) break;
+      case 0x3f: case 0x40: // memory.size / memory.grow
         parts.push(body.subarray(copiedUpTo, at), [0x10, ...leb(op === 0x3f ? rewrite.sizeFn : rewrite.growFn)]);
-        copiedUpTo = r.pos;
+        copiedUpTo = code.pos;
         changed = true;
         break;
-      }
-      case 0x02: case 0x03: case 0x04: case 0x06: skipBlockType(r); break; // block loop if try
-      case 0x0c: case 0x0d: case 0x07: case 0x08: case 0x09: case 0x18: case 0xd4: case 0xd6: r.u32(); break;
-      case 0x0e: { // br_table
-        const n = r.u32();
-        for (let i = 0; i <= n; i++) r.u32();
+      case 0x26: markTables(at); break; // table.set
+      case PREFIX_MISC:
+        // memory.init, memory.copy, memory.fill; table.init, table.copy, table.grow, table.fill
+        if (sub === 8 || sub === 10 || sub === 11) markBulk(at);
+        else if (sub === 12 || sub === 14 || sub === 15 || sub === 17) markTables(at);
         break;
-      }
-      case 0x10: case 0x12: case 0x14: case 0x15: case 0xd2: r.u32(); break; // calls, ref.func
-      case 0x11: case 0x13: r.u32(); r.u32(); break; // call_indirect type table
-      case 0x1c: { // select t*
-        const n = r.u32();
-        for (let i = 0; i < n; i++) skipValType(r);
-        break;
-      }
-      case 0x26: r.u32(); markTables(at); break; // table.set
-      case 0x20: case 0x21: case 0x22: local = r.u32(); break; // local.get/set/tee
-      case 0x23: case 0x24: case 0x25: r.u32(); break;
-      case 0x41: case 0x42: r.skipLeb(); break;
-      case 0x43: r.skip(4); break;
-      case 0x44: r.skip(8); break;
-      case 0xd0: r.skipLeb(); break; // ref.null ht
-      case 0xfc: {
-        const sub = r.u32();
-        // prettier-ignore
-        switch (sub) {
-          case 0: case 1: case 2: case 3: case 4: case 5: case 6: case 7: break; // trunc_sat
-          case 8: r.u32(); markBulk(at, r.u32()); break; // memory.init data mem
-          case 9: r.u32(); break; // data.drop
-          case 10: markBulk(at, r.u32()); r.u32(); break; // memory.copy dst src
-          case 11: markBulk(at, r.u32()); break; // memory.fill mem
-          case 12: r.u32(); r.u32(); markTables(at); break; // table.init
-          case 13: r.u32(); break; // elem.drop
-          case 14: r.u32(); r.u32(); markTables(at); break; // table.copy
-          case 15: case 17: r.u32(); markTables(at); break; // table.grow, table.fill
-          case 16: r.u32(); break; // table.size
-          default: throw new WasmRewriteError(`unknown 0xFC instruction ${sub}`);
-        }
-        break;
-      }
-      case 0xfd: {
-        const sub = r.u32();
-        const memarg = skipSimd(r, sub);
+      case PREFIX_SIMD: {
         const write = simdWrite(sub);
-        if (memarg && write) markStore(at, write, memarg);
+        if (write) markStore(at, write, code.offset);
         break;
       }
-      case 0xfe: {
-        const sub = r.u32();
-        if (sub === 3) {
-          r.skip(1); // atomic.fence
-          break;
-        }
-        const memarg = readMemarg(r);
+      case PREFIX_ATOMIC: {
         const write = atomicWrite(sub);
-        if (write) markStore(at, write, memarg);
+        if (write) markStore(at, write, code.offset);
         break;
       }
-      default:
-        if (op >= 0x28 && op <= 0x3e) {
-          const memarg = readMemarg(r);
-          const write = STORES[op];
-          if (write) markStore(at, write, memarg);
-        } else if (
-          op === 0x00 || op === 0x01 || op === 0x05 || op === 0x0a || op === 0x0b || op === 0x0f || op === 0x19 ||
-          op === 0x1a || op === 0x1b || (op >= 0x45 && op <= 0xc4) || op === 0xd1 || op === 0xd3 || op === 0xd5
-        ) {
-          // no immediates
-        } else {
-          throw new WasmRewriteError(`unsupported instruction 0x${op.toString(16)}`);
-        }
+      default: {
+        const write = STORES[op];
+        if (write) markStore(at, write, code.offset);
+      }
     }
-    marks.after(op, local);
+    marks.after(op, code.index);
   }
   if (!changed) return null;
   parts.push(body.subarray(copiedUpTo));
