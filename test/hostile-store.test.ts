@@ -95,6 +95,29 @@ describe('filesystem store on a hostile disk', () => {
     expect((await service.api.upload(again)).outcome).toEqual({ status: 201 });
   });
 
+  it('stores none of a manifest’s modules when the disk fills up part-way through them (500 STORE_ERROR), and their room is free again', async () => {
+    const dir = await dataDir();
+    const shell = isRoot
+      ? 'unshare -m sh -c \'mount -t tmpfs -o size=256k tmpfs "$DATA_DIR" && exec "$NODE" src/main.ts\''
+      : 'ulimit -f 200 && exec "$NODE" src/main.ts';
+    const service = await replica('disk-full-manifest', { dataDir: dir, shell });
+    // Two modules fit (140 KiB); the third (210 KiB) does not, on either disk.
+    const sizes = [70, 70, 210];
+    const modules = await Promise.all(sizes.map((kib, i) => paddedPlugin(200 + i, kib * 1024)));
+    const wasm = modules.map((bytes, i) => ({
+      data: Buffer.from(bytes).toString('base64'),
+      ...(i < modules.length - 1 ? { name: `m${i}` } : {}),
+    }));
+    const answer = await service.api.uploadManifest({ wasm }, undefined, { name: 'too-big' });
+    expect(answer.outcome).toEqual({ status: 500, code: 'STORE_ERROR' });
+    expect(await service.api.listAll()).toEqual([]);
+    // The two modules that fit were removed again: 180 KiB fit where only 116 KiB would beside them.
+    const large = await paddedPlugin(300, 180 * 1024);
+    expect((await service.api.upload(large, { name: 'large' })).outcome).toEqual({ status: 201 });
+    expect((await service.api.listAll()).map((p) => p.id)).toEqual([sha256(large)]);
+    await expectAlive(service, 'large', 'run');
+  });
+
   it('keeps serving calls and downloads from a read-only data dir, refuses uploads and deletes with 500 STORE_ERROR, and is not ready', async () => {
     const dir = await dataDir();
     const writable = await replica('before-read-only', { dataDir: dir });

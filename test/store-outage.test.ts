@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readPlugin, useServer } from './helpers.ts';
 import type { Reply } from './test-client.ts';
 import { msUntil } from './replica-process.ts';
-import { createTestDatabase } from './store-backends.ts';
+import { createTestDatabase, sql } from './store-backends.ts';
 import { startTcpProxy, type TcpProxy } from './tcp-proxy.ts';
 
 describe('a replica whose PostgreSQL connection is cut', () => {
@@ -106,5 +106,88 @@ describe('a replica whose PostgreSQL connection is cut', () => {
     const listed = (await cutOff.api.list()).data;
     expect(listed.plugins.map((p) => p.name).sort()).toEqual(['echo', 'later', 'vowels-again']);
     expect((await (await fetch(`${cutOff.url}/metrics`)).text()).match(/^wasmhost_store_up 1$/m)).not.toBeNull();
+  });
+});
+
+describe('a manifest upload whose PostgreSQL connection is cut while it is being stored', () => {
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let proxy: TcpProxy;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    const direct = new URL(db.url);
+    proxy = await startTcpProxy(Number(direct.port || 5432), direct.hostname);
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await db?.drop();
+  });
+
+  const server = useServer(() => {
+    const viaProxy = new URL(db.url);
+    viaProxy.port = String(proxy.port);
+    // Statements may take long here: the outage, not a timeout, must end the manifest's.
+    return {
+      env: {
+        STORE: 'postgres',
+        DATABASE_URL: viaProxy.toString(),
+        PG_CONNECT_TIMEOUT_MS: '500',
+        PG_STATEMENT_TIMEOUT_MS: '30000',
+        MAX_EVENT_LOOP_DELAY_MS: '0',
+      },
+    };
+  });
+
+  it('stores none of its modules (503 STORE_UNAVAILABLE): modules and manifest are one commit', async () => {
+    // The manifest's row waits in the database (a trigger in this test's own database), so the outage
+    // comes after its modules went to the store and before the manifest did.
+    await sql(
+      db.url,
+      `CREATE FUNCTION test_slow_manifest() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.record ? 'manifest' THEN PERFORM pg_sleep(20); END IF; RETURN NEW; END $$`,
+    );
+    await sql(
+      db.url,
+      'CREATE TRIGGER test_slow_manifest BEFORE INSERT ON wasmhost_plugins FOR EACH ROW EXECUTE FUNCTION test_slow_manifest()',
+    );
+    const wasm = [
+      { data: (await readPlugin('link_circular_lhs')).toString('base64'), name: 'lhs' },
+      { data: (await readPlugin('link_circular_main')).toString('base64') },
+    ];
+    const upload = server.api.uploadManifest({ wasm }, undefined, { name: 'linked' });
+    const sleeping = await msUntil(
+      async () =>
+        (
+          await sql<{ n: number }>(
+            db.url,
+            "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'",
+          )
+        )[0]!.n > 0,
+      15_000,
+    );
+    expect(sleeping).toBeLessThan(Infinity);
+    await proxy.cut();
+    const answer = await upload;
+    expect([answer.status, answer.error.code]).toEqual([503, 'STORE_UNAVAILABLE']);
+    // Straight from the database (the service cannot reach it): no module and no manifest was committed.
+    expect(await sql(db.url, 'SELECT id FROM wasmhost_plugins')).toEqual([]);
+
+    // Its session is gone for the database too (else it holds the store's lock until the sleep ends).
+    await sql(
+      db.url,
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'",
+    );
+    await proxy.restore();
+    await sql(db.url, 'DROP TRIGGER test_slow_manifest ON wasmhost_plugins');
+    const recovered = await msUntil(async () => (await fetch(`${server.url}/readyz`)).status === 200, 20_000);
+    expect(recovered).toBeLessThan(Infinity);
+    expect((await server.api.listAll()).map((p) => p.id)).toEqual([]);
+    // The same upload again goes through whole.
+    const again = await server.api.uploadManifest({ wasm }, undefined, { name: 'linked' });
+    expect(again.status).toBe(201);
+    expect((await server.api.listAll()).length).toBe(3);
+    const call = await server.api.call('linked', { function: 'run', input: 'abc', timeoutMs: 30_000 });
+    expect([call.status, call.ok ? call.data.output : call.error.message]).toEqual([200, '10']);
   });
 });

@@ -308,6 +308,32 @@ describe.each([fsHarness(), pgHarness()])('PluginStore contract ($name)', (harne
     expect(await listAll(store)).toEqual([]);
   });
 
+  it('stores a manifest with the modules it brings in one put, and none of them when the manifest is refused', async () => {
+    const store = await harness.open();
+    const stored = await newPlugin(10);
+    await store.put(stored);
+    const [brought, other] = [await newPlugin(11), await newPlugin(12)];
+    const manifestOf = (modules: NewPlugin[], extra: string[] = []): NewPlugin => {
+      const refs = [...modules.map((m) => m.meta.id), ...extra].map((id, i) => ({ id, name: i === 0 ? 'main' : `m${i}` }));
+      const bytes = canonicalManifest(refs, {}, [], {});
+      const plugin = withBytes(bytes, 13, 'app');
+      return { ...plugin, meta: { ...plugin.meta, manifest: { modules: refs, main: refs[0]!.id, limits: {} } }, modules };
+    };
+    // Refused part-way: a module it names is neither stored nor brought; the modules it brought go too.
+    const refused = manifestOf([brought, stored, other], ['b'.repeat(64)]);
+    await expect(store.put(refused)).rejects.toMatchObject({ code: 'INVALID_MANIFEST' });
+    expect((await listAll(store)).map((p) => p.id)).toEqual([stored.meta.id]);
+    expect(await store.get(brought.meta.id)).toBeNull();
+
+    const accepted = manifestOf([brought, stored]);
+    expect(await store.put(accepted)).toMatchObject({ created: true, meta: { name: 'app' } });
+    expect((await listAll(store)).map((p) => p.id)).toEqual([accepted.meta.id, brought.meta.id, stored.meta.id]);
+    expect(Buffer.from((await store.getBytes(brought.meta.id))!)).toEqual(Buffer.from(brought.bytes));
+    // Again: already stored, nothing changes.
+    expect(await store.put(accepted)).toMatchObject({ created: false, meta: { id: accepted.meta.id } });
+    expect(await listAll(store)).toHaveLength(3);
+  });
+
   it('passes its readiness check', async () => {
     const store = await harness.open();
     await expect(store.check()).resolves.toBeUndefined();

@@ -11,7 +11,7 @@ import type { Prepare, PreparedModule } from '../engine/compile/prepare.ts';
 import { AppError, isAppError } from '../errors.ts';
 import { resolveLimits } from '../engine/limits.ts';
 import { canonicalManifest, mainIndex, parseManifest, type ManifestModule } from '../manifest.ts';
-import { manifestModuleMissing, pluginIdOf, type PluginMeta, type PutResult } from '../store/store.ts';
+import { manifestModuleMissing, pluginIdOf, type NewPlugin, type PluginMeta, type PutResult } from '../store/store.ts';
 import { configForCaller } from './auth.ts';
 import { ROUTE_POLICIES } from './route-policy.ts';
 import { checkConfigSize } from './config-size.ts';
@@ -450,10 +450,11 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
     }
   };
 
-  /** Stores `bytes` (sha256 `id`) as a plugin uploaded now, with what the upload says of it. */
-  const storePut = (bytes: Uint8Array, id: string, given: Omit<PluginMeta, 'id' | 'size' | 'createdAt'>): Promise<PutResult> => {
+  /** `bytes` (sha256 `id`) as a plugin uploaded now, with what the upload says of it. */
+  const newPlugin = (bytes: Uint8Array, id: string, given: Omit<PluginMeta, 'id' | 'size' | 'createdAt'>): NewPlugin => ({
+    bytes,
     // Field by field: a spread would let whatever else a caller's object holds (a compiled module) into the record.
-    const meta: PluginMeta = {
+    meta: {
       id,
       name: given.name,
       description: given.description,
@@ -465,9 +466,22 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
       config: given.config,
       allowedHosts: given.allowedHosts,
       ...(given.manifest ? { manifest: given.manifest } : {}),
-    };
-    return storeChange(id, 'put', () => store.put({ bytes, meta }));
-  };
+    },
+  });
+
+  /** A module a manifest upload brings, stored as a plugin of its own (unnamed: the manifest names it). */
+  const moduleToStore = (bytes: Uint8Array, module: ManifestModule & InspectedModule): NewPlugin =>
+    newPlugin(bytes, module.id, {
+      name: null,
+      description: '',
+      exports: module.exports,
+      imports: module.imports,
+      wasi: module.wasi,
+      config: {},
+      allowedHosts: [],
+    });
+
+  const storePut = (plugin: NewPlugin): Promise<PutResult> => storeChange(plugin.meta.id, 'put', () => store.put(plugin));
 
   /**
    * The answer to a stored upload (201 with its location when it is new), once the workers have made
@@ -516,15 +530,17 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
       if (upload.kind === 'manifest') return storeManifest(request, reply, upload);
       const inspected = await inspectModule(upload.bytes, opts.prepare);
       const id = pluginIdOf(upload.bytes);
-      const stored = await storePut(upload.bytes, id, {
-        name: upload.name,
-        description: upload.description,
-        exports: inspected.exports,
-        imports: inspected.imports,
-        wasi: inspected.wasi,
-        config: upload.config,
-        allowedHosts: upload.allowedHosts,
-      });
+      const stored = await storePut(
+        newPlugin(upload.bytes, id, {
+          name: upload.name,
+          description: upload.description,
+          exports: inspected.exports,
+          imports: inspected.imports,
+          wasi: inspected.wasi,
+          config: upload.config,
+          allowedHosts: upload.allowedHosts,
+        }),
+      );
       moduleCache.set(id, inspected.prepared, upload.bytes.length);
       app.metrics.observeCompile(inspected.prepared.compileMs / 1000);
       return answerStored(request, reply, stored, inspected.prepared, 'plugin', { size: stored.meta.size });
@@ -534,8 +550,7 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
   /**
    * A manifest upload: every module it brings is checked, and the modules are checked together (each
    * import resolvable, the module limits over all of them), before anything is stored; its modules are
-   * stored as plugins of their own, then the manifest, whose id is the sha256 of its canonical form.
-   * If storing fails part-way, the modules this upload added are removed again.
+   * stored as plugins of their own with the manifest, whose id is the sha256 of its canonical form.
    */
   const storeManifest = async (request: FastifyRequest, reply: FastifyReply, upload: ManifestUpload): Promise<PluginMeta> => {
     const parsed = parseManifest(upload.manifest, upload.parts);
@@ -590,23 +605,9 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
     const main = modules[mainAt]!;
     const bytes = canonicalManifest(refs, parsed.config, parsed.allowedHosts, parsed.limits);
     const id = pluginIdOf(bytes);
-    const added: string[] = [];
-    let stored: PutResult;
-    try {
-      for (const module of modules) {
-        if (!module.upload) continue;
-        const { created } = await storePut(module.upload, module.id, {
-          name: null,
-          description: '',
-          exports: module.exports,
-          imports: module.imports,
-          wasi: module.wasi,
-          config: {},
-          allowedHosts: [],
-        });
-        if (created) added.push(module.id);
-      }
-      stored = await storePut(bytes, id, {
+    // One put: the store keeps the modules this upload brings only if it keeps the manifest (a refused upload stores nothing).
+    const stored = await storePut({
+      ...newPlugin(bytes, id, {
         name: upload.name,
         description: upload.description,
         exports: main.exports,
@@ -615,12 +616,9 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
         config: parsed.config,
         allowedHosts: parsed.allowedHosts,
         manifest: { modules: refs, main: main.id, limits: parsed.limits },
-      });
-    } catch (err) {
-      // A rejected upload stores nothing: what it added goes (unless another manifest took it meanwhile).
-      for (const addedId of added) await store.delete(addedId).catch(() => undefined);
-      throw err;
-    }
+      }),
+      modules: modules.flatMap((module) => (module.upload ? [moduleToStore(module.upload, module)] : [])),
+    });
     for (const module of modules) moduleCache.set(module.id, module.prepared, module.prepared.size.bytes);
     return answerStored(request, reply, stored, main.prepared, 'manifest', { modules: refs.length });
   };

@@ -165,37 +165,53 @@ export class FsPluginStore implements PluginStore {
 
   put(plugin: NewPlugin): Promise<PutResult> {
     return this.#serialize(async () => {
-      const { bytes, meta } = plugin;
-      if (!ID_PATTERN.test(meta.id)) throw new Error(`store: invalid plugin id ${meta.id}`);
-      // Mutations run one at a time: a module found here cannot be deleted before the manifest is stored.
-      for (const module of meta.manifest?.modules ?? []) {
-        const stored = this.#plugins.get(module.id);
-        if (!stored || stored.meta.manifest) throw manifestModuleMissing(module.id);
-      }
-      const existing = this.#plugins.get(meta.id);
-      if (existing) {
-        await this.#repairBlob(meta.id, bytes);
-        if (meta.name === null || meta.name === existing.meta.name) return { meta: existing.meta, created: false };
-        const renamed = await this.#assignName(existing, meta.name);
-        return { meta: renamed.meta, created: false };
-      }
-
-      await writeAtomic(this.#blobPath(meta.id), bytes);
-      const entry: Entry = { meta: freezeMeta({ ...meta, name: null }), seq: this.#nextSeq++, nameSeq: 0 };
+      const { meta } = plugin;
+      for (const p of [plugin, ...(plugin.modules ?? [])])
+        if (!ID_PATTERN.test(p.meta.id)) throw new Error(`store: invalid plugin id ${p.meta.id}`);
+      // Mutations run one at a time: a module found here cannot be deleted before the manifest is
+      // stored, and one added here and removed on a failure is never removed from under another
+      // upload of the same bytes (it waits, then finds the module stored or not).
+      const added: string[] = [];
       try {
-        if (meta.name === null) {
-          await this.#writeMeta(entry);
-          this.#plugins.set(entry);
-          return { meta: entry.meta, created: true };
+        for (const module of plugin.modules ?? []) if ((await this.#putOne(module)).created) added.push(module.meta.id);
+        for (const module of meta.manifest?.modules ?? []) {
+          const stored = this.#plugins.get(module.id);
+          if (!stored || stored.meta.manifest) throw manifestModuleMissing(module.id);
         }
-        const named = await this.#assignName(entry, meta.name);
-        return { meta: named.meta, created: true };
+        return await this.#putOne(plugin);
       } catch (err) {
-        // Not acknowledged: leave nothing behind (a blob without metadata is invisible anyway).
-        if (!this.#plugins.has(meta.id)) await unlinkIfPresent(this.#blobPath(meta.id)).catch(() => undefined);
+        // Not acknowledged: the modules this put added go again (a crash before this leaves them stored).
+        for (const id of added.reverse()) await this.#remove(id).catch(() => undefined);
         throw err;
       }
     });
+  }
+
+  /** put() of one plugin, in the mutation queue. */
+  async #putOne({ bytes, meta }: NewPlugin): Promise<PutResult> {
+    const existing = this.#plugins.get(meta.id);
+    if (existing) {
+      await this.#repairBlob(meta.id, bytes);
+      if (meta.name === null || meta.name === existing.meta.name) return { meta: existing.meta, created: false };
+      const renamed = await this.#assignName(existing, meta.name);
+      return { meta: renamed.meta, created: false };
+    }
+
+    await writeAtomic(this.#blobPath(meta.id), bytes);
+    const entry: Entry = { meta: freezeMeta({ ...meta, name: null }), seq: this.#nextSeq++, nameSeq: 0 };
+    try {
+      if (meta.name === null) {
+        await this.#writeMeta(entry);
+        this.#plugins.set(entry);
+        return { meta: entry.meta, created: true };
+      }
+      const named = await this.#assignName(entry, meta.name);
+      return { meta: named.meta, created: true };
+    } catch (err) {
+      // Not acknowledged: leave nothing behind (a blob without metadata is invisible anyway).
+      if (!this.#plugins.has(meta.id)) await unlinkIfPresent(this.#blobPath(meta.id)).catch(() => undefined);
+      throw err;
+    }
   }
 
   /** A re-upload of stored bytes rewrites the blob if the copy on disk was damaged (or lost) meanwhile. */
@@ -312,14 +328,19 @@ export class FsPluginStore implements PluginStore {
         .filter((e) => e.meta.manifest?.modules.some((m) => m.id === id))
         .map((e) => e.meta.id);
       if (referrers.length > 0) throw new PluginInUseError(id, referrers);
-      // Removing the meta file is the commit point; the blob goes after (an orphan is cleaned at start).
-      await unlinkIfPresent(this.#metaPath(id));
-      await fsyncDir(this.#metaDir);
-      this.#plugins.drop(id);
-      await unlinkIfPresent(this.#blobPath(id));
-      this.#plugins.notifyDeleted(id);
+      await this.#remove(id);
       return entry.meta;
     });
+  }
+
+  /** Deletes a stored plugin, in the mutation queue. */
+  async #remove(id: string): Promise<void> {
+    // Removing the meta file is the commit point; the blob goes after (an orphan is cleaned at start).
+    await unlinkIfPresent(this.#metaPath(id));
+    await fsyncDir(this.#metaDir);
+    this.#plugins.drop(id);
+    await unlinkIfPresent(this.#blobPath(id));
+    this.#plugins.notifyDeleted(id);
   }
 
   async check(): Promise<void> {

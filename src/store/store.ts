@@ -75,6 +75,11 @@ export class StoredBytesCorruptError extends AppError {
 export interface NewPlugin {
   bytes: Uint8Array;
   meta: PluginMeta;
+  /**
+   * A manifest's: the modules its upload brings, each a plugin of its own, stored in the same commit
+   * as the manifest (a failed put leaves none of them; those already stored are kept as they are).
+   */
+  modules?: NewPlugin[];
 }
 
 export interface PutResult {
@@ -138,7 +143,10 @@ export interface StoreStats {
 }
 
 export interface PluginStore {
-  /** Stores bytes + metadata atomically; with bytes already stored, applies a new name only (and repairs a damaged blob). */
+  /**
+   * Stores bytes + metadata atomically, a manifest together with the modules it brings; with bytes
+   * already stored, applies a new name only (and repairs a damaged blob).
+   */
   put(plugin: NewPlugin): Promise<PutResult>;
   /** Resolves an id or a name. */
   get(idOrName: string): Promise<PluginMeta | null>;

@@ -449,62 +449,110 @@ export class PgPluginStore implements PluginStore {
   // ---- PluginStore ----------------------------------------------------------------------------
 
   async put(plugin: NewPlugin): Promise<PutResult> {
-    const { bytes, meta } = plugin;
-    if (!ID_PATTERN.test(meta.id)) throw new Error(`store: invalid plugin id ${meta.id}`);
-    const blob = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const { meta } = plugin;
+    const all = [...(plugin.modules ?? []), plugin];
+    for (const p of all) if (!ID_PATTERN.test(p.meta.id)) throw new Error(`store: invalid plugin id ${p.meta.id}`);
     // The bytes first and on their own: written once, and a big upload holds no lock meanwhile.
+    const written: string[] = [];
     await this.#db('put', async () => {
-      const { rowCount } = await this.#pool.query('SELECT 1 FROM wasmhost_blobs WHERE id = $1', [meta.id]);
-      if (rowCount === 0) {
-        await this.#pool.query('INSERT INTO wasmhost_blobs (id, bytes) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING', [
-          meta.id,
-          blob,
-        ]);
+      for (const { bytes, meta: stored } of all) {
+        const { id } = stored;
+        const { rowCount } = await this.#pool.query('SELECT 1 FROM wasmhost_blobs WHERE id = $1', [id]);
+        if (rowCount !== 0) continue;
+        const inserted = await this.#pool.query(
+          'INSERT INTO wasmhost_blobs (id, bytes) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING',
+          [id, asBuffer(bytes)],
+        );
+        if (inserted.rowCount) written.push(id);
       }
     });
-    const outcome = await this.#db('put', () =>
-      this.#transaction(async (client) => {
-        const version = await this.#nextVersion(client);
-        const existing = (await client.query<PluginRow>(`SELECT ${COLUMNS} FROM wasmhost_plugins WHERE id = $1`, [meta.id]))
-          .rows[0];
-        if (existing) {
-          const repaired = await this.#repairBlob(client, meta.id, blob);
-          if (meta.name === null || meta.name === existing.name) {
-            const unchanged = { committed: null, meta: toEntry(existing).meta, created: false };
+    let outcome: { committed: Committed | null; meta: PluginMeta; created: boolean };
+    try {
+      // One transaction: a manifest and the modules it brings are stored together or not at all.
+      outcome = await this.#db('put', () =>
+        this.#transaction(async (client) => {
+          let version = await this.#nextVersion(client);
+          // A new row's seq (unique: list order and cursors): the version, then one more for each further row.
+          let seqTaken = false;
+          const nextSeq = async () => (seqTaken ? (version = await this.#nextVersion(client)) : ((seqTaken = true), version));
+          const touched = new Set<string>();
+          let repaired = false;
+          for (const module of plugin.modules ?? []) {
+            const step = await this.#putRow(client, nextSeq, module);
+            for (const id of step.touched) touched.add(id);
+            repaired ||= step.repaired;
+          }
+          // Under the lock no delete runs: the modules a manifest names stay stored until it is.
+          const modules = meta.manifest?.modules.map((m) => m.id) ?? [];
+          if (modules.length > 0) {
+            const { rows } = await client.query<{ id: string }>(
+              `SELECT id FROM wasmhost_plugins WHERE id = ANY($1) AND NOT (record ? 'manifest')`,
+              [modules],
+            );
+            const found = new Set(rows.map((r) => r.id));
+            const missing = modules.find((id) => !found.has(id));
+            if (missing !== undefined) throw manifestModuleMissing(missing);
+          }
+          const step = await this.#putRow(client, nextSeq, plugin);
+          for (const id of step.touched) touched.add(id);
+          repaired ||= step.repaired;
+          if (touched.size === 0) {
+            const unchanged = { committed: null, meta: step.existing!, created: false };
             return repaired ? unchanged : new NoChange(unchanged);
           }
-          const touched = await this.#moveName(client, meta.id, meta.name);
-          const committed = await this.#publish(client, version, touched);
-          return { committed, meta: toEntry(committed.rows.find((r) => r.id === meta.id)!).meta, created: false };
-        }
-        // Under the lock no delete runs: the modules a manifest names stay stored until it is.
-        const modules = meta.manifest?.modules.map((m) => m.id) ?? [];
-        if (modules.length > 0) {
-          const { rows } = await client.query<{ id: string }>(
-            `SELECT id FROM wasmhost_plugins WHERE id = ANY($1) AND NOT (record ? 'manifest')`,
-            [modules],
-          );
-          const found = new Set(rows.map((r) => r.id));
-          const missing = modules.find((id) => !found.has(id));
-          if (missing !== undefined) throw manifestModuleMissing(missing);
-        }
-        // Under the lock no delete or sweep runs: if the blob is gone now, it stays gone; write it again.
-        const { rowCount } = await client.query('SELECT 1 FROM wasmhost_blobs WHERE id = $1', [meta.id]);
-        if (rowCount === 0) await client.query('INSERT INTO wasmhost_blobs (id, bytes) VALUES ($1, $2)', [meta.id, blob]);
-        await client.query('INSERT INTO wasmhost_plugins (id, seq, name, size, record) VALUES ($1, $2, NULL, $3, $4)', [
-          meta.id,
-          version,
-          meta.size,
-          JSON.stringify(toRecord(meta)),
-        ]);
-        const touched = meta.name === null ? [meta.id] : await this.#moveName(client, meta.id, meta.name);
-        const committed = await this.#publish(client, version, touched);
-        return { committed, meta: toEntry(committed.rows.find((r) => r.id === meta.id)!).meta, created: true };
-      }),
-    );
+          const committed = await this.#publish(client, version, [...touched]);
+          const row = committed.rows.find((r) => r.id === meta.id);
+          return { committed, meta: row ? toEntry(row).meta : step.existing!, created: step.created };
+        }),
+      );
+    } catch (err) {
+      // Nothing references the blobs this put wrote: gone now if the database answers, else at a start (#sweepOrphans).
+      if (written.length > 0) await this.#dropBlobs(written).catch(() => undefined);
+      throw err;
+    }
     if (outcome.committed) await this.#applyCommitted(outcome.committed);
-    await this.#cache.write(meta.id, bytes);
+    for (const p of all) await this.#cache.write(p.meta.id, p.bytes);
     return { meta: outcome.meta, created: outcome.created };
+  }
+
+  /**
+   * One plugin's row, in put()'s transaction: the ids whose row changed (its own, a name's previous
+   * holder), whether it is new, whether its damaged blob was rewritten, and its record if it was stored.
+   */
+  async #putRow(
+    client: pg.PoolClient,
+    nextSeq: () => Promise<number>,
+    { bytes, meta }: NewPlugin,
+  ): Promise<{ touched: string[]; created: boolean; repaired: boolean; existing: PluginMeta | null }> {
+    const blob = asBuffer(bytes);
+    const existing = (await client.query<PluginRow>(`SELECT ${COLUMNS} FROM wasmhost_plugins WHERE id = $1`, [meta.id])).rows[0];
+    if (existing) {
+      const repaired = await this.#repairBlob(client, meta.id, blob);
+      const touched = meta.name === null || meta.name === existing.name ? [] : await this.#moveName(client, meta.id, meta.name);
+      return { touched, created: false, repaired, existing: toEntry(existing).meta };
+    }
+    // Under the lock no delete or sweep runs: if the blob is gone now, it stays gone; write it again.
+    const { rowCount } = await client.query('SELECT 1 FROM wasmhost_blobs WHERE id = $1', [meta.id]);
+    if (rowCount === 0) await client.query('INSERT INTO wasmhost_blobs (id, bytes) VALUES ($1, $2)', [meta.id, blob]);
+    await client.query('INSERT INTO wasmhost_plugins (id, seq, name, size, record) VALUES ($1, $2, NULL, $3, $4)', [
+      meta.id,
+      await nextSeq(),
+      meta.size,
+      JSON.stringify(toRecord(meta)),
+    ]);
+    const touched = meta.name === null ? [meta.id] : await this.#moveName(client, meta.id, meta.name);
+    return { touched, created: true, repaired: false, existing: null };
+  }
+
+  /** Blobs a failed put wrote, unless a plugin references them: under the version lock, as the sweep (a put re-writes a blob it finds gone). */
+  async #dropBlobs(ids: string[]): Promise<void> {
+    await this.#transaction(async (client) => {
+      await client.query('SELECT version FROM wasmhost_state FOR UPDATE');
+      await client.query(
+        'DELETE FROM wasmhost_blobs b WHERE b.id = ANY($1) AND NOT EXISTS (SELECT 1 FROM wasmhost_plugins p WHERE p.id = b.id)',
+        [ids],
+      );
+    });
   }
 
   /** A re-upload of stored bytes rewrites them if the database's copy was damaged meanwhile. */
@@ -679,6 +727,11 @@ export class PgPluginStore implements PluginStore {
     await this.#mirrorQueue;
     await this.#pool.end();
   }
+}
+
+/** The bytes as a Buffer without a copy (what pg sends as bytea). */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function* chunksOf(bytes: Buffer): Generator<Buffer> {
