@@ -699,6 +699,22 @@ describe('linked modules', () => {
     expect([roomy.status, roomy.ok ? null : roomy.error.code]).toEqual([422, 'PLUGIN_ERROR']);
   });
 
+  it('holds MODULE_MAX_TABLE_ELEMENTS for a linked set as a whole: two modules growing their tables step by step hold 100,000 elements together (200)', async () => {
+    const growAll = '(loop $g (br_if $g (i32.ne (table.grow $t (ref.null func) (i32.const 1000)) (i32.const -1))))';
+    const side = `(module (table $t 1 funcref) (func (export "f") (result i32) ${growAll} (table.size $t)))`;
+    const main = `(module (import "side" "f" (func $f (result i32))) (table $t 1 funcref)
+      (func (export "run") (result i32) (local $total i32)
+        (local.set $total (call $f)) ${growAll}
+        (local.set $total (i32.add (local.get $total) (table.size $t)))
+        (if (i32.gt_u (local.get $total) (i32.const 100000)) (then unreachable))
+        (if (i32.lt_u (local.get $total) (i32.const 99000)) (then (return (i32.const 2))))
+        (i32.const 0)))`;
+    const outcome = await tryLinked(side, {}, main);
+    expect(outcome).toMatchObject({ upload: 201, call: 200 });
+    // A new set for the next call (its tables grew), with the whole budget again.
+    expect((await server.api.call(`mod-${plugins}`, { function: 'run' })).status).toBe(200);
+  });
+
   it('counts a linked set’s tables in what a worker’s cached instances hold (99,000 elements: over 3 MiB, not 2 × 64 KiB)', async () => {
     const own = await childServerForTest({ WORKERS: '1', BURST_WORKERS: '0', MAX_EVENT_LOOP_DELAY_MS: '0' });
     const side = await watBase64('(module (table 50000 funcref) (func (export "f") (result i32) (i32.const 0)))');

@@ -11,6 +11,7 @@ import {
   HOST_MODULE,
   MEMORY_IMPORT,
   rewriteForEngine,
+  TABLE_BUDGET_OFFSET,
   WasmRewriteError,
 } from '../src/engine/compile/wasm-rewrite.ts';
 import { leb, Reader } from '../src/engine/compile/wasm-binary.ts';
@@ -65,6 +66,30 @@ describe('rewriteForEngine', () => {
     expect((instance.exports.bump as () => number)()).toBe(42);
     (hidden![1] as WebAssembly.Global).value = 41;
     expect((instance.exports.bump as () => number)()).toBe(42);
+  });
+
+  it('sends every table.grow through a shim that keeps to the table budget in the dirty map (imported and defined tables, any reference type)', async () => {
+    const bytes = await wat(`(module
+      (import "lhs" "shared" (table $shared 1 externref))
+      (table $own 2 funcref)
+      (func (export "growOwn") (param i32) (result i32) (table.grow $own (ref.null func) (local.get 0)))
+      (func (export "growShared") (param i32) (result i32) (table.grow $shared (ref.null extern) (local.get 0))))`);
+    const result = rewriteForEngine(bytes, OPTIONS);
+    expect(result).toMatchObject({ virtualGrowth: true, initialTableElements: 2, tableElementLimit: 100_000 });
+    const dirty = new WebAssembly.Memory({ initial: DIRTY_MAP_PAGES, maximum: DIRTY_MAP_PAGES });
+    const budget = new DataView(dirty.buffer);
+    budget.setInt32(TABLE_BUDGET_OFFSET, 10, true);
+    const shared = new WebAssembly.Table({ element: 'externref', initial: 1 });
+    const instance = instantiate(result.bytes, new WebAssembly.Memory({ initial: 0 }), { lhs: { shared } }, dirty);
+    const [growOwn, growShared] = [instance.exports.growOwn, instance.exports.growShared] as ((n: number) => number)[];
+    expect(growOwn!(4)).toBe(2);
+    expect(growShared!(5)).toBe(1);
+    expect(budget.getInt32(TABLE_BUDGET_OFFSET, true)).toBe(1);
+    expect(growOwn!(2)).toBe(-1); // past the budget: nothing grows
+    expect(growShared!(-1)).toBe(-1); // 0xFFFFFFFF elements (unsigned), not a shrink
+    expect([shared.length, budget.getInt32(TABLE_BUDGET_OFFSET, true)]).toEqual([6, 1]);
+    expect(growOwn!(1)).toBe(6);
+    expect(budget.getInt32(TABLE_BUDGET_OFFSET, true)).toBe(0);
   });
 
   it('virtualises memory growth: after the size global is reset, growth reuses the same pages', async () => {
@@ -565,7 +590,12 @@ describe('instruction decoder', () => {
   /** Marks rewriteCode puts in a body (i32.store8/store16 into the dirty map, memory 1). */
   const marksIn = (instructions: number[]) => {
     const body = inTwelveBlocks(instructions);
-    const rewrite = { sizeFn: 90, growFn: 91, dirty: { memory: 1, markRangeFn: 92, tablesWrittenGlobal: 93 } };
+    const rewrite = {
+      sizeFn: 90,
+      growFn: 91,
+      tableGrowFn: () => 94,
+      dirty: { memory: 1, markRangeFn: 92, tablesWrittenGlobal: 93 },
+    };
     const out = rewriteCode(new Uint8Array(body), 0, rewrite) ?? new Uint8Array(0);
     let marks = 0;
     for (let i = 0; i + 3 < out.length; i++)
@@ -579,7 +609,7 @@ describe('instruction decoder', () => {
   });
 
   it('refuses a body that does not end exactly at its last end (it would be read out of step)', () => {
-    const rewrite = { sizeFn: 90, growFn: 91, dirty: null };
+    const rewrite = { sizeFn: 90, growFn: 91, tableGrowFn: () => 94, dirty: null };
     const run = (code: number[]) => () => rewriteCode(new Uint8Array([0, ...code]), 0, rewrite);
     expect(run([0x41, 0x00, 0x40, 0x00, 0x1a, 0x0b])).not.toThrow(); // memory.grow: rewritten
     expect(run([0x41, 0x00, 0x40, 0x00, 0x1a, 0x0b, 0x01])).toThrow(/goes on after its last end/);

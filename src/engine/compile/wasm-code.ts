@@ -34,6 +34,8 @@ const MAX_SCRATCH_LOCALS = 8;
 export interface CodeRewrite {
   sizeFn: number;
   growFn: number;
+  /** The shim that replaces `table.grow` of this table (see tableGrowBody). */
+  tableGrowFn: (table: number) => number;
   /** Dirty-page tracking; null leaves writes alone. */
   dirty: {
     /** Index of the dirty-map memory (one byte per chunk of memory 0). */
@@ -321,6 +323,12 @@ export function rewriteCode(body: Uint8Array, params: number, rewrite: CodeRewri
         // memory.init, memory.copy, memory.fill; table.init, table.copy, table.grow, table.fill
         if (sub === 8 || sub === 10 || sub === 11) markBulk(at);
         else if (sub === 12 || sub === 14 || sub === 15 || sub === 17) markTables(at);
+        if (sub === 15) {
+          // table.grow goes through its shim (same operands and result), which keeps to the budget.
+          parts.push(body.subarray(copiedUpTo, at), [0x10, ...leb(rewrite.tableGrowFn(code.index))]);
+          copiedUpTo = code.pos;
+          changed = true;
+        }
         break;
       case PREFIX_SIMD: {
         const write = simdWrite(sub);
@@ -346,6 +354,28 @@ export function rewriteCode(body: Uint8Array, params: number, rewrite: CodeRewri
       ? [body.subarray(0, localsEnd)]
       : [leb(localGroups + scratch.count), body.subarray(groupsStart, localsEnd), scratch.declarations()];
   return concat([...locals, ...parts]);
+}
+
+/**
+ * `(value: ref, n: i32) -> i32`, appended to the module for each table a `table.grow` grows: that
+ * table.grow, unless `n` is more than the budget of elements kept as an i32 at `budgetOffset` in
+ * memory `dirtyMemory` (then -1, as a table at its maximum answers); what it grows is taken from the budget.
+ */
+export function tableGrowBody(table: number, dirtyMemory: number, budgetOffset: number): number[] {
+  const [value, n, left, result] = [0, 1, 2, 3];
+  const budget = [0x42, ...leb(dirtyMemory), ...leb(budgetOffset)]; // memarg: align 4, explicit memory
+  // prettier-ignore
+  return [
+    0x01, 0x02, I32, // locals: left, result
+    ...i32Const(0), 0x28, ...budget, 0x21, left, // left = budget
+    0x20, n, 0x20, left, 0x4b, // n > left (unsigned)?
+    0x04, 0x40, ...i32Const(-1), 0x0f, 0x0b, //   return -1
+    0x20, value, 0x20, n, 0xfc, ...leb(15), ...leb(table), 0x22, result, // result = table.grow
+    ...i32Const(-1), 0x47, // result != -1?
+    0x04, 0x40, ...i32Const(0), 0x20, left, 0x20, n, 0x6b, 0x36, ...budget, 0x0b, //   budget = left - n
+    0x20, result,
+    0x0b,
+  ];
 }
 
 /**

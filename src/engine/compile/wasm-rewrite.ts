@@ -6,6 +6,9 @@
 //   so they can be snapshotted after start-up and restored after each call;
 // - every table gets a maximum (its share of MODULE_MAX_TABLE_ELEMENTS), so `table.grow` past it
 //   returns -1 instead of growing a table on the JS heap (a worker cannot survive running out of it);
+//   with the grow shim, every `table.grow` also goes through a shim of its table that refuses growth
+//   past a budget of elements in the dirty map (TABLE_BUDGET_OFFSET), shared like the memory budget,
+//   so a linked call's modules together stay within the limit;
 // - "virtual growth": memory.size/memory.grow become calls to two appended functions that keep the
 //   size in a global. After a reset, that global says the memory is back at its initial size, so an
 //   allocator that grows on first use (Rust's dlmalloc) reuses the same pages call after call,
@@ -37,7 +40,7 @@ import {
   WasmRewriteError,
   type RawSection,
 } from './wasm-binary.ts';
-import { DIRTY_CHUNK_SHIFT, i32Const, markRangeBody, rewriteCode } from './wasm-code.ts';
+import { DIRTY_CHUNK_SHIFT, i32Const, markRangeBody, rewriteCode, tableGrowBody } from './wasm-code.ts';
 
 export { WasmRewriteError } from './wasm-binary.ts';
 export { DIRTY_CHUNK, DIRTY_CHUNK_SHIFT, LAST_CHUNK } from './wasm-code.ts';
@@ -54,6 +57,11 @@ export const TABLE_EXPORT_PREFIX = '__wasmhost_table_';
  * set by the engine, lowered by the shim. Past every mark (one byte per chunk of 4 GiB, plus one).
  */
 export const GROW_BUDGET_OFFSET = DIRTY_MAP_PAGES * 65536 - 4;
+/**
+ * Byte offset in the dirty map of the table-grow shims' budget: the elements (an i32) `table.grow` may
+ * still add to any table of the modules sharing the map, set by the engine, lowered by each shim.
+ */
+export const TABLE_BUDGET_OFFSET = GROW_BUDGET_OFFSET - 4;
 
 /** What the engine needs to know about a rewritten module (V8 does not reflect import limits). */
 export interface ModuleLayout {
@@ -76,6 +84,15 @@ export interface ModuleLayout {
   dirtyTracking: boolean;
   /** Export name of the global set to 1 when a call may have written a table (null without tracking). */
   tablesWrittenExport: string | null;
+  /** Elements the module's own tables start with. */
+  initialTableElements: number;
+  /**
+   * MODULE_MAX_TABLE_ELEMENTS as it was prepared with. With the grow shim every `table.grow` goes
+   * through a shim that draws on a budget in the dirty map (TABLE_BUDGET_OFFSET), which the engine
+   * sets to this less what the tables of every module sharing the map start with; each table's
+   * maximum (its share) bounds the module alone, with or without the shim.
+   */
+  tableElementLimit: number;
   /**
    * Has passive data or element segments: a call may drop them (data.drop, elem.drop), and no API
    * restores a dropped segment, so each call gets a new instance (restored from the snapshot).
@@ -116,6 +133,8 @@ export function rewriteForEngine(input: Uint8Array, options: RewriteOptions): Re
 interface TableEntry {
   /** The bytes before the limits: the reference type, after the 0x40 0x00 prefix of a table with an initializer. */
   head: Uint8Array;
+  /** Its reference type's bytes. */
+  type: Uint8Array;
   min: number;
   max: number | null;
   /** The initializer expression (tables with one), else empty. */
@@ -132,12 +151,14 @@ function readTables(input: Uint8Array, s: RawSection | undefined): TableEntry[] 
       r.byte();
       if (r.byte() !== 0x00) throw new WasmRewriteError('unknown table encoding');
     }
+    const typeStart = r.pos;
     skipValType(r);
     const head = input.subarray(start, r.pos);
+    const type = input.subarray(typeStart, r.pos);
     const [min, max] = readLimits(r);
     const tailStart = r.pos;
     if (withInit) skipConstExpr(r);
-    tables.push({ head, min, max, tail: input.subarray(tailStart, r.pos) });
+    tables.push({ head, type, min, max, tail: input.subarray(tailStart, r.pos) });
   }
   return tables;
 }
@@ -173,6 +194,8 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
   let initialPages = 0;
   let declaredMaxPages: number | null = null;
   let importedMemory: ModuleLayout['importedMemory'] = null;
+  /** The reference type (bytes) of each table, imported ones first. */
+  const tableTypes: Uint8Array[] = [];
   /** The import entries but an imported memory's (which becomes `wasmhost.memory`). */
   let importEntries = imports.entries;
   for (let i = 0; i < imports.count; i++) {
@@ -184,7 +207,14 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
     // prettier-ignore
     switch (kind) {
       case KIND.func: r.u32(); importedFuncs++; break;
-      case KIND.table: skipValType(r); readLimits(r); importedTables++; break;
+      case KIND.table: {
+        const typeStart = r.pos;
+        skipValType(r);
+        tableTypes.push(input.subarray(typeStart, r.pos));
+        readLimits(r);
+        importedTables++;
+        break;
+      }
       case KIND.memory: {
         if (importedMemory) throw new WasmRewriteError('the module imports more than one memory');
         [initialPages, declaredMaxPages] = readLimits(r);
@@ -214,6 +244,7 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
 
   const tableEntries = readTables(input, find(SECTION.table));
   const tables = tableEntries.length;
+  tableTypes.push(...tableEntries.map((t) => t.type));
 
   const globals = vector(input, find(SECTION.global));
   const mutableGlobals: number[] = [];
@@ -246,7 +277,18 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
     const refusedGlobal = pagesGlobal + 1;
     const tablesWrittenGlobal = pagesGlobal + 2;
     const refuse = [0x41, 0x01, 0x24, ...leb(refusedGlobal), 0x41, 0x7f, 0x0f]; // refused = 1; return -1
-    const codeRewrite = { sizeFn, growFn, dirty: { memory: DIRTY_MEMORY_INDEX, markRangeFn, tablesWrittenGlobal } };
+    // A table.grow shim for each table grown, appended after markRange in the order they are met.
+    const grownTables: number[] = [];
+    const tableGrowFn = (table: number): number => {
+      if (!grownTables.includes(table)) grownTables.push(table);
+      return markRangeFn + 1 + grownTables.indexOf(table);
+    };
+    const codeRewrite = {
+      sizeFn,
+      growFn,
+      tableGrowFn,
+      dirty: { memory: DIRTY_MEMORY_INDEX, markRangeFn, tablesWrittenGlobal },
+    };
 
     const bodies: (Uint8Array | number[])[] = [];
     const r = code.reader;
@@ -283,18 +325,37 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
     ];
     const markBody = markRangeBody(DIRTY_MEMORY_INDEX);
     for (const body of [sizeBody, growBody, markBody]) bodies.push(concat([leb(body.length), body]));
+    // (ref, n: i32) -> i32 per grown table, one function type per reference type.
+    const shimTypes: Uint8Array[] = [];
+    const shimTypeOf = new Map<string, number>();
+    const shimTypeIndexes = grownTables.map((table) => {
+      const type = tableTypes[table];
+      if (!type) throw new WasmRewriteError(`table.grow of table ${table}, which does not exist`);
+      const key = type.join(',');
+      if (!shimTypeOf.has(key)) {
+        shimTypeOf.set(key, types.count + 3 + shimTypes.length);
+        shimTypes.push(concat([[0x60, 0x02], type, [I32, 0x01, I32]]));
+      }
+      return shimTypeOf.get(key)!;
+    });
+    for (const table of grownTables) {
+      const body = tableGrowBody(table, DIRTY_MEMORY_INDEX, TABLE_BUDGET_OFFSET);
+      bodies.push(concat([leb(body.length), body]));
+    }
+    const added = 3 + grownTables.length;
 
-    replaced.set(SECTION.code, section(SECTION.code, concat([leb(code.count + 3), ...bodies])));
+    replaced.set(SECTION.code, section(SECTION.code, concat([leb(code.count + added), ...bodies])));
     replaced.set(
       SECTION.type,
       section(
         SECTION.type,
         concat([
-          leb(types.count + 3),
+          leb(types.count + 3 + shimTypes.length),
           types.entries,
           [0x60, 0x00, 0x01, I32],
           [0x60, 0x01, I32, 0x01, I32],
           [0x60, 0x02, I32, I32, 0x00],
+          ...shimTypes,
         ]),
       ),
     );
@@ -302,7 +363,14 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
       SECTION.function,
       section(
         SECTION.function,
-        concat([leb(functions.count + 3), functions.entries, leb(sizeType), leb(growType), leb(markType)]),
+        concat([
+          leb(functions.count + added),
+          functions.entries,
+          leb(sizeType),
+          leb(growType),
+          leb(markType),
+          ...shimTypeIndexes.map((t) => leb(t)),
+        ]),
       ),
     );
     const pagesEntry = [I32, 0x01, ...i32Const(initialPages), 0x0b];
@@ -363,6 +431,8 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
     memoryPagesExport,
     dirtyTracking: virtualGrowth,
     tablesWrittenExport,
+    initialTableElements: tableEntries.reduce((n, t) => n + t.min, 0),
+    tableElementLimit: options.maxTableElements,
     passiveSegments,
     dataPages: activeDataPages(input, find(SECTION.data)),
   };

@@ -2,7 +2,14 @@
 // one byte per 4 KiB chunk of its linear memory, set to 1 by the module before every write it makes
 // (see compile/wasm-code.ts) and by the host before every write it makes into linear memory (WASI).
 // A reset visits only the marked chunks, so its cost follows what a call wrote, not the memory's size.
-import { DIRTY_CHUNK, DIRTY_CHUNK_SHIFT, DIRTY_MAP_PAGES, GROW_BUDGET_OFFSET, LAST_CHUNK } from '../compile/wasm-rewrite.ts';
+import {
+  DIRTY_CHUNK,
+  DIRTY_CHUNK_SHIFT,
+  DIRTY_MAP_PAGES,
+  GROW_BUDGET_OFFSET,
+  LAST_CHUNK,
+  TABLE_BUDGET_OFFSET,
+} from '../compile/wasm-rewrite.ts';
 
 export { DIRTY_CHUNK };
 
@@ -39,6 +46,18 @@ export class DirtyPageMap {
 
   set growBudget(pages: number) {
     this.#words.setInt32(GROW_BUDGET_OFFSET, pages, true);
+  }
+
+  /**
+   * Elements the table-grow shims of the modules importing this map may still add to their tables
+   * together (a `table.grow` past it answers -1). Never marked or cleared.
+   */
+  get tableBudget(): number {
+    return this.#words.getInt32(TABLE_BUDGET_OFFSET, true);
+  }
+
+  set tableBudget(elements: number) {
+    this.#words.setInt32(TABLE_BUDGET_OFFSET, elements, true);
   }
 
   /** Marks the chunks of a host write of `length` bytes at `start` (before it is made). */

@@ -211,7 +211,10 @@ export class PluginInstance {
     const memory = new WebAssembly.Memory({ initial: this.shape.initialPages, maximum: this.maxPages });
     const dirty = this.shape.dirtyTracking ? new DirtyPageMap() : null;
     // Until the engine sets the cap (instantiation runs a start function first): only the Memory's maximum bounds growth.
-    if (dirty) dirty.growBudget = WASM32_MAX_PAGES;
+    if (dirty) {
+      dirty.growBudget = WASM32_MAX_PAGES;
+      dirty.tableBudget = Math.max(0, this.shape.tableElementLimit - this.shape.initialTableElements);
+    }
     const imports: WebAssembly.Imports = {
       [EXTISM_ENV]: createExtismEnv(this.#slot, this.shape.jspi) as WebAssembly.ModuleImports,
       [HOST_MODULE]: dirty ? { [MEMORY_IMPORT]: memory, [DIRTY_MAP_IMPORT]: dirty.memory } : { [MEMORY_IMPORT]: memory },

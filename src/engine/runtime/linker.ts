@@ -101,6 +101,11 @@ export class LinkedPlugin {
     this.shape = set.modules[set.main]!.shape;
     this.#cap = capPages;
     this.#dirty.growBudget = capPages;
+    // MODULE_MAX_TABLE_ELEMENTS for the set as a whole: its tables start with what every module's
+    // starts with, and the table-grow shims share what is left (a set whose tables may have grown is
+    // dropped after the call: see reset). A module without the shims is held to its own tables' maxima.
+    const tableLimit = Math.min(...set.modules.map((m) => m.shape.tableElementLimit));
+    this.#dirty.tableBudget = Math.max(0, tableLimit - set.modules.reduce((n, m) => n + m.shape.initialTableElements, 0));
     this.#recyclable = set.modules.every((m) => m.shape.dirtyTracking && m.shape.virtualGrowth && !m.shape.passiveSegments);
     this.#maxPages = this.#recyclable ? ceilingPages : capPages;
     set.modules.forEach((m, i) => {
