@@ -271,6 +271,48 @@ describe('rewriteForEngine', () => {
     }
   });
 
+  it('stops sharing marks in a function whose nested else branches would cost more than its size, and still marks every write', async () => {
+    // `depth` ifs nested in each other's then-branch, the innermost writing 100 locals: each else
+    // makes again the marks its then-branch's writes cancelled, depth x 100 in all.
+    const deep = (depth: number) => {
+      const writes = Array.from({ length: 100 }, (_, i) => `(local.set ${i + 2} (i32.const 0))`).join(' ');
+      let nested = writes;
+      for (let i = 0; i < depth; i++) nested = `(if (local.get $c) (then ${nested}) (else (nop)))`;
+      return `(module (memory 8)
+        (func (export "run") (param $p i32) (param $c i32) (local ${'i32 '.repeat(100)})
+          (i32.store (local.get $p) (i32.const 1))
+          (if (local.get $c) (then ${nested}) (else (i32.store offset=8 (local.get $p) (i32.const 2))))
+          (i32.store offset=5000 (local.get $p) (i32.const 3))))`;
+    };
+    /** Chunk marks (i32.store16 into the dirty map) in the rewritten module. */
+    const marks = (bytes: Uint8Array) => {
+      let n = 0;
+      for (let i = 0; i + 3 < bytes.length; i++)
+        if (bytes[i] === 0x3b && bytes[i + 1] === 0x40 && bytes[i + 2] === 1 && bytes[i + 3] === 0) n++;
+      return n;
+    };
+    const shallow = rewriteForEngine(await wat(deep(3)), OPTIONS).bytes;
+    const result = rewriteForEngine(await wat(deep(100)), OPTIONS);
+    // The store at $p + 8 in the else shares the first store's mark, unless sharing stopped.
+    expect([marks(shallow), marks(result.bytes)]).toEqual([2, 3]);
+    const dirty = new WebAssembly.Memory({ initial: DIRTY_MAP_PAGES, maximum: DIRTY_MAP_PAGES });
+    const memory = new WebAssembly.Memory({ initial: 8 });
+    const run = instantiate(result.bytes, memory, {}, dirty).exports.run as (p: number, c: number) => void;
+    const [map, live] = [new Uint8Array(dirty.buffer), new Uint8Array(memory.buffer)];
+    const chunk = 2 ** DIRTY_CHUNK_SHIFT;
+    for (const p of [0, chunk - 3, 3 * chunk - 6, 5 * chunk + 100]) {
+      for (const c of [0, 1]) {
+        map.fill(0);
+        live.fill(0);
+        run(p, c);
+        const unmarked: number[] = [];
+        for (let i = 0; i < live.length; i += chunk)
+          if (live.subarray(i, i + chunk).some((b) => b !== 0) && !map[i / chunk]) unmarked.push(i / chunk);
+        expect({ p, c, unmarked }).toEqual({ p, c, unmarked: [] });
+      }
+    }
+  });
+
   it('lists the pages active data segments write (constant offsets), and none it cannot tell', async () => {
     const pagesOf = async (body: string) =>
       rewriteForEngine(await wat(`(module (import "env" "g" (global $g i32)) (memory 8) ${body} (func (export "run")))`), OPTIONS)

@@ -88,18 +88,24 @@ function plainEffect(op: number): [number, number] | null {
 /** How many plain instructions back a store's address is looked for. */
 const ADDRESS_LOOKBACK = 32;
 
-/** Offsets [lo, hi) from a local's value whose chunks are marked. */
-interface MarkedRange {
+/** Offsets [lo, hi) from a local's value whose chunks are marked, and when (a step, see MarkedAddresses). */
+interface Mark {
   readonly lo: number;
   readonly hi: number;
+  readonly at: number;
 }
 
-/** An open block, if or loop, with what was marked when it began and the locals written since. */
+/** An open block, if, loop or try: where the logs stood when it began. */
 interface Frame {
   kind: 'block' | 'if' | 'loop' | 'try';
-  saved: Map<number, MarkedRange>;
-  written: Set<number>;
+  /** Length of the undo log: rolling back to it restores the marks (and floor) as they were. */
+  undoAt: number;
+  /** Length of the write log (for an if's else). */
+  writesAt: number;
 }
+
+/** Work an else may spend per byte of the body before sharing stops for the function (see MarkedAddresses). */
+const ELSE_WORK_PER_BYTE = 4;
 
 /**
  * Marks already made for addresses held in locals, so a store into a chunk its function already
@@ -114,47 +120,120 @@ interface Frame {
  *   at its if; at a loop's start (its back edges come later) and in catch handlers, nothing.
  *   Branches out (br_if, br_table, br_on_*, a try_table's catch clauses) and calls change neither
  *   the marks nor the locals.
+ * Linear in the body: no copies. Each mark records the step it was made at, and holds while it is
+ * later than the last write of its local and than the floor (the step of the last forgetting of
+ * everything: a loop, a catch). Changes to marks and floor go on an undo log, so a block's end rolls
+ * back to what held when it began in the time it took to make them; the writes inside it are later
+ * than every mark it restores, so those lapse by themselves. An else restores what held at its if,
+ * where its then-branch's writes must not count: the marks they cancel are made again (one step per
+ * local written there); past ELSE_WORK_PER_BYTE of that per byte (nested ifs each rewriting many
+ * locals), sharing stops for the rest of the function, which only marks more.
  */
 class MarkedAddresses {
-  #marked = new Map<number, MarkedRange>();
+  readonly #marks = new Map<number, Mark>();
+  /** Step of each local's last write. */
+  readonly #written = new Map<number, number>();
+  #floor = 0;
+  #step = 0;
+  /** Pairs: a local and its mark before a change (undefined: none), or -1 and the floor before a change. */
+  readonly #undo: (number | Mark | undefined)[] = [];
+  /** Pairs: a local written and the step of its write before. */
+  readonly #writes: number[] = [];
   readonly #frames: Frame[] = [];
+  #elseWork: number;
+  /** Per local, the last else that looked at it (#elses counts them). */
+  readonly #seenAt = new Map<number, number>();
+  #elses = 0;
+  #off = false;
   /** The plain instructions since the last other one: [pops, pushes, local read or -1, local written or -1]. */
   #steps: [number, number, number, number][] = [];
 
+  /** `bodyBytes`: the function body's size, which bounds the work of else branches. */
+  constructor(bodyBytes: number) {
+    this.#elseWork = ELSE_WORK_PER_BYTE * bodyBytes + 1024;
+  }
+
   /** After each instruction (`local`: the index of a local.get/set/tee). */
   after(op: number, local: number): void {
+    if (this.#off) return;
     const effect = plainEffect(op);
     if (effect) {
       const read = op === 0x20 || op === 0x22 ? local : -1;
       const written = op === 0x21 || op === 0x22 ? local : -1;
       if (written >= 0) {
-        this.#marked.delete(written);
-        for (const frame of this.#frames) frame.written.add(written);
+        this.#writes.push(written, this.#written.get(written) ?? 0);
+        this.#written.set(written, ++this.#step);
       }
       if (this.#steps.length === ADDRESS_LOOKBACK) this.#steps.shift();
       this.#steps.push([effect[0], effect[1], read, written]);
       return;
     }
     this.#steps = [];
-    const open = (kind: Frame['kind']) => this.#frames.push({ kind, saved: new Map(this.#marked), written: new Set() });
+    const open = (kind: Frame['kind']) => this.#frames.push({ kind, undoAt: this.#undo.length, writesAt: this.#writes.length });
     const top = this.#frames[this.#frames.length - 1];
     // prettier-ignore
     switch (op) {
       case 0x02: case 0x1f: open('block'); break; // block, try_table (its catches branch out, as br does)
       case 0x04: open('if'); break;
       case 0x06: open('try'); break;
-      case 0x03: open('loop'); this.#marked.clear(); break;
-      case 0x05: if (top) this.#marked = new Map(top.saved); break; // else: from what held at the if
-      case 0x07: case 0x19: this.#marked.clear(); break; // catch, catch_all
+      case 0x03: open('loop'); this.#forgetAll(); break;
+      case 0x05: if (top) this.#else(top); break;
+      case 0x07: case 0x19: this.#forgetAll(); break; // catch, catch_all
       case 0x0b: case 0x18: { // end, delegate
         const frame = this.#frames.pop();
         // A loop's end is reached only by falling through; the function's end ends everything.
-        if (frame?.kind === 'block' || frame?.kind === 'if') {
-          for (const written of frame.written) frame.saved.delete(written);
-          this.#marked = frame.saved;
-        } else if (frame?.kind === 'try') this.#marked.clear();
+        if (frame?.kind === 'block' || frame?.kind === 'if') this.#rollBack(frame.undoAt);
+        else if (frame?.kind === 'try') this.#forgetAll();
         break;
       }
+    }
+  }
+
+  #valid(local: number): Mark | undefined {
+    const mark = this.#marks.get(local);
+    return mark && mark.at > this.#floor && mark.at > (this.#written.get(local) ?? 0) ? mark : undefined;
+  }
+
+  #set(local: number, mark: Mark): void {
+    this.#undo.push(local, this.#marks.get(local));
+    this.#marks.set(local, mark);
+  }
+
+  #forgetAll(): void {
+    this.#undo.push(-1, this.#floor);
+    this.#floor = ++this.#step;
+  }
+
+  #rollBack(to: number): void {
+    const undo = this.#undo;
+    while (undo.length > to) {
+      const before = undo.pop() as Mark | number | undefined;
+      const local = undo.pop() as number;
+      if (local === -1) this.#floor = before as number;
+      else if (before === undefined) this.#marks.delete(local);
+      else this.#marks.set(local, before as Mark);
+    }
+  }
+
+  /** An else: back to what held at its if, with the marks its then-branch's writes cancel made again. */
+  #else(frame: Frame): void {
+    this.#rollBack(frame.undoAt);
+    const writes = this.#writes;
+    this.#elseWork -= (writes.length - frame.writesAt) / 2;
+    if (this.#elseWork < 0) {
+      this.#off = true;
+      this.#marks.clear();
+      return;
+    }
+    const serial = ++this.#elses;
+    for (let i = frame.writesAt; i < writes.length; i += 2) {
+      const local = writes[i]!;
+      if (this.#seenAt.get(local) === serial) continue;
+      this.#seenAt.set(local, serial);
+      // The first write of this local in the then-branch says when it was written before the if.
+      const mark = this.#marks.get(local);
+      if (mark && mark.at > this.#floor && mark.at > writes[i + 1]!)
+        this.#set(local, { lo: mark.lo, hi: mark.hi, at: ++this.#step });
     }
   }
 
@@ -172,14 +251,16 @@ class MarkedAddresses {
   }
 
   covered(local: number, lo: number, hi: number): boolean {
-    const marked = this.#marked.get(local);
+    const marked = this.#off ? undefined : this.#valid(local);
     return marked !== undefined && marked.lo <= lo && hi <= marked.hi;
   }
 
   add(local: number, lo: number, hi: number): void {
-    const marked = this.#marked.get(local);
+    if (this.#off) return;
+    const marked = this.#valid(local);
     const joined = marked && lo <= marked.hi && hi >= marked.lo;
-    this.#marked.set(local, joined ? { lo: Math.min(marked.lo, lo), hi: Math.max(marked.hi, hi) } : { lo, hi });
+    const at = ++this.#step;
+    this.#set(local, joined ? { lo: Math.min(marked.lo, lo), hi: Math.max(marked.hi, hi), at } : { lo, hi, at });
   }
 }
 
@@ -249,7 +330,7 @@ export function rewriteCode(body: Uint8Array, params: number, rewrite: CodeRewri
   if (params + declared + MAX_SCRATCH_LOCALS > MAX_LOCALS) throw new WasmRewriteError('too many locals to add scratch locals');
   const scratch = new Scratch(params + declared);
   const dirty = rewrite.dirty;
-  const marks = new MarkedAddresses();
+  const marks = new MarkedAddresses(body.length);
   const parts: (Uint8Array | number[])[] = [];
   let copiedUpTo = localsEnd;
   let changed = false;
