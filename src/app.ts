@@ -9,8 +9,10 @@ import { routePolicyPlugin } from './api/route-policy.ts';
 import { playgroundRoutes } from './api/playground.ts';
 import { errorHandlerPlugin, frameworkErrorHandler } from './api/error-handler.ts';
 import { Lifecycle, lifecyclePlugin } from './api/lifecycle.ts';
-import { Readiness, loadSheddingPlugin, opsRoutes } from './api/ops.ts';
+import { loadSheddingPlugin } from './api/load-shedding.ts';
+import { Readiness, opsRoutes } from './api/ops.ts';
 import { clientErrorHandler, slowClientLimitsPlugin } from './api/slow-clients.ts';
+import { connectionLimitsPlugin } from './api/connection-limits.ts';
 import { RequestLogController, genRequestId, loggerOptions, telemetryPlugin } from './api/telemetry.ts';
 import { ServiceMetrics, pluginLabel } from './metrics.ts';
 import { pluginRoutes } from './api/plugins.ts';
@@ -60,6 +62,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(slowClientLimitsPlugin, { requests: config.requests });
 
   const metrics = new ServiceMetrics();
+  await app.register(connectionLimitsPlugin, { config, metrics });
   const readiness = new Readiness();
   app.decorate('metrics', metrics);
   app.decorate('readiness', readiness);

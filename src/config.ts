@@ -164,6 +164,17 @@ export interface Config {
   moduleCacheBytes: number;
   /** Plugins per page of GET /plugins (`limit`). */
   listLimit: Limit;
+  /** Client connections held at once; past them new ones are closed as they come (the process must keep descriptors). */
+  connections: {
+    /** MAX_CONNECTIONS: all clients together. */
+    max: number;
+    /** MAX_CONNECTIONS_PER_ADDRESS: one client address (the TCP peer); 0: no cap of its own. */
+    perAddress: number;
+    /** The process's open-files limit when it was read at start; null: unknown. */
+    descriptorLimit: number | null;
+    /** Descriptors the process may need besides its client connections (workers, store, logs). */
+    descriptorsReserved: number;
+  };
   /** How a request must arrive: clients that send too slowly are cut and free what they hold. */
   requests: {
     /** A request's headers must be complete within this (from its first byte). */
@@ -399,6 +410,54 @@ function checkModuleHeap(limits: ModuleLimits, workerHeapMb: number): void {
 export interface ConfigSources {
   /** Reads AUTH_TOKENS_FILE; injected so tests need no file system. */
   readFile?: (file: string) => string;
+  /** The process's open-files limit (main.ts reads it at start); absent or null: unknown. */
+  descriptorLimit?: number | null;
+}
+
+/** Descriptors the process keeps for itself: stdio, the listener, the main event loop, logs, DNS, store probes. */
+const RESERVED_DESCRIPTORS = 64;
+/** Per worker thread: its event loop's (5 measured on Node 24) and a plugin's HTTP connection, rounded up. */
+const DESCRIPTORS_PER_WORKER = 8;
+/** Per client connection: its socket and a file it may hold open (a download's blob, an upload's temp file). */
+export const DESCRIPTORS_PER_CONNECTION = 2;
+/** MAX_CONNECTIONS' default when the descriptor limit is unknown, and its largest default otherwise. */
+const MAX_CONNECTIONS_DEFAULT = 1024;
+const MAX_CONNECTIONS_DEFAULT_CEILING = 16_384;
+
+/** What the process needs besides its connections, from the settings that open descriptors. */
+function descriptorsReserved(config: Omit<Config, 'connections'>): number {
+  const { workers, burstWorkers } = config.engine;
+  // As the pool may run them: core, burst, up to 4 per core while calls wait on HTTP, and the standby.
+  const workerThreads = workers + burstWorkers + 4 * workers + 1;
+  const store = config.store.kind === 'postgres' ? config.store.poolMax + 2 : 0;
+  const redis = config.ops.redis === null ? 0 : 2;
+  return RESERVED_DESCRIPTORS + DESCRIPTORS_PER_WORKER * workerThreads + store + redis + 2 * config.uploadConcurrency;
+}
+
+/**
+ * MAX_CONNECTIONS defaults to what the open-files limit leaves after the process's own needs; one past
+ * the limit used to end the process (EMFILE thrown in a timer). MAX_CONNECTIONS_PER_ADDRESS defaults to
+ * half of it, so one client cannot take them all, and to no cap behind a trusted proxy (every client
+ * then shares the proxy's address).
+ */
+function connectionsConfig(env: Env, rest: Omit<Config, 'connections'>, descriptorLimit: number | null): Config['connections'] {
+  const reserved = descriptorsReserved(rest);
+  const fit = descriptorLimit === null ? null : Math.floor((descriptorLimit - reserved) / DESCRIPTORS_PER_CONNECTION);
+  if (fit !== null && fit < 1 && !env.MAX_CONNECTIONS?.trim()) {
+    throw new ConfigError(
+      `the process may open ${descriptorLimit} files (ulimit -n), and wasmhost needs about ${reserved} besides its connections ` +
+        `with these WORKERS, BURST_WORKERS and store settings: raise the limit, lower them, or set MAX_CONNECTIONS`,
+    );
+  }
+  const max = int(
+    env,
+    'MAX_CONNECTIONS',
+    fit === null ? MAX_CONNECTIONS_DEFAULT : Math.min(fit, MAX_CONNECTIONS_DEFAULT_CEILING),
+    1,
+    1_000_000,
+  );
+  const perAddress = int(env, 'MAX_CONNECTIONS_PER_ADDRESS', rest.ops.trustProxy === false ? Math.ceil(max / 2) : 0, 0, max);
+  return { max, perAddress, descriptorLimit, descriptorsReserved: reserved };
 }
 
 export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
@@ -422,7 +481,7 @@ export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
   }
   const metricsToken = env.METRICS_TOKEN?.trim() || null;
 
-  const config: Config = {
+  const rest: Omit<Config, 'connections'> = {
     port,
     host,
     dataDir,
@@ -477,6 +536,6 @@ export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
       redis: redisConfig(env),
     },
   };
-  checkModuleHeap(config.engine.moduleLimits, config.engine.workerHeapMb);
-  return config;
+  checkModuleHeap(rest.engine.moduleLimits, rest.engine.workerHeapMb);
+  return { ...rest, connections: connectionsConfig(env, rest, sources.descriptorLimit ?? null) };
 }

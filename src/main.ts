@@ -6,7 +6,7 @@ import { ConfigError, loadConfig, type Config } from './config.ts';
 
 let config: Config;
 try {
-  config = loadConfig(process.env, { readFile: (file) => readFileSync(file, 'utf8') });
+  config = loadConfig(process.env, { readFile: (file) => readFileSync(file, 'utf8'), descriptorLimit: openFilesLimit() });
 } catch (err) {
   if (err instanceof ConfigError) {
     console.error(`wasmhost: invalid configuration: ${err.message}`);
@@ -53,6 +53,22 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
       },
     );
   });
+}
+
+/**
+ * The soft "Max open files" of /proc/self/limits, which Node raised to the hard limit as it started;
+ * null where there is no /proc (MAX_CONNECTIONS then has a fixed default).
+ */
+function openFilesLimit(): number | null {
+  let limits: string;
+  try {
+    limits = readFileSync('/proc/self/limits', 'utf8');
+  } catch {
+    return null;
+  }
+  const soft = /^Max open files\s+(\S+)/m.exec(limits)?.[1];
+  if (soft === 'unlimited') return Number.MAX_SAFE_INTEGER;
+  return soft !== undefined && /^\d+$/.test(soft) ? Number(soft) : null;
 }
 
 /** Why listening failed, in one line, when it is the machine's doing rather than a bug. */

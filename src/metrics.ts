@@ -80,6 +80,7 @@ export class ServiceMetrics {
   readonly #egress: Counter<'outcome'>;
   readonly #pluginLogLines: Counter<'level'>;
   readonly #pluginLogTruncations: Counter;
+  readonly #connectionsRefused: Counter<'reason'>;
   /** Give to the store: its operations' latency and how late other replicas' changes arrive. */
   readonly storeObserver: StoreObserver;
 
@@ -148,6 +149,12 @@ export class ServiceMetrics {
     this.#pluginLogTruncations = new Counter({
       name: `${METRIC_PREFIX}plugin_log_truncations_total`,
       help: 'Calls whose captured plugin logs hit the count or byte cap.',
+      registers,
+    });
+    this.#connectionsRefused = new Counter({
+      name: `${METRIC_PREFIX}connections_refused_total`,
+      help: 'Client connections closed as they came, by reason: max_connections (MAX_CONNECTIONS were open), per_address (MAX_CONNECTIONS_PER_ADDRESS were open from its address).',
+      labelNames: ['reason'],
       registers,
     });
 
@@ -284,6 +291,10 @@ export class ServiceMetrics {
 
   observeCompile(seconds: number): void {
     this.#compileSeconds.observe(seconds);
+  }
+
+  connectionRefused(reason: 'max_connections' | 'per_address'): void {
+    this.#connectionsRefused.inc({ reason });
   }
 
   workerRestarted(reason: RestartReason): void {

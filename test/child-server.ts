@@ -55,14 +55,28 @@ export function watchProcess(
   return { output: () => output, exited };
 }
 
+export interface ChildServerOptions {
+  /** The process's open-files limit (`ulimit -n`, soft and hard), for tests of descriptor exhaustion. */
+  openFiles?: number;
+}
+
 /**
  * Starts `node src/main.ts` (the Node running the tests) with only PATH and HOME inherited plus `env`,
  * and waits until /healthz answers. `dataDir`: reuse one (a restart).
  */
-export async function startChildServer(env: Record<string, string> = {}, dataDir?: string): Promise<ChildServer> {
+export async function startChildServer(
+  env: Record<string, string> = {},
+  dataDir?: string,
+  options: ChildServerOptions = {},
+): Promise<ChildServer> {
   const dir = dataDir ?? (await makeTempDir());
   const port = await closedPort();
-  const child = spawn(process.execPath, ['src/main.ts'], {
+  // Through sh for ulimit; exec keeps the pid the service's.
+  const [command, args] =
+    options.openFiles === undefined
+      ? [process.execPath, ['src/main.ts']]
+      : ['/bin/sh', ['-c', `ulimit -n ${options.openFiles} && exec "$0" src/main.ts`, process.execPath]];
+  const child = spawn(command, args, {
     cwd: repoRoot,
     env: serviceEnv({ HOST: '127.0.0.1', PORT: String(port), DATA_DIR: dir, LOG_LEVEL: 'warn', WORKERS: '2', ...env }),
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -106,8 +120,12 @@ export async function startChildServer(env: Record<string, string> = {}, dataDir
  * A service process for the running test only, stopped when the test finishes, pass or fail. Its data
  * dir is removed then, unless it was given (a restart over another server's data).
  */
-export async function childServerForTest(env: Record<string, string> = {}, dataDir?: string): Promise<ChildServer> {
-  const server = await startChildServer(env, dataDir);
+export async function childServerForTest(
+  env: Record<string, string> = {},
+  dataDir?: string,
+  options: ChildServerOptions = {},
+): Promise<ChildServer> {
+  const server = await startChildServer(env, dataDir, options);
   onTestFinished(() => server.stop(dataDir !== undefined));
   return server;
 }

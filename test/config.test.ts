@@ -113,6 +113,33 @@ describe('loadConfig', () => {
     ]);
   });
 
+  it('derives MAX_CONNECTIONS from the open-files limit and the settings that use descriptors', () => {
+    const env = { WORKERS: '1', BURST_WORKERS: '0' };
+    // 64 + 8 per worker thread (1 + 0 + 4 + 1) + 2 per upload slot (2): 116 kept, 2 per connection.
+    expect(loadConfig(env, { descriptorLimit: 1024 }).connections).toEqual({
+      max: 454,
+      perAddress: 227,
+      descriptorLimit: 1024,
+      descriptorsReserved: 116,
+    });
+    // More workers and a PostgreSQL pool keep more.
+    const pg = { ...env, WORKERS: '2', STORE: 'postgres', DATABASE_URL: 'postgres://u@db/w', PG_POOL_MAX: '20' };
+    expect(loadConfig(pg, { descriptorLimit: 1024 }).connections.descriptorsReserved).toBe(64 + 8 * 11 + 22 + 4);
+    expect(loadConfig(env, { descriptorLimit: 1_048_576 }).connections.max).toBe(16_384);
+    expect(loadConfig(env).connections.max).toBe(1024);
+    expect(loadConfig({ ...env, TRUST_PROXY: 'loopback' }, { descriptorLimit: 1024 }).connections.perAddress).toBe(0);
+    expect(
+      loadConfig({ ...env, MAX_CONNECTIONS: '100', MAX_CONNECTIONS_PER_ADDRESS: '10' }, { descriptorLimit: 1024 }).connections,
+    ).toMatchObject({
+      max: 100,
+      perAddress: 10,
+    });
+    expect(() => loadConfig({ ...env, MAX_CONNECTIONS: '100', MAX_CONNECTIONS_PER_ADDRESS: '101' })).toThrow(
+      /MAX_CONNECTIONS_PER_ADDRESS/,
+    );
+    expect(() => loadConfig(env, { descriptorLimit: 100 })).toThrow(/ulimit -n/);
+  });
+
   it('takes a lowered ceiling as the default too when no default is given', () => {
     expect(loadConfig({ CALL_TIMEOUT_MS_CEILING: '1000' }).engine.limits.timeoutMs).toEqual({ default: 1000, ceiling: 1000 });
   });

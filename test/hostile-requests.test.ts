@@ -7,7 +7,9 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { type ChildServer, useContainedServer } from './child-server.ts';
+import { type ChildServer, childServerForTest, metricsOf, useContainedServer } from './child-server.ts';
+import { sampleValue } from './prom-text.ts';
+import { loadConfig } from '../src/config.ts';
 import type { Plugin } from './test-client.ts';
 import { BODY_RATE_WINDOW_MS } from '../src/api/slow-clients.ts';
 import { readPlugin, sendStreaming, tinyPluginWat, wat } from './helpers.ts';
@@ -436,6 +438,147 @@ describe('malformed calls', () => {
   it('answers a function name of 10,000 characters with 400 INVALID_REQUEST', async () => {
     const answer = await server.api.call('count_vowels', { function: 'f'.repeat(10_000) });
     expect([answer.status, answer.error.code]).toEqual([400, 'INVALID_REQUEST']);
+  });
+});
+
+/** Connections, each sending GET /healthz and then held open (keep-alive); from `localAddress` when given. */
+async function holdConnections(
+  url: string,
+  count: number,
+  localAddress?: string,
+): Promise<{ answered: number; refused: number; sockets: net.Socket[] }> {
+  const { port } = new URL(url);
+  const sockets: net.Socket[] = [];
+  const outcomes: Promise<'answered' | 'refused'>[] = [];
+  for (let i = 0; i < count; i++) {
+    const socket = net.connect({ host: '127.0.0.1', port: Number(port), ...(localAddress ? { localAddress } : {}) });
+    sockets.push(socket);
+    outcomes.push(
+      new Promise((resolve) => {
+        socket.on('connect', () => socket.write('GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n'));
+        socket.once('data', (d: Buffer) => resolve(d.toString('latin1').startsWith('HTTP/1.1 200') ? 'answered' : 'refused'));
+        socket.on('close', () => resolve('refused'));
+        socket.on('error', () => resolve('refused'));
+      }),
+    );
+    // A pause now and then: the server accepts as the client connects, not all in one burst.
+    if (i % 50 === 49) await sleep(50);
+  }
+  const settled = await Promise.race([Promise.all(outcomes), sleep(30_000).then(() => null)]);
+  expect(settled, 'every connection was answered or closed').not.toBeNull();
+  const answered = settled!.filter((o) => o === 'answered').length;
+  return { answered, refused: count - answered, sockets };
+}
+
+/** A raw keep-alive connection that already had one answer, to ask more of the server later. */
+async function openedConnection(
+  url: string,
+): Promise<{ ask: (request: string | Buffer) => Promise<string>; socket: net.Socket }> {
+  const { port } = new URL(url);
+  const socket = net.connect({ host: '127.0.0.1', port: Number(port) });
+  let received = '';
+  let waiting: (() => void) | null = null;
+  socket.on('data', (d: Buffer) => {
+    received += d.toString('latin1');
+    if (isWholeAnswer(received)) waiting?.();
+  });
+  socket.on('error', () => undefined);
+  const ask = async (request: string | Buffer) => {
+    received = '';
+    const answered = new Promise<void>((resolve) => (waiting = resolve));
+    socket.write(request);
+    await Promise.race([answered, once(socket, 'close'), sleep(20_000)]);
+    return received;
+  };
+  await once(socket, 'connect');
+  expect(parseRaw(await ask('GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n')).status).toBe(200);
+  return { ask, socket };
+}
+
+describe('descriptor exhaustion', () => {
+  // The process's own open-files limit: as low as `ulimit -n 256` so a test reaches it with a few hundred connections.
+  const OPEN_FILES = 256;
+  const OWN_ENV = { WORKERS: '1', BURST_WORKERS: '0' };
+
+  it('caps connections by default from ulimit -n: per address and in all; past the caps they are closed, and it still serves after', async () => {
+    const own = await childServerForTest(OWN_ENV, undefined, { openFiles: OPEN_FILES });
+    // What the process derived from its limit (Node raises the soft limit to the hard one, both 256 here).
+    const { max, perAddress } = loadConfig(OWN_ENV, { descriptorLimit: OPEN_FILES }).connections;
+    expect(perAddress).toBeLessThan(max);
+    expect(max).toBeLessThan(OPEN_FILES / 2);
+
+    // One client address (not 127.0.0.1, where this process's fetch keeps connections): only its share.
+    const one = await holdConnections(own.url, 300, '127.0.0.2');
+    expect(one.answered).toBe(perAddress);
+    // Other loopback addresses: the rest of MAX_CONNECTIONS, no more (less the few this process's fetch holds).
+    const others = await Promise.all(
+      ['127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6'].map((address) => holdConnections(own.url, 60, address)),
+    );
+    const answered = one.answered + others.reduce((sum, o) => sum + o.answered, 0);
+    expect(answered).toBeLessThanOrEqual(max);
+    expect(answered).toBeGreaterThanOrEqual(max - 4);
+    expect(own.alive(), own.output().slice(-2000)).toBe(true);
+
+    for (const socket of [one, ...others].flatMap((o) => o.sockets)) socket.destroy();
+    await sleep(500);
+    const metrics = await metricsOf(own);
+    expect(sampleValue(metrics, 'wasmhost_connections_refused_total', { reason: 'per_address' })).toBe(300 - perAddress);
+    expect(sampleValue(metrics, 'wasmhost_connections_refused_total', { reason: 'max_connections' })).toBeGreaterThan(0);
+    expect((await fetch(`${own.url}/healthz`)).status).toBe(200);
+    await own.api.uploaded(await readPlugin('count_vowels'), { name: 'count_vowels' });
+    const call = await own.api.call('count_vowels', { function: 'count_vowels', input: 'Hello, World!' });
+    expect([call.status, call.data.output]).toEqual([200, '{"count":3,"total":3,"vowels":"aeiouAEIOU"}']);
+  });
+
+  it('survives running out of descriptors (MAX_CONNECTIONS set past ulimit -n): what needs one fails, then it serves again (it exited: EMFILE in a timer)', async () => {
+    const own = await childServerForTest(
+      {
+        ...OWN_ENV,
+        MAX_CONNECTIONS: '1000',
+        MAX_CONNECTIONS_PER_ADDRESS: '0',
+        MAX_EVENT_LOOP_DELAY_MS: '5000',
+        MAX_HEAP_USED_BYTES: String(4096 * MiB),
+      },
+      undefined,
+      { openFiles: OPEN_FILES },
+    );
+    expect(own.output()).toContain('MAX_CONNECTIONS may need more descriptors than the process may open');
+    await own.api.uploaded(await readPlugin('count_vowels'), { name: 'count_vowels' });
+    const control = await openedConnection(own.url);
+
+    const held = await holdConnections(own.url, 300);
+    expect(held.answered).toBeLessThan(OPEN_FILES);
+    // The load-shedding sampler runs every 500 ms: it used to throw EMFILE uncaught within 2 s.
+    await sleep(2_000);
+    expect(own.alive(), own.output().slice(-2000)).toBe(true);
+    // Over a connection it already had: what needs a descriptor fails in the error shape; a call still runs.
+    const ready = parseRaw(await control.ask('GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n'));
+    expect([ready.status, ready.body.code]).toEqual([503, 'NOT_READY']);
+    const bytes = await wat(tinyPluginWat(++plugins));
+    const upload = parseRaw(
+      await control.ask(
+        Buffer.concat([
+          Buffer.from(
+            `POST /plugins HTTP/1.1\r\nhost: x\r\ncontent-type: application/wasm\r\ncontent-length: ${bytes.length}\r\n\r\n`,
+          ),
+          bytes,
+        ]),
+      ),
+    );
+    expect([upload.status, upload.body.code]).toEqual([500, 'STORE_ERROR']);
+    const body = JSON.stringify({ function: 'count_vowels', input: 'aeiou' });
+    const call = parseRaw(
+      await control.ask(
+        `POST /plugins/count_vowels/call HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
+      ),
+    );
+    expect(call.status).toBe(200);
+
+    for (const socket of [...held.sockets, control.socket]) socket.destroy();
+    await sleep(500);
+    expect(own.alive(), own.output().slice(-2000)).toBe(true);
+    expect((await fetch(`${own.url}/readyz`)).status).toBe(200);
+    expect((await own.api.upload(bytes, { name: 'after-exhaustion' })).status).toBe(201);
   });
 });
 

@@ -1,19 +1,15 @@
-// Operator routes: liveness, readiness, Prometheus metrics; and load shedding of calls under pressure.
-import underPressure from '@fastify/under-pressure';
+// Operator routes: liveness, readiness, Prometheus metrics.
 import type { FastifyInstance } from 'fastify';
-import fp from 'fastify-plugin';
 import { Type } from 'typebox';
-import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
 import type { ServiceMetrics } from '../metrics.ts';
-import { ROUTE_POLICIES, routePolicy } from './route-policy.ts';
+import { ROUTE_POLICIES } from './route-policy.ts';
 import { ReadinessChecksSchema, errorResponse, Forbidden, RateLimited, ref, Unauthorized } from './schemas.ts';
 
 /** Throws (or rejects) when the dependency it checks is not usable. */
 export type ReadinessCheck = () => Promise<void> | void;
 
 const CHECK_TIMEOUT_MS = 2_000;
-const UNDER_PRESSURE_RETRY_AFTER_MS = 5_000;
 
 export interface ReadinessResult {
   ready: boolean;
@@ -162,25 +158,6 @@ export async function opsRoutes(app: FastifyInstance, { metrics, readiness }: Op
     return reply.type(metrics.registry.contentType).send(text);
   });
 }
-
-/** Under event-loop delay or heap pressure new calls get 503 UNDER_PRESSURE rather than a timeout. Registered on the root app. */
-async function loadShedding(app: FastifyInstance, { config }: { config: Config }): Promise<void> {
-  const { maxEventLoopDelayMs, maxHeapUsedBytes } = config.ops;
-  await app.register(underPressure, {
-    maxEventLoopDelay: maxEventLoopDelayMs,
-    maxHeapUsedBytes,
-    sampleInterval: 500,
-    // Only new calls are shed: health, metrics and plugin management keep answering.
-    pressureHandler: async (request, _reply, type, value) => {
-      if (routePolicy(request).kind !== 'call') return;
-      throw new AppError('UNDER_PRESSURE', `the server is under pressure (${type}: ${Math.round(Number(value))}), retry later`, {
-        retryAfterMs: UNDER_PRESSURE_RETRY_AFTER_MS,
-      });
-    },
-  });
-}
-
-export const loadSheddingPlugin = fp(loadShedding, { name: 'load-shedding', dependencies: ['route-policy', 'access-control'] });
 
 declare module 'fastify' {
   interface FastifyInstance {
