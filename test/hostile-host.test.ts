@@ -244,6 +244,25 @@ describe('load and store', () => {
     expect([r.status, r.code]).toEqual([422, 'PLUGIN_ERROR']);
   });
 
+  it('carries every bit of an i64 both ways: a u64 with the top bit set, an address above 2^53, lengths (200)', async () => {
+    // Each check returns its own number on a mismatch (then 422, "returned N").
+    const check = `(func $check (result i32) (local $b i64) (local $i i32)
+      (loop $more
+        (local.set $b (call $alloc (i64.const 16)))
+        (br_if $more (i32.lt_u (local.tee $i (i32.add (local.get $i) (i32.const 1))) (i32.const 40))))
+      (if (i64.le_u (local.get $b) (i64.const 0x20000000000000)) (then (return (i32.const 1))))
+      (if (i64.ne (call $length (local.get $b)) (i64.const 16)) (then (return (i32.const 2))))
+      (call $store_u64 (i64.add (local.get $b) (i64.const 8)) (i64.const 0x8123456789abcdef))
+      (if (i64.ne (call $load_u64 (i64.add (local.get $b) (i64.const 8))) (i64.const 0x8123456789abcdef))
+        (then (return (i32.const 3))))
+      (if (i32.ne (call $load_u8 (i64.add (local.get $b) (i64.const 15))) (i32.const 0x81)) (then (return (i32.const 4))))
+      (if (i64.ne (call $input_load_u64 (i64.const 0)) (i64.const 0x6867666564636261)) (then (return (i32.const 5))))
+      (if (i64.ne (call $input_length) (i64.const 8)) (then (return (i32.const 6))))
+      (i32.const 0))`;
+    const r = await runPlugin('(call $check)', { fields: check }, { input: 'abcdefgh' });
+    expect(r.status, r.message).toBe(200);
+  });
+
   it('answers length 0 for an unknown block, like the SDK (200)', async () => {
     const r = await runPlugin(
       `(if (i64.ne (call $length (i64.const 0x0123000000000000)) (i64.const 0)) (then (return (i32.const 1))))

@@ -7,13 +7,22 @@
 // exception a host function throws, so the first failure is kept in the CallState, every later host
 // call throws it again, and the call answers with it whatever the export returns (see bindHost).
 import { CallFailure, WasiExit } from './call-failure.ts';
+import {
+  bigintOf,
+  halvesOf,
+  indexOf,
+  instantiateAdapter,
+  numberOf,
+  offsetOf,
+  scratchBytes as scratchBytesOf,
+  type AdaptedFunction,
+  type I64Result,
+} from './host-abi.ts';
 import { LOG_PRIORITY, type LogCollector } from './logs.ts';
 import { sig, type Signature } from './signatures.ts';
 
 export const EXTISM_ENV = 'extism:host/env';
 
-const INDEX_SHIFT = 48n;
-const OFFSET_MASK = (1n << 48n) - 1n;
 /** Block indices a call may use: an address keeps the index in its top 16 bits. */
 const MAX_BLOCKS = 65536;
 /** Reused slots kept in the queue below its head before it is compacted. */
@@ -22,23 +31,8 @@ const FREED_QUEUE_SLACK = 4096;
 const ERROR_TEXT_MAX_BYTES = 64 * 1024;
 /** Longest http_request description (URL, method, headers as JSON). */
 const HTTP_REQUEST_JSON_MAX_BYTES = 1024 * 1024;
-const OFFSET_SPAN = 2 ** 48;
-/**
- * An address below 2^53 (block index < 32: nearly every address a call uses) converts to a Number
- * exactly, so index and offset come from float arithmetic: BigInt operators allocate on every host
- * call, and half of a small plugin's call was its host calls.
- */
-const EXACT = 2 ** 53;
-// Wasm passes i64 as signed BigInt: an index of 2^15 or more arrives negative.
-const indexOf = (addr: bigint): number => {
-  const n = Number(addr);
-  return n >= 0 && n < EXACT ? Math.floor(n / OFFSET_SPAN) : Number(BigInt.asUintN(64, addr) >> INDEX_SHIFT);
-};
-const offsetOf = (addr: bigint): number => {
-  const n = Number(addr);
-  return n >= 0 && n < EXACT ? n % OFFSET_SPAN : Number(addr & OFFSET_MASK);
-};
-const addressOf = (index: number): bigint => (index < 32 ? BigInt(index * OFFSET_SPAN) : BigInt(index) << INDEX_SHIFT);
+// Addresses, sizes and u64 values arrive as the two i32 halves of the plugin's i64 (`hi`, `lo`:
+// host-abi.ts); an address is a block index in its top 16 bits and an offset in the rest.
 
 /** The caps a CallState enforces, derived from the call's limits (CallLimits) by the worker. */
 export interface HostLimits {
@@ -167,18 +161,18 @@ export class CallState {
   }
 
   /**
-   * `size` as the plugin passed it (a signed i64): negative or past the cap fails before any
-   * accounting. Compared as a Number (the cap is far below 2^53, where rounding cannot flip a
-   * comparison with it): a BigInt made per allocation to compare with showed in profiles.
+   * The size as the plugin passed it (a signed i64, in halves): negative or past the cap fails
+   * before any accounting. Compared as a Number (the cap is far below 2^53, where rounding cannot
+   * flip a comparison with it).
    */
-  alloc(size: bigint): number {
-    const bytes = Number(size);
-    if (bytes < 0) throw new CallFailure('PLUGIN_ERROR', `alloc: invalid size ${size}`);
+  alloc(hi: number, lo: number): number {
+    const bytes = numberOf(hi, lo);
+    if (bytes < 0) throw new CallFailure('PLUGIN_ERROR', `alloc: invalid size ${bigintOf(hi, lo)}`);
     if (bytes > this.limits.hostBytes) {
       this.memoryRefused = true;
       throw new CallFailure(
         'MEMORY_LIMIT',
-        `host memory limit exceeded: the plugin asked for a block of ${size} bytes, the limit is ${this.limits.hostBytes} bytes`,
+        `host memory limit exceeded: the plugin asked for a block of ${bigintOf(hi, lo)} bytes, the limit is ${this.limits.hostBytes} bytes`,
       );
     }
     this.#reserve(bytes);
@@ -194,9 +188,14 @@ export class CallState {
     if (index !== this.outputIndex && index !== this.errorIndex && index !== this.inputIndex) this.#freed.push(index);
   }
 
-  block(addr: bigint): Uint8Array {
-    const block = this.blocks[indexOf(addr)];
-    if (!block) throw new CallFailure('PLUGIN_ERROR', `invalid Extism memory address 0x${BigInt.asUintN(64, addr).toString(16)}`);
+  block(hi: number, lo: number): Uint8Array {
+    const block = this.blocks[indexOf(hi)];
+    if (!block) {
+      throw new CallFailure(
+        'PLUGIN_ERROR',
+        `invalid Extism memory address 0x${BigInt.asUintN(64, bigintOf(hi, lo)).toString(16)}`,
+      );
+    }
     return block;
   }
 
@@ -211,29 +210,57 @@ export class CallState {
     return view;
   }
 
-  /** The byte at `addr`; out of range or in no block, the DataView's own error (what the SDK throws). */
-  loadU8(addr: bigint): number {
-    const n = Number(addr);
-    if (n >= 0 && n < EXACT) {
-      const block = this.blocks[Math.floor(n / OFFSET_SPAN)];
-      const offset = n % OFFSET_SPAN;
-      if (block && offset < block.length) return block[offset]!;
-    }
-    return this.view(indexOf(addr)).getUint8(offsetOf(addr));
+  /** The byte at an address; out of range or in no block, the DataView's own error (what the SDK throws). */
+  loadU8(hi: number, lo: number): number {
+    const block = this.blocks[indexOf(hi)];
+    const offset = offsetOf(hi, lo);
+    if (block && offset < block.length) return block[offset]!;
+    return this.view(indexOf(hi)).getUint8(offset);
   }
 
-  /** Stores the low byte of `value` at `addr`; out of range or in no block, the DataView's own error. */
-  storeU8(addr: bigint, value: number): void {
-    const n = Number(addr);
-    if (n >= 0 && n < EXACT) {
-      const block = this.blocks[Math.floor(n / OFFSET_SPAN)];
-      const offset = n % OFFSET_SPAN;
-      if (block && offset < block.length) {
-        block[offset] = value;
-        return;
-      }
+  /** Stores the low byte of `value` at an address; out of range or in no block, the DataView's own error. */
+  storeU8(hi: number, lo: number, value: number): void {
+    const block = this.blocks[indexOf(hi)];
+    const offset = offsetOf(hi, lo);
+    if (block && offset < block.length) {
+      block[offset] = value;
+      return;
     }
-    this.view(indexOf(addr)).setUint8(offsetOf(addr), value);
+    this.view(indexOf(hi)).setUint8(offset, value);
+  }
+
+  /**
+   * The 8 bytes at `offset` of block `index` into the adapter's scratch (a u64 result); out of range
+   * or in no block, getBigUint64's own error (what the SDK throws), before anything is written.
+   */
+  loadU64(index: number, offset: number): void {
+    const block = this.blocks[index];
+    if (!block || offset + 8 > block.length) {
+      this.view(index).getBigUint64(offset, true);
+      return;
+    }
+    const scratch = (scratchBytes ??= scratchBytesOf());
+    for (let i = 0; i < 8; i++) scratch[i] = block[offset + i]!;
+  }
+
+  /** Stores a u64 (halves) at an address, little-endian; out of range or in no block, setBigUint64's own error, before anything is written. */
+  storeU64(hi: number, lo: number, valueHi: number, valueLo: number): void {
+    const index = indexOf(hi);
+    const block = this.blocks[index];
+    const offset = offsetOf(hi, lo);
+    if (!block || offset + 8 > block.length) {
+      this.view(index).setBigUint64(offset, bigintOf(valueHi, valueLo), true);
+      return;
+    }
+    // A Uint8Array store keeps the low 8 bits.
+    block[offset] = valueLo;
+    block[offset + 1] = valueLo >>> 8;
+    block[offset + 2] = valueLo >>> 16;
+    block[offset + 3] = valueLo >>> 24;
+    block[offset + 4] = valueHi;
+    block[offset + 5] = valueHi >>> 8;
+    block[offset + 6] = valueHi >>> 16;
+    block[offset + 7] = valueHi >>> 24;
   }
 
   /** Input byte `offset` (the input's block may have been freed: see input_load_u8). */
@@ -243,24 +270,21 @@ export class CallState {
     return this.view(this.inputIndex).getUint8(offset);
   }
 
-  text(addr: bigint): string {
-    return decoder.decode(this.block(addr));
+  /** A new block holding `text`: its index (the address's top 16 bits). */
+  storeText(text: string): number {
+    return this.push(encoder.encode(text));
   }
 
-  storeText(text: string): bigint {
-    return addressOf(this.push(encoder.encode(text)));
-  }
-
-  configValue(keyAddr: bigint): string | undefined {
-    const block = this.block(keyAddr);
+  configValue(hi: number, lo: number): string | undefined {
+    const block = this.block(hi, lo);
     if (block.length > this.#longestConfigKey) return undefined;
     const key = decoder.decode(block);
     return Object.hasOwn(this.config, key) ? this.config[key] : undefined;
   }
 
   /** A key block longer than the whole var budget names no var (and is not decoded). */
-  varKey(keyAddr: bigint): string | null {
-    const block = this.block(keyAddr);
+  varKey(hi: number, lo: number): string | null {
+    const block = this.block(hi, lo);
     return block.length > this.limits.varBytes ? null : decoder.decode(block);
   }
 
@@ -295,21 +319,21 @@ export class CallState {
     return new CallFailure('PLUGIN_ERROR', message);
   }
 
-  setOutput(addr: bigint, length: bigint): void {
-    const block = this.block(addr);
-    const offset = offsetOf(addr);
+  setOutput(hi: number, lo: number, lengthHi: number, lengthLo: number): void {
+    const block = this.block(hi, lo);
+    const offset = offsetOf(hi, lo);
     // As a Number, as in alloc: past 2^53 it rounds, but stays past the block.
-    const size = Number(length);
+    const size = numberOf(lengthHi, lengthLo);
     if (size < 0 || offset + size > block.length) {
       throw new CallFailure(
         'PLUGIN_ERROR',
-        `output_set: length ${length} at offset ${offset} is outside the block (${block.length} bytes)`,
+        `output_set: length ${bigintOf(lengthHi, lengthLo)} at offset ${offset} is outside the block (${block.length} bytes)`,
       );
     }
     if (size > this.limits.outputBytes) {
       throw new CallFailure('OUTPUT_TOO_LARGE', `the output is ${size} bytes; the limit is ${this.limits.outputBytes} bytes`);
     }
-    this.outputIndex = indexOf(addr);
+    this.outputIndex = indexOf(hi);
     this.outputOffset = offset;
     this.outputLength = size;
   }
@@ -334,6 +358,8 @@ export class CallState {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+/** The adapter's scratch: where a u64 result is left (host-abi.ts); made on first use. */
+let scratchBytes: Uint8Array | null = null;
 
 /** Where an instance's imports find the call they are serving. */
 export interface HostSlot {
@@ -352,27 +378,43 @@ export interface HostFunction {
   run: (call: CallState, ...args: never[]) => unknown;
 }
 
-/** `host('i64 i32', '', fn)`: a host function taking an i64 and an i32 and returning nothing. */
-export function host<A extends unknown[]>(
+/**
+ * An Extism function: `run` takes each i64 argument as its two i32 halves and gives an i64 result
+ * as `result` says (host-abi.ts); the adapter turns them into the signature the plugin imports.
+ */
+interface ExtismFunction extends HostFunction {
+  result?: I64Result;
+}
+
+/** `host('i64 i32', '', fn)`: a host function taking an i64 (two halves) and an i32 and returning nothing. */
+function host<A extends number[]>(
   params: string,
   results: string,
   run: (call: CallState, ...args: A) => unknown,
-): HostFunction {
-  return { signature: sig(params, results), run: run as unknown as HostFunction['run'] };
+  result?: I64Result,
+): ExtismFunction {
+  const fn: ExtismFunction = { signature: sig(params, results), run: run as unknown as HostFunction['run'] };
+  if (result) fn.result = result;
+  return fn;
 }
 
 /**
  * The import the plugin sees: refuses to run once the call has failed, and records what it throws as
- * the call's failure (bound with a fixed arity: most host calls take one or two arguments and are hot).
+ * the call's failure (bound with a fixed arity: most host calls take one to four arguments and are hot).
+ * `arity`: how many arguments `run` takes after the call (an Extism i64 is two).
  */
-export function bindHost(slot: HostSlot, name: string, fn: HostFunction): (...args: never[]) => unknown {
+export function bindHost(
+  slot: HostSlot,
+  name: string,
+  fn: HostFunction,
+  arity = fn.signature.params.length,
+): (...args: never[]) => unknown {
   const { run } = fn;
   const enter = (): CallState => {
     const call = current(slot);
     if (call.failure) throw call.failure;
     return call;
   };
-  const arity = fn.signature.params.length;
   if (arity === 0) {
     return () => {
       const call = enter();
@@ -403,6 +445,26 @@ export function bindHost(slot: HostSlot, name: string, fn: HostFunction): (...ar
       }
     };
   }
+  if (arity === 3) {
+    return (a: never, b: never, c: never) => {
+      const call = enter();
+      try {
+        return run(call, a, b, c);
+      } catch (err) {
+        throw call.fail(name, err);
+      }
+    };
+  }
+  if (arity === 4) {
+    return (a: never, b: never, c: never, d: never) => {
+      const call = enter();
+      try {
+        return run(call, a, b, c, d);
+      } catch (err) {
+        throw call.fail(name, err);
+      }
+    };
+  }
   return (...args: never[]) => {
     const call = enter();
     try {
@@ -413,9 +475,9 @@ export function bindHost(slot: HostSlot, name: string, fn: HostFunction): (...ar
   };
 }
 
-function log(level: 'trace' | 'debug' | 'info' | 'warn' | 'error'): HostFunction {
-  return host('i64', '', (call, addr: bigint) => {
-    const index = indexOf(addr);
+function log(level: 'trace' | 'debug' | 'info' | 'warn' | 'error'): ExtismFunction {
+  return host('i64', '', (call, hi: number) => {
+    const index = indexOf(hi);
     const block = call.blocks[index];
     if (!block) throw new CallFailure('PLUGIN_ERROR', `log_${level}: invalid Extism memory address`);
     if (call.logs.wants(LOG_PRIORITY[level])) call.logs.addBytes(level, block);
@@ -423,45 +485,67 @@ function log(level: 'trace' | 'debug' | 'info' | 'warn' | 'error'): HostFunction
   });
 }
 
-/** Every function of `extism:host/env`: what a module may import (with this signature) and what it gets. */
-const EXTISM_FUNCTIONS: Readonly<Record<string, HostFunction>> = {
-  alloc: host('i64', 'i64', (call, size: bigint) => addressOf(call.alloc(size))),
-  free: host('i64', '', (call, addr: bigint) => call.free(indexOf(addr))),
-  length: host('i64', 'i64', (call, addr: bigint) => BigInt(call.blocks[indexOf(addr)]?.length ?? 0)),
-  length_unsafe: host('i64', 'i64', (call, addr: bigint) => BigInt(call.blocks[indexOf(addr)]?.length ?? 0)),
-  load_u8: host('i64', 'i32', (call, addr: bigint) => call.loadU8(addr)),
-  load_u64: host('i64', 'i64', (call, addr: bigint) => call.view(indexOf(addr)).getBigUint64(offsetOf(addr), true)),
-  store_u8: host('i64 i32', '', (call, addr: bigint, value: number) => call.storeU8(addr, value)),
-  store_u64: host('i64 i64', '', (call, addr: bigint, value: bigint) =>
-    call.view(indexOf(addr)).setBigUint64(offsetOf(addr), value, true),
+const blockLength = (call: CallState, hi: number): number => call.blocks[indexOf(hi)]?.length ?? 0;
+
+/**
+ * Every function of `extism:host/env`: what a module may import (with this signature) and what it
+ * gets. An i64 argument is two (high, low); an i64 result is an index, a length, or in the scratch.
+ */
+const EXTISM_FUNCTIONS: Readonly<Record<string, ExtismFunction>> = {
+  alloc: host('i64', 'i64', (call, hi: number, lo: number) => call.alloc(hi, lo), 'index'),
+  free: host('i64', '', (call, hi: number) => call.free(indexOf(hi))),
+  length: host('i64', 'i64', blockLength, 'length'),
+  length_unsafe: host('i64', 'i64', blockLength, 'length'),
+  load_u8: host('i64', 'i32', (call, hi: number, lo: number) => call.loadU8(hi, lo)),
+  load_u64: host('i64', 'i64', (call, hi: number, lo: number) => call.loadU64(indexOf(hi), offsetOf(hi, lo)), 'scratch'),
+  store_u8: host('i64 i32', '', (call, hi: number, lo: number, value: number) => call.storeU8(hi, lo, value)),
+  store_u64: host('i64 i64', '', (call, hi: number, lo: number, valueHi: number, valueLo: number) =>
+    call.storeU64(hi, lo, valueHi, valueLo),
   ),
-  input_offset: host('', 'i64', (call) => addressOf(call.inputIndex)),
-  input_length: host('', 'i64', (call) => BigInt(call.blocks[call.inputIndex]?.length ?? 0)),
+  input_offset: host('', 'i64', (call) => call.inputIndex, 'index'),
+  input_length: host('', 'i64', (call) => call.blocks[call.inputIndex]?.length ?? 0, 'length'),
   // Once the plugin freed its input, the SDK and the runtime both read zeros (its length is 0).
-  input_load_u8: host('i64', 'i32', (call, addr: bigint) =>
-    call.inputIndex !== 0 && !call.blocks[call.inputIndex] ? 0 : call.inputU8(offsetOf(addr)),
+  input_load_u8: host('i64', 'i32', (call, hi: number, lo: number) =>
+    call.inputIndex !== 0 && !call.blocks[call.inputIndex] ? 0 : call.inputU8(offsetOf(hi, lo)),
   ),
-  input_load_u64: host('i64', 'i64', (call, addr: bigint) => call.view(call.inputIndex).getBigUint64(offsetOf(addr), true)),
-  output_set: host('i64 i64', '', (call, addr: bigint, length: bigint) => call.setOutput(addr, length)),
-  error_set: host('i64', '', (call, addr: bigint) => {
-    call.block(addr);
-    call.errorIndex = indexOf(addr);
+  input_load_u64: host(
+    'i64',
+    'i64',
+    (call, hi: number, lo: number) => call.loadU64(call.inputIndex, offsetOf(hi, lo)),
+    'scratch',
+  ),
+  output_set: host('i64 i64', '', (call, hi: number, lo: number, lengthHi: number, lengthLo: number) =>
+    call.setOutput(hi, lo, lengthHi, lengthLo),
+  ),
+  error_set: host('i64', '', (call, hi: number, lo: number) => {
+    call.block(hi, lo);
+    call.errorIndex = indexOf(hi);
   }),
-  error_get: host('', 'i64', (call) => addressOf(call.errorIndex)),
-  config_get: host('i64', 'i64', (call, addr: bigint) => {
-    const value = call.configValue(addr);
-    call.free(indexOf(addr));
-    return value === undefined ? 0n : call.storeText(value);
-  }),
-  var_get: host('i64', 'i64', (call, addr: bigint) => {
-    const key = call.varKey(addr);
-    call.free(indexOf(addr));
-    const value = key === null ? undefined : call.vars.get(key);
-    return value ? addressOf(call.push(value.slice())) : 0n;
-  }),
-  var_set: host('i64 i64', '', (call, keyAddr: bigint, valueAddr: bigint) => {
-    const key = call.varKey(keyAddr);
-    call.setVar(key, valueAddr === 0n ? null : call.block(valueAddr).slice());
+  error_get: host('', 'i64', (call) => call.errorIndex, 'index'),
+  config_get: host(
+    'i64',
+    'i64',
+    (call, hi: number, lo: number) => {
+      const value = call.configValue(hi, lo);
+      call.free(indexOf(hi));
+      return value === undefined ? 0 : call.storeText(value);
+    },
+    'index',
+  ),
+  var_get: host(
+    'i64',
+    'i64',
+    (call, hi: number, lo: number) => {
+      const key = call.varKey(hi, lo);
+      call.free(indexOf(hi));
+      const value = key === null ? undefined : call.vars.get(key);
+      return value ? call.push(value.slice()) : 0;
+    },
+    'index',
+  ),
+  var_set: host('i64 i64', '', (call, keyHi: number, keyLo: number, valueHi: number, valueLo: number) => {
+    const key = call.varKey(keyHi, keyLo);
+    call.setVar(key, valueHi === 0 && valueLo === 0 ? null : call.block(valueHi, valueLo).slice());
   }),
   // Replaced by a suspending version for modules that import it (createExtismEnv).
   http_request: host('i64 i64', 'i64', () => {
@@ -469,8 +553,11 @@ const EXTISM_FUNCTIONS: Readonly<Record<string, HostFunction>> = {
   }),
   http_status_code: host('', 'i32', (call) => call.httpStatus),
   // As the SDK's allowHttpResponseHeaders: a JSON object of the last response's headers, names in lower case.
-  http_headers: host('', 'i64', (call) =>
-    call.responseHeaders === null ? 0n : call.storeText(JSON.stringify(call.responseHeaders)),
+  http_headers: host(
+    '',
+    'i64',
+    (call) => (call.responseHeaders === null ? 0 : call.storeText(JSON.stringify(call.responseHeaders))),
+    'index',
   ),
   log_trace: log('trace'),
   log_debug: log('debug'),
@@ -487,10 +574,27 @@ export const EXTISM_ENV_SIGNATURES: ReadonlyMap<string, Signature> = new Map(
 
 type SuspendingConstructor = new (fn: (...args: never[]) => Promise<unknown>) => unknown;
 
+/** Through the adapter (host-abi.ts): every function with an i64 but http_request, which keeps BigInts (it is rare, and may suspend). */
+const ADAPTED: readonly AdaptedFunction[] = Object.entries(EXTISM_FUNCTIONS)
+  .filter(([name, fn]) => name !== 'http_request' && [...fn.signature.params, ...fn.signature.results].includes('i64'))
+  .map(([name, fn]) => (fn.result ? { name, signature: fn.signature, result: fn.result } : { name, signature: fn.signature }));
+const ADAPTED_NAMES = new Set(ADAPTED.map((fn) => fn.name));
+
 /** The `extism:host/env` import object; `jspi` makes http_request suspend the plugin while it waits (Node 24). */
 export function createExtismEnv(slot: HostSlot, jspi: boolean): Record<string, unknown> {
   const env: Record<string, unknown> = {};
-  for (const [name, fn] of Object.entries(EXTISM_FUNCTIONS)) env[name] = bindHost(slot, name, fn);
+  const split: Record<string, (...args: never[]) => unknown> = {};
+  for (const [name, fn] of Object.entries(EXTISM_FUNCTIONS)) {
+    if (!ADAPTED_NAMES.has(name)) env[name] = bindHost(slot, name, fn);
+    else
+      split[name] = bindHost(
+        slot,
+        name,
+        fn,
+        fn.signature.params.reduce((n, p) => n + (p === 'i64' ? 2 : 1), 0),
+      );
+  }
+  Object.assign(env, instantiateAdapter(ADAPTED, split));
   if (jspi) {
     const Suspending = (WebAssembly as unknown as { Suspending: SuspendingConstructor }).Suspending;
     env.http_request = new Suspending((reqAddr: bigint, bodyAddr: bigint) => suspendingHttpRequest(slot, reqAddr, bodyAddr));
@@ -525,7 +629,7 @@ interface HttpRequestJson {
 async function httpRequest(call: CallState, reqAddr: bigint, bodyAddr: bigint): Promise<bigint> {
   call.httpStatus = 0;
   if (call.responseHeaders !== null) call.responseHeaders = {};
-  const description = call.block(reqAddr);
+  const description = call.block(...halvesOf(reqAddr));
   if (description.length > HTTP_REQUEST_JSON_MAX_BYTES) {
     throw new CallFailure('PLUGIN_ERROR', `http_request: the request description is over ${HTTP_REQUEST_JSON_MAX_BYTES} bytes`);
   }
@@ -548,13 +652,13 @@ async function httpRequest(call: CallState, reqAddr: bigint, bodyAddr: bigint): 
   }
   // Not copied: the plugin is suspended (and blocks are host-side) until the request is over. The
   // egress fetch refuses a body over EGRESS_MAX_REQUEST_BODY_BYTES.
-  const body = bodyAddr === 0n || method === 'GET' || method === 'HEAD' ? undefined : call.block(bodyAddr);
+  const body = bodyAddr === 0n || method === 'GET' || method === 'HEAD' ? undefined : call.block(...halvesOf(bodyAddr));
 
   const response = await call.fetch(request.url, { method, headers, ...(body ? { body } : {}) });
   call.httpStatus = response.status;
   if (call.responseHeaders !== null) call.responseHeaders = headersObject(response.headers);
   const bytes = await readBody(response, call.limits.httpResponseBytes);
-  return addressOf(call.push(bytes));
+  return BigInt(call.push(bytes)) << 48n;
 }
 
 /** What the SDK's `Object.fromEntries(response.headers)` gives: lower-case names, repeated ones joined (set-cookie: the last). */

@@ -165,6 +165,8 @@ export class PluginInstance {
   /** The Memory's maximum: the ceiling with the grow shim, else the cap it was created for. */
   readonly maxPages: number;
   readonly #slot: HostSlot = { call: null };
+  /** The Extism imports, bound to #slot: made once (an adapter instance each), kept across rebuilds. */
+  #env: Record<string, unknown> | null = null;
   #live: Live;
   #snapshot: Snapshot;
   /** Memory size (pages) past which a reset rebuilds instead of zeroing grown pages. */
@@ -216,7 +218,7 @@ export class PluginInstance {
       dirty.tableBudget = Math.max(0, this.shape.tableElementLimit - this.shape.initialTableElements);
     }
     const imports: WebAssembly.Imports = {
-      [EXTISM_ENV]: createExtismEnv(this.#slot, this.shape.jspi) as WebAssembly.ModuleImports,
+      [EXTISM_ENV]: (this.#env ??= createExtismEnv(this.#slot, this.shape.jspi)) as WebAssembly.ModuleImports,
       [HOST_MODULE]: dirty ? { [MEMORY_IMPORT]: memory, [DIRTY_MAP_IMPORT]: dirty.memory } : { [MEMORY_IMPORT]: memory },
     };
     if (this.shape.wasi) {
