@@ -92,7 +92,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(opsRoutes, { metrics, readiness });
   await app.register(docsRoutes);
   await app.register(playgroundRoutes);
-  const preparer = new ModulePreparer(moduleCheckLimits(config.engine));
+  const preparer = new ModulePreparer(moduleCheckLimits(config.engine), { timeoutMs: config.engine.prepareTimeoutMs });
   app.addHook('onClose', () => preparer.close());
   await app.register(pluginRoutes, { config, prepare: preparer.prepare });
 

@@ -199,6 +199,8 @@ export interface Config {
     /** How long a worker may run plugin code between calls (an instance reset or rebuild) before it is replaced. */
     instanceResetTimeoutMs: number;
     moduleLimits: ModuleLimits;
+    /** How long preparing one module (check, rewrite, compile) may take on the preparation thread. */
+    prepareTimeoutMs: number;
     /** Extra workers started while every worker is held by a long call (0: never). */
     burstWorkers: number;
     maxInputBytes: number;
@@ -509,6 +511,7 @@ export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
       workerInstanceCacheBytes: int(env, 'WORKER_INSTANCE_CACHE_BYTES', 256 * MiB, 0),
       instanceResetTimeoutMs: int(env, 'INSTANCE_RESET_TIMEOUT_MS', 2_000, 100, 600_000),
       moduleLimits: moduleLimits(env),
+      prepareTimeoutMs: int(env, 'MODULE_PREPARE_TIMEOUT_MS', 30_000, 100, 600_000),
       burstWorkers: int(env, 'BURST_WORKERS', Math.max(1, availableParallelism()), 0, 256),
       maxInputBytes: int(env, 'MAX_INPUT_BYTES', 4 * MiB, 0),
       limits: callLimits(env),

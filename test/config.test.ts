@@ -25,6 +25,7 @@ describe('loadConfig', () => {
     expect(config.ops.redis).toBeNull();
     expect(config.requests).toEqual({ headersTimeoutMs: 10_000, bodyTimeoutMs: 60_000, bodyMinBytesPerSecond: 4096 });
     expect(config.pluginConfig).toEqual({ maxKeys: 256, maxBytes: 64 * 1024 });
+    expect(config.engine.prepareTimeoutMs).toBe(30_000);
   });
 
   it('reads the PostgreSQL store and Redis settings with their defaults', () => {
@@ -85,6 +86,11 @@ describe('loadConfig', () => {
     { env: { LIST_LIMIT: '2000' }, message: /^LIST_LIMIT \(2000\) must not exceed LIST_LIMIT_CEILING \(1000\)$/ },
     { env: { HEADERS_TIMEOUT_MS: '0' }, message: /^HEADERS_TIMEOUT_MS must be between 100 and 600000, got 0$/ },
     { env: { BODY_TIMEOUT_MS: '3600001' }, message: /^BODY_TIMEOUT_MS must be between 100 and 3600000, got 3600001$/ },
+    { env: { MODULE_PREPARE_TIMEOUT_MS: '99' }, message: /^MODULE_PREPARE_TIMEOUT_MS must be between 100 and 600000, got 99$/ },
+    {
+      env: { MODULE_PREPARE_TIMEOUT_MS: '600001' },
+      message: /^MODULE_PREPARE_TIMEOUT_MS must be between 100 and 600000, got 600001$/,
+    },
     { env: { CONFIG_MAX_KEYS: '100001' }, message: /^CONFIG_MAX_KEYS must be between 0 and 100000, got 100001$/ },
     { env: { CONFIG_MAX_BYTES: '16777217' }, message: /^CONFIG_MAX_BYTES must be between 0 and 16777216, got 16777217$/ },
   ];

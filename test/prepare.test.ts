@@ -6,6 +6,7 @@ import { HOST_MODULE, MEMORY_IMPORT, WasmRewriteError } from '../src/engine/comp
 import { defaultModuleLimits, readPlugin, tinyPluginWat, wat } from './helpers.ts';
 
 const limits = defaultModuleLimits();
+const options = { timeoutMs: 30_000 };
 
 describe('ModulePreparer', () => {
   let preparer: ModulePreparer;
@@ -14,7 +15,7 @@ describe('ModulePreparer', () => {
   });
 
   it('hands back the compiled module and layout prepareModule makes, and runs preparations side by side', async () => {
-    preparer = new ModulePreparer(limits);
+    preparer = new ModulePreparer(limits, options);
     const bytes = await readPlugin('rust_vowels');
     const before = Buffer.from(bytes);
     const [threaded, other] = await Promise.all([preparer.prepare(bytes), preparer.prepare(await wat(tinyPluginWat(7)))]);
@@ -32,7 +33,7 @@ describe('ModulePreparer', () => {
   });
 
   it('keeps the error classes callers tell apart: ModuleRefusedError (with its code and details), WasmRewriteError, CompileError', async () => {
-    preparer = new ModulePreparer(limits);
+    preparer = new ModulePreparer(limits, options);
     const importsMemory = await wat('(module (import "env" "memory" (memory 1)) (func (export "run")))');
     const refused = await preparer.prepare(importsMemory).catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(ModuleRefusedError);
@@ -54,12 +55,24 @@ describe('ModulePreparer', () => {
   });
 
   it('fails what it was asked when its thread dies, instead of leaving it waiting', async () => {
-    preparer = new ModulePreparer(limits, new URL('./fixtures/crash-worker.mjs', import.meta.url));
+    preparer = new ModulePreparer(limits, { ...options, workerUrl: new URL('./fixtures/crash-worker.mjs', import.meta.url) });
     await expect(preparer.prepare(await wat(tinyPluginWat(9)))).rejects.toThrow(/the module preparation thread stopped/);
   });
 
+  it('refuses a module whose preparation passes MODULE_PREPARE_TIMEOUT_MS, replacing its thread, and prepares those queued behind it', async () => {
+    const workerUrl = new URL('./fixtures/stuck-prepare-worker.mjs', import.meta.url);
+    preparer = new ModulePreparer(limits, { timeoutMs: 5_000, workerUrl });
+    const stuck = preparer.prepare(new Uint8Array([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00])).catch((e: unknown) => e);
+    const behind = [preparer.prepare(await wat(tinyPluginWat(11))), preparer.prepare(await wat(tinyPluginWat(12)))];
+    const refused = await stuck;
+    expect(refused).toBeInstanceOf(ModuleRefusedError);
+    expect(refused).toMatchObject({ code: 'INVALID_WASM', details: { limit: 'MODULE_PREPARE_TIMEOUT_MS', max: 5_000 } });
+    expect((refused as Error).message).toMatch(/too complex to prepare: it took longer than 5000 ms/);
+    expect((await Promise.all(behind)).map((p) => p.layout.initialPages)).toEqual([1, 1]);
+  });
+
   it('refuses work once closed', async () => {
-    preparer = new ModulePreparer(limits);
+    preparer = new ModulePreparer(limits, options);
     await preparer.close();
     await expect(preparer.prepare(await wat(tinyPluginWat(10)))).rejects.toThrow(/closed/);
   });

@@ -112,48 +112,84 @@ const PREPARE_WORKER_URL = new URL(
   import.meta.url,
 );
 
+export interface PreparerOptions {
+  /**
+   * How long one module's preparation may take on the thread (MODULE_PREPARE_TIMEOUT_MS): past it the
+   * thread is terminated and replaced, and that module refused as too complex to prepare.
+   */
+  timeoutMs: number;
+  /** Tests only (a thread that dies, or hangs). */
+  workerUrl?: URL;
+}
+
+interface Job {
+  bytes: Uint8Array<ArrayBuffer>;
+  options: PrepareOptions;
+  resolve: (p: PreparedModule) => void;
+  reject: (err: Error) => void;
+}
+
 /**
  * Runs prepareModule on a thread of its own (started at the first use), so a large upload or a
  * cache miss does not block the server; a compiled module crosses threads without being copied.
+ * One module at a time, each under a deadline from when the thread gets it (not from when it was
+ * asked for), so a module that takes too long fails alone: the thread is replaced and the modules
+ * waiting behind it go on.
  */
 export class ModulePreparer {
   readonly #limits: ModuleCheckLimits;
+  readonly #timeoutMs: number;
   readonly #workerUrl: URL;
   #worker: Worker | null = null;
   #nextId = 1;
-  readonly #pending = new Map<number, { resolve: (p: PreparedModule) => void; reject: (err: Error) => void }>();
+  readonly #queue: Job[] = [];
+  /** The job on the thread now, its id and its deadline timer. */
+  #current: { id: number; job: Job; timer: NodeJS.Timeout } | null = null;
   #closed = false;
 
-  /** `workerUrl`: tests only (a thread that dies). */
-  constructor(limits: ModuleCheckLimits, workerUrl: URL = PREPARE_WORKER_URL) {
+  constructor(limits: ModuleCheckLimits, options: PreparerOptions) {
     this.#limits = limits;
-    this.#workerUrl = workerUrl;
+    this.#timeoutMs = options.timeoutMs;
+    this.#workerUrl = options.workerUrl ?? PREPARE_WORKER_URL;
   }
 
   readonly prepare: Prepare = (bytes, options = {}) => {
     if (this.#closed) return Promise.reject(new Error('the module preparer is closed'));
-    const worker = this.#worker ?? this.#start();
-    const id = this.#nextId++;
-    // A copy of exactly these bytes, moved to the thread (the caller keeps its own).
-    const copy = new Uint8Array(bytes);
     return new Promise<PreparedModule>((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
-      worker.ref();
-      worker.postMessage({ id, bytes: copy, limits: this.#limits, options } satisfies PrepareRequest, [copy.buffer]);
+      // A copy of exactly these bytes, moved to the thread when its turn comes (the caller keeps its own).
+      this.#queue.push({ bytes: new Uint8Array(bytes), options, resolve, reject });
+      this.#next();
     });
   };
 
+  /** Sends the next waiting job to the thread, if it is free. */
+  #next(): void {
+    if (this.#current || this.#closed) return;
+    const job = this.#queue.shift();
+    if (!job) {
+      // Idle, the thread must not keep the process alive.
+      this.#worker?.unref();
+      return;
+    }
+    const worker = this.#worker ?? this.#start();
+    const id = this.#nextId++;
+    this.#current = { id, job, timer: setTimeout(() => this.#timedOut(id), this.#timeoutMs) };
+    worker.ref();
+    const request: PrepareRequest = { id, bytes: job.bytes, limits: this.#limits, options: job.options };
+    worker.postMessage(request, [job.bytes.buffer]);
+  }
+
   #start(): Worker {
     const worker = new Worker(this.#workerUrl, { name: 'wasmhost-prepare' });
-    // Idle, it must not keep the process alive; a pending request holds it (prepare/#settle).
-    worker.unref();
-    worker.on('message', (reply: PrepareReply) => this.#settle(reply));
+    worker.on('message', (reply: PrepareReply) => {
+      if (worker === this.#worker) this.#settle(reply);
+    });
+    // A thread that dies fails the job it had; the next ones get a new thread.
     const fail = (err: Error) => {
-      if (this.#worker === worker) this.#worker = null;
-      for (const [id, pending] of this.#pending) {
-        this.#pending.delete(id);
-        pending.reject(new Error(`the module preparation thread stopped: ${err.message}`));
-      }
+      if (worker !== this.#worker) return; // replaced already (a deadline passed)
+      this.#worker = null;
+      this.#finish()?.reject(new Error(`the module preparation thread stopped: ${err.message}`));
+      this.#next();
     };
     worker.on('error', fail);
     worker.on('exit', (code) => fail(new Error(`exited with code ${code}`)));
@@ -161,19 +197,44 @@ export class ModulePreparer {
     return worker;
   }
 
+  /** The job on the thread, which is free again. */
+  #finish(): Job | undefined {
+    const current = this.#current;
+    if (!current) return undefined;
+    clearTimeout(current.timer);
+    this.#current = null;
+    return current.job;
+  }
+
   #settle(answer: PrepareReply): void {
-    const pending = this.#pending.get(answer.id);
-    if (!pending) return;
-    this.#pending.delete(answer.id);
-    if (this.#pending.size === 0) this.#worker?.unref();
-    if ('prepared' in answer) pending.resolve(answer.prepared);
-    else pending.reject(rebuildError(answer.error));
+    if (answer.id !== this.#current?.id) return;
+    const job = this.#finish()!;
+    if ('prepared' in answer) job.resolve(answer.prepared);
+    else job.reject(rebuildError(answer.error));
+    this.#next();
+  }
+
+  #timedOut(id: number): void {
+    if (id !== this.#current?.id) return;
+    const job = this.#finish()!;
+    const worker = this.#worker;
+    this.#worker = null;
+    void worker?.terminate();
+    job.reject(
+      new ModuleRefusedError(
+        'INVALID_WASM',
+        `the module is too complex to prepare: it took longer than ${this.#timeoutMs} ms (MODULE_PREPARE_TIMEOUT_MS)`,
+        { limit: 'MODULE_PREPARE_TIMEOUT_MS', max: this.#timeoutMs },
+      ),
+    );
+    this.#next();
   }
 
   async close(): Promise<void> {
     this.#closed = true;
     const worker = this.#worker;
     this.#worker = null;
+    for (const job of [this.#finish(), ...this.#queue.splice(0)]) job?.reject(new Error('the module preparer is closed'));
     if (worker) await worker.terminate();
   }
 }
