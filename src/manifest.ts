@@ -3,11 +3,13 @@
 // naming one of the form's file parts; `config`, `allowed_hosts`, `memory` and `timeout_ms` become the
 // plugin's stored defaults. The server fetches nothing and exposes no files: `url` sources, other
 // `path`s and `allowed_paths` are refused. A stored manifest is its canonical JSON (what its id hashes).
+import { Type } from 'typebox';
+import Value from 'typebox/value';
 import { AppError } from './errors.ts';
 import { MAIN_MODULE_NAME } from './engine/compile/link-check.ts';
 import { HOST_MODULE } from './engine/compile/wasm-rewrite.ts';
 import { validateHostPatterns } from './host-patterns.ts';
-import type { ManifestLimits, ManifestModule } from './store/plugin-record.ts';
+import { HostPatternSchema, type ManifestLimits, type ManifestModule } from './store/plugin-record.ts';
 
 // The record of a stored manifest is part of the plugin record (store/plugin-record.ts).
 export type { ManifestLimits, ManifestModule, PluginManifest } from './store/plugin-record.ts';
@@ -23,28 +25,136 @@ export interface ParsedManifest {
   limits: ManifestLimits;
 }
 
-const TOP_LEVEL = new Set(['wasm', 'config', 'allowed_hosts', 'allowed_paths', 'memory', 'timeout_ms']);
 const MEMORY_FIELDS: Readonly<Record<string, keyof ManifestLimits>> = {
   max_pages: 'memoryMaxPages',
   max_http_response_bytes: 'maxHttpResponseBytes',
   max_var_bytes: 'maxVarBytes',
 };
-const ENTRY_FIELDS = new Set(['data', 'hash', 'name', 'path', 'url', 'headers', 'method']);
-const HASH_PATTERN = /^[0-9a-f]{64}$/;
-const BASE64_PATTERN = /^[A-Za-z0-9+/]*={0,2}$/;
 const MAX_MODULES = 16;
 const MAX_CONFIG_ENTRIES = 256;
+
+/** A manifest as JSON, once the schema holds. */
+interface ManifestJson {
+  wasm: EntryJson[];
+  config?: Record<string, string> | null;
+  allowed_hosts?: string[] | null;
+  allowed_paths?: Record<string, unknown> | null;
+  memory?: { max_pages?: number | null; max_http_response_bytes?: number | null; max_var_bytes?: number | null } | null;
+  timeout_ms?: number | null;
+}
+
+interface EntryJson {
+  data?: string;
+  hash?: string | null;
+  path?: string;
+  name?: string | null;
+  url?: string;
+  headers?: Record<string, unknown>;
+  method?: string;
+}
+
+/** A field left unset may come as null (as Extism's SDKs may write it): the same as absent. */
+const orNull = <T extends { type: string }>(schema: T) => ({ ...schema, type: [schema.type, 'null'] });
+const count = (minimum: number, description?: string) =>
+  orNull({ type: 'integer', minimum, maximum: Number.MAX_SAFE_INTEGER, ...(description ? { description } : {}) });
+
+/**
+ * An upload's Extism manifest: its one shape check (parseManifest refuses what it does not match with
+ * INVALID_MANIFEST, then what the service does not do) and its documentation (openapi.yaml).
+ */
+export const ExtismManifestSchema = Type.Unsafe<ManifestJson>({
+  $id: 'ExtismManifest',
+  type: 'object',
+  additionalProperties: false,
+  required: ['wasm'],
+  description: `An Extism manifest (extism/extism \`manifest\`). \`url\` and \`path\` sources (except a \`path\` naming a
+part of the same form) and \`allowed_paths\` are refused: the server fetches nothing and exposes no files. A field
+given as null is taken as absent.`,
+  properties: {
+    wasm: {
+      type: 'array',
+      minItems: 1,
+      maxItems: MAX_MODULES,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          data: { type: 'string', pattern: '^[A-Za-z0-9+/]*={0,2}$', description: 'The module, base64.' },
+          hash: orNull({
+            type: 'string',
+            pattern: '^[0-9a-f]{64}$',
+            description: 'sha256 of the module: a stored module (its id), or the check of `data`.',
+          }),
+          path: { type: 'string', description: 'In a multipart upload, the field or file name of the part holding the module.' },
+          name: orNull({
+            type: 'string',
+            minLength: 1,
+            maxLength: 128,
+            description: "The module's name (`main` marks the main module; else the last is).",
+          }),
+          url: { type: 'string', description: 'Refused.' },
+          headers: { type: 'object' },
+          method: { type: 'string' },
+        },
+      },
+    },
+    config: orNull({ type: 'object', maxProperties: MAX_CONFIG_ENTRIES, additionalProperties: { type: 'string' } }),
+    allowed_hosts: orNull({ type: 'array', items: { $ref: 'HostPattern#' } }),
+    allowed_paths: orNull({ type: 'object', description: 'Refused unless empty.' }),
+    memory: orNull({
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        max_pages: count(1, 'Default and ceiling of `memoryMaxPages` for its calls.'),
+        max_http_response_bytes: count(0, 'Default and ceiling of `maxHttpResponseBytes`.'),
+        max_var_bytes: count(0, 'Default and ceiling of `maxVarBytes`.'),
+      },
+    }),
+    timeout_ms: count(1, 'Default and ceiling of `timeoutMs`.'),
+  },
+  examples: [
+    {
+      wasm: [{ hash: '9ee554422a18a0112159050331e0f8f512287a32ad3d40fd2b026bce63aafe21', name: 'main' }],
+      config: { vowels: 'aeiou' },
+      timeout_ms: 2000,
+    },
+  ],
+});
+/** What the schema's $refs name. */
+const SCHEMA_CONTEXT = { 'HostPattern#': HostPatternSchema };
 
 const invalid = (message: string): AppError => new AppError('INVALID_MANIFEST', `invalid manifest: ${message}`);
 const unsupported = (message: string, feature: string): AppError =>
   new AppError('UNSUPPORTED_MANIFEST', message, { details: { feature } });
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+/** `/wasm/0/name` as `wasm[0].name`. */
+function fieldName(pointer: string): string {
+  return pointer
+    .split('/')
+    .slice(1)
+    .map((part) => part.replaceAll('~1', '/').replaceAll('~0', '~'))
+    .reduce((path, part) => (/^[0-9]+$/.test(part) ? `${path}[${part}]` : path ? `${path}.${part}` : part), '');
+}
 
-function count(value: unknown, what: string): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0)
-    throw invalid(`${what} must be a non-negative integer`);
-  return value;
+/** The refusal of a manifest the schema does not match: an unknown field by name, else the first mismatch. */
+function shapeError(value: unknown): AppError {
+  const errors = [...Value.Errors(SCHEMA_CONTEXT, ExtismManifestSchema, value)];
+  // A field no schema allows (additionalProperties: false) fails the schema `false`.
+  const unknown = errors.find((e) => e.keyword === 'boolean');
+  if (unknown) {
+    const parent = unknown.instancePath.slice(0, unknown.instancePath.lastIndexOf('/'));
+    const known =
+      parent === ''
+        ? Object.keys((ExtismManifestSchema as unknown as { properties: object }).properties)
+        : parent === '/memory'
+          ? Object.keys(MEMORY_FIELDS)
+          : [];
+    const name = fieldName(unknown.instancePath).slice(0, 80);
+    return invalid(`unknown field "${name}"${known.length > 0 ? ` (known: ${known.join(', ')})` : ''}`);
+  }
+  const first = errors.find((e) => e.keyword !== 'additionalProperties') ?? errors[0];
+  if (!first) return invalid('it does not match the manifest schema');
+  return invalid(`${fieldName(first.instancePath) || 'the manifest'} ${first.message}`);
 }
 
 /**
@@ -52,18 +162,17 @@ function count(value: unknown, what: string): number {
  * by file name, which a `path` entry may name.
  */
 export function parseManifest(value: unknown, parts: ReadonlyMap<string, Uint8Array> = new Map()): ParsedManifest {
-  if (!isObject(value)) throw invalid('it must be a JSON object with a "wasm" array');
-  for (const key of Object.keys(value)) {
-    if (!TOP_LEVEL.has(key)) throw invalid(`unknown field "${key.slice(0, 80)}" (known: ${[...TOP_LEVEL].join(', ')})`);
+  if (!Value.Check(SCHEMA_CONTEXT, ExtismManifestSchema, value)) {
+    // A host pattern is refused as a plugin's form upload refuses it (INVALID_ALLOWED_HOSTS, naming the problem).
+    const hosts = (value as { allowed_hosts?: unknown } | null)?.allowed_hosts;
+    if (Array.isArray(hosts) && hosts.every((h) => typeof h === 'string')) validateHostPatterns(hosts);
+    throw shapeError(value);
   }
   const paths = value.allowed_paths;
-  if (paths !== undefined && paths !== null && !(isObject(paths) && Object.keys(paths).length === 0)) {
+  if (paths && Object.keys(paths).length > 0) {
     throw unsupported('allowed_paths is not supported: plugins get no files on this server', 'allowed_paths');
   }
-  const wasm = value.wasm;
-  if (!Array.isArray(wasm) || wasm.length === 0) throw invalid('"wasm" must be a non-empty array of modules');
-  if (wasm.length > MAX_MODULES) throw invalid(`"wasm" lists ${wasm.length} modules; at most ${MAX_MODULES}`);
-  const sources = wasm.map((entry, i) => parseEntry(entry, i, parts));
+  const sources = value.wasm.map((entry, i) => parseEntry(entry, i, parts));
   const names = sources.map((s) => s.name).filter((n): n is string => n !== null);
   const dup = names.find((n, i) => names.indexOf(n) !== i);
   if (dup !== undefined) throw invalid(`two modules are named "${dup}"`);
@@ -78,67 +187,33 @@ export function parseManifest(value: unknown, parts: ReadonlyMap<string, Uint8Ar
     last.name = MAIN_MODULE_NAME;
   }
 
-  const config: Record<string, string> = {};
-  if (value.config !== undefined && value.config !== null) {
-    if (!isObject(value.config)) throw invalid('"config" must be an object of string values');
-    const entries = Object.entries(value.config);
-    if (entries.length > MAX_CONFIG_ENTRIES) throw invalid(`"config" has more than ${MAX_CONFIG_ENTRIES} keys`);
-    for (const [k, v] of entries) {
-      if (typeof v !== 'string') throw invalid(`config value of "${k.slice(0, 80)}" must be a string`);
-      config[k] = v;
-    }
-  }
-  let allowedHosts: string[] = [];
-  if (value.allowed_hosts !== undefined && value.allowed_hosts !== null) {
-    if (!Array.isArray(value.allowed_hosts) || value.allowed_hosts.some((h) => typeof h !== 'string')) {
-      throw invalid('"allowed_hosts" must be an array of host patterns');
-    }
-    allowedHosts = value.allowed_hosts as string[];
-    validateHostPatterns(allowedHosts);
-  }
+  const config: Record<string, string> = { ...value.config };
+  const allowedHosts = value.allowed_hosts ?? [];
+  validateHostPatterns(allowedHosts);
   const limits: ManifestLimits = {};
-  if (value.memory !== undefined && value.memory !== null) {
-    if (!isObject(value.memory)) throw invalid('"memory" must be an object');
-    for (const [k, v] of Object.entries(value.memory)) {
-      const field = MEMORY_FIELDS[k];
-      if (!field) throw invalid(`unknown field "memory.${k.slice(0, 80)}" (known: ${Object.keys(MEMORY_FIELDS).join(', ')})`);
-      if (v !== null) limits[field] = count(v, `memory.${k}`);
-    }
+  for (const [k, field] of Object.entries(MEMORY_FIELDS)) {
+    const v = value.memory?.[k as keyof NonNullable<ManifestJson['memory']>];
+    if (v !== undefined && v !== null) limits[field] = v;
   }
-  if (value.timeout_ms !== undefined && value.timeout_ms !== null) limits.timeoutMs = count(value.timeout_ms, 'timeout_ms');
-  if (limits.memoryMaxPages === 0) throw invalid('memory.max_pages must be at least 1');
-  if (limits.timeoutMs === 0) throw invalid('timeout_ms must be at least 1');
+  if (value.timeout_ms !== undefined && value.timeout_ms !== null) limits.timeoutMs = value.timeout_ms;
   return { sources, config, allowedHosts, limits };
 }
 
-function parseEntry(entry: unknown, index: number, parts: ReadonlyMap<string, Uint8Array>): WasmSource {
+function parseEntry(entry: EntryJson, index: number, parts: ReadonlyMap<string, Uint8Array>): WasmSource {
   const where = `wasm[${index}]`;
-  if (!isObject(entry)) throw invalid(`${where} must be an object`);
-  for (const key of Object.keys(entry)) {
-    if (!ENTRY_FIELDS.has(key)) throw invalid(`unknown field "${where}.${key.slice(0, 80)}"`);
-  }
-  const name = entry.name === undefined || entry.name === null ? null : entry.name;
-  if (name !== null && (typeof name !== 'string' || name.length === 0 || name.length > 128)) {
-    throw invalid(`${where}.name must be a string of 1 to 128 characters`);
-  }
+  const name = entry.name ?? null;
   // The engine's own imports come from this module name (compile/wasm-rewrite.ts): no module may take it.
   if (name === HOST_MODULE) throw invalid(`${where}.name "${HOST_MODULE}" is reserved for the engine's own imports`);
-  const hash = entry.hash === undefined || entry.hash === null ? null : entry.hash;
-  if (hash !== null && (typeof hash !== 'string' || !HASH_PATTERN.test(hash))) {
-    throw invalid(`${where}.hash must be a sha256 in lower-case hex (64 digits)`);
-  }
+  const hash = entry.hash ?? null;
   if (entry.url !== undefined) {
     throw unsupported(
       `${where}: url sources are not supported: the server fetches nothing; upload the module and refer to it by its sha256 "hash", or send it as "data"`,
       'url',
     );
   }
-  if (entry.data !== undefined) {
-    if (typeof entry.data !== 'string' || !BASE64_PATTERN.test(entry.data)) throw invalid(`${where}.data must be base64 text`);
-    return { bytes: new Uint8Array(Buffer.from(entry.data, 'base64')), name, hash };
-  }
+  if (entry.data !== undefined) return { bytes: new Uint8Array(Buffer.from(entry.data, 'base64')), name, hash };
   if (entry.path !== undefined) {
-    const part = typeof entry.path === 'string' ? parts.get(entry.path) : undefined;
+    const part = parts.get(entry.path);
     if (!part) {
       throw unsupported(
         `${where}: path sources are not supported: the server reads no files; send the module as a form part ` +

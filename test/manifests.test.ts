@@ -99,6 +99,23 @@ describe('Extism manifests', () => {
     expect((await server.api.delete(unnamed.data.id)).status).toBe(204);
   });
 
+  it('takes a field given as null as absent (as Extism SDKs may write an unset one)', async () => {
+    const wasm = [{ data: Buffer.from(vowels).toString('base64'), name: null, hash: null }];
+    const res = await server.api.uploadManifest(
+      JSON.stringify({
+        wasm,
+        config: null,
+        allowed_hosts: null,
+        allowed_paths: null,
+        memory: { max_pages: null },
+        timeout_ms: null,
+      }),
+    );
+    expect(res.status).toBe(201);
+    expect(res.data.manifest).toMatchObject({ modules: [{ id: vowelsId, name: null }], limits: {} });
+    expect((await server.api.delete(res.data.id)).status).toBe(204);
+  });
+
   it('lets a call lower the manifest limits, never raise them', async () => {
     const above = await server.api.call('vowels-o', { function: 'count_vowels', input: 'x', timeoutMs: 9000 });
     expect(above.status).toBe(400);
@@ -188,6 +205,18 @@ describe('Extism manifests', () => {
         manifest: () => ({ wasm: [{ data: data() }], timeout: 5 }),
         code: 'INVALID_MANIFEST',
         message: /unknown field "timeout"/,
+      },
+      {
+        title: 'data that is not base64',
+        manifest: () => ({ wasm: [{ data: 'not base64!' }] }),
+        code: 'INVALID_MANIFEST',
+        message: /^invalid manifest: wasm\[0\]\.data /,
+      },
+      {
+        title: 'a memory limit of the wrong type',
+        manifest: () => ({ wasm: [{ data: data() }], memory: { max_pages: '4' } }),
+        code: 'INVALID_MANIFEST',
+        message: /^invalid manifest: memory\.max_pages /,
       },
       {
         title: 'a timeout_ms above the operator ceiling',

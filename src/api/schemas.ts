@@ -4,9 +4,10 @@
 // record is the store's (store/plugin-record.ts).
 import { Type, type Static } from 'typebox';
 import { CALL_LOG_LEVELS } from '../engine/runtime/logs.ts';
+import { ExtismManifestSchema } from '../manifest.ts';
 import { HostPatternSchema, NameSchema, PluginManifestSchema, PluginSchema, ref } from '../store/plugin-record.ts';
 
-export { HostPatternSchema, NameSchema, PluginSchema, ref };
+export { ExtismManifestSchema, HostPatternSchema, NameSchema, PluginSchema, ref };
 
 /** An object of string values (TypeBox's Record would document patternProperties). */
 const stringMap = (description: string) =>
@@ -264,65 +265,6 @@ export const CallErrorSchema = Type.Unsafe({
         egress: { type: 'array', items: { $ref: 'EgressAttempt#' } },
         exports: { type: 'array', items: { type: 'string' }, description: 'FUNCTION_NOT_FOUND only.' },
       },
-    },
-  ],
-});
-
-/** An upload's Extism manifest: documented here, read by src/manifest.ts (which says what each refusal is). */
-export const ExtismManifestSchema = Type.Unsafe<unknown>({
-  $id: 'ExtismManifest',
-  type: 'object',
-  additionalProperties: false,
-  required: ['wasm'],
-  description: `An Extism manifest (extism/extism \`manifest\`). \`url\` and \`path\` sources (except a \`path\` naming a
-part of the same form) and \`allowed_paths\` are refused: the server fetches nothing and exposes no files.`,
-  properties: {
-    wasm: {
-      type: 'array',
-      minItems: 1,
-      maxItems: 16,
-      items: {
-        type: 'object',
-        additionalProperties: false,
-        properties: {
-          data: { type: 'string', description: 'The module, base64.' },
-          hash: {
-            type: 'string',
-            pattern: '^[0-9a-f]{64}$',
-            description: 'sha256 of the module: a stored module (its id), or the check of `data`.',
-          },
-          path: { type: 'string', description: 'In a multipart upload, the field or file name of the part holding the module.' },
-          name: {
-            type: 'string',
-            minLength: 1,
-            maxLength: 128,
-            description: "The module's name (`main` marks the main module; else the last is).",
-          },
-          url: { type: 'string', description: 'Refused.' },
-          headers: { type: 'object' },
-          method: { type: 'string' },
-        },
-      },
-    },
-    config: { type: 'object', additionalProperties: { type: 'string' } },
-    allowed_hosts: { type: 'array', items: { $ref: 'HostPattern#' } },
-    allowed_paths: { type: 'object', description: 'Refused unless empty.' },
-    memory: {
-      type: 'object',
-      additionalProperties: false,
-      properties: {
-        max_pages: { type: 'integer', minimum: 1, description: 'Default and ceiling of `memoryMaxPages` for its calls.' },
-        max_http_response_bytes: { type: 'integer', minimum: 0, description: 'Default and ceiling of `maxHttpResponseBytes`.' },
-        max_var_bytes: { type: 'integer', minimum: 0, description: 'Default and ceiling of `maxVarBytes`.' },
-      },
-    },
-    timeout_ms: { type: 'integer', minimum: 1, description: 'Default and ceiling of `timeoutMs`.' },
-  },
-  examples: [
-    {
-      wasm: [{ hash: '9ee554422a18a0112159050331e0f8f512287a32ad3d40fd2b026bce63aafe21', name: 'main' }],
-      config: { vowels: 'aeiou' },
-      timeout_ms: 2000,
     },
   ],
 });

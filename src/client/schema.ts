@@ -264,7 +264,8 @@ export interface components {
         Name: string;
         /**
          * @description An Extism manifest (extism/extism `manifest`). `url` and `path` sources (except a `path` naming a
-         *     part of the same form) and `allowed_paths` are refused: the server fetches nothing and exposes no files.
+         *     part of the same form) and `allowed_paths` are refused: the server fetches nothing and exposes no files. A field
+         *     given as null is taken as absent.
          * @example {
          *       "wasm": [
          *         {
@@ -283,11 +284,11 @@ export interface components {
                 /** @description The module, base64. */
                 data?: string;
                 /** @description sha256 of the module: a stored module (its id), or the check of `data`. */
-                hash?: string;
+                hash?: string | null;
                 /** @description In a multipart upload, the field or file name of the part holding the module. */
                 path?: string;
                 /** @description The module's name (`main` marks the main module; else the last is). */
-                name?: string;
+                name?: string | null;
                 /** @description Refused. */
                 url?: string;
                 headers?: Record<string, never>;
@@ -295,20 +296,20 @@ export interface components {
             }[];
             config?: {
                 [key: string]: string;
-            };
-            allowed_hosts?: components["schemas"]["HostPattern"][];
+            } | null;
+            allowed_hosts?: components["schemas"]["HostPattern"][] | null;
             /** @description Refused unless empty. */
-            allowed_paths?: Record<string, never>;
+            allowed_paths?: Record<string, never> | null;
             memory?: {
                 /** @description Default and ceiling of `memoryMaxPages` for its calls. */
-                max_pages?: number;
+                max_pages?: number | null;
                 /** @description Default and ceiling of `maxHttpResponseBytes`. */
-                max_http_response_bytes?: number;
+                max_http_response_bytes?: number | null;
                 /** @description Default and ceiling of `maxVarBytes`. */
-                max_var_bytes?: number;
-            };
+                max_var_bytes?: number | null;
+            } | null;
             /** @description Default and ceiling of `timeoutMs`. */
-            timeout_ms?: number;
+            timeout_ms?: number | null;
         };
         /** @description What a plugin made from a manifest runs, and the limits it sets for its calls. */
         PluginManifest: {
