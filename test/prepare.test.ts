@@ -14,7 +14,7 @@ describe('ModulePreparer', () => {
     await preparer.close();
   });
 
-  it('hands back the compiled module and layout prepareModule makes, and runs preparations side by side', async () => {
+  it('hands back the compiled module and layout prepareModule makes, for several modules asked for at once', async () => {
     preparer = new ModulePreparer(limits, options);
     const bytes = await readPlugin('rust_vowels');
     const before = Buffer.from(bytes);
