@@ -146,6 +146,14 @@ export interface ModuleLimits {
   tableElements: number;
   /** Exception tags (MODULE_MAX_TAGS). */
   tags: number;
+  /**
+   * Per function, what V8's compilers spend memory and time on (engine/compile/function-cost.ts): blocks,
+   * loops, ifs and trys open at once (MODULE_MAX_CONTROL_DEPTH); locals times control instructions
+   * (MODULE_MAX_LOCALS_X_CONTROL); assignments of locals inside loops, once per loop around each (MODULE_MAX_LOOP_ASSIGNMENTS).
+   */
+  controlDepth: number;
+  localsTimesControl: number;
+  loopAssignments: number;
 }
 
 /** JS heap one instance may need at the module limits, per item (measured on Node 24, rounded up). */
@@ -380,7 +388,10 @@ function redisConfig(env: Env): { url: string; keyPrefix: string } | null {
   return { url, keyPrefix };
 }
 
-/** The maxima are V8's own limits less what the engine's rewrite adds (a few functions, globals, exports). */
+/**
+ * The maxima are V8's own limits less what the engine's rewrite adds (a few functions, globals, exports);
+ * for the per-function limits, what V8's compilers may spend on one function (~1-2 GB).
+ */
 function moduleLimits(env: Env): ModuleLimits {
   return {
     functions: int(env, 'MODULE_MAX_FUNCTIONS', 100_000, 1, 999_000),
@@ -389,6 +400,10 @@ function moduleLimits(env: Env): ModuleLimits {
     exports: int(env, 'MODULE_MAX_EXPORTS', 10_000, 1, 999_000),
     tableElements: int(env, 'MODULE_MAX_TABLE_ELEMENTS', 100_000, 0, 10_000_000),
     tags: int(env, 'MODULE_MAX_TAGS', 10_000, 0, 999_000),
+    // Defaults: ~40x the largest real function measured (README, Security); at most: ~1-2 GB of compiler memory.
+    controlDepth: int(env, 'MODULE_MAX_CONTROL_DEPTH', 10_000, 1, 100_000),
+    localsTimesControl: int(env, 'MODULE_MAX_LOCALS_X_CONTROL', 10_000_000, 1, 100_000_000),
+    loopAssignments: int(env, 'MODULE_MAX_LOOP_ASSIGNMENTS', 1_000_000, 0, 10_000_000),
   };
 }
 

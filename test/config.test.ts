@@ -26,6 +26,20 @@ describe('loadConfig', () => {
     expect(config.requests).toEqual({ headersTimeoutMs: 10_000, bodyTimeoutMs: 60_000, bodyMinBytesPerSecond: 4096 });
     expect(config.pluginConfig).toEqual({ maxKeys: 256, maxBytes: 64 * 1024 });
     expect(config.engine.prepareTimeoutMs).toBe(30_000);
+    expect(config.engine.moduleLimits).toMatchObject({
+      controlDepth: 10_000,
+      localsTimesControl: 10_000_000,
+      loopAssignments: 1_000_000,
+    });
+  });
+
+  it('lets an operator lower or raise the per-function module limits up to their maxima', () => {
+    const env = { MODULE_MAX_CONTROL_DEPTH: '500', MODULE_MAX_LOCALS_X_CONTROL: '100000000', MODULE_MAX_LOOP_ASSIGNMENTS: '0' };
+    expect(loadConfig(env).engine.moduleLimits).toMatchObject({
+      controlDepth: 500,
+      localsTimesControl: 100_000_000,
+      loopAssignments: 0,
+    });
   });
 
   it('reads the PostgreSQL store and Redis settings with their defaults', () => {
@@ -44,6 +58,18 @@ describe('loadConfig', () => {
 
   const invalid: { env: Record<string, string>; message: RegExp }[] = [
     { env: { PORT: 'abc' }, message: /^PORT must be a non-negative integer, got "abc"$/ },
+    {
+      env: { MODULE_MAX_CONTROL_DEPTH: '100001' },
+      message: /^MODULE_MAX_CONTROL_DEPTH must be between 1 and 100000, got 100001$/,
+    },
+    {
+      env: { MODULE_MAX_LOCALS_X_CONTROL: '100000001' },
+      message: /^MODULE_MAX_LOCALS_X_CONTROL must be between 1 and 100000000, got 100000001$/,
+    },
+    {
+      env: { MODULE_MAX_LOOP_ASSIGNMENTS: '10000001' },
+      message: /^MODULE_MAX_LOOP_ASSIGNMENTS must be between 0 and 10000000, got 10000001$/,
+    },
     { env: { PORT: '-1' }, message: /^PORT must be a non-negative integer, got "-1"$/ },
     { env: { PORT: '70000' }, message: /^PORT must be between 0 and 65535, got 70000$/ },
     {

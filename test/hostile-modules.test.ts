@@ -8,7 +8,7 @@ import { childServerForTest, metricsOf, type ChildServer, useContainedServer } f
 import { wat } from './helpers.ts';
 import { hostPlugin } from './hostile-wat.ts';
 import { sampleValue } from './prom-text.ts';
-import { buildCodeModule, buildModule, sleb } from './wasm-builder.ts';
+import { buildCodeModule, buildModule, shapedCode, sleb, type CodeShape } from './wasm-builder.ts';
 
 const MiB = 1024 * 1024;
 const ENV = {
@@ -263,8 +263,87 @@ describe('globals, functions, exports, types, tags', () => {
     await expectRefused(bytes, 'UNSUPPORTED_IMPORTS', /alloc/);
   });
 
+  it('refuses a mutable v128 or exnref global with 400 INVALID_WASM (every call answered 422: JS cannot read them to restore them)', async () => {
+    await expectRefused(
+      buildModule({ globals: 1, mutableGlobals: true, globalType: 'v128' }),
+      'INVALID_WASM',
+      /^global 0 is a mutable v128: .*such globals are not supported$/,
+    );
+    await expectRefused(
+      buildModule({ globals: 1, mutableGlobals: true, globalType: 'exnref' }),
+      'INVALID_WASM',
+      /mutable exnref/,
+    );
+    // Immutable ones are never restored: they run.
+    expect(await tryModule(buildModule({ globals: 1, globalType: 'v128' }))).toMatchObject({ upload: 201, call: 200 });
+  });
+
   it('refuses a function with 60,000 locals with 400 INVALID_WASM (V8 refuses it)', async () => {
     await expectRefused(buildModule({ locals: 60_000 }), 'INVALID_WASM', /not a valid WebAssembly module/);
+  });
+});
+
+describe('function shapes (what V8 compiles)', () => {
+  /** A module whose `run` has `shape` (wasm-builder's shapedCode). */
+  const shaped = (shape: CodeShape) => buildModule({ locals: shape.locals, code: shapedCode(shape) });
+
+  it('refuses the tier-up bomb at upload (250 nested loops assigning 49,000 locals: TurboFan took the server to 2.3 GB) naming MODULE_MAX_LOOP_ASSIGNMENTS and the function', async () => {
+    const bomb = shaped({ locals: 49_001, loops: 250, nested: true, assigned: 49_000, iterations: 300 });
+    const upload = await server.api.upload(bomb, { name: `mod-${++plugins}` });
+    expect(upload.status).toBe(400);
+    expect(upload.error).toMatchObject({
+      code: 'INVALID_WASM',
+      limit: 'MODULE_MAX_LOOP_ASSIGNMENTS',
+      max: 1_000_000,
+      function: 0,
+    });
+    expect(upload.error.message).toMatch(
+      /^function 0 assigns locals inside loops more than 1000000 times.*\(MODULE_MAX_LOOP_ASSIGNMENTS\)$/,
+    );
+  });
+
+  it('runs a function at MODULE_MAX_LOOP_ASSIGNMENTS (40,000 assignments in 25 nested loops) and refuses one more local (200, then 400)', async () => {
+    // One turn of the loop: not hot enough for TurboFan, whose ~150 MB here would only slow the battery.
+    const inside = shaped({ locals: 40_000, loops: 25, nested: true, assigned: 39_999, iterations: 1 });
+    expect(await tryModule(inside)).toMatchObject({ upload: 201, call: 200 });
+    const over = shaped({ locals: 40_001, loops: 25, nested: true, assigned: 40_000, iterations: 300 });
+    await expectRefused(over, 'INVALID_WASM', /1000025|more than 1000000 times/);
+  });
+
+  it('refuses 1,000 loops in a function of 49,000 locals (5 s of compile at upload, 0.6 GB) naming MODULE_MAX_LOCALS_X_CONTROL', async () => {
+    const loops = shaped({ locals: 49_000, loops: 1000, nested: false, assigned: 0, iterations: 1 });
+    await expectRefused(
+      loops,
+      'INVALID_WASM',
+      /^function 0 has 49000 locals and 2000 control instructions .*: 98000000 locals × control instructions; the limit is 10000000 \(MODULE_MAX_LOCALS_X_CONTROL\)$/,
+    );
+  });
+
+  it('runs a function at MODULE_MAX_LOCALS_X_CONTROL (10,000 locals, 500 loops with a branch each) and refuses one more local', async () => {
+    const inside = shaped({ locals: 10_000, loops: 500, nested: false, assigned: 10, iterations: 1 });
+    expect(await tryModule(inside)).toMatchObject({ upload: 201, call: 200 });
+    const over = shaped({ locals: 10_001, loops: 500, nested: false, assigned: 10, iterations: 1000 });
+    await expectRefused(over, 'INVALID_WASM', /10001 locals and 1000 control instructions/);
+  });
+
+  it('refuses 1,000,000 nested blocks (V8 took 0.9 GB to compile them) naming MODULE_MAX_CONTROL_DEPTH; runs 10,000', async () => {
+    const deep = (loops: number) => shaped({ locals: 1, loops, nested: true, assigned: 0, iterations: 1 });
+    await expectRefused(
+      deep(1_000_000),
+      'INVALID_WASM',
+      /^function 0 nests .* more than 10000 deep; .*\(MODULE_MAX_CONTROL_DEPTH\)$/,
+    );
+    await expectRefused(deep(10_001), 'INVALID_WASM', /MODULE_MAX_CONTROL_DEPTH/);
+    expect(await tryModule(deep(10_000))).toMatchObject({ upload: 201, call: 200 });
+  });
+
+  it('refuses an instruction it cannot decode before V8 sees the module, naming the function (400 INVALID_WASM)', async () => {
+    // 0xfd 0x200: no SIMD instruction; skipping it could hide a block.
+    await expectRefused(
+      buildModule({ code: [0xfd, 0x80, 0x04, 0x41, 0] }),
+      'INVALID_WASM',
+      /function 0: unknown instruction 0xfd 512/,
+    );
   });
 });
 

@@ -6,9 +6,11 @@ export interface ModuleSpec {
   functions?: number;
   /** Extra exports, each of one of the extra functions. */
   exports?: number;
-  /** Globals (i32, initialised to 0). */
+  /** Globals (of `globalType`, initialised to 0 or null). */
   globals?: number;
   mutableGlobals?: boolean;
+  /** The globals' type (default i32); JS cannot read or write the values of the others. */
+  globalType?: 'i32' | 'v128' | 'exnref';
   /** Initial sizes of funcref tables. */
   tables?: number[];
   /** Exception tags `() -> ()`. */
@@ -29,6 +31,58 @@ export interface ModuleSpec {
   importMemory?: { module: string; name: string };
   /** `run` grows memory by this many pages and returns what memory.grow answers (the old size, or -1). */
   grow?: number;
+  /** `run`'s code instead (without its final `end`): it must leave an i32 (see shapedCode). */
+  code?: number[];
+}
+
+/** A global's type and initialiser of each `globalType`. */
+const GLOBAL_TYPES = {
+  i32: { type: [0x7f], init: [0x41, 0] },
+  v128: { type: [0x7b], init: [0xfd, 0x0c, ...new Array<number>(16).fill(0)] },
+  exnref: { type: [0x69], init: [0xd0, 0x69] },
+};
+
+export interface CodeShape {
+  /** Locals (i64) the function declares: `locals` of the ModuleSpec, the last one the loop counter. */
+  locals: number;
+  /** Loops around the body, nested (each inside the last) or one after another. */
+  loops: number;
+  nested: boolean;
+  /** Locals 0 to assigned - 1 are set from the counter in the innermost loop (or in each loop). */
+  assigned: number;
+  /** Times the innermost loop (or each loop) runs. */
+  iterations: number;
+}
+
+/**
+ * Code for `run` shaped to weigh on V8's compilers: loops (nested or not) that each count the last
+ * local down from `iterations`, assigning `assigned` locals on every turn, then return 0.
+ */
+export function shapedCode({ locals, loops, nested, assigned, iterations }: CodeShape): number[] {
+  const counter = leb(locals - 1);
+  const code: number[] = [];
+  // One push per part: a spread of a big array into push() would pass too many arguments.
+  const append = (...parts: number[][]) => parts.forEach((part) => part.forEach((b) => code.push(b)));
+  const start = [0x42, ...sleb(iterations), 0x21, ...counter];
+  const turn = () => {
+    for (let k = 0; k < assigned; k++) append([0x20, ...counter, 0x21, ...leb(k)]); // local k = counter
+    // counter -= 1; br_if 0 (the loop) while it is not 0
+    append([0x20, ...counter, 0x42, 1, 0x7d, 0x22, ...counter, 0x42, 0, 0x52, 0x0d, 0]);
+  };
+  if (nested) {
+    append(start);
+    for (let i = 0; i < loops; i++) append([0x03, 0x40]);
+    turn();
+    for (let i = 0; i < loops; i++) append([0x0b]);
+  } else {
+    for (let i = 0; i < loops; i++) {
+      append(start, [0x03, 0x40]);
+      turn();
+      append([0x0b]);
+    }
+  }
+  append([0x41, 0]);
+  return code;
 }
 
 export function leb(value: number): number[] {
@@ -115,7 +169,8 @@ export function buildModule(spec: ModuleSpec): Uint8Array {
   if (!spec.importMemory) sections.push(section(5, vector([memoryLimits])));
   if (spec.tags) sections.push(section(13, vector(Array.from({ length: spec.tags }, () => [0x00, 1]))));
   if (spec.globals) {
-    const entry = [0x7f, spec.mutableGlobals ? 1 : 0, 0x41, 0, 0x0b];
+    const { type, init } = GLOBAL_TYPES[spec.globalType ?? 'i32'];
+    const entry = [...type, spec.mutableGlobals ? 1 : 0, ...init, 0x0b];
     sections.push(section(6, vector(Array.from({ length: spec.globals }, () => entry))));
   }
   const exports: number[][] = [[...name('run'), 0x00, ...leb(imported)]];
@@ -130,8 +185,8 @@ export function buildModule(spec: ModuleSpec): Uint8Array {
   }
   const body = [4, 0, 0x41, 0, 0x0b];
   const locals = spec.locals ? [0x01, ...leb(spec.locals), 0x7e] : [0x00];
-  const result = spec.grow === undefined ? [0x41, 0] : [0x41, ...sleb(spec.grow), 0x40, 0x00];
-  const run = [...leb(locals.length + result.length + 1), ...locals, ...result, 0x0b];
+  const result = spec.code ?? (spec.grow === undefined ? [0x41, 0] : [0x41, ...sleb(spec.grow), 0x40, 0x00]);
+  const run = join([leb(locals.length + result.length + 1), locals, result, [0x0b]]);
   sections.push(section(10, vector([run, ...Array.from({ length: extra }, () => body)])));
   if (spec.dataSegments) {
     sections.push(section(11, vector(Array.from({ length: spec.dataSegments }, () => [0x00, 0x41, 0, 0x0b, 1, 7]))));

@@ -927,7 +927,8 @@ export interface operations {
             /**
              * @description The upload is refused:
              *     `INVALID_WASM` (not WebAssembly, does not compile, cannot be prepared for running, or over a module limit such as
-             *     MODULE_MAX_TABLE_ELEMENTS: the message says why, and `limit`, `value`, `max` name a limit passed),
+             *     MODULE_MAX_TABLE_ELEMENTS: the message says why, and `limit`, `value`, `max` name a limit passed, `function`
+             *     the function of a per-function one such as MODULE_MAX_LOCALS_X_CONTROL),
              *     `UNSUPPORTED_IMPORTS` (imports anything but functions of `extism:host/env` and `wasi_snapshot_preview1`, or one of them
              *     with another signature than the service provides; listed in `unsupportedImports`, a mismatch with `expected` and `actual`;
              *     custom host functions, under `extism:host/user` or any other namespace, are not offered),
@@ -981,6 +982,8 @@ export interface operations {
                         limit?: string;
                         value?: number;
                         max?: number;
+                        /** @description A per-function module limit passed: the index of the function (imports first). */
+                        function?: number;
                         pattern?: string;
                         problem?: string;
                     };

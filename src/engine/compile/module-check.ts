@@ -7,9 +7,11 @@ import type { ErrorCode } from '../../errors.ts';
 import { EXTISM_ENV, EXTISM_ENV_SIGNATURES } from '../runtime/host-env.ts';
 import { formatSignature, sameSignature, type Signature } from '../runtime/signatures.ts';
 import { WASI_PREVIEW1, WASI_SIGNATURES } from '../runtime/wasi.ts';
-import type { ImportSummary, ModuleInterface, ModuleSummary } from './wasm-summary.ts';
+import { functionCost, type FunctionCost, type FunctionCostLimits } from './function-cost.ts';
+import { Reader, SECTION, splitSections, vector, WasmRewriteError } from './wasm-binary.ts';
+import { functionParams, type ImportSummary, type ModuleInterface, type ModuleSummary } from './wasm-summary.ts';
 
-/** What the engine checks a module against: ModuleLimits and the page ceiling of any call. */
+/** What the engine checks a module against: ModuleLimits (the per-function ones too) and the page ceiling of any call. */
 export interface ModuleCheckLimits extends ModuleLimits {
   /** CALL_MEMORY_PAGES_CEILING: a module needing more pages to start could never run. */
   memoryPages: number;
@@ -111,6 +113,71 @@ export function checkModuleLimits(summary: ModuleSummary, size: ModuleSize, limi
   }
   const [what, pages, limit, env] = counted('memoryPages');
   if (pages > limit) throw overLimit(what, pages, limit, env);
+  const opaque = summary.opaqueGlobal;
+  if (opaque) {
+    throw new ModuleRefusedError(
+      'INVALID_WASM',
+      `global ${opaque.index} is a mutable ${opaque.type}: the engine restores mutable globals after every call ` +
+        `through JavaScript, which cannot read or write a ${opaque.type}; such globals are not supported`,
+    );
+  }
+}
+
+/** What a refusal says for each per-function limit, after "function N". */
+const FUNCTION_LIMITS: Readonly<
+  Record<keyof FunctionCostLimits, { env: string; says: (c: FunctionCost, max: number) => string }>
+> = {
+  controlDepth: {
+    env: 'MODULE_MAX_CONTROL_DEPTH',
+    says: (_, max) => `nests blocks, loops, ifs and trys more than ${max} deep`,
+  },
+  localsTimesControl: {
+    env: 'MODULE_MAX_LOCALS_X_CONTROL',
+    says: (c) =>
+      `has ${c.locals} locals and ${c.control} control instructions (blocks, loops, ifs, branches, calls in a try): ` +
+      `${c.locals * c.control} locals × control instructions`,
+  },
+  loopAssignments: {
+    env: 'MODULE_MAX_LOOP_ASSIGNMENTS',
+    says: (_, max) =>
+      `assigns locals inside loops more than ${max} times (each local.set or local.tee counted once per loop around it)`,
+  },
+};
+
+const functionValue = (key: keyof FunctionCostLimits, cost: FunctionCost): number =>
+  key === 'controlDepth' ? cost.depth : key === 'loopAssignments' ? cost.loopAssignments : cost.locals * cost.control;
+
+/**
+ * Throws ModuleRefusedError for the first function whose body passes a per-function limit (what V8's
+ * compilers would spend on it: function-cost.ts), or WasmRewriteError for a body with an instruction
+ * the walk does not know. Run after checkModuleLimits, before V8 sees the module.
+ */
+export function checkFunctions(bytes: Uint8Array, summary: ModuleSummary, limits: FunctionCostLimits): void {
+  const code = splitSections(bytes).find((s) => s.id === SECTION.code);
+  if (!code) return;
+  const params = functionParams(bytes);
+  const { count, reader: r } = vector(bytes, code);
+  for (let i = 0; i < count; i++) {
+    const size = r.u32();
+    const start = r.pos;
+    r.skip(size);
+    const index = summary.importedFunctions + i;
+    let cost: FunctionCost;
+    try {
+      cost = functionCost(new Reader(bytes, start, start + size), Math.max(0, params[i] ?? 0), limits);
+    } catch (err) {
+      throw err instanceof WasmRewriteError ? new WasmRewriteError(`function ${index}: ${err.message}`) : err;
+    }
+    if (!cost.over) continue;
+    const { env, says } = FUNCTION_LIMITS[cost.over];
+    const max = limits[cost.over];
+    throw new ModuleRefusedError('INVALID_WASM', `function ${index} ${says(cost, max)}; the limit is ${max} (${env})`, {
+      limit: env,
+      value: functionValue(cost.over, cost),
+      max,
+      function: index,
+    });
+  }
 }
 
 /** Where the Extism SDKs put the host functions an embedding registers itself. */

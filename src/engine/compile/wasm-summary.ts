@@ -30,6 +30,11 @@ export interface ModuleSummary {
   tables: { min: number; max: number | null }[];
   memory: { min: number; max: number | null } | null;
   globals: number;
+  /**
+   * The first mutable global the module defines whose value JS cannot read or write (v128, exnref):
+   * the engine restores mutable globals through JS after every call.
+   */
+  opaqueGlobal: { index: number; type: string } | null;
   exports: number;
   tags: number;
   /** Entries of all element segments together. */
@@ -156,6 +161,17 @@ function skipImportDescription(r: Reader, kind: ExternalKind): void {
   }
 }
 
+/** V8's JS API cannot read or write a global of these value types (abstract heap types exn and noexn included). */
+const OPAQUE: Record<number, string> = { 0x7b: 'v128', 0x69: 'exnref', 0x74: 'nullexnref' };
+
+/** The name of the value type at `r` when JS cannot hold its values, else null (reads nothing). */
+function opaqueType(r: Reader): string | null {
+  const first = r.bytes[r.pos] ?? -1;
+  if (first !== 0x63 && first !== 0x64) return OPAQUE[first] ?? null;
+  const heap = OPAQUE[r.bytes[r.pos + 1] ?? -1];
+  return heap ? `(ref ${first === 0x63 ? 'null ' : ''}${heap === 'exnref' ? 'exn' : 'noexn'})` : null;
+}
+
 /** What the module would cost: counts and sizes, read without allocating per entry. */
 export function summarizeModule(bytes: Uint8Array): ModuleSummary {
   const summary: ModuleSummary = {
@@ -167,11 +183,13 @@ export function summarizeModule(bytes: Uint8Array): ModuleSummary {
     tables: [],
     memory: null,
     globals: 0,
+    opaqueGlobal: null,
     exports: 0,
     tags: 0,
     elementEntries: 0,
     dataSegments: 0,
   };
+  let importedGlobals = 0;
   for (const s of splitSections(bytes)) {
     switch (s.id) {
       case SECTION.type: {
@@ -190,6 +208,7 @@ export function summarizeModule(bytes: Uint8Array): ModuleSummary {
           r.skipName();
           const kind = kindOf(r.byte());
           if (kind === 'function') summary.importedFunctions++;
+          if (kind === 'global') importedGlobals++;
           skipImportDescription(r, kind);
         }
         break;
@@ -217,9 +236,17 @@ export function summarizeModule(bytes: Uint8Array): ModuleSummary {
         if (count === 1) summary.memory = readMemoryLimits(r);
         break;
       }
-      case SECTION.global:
-        summary.globals = vector(bytes, s).count;
+      case SECTION.global: {
+        const { count, reader: r } = vector(bytes, s);
+        summary.globals = count;
+        for (let i = 0; i < count && summary.opaqueGlobal === null; i++) {
+          const type = opaqueType(r);
+          skipValType(r);
+          if (r.byte() === 1 && type) summary.opaqueGlobal = { index: importedGlobals + i, type };
+          skipConstExpr(r);
+        }
         break;
+      }
       case SECTION.export:
         summary.exports = vector(bytes, s).count;
         break;
@@ -237,6 +264,27 @@ export function summarizeModule(bytes: Uint8Array): ModuleSummary {
     }
   }
   return summary;
+}
+
+/** The parameter count of each function the module defines (by its type; -1 for a type that is not a function's). */
+export function functionParams(bytes: Uint8Array): number[] {
+  const byType: number[] = [];
+  const params: number[] = [];
+  for (const s of splitSections(bytes)) {
+    if (s.id === SECTION.type) {
+      const { count, reader: r } = vector(bytes, s);
+      forEachType(r, count, (form) => {
+        const start = r.pos;
+        byType.push(form === FUNC ? r.u32() : -1);
+        r.pos = start;
+        readType(r, form);
+      });
+    } else if (s.id === SECTION.function) {
+      const { count, reader: r } = vector(bytes, s);
+      for (let i = 0; i < count; i++) params.push(byType[r.u32()] ?? -1);
+    }
+  }
+  return params;
 }
 
 const hex = (bytes: Uint8Array): string => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
