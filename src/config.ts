@@ -191,6 +191,12 @@ export interface Config {
     bodyTimeoutMs: number;
     /** A body still arriving must bring at least this many bytes per second, over every window of 5 s (0: off). */
     bodyMinBytesPerSecond: number;
+    /** A response must be taken by the client within this from its first byte, or its connection is closed. */
+    responseTimeoutMs: number;
+    /** A response the client is slow to take must go out at this many bytes per second or more, over every 5 s (0: off). */
+    responseMinBytesPerSecond: number;
+    /** How long a connection may sit idle between requests. */
+    keepAliveTimeoutMs: number;
   };
   /** A plugin's config (upload) and a call's config: keys, and bytes of keys and values together. */
   pluginConfig: { maxKeys: number; maxBytes: number };
@@ -512,6 +518,9 @@ export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
       headersTimeoutMs: int(env, 'HEADERS_TIMEOUT_MS', 10_000, 100, 600_000),
       bodyTimeoutMs: int(env, 'BODY_TIMEOUT_MS', 60_000, 100, 3_600_000),
       bodyMinBytesPerSecond: int(env, 'BODY_MIN_BYTES_PER_SECOND', 4096, 0, 1024 * MiB),
+      responseTimeoutMs: int(env, 'RESPONSE_TIMEOUT_MS', 120_000, 100, 3_600_000),
+      responseMinBytesPerSecond: int(env, 'RESPONSE_MIN_BYTES_PER_SECOND', 4096, 0, 1024 * MiB),
+      keepAliveTimeoutMs: int(env, 'KEEP_ALIVE_TIMEOUT_MS', 30_000, 100, 600_000),
     },
     pluginConfig: {
       maxKeys: int(env, 'CONFIG_MAX_KEYS', 256, 0, 100_000),

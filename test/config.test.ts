@@ -23,7 +23,14 @@ describe('loadConfig', () => {
     expect(config.store).toEqual({ kind: 'filesystem' });
     expect(config.listLimit).toEqual({ default: 100, ceiling: 1000 });
     expect(config.ops.redis).toBeNull();
-    expect(config.requests).toEqual({ headersTimeoutMs: 10_000, bodyTimeoutMs: 60_000, bodyMinBytesPerSecond: 4096 });
+    expect(config.requests).toEqual({
+      headersTimeoutMs: 10_000,
+      bodyTimeoutMs: 60_000,
+      bodyMinBytesPerSecond: 4096,
+      responseTimeoutMs: 120_000,
+      responseMinBytesPerSecond: 4096,
+      keepAliveTimeoutMs: 30_000,
+    });
     expect(config.pluginConfig).toEqual({ maxKeys: 256, maxBytes: 64 * 1024 });
     expect(config.engine.prepareTimeoutMs).toBe(30_000);
     expect(config.engine.moduleLimits).toMatchObject({

@@ -441,6 +441,84 @@ describe('malformed calls', () => {
   });
 });
 
+/** A raw connection that sends `request` and reads the answer as `read` says: `stall` stops after the first chunk. */
+function rawCall(request: string, url = server.url): { socket: net.Socket; chunks: Buffer[]; closed: Promise<void> } {
+  const { port } = new URL(url);
+  const socket = net.connect({ host: '127.0.0.1', port: Number(port) });
+  const chunks: Buffer[] = [];
+  socket.on('connect', () => socket.write(request));
+  socket.on('data', (d: Buffer) => chunks.push(d));
+  socket.on('error', () => undefined);
+  return { socket, chunks, closed: once(socket, 'close').then(() => undefined) };
+}
+
+function hugeCall(outputBytes: number): string {
+  // The deadline at its ceiling: making 16 MB on a loaded machine can pass the default 5 s.
+  const body = JSON.stringify({ function: 'huge', input: String(outputBytes), maxOutputBytes: 16 * MiB, timeoutMs: 60_000 });
+  return `POST /plugins/huge/call HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
+}
+
+/** The content-length of a raw answer and how many body bytes came. */
+function bodyProgress(chunks: Buffer[]): { length: number; received: number } {
+  const text = Buffer.concat(chunks);
+  const end = text.indexOf('\r\n\r\n');
+  const length = Number(/\r\ncontent-length: *(\d+)/i.exec(text.subarray(0, end).toString('latin1'))?.[1]);
+  return { length, received: text.length - end - 4 };
+}
+
+describe('slow readers', () => {
+  it('closes the connection of a client that stops reading a 16 MB answer, past RESPONSE_MIN_BYTES_PER_SECOND (it was held, with the answer in memory)', async () => {
+    await server.api.uploaded(await readPlugin('huge_output'), { name: 'huge' });
+    const { socket, chunks, closed } = rawCall(hugeCall(16_000_000));
+    await once(socket, 'data');
+    socket.pause();
+    expect(chunks[0]!.toString('latin1')).toMatch(/^HTTP\/1.1 200/);
+    // Two rate windows and some: the server has judged it by then. Then read what is left.
+    await sleep(2 * BODY_RATE_WINDOW_MS + 3_000);
+    socket.resume();
+    const outcome = await Promise.race([closed.then(() => 'closed'), sleep(30_000).then(() => 'still open')]);
+    socket.destroy();
+    expect(outcome).toBe('closed');
+    const { length, received } = bodyProgress(chunks);
+    expect(length).toBeGreaterThan(16_000_000);
+    expect(received).toBeLessThan(length);
+  }, 120_000);
+
+  it('sends the whole answer to a client that reads slowly but above the minimum rate', async () => {
+    await server.api.uploaded(await readPlugin('huge_output'), { name: 'huge' });
+    const { socket, chunks, closed } = rawCall(hugeCall(4_000_000));
+    // About 64 KiB per 100 ms: past a rate window, far above 4096 bytes/s.
+    socket.on('data', () => {
+      socket.pause();
+      setTimeout(() => socket.resume(), 100);
+    });
+    const whole = new Promise<void>((resolve) =>
+      socket.on('data', () => {
+        const { length, received } = bodyProgress(chunks);
+        if (received >= length) resolve();
+      }),
+    );
+    const outcome = await Promise.race([
+      whole.then(() => 'whole'),
+      closed.then(() => 'closed'),
+      sleep(60_000).then(() => 'timeout'),
+    ]);
+    socket.destroy();
+    expect(outcome).toBe('whole');
+    expect(bodyProgress(chunks).length).toBeGreaterThan(4_000_000);
+  }, 120_000);
+
+  it('closes a keep-alive connection left idle past KEEP_ALIVE_TIMEOUT_MS (Fastify kept it 72 s)', async () => {
+    // A server of its own: a short keep-alive would race this file's fetch reusing its idle connections.
+    const own = await childServerForTest({ KEEP_ALIVE_TIMEOUT_MS: '2000' });
+    const { socket, chunks, closed } = rawCall('GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n', own.url);
+    const outcome = await Promise.race([closed.then(() => 'closed'), sleep(20_000).then(() => 'still open')]);
+    socket.destroy();
+    expect(Buffer.concat(chunks).toString('latin1')).toMatch(/^HTTP\/1.1 200/);
+    expect(outcome).toBe('closed');
+  }, 120_000);
+});
+
 /** Connections, each sending GET /healthz and then held open (keep-alive); from `localAddress` when given. */
 async function holdConnections(
   url: string,
@@ -528,7 +606,7 @@ describe('descriptor exhaustion', () => {
     await own.api.uploaded(await readPlugin('count_vowels'), { name: 'count_vowels' });
     const call = await own.api.call('count_vowels', { function: 'count_vowels', input: 'Hello, World!' });
     expect([call.status, call.data.output]).toEqual([200, '{"count":3,"total":3,"vowels":"aeiouAEIOU"}']);
-  });
+  }, 120_000);
 
   it('survives running out of descriptors (MAX_CONNECTIONS set past ulimit -n): what needs one fails, then it serves again (it exited: EMFILE in a timer)', async () => {
     const own = await childServerForTest(
@@ -579,7 +657,7 @@ describe('descriptor exhaustion', () => {
     expect(own.alive(), own.output().slice(-2000)).toBe(true);
     expect((await fetch(`${own.url}/readyz`)).status).toBe(200);
     expect((await own.api.upload(bytes, { name: 'after-exhaustion' })).status).toBe(201);
-  });
+  }, 120_000);
 });
 
 describe('after the battery', () => {

@@ -108,7 +108,7 @@ async function lifecycleHooks(app: FastifyInstance, { lifecycle }: { lifecycle: 
   });
   // server.close() waits for every connection Node does not count as idle: one holding half a request
   // (until headersTimeout), and, seen here under load, now and then a keep-alive connection whose
-  // responses are all sent (until keepAliveTimeout, 72 s). Once no response is open, the rest go.
+  // responses are all sent (until KEEP_ALIVE_TIMEOUT_MS). Once no response is open, the rest go.
   app.server.on('request', (_req, res: ServerResponse) => lifecycle.trackResponse(res));
   app.addHook('preClose', (done) => {
     lifecycle.whenNoResponses(() => app.server.closeAllConnections());

@@ -2,7 +2,9 @@
 // and lets go of what it holds (an upload slot, a place in memory). Headers: Node's headersTimeout,
 // answered here instead of by Node or Fastify. Bodies: a deadline and a minimum rate, measured on the
 // socket's byte count so the body parser's stream is left alone; a body cut fails that parser with
-// 408 REQUEST_TIMEOUT, and the request ends through the normal error path.
+// 408 REQUEST_TIMEOUT, and the request ends through the normal error path. Responses: the same two
+// limits on the client taking them; one that does not is closed, and the answer it held is freed
+// (nothing else bounds it: a 16 MiB call output stayed in memory as long as the client kept still).
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -19,6 +21,11 @@ const HEADERS_CHECK_MS = 1_000;
 const LINGER_MS = 1_000;
 /** When the body parser is not listening yet (a hook still runs), how soon to try cutting again. */
 const RETRY_CUT_MS = 100;
+/**
+ * Answers shorter than this (UTF-16 units or bytes) fit in the socket's buffers and go out at once:
+ * they are not watched. Larger ones, and streams (downloads), are watched one turn after they start.
+ */
+const WATCHED_RESPONSE_LENGTH = 16 * 1024;
 
 type RequestsConfig = Config['requests'];
 
@@ -70,10 +77,17 @@ async function slowClientLimits(app: FastifyInstance, { requests }: { requests: 
     HEADERS_CHECK_MS,
     requests.headersTimeoutMs,
   );
+  // Fastify's 72 s let idle connections hold MAX_CONNECTIONS slots; Node's 5 s races clients that reuse
+  // an idle connection just as it closes (seen here: a fetch's upload failed with EPIPE).
+  app.server.keepAliveTimeout = requests.keepAliveTimeoutMs;
   // A `done` hook, not an async one: it runs on every request (see telemetry.ts).
   app.addHook('onRequest', (request, reply, done) => {
     if (!request.raw.complete && hasBody(request)) setImmediate(watchIfArriving, request, reply, requests);
     done();
+  });
+  app.addHook('onSend', (request, reply, payload, done) => {
+    if (mayWait(payload)) setImmediate(watchIfPending, request, reply, requests);
+    done(null, payload);
   });
 }
 
@@ -146,4 +160,80 @@ function watchBody(request: FastifyRequest, reply: FastifyReply, { bodyTimeoutMs
     schedule(Math.min(deadline - now, bodyMinBytesPerSecond > 0 ? windowStart + BODY_RATE_WINDOW_MS - now : Infinity));
   };
   schedule(Math.min(bodyTimeoutMs, bodyMinBytesPerSecond > 0 ? BODY_RATE_WINDOW_MS : Infinity));
+}
+
+function mayWait(payload: unknown): boolean {
+  if (payload === null || payload === undefined) return false;
+  if (typeof payload === 'string' || payload instanceof Uint8Array) return payload.length >= WATCHED_RESPONSE_LENGTH;
+  return true;
+}
+
+type SocketInternals = Socket & { _bytesDispatched?: number; _handle?: { writeQueueSize?: number } | null };
+
+/**
+ * Bytes the kernel took from the socket. A large answer is one write, pending until its last byte is
+ * taken (writableLength stays at its full size); libuv's write queue shows how much of it is left.
+ */
+function bytesSent(socket: Socket): number {
+  const internals = socket as SocketInternals;
+  return (internals._bytesDispatched ?? socket.bytesWritten) - (internals._handle?.writeQueueSize ?? 0);
+}
+
+/** One turn after a large answer began: most are in the kernel's buffers by then and need no watch. */
+function watchIfPending(request: FastifyRequest, reply: FastifyReply, requests: RequestsConfig): void {
+  const socket = reply.raw.socket;
+  if (!reply.raw.writableFinished && socket !== null && !socket.destroyed) watchResponse(request, reply, socket, requests);
+}
+
+function watchResponse(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  socket: Socket,
+  { responseTimeoutMs, responseMinBytesPerSecond }: RequestsConfig,
+): void {
+  const res = reply.raw;
+  const started = performance.now();
+  const deadline = started + responseTimeoutMs;
+  let windowStart = started;
+  let windowSent = bytesSent(socket);
+  let timer: NodeJS.Timeout | undefined;
+  let done = false;
+  const stop = () => {
+    done = true;
+    clearTimeout(timer);
+  };
+  // 'finish': the last byte is in the kernel's buffers; 'close': the connection went.
+  res.once('finish', stop);
+  res.once('close', stop);
+
+  const schedule = (ms: number) => {
+    timer = setTimeout(() => setImmediate(check), Math.max(0, ms));
+    timer.unref();
+  };
+  const cut = (message: string) => {
+    stop();
+    // The status went out long ago: all that is left is to close, which frees what the answer held.
+    request.log.info({ bytesUnsent: socket.bytesWritten - bytesSent(socket) }, message);
+    socket.destroy();
+  };
+  const check = () => {
+    if (done || res.writableFinished) return stop();
+    const now = performance.now();
+    if (now >= deadline)
+      return cut(`the client did not take the response within ${responseTimeoutMs} ms (RESPONSE_TIMEOUT_MS): connection closed`);
+    if (responseMinBytesPerSecond > 0 && now - windowStart >= BODY_RATE_WINDOW_MS) {
+      const sent = bytesSent(socket);
+      const rate = ((sent - windowSent) * 1000) / (now - windowStart);
+      // Bytes waiting on the socket: the client is what is slow (else the answer's source is, e.g. a disk).
+      if (rate < responseMinBytesPerSecond && socket.bytesWritten > sent) {
+        return cut(
+          `the client took the response at ${Math.floor(rate)} bytes/s, below the minimum of ${responseMinBytesPerSecond} (RESPONSE_MIN_BYTES_PER_SECOND): connection closed`,
+        );
+      }
+      windowStart = now;
+      windowSent = sent;
+    }
+    schedule(Math.min(deadline - now, responseMinBytesPerSecond > 0 ? windowStart + BODY_RATE_WINDOW_MS - now : Infinity));
+  };
+  schedule(Math.min(responseTimeoutMs, responseMinBytesPerSecond > 0 ? BODY_RATE_WINDOW_MS : Infinity));
 }
