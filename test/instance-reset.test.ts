@@ -77,38 +77,4 @@ describe('a recycled instance after reset', () => {
       }
     }
   });
-
-  it('grown ahead by a warm-up, answers and resets as a fresh instance, its plugin seeing the same memory size', async () => {
-    for (const plugin of new Set(CALLS.map(([p]) => p))) {
-      const [ahead, fresh] = await instances(plugin);
-      const [plain] = await instances(plugin);
-      const realPages = () => ahead.memory.buffer.byteLength / 65536;
-      const before = realPages();
-      ahead.growAhead(1);
-      // The real memory has the page; the plugin's memory.size (the virtual size) does not.
-      expect({ plugin, real: realPages(), pages: ahead.memoryPages() }).toEqual({
-        plugin,
-        real: before + 1,
-        pages: fresh.memoryPages(),
-      });
-      const calls = CALLS.filter(([p]) => p === plugin);
-      for (let round = 0; round < 2; round++) {
-        for (const [, fn, input, config = {}] of calls) {
-          expect({ plugin, fn, round, output: await run(ahead, fn, input, config) }).toEqual({
-            plugin,
-            fn,
-            round,
-            output: await run(plain, fn, input, config),
-          });
-          expect({ plugin, fn, round, pages: ahead.memoryPages(), differ: differences(ahead.memory, fresh.memory) }).toEqual({
-            plugin,
-            fn,
-            round,
-            pages: fresh.memoryPages(),
-            differ: [],
-          });
-        }
-      }
-    }
-  });
 });

@@ -25,8 +25,6 @@ import {
 } from '../compile/wasm-rewrite.ts';
 
 const PAGE = 65536;
-/** The OS's page (what a first write faults in). */
-const OS_PAGE = 4096;
 const WASM32_MAX_PAGES = 65536;
 const ZERO_PAGE = Buffer.alloc(PAGE);
 /** JS heap per table element as measured on Node 24 (a funcref table: 32 bytes; a snapshot entry: ~10). */
@@ -356,25 +354,6 @@ export class PluginInstance {
   /** Pages of linear memory in use right now (for MEMORY_LIMIT diagnosis after a failure). */
   memoryPages(): number {
     return this.#live.memoryPages ? (this.#live.memoryPages.value as number) : this.#live.memory.buffer.byteLength / PAGE;
-  }
-
-  /**
-   * A warm-up's part: adds up to `pages` to the real memory ahead of any call and faults them in, when
-   * the grow shim keeps the plugin from seeing them (its memory.size stays the virtual size). An
-   * allocator that grows on first use (Rust's dlmalloc) then finds the pages there: its first call
-   * makes no memory.grow and takes no page faults for them (20-60 µs each on this VM), as warm calls
-   * never do (a reset keeps the real memory's size). Nothing to do once it has room.
-   */
-  growAhead(pages: number): void {
-    const { memory, memoryPages } = this.#live;
-    if (!this.shape.virtualGrowth || !memoryPages) return;
-    const real = memory.buffer.byteLength / PAGE;
-    const add = Math.min(pages, this.maxPages - real);
-    if (real > (memoryPages.value as number) || add <= 0) return;
-    memory.grow(add);
-    // A write per OS page makes it resident; the pages stay zero, as grown pages are.
-    const bytes = this.#bytes();
-    for (let at = real * PAGE; at < bytes.length; at += OS_PAGE) bytes[at] = 0;
   }
 
   /** Back to the snapshot: restore in place, or rebuild when memory grew past the threshold (or segments may be dropped). */

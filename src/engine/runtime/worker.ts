@@ -27,8 +27,6 @@ const MAX_MODULES = 64;
 /** Instances of one module without the grow shim (one per memory cap); a module with it has one. */
 const MAX_INSTANCES_PER_MODULE = 4;
 const PAGE = 65536;
-/** Memory pages a warm-up grows an instance by ahead of its first call (instance.ts growAhead). */
-const WARM_GROW_PAGES = 1;
 
 interface ModuleEntry {
   shape: ModuleShape;
@@ -378,7 +376,7 @@ function warm(msg: CallMessage, entry: ModuleEntry, started: number): void {
   try {
     const { memoryPages } = msg.limits ?? setup.defaultLimits;
     if (entry.linked) linkedFor(entry, entry.linked, memoryPages);
-    else instanceFor(entry, memoryPages).growAhead(WARM_GROW_PAGES);
+    else instanceFor(entry, memoryPages);
   } catch {
     ok = false;
   }
