@@ -358,7 +358,7 @@ kinds.push(
       const socket = net.connect({ host: '127.0.0.1', port: Number(new URL(server.url).port) });
       await once(socket, 'connect');
       socket.write(
-        `POST /plugins HTTP/1.1\r\nhost: x\r\ncontent-type: application/wasm\r\ncontent-length: ${vowelsBytes.length}\r\n\r\n`,
+        `POST /plugins HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/wasm\r\ncontent-length: ${vowelsBytes.length}\r\n\r\n`,
       );
       socket.write(vowelsBytes.subarray(0, 1000));
       await sleep(Math.random() * 50);

@@ -13,6 +13,7 @@ import { loadSheddingPlugin } from './api/load-shedding.ts';
 import { Readiness, opsRoutes } from './api/ops.ts';
 import { clientErrorHandler, slowClientLimitsPlugin } from './api/slow-clients.ts';
 import { connectionLimitsPlugin } from './api/connection-limits.ts';
+import { requestOriginPlugin } from './api/request-origin.ts';
 import { RequestLogController, genRequestId, loggerOptions, telemetryPlugin } from './api/telemetry.ts';
 import { ServiceMetrics, pluginLabel } from './metrics.ts';
 import { pluginRoutes } from './api/plugins.ts';
@@ -70,6 +71,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   // Hook order matters: request id first (every answer carries it), then shutdown, then tokens and rate limits.
   await app.register(telemetryPlugin, { config, metrics });
   await app.register(lifecyclePlugin, { lifecycle: app.lifecycle });
+  await app.register(requestOriginPlugin, { config });
   await app.register(accessControlPlugin, { config });
   await app.register(loadSheddingPlugin, { config });
 

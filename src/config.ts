@@ -248,6 +248,11 @@ export interface Config {
     maxHeapUsedBytes: number;
     /** Rate-limit and failed-token counters shared by all replicas; null: each process counts alone. */
     redis: { url: string; keyPrefix: string } | null;
+    /**
+     * Host names (lower case, no port) the service answers to while it runs open, so a page whose name
+     * an attacker rebinds to this address cannot use it; null: any.
+     */
+    allowedHostNames: string[] | null;
   };
 }
 
@@ -382,6 +387,25 @@ function storeConfig(env: Env): StoreConfig {
     pollMs: int(env, 'STORE_POLL_MS', 250, 20, 60_000),
     blobCacheBytes: int(env, 'BLOB_CACHE_BYTES', 1024 * MiB, 0),
   };
+}
+
+/** The names of a loopback listener; any other listener answers to any name unless ALLOWED_HOST_NAMES says. */
+const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '[::1]'];
+
+function allowedHostNames(env: Env, host: string): string[] | null {
+  const given = list(env, 'ALLOWED_HOST_NAMES', []).map((name) => name.toLowerCase());
+  if (given.includes('*')) return null;
+  for (const name of given) {
+    if (!/^(\[[0-9a-f:.]+\]|[a-z0-9.-]+)$/.test(name)) {
+      throw new ConfigError(`ALLOWED_HOST_NAMES: "${name}" is not a host name (no port; IPv6 in brackets), or * for any`);
+    }
+  }
+  if (given.length > 0) return given;
+  const bare = host.replace(/^\[(.*)\]$/, '$1');
+  const loopback = bare === 'localhost' || (ipaddr.isValid(bare) && ipaddr.parse(bare).range() === 'loopback');
+  if (!loopback) return null;
+  const own = ipaddr.isValid(bare) && ipaddr.parse(bare).kind() === 'ipv6' ? `[${bare}]` : bare;
+  return [...new Set([...LOOPBACK_NAMES, own.toLowerCase()])];
 }
 
 function redisConfig(env: Env): { url: string; keyPrefix: string } | null {
@@ -561,6 +585,7 @@ export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
       maxEventLoopDelayMs: int(env, 'MAX_EVENT_LOOP_DELAY_MS', 1_000, 0),
       maxHeapUsedBytes: int(env, 'MAX_HEAP_USED_BYTES', 0, 0),
       redis: redisConfig(env),
+      allowedHostNames: allowedHostNames(env, host),
     },
   };
   checkModuleHeap(rest.engine.moduleLimits, rest.engine.workerHeapMb);

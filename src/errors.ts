@@ -41,6 +41,8 @@ export const ERROR_CODES = [
   // access and operations
   'UNAUTHORIZED',
   'FORBIDDEN',
+  'CROSS_SITE_REQUEST',
+  'UNTRUSTED_HOST',
   'RATE_LIMITED',
   'SHUTTING_DOWN',
   'NOT_READY',

@@ -179,6 +179,19 @@ describe('loadConfig', () => {
     expect(() => loadConfig(env, { descriptorLimit: 100 })).toThrow(/ulimit -n/);
   });
 
+  it('answers only to the names of a loopback address while open, unless ALLOWED_HOST_NAMES says', () => {
+    expect(loadConfig({}).ops.allowedHostNames).toEqual(['localhost', '127.0.0.1', '[::1]']);
+    expect(loadConfig({ HOST: '::1' }).ops.allowedHostNames).toEqual(['localhost', '127.0.0.1', '[::1]']);
+    expect(loadConfig({ HOST: '127.0.0.2' }).ops.allowedHostNames).toEqual(['localhost', '127.0.0.1', '[::1]', '127.0.0.2']);
+    expect(loadConfig({ HOST: '0.0.0.0' }).ops.allowedHostNames).toBeNull();
+    expect(loadConfig({ HOST: '0.0.0.0', ALLOWED_HOST_NAMES: 'Wasmhost.internal, 10.0.0.5' }).ops.allowedHostNames).toEqual([
+      'wasmhost.internal',
+      '10.0.0.5',
+    ]);
+    expect(loadConfig({ ALLOWED_HOST_NAMES: '*' }).ops.allowedHostNames).toBeNull();
+    expect(() => loadConfig({ ALLOWED_HOST_NAMES: 'example.com:8080' })).toThrow(/ALLOWED_HOST_NAMES/);
+  });
+
   it('takes a lowered ceiling as the default too when no default is given', () => {
     expect(loadConfig({ CALL_TIMEOUT_MS_CEILING: '1000' }).engine.limits.timeoutMs).toEqual({ default: 1000, ceiling: 1000 });
   });

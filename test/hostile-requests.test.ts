@@ -198,7 +198,7 @@ describe('slow bodies', () => {
     socket.on('data', (d: Buffer) => (received += d.toString('latin1')));
     socket.on('error', () => undefined);
     const closed = once(socket, 'close').then(() => 'closed');
-    socket.write(`${line} HTTP/1.1\r\nhost: x\r\ncontent-type: ${type}\r\ncontent-length: 100\r\n\r\nx`);
+    socket.write(`${line} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: ${type}\r\ncontent-length: 100\r\n\r\nx`);
     // The server answers at once; the other 99 bytes never come. BODY_TIMEOUT_MS is 8 s here.
     const outcome = await Promise.race([closed, sleep(20_000).then(() => 'still open')]);
     socket.destroy();
@@ -213,7 +213,7 @@ describe('slow bodies', () => {
       const socket = net.connect({ host: '127.0.0.1', port: Number(port) });
       await once(socket, 'connect');
       socket.write(
-        `POST /plugins HTTP/1.1\r\nhost: x\r\ncontent-type: application/wasm\r\ncontent-length: ${bytes.length}\r\n\r\n`,
+        `POST /plugins HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/wasm\r\ncontent-length: ${bytes.length}\r\n\r\n`,
       );
       socket.write(bytes.subarray(0, 100));
       await sleep(100);
@@ -248,7 +248,7 @@ describe('slow and broken headers', () => {
   });
 
   it('answers 50 idle connections each with 408 and keeps serving meanwhile', async () => {
-    const idle = Array.from({ length: 50 }, () => rawExchange('POST /plugins HTTP/1.1\r\nhost: x\r\n'));
+    const idle = Array.from({ length: 50 }, () => rawExchange('POST /plugins HTTP/1.1\r\nhost: 127.0.0.1\r\n'));
     expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
     const answers = await Promise.all(idle);
     expect(answers.map((a) => parseRaw(a).body.code)).toEqual(Array(50).fill('REQUEST_TIMEOUT'));
@@ -256,13 +256,15 @@ describe('slow and broken headers', () => {
 
   it('answers headers over the size Node accepts with 431 HEADERS_TOO_LARGE', async () => {
     const { status, body } = parseRaw(
-      await rawExchange(`GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: ${'b'.repeat(64 * 1024)}\r\n\r\n`),
+      await rawExchange(`GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nx-big: ${'b'.repeat(64 * 1024)}\r\n\r\n`),
     );
     expect([status, body.code]).toEqual([431, 'HEADERS_TOO_LARGE']);
   });
 
   it('answers a 100 KB URL with 431 HEADERS_TOO_LARGE', async () => {
-    const { status, body } = parseRaw(await rawExchange(`GET /plugins/${'x'.repeat(100_000)} HTTP/1.1\r\nhost: x\r\n\r\n`));
+    const { status, body } = parseRaw(
+      await rawExchange(`GET /plugins/${'x'.repeat(100_000)} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n`),
+    );
     expect([status, body.code]).toEqual([431, 'HEADERS_TOO_LARGE']);
   });
 
@@ -274,7 +276,7 @@ describe('slow and broken headers', () => {
   it('answers a broken chunk size with 400 INVALID_REQUEST', async () => {
     const { status, body } = parseRaw(
       await rawExchange(
-        'POST /plugins/count_vowels/call HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n',
+        'POST /plugins/count_vowels/call HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n',
       ),
     );
     expect([status, body.code]).toEqual([400, 'INVALID_REQUEST']);
@@ -283,7 +285,7 @@ describe('slow and broken headers', () => {
   it('answers both Content-Length and Transfer-Encoding (request smuggling) with 400 INVALID_REQUEST', async () => {
     const { status, body } = parseRaw(
       await rawExchange(
-        'POST /plugins/count_vowels/call HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n',
+        'POST /plugins/count_vowels/call HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n',
       ),
     );
     expect([status, body.code]).toEqual([400, 'INVALID_REQUEST']);
@@ -380,7 +382,7 @@ describe('malformed uploads', () => {
   it('answers a Content-Length over MAX_PLUGIN_BYTES with 413 before reading the body', async () => {
     const { status, body } = parseRaw(
       await rawExchange(
-        `POST /plugins HTTP/1.1\r\nhost: x\r\ncontent-type: application/wasm\r\ncontent-length: ${64 * MiB}\r\n\r\n`,
+        `POST /plugins HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/wasm\r\ncontent-length: ${64 * MiB}\r\n\r\n`,
       ),
     );
     expect([status, body.code]).toEqual([413, 'PLUGIN_TOO_LARGE']);
@@ -455,7 +457,7 @@ function rawCall(request: string, url = server.url): { socket: net.Socket; chunk
 function hugeCall(outputBytes: number): string {
   // The deadline at its ceiling: making 16 MB on a loaded machine can pass the default 5 s.
   const body = JSON.stringify({ function: 'huge', input: String(outputBytes), maxOutputBytes: 16 * MiB, timeoutMs: 60_000 });
-  return `POST /plugins/huge/call HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
+  return `POST /plugins/huge/call HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
 }
 
 /** The content-length of a raw answer and how many body bytes came. */
@@ -511,7 +513,7 @@ describe('slow readers', () => {
   it('closes a keep-alive connection left idle past KEEP_ALIVE_TIMEOUT_MS (Fastify kept it 72 s)', async () => {
     // A server of its own: a short keep-alive would race this file's fetch reusing its idle connections.
     const own = await childServerForTest({ KEEP_ALIVE_TIMEOUT_MS: '2000' });
-    const { socket, chunks, closed } = rawCall('GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n', own.url);
+    const { socket, chunks, closed } = rawCall('GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n', own.url);
     const outcome = await Promise.race([closed.then(() => 'closed'), sleep(20_000).then(() => 'still open')]);
     socket.destroy();
     expect(Buffer.concat(chunks).toString('latin1')).toMatch(/^HTTP\/1.1 200/);
@@ -533,7 +535,7 @@ async function holdConnections(
     sockets.push(socket);
     outcomes.push(
       new Promise((resolve) => {
-        socket.on('connect', () => socket.write('GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n'));
+        socket.on('connect', () => socket.write('GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n'));
         socket.once('data', (d: Buffer) => resolve(d.toString('latin1').startsWith('HTTP/1.1 200') ? 'answered' : 'refused'));
         socket.on('close', () => resolve('refused'));
         socket.on('error', () => resolve('refused'));
@@ -569,7 +571,7 @@ async function openedConnection(
     return received;
   };
   await once(socket, 'connect');
-  expect(parseRaw(await ask('GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n')).status).toBe(200);
+  expect(parseRaw(await ask('GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n')).status).toBe(200);
   return { ask, socket };
 }
 
@@ -630,14 +632,14 @@ describe('descriptor exhaustion', () => {
     await sleep(2_000);
     expect(own.alive(), own.output().slice(-2000)).toBe(true);
     // Over a connection it already had: what needs a descriptor fails in the error shape; a call still runs.
-    const ready = parseRaw(await control.ask('GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n'));
+    const ready = parseRaw(await control.ask('GET /readyz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n'));
     expect([ready.status, ready.body.code]).toEqual([503, 'NOT_READY']);
     const bytes = await wat(tinyPluginWat(++plugins));
     const upload = parseRaw(
       await control.ask(
         Buffer.concat([
           Buffer.from(
-            `POST /plugins HTTP/1.1\r\nhost: x\r\ncontent-type: application/wasm\r\ncontent-length: ${bytes.length}\r\n\r\n`,
+            `POST /plugins HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/wasm\r\ncontent-length: ${bytes.length}\r\n\r\n`,
           ),
           bytes,
         ]),
@@ -647,7 +649,7 @@ describe('descriptor exhaustion', () => {
     const body = JSON.stringify({ function: 'count_vowels', input: 'aeiou' });
     const call = parseRaw(
       await control.ask(
-        `POST /plugins/count_vowels/call HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
+        `POST /plugins/count_vowels/call HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
       ),
     );
     expect(call.status).toBe(200);
@@ -658,6 +660,69 @@ describe('descriptor exhaustion', () => {
     expect((await fetch(`${own.url}/readyz`)).status).toBe(200);
     expect((await own.api.upload(bytes, { name: 'after-exhaustion' })).status).toBe(201);
   }, 120_000);
+});
+
+describe('requests from other sites (the service runs open on 127.0.0.1)', () => {
+  /** A multipart upload as a browser sends a form, with `headers` added. */
+  function formUpload(name: string, bytes: Uint8Array, headers: string): string {
+    const body = form([
+      { name: 'file', value: bytes, filename: 'a.wasm' },
+      { name: 'name', value: name },
+    ]).toString('latin1');
+    return (
+      `POST /plugins HTTP/1.1\r\nhost: ${new URL(server.url).host}\r\n${headers}` +
+      `content-type: multipart/form-data; boundary=wasmhost-boundary\r\ncontent-length: ${body.length}\r\n\r\n${body}`
+    );
+  }
+
+  it('refuses a cross-site form upload with 403 CROSS_SITE_REQUEST and stores nothing (it answered 201)', async () => {
+    const bytes = await wat(tinyPluginWat(++plugins));
+    const crossSite =
+      'origin: http://evil.example\r\nreferer: http://evil.example/page\r\nsec-fetch-site: cross-site\r\nsec-fetch-mode: no-cors\r\n';
+    const answer = parseRaw(await rawExchange(Buffer.from(formUpload('csrf-a', bytes, crossSite), 'latin1')));
+    expect([answer.status, answer.body.code]).toEqual([403, 'CROSS_SITE_REQUEST']);
+    // An Origin of another site alone (an older browser), or of another port of this host.
+    for (const origin of ['http://evil.example', 'http://127.0.0.1:1', 'null']) {
+      const alone = parseRaw(await rawExchange(Buffer.from(formUpload('csrf-b', bytes, `origin: ${origin}\r\n`), 'latin1')));
+      expect([origin, alone.status, alone.body.code]).toEqual([origin, 403, 'CROSS_SITE_REQUEST']);
+    }
+    expect((await server.api.list({ name: 'csrf-a' })).data.plugins).toEqual([]);
+    expect((await server.api.list({ name: 'csrf-b' })).data.plugins).toEqual([]);
+  });
+
+  it('refuses a cross-site delete and call, and takes the same from its own pages (Origin and Sec-Fetch-Site of this service)', async () => {
+    const name = `kept-${++plugins}`;
+    await server.api.uploaded(await wat(tinyPluginWat(plugins)), { name });
+    const host = new URL(server.url).host;
+    const cross = 'origin: http://evil.example\r\nsec-fetch-site: cross-site\r\n';
+    const del = parseRaw(await rawExchange(`DELETE /plugins/${name} HTTP/1.1\r\nhost: ${host}\r\n${cross}\r\n`));
+    expect([del.status, del.body.code]).toEqual([403, 'CROSS_SITE_REQUEST']);
+    const body = JSON.stringify({ function: 'count_vowels', input: 'aeiou' });
+    const callRequest = (headers: string) =>
+      `POST /plugins/count_vowels/call HTTP/1.1\r\nhost: ${host}\r\n${headers}content-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
+    const call = parseRaw(await rawExchange(callRequest(cross)));
+    expect([call.status, call.body.code]).toEqual([403, 'CROSS_SITE_REQUEST']);
+    // Reading is not refused: another site's page cannot read the answer (no CORS headers), and links must work.
+    expect(parseRaw(await rawExchange(`GET /plugins/${name} HTTP/1.1\r\nhost: ${host}\r\n${cross}\r\n`)).status).toBe(200);
+
+    const own = `origin: ${server.url}\r\nsec-fetch-site: same-origin\r\n`;
+    expect(parseRaw(await rawExchange(callRequest(own))).status).toBe(200);
+    // A 204 has no length to wait for: the server closes after it.
+    const ownDelete = await rawExchange(`DELETE /plugins/${name} HTTP/1.1\r\nhost: ${host}\r\nconnection: close\r\n${own}\r\n`);
+    expect(ownDelete.split(' ')[1]).toBe('204');
+  });
+
+  it('answers a Host that is not a name of its loopback address with 403 UNTRUSTED_HOST (DNS rebinding: it served stored config)', async () => {
+    const { port } = new URL(server.url);
+    const list = (host: string) => rawExchange(`GET /plugins HTTP/1.1\r\nhost: ${host}\r\n\r\n`);
+    const rebound = parseRaw(await list(`rebind.evil.example:${port}`));
+    expect([rebound.status, rebound.body.code]).toEqual([403, 'UNTRUSTED_HOST']);
+    expect(JSON.stringify(rebound.body)).not.toContain('"plugins"');
+    expect(parseRaw(await list('127.0.0.1.evil.example')).status).toBe(403);
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `LOCALHOST:${port}`, `[::1]:${port}`, '127.0.0.1']) {
+      expect([host, parseRaw(await list(host)).status]).toEqual([host, 200]);
+    }
+  });
 });
 
 describe('after the battery', () => {

@@ -332,7 +332,10 @@ export const Unauthorized = errorResponse(
   ['UNAUTHORIZED'],
   { headers: { 'WWW-Authenticate': { type: 'string', description: 'Bearer challenge.' } } },
 );
-export const Forbidden = errorResponse("`FORBIDDEN`: the token's role does not allow this route.", ['FORBIDDEN']);
+export const Forbidden = errorResponse(
+  "`FORBIDDEN`: the token's role does not allow this route. `CROSS_SITE_REQUEST`: a request that changes something (not GET, HEAD or OPTIONS) sent by a page of another site (its `Origin` is not this service, or `Sec-Fetch-Site` is not `same-origin`). `UNTRUSTED_HOST`: while the service runs open, a `Host` it does not answer to (`ALLOWED_HOST_NAMES`; on a loopback address, by default localhost, 127.0.0.1 and [::1]).",
+  ['FORBIDDEN', 'CROSS_SITE_REQUEST', 'UNTRUSTED_HOST'],
+);
 export const RateLimited = errorResponse(
   '`RATE_LIMITED`: too many requests from this token (or address), or AUTH_FAILURE_MAX failed token attempts from this address within the window (then, until it ends, every request of it that needs a token is refused, a valid token too); retry after Retry-After seconds.',
   ['RATE_LIMITED'],

@@ -667,7 +667,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `FORBIDDEN`: the token's role does not allow this route. */
+            /** @description `FORBIDDEN`: the token's role does not allow this route. `CROSS_SITE_REQUEST`: a request that changes something (not GET, HEAD or OPTIONS) sent by a page of another site (its `Origin` is not this service, or `Sec-Fetch-Site` is not `same-origin`). `UNTRUSTED_HOST`: while the service runs open, a `Host` it does not answer to (`ALLOWED_HOST_NAMES`; on a loopback address, by default localhost, 127.0.0.1 and [::1]). */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -675,7 +675,7 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["Error"] & {
                         /** @enum {unknown} */
-                        code?: "FORBIDDEN";
+                        code?: "FORBIDDEN" | "CROSS_SITE_REQUEST" | "UNTRUSTED_HOST";
                     };
                 };
             };
@@ -822,7 +822,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `FORBIDDEN`: the token's role does not allow this route. */
+            /** @description `FORBIDDEN`: the token's role does not allow this route. `CROSS_SITE_REQUEST`: a request that changes something (not GET, HEAD or OPTIONS) sent by a page of another site (its `Origin` is not this service, or `Sec-Fetch-Site` is not `same-origin`). `UNTRUSTED_HOST`: while the service runs open, a `Host` it does not answer to (`ALLOWED_HOST_NAMES`; on a loopback address, by default localhost, 127.0.0.1 and [::1]). */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -830,7 +830,7 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["Error"] & {
                         /** @enum {unknown} */
-                        code?: "FORBIDDEN";
+                        code?: "FORBIDDEN" | "CROSS_SITE_REQUEST" | "UNTRUSTED_HOST";
                     };
                 };
             };
@@ -1003,7 +1003,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `FORBIDDEN`: the token's role does not allow this route. */
+            /** @description `FORBIDDEN`: the token's role does not allow this route. `CROSS_SITE_REQUEST`: a request that changes something (not GET, HEAD or OPTIONS) sent by a page of another site (its `Origin` is not this service, or `Sec-Fetch-Site` is not `same-origin`). `UNTRUSTED_HOST`: while the service runs open, a `Host` it does not answer to (`ALLOWED_HOST_NAMES`; on a loopback address, by default localhost, 127.0.0.1 and [::1]). */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1011,7 +1011,7 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["Error"] & {
                         /** @enum {unknown} */
-                        code?: "FORBIDDEN";
+                        code?: "FORBIDDEN" | "CROSS_SITE_REQUEST" | "UNTRUSTED_HOST";
                     };
                 };
             };
@@ -1140,7 +1140,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `FORBIDDEN`: the token's role does not allow this route. */
+            /** @description `FORBIDDEN`: the token's role does not allow this route. `CROSS_SITE_REQUEST`: a request that changes something (not GET, HEAD or OPTIONS) sent by a page of another site (its `Origin` is not this service, or `Sec-Fetch-Site` is not `same-origin`). `UNTRUSTED_HOST`: while the service runs open, a `Host` it does not answer to (`ALLOWED_HOST_NAMES`; on a loopback address, by default localhost, 127.0.0.1 and [::1]). */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1148,7 +1148,7 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["Error"] & {
                         /** @enum {unknown} */
-                        code?: "FORBIDDEN";
+                        code?: "FORBIDDEN" | "CROSS_SITE_REQUEST" | "UNTRUSTED_HOST";
                     };
                 };
             };
@@ -1239,7 +1239,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `FORBIDDEN`: the token's role does not allow this route. */
+            /** @description `FORBIDDEN`: the token's role does not allow this route. `CROSS_SITE_REQUEST`: a request that changes something (not GET, HEAD or OPTIONS) sent by a page of another site (its `Origin` is not this service, or `Sec-Fetch-Site` is not `same-origin`). `UNTRUSTED_HOST`: while the service runs open, a `Host` it does not answer to (`ALLOWED_HOST_NAMES`; on a loopback address, by default localhost, 127.0.0.1 and [::1]). */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1247,7 +1247,7 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["Error"] & {
                         /** @enum {unknown} */
-                        code?: "FORBIDDEN";
+                        code?: "FORBIDDEN" | "CROSS_SITE_REQUEST" | "UNTRUSTED_HOST";
                     };
                 };
             };
@@ -1382,7 +1382,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `FORBIDDEN`: the token's role does not allow this route. */
+            /** @description `FORBIDDEN`: the token's role does not allow this route. `CROSS_SITE_REQUEST`: a request that changes something (not GET, HEAD or OPTIONS) sent by a page of another site (its `Origin` is not this service, or `Sec-Fetch-Site` is not `same-origin`). `UNTRUSTED_HOST`: while the service runs open, a `Host` it does not answer to (`ALLOWED_HOST_NAMES`; on a loopback address, by default localhost, 127.0.0.1 and [::1]). */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1390,7 +1390,7 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["Error"] & {
                         /** @enum {unknown} */
-                        code?: "FORBIDDEN";
+                        code?: "FORBIDDEN" | "CROSS_SITE_REQUEST" | "UNTRUSTED_HOST";
                     };
                 };
             };
@@ -1499,7 +1499,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `FORBIDDEN`: the token's role does not allow this route. */
+            /** @description `FORBIDDEN`: the token's role does not allow this route. `CROSS_SITE_REQUEST`: a request that changes something (not GET, HEAD or OPTIONS) sent by a page of another site (its `Origin` is not this service, or `Sec-Fetch-Site` is not `same-origin`). `UNTRUSTED_HOST`: while the service runs open, a `Host` it does not answer to (`ALLOWED_HOST_NAMES`; on a loopback address, by default localhost, 127.0.0.1 and [::1]). */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1507,7 +1507,7 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["Error"] & {
                         /** @enum {unknown} */
-                        code?: "FORBIDDEN";
+                        code?: "FORBIDDEN" | "CROSS_SITE_REQUEST" | "UNTRUSTED_HOST";
                     };
                 };
             };
