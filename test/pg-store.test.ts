@@ -121,6 +121,49 @@ describe('PgPluginStore across replicas', () => {
     expect(here.known()[0]!.id).toBe(kept.meta.id);
   });
 
+  it('stores an upload whose bytes another upload writes between its check for them and its own write (no duplicate key)', async () => {
+    const store = await open(60_000);
+    const plugin = await tinyNewPlugin(7);
+    const { id } = plugin.meta;
+    // The blob is there when the upload looks first (its step outside the lock), gone once it holds the
+    // lock (a delete), and written again by a third party right after it looked there again.
+    const lock = new pg.Client({ connectionString: db.url });
+    const writer = new pg.Client({ connectionString: db.url });
+    await lock.connect();
+    await writer.connect();
+    try {
+      await sql(db.url, 'INSERT INTO wasmhost_blobs (id, bytes) VALUES ($1, $2)', [id, Buffer.from(plugin.bytes)]);
+      await lock.query('BEGIN');
+      await lock.query('UPDATE wasmhost_state SET version = version');
+      const waitingIn = (statement: string) =>
+        msUntil(
+          async () =>
+            (
+              await sql(
+                db.url,
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'wasmhost' AND wait_event_type = 'Lock' AND query LIKE $1",
+                [`${statement}%`],
+              )
+            ).length > 0,
+        );
+      const put = store.put(plugin);
+      expect(await waitingIn('UPDATE wasmhost_state')).toBeLessThan(Infinity);
+      await sql(db.url, 'DELETE FROM wasmhost_blobs WHERE id = $1', [id]);
+      await writer.query('BEGIN');
+      await writer.query('INSERT INTO wasmhost_blobs (id, bytes) VALUES ($1, $2)', [id, Buffer.from(plugin.bytes)]);
+      await lock.query('COMMIT');
+      // The upload found no blob and now waits on the third party's row.
+      expect(await waitingIn('INSERT INTO wasmhost_blobs')).toBeLessThan(Infinity);
+      await writer.query('COMMIT');
+      expect(await put).toMatchObject({ created: true, meta: { id } });
+    } finally {
+      await lock.end();
+      await writer.end();
+    }
+    expect(Buffer.from((await store.getBytes(id))!)).toEqual(Buffer.from(plugin.bytes));
+    expect(await sql(db.url, 'SELECT id FROM wasmhost_blobs')).toEqual([{ id }]);
+  });
+
   it('sweeps blobs no plugin references once they are old (an upload that died between its two steps)', async () => {
     const orphan = Buffer.from('not a plugin row');
     await open(60_000);

@@ -532,8 +532,11 @@ export class PgPluginStore implements PluginStore {
       return { touched, created: false, repaired, existing: toEntry(existing).meta };
     }
     // Under the lock no delete or sweep runs: if the blob is gone now, it stays gone; write it again.
+    // Another upload's first step takes no lock and may write the same bytes meanwhile: either copy does.
     const { rowCount } = await client.query('SELECT 1 FROM wasmhost_blobs WHERE id = $1', [meta.id]);
-    if (rowCount === 0) await client.query('INSERT INTO wasmhost_blobs (id, bytes) VALUES ($1, $2)', [meta.id, blob]);
+    if (rowCount === 0) {
+      await client.query('INSERT INTO wasmhost_blobs (id, bytes) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING', [meta.id, blob]);
+    }
     await client.query('INSERT INTO wasmhost_plugins (id, seq, name, size, record) VALUES ($1, $2, NULL, $3, $4)', [
       meta.id,
       await nextSeq(),
