@@ -3,7 +3,9 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readPlugin, useServer } from './helpers.ts';
+import { logCapture, readPlugin, serverForTest, useServer } from './helpers.ts';
+import { msUntil } from './replica-process.ts';
+import { startTcpProxy } from './tcp-proxy.ts';
 
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const ADMIN = 'redis-admin-token-000000001';
@@ -67,5 +69,28 @@ describe('limits shared through Redis by two replicas', () => {
     expect(statuses).toEqual([401, 401, 401, 401, 429]);
     const valid = await fetch(`${servers[1]!.url}/plugins`, { headers: bearer(ADMIN) });
     expect(valid.status).toBe(429);
+  });
+});
+
+describe('a replica whose Redis goes away', () => {
+  it("logs why (the client's message), not [object Object]", async () => {
+    const redis = new URL(REDIS_URL);
+    const proxy = await startTcpProxy(Number(redis.port || 6379), redis.hostname);
+    try {
+      const viaProxy = new URL(REDIS_URL);
+      viaProxy.port = String(proxy.port);
+      const log = logCapture();
+      await serverForTest({
+        env: { REDIS_URL: viaProxy.toString(), LOG_LEVEL: 'info' },
+        appOptions: { logStream: log.stream },
+      });
+      await proxy.cut();
+      const warned = () => log.lines().find((line) => String(line.msg).startsWith('redis: unavailable'));
+      expect(await msUntil(async () => warned() !== undefined)).toBeLessThan(Infinity);
+      expect(warned()?.err).toMatchObject({ message: expect.stringMatching(/ECONNREFUSED|Connection is closed|ECONNRESET/) });
+      expect(log.text()).not.toContain('[object Object]');
+    } finally {
+      await proxy.close();
+    }
   });
 });

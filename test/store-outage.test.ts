@@ -3,7 +3,7 @@
 // cannot answer gets 503 STORE_UNAVAILABLE with Retry-After, /readyz names the store, and once the
 // database is back the replica works again by itself, with nothing acknowledged lost.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readPlugin, useServer } from './helpers.ts';
+import { logCapture, readPlugin, serverForTest, useServer } from './helpers.ts';
 import type { Reply } from './test-client.ts';
 import { msUntil } from './replica-process.ts';
 import { createTestDatabase, sql } from './store-backends.ts';
@@ -189,5 +189,29 @@ describe('a manifest upload whose PostgreSQL connection is cut while it is being
     expect((await server.api.listAll()).length).toBe(3);
     const call = await server.api.call('linked', { function: 'run', input: 'abc', timeoutMs: 30_000 });
     expect([call.status, call.ok ? call.data.output : call.error.message]).toEqual([200, '10']);
+  });
+});
+
+describe('the log of a replica losing PostgreSQL', () => {
+  it("says why the store cannot be reached (the driver's message), not [object Object]", async () => {
+    const db = await createTestDatabase();
+    const proxy = await startTcpProxy(Number(new URL(db.url).port || 5432), new URL(db.url).hostname);
+    try {
+      const viaProxy = new URL(db.url);
+      viaProxy.port = String(proxy.port);
+      const log = logCapture();
+      const server = await serverForTest({
+        env: { STORE: 'postgres', DATABASE_URL: viaProxy.toString(), PG_CONNECT_TIMEOUT_MS: '500', LOG_LEVEL: 'info' },
+        appOptions: { logStream: log.stream },
+      });
+      await proxy.cut();
+      expect((await server.api.describe('not-cached-here')).status).toBe(503);
+      const unreachable = log.lines().find((line) => line.msg === 'store: PostgreSQL cannot be reached');
+      expect(unreachable?.err).toMatchObject({ message: expect.stringMatching(/ECONNREFUSED|Connection terminated/) });
+      expect(log.text()).not.toContain('[object Object]');
+    } finally {
+      await proxy.close();
+      await db.drop();
+    }
   });
 });

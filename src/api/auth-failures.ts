@@ -25,7 +25,7 @@ export async function connectRedis(url: string, keyPrefix: string, log: FastifyB
   });
   let reported = false;
   redis.on('error', (err: Error) => {
-    if (!reported) log.warn({ err: { message: err.message } }, 'redis: unavailable; limits count per process until it is back');
+    if (!reported) log.warn({ err }, 'redis: unavailable; limits count per process until it is back');
     reported = true;
   });
   redis.on('ready', () => {

@@ -69,13 +69,29 @@ const MAX_CAUSE_DEPTH = 4;
  * other own fields: an AppError's `details` carry plugin logs and egress URLs, which are the caller's.
  */
 export function errorForLog(err: unknown, depth = 0): LoggedError | string {
-  if (!(err instanceof Error)) return String(err);
+  if (!(err instanceof Error)) return plainErrorForLog(err);
   const code = (err as { code?: unknown }).code;
-  const logged: LoggedError = { type: err.name, message: err.message };
+  const logged: LoggedError = { type: err.name, message: messageOf(err) };
   if (typeof code === 'string') logged.code = code;
   if (err.stack !== undefined) logged.stack = err.stack;
   if (err.cause !== undefined && depth < MAX_CAUSE_DEPTH) logged.cause = errorForLog(err.cause, depth + 1);
   return logged;
+}
+
+/** A connect to a name with several addresses fails with an AggregateError whose own message is empty. */
+function messageOf(err: Error): string {
+  if (err.message === '' && err instanceof AggregateError) {
+    return err.errors.map((e: unknown) => (e instanceof Error ? e.message : String(e))).join('; ');
+  }
+  return err.message;
+}
+
+/** Something thrown or logged that is not an Error: its message and code when it has them, never its other fields. */
+function plainErrorForLog(err: unknown): LoggedError | string {
+  if (typeof err !== 'object' || err === null) return String(err);
+  const { message, code } = err as { message?: unknown; code?: unknown };
+  if (typeof message !== 'string') return Object.prototype.toString.call(err);
+  return typeof code === 'string' ? { type: 'Object', message, code } : { type: 'Object', message };
 }
 
 export function loggerOptions(config: Config, stream?: DestinationStream): LoggerOptions & { stream?: DestinationStream } {

@@ -157,7 +157,7 @@ export class PgPluginStore implements PluginStore {
       application_name: 'wasmhost',
     });
     // An idle connection the server or the network dropped: the next query opens a new one.
-    this.#pool.on('error', (err) => this.#log.warn({ err: describe(err) }, 'store: an idle PostgreSQL connection failed'));
+    this.#pool.on('error', (err) => this.#log.warn({ err }, 'store: an idle PostgreSQL connection failed'));
   }
 
   /** Applies the migrations, loads the metadata and starts following changes. */
@@ -171,7 +171,7 @@ export class PgPluginStore implements PluginStore {
       await store
         .#sweepOrphans()
         .catch((err: unknown) =>
-          opts.log.warn({ err: describe(err) }, 'store: unreferenced blobs could not be swept; the next start tries again'),
+          opts.log.warn({ err }, 'store: unreferenced blobs could not be swept; the next start tries again'),
         );
       await store.#refresh(null);
     } catch (err) {
@@ -214,7 +214,7 @@ export class PgPluginStore implements PluginStore {
     if (up === this.#up) return;
     this.#up = up;
     if (up) this.#log.info({}, 'store: PostgreSQL reachable again');
-    else this.#log.error({ err: describe(err) }, 'store: PostgreSQL cannot be reached');
+    else this.#log.error({ err }, 'store: PostgreSQL cannot be reached');
   }
 
   /**
@@ -224,7 +224,7 @@ export class PgPluginStore implements PluginStore {
    */
   async #checkout(): Promise<{ client: pg.PoolClient; release: (broken: boolean) => void }> {
     const client = await this.#pool.connect();
-    const onError = (err: Error) => this.#log.warn({ err: describe(err) }, 'store: a PostgreSQL connection in use failed');
+    const onError = (err: Error) => this.#log.warn({ err }, 'store: a PostgreSQL connection in use failed');
     client.on('error', onError);
     return {
       client,
@@ -395,7 +395,7 @@ export class PgPluginStore implements PluginStore {
       const { rows } = await this.#db('poll', () => this.#pool.query<{ version: string }>('SELECT version FROM wasmhost_state'));
       if (Number(rows[0]!.version) > this.#version) await this.#refresh('poll');
     } catch (err) {
-      this.#log.debug({ err: describe(err) }, 'store: change poll failed');
+      this.#log.debug({ err }, 'store: change poll failed');
     } finally {
       this.#polling = false;
     }
@@ -419,7 +419,7 @@ export class PgPluginStore implements PluginStore {
       client.removeAllListeners('notification');
       void client.end().catch(() => undefined);
       if (this.#closed) return;
-      this.#log.debug({ err: describe(err) }, 'store: change listener disconnected; reconnecting');
+      this.#log.debug({ err }, 'store: change listener disconnected; reconnecting');
       this.#listenTimer = setTimeout(() => void this.#listen(), this.#listenRetryMs);
       this.#listenTimer.unref();
       this.#listenRetryMs = Math.min(this.#listenRetryMs * 2, LISTEN_RETRY_MAX_MS);
@@ -739,11 +739,4 @@ function asBuffer(bytes: Uint8Array): Buffer {
 
 function* chunksOf(bytes: Buffer): Generator<Buffer> {
   for (let at = 0; at < bytes.length; at += DOWNLOAD_CHUNK_BYTES) yield bytes.subarray(at, at + DOWNLOAD_CHUNK_BYTES);
-}
-
-/** An error as a log field, without a connection string or anything else it may carry. */
-function describe(err: unknown): { message: string; code?: string } | undefined {
-  if (!(err instanceof Error)) return undefined;
-  const code = (err as { code?: unknown }).code;
-  return typeof code === 'string' ? { message: err.message, code } : { message: err.message };
 }
