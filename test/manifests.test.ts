@@ -4,8 +4,9 @@
 // download answers; a module a stored manifest names cannot be deleted from under it. Every answer
 // is checked against openapi.yaml.
 import { createHash } from 'node:crypto';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listFiles, readPlugin, useServer, wat } from './helpers.ts';
+import { STORE_BACKENDS, type StoreBackend } from './store-backends.ts';
 
 const sha256 = (bytes: Uint8Array | string): string => createHash('sha256').update(bytes).digest('hex');
 
@@ -370,3 +371,44 @@ describe('Extism manifests', () => {
     }
   });
 });
+
+describe.each(STORE_BACKENDS)(
+  'a manifest upload raced by deletes of the module it carries ($name store)',
+  (backend: StoreBackend) => {
+    let env: Record<string, string>;
+    beforeAll(async () => {
+      env = await backend.env();
+    });
+    afterAll(async () => {
+      await backend.cleanup();
+    });
+    const server = useServer(() => ({ env: { ...env, WORKERS: '1', RATE_LIMIT_MAX: '0' } }));
+
+    it('stores the module again and the manifest with it: never a 400 blaming the client', async () => {
+      const echo = new Uint8Array(await readPlugin('echo'));
+      const echoId = sha256(echo);
+      const answers: string[] = [];
+      for (let round = 0; round < 8; round++) {
+        const upload = server.api.uploadManifest({
+          wasm: [{ data: Buffer.from(echo).toString('base64') }],
+          config: { round: String(round) },
+        });
+        // Deletes by id while the upload goes on: each finds the module stored alone (204), in use (409) or gone (404).
+        const deletes = [0, 5, 15, 30].map(async (ms) => {
+          await new Promise((resolve) => setTimeout(resolve, ms));
+          return (await server.api.delete(echoId)).status;
+        });
+        const [res, ...deleted] = await Promise.all([upload, ...deletes]);
+        answers.push(`${res.status} ${res.status >= 400 ? JSON.stringify(res.body) : ''}`);
+        for (const status of deleted) expect([204, 404, 409]).toContain(status);
+        if (res.status === 201) {
+          // Stored whole: the manifest runs, and its module is stored while it is.
+          expect((await server.api.describe(echoId)).status).toBe(200);
+          expect((await server.api.call(res.data.id, { function: 'echo', input: 'x' })).status).toBe(200);
+          expect((await server.api.delete(res.data.id)).status).toBe(204);
+        }
+      }
+      expect(answers).toEqual(answers.map(() => '201 '));
+    });
+  },
+);

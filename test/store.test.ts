@@ -295,6 +295,34 @@ describe.each([fsHarness(), pgHarness()])('PluginStore contract ($name)', (harne
     expect((await reopened.delete('lib'))!.id).toBe(module.meta.id);
   });
 
+  it('stores a module a delete took again with a manifest whose put brings its bytes (an upload carrying it inline)', async () => {
+    const store = await harness.open();
+    const module = await newPlugin(4);
+    const side = await newPlugin(5);
+    const modules = [
+      { id: module.meta.id, name: 'main' },
+      { id: side.meta.id, name: 'side' },
+    ];
+    const bytes = canonicalManifest(modules, {}, [], {});
+    const meta: PluginMeta = {
+      ...withBytes(bytes, 6, 'app').meta,
+      manifest: { modules, main: module.meta.id, limits: {} },
+    };
+    // The upload stored its modules; then a delete took one before the manifest went in.
+    await store.put(module);
+    await store.put(side);
+    expect((await store.delete(module.meta.id))!.id).toBe(module.meta.id);
+
+    expect(await store.put({ bytes, meta, modules: [module, side] })).toMatchObject({ created: true, meta });
+    expect(await store.get(module.meta.id)).toMatchObject({ id: module.meta.id, name: null });
+    expect(Buffer.from((await store.getBytes(module.meta.id))!)).toEqual(Buffer.from(module.bytes));
+    expect((await listAll(store)).map((p) => p.id).sort()).toEqual([meta.id, module.meta.id, side.meta.id].sort());
+    await expect(store.delete(module.meta.id)).rejects.toBeInstanceOf(PluginInUseError);
+    await store.close();
+    const reopened = await harness.open();
+    expect((await listAll(reopened)).map((p) => p.id).sort()).toEqual([meta.id, module.meta.id, side.meta.id].sort());
+  });
+
   it('refuses a manifest naming a module that is not stored, and stores nothing', async () => {
     const store = await harness.open();
     const missing = 'a'.repeat(64);
