@@ -216,7 +216,7 @@ export class ServiceMetrics {
 
     const storeSeconds = new Histogram({
       name: `${METRIC_PREFIX}store_operation_duration_seconds`,
-      help: 'PostgreSQL store work by operation (get, get_bytes, list, put, delete, sync, poll, check, migrate) and outcome (ok, unavailable, error).',
+      help: 'PostgreSQL store work by operation (get, get_bytes, list, put, delete, sync, poll, check, migrate) and outcome (ok, unavailable, busy: refused with every pooled connection in use, error).',
       labelNames: ['operation', 'outcome'],
       buckets: SECONDS_BUCKETS,
       registers,

@@ -2,6 +2,7 @@
 // the shared cluster itself keeps running): plugins the replica has cached still answer calls, what it
 // cannot answer gets 503 STORE_UNAVAILABLE with Retry-After, /readyz names the store, and once the
 // database is back the replica works again by itself, with nothing acknowledged lost.
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { logCapture, readPlugin, serverForTest, useServer } from './helpers.ts';
 import type { Reply } from './test-client.ts';
@@ -213,5 +214,54 @@ describe('the log of a replica losing PostgreSQL', () => {
       await proxy.close();
       await db.drop();
     }
+  });
+});
+
+describe('a replica whose PostgreSQL connections are all busy', () => {
+  it('answers the overflow 503 OVERLOADED, stays ready and up, and never logs the database as unreachable', async () => {
+    const db = await createTestDatabase();
+    const log = logCapture();
+    const server = await serverForTest({
+      env: {
+        STORE: 'postgres',
+        DATABASE_URL: db.url,
+        PG_POOL_MAX: '2',
+        PG_STATEMENT_TIMEOUT_MS: '60000',
+        LOG_LEVEL: 'info',
+      },
+      appOptions: { logStream: log.stream },
+    });
+    // Lookups of names this replica does not know ask the database; a lock held elsewhere makes them wait there.
+    const lock = new pg.Client({ connectionString: db.url });
+    await lock.connect();
+    try {
+      await lock.query('BEGIN');
+      await lock.query('LOCK TABLE wasmhost_plugins IN ACCESS EXCLUSIVE MODE');
+      let answered = 0;
+      const lookups = Array.from({ length: 40 }, (_, i) => server.api.describe(`unknown-${i}`).finally(() => answered++));
+      // Two hold the pool's connections, waiting on the lock; the rest are refused.
+      expect(await msUntil(async () => answered === 38, 20_000)).toBeLessThan(Infinity);
+      // Readiness has a connection of its own: it does not queue behind the flood, nor fail for it.
+      const ready = await server.api.request('GET', '/readyz');
+      expect({ status: ready.status, body: ready.body }).toMatchObject({ status: 200, body: { checks: { store: 'ok' } } });
+      await lock.query('COMMIT');
+      const answers = (await Promise.all(lookups)).map((res) => ({
+        status: res.status,
+        code: (res.body as { code?: string }).code,
+        retryAfter: res.headers.get('retry-after'),
+      }));
+      expect(answers.filter((a) => a.status === 404)).toHaveLength(2);
+      for (const answer of answers.filter((a) => a.status !== 404)) {
+        expect(answer).toEqual({ status: 503, code: 'OVERLOADED', retryAfter: expect.stringMatching(/^\d+$/) });
+      }
+    } finally {
+      await lock.end();
+    }
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    expect(metrics).toMatch(/^wasmhost_store_up 1$/m);
+    expect(metrics).toMatch(/^wasmhost_store_operation_duration_seconds_count\{operation="get",outcome="busy"\} [1-9]/m);
+    expect(log.text()).not.toContain('cannot be reached');
+    await server.close();
+    await db.drop();
   });
 });

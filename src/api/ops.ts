@@ -85,8 +85,9 @@ const READINESS_SCHEMA = {
   tags: ['ops'],
   operationId: 'getReadiness',
   summary: 'Readiness',
-  description: `Ready when the store is readable and writable (a probe file is written, read back and removed
-under DATA_DIR) and the worker pool is up. Open to everyone.`,
+  description: `Ready when the store is readable and writable (filesystem: a probe file is written, read back and
+removed under DATA_DIR; PostgreSQL: a query on a connection of its own, so a pool busy with requests does
+not make a replica unready) and the worker pool is up. Open to everyone.`,
   security: [],
   response: {
     200: {

@@ -258,7 +258,7 @@ a field over 64 KiB, a form without a boundary or cut before its end),
     ]),
     500: StoreError,
     503: errorResponse(
-      '`OVERLOADED`: UPLOAD_CONCURRENCY uploads (default 2) are already in progress; nothing was read or stored, retry after Retry-After seconds. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached; nothing was stored, retry after Retry-After seconds. `SHUTTING_DOWN`: the server is shutting down.',
+      '`OVERLOADED`: UPLOAD_CONCURRENCY uploads (default 2) are already in progress (nothing was read), or every PostgreSQL connection of this replica (PG_POOL_MAX) is in use; nothing was stored, retry after Retry-After seconds. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached; nothing was stored, retry after Retry-After seconds. `SHUTTING_DOWN`: the server is shutting down.',
       ['OVERLOADED', 'STORE_UNAVAILABLE', 'SHUTTING_DOWN'],
       { headers: { 'Retry-After': { type: 'string', description: 'Seconds to wait.' } } },
     ),

@@ -33,8 +33,9 @@ export interface paths {
         };
         /**
          * Readiness
-         * @description Ready when the store is readable and writable (a probe file is written, read back and removed
-         *     under DATA_DIR) and the worker pool is up. Open to everyone.
+         * @description Ready when the store is readable and writable (filesystem: a probe file is written, read back and
+         *     removed under DATA_DIR; PostgreSQL: a query on a connection of its own, so a pool busy with requests does
+         *     not make a replica unready) and the worker pool is up. Open to everyone.
          */
         get: operations["getReadiness"];
         put?: never;
@@ -713,17 +714,17 @@ export interface operations {
                     "application/yaml": string;
                 };
             };
-            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. */
+            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds. */
             503: {
                 headers: {
-                    /** @description Seconds to wait (STORE_UNAVAILABLE). */
+                    /** @description Seconds to wait (STORE_UNAVAILABLE, OVERLOADED). */
                     "Retry-After"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"] & {
                         /** @enum {unknown} */
-                        code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE";
+                        code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE" | "OVERLOADED";
                     };
                 };
             };
@@ -751,17 +752,17 @@ export interface operations {
                     };
                 };
             };
-            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. */
+            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds. */
             503: {
                 headers: {
-                    /** @description Seconds to wait (STORE_UNAVAILABLE). */
+                    /** @description Seconds to wait (STORE_UNAVAILABLE, OVERLOADED). */
                     "Retry-After"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"] & {
                         /** @enum {unknown} */
-                        code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE";
+                        code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE" | "OVERLOADED";
                     };
                 };
             };
@@ -848,17 +849,17 @@ export interface operations {
                     };
                 };
             };
-            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. */
+            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds. */
             503: {
                 headers: {
-                    /** @description Seconds to wait (STORE_UNAVAILABLE). */
+                    /** @description Seconds to wait (STORE_UNAVAILABLE, OVERLOADED). */
                     "Retry-After"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"] & {
                         /** @enum {unknown} */
-                        code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE";
+                        code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE" | "OVERLOADED";
                     };
                 };
             };
@@ -1077,7 +1078,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `OVERLOADED`: UPLOAD_CONCURRENCY uploads (default 2) are already in progress; nothing was read or stored, retry after Retry-After seconds. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached; nothing was stored, retry after Retry-After seconds. `SHUTTING_DOWN`: the server is shutting down. */
+            /** @description `OVERLOADED`: UPLOAD_CONCURRENCY uploads (default 2) are already in progress (nothing was read), or every PostgreSQL connection of this replica (PG_POOL_MAX) is in use; nothing was stored, retry after Retry-After seconds. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached; nothing was stored, retry after Retry-After seconds. `SHUTTING_DOWN`: the server is shutting down. */
             503: {
                 headers: {
                     /** @description Seconds to wait. */
@@ -1178,17 +1179,17 @@ export interface operations {
                     };
                 };
             };
-            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. */
+            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds. */
             503: {
                 headers: {
-                    /** @description Seconds to wait (STORE_UNAVAILABLE). */
+                    /** @description Seconds to wait (STORE_UNAVAILABLE, OVERLOADED). */
                     "Retry-After"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"] & {
                         /** @enum {unknown} */
-                        code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE";
+                        code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE" | "OVERLOADED";
                     };
                 };
             };
@@ -1302,17 +1303,17 @@ export interface operations {
                     };
                 };
             };
-            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. */
+            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds. */
             503: {
                 headers: {
-                    /** @description Seconds to wait (STORE_UNAVAILABLE). */
+                    /** @description Seconds to wait (STORE_UNAVAILABLE, OVERLOADED). */
                     "Retry-After"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"] & {
                         /** @enum {unknown} */
-                        code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE";
+                        code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE" | "OVERLOADED";
                     };
                 };
             };
@@ -1432,17 +1433,17 @@ export interface operations {
                     };
                 };
             };
-            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. */
+            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds. */
             503: {
                 headers: {
-                    /** @description Seconds to wait (STORE_UNAVAILABLE). */
+                    /** @description Seconds to wait (STORE_UNAVAILABLE, OVERLOADED). */
                     "Retry-After"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"] & {
                         /** @enum {unknown} */
-                        code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE";
+                        code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE" | "OVERLOADED";
                     };
                 };
             };
@@ -1612,7 +1613,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `OVERLOADED` (every worker busy and the queue full: QUEUE_MAX calls, or QUEUE_MAX_BYTES of their input; retry after Retry-After seconds), `UNDER_PRESSURE` (event-loop delay or heap above MAX_EVENT_LOOP_DELAY_MS / MAX_HEAP_USED_BYTES; retry after Retry-After seconds), `STORE_UNAVAILABLE` (the plugin is not cached on this replica and the PostgreSQL store cannot be reached; retry after Retry-After seconds), `SHUTTING_DOWN` (refused, or cancelled at the drain timeout). */
+            /** @description `OVERLOADED` (every worker busy and the queue full: QUEUE_MAX calls, or QUEUE_MAX_BYTES of their input; or every PostgreSQL connection of this replica in use; retry after Retry-After seconds), `UNDER_PRESSURE` (event-loop delay or heap above MAX_EVENT_LOOP_DELAY_MS / MAX_HEAP_USED_BYTES; retry after Retry-After seconds), `STORE_UNAVAILABLE` (the plugin is not cached on this replica and the PostgreSQL store cannot be reached; retry after Retry-After seconds), `SHUTTING_DOWN` (refused, or cancelled at the drain timeout). */
             503: {
                 headers: {
                     /** @description Seconds to wait (OVERLOADED, UNDER_PRESSURE, STORE_UNAVAILABLE, SHUTTING_DOWN). */
@@ -1663,17 +1664,17 @@ export interface operations {
                     "text/html": string;
                 };
             };
-            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. */
+            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds. */
             503: {
                 headers: {
-                    /** @description Seconds to wait (STORE_UNAVAILABLE). */
+                    /** @description Seconds to wait (STORE_UNAVAILABLE, OVERLOADED). */
                     "Retry-After"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"] & {
                         /** @enum {unknown} */
-                        code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE";
+                        code?: "SHUTTING_DOWN" | "STORE_UNAVAILABLE" | "OVERLOADED";
                     };
                 };
             };

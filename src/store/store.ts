@@ -113,7 +113,8 @@ export type PluginRef = Pick<PluginMeta, 'id' | 'name'>;
 
 /** Store work timed for metrics (a closed set: bounded labels). */
 export type StoreOperation = 'get' | 'get_bytes' | 'list' | 'put' | 'delete' | 'sync' | 'poll' | 'check' | 'migrate';
-export type StoreOutcome = 'ok' | 'unavailable' | 'error';
+/** busy: refused without reaching the database, every pooled connection in use (overload, not an outage). */
+export type StoreOutcome = 'ok' | 'unavailable' | 'busy' | 'error';
 /** What made a replica apply another replica's change: a notification, the fallback poll, or a (re)connect. */
 export type ChangeSource = 'notify' | 'poll' | 'reconnect';
 

@@ -35,7 +35,7 @@ import {
 import { PluginIndex } from '../plugin-index.ts';
 import { BlobCache } from './blob-cache.ts';
 import { migrate } from './migrations.ts';
-import { isUnavailable } from './unavailable.ts';
+import { isPoolWait, isUnavailable } from './unavailable.ts';
 
 const CHANNEL = 'wasmhost_store';
 const RETRY_AFTER_MS = 2_000;
@@ -47,6 +47,12 @@ const ORPHAN_MIN_AGE = '10 minutes';
 const LISTEN_RETRY_MIN_MS = 100;
 const LISTEN_RETRY_MAX_MS = 2_000;
 const DOWNLOAD_CHUNK_BYTES = 64 * 1024;
+/**
+ * Queries that may wait for a pooled connection, per connection (PG_POOL_MAX); more are refused at
+ * once: a flood waits in a bounded queue and fails fast instead of each waiting PG_CONNECT_TIMEOUT_MS.
+ */
+const WAITING_PER_CONNECTION = 4;
+const BUSY_RETRY_AFTER_MS = 1_000;
 
 export interface PgStoreLogger {
   debug(obj: object, msg: string): void;
@@ -133,6 +139,7 @@ export class PgPluginStore implements PluginStore {
   /** A refresh queued and not yet started: later triggers share it. */
   #queuedRefresh: Promise<void> | null = null;
   #listener: pg.Client | null = null;
+  #probe: Promise<pg.Client> | null = null;
   #listenRetryMs = LISTEN_RETRY_MIN_MS;
   #listenTimer: NodeJS.Timeout | null = null;
   #pollTimer: NodeJS.Timeout | null = null;
@@ -186,10 +193,17 @@ export class PgPluginStore implements PluginStore {
 
   // ---- database access ----------------------------------------------------------------------
 
-  /** Times `work` for metrics; an unreachable database becomes STORE_UNAVAILABLE (503 with Retry-After). */
+  /**
+   * Times `work` for metrics; an unreachable database becomes STORE_UNAVAILABLE, a pool with every
+   * connection busy OVERLOADED (both 503 with Retry-After).
+   */
   async #db<T>(operation: StoreOperation, work: () => Promise<T>): Promise<T> {
     const started = performance.now();
     const seconds = () => (performance.now() - started) / 1000;
+    if (operation !== 'check' && this.#pool.waitingCount >= this.#opts.poolMax * WAITING_PER_CONNECTION) {
+      this.#opts.observer?.onQuery?.(operation, 'busy', seconds());
+      throw this.#busy();
+    }
     try {
       const result = await work();
       this.#markUp(true);
@@ -197,6 +211,10 @@ export class PgPluginStore implements PluginStore {
       return result;
     } catch (err) {
       if (err instanceof AppError) throw err;
+      if (isPoolWait(err)) {
+        this.#opts.observer?.onQuery?.(operation, 'busy', seconds());
+        throw this.#busy(err);
+      }
       if (!isUnavailable(err)) {
         this.#opts.observer?.onQuery?.(operation, 'error', seconds());
         throw err;
@@ -208,6 +226,15 @@ export class PgPluginStore implements PluginStore {
         cause: err,
       });
     }
+  }
+
+  /** Every pooled connection is in use and enough queries wait for one: overload (503 OVERLOADED), not an outage. */
+  #busy(cause?: unknown): AppError {
+    return new AppError(
+      'OVERLOADED',
+      `the plugin store is busy: every PostgreSQL connection of this replica (PG_POOL_MAX ${this.#opts.poolMax}) is in use; retry shortly`,
+      { retryAfterMs: BUSY_RETRY_AFTER_MS, ...(cause === undefined ? {} : { cause }) },
+    );
   }
 
   #markUp(up: boolean, err?: unknown): void {
@@ -702,7 +729,35 @@ export class PgPluginStore implements PluginStore {
   }
 
   async check(): Promise<void> {
-    await this.#db('check', () => this.#pool.query('SELECT 1'));
+    await this.#db('check', async () => {
+      const probe = (this.#probe ??= this.#connectProbe());
+      try {
+        await (await probe).query('SELECT 1');
+      } catch (err) {
+        if (this.#probe === probe) this.#probe = null;
+        void probe.then((client) => client.end()).catch(() => undefined);
+        throw err;
+      }
+    });
+  }
+
+  /**
+   * Readiness asks on a connection of its own, made on the first check and again after one fails: a
+   * pool busy with client work is not a database that is down, and a probe must not queue behind it.
+   */
+  async #connectProbe(): Promise<pg.Client> {
+    const client = new pg.Client({
+      connectionString: this.#opts.url,
+      connectionTimeoutMillis: this.#opts.connectTimeoutMs,
+      statement_timeout: this.#opts.statementTimeoutMs,
+      query_timeout: this.#opts.statementTimeoutMs + 1_000,
+      keepAlive: true,
+      application_name: 'wasmhost-ready',
+    });
+    // Heard, or a dropped connection would end the process; the next query on it fails and replaces it.
+    client.on('error', (err) => this.#log.debug({ err }, 'store: the readiness connection failed'));
+    await client.connect();
+    return client;
   }
 
   stats(): StoreStats {
@@ -727,6 +782,9 @@ export class PgPluginStore implements PluginStore {
     const listener = this.#listener;
     this.#listener = null;
     await listener?.end().catch(() => undefined);
+    const probe = this.#probe;
+    this.#probe = null;
+    await probe?.then((client) => client.end()).catch(() => undefined);
     await this.#mirrorQueue;
     await this.#pool.end();
   }

@@ -24,7 +24,7 @@ const UNAVAILABLE_SYSCALL = new Set([
 
 /** pg's own messages for a connection that failed, timed out or ended under a query. */
 const UNAVAILABLE_MESSAGES =
-  /Connection terminated|timeout exceeded when trying to connect|Query read timeout|not queryable|Client was closed|Connection ended|connect ECONNREFUSED/i;
+  /Connection terminated|Query read timeout|not queryable|Client was closed|Connection ended|connect ECONNREFUSED/i;
 
 export function isUnavailable(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
@@ -35,4 +35,13 @@ export function isUnavailable(err: unknown): boolean {
   }
   if (err instanceof AggregateError) return err.errors.some(isUnavailable);
   return UNAVAILABLE_MESSAGES.test(err.message);
+}
+
+/**
+ * pg-pool's answer to a query that waited connectTimeoutMs for one of the pool's connections, all of
+ * them busy: this replica is overloaded, the database is not down (a connection that cannot be made
+ * fails with "Connection terminated due to connection timeout" or a socket error instead).
+ */
+export function isPoolWait(err: unknown): boolean {
+  return err instanceof Error && err.message === 'timeout exceeded when trying to connect';
 }
