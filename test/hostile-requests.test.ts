@@ -660,6 +660,34 @@ describe('descriptor exhaustion', () => {
     expect((await fetch(`${own.url}/readyz`)).status).toBe(200);
     expect((await own.api.upload(bytes, { name: 'after-exhaustion' })).status).toBe(201);
   }, 120_000);
+
+  it('answers a download while out of descriptors 503 STORE_UNAVAILABLE (retry), without marking the plugin damaged (it was 500 STORE_ERROR and counted damaged)', async () => {
+    const own = await childServerForTest(
+      {
+        ...OWN_ENV,
+        MAX_CONNECTIONS: '1000',
+        MAX_CONNECTIONS_PER_ADDRESS: '0',
+        MAX_EVENT_LOOP_DELAY_MS: '5000',
+        MAX_HEAP_USED_BYTES: String(4096 * MiB),
+      },
+      undefined,
+      { openFiles: OPEN_FILES },
+    );
+    const stored = await own.api.uploaded(await readPlugin('count_vowels'), { name: 'count_vowels' });
+    const control = await openedConnection(own.url);
+    const held = await holdConnections(own.url, 300);
+    expect(held.answered).toBeLessThan(OPEN_FILES);
+    const download = parseRaw(await control.ask('GET /plugins/count_vowels/wasm HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n'));
+    expect([download.status, download.body.code]).toEqual([503, 'STORE_UNAVAILABLE']);
+
+    for (const socket of [...held.sockets, control.socket]) socket.destroy();
+    await sleep(500);
+    expect(sampleValue(await metricsOf(own), 'wasmhost_plugins_damaged')).toBe(0);
+    expect(own.output()).not.toContain('the stored bytes of a plugin cannot be read"');
+    const again = await fetch(`${own.url}/plugins/count_vowels/wasm`);
+    expect([again.status, again.headers.get('etag')]).toEqual([200, `"${stored.id}"`]);
+    expect(Buffer.from(await again.arrayBuffer())).toEqual(await readPlugin('count_vowels'));
+  });
 });
 
 describe('requests from other sites (the service runs open on 127.0.0.1)', () => {

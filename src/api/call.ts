@@ -89,7 +89,7 @@ redirect, \`targetReason\` name the request; the plugin cannot catch these failu
       },
     ),
     503: callError(
-      '`OVERLOADED` (every worker busy and the queue full: QUEUE_MAX calls, or QUEUE_MAX_BYTES of their input; or every PostgreSQL connection of this replica in use; retry after Retry-After seconds), `UNDER_PRESSURE` (event-loop delay or heap above MAX_EVENT_LOOP_DELAY_MS / MAX_HEAP_USED_BYTES; retry after Retry-After seconds), `STORE_UNAVAILABLE` (the plugin is not cached on this replica and the PostgreSQL store cannot be reached; retry after Retry-After seconds), `SHUTTING_DOWN` (refused, or cancelled at the drain timeout).',
+      '`OVERLOADED` (every worker busy and the queue full: QUEUE_MAX calls, or QUEUE_MAX_BYTES of their input; or every PostgreSQL connection of this replica in use; retry after Retry-After seconds), `UNDER_PRESSURE` (event-loop delay or heap above MAX_EVENT_LOOP_DELAY_MS / MAX_HEAP_USED_BYTES; retry after Retry-After seconds), `STORE_UNAVAILABLE` (the plugin is not cached on this replica and the PostgreSQL store cannot be reached, or the process is out of file descriptors or memory to read it; retry after Retry-After seconds), `SHUTTING_DOWN` (refused, or cancelled at the drain timeout).',
       ['OVERLOADED', 'UNDER_PRESSURE', 'STORE_UNAVAILABLE', 'SHUTTING_DOWN'],
       {
         headers: {

@@ -342,7 +342,7 @@ export const RateLimited = errorResponse(
   { headers: RETRY_AFTER('Seconds to wait.') },
 );
 export const ShuttingDown = errorResponse(
-  '`SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds.',
+  '`SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached, or the process is out of file descriptors or memory to read the stored bytes; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds.',
   ['SHUTTING_DOWN', 'STORE_UNAVAILABLE', 'OVERLOADED'],
   { headers: RETRY_AFTER('Seconds to wait (STORE_UNAVAILABLE, OVERLOADED).') },
 );

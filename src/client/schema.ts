@@ -714,7 +714,7 @@ export interface operations {
                     "application/yaml": string;
                 };
             };
-            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds. */
+            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached, or the process is out of file descriptors or memory to read the stored bytes; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds. */
             503: {
                 headers: {
                     /** @description Seconds to wait (STORE_UNAVAILABLE, OVERLOADED). */
@@ -752,7 +752,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds. */
+            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached, or the process is out of file descriptors or memory to read the stored bytes; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds. */
             503: {
                 headers: {
                     /** @description Seconds to wait (STORE_UNAVAILABLE, OVERLOADED). */
@@ -849,7 +849,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds. */
+            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached, or the process is out of file descriptors or memory to read the stored bytes; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds. */
             503: {
                 headers: {
                     /** @description Seconds to wait (STORE_UNAVAILABLE, OVERLOADED). */
@@ -1179,7 +1179,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds. */
+            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached, or the process is out of file descriptors or memory to read the stored bytes; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds. */
             503: {
                 headers: {
                     /** @description Seconds to wait (STORE_UNAVAILABLE, OVERLOADED). */
@@ -1303,7 +1303,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds. */
+            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached, or the process is out of file descriptors or memory to read the stored bytes; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds. */
             503: {
                 headers: {
                     /** @description Seconds to wait (STORE_UNAVAILABLE, OVERLOADED). */
@@ -1433,7 +1433,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds. */
+            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached, or the process is out of file descriptors or memory to read the stored bytes; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds. */
             503: {
                 headers: {
                     /** @description Seconds to wait (STORE_UNAVAILABLE, OVERLOADED). */
@@ -1613,7 +1613,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `OVERLOADED` (every worker busy and the queue full: QUEUE_MAX calls, or QUEUE_MAX_BYTES of their input; or every PostgreSQL connection of this replica in use; retry after Retry-After seconds), `UNDER_PRESSURE` (event-loop delay or heap above MAX_EVENT_LOOP_DELAY_MS / MAX_HEAP_USED_BYTES; retry after Retry-After seconds), `STORE_UNAVAILABLE` (the plugin is not cached on this replica and the PostgreSQL store cannot be reached; retry after Retry-After seconds), `SHUTTING_DOWN` (refused, or cancelled at the drain timeout). */
+            /** @description `OVERLOADED` (every worker busy and the queue full: QUEUE_MAX calls, or QUEUE_MAX_BYTES of their input; or every PostgreSQL connection of this replica in use; retry after Retry-After seconds), `UNDER_PRESSURE` (event-loop delay or heap above MAX_EVENT_LOOP_DELAY_MS / MAX_HEAP_USED_BYTES; retry after Retry-After seconds), `STORE_UNAVAILABLE` (the plugin is not cached on this replica and the PostgreSQL store cannot be reached, or the process is out of file descriptors or memory to read it; retry after Retry-After seconds), `SHUTTING_DOWN` (refused, or cancelled at the drain timeout). */
             503: {
                 headers: {
                     /** @description Seconds to wait (OVERLOADED, UNDER_PRESSURE, STORE_UNAVAILABLE, SHUTTING_DOWN). */
@@ -1664,7 +1664,7 @@ export interface operations {
                     "text/html": string;
                 };
             };
-            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds. */
+            /** @description `SHUTTING_DOWN`: the server is shutting down. `STORE_UNAVAILABLE`: the PostgreSQL store cannot be reached and this replica cannot answer from what it has cached, or the process is out of file descriptors or memory to read the stored bytes; retry after Retry-After seconds. `OVERLOADED`: every PostgreSQL connection of this replica (PG_POOL_MAX) is in use and enough requests wait for one; retry after Retry-After seconds. */
             503: {
                 headers: {
                     /** @description Seconds to wait (STORE_UNAVAILABLE, OVERLOADED). */

@@ -27,6 +27,10 @@ import { AppError } from '../errors.ts';
 import { decodeCursor, pageOf } from './cursor.ts';
 import { PluginIndex } from './plugin-index.ts';
 
+/** Errors of open/read that say the process is short of a resource (descriptors, memory), not that the file is bad. */
+const TRANSIENT_READ_ERRORS = new Set(['EMFILE', 'ENFILE', 'EAGAIN', 'ENOMEM', 'EINTR', 'EBUSY']);
+const TRANSIENT_RETRY_AFTER_MS = 1_000;
+
 /** What a meta file holds: the public record plus the order facts that survive a restart. */
 interface MetaFile {
   version: 1;
@@ -241,7 +245,7 @@ export class FsPluginStore implements PluginStore {
       bytes = await readFile(this.#blobPath(id));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return this.#lost(id);
-      throw this.#unreadable(id, err);
+      throw this.#unreadableNow(id, err) ?? this.#unreadable(id, err);
     }
     // Content addressing makes damage on disk detectable; compiling damaged bytes would blame the plugin.
     const actual = pluginIdOf(bytes);
@@ -256,7 +260,7 @@ export class FsPluginStore implements PluginStore {
       handle = await open(this.#blobPath(id), 'r');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return this.#lost(id);
-      throw this.#unreadable(id, err);
+      throw this.#unreadableNow(id, err) ?? this.#unreadable(id, err);
     }
     try {
       const stats = await handle.stat();
@@ -281,6 +285,20 @@ export class FsPluginStore implements PluginStore {
   #lost(id: string): null {
     if (this.#plugins.has(id)) throw this.#damaged(id, null);
     return null;
+  }
+
+  /**
+   * The process is out of descriptors or memory: nothing is wrong with the blob, and a retry may
+   * succeed (STORE_UNAVAILABLE, 503). Null for any other error.
+   */
+  #unreadableNow(id: string, err: unknown): AppError | null {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === undefined || !TRANSIENT_READ_ERRORS.has(code)) return null;
+    this.#log.warn({ plugin: id, err }, 'store: the stored bytes of a plugin cannot be read now (out of resources)');
+    return new AppError('STORE_UNAVAILABLE', `the stored bytes of plugin ${id} cannot be read now (${code}); retry later`, {
+      retryAfterMs: TRANSIENT_RETRY_AFTER_MS,
+      cause: err,
+    });
   }
 
   /** The blob is there but cannot be read (permissions, I/O error, something else in its place). */
