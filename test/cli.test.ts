@@ -322,6 +322,36 @@ describe('wasmhost push, ls, info, rm', { timeout: 180_000 }, () => {
       allowedHosts: ['api.example.com'],
     });
 
+    // A name, description and config an uploader chose reach a person's terminal escaped, the JSON exact.
+    const hostile = 'harmless\x1b[2J\x1b[H\x1b]0;pwned-title\x07\x1b[31mRED\x1b[0m\rOVERWRITTEN';
+    expect(
+      (
+        await wasmhost([
+          'push',
+          // Bytes no other test here uploads: a first upload, so its description is the one given.
+          'plugins/dist/state.wasm',
+          '--name',
+          'cli-ansi',
+          '--description',
+          hostile,
+          '--config',
+          `k=${hostile}`,
+        ])
+      ).code,
+    ).toBe(0);
+    const shown = await wasmhost(['info', 'cli-ansi']);
+    expect([...shown.stdout].filter((byte) => (byte < 0x20 && byte !== 0x0a) || byte === 0x7f)).toEqual([]);
+    expect(shown.stdout.toString()).toContain(
+      'description:   harmless\\x1b[2J\\x1b[H\\x1b]0;pwned-title\\x07\\x1b[31mRED\\x1b[0m\\x0d',
+    );
+    expect(shown.stdout.toString()).toContain('config:        k=harmless\\x1b[2J');
+    const stored = (await server.api.describe('cli-ansi')).data;
+    expect(JSON.parse((await wasmhost(['info', 'cli-ansi', '--json'])).stdout.toString())).toMatchObject({
+      description: stored.description,
+      config: { k: hostile },
+    });
+    expect((await wasmhost(['rm', 'cli-ansi'])).code).toBe(0);
+
     const rm = await wasmhost(['rm', 'cli-logs']);
     expect(rm.code).toBe(0);
     const gone = await wasmhost(['info', 'cli-logs']);

@@ -16,6 +16,7 @@ import {
 } from '../client/client.ts';
 import { CliError } from './errors.ts';
 import { EGRESS_AUDIT_LEVELS, formatEgressLine, formatLogLine } from './report.ts';
+import { escapeControls } from './terminal.ts';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'off'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -46,7 +47,7 @@ export interface CallOptions {
 
 export interface Io {
   stdout: NodeJS.WritableStream & { isTTY?: boolean };
-  stderr: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream & { isTTY?: boolean };
   readStdin: () => Promise<Buffer>;
 }
 
@@ -79,7 +80,8 @@ export async function runCall(client: WasmhostClient, target: string, fn: string
     }
     report(io, logLevel, response.logs, response.egress);
     const bytes = outputBytes(response);
-    io.stdout.write(bytes);
+    // Raw bytes when piped; on a terminal, control characters escaped (the output is the plugin's).
+    io.stdout.write(io.stdout.isTTY ? escapeControls(Buffer.from(bytes).toString('utf8'), { multiline: true }) : bytes);
     // Raw bytes when piped; a terminal gets a line end so the prompt does not follow the output.
     if (options.loop > 1 || (io.stdout.isTTY && bytes.at(-1) !== 0x0a)) io.stdout.write('\n');
   }
@@ -254,8 +256,10 @@ export function callConfig(options: Pick<CallOptions, 'config' | 'setConfig'>): 
 }
 
 function report(io: Io, logLevel: LogLevel, logs: CallResponse['logs'], egress: CallResponse['egress']): void {
-  for (const entry of logs) io.stderr.write(`${formatLogLine(entry)}\n`);
+  // A terminal gets control characters escaped; a file or pipe gets the lines as the plugin wrote them.
+  const shown = (line: string) => (io.stderr.isTTY ? escapeControls(line, { multiline: true }) : line);
+  for (const entry of logs) io.stderr.write(`${shown(formatLogLine(entry))}\n`);
   if (!EGRESS_AUDIT_LEVELS.has(logLevel)) return;
   const now = new Date();
-  for (const attempt of egress) io.stderr.write(`${formatEgressLine(attempt, now)}\n`);
+  for (const attempt of egress) io.stderr.write(`${shown(formatEgressLine(attempt, now))}\n`);
 }

@@ -6,6 +6,7 @@ import { createWasmhostClient, WasmhostError, type WasmhostClient } from '../cli
 import { LOG_LEVELS, runCall, type CallOptions, type Io } from './call.ts';
 import { CliError, EXIT_FAILURE } from './errors.ts';
 import { runInfo, runList, runPush, runRemove, type PushOptions } from './plugins.ts';
+import { escapeControls } from './terminal.ts';
 
 const DEFAULT_URL = 'http://127.0.0.1:8080';
 
@@ -137,7 +138,8 @@ try {
   process.exitCode = EXIT_FAILURE;
   if (err instanceof WasmhostError) {
     const { statusCode, code, message } = err;
-    process.stderr.write(`wasmhost: ${code} (${statusCode}): ${message}\n`);
+    // The message may quote what a plugin or an upload said: shown escaped.
+    process.stderr.write(`wasmhost: ${code} (${statusCode}): ${escapeControls(message, { multiline: true })}\n`);
   } else if (err instanceof CliError) {
     process.stderr.write(`wasmhost: ${err.message}\n`);
     process.exitCode = err.exitCode;

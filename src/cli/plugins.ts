@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { listAllPlugins, unwrap, uploadPlugin, type Plugin, type WasmhostClient } from '../client/client.ts';
 import { callConfig, type Io } from './call.ts';
 import { CliError } from './errors.ts';
+import { escapeControls } from './terminal.ts';
 
 export interface PushOptions {
   name?: string;
@@ -25,7 +26,10 @@ export async function runPush(client: WasmhostClient, file: string, options: Pus
     allowedHosts: options.allowHost.length > 0 ? options.allowHost : undefined,
   });
   if (options.json) io.stdout.write(`${JSON.stringify(plugin)}\n`);
-  else io.stdout.write(`${created ? 'stored' : 'already stored'} ${plugin.id}${plugin.name ? ` as ${plugin.name}` : ''}\n`);
+  else {
+    const name = plugin.name ? ` as ${escapeControls(plugin.name)}` : '';
+    io.stdout.write(`${created ? 'stored' : 'already stored'} ${plugin.id}${name}\n`);
+  }
 }
 
 export async function runList(client: WasmhostClient, options: { name?: string; json?: boolean }, io: Io): Promise<void> {
@@ -63,10 +67,11 @@ function describe(plugin: Plugin): string {
     ['config', config.length > 0 ? config.join(', ') : '-'],
     ['allowed hosts', plugin.allowedHosts.length > 0 ? plugin.allowedHosts.join(', ') : '-'],
   ];
-  return lines.map(([key, value]) => `${`${key}:`.padEnd(15)}${value}\n`).join('');
+  return lines.map(([key, value]) => `${`${key}:`.padEnd(15)}${escapeControls(value)}\n`).join('');
 }
 
-function table(rows: string[][]): string {
+function table(cells: string[][]): string {
+  const rows = cells.map((row) => row.map((cell) => escapeControls(cell)));
   const widths = rows[0]!.map((_, col) => Math.max(...rows.map((row) => row[col]!.length)));
   return rows
     .map((row) => `${row.map((cell, col) => (col === row.length - 1 ? cell : cell.padEnd(widths[col]!))).join('  ')}\n`)
