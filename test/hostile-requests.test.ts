@@ -579,6 +579,19 @@ describe('descriptor exhaustion', () => {
   // The process's own open-files limit: as low as `ulimit -n 256` so a test reaches it with a few hundred connections.
   const OPEN_FILES = 256;
   const OWN_ENV = { WORKERS: '1', BURST_WORKERS: '0' };
+  /** A server whose connections are not capped below its descriptors (MAX_CONNECTIONS past ulimit -n), so they run out. */
+  const uncappedServer = () =>
+    childServerForTest(
+      {
+        ...OWN_ENV,
+        MAX_CONNECTIONS: '1000',
+        MAX_CONNECTIONS_PER_ADDRESS: '0',
+        MAX_EVENT_LOOP_DELAY_MS: '5000',
+        MAX_HEAP_USED_BYTES: String(4096 * MiB),
+      },
+      undefined,
+      { openFiles: OPEN_FILES },
+    );
 
   it('caps connections by default from ulimit -n: per address and in all; past the caps they are closed, and it still serves after', async () => {
     const own = await childServerForTest(OWN_ENV, undefined, { openFiles: OPEN_FILES });
@@ -611,17 +624,7 @@ describe('descriptor exhaustion', () => {
   }, 120_000);
 
   it('survives running out of descriptors (MAX_CONNECTIONS set past ulimit -n): what needs one fails, then it serves again (it exited: EMFILE in a timer)', async () => {
-    const own = await childServerForTest(
-      {
-        ...OWN_ENV,
-        MAX_CONNECTIONS: '1000',
-        MAX_CONNECTIONS_PER_ADDRESS: '0',
-        MAX_EVENT_LOOP_DELAY_MS: '5000',
-        MAX_HEAP_USED_BYTES: String(4096 * MiB),
-      },
-      undefined,
-      { openFiles: OPEN_FILES },
-    );
+    const own = await uncappedServer();
     expect(own.output()).toContain('MAX_CONNECTIONS may need more descriptors than the process may open');
     await own.api.uploaded(await readPlugin('count_vowels'), { name: 'count_vowels' });
     const control = await openedConnection(own.url);
@@ -662,17 +665,7 @@ describe('descriptor exhaustion', () => {
   }, 120_000);
 
   it('answers a download while out of descriptors 503 STORE_UNAVAILABLE (retry), without marking the plugin damaged (it was 500 STORE_ERROR and counted damaged)', async () => {
-    const own = await childServerForTest(
-      {
-        ...OWN_ENV,
-        MAX_CONNECTIONS: '1000',
-        MAX_CONNECTIONS_PER_ADDRESS: '0',
-        MAX_EVENT_LOOP_DELAY_MS: '5000',
-        MAX_HEAP_USED_BYTES: String(4096 * MiB),
-      },
-      undefined,
-      { openFiles: OPEN_FILES },
-    );
+    const own = await uncappedServer();
     const stored = await own.api.uploaded(await readPlugin('count_vowels'), { name: 'count_vowels' });
     const control = await openedConnection(own.url);
     const held = await holdConnections(own.url, 300);
