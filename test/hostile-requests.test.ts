@@ -11,7 +11,7 @@ import { type ChildServer, childServerForTest, metricsOf, useContainedServer } f
 import { sampleValue } from './prom-text.ts';
 import { loadConfig } from '../src/config.ts';
 import type { Plugin } from './test-client.ts';
-import { BODY_RATE_WINDOW_MS } from '../src/api/slow-clients.ts';
+import { RATE_WINDOW_MS } from '../src/api/slow-clients.ts';
 import { readPlugin, sendStreaming, tinyPluginWat, wat } from './helpers.ts';
 
 const MiB = 1024 * 1024;
@@ -177,7 +177,7 @@ describe('slow bodies', () => {
     async function* stalled(): AsyncGenerator<Uint8Array> {
       yield Buffer.from('{"function":"count_vowels",');
       // Past the first rate window: the answer has come by then, and nothing more is sent.
-      await sleep(BODY_RATE_WINDOW_MS + 3_000);
+      await sleep(RATE_WINDOW_MS + 3_000);
     }
     const answer = await sendStreaming(server.url, {
       path: '/plugins/count_vowels/call',
@@ -476,7 +476,7 @@ describe('slow readers', () => {
     socket.pause();
     expect(chunks[0]!.toString('latin1')).toMatch(/^HTTP\/1.1 200/);
     // Two rate windows and some: the server has judged it by then. Then read what is left.
-    await sleep(2 * BODY_RATE_WINDOW_MS + 3_000);
+    await sleep(2 * RATE_WINDOW_MS + 3_000);
     socket.resume();
     const outcome = await Promise.race([closed.then(() => 'closed'), sleep(30_000).then(() => 'still open')]);
     socket.destroy();

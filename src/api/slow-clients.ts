@@ -13,8 +13,8 @@ import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
 import { errorBody } from './error-handler.ts';
 
-/** A body's rate is judged over windows this long: a client may pause briefly, not trickle. */
-export const BODY_RATE_WINDOW_MS = 5_000;
+/** A transfer's rate is judged over windows this long: a client may pause briefly, not trickle. */
+export const RATE_WINDOW_MS = 5_000;
 /** How often the connection checker looks for headers past their timeout (Node's default is 30 s). */
 const HEADERS_CHECK_MS = 1_000;
 /** How long an answered bad connection is drained before it is closed. */
@@ -109,57 +109,98 @@ function watchIfArriving(request: FastifyRequest, reply: FastifyReply, requests:
 function watchBody(request: FastifyRequest, reply: FastifyReply, { bodyTimeoutMs, bodyMinBytesPerSecond }: RequestsConfig): void {
   const raw = request.raw;
   const socket = raw.socket;
+  const stop = watchTransfer({
+    timeoutMs: bodyTimeoutMs,
+    minBytesPerSecond: bodyMinBytesPerSecond,
+    progress: () => socket.bytesRead,
+    finished: () => raw.complete,
+    late: `the request body did not arrive within ${bodyTimeoutMs} ms (BODY_TIMEOUT_MS)`,
+    slow: (rate) =>
+      `the request body arrived at ${rate} bytes/s, below the minimum of ${bodyMinBytesPerSecond} (BODY_MIN_BYTES_PER_SECOND)`,
+    cut: (message) => {
+      // The body's reader (Fastify's body parser, or the multipart reader) fails with this error.
+      if (raw.listenerCount('error') === 0) {
+        // Answered without reading the body (a 415 before it is read, a route that takes none): Node keeps
+        // the connection until the rest arrives, which is the slow client this watch is for.
+        if (reply.raw.writableFinished) {
+          socket.destroy();
+          return;
+        }
+        return RETRY_CUT_MS;
+      }
+      raw.emit('error', new AppError('REQUEST_TIMEOUT', message));
+    },
+  });
+  raw.once('end', stop);
+  raw.once('close', stop);
+}
+
+interface Transfer {
+  timeoutMs: number;
+  /** 0: no minimum. */
+  minBytesPerSecond: number;
+  /** Bytes moved so far, as a running count. */
+  progress: () => number;
+  finished: () => boolean;
+  /** Whether a low rate is the client's doing, given the bytes moved; when not, its window starts over. */
+  clientBehind?: (bytes: number) => boolean;
+  /** Why a transfer past its deadline is cut. */
+  late: string;
+  /** Why a transfer below the minimum rate is cut. */
+  slow: (bytesPerSecond: number) => string;
+  /** Cuts the transfer; or, when it cannot be cut yet, says how soon to judge it again. */
+  cut: (message: string) => number | undefined;
+}
+
+/**
+ * Judges a transfer against a deadline and a minimum rate, without touching its stream. Returns the
+ * watch's stop, for the events that end the transfer.
+ */
+function watchTransfer({
+  timeoutMs,
+  minBytesPerSecond,
+  progress,
+  finished,
+  clientBehind,
+  late,
+  slow,
+  cut,
+}: Transfer): () => void {
   const started = performance.now();
-  const deadline = started + bodyTimeoutMs;
+  const deadline = started + timeoutMs;
   let windowStart = started;
-  let windowBytes = socket.bytesRead;
+  let windowBytes = progress();
   let timer: NodeJS.Timeout | undefined;
   let done = false;
   const stop = () => {
     done = true;
     clearTimeout(timer);
   };
-  raw.once('end', stop);
-  raw.once('close', stop);
-
   const schedule = (ms: number) => {
-    // setImmediate: judge after the I/O already waiting has been read (a busy event loop is not a slow client).
+    // setImmediate: judge after the I/O already waiting has been handled (a busy event loop is not a slow client).
     timer = setTimeout(() => setImmediate(check), Math.max(0, ms));
     timer.unref();
   };
-  const cut = (message: string) => {
-    if (done || raw.complete) return;
-    // The body's reader (Fastify's body parser, or the multipart reader) fails with this error.
-    if (raw.listenerCount('error') === 0) {
-      // Answered without reading the body (a 415 before it is read, a route that takes none): Node keeps
-      // the connection until the rest arrives, which is the slow client this watch is for.
-      if (reply.raw.writableFinished) {
-        stop();
-        socket.destroy();
-        return;
-      }
-      return schedule(RETRY_CUT_MS);
-    }
-    stop();
-    raw.emit('error', new AppError('REQUEST_TIMEOUT', message));
+  const cutOrRetry = (message: string) => {
+    const retryMs = cut(message);
+    if (retryMs === undefined) stop();
+    else schedule(retryMs);
   };
   const check = () => {
-    if (done || raw.complete) return stop();
+    if (done || finished()) return stop();
     const now = performance.now();
-    if (now >= deadline) return cut(`the request body did not arrive within ${bodyTimeoutMs} ms (BODY_TIMEOUT_MS)`);
-    if (bodyMinBytesPerSecond > 0 && now - windowStart >= BODY_RATE_WINDOW_MS) {
-      const rate = ((socket.bytesRead - windowBytes) * 1000) / (now - windowStart);
-      if (rate < bodyMinBytesPerSecond) {
-        return cut(
-          `the request body arrived at ${Math.floor(rate)} bytes/s, below the minimum of ${bodyMinBytesPerSecond} (BODY_MIN_BYTES_PER_SECOND)`,
-        );
-      }
+    if (now >= deadline) return cutOrRetry(late);
+    if (minBytesPerSecond > 0 && now - windowStart >= RATE_WINDOW_MS) {
+      const bytes = progress();
+      const rate = ((bytes - windowBytes) * 1000) / (now - windowStart);
+      if (rate < minBytesPerSecond && (clientBehind?.(bytes) ?? true)) return cutOrRetry(slow(Math.floor(rate)));
       windowStart = now;
-      windowBytes = socket.bytesRead;
+      windowBytes = bytes;
     }
-    schedule(Math.min(deadline - now, bodyMinBytesPerSecond > 0 ? windowStart + BODY_RATE_WINDOW_MS - now : Infinity));
+    schedule(Math.min(deadline - now, minBytesPerSecond > 0 ? windowStart + RATE_WINDOW_MS - now : Infinity));
   };
-  schedule(Math.min(bodyTimeoutMs, bodyMinBytesPerSecond > 0 ? BODY_RATE_WINDOW_MS : Infinity));
+  schedule(Math.min(timeoutMs, minBytesPerSecond > 0 ? RATE_WINDOW_MS : Infinity));
+  return stop;
 }
 
 function mayWait(payload: unknown): boolean {
@@ -192,48 +233,24 @@ function watchResponse(
   { responseTimeoutMs, responseMinBytesPerSecond }: RequestsConfig,
 ): void {
   const res = reply.raw;
-  const started = performance.now();
-  const deadline = started + responseTimeoutMs;
-  let windowStart = started;
-  let windowSent = bytesSent(socket);
-  let timer: NodeJS.Timeout | undefined;
-  let done = false;
-  const stop = () => {
-    done = true;
-    clearTimeout(timer);
-  };
+  const stop = watchTransfer({
+    timeoutMs: responseTimeoutMs,
+    minBytesPerSecond: responseMinBytesPerSecond,
+    progress: () => bytesSent(socket),
+    finished: () => res.writableFinished,
+    // Bytes waiting on the socket: the client is what is slow (else the answer's source is, e.g. a disk).
+    clientBehind: (sent) => socket.bytesWritten > sent,
+    late: `the client did not take the response within ${responseTimeoutMs} ms (RESPONSE_TIMEOUT_MS): connection closed`,
+    slow: (rate) =>
+      `the client took the response at ${rate} bytes/s, below the minimum of ${responseMinBytesPerSecond} (RESPONSE_MIN_BYTES_PER_SECOND): connection closed`,
+    cut: (message) => {
+      // The status went out long ago: all that is left is to close, which frees what the answer held.
+      request.log.info({ bytesUnsent: socket.bytesWritten - bytesSent(socket) }, message);
+      socket.destroy();
+      return undefined;
+    },
+  });
   // 'finish': the last byte is in the kernel's buffers; 'close': the connection went.
   res.once('finish', stop);
   res.once('close', stop);
-
-  const schedule = (ms: number) => {
-    timer = setTimeout(() => setImmediate(check), Math.max(0, ms));
-    timer.unref();
-  };
-  const cut = (message: string) => {
-    stop();
-    // The status went out long ago: all that is left is to close, which frees what the answer held.
-    request.log.info({ bytesUnsent: socket.bytesWritten - bytesSent(socket) }, message);
-    socket.destroy();
-  };
-  const check = () => {
-    if (done || res.writableFinished) return stop();
-    const now = performance.now();
-    if (now >= deadline)
-      return cut(`the client did not take the response within ${responseTimeoutMs} ms (RESPONSE_TIMEOUT_MS): connection closed`);
-    if (responseMinBytesPerSecond > 0 && now - windowStart >= BODY_RATE_WINDOW_MS) {
-      const sent = bytesSent(socket);
-      const rate = ((sent - windowSent) * 1000) / (now - windowStart);
-      // Bytes waiting on the socket: the client is what is slow (else the answer's source is, e.g. a disk).
-      if (rate < responseMinBytesPerSecond && socket.bytesWritten > sent) {
-        return cut(
-          `the client took the response at ${Math.floor(rate)} bytes/s, below the minimum of ${responseMinBytesPerSecond} (RESPONSE_MIN_BYTES_PER_SECOND): connection closed`,
-        );
-      }
-      windowStart = now;
-      windowSent = sent;
-    }
-    schedule(Math.min(deadline - now, responseMinBytesPerSecond > 0 ? windowStart + BODY_RATE_WINDOW_MS - now : Infinity));
-  };
-  schedule(Math.min(responseTimeoutMs, responseMinBytesPerSecond > 0 ? BODY_RATE_WINDOW_MS : Infinity));
 }
