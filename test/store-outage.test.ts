@@ -10,9 +10,40 @@ import { msUntil } from './replica-process.ts';
 import { createTestDatabase, sql } from './store-backends.ts';
 import { startTcpProxy, type TcpProxy } from './tcp-proxy.ts';
 
+/**
+ * A test database of the describe's own, and a proxy to it that the test can cut. `url` reaches the
+ * database directly (the test's own checks, the rest of a deployment); `urlViaProxy` through the proxy.
+ */
+function useDatabaseBehindProxy(): { readonly url: string; readonly urlViaProxy: string; readonly proxy: TcpProxy } {
+  let db: Awaited<ReturnType<typeof createTestDatabase>> | undefined;
+  let proxy: TcpProxy | undefined;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    const direct = new URL(db.url);
+    proxy = await startTcpProxy(Number(direct.port || 5432), direct.hostname);
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await db?.drop();
+  });
+  // Read inside tests and hooks: both exist from beforeAll on.
+  return {
+    get url() {
+      return db!.url;
+    },
+    get urlViaProxy() {
+      const viaProxy = new URL(db!.url);
+      viaProxy.port = String(proxy!.port);
+      return viaProxy.toString();
+    },
+    get proxy() {
+      return proxy!;
+    },
+  };
+}
+
 describe('a replica whose PostgreSQL connection is cut', () => {
-  let db: Awaited<ReturnType<typeof createTestDatabase>>;
-  let proxy: TcpProxy;
+  const db = useDatabaseBehindProxy();
   // No shedding on event-loop lag: this machine is shared and busy; what is checked is the store's answers.
   const env = {
     STORE: 'postgres',
@@ -22,23 +53,8 @@ describe('a replica whose PostgreSQL connection is cut', () => {
     MAX_EVENT_LOOP_DELAY_MS: '0',
   };
 
-  beforeAll(async () => {
-    db = await createTestDatabase();
-    const direct = new URL(db.url);
-    proxy = await startTcpProxy(Number(direct.port || 5432), direct.hostname);
-  });
-
-  afterAll(async () => {
-    await proxy?.close();
-    await db?.drop();
-  });
-
   /** Reaches PostgreSQL through the proxy. */
-  const cutOff = useServer(() => {
-    const viaProxy = new URL(db.url);
-    viaProxy.port = String(proxy.port);
-    return { env: { ...env, DATABASE_URL: viaProxy.toString() } };
-  });
+  const cutOff = useServer(() => ({ env: { ...env, DATABASE_URL: db.urlViaProxy } }));
   /** Reaches it directly: the rest of the deployment, still working. */
   const other = useServer(() => ({ env: { ...env, DATABASE_URL: db.url } }));
 
@@ -49,7 +65,7 @@ describe('a replica whose PostgreSQL connection is cut', () => {
     expect((await cutOff.api.call('vowels', { function: 'count_vowels', input: 'aaa', timeoutMs: 30_000 })).status).toBe(200);
     expect((await cutOff.api.call('echo', { function: 'echo', input: 'x', timeoutMs: 30_000 })).status).toBe(200);
 
-    await proxy.cut();
+    await db.proxy.cut();
 
     for (const [name, fn] of [
       ['vowels', 'count_vowels'],
@@ -96,7 +112,7 @@ describe('a replica whose PostgreSQL connection is cut', () => {
     // The rest of the deployment goes on meanwhile: an upload acknowledged there must reach this replica later.
     expect((await other.api.upload(await readPlugin('rust_vowels'), { name: 'later' })).status).toBe(201);
 
-    await proxy.restore();
+    await db.proxy.restore();
     const recovered = await msUntil(async () => (await fetch(`${cutOff.url}/readyz`)).status === 200, 20_000);
     expect(recovered).toBeLessThan(Infinity);
     expect(
@@ -111,28 +127,14 @@ describe('a replica whose PostgreSQL connection is cut', () => {
 });
 
 describe('a manifest upload whose PostgreSQL connection is cut while it is being stored', () => {
-  let db: Awaited<ReturnType<typeof createTestDatabase>>;
-  let proxy: TcpProxy;
-
-  beforeAll(async () => {
-    db = await createTestDatabase();
-    const direct = new URL(db.url);
-    proxy = await startTcpProxy(Number(direct.port || 5432), direct.hostname);
-  });
-
-  afterAll(async () => {
-    await proxy?.close();
-    await db?.drop();
-  });
+  const db = useDatabaseBehindProxy();
 
   const server = useServer(() => {
-    const viaProxy = new URL(db.url);
-    viaProxy.port = String(proxy.port);
     // Statements may take long here: the outage, not a timeout, must end the manifest's.
     return {
       env: {
         STORE: 'postgres',
-        DATABASE_URL: viaProxy.toString(),
+        DATABASE_URL: db.urlViaProxy,
         PG_CONNECT_TIMEOUT_MS: '500',
         PG_STATEMENT_TIMEOUT_MS: '30000',
         MAX_EVENT_LOOP_DELAY_MS: '0',
@@ -168,7 +170,7 @@ describe('a manifest upload whose PostgreSQL connection is cut while it is being
       15_000,
     );
     expect(sleeping).toBeLessThan(Infinity);
-    await proxy.cut();
+    await db.proxy.cut();
     const answer = await upload;
     expect([answer.status, answer.error.code]).toEqual([503, 'STORE_UNAVAILABLE']);
     // Straight from the database (the service cannot reach it): no module and no manifest was committed.
@@ -179,7 +181,7 @@ describe('a manifest upload whose PostgreSQL connection is cut while it is being
       db.url,
       "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'",
     );
-    await proxy.restore();
+    await db.proxy.restore();
     await sql(db.url, 'DROP TRIGGER test_slow_manifest ON wasmhost_plugins');
     const recovered = await msUntil(async () => (await fetch(`${server.url}/readyz`)).status === 200, 20_000);
     expect(recovered).toBeLessThan(Infinity);
@@ -194,26 +196,19 @@ describe('a manifest upload whose PostgreSQL connection is cut while it is being
 });
 
 describe('the log of a replica losing PostgreSQL', () => {
+  const db = useDatabaseBehindProxy();
+
   it("says why the store cannot be reached (the driver's message), not [object Object]", async () => {
-    const db = await createTestDatabase();
-    const proxy = await startTcpProxy(Number(new URL(db.url).port || 5432), new URL(db.url).hostname);
-    try {
-      const viaProxy = new URL(db.url);
-      viaProxy.port = String(proxy.port);
-      const log = logCapture();
-      const server = await serverForTest({
-        env: { STORE: 'postgres', DATABASE_URL: viaProxy.toString(), PG_CONNECT_TIMEOUT_MS: '500', LOG_LEVEL: 'info' },
-        appOptions: { logStream: log.stream },
-      });
-      await proxy.cut();
-      expect((await server.api.describe('not-cached-here')).status).toBe(503);
-      const unreachable = log.lines().find((line) => line.msg === 'store: PostgreSQL cannot be reached');
-      expect(unreachable?.err).toMatchObject({ message: expect.stringMatching(/ECONNREFUSED|Connection terminated/) });
-      expect(log.text()).not.toContain('[object Object]');
-    } finally {
-      await proxy.close();
-      await db.drop();
-    }
+    const log = logCapture();
+    const server = await serverForTest({
+      env: { STORE: 'postgres', DATABASE_URL: db.urlViaProxy, PG_CONNECT_TIMEOUT_MS: '500', LOG_LEVEL: 'info' },
+      appOptions: { logStream: log.stream },
+    });
+    await db.proxy.cut();
+    expect((await server.api.describe('not-cached-here')).status).toBe(503);
+    const unreachable = log.lines().find((line) => line.msg === 'store: PostgreSQL cannot be reached');
+    expect(unreachable?.err).toMatchObject({ message: expect.stringMatching(/ECONNREFUSED|Connection terminated/) });
+    expect(log.text()).not.toContain('[object Object]');
   });
 });
 
