@@ -9,18 +9,15 @@ import {
   GLOBAL_EXPORT_PREFIX,
   GROW_BUDGET_OFFSET,
   HOST_MODULE,
-  INTERRUPT_IMPORT,
   MEMORY_IMPORT,
   rewriteForEngine,
   TABLE_BUDGET_OFFSET,
   WasmRewriteError,
 } from '../src/engine/compile/wasm-rewrite.ts';
 import { leb, Reader } from '../src/engine/compile/wasm-binary.ts';
-import { interruptCheck, rewriteCode } from '../src/engine/compile/wasm-code.ts';
+import { rewriteCode } from '../src/engine/compile/wasm-code.ts';
 import { InstructionReader } from '../src/engine/compile/wasm-instructions.ts';
-import { interruptMemory } from '../src/engine/runtime/interrupt.ts';
 import { readPlugin, repoRoot, wat } from './helpers.ts';
-import { buildModule } from './wasm-builder.ts';
 
 const OPTIONS = { maxTableElements: 100_000 };
 
@@ -35,10 +32,7 @@ function instantiate(
   dirty = new WebAssembly.Memory({ initial: DIRTY_MAP_PAGES, maximum: DIRTY_MAP_PAGES }),
 ) {
   const module = new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);
-  return new WebAssembly.Instance(module, {
-    ...imports,
-    [HOST_MODULE]: { [MEMORY_IMPORT]: memory, [DIRTY_MAP_IMPORT]: dirty, [INTERRUPT_IMPORT]: interruptMemory },
-  });
+  return new WebAssembly.Instance(module, { ...imports, [HOST_MODULE]: { [MEMORY_IMPORT]: memory, [DIRTY_MAP_IMPORT]: dirty } });
 }
 
 describe('rewriteForEngine', () => {
@@ -49,7 +43,7 @@ describe('rewriteForEngine', () => {
       const result = rewriteForEngine(original, OPTIONS);
       const before = new WebAssembly.Module(original as Uint8Array<ArrayBuffer>);
       const after = new WebAssembly.Module(result.bytes as Uint8Array<ArrayBuffer>);
-      expect(result).toMatchObject({ virtualGrowth: true, interruptible: true });
+      expect(result.virtualGrowth).toBe(true);
       expect(WebAssembly.Module.imports(after)).toContainEqual({ module: HOST_MODULE, name: MEMORY_IMPORT, kind: 'memory' });
       const exportsAfter = WebAssembly.Module.exports(after);
       for (const e of WebAssembly.Module.exports(before)) expect(exportsAfter).toContainEqual(e);
@@ -347,56 +341,6 @@ describe('rewriteForEngine', () => {
     expect(() => rewriteForEngine(new TextEncoder().encode('not wasm at all'), OPTIONS)).toThrow(WasmRewriteError);
   });
 
-  it('checks the interrupt flag at every function start, loop start and bulk instruction, and only there', async () => {
-    const bytes = await wat(`(module
-      (memory 1)
-      (table $t 4 funcref)
-      (data $d "abc")
-      (elem $e func $b)
-      (func $a (export "a") (param i32)
-        (loop (br_if 0 (local.tee 0 (i32.sub (local.get 0) (i32.const 1)))))
-        (loop (loop (nop)))
-        (i32.store (i32.const 8) (i32.const 1))
-        (memory.fill (i32.const 0) (i32.const 1) (i32.const 2))
-        (memory.copy (i32.const 0) (i32.const 4) (i32.const 2))
-        (memory.init $d (i32.const 0) (i32.const 0) (i32.const 3))
-        (table.fill $t (i32.const 0) (ref.null func) (i32.const 1))
-        (table.copy $t $t (i32.const 0) (i32.const 1) (i32.const 1))
-        (table.init $t $e (i32.const 0) (i32.const 0) (i32.const 1))
-        (drop (table.grow $t (ref.null func) (i32.const 1))))
-      (func $b (export "b") (result i32) (i32.const 7)))`);
-    const result = rewriteForEngine(bytes, OPTIONS);
-    expect(result).toMatchObject({ virtualGrowth: true, dirtyTracking: true, interruptible: true });
-    const check = interruptCheck(2);
-    let checks = 0;
-    for (let i = result.bytes.indexOf(check[0]!); i !== -1; i = result.bytes.indexOf(check[0]!, i + 1)) {
-      if (check.every((b, k) => result.bytes[i + k] === b)) checks++;
-    }
-    // 2 function starts, 3 loops, memory.fill/copy/init, table.fill/copy/init/grow (the engine's own shims have none).
-    expect(checks).toBe(12);
-    const module = new WebAssembly.Module(result.bytes as Uint8Array<ArrayBuffer>);
-    expect(WebAssembly.Module.imports(module)).toContainEqual({ module: HOST_MODULE, name: INTERRUPT_IMPORT, kind: 'memory' });
-    const dirty = new WebAssembly.Memory({ initial: DIRTY_MAP_PAGES, maximum: DIRTY_MAP_PAGES });
-    new DataView(dirty.buffer).setInt32(TABLE_BUDGET_OFFSET, 10, true);
-    const instance = instantiate(result.bytes, new WebAssembly.Memory({ initial: 1 }), {}, dirty);
-    (instance.exports.a as (n: number) => void)(3);
-    expect((instance.exports.b as () => number)()).toBe(7);
-  });
-
-  it('leaves a module it gives up on without interrupt checks and without the flag import', () => {
-    // More locals than V8 allows once the rewrite adds its scratch locals: the full rewrite gives up.
-    const result = rewriteForEngine(buildModule({ locals: 49_995 }), OPTIONS);
-    expect(result).toMatchObject({ virtualGrowth: false, dirtyTracking: false, interruptible: false });
-    const module = new WebAssembly.Module(result.bytes as Uint8Array<ArrayBuffer>);
-    expect(WebAssembly.Module.imports(module).filter((i) => i.module === HOST_MODULE)).toEqual([
-      { module: HOST_MODULE, name: MEMORY_IMPORT, kind: 'memory' },
-    ]);
-    const instance = new WebAssembly.Instance(module, {
-      [HOST_MODULE]: { [MEMORY_IMPORT]: new WebAssembly.Memory({ initial: 1 }) },
-    });
-    expect((instance.exports.run as () => number)()).toBe(0);
-  });
-
   it('turns a memory imported from a linked module into the engine-supplied memory, and says where it came from', async () => {
     const imported = await wat(
       `(module (import "env" "f" (func)) (import "lhs" "mem" (memory 2 8)) (import "env" "g" (func))
@@ -406,13 +350,7 @@ describe('rewriteForEngine', () => {
     expect(out).toMatchObject({ importedMemory: { module: 'lhs', name: 'mem' }, initialPages: 2, declaredMaxPages: 8 });
     const module = new WebAssembly.Module(out.bytes as Uint8Array<ArrayBuffer>);
     const imports = WebAssembly.Module.imports(module).map((i) => `${i.module}.${i.name}:${i.kind}`);
-    expect(imports).toEqual([
-      'env.f:function',
-      'env.g:function',
-      'wasmhost.memory:memory',
-      'wasmhost.dirty:memory',
-      'wasmhost.interrupt:memory',
-    ]);
+    expect(imports).toEqual(['env.f:function', 'env.g:function', 'wasmhost.memory:memory', 'wasmhost.dirty:memory']);
   });
 });
 
@@ -692,14 +630,13 @@ describe('instruction decoder', () => {
   });
 
   /** Marks rewriteCode puts in a body (i32.store8/store16 into the dirty map, memory 1). */
-  const marksIn = (instructions: number[], interruptMemory: number | null = 2) => {
+  const marksIn = (instructions: number[]) => {
     const body = inTwelveBlocks(instructions);
     const rewrite = {
       sizeFn: 90,
       growFn: 91,
       tableGrowFn: () => 94,
       dirty: { memory: 1, markRangeFn: 92, tablesWrittenGlobal: 93 },
-      interruptMemory,
     };
     const out = rewriteCode(new Uint8Array(body), 0, rewrite) ?? new Uint8Array(0);
     let marks = 0;
@@ -711,12 +648,10 @@ describe('instruction decoder', () => {
   it.each(CASES)('marks the store right after %s', (_name, instructions) => {
     const store = [0x41, 0x80, 0x80, 0x04, 0x41, 0x01, 0x3a, 0x00, 0x00]; // i32.store8 at 65536
     expect(marksIn([...instructions.flat(), ...store])).toBe(marksIn(instructions.flat()) + 1);
-    // The interrupt checks write nothing: the same marks with them as without.
-    expect(marksIn([...instructions.flat(), ...store])).toBe(marksIn([...instructions.flat(), ...store], null));
   });
 
   it('refuses a body that does not end exactly at its last end (it would be read out of step)', () => {
-    const rewrite = { sizeFn: 90, growFn: 91, tableGrowFn: () => 94, dirty: null, interruptMemory: null };
+    const rewrite = { sizeFn: 90, growFn: 91, tableGrowFn: () => 94, dirty: null };
     const run = (code: number[]) => () => rewriteCode(new Uint8Array([0, ...code]), 0, rewrite);
     expect(run([0x41, 0x00, 0x40, 0x00, 0x1a, 0x0b])).not.toThrow(); // memory.grow: rewritten
     expect(run([0x41, 0x00, 0x40, 0x00, 0x1a, 0x0b, 0x01])).toThrow(/goes on after its last end/);

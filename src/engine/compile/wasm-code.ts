@@ -5,14 +5,10 @@
 //   the dirty map (a second memory the engine reads after the call): each store width, atomic
 //   stores and read-modify-writes, SIMD stores, and memory.fill/copy/init (through a helper);
 // - writes to tables (table.set/fill/copy/init/grow) set a flag global, so a reset only walks the
-//   tables after a call that may have changed them;
-// - with interrupt checks, the code reads a flag the engine may set from another thread (see
-//   interruptCheck) at every function's start (recursion, tail calls), at every loop's start (every
-//   back edge) and after every instruction whose time grows with its operands (bulk memory and table
-//   operations, GC array allocation and copies), so a plugin can be stopped without ending its thread.
+//   tables after a call that may have changed them.
 // Opcodes it does not know make it throw: the caller then keeps the module without any of this.
 import { concat, leb, Reader, skipValType, sleb, WasmRewriteError } from './wasm-binary.ts';
-import { InstructionReader, PREFIX_ATOMIC, PREFIX_GC, PREFIX_MISC, PREFIX_SIMD } from './wasm-instructions.ts';
+import { InstructionReader, PREFIX_ATOMIC, PREFIX_MISC, PREFIX_SIMD } from './wasm-instructions.ts';
 
 const I32 = 0x7f;
 const I64 = 0x7e;
@@ -49,23 +45,6 @@ export interface CodeRewrite {
     /** Global set to 1 by any instruction that writes a table. */
     tablesWrittenGlobal: number;
   } | null;
-  /** Index of the interrupt flag's memory (see interruptCheck); null inserts no checks. */
-  interruptMemory: number | null;
-}
-
-/**
- * Traps (`unreachable`, which no Wasm exception handler can catch) when the i32 at byte 0 of memory
- * `memory` is not 0. An atomic load, so V8 reads it every time and never hoists it out of a loop.
- * It writes neither memory nor locals, so the dirty marks and their sharing are as without it.
- */
-export function interruptCheck(memory: number): number[] {
-  // i32.const 0; i32.atomic.load align=2 (memarg 0x40 | 2: an explicit memory index) offset=0; if unreachable end
-  return [...i32Const(0), PREFIX_ATOMIC, 0x10, 0x42, ...leb(memory), 0x00, 0x04, 0x40, 0x00, 0x0b];
-}
-
-/** GC array instructions whose time grows with a length operand: array.new(_default/_fixed/_data/_elem), array.fill/copy/init_data/init_elem. */
-function longArrayOp(sub: number): boolean {
-  return (sub >= 6 && sub <= 10) || (sub >= 16 && sub <= 19);
 }
 
 /**
@@ -363,12 +342,7 @@ export function rewriteCode(body: Uint8Array, params: number, rewrite: CodeRewri
     changed = true;
   };
 
-  /** Inserts the interrupt check at `at` (the start of the instruction after the one just read). */
-  const check = (at: number) => {
-    if (rewrite.interruptMemory === null) return;
-    before(at, interruptCheck(rewrite.interruptMemory));
-  };
-
+  /** Marks the chunk(s) of a store: saves its operands, marks, and puts them back. */
   /** Marks the chunk(s) of a store (`offset`: its memarg's) before it. */
   const markStore = (at: number, write: Write, offset: number) => {
     if (!dirty) return;
@@ -414,15 +388,12 @@ export function rewriteCode(body: Uint8Array, params: number, rewrite: CodeRewri
 
   // Every memory index is 0 (the decoder checks): the module has one memory.
   const code = new InstructionReader(r, params + declared);
-  check(localsEnd);
   while (code.more) {
     const at = code.pos;
     code.next();
     const { op, sub } = code;
     // prettier-ignore
     switch (op) {
-      case 0x03: check(code.pos); break; // loop: the start of its body, where every back edge lands
-      case PREFIX_GC: if (longArrayOp(sub)) check(code.pos); break;
       case 0x3f: case 0x40: // memory.size / memory.grow
         parts.push(body.subarray(copiedUpTo, at), [0x10, ...leb(op === 0x3f ? rewrite.sizeFn : rewrite.growFn)]);
         copiedUpTo = code.pos;
@@ -439,8 +410,6 @@ export function rewriteCode(body: Uint8Array, params: number, rewrite: CodeRewri
           copiedUpTo = code.pos;
           changed = true;
         }
-        // memory.init/copy/fill, table.init/copy/grow/fill: time grows with their length operand.
-        if (sub === 8 || sub === 10 || sub === 11 || sub === 12 || sub === 14 || sub === 15 || sub === 17) check(code.pos);
         break;
       case PREFIX_SIMD: {
         const write = simdWrite(sub);

@@ -19,11 +19,7 @@
 //   when it refuses, so a trap that follows can be reported as MEMORY_LIMIT, and only then;
 // - dirty-page tracking: every write to memory marks its chunks in a second imported memory
 //   (`wasmhost.dirty`, one byte per 4 KiB chunk; see wasm-code.ts), so a reset restores only the
-//   chunks a call wrote, and a flag global says whether a call wrote a table;
-// - interrupt checks: a third imported memory (`wasmhost.interrupt`, shared, one page) holds a flag
-//   that every function's start, every loop's start and every bulk instruction reads (wasm-code.ts),
-//   trapping when it is not 0, so the engine can stop a running plugin from another thread without
-//   ending the thread it runs on.
+//   chunks a call wrote, and a flag global says whether a call wrote a table.
 // Appended functions, types and globals go at the end of their index spaces, so no existing index
 // moves. A body the decoder cannot read leaves the module without virtual growth and tracking (the
 // engine then compares every page and rebuilds instances that grew too much).
@@ -52,8 +48,6 @@ export { DIRTY_CHUNK, DIRTY_CHUNK_SHIFT, LAST_CHUNK } from './wasm-code.ts';
 export const HOST_MODULE = 'wasmhost';
 export const MEMORY_IMPORT = 'memory';
 export const DIRTY_MAP_IMPORT = 'dirty';
-/** The interrupt flag's memory: `(memory 1 1 shared)`, the flag an i32 at byte 0 (runtime/interrupt.ts). */
-export const INTERRUPT_IMPORT = 'interrupt';
 /** Pages of the dirty map: one byte per chunk of a 4 GiB memory, plus one (a crossing write marks chunk + 1). */
 export const DIRTY_MAP_PAGES = Math.ceil((2 ** (32 - DIRTY_CHUNK_SHIFT) + 1) / 65536);
 export const GLOBAL_EXPORT_PREFIX = '__wasmhost_global_';
@@ -90,11 +84,6 @@ export interface ModuleLayout {
   dirtyTracking: boolean;
   /** Export name of the global set to 1 when a call may have written a table (null without tracking). */
   tablesWrittenExport: string | null;
-  /**
-   * The module imports `wasmhost.interrupt` and traps at its next check once its flag is not 0
-   * (comes with virtual growth: same decoder). Without it, only ending its thread stops a call.
-   */
-  interruptible: boolean;
   /** Elements the module's own tables start with. */
   initialTableElements: number;
   /**
@@ -123,8 +112,6 @@ export interface RewriteResult extends ModuleLayout {
 const KIND = { func: 0, table: 1, memory: 2, global: 3, tag: 4 } as const;
 /** The dirty map's memory index: imported right after the plugin's own memory (index 0). */
 const DIRTY_MEMORY_INDEX = 1;
-/** The interrupt flag's memory index: imported right after the dirty map. */
-const INTERRUPT_MEMORY_INDEX = 2;
 const I32 = 0x7f;
 /** Position of each known section id in the required order (custom sections keep their places). */
 const ORDER: Record<number, number> = { 1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 13: 6, 6: 7, 7: 8, 8: 9, 9: 10, 12: 11, 10: 12, 11: 13 };
@@ -301,7 +288,6 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
       growFn,
       tableGrowFn,
       dirty: { memory: DIRTY_MEMORY_INDEX, markRangeFn, tablesWrittenGlobal },
-      interruptMemory: INTERRUPT_MEMORY_INDEX,
     };
 
     const bodies: (Uint8Array | number[])[] = [];
@@ -310,9 +296,8 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
       const size = r.u32();
       const body = input.subarray(r.pos, r.pos + size);
       r.skip(size);
-      // Never null: every body gets an interrupt check at its start.
-      const rewritten = rewriteCode(body, params[i] ?? 0, codeRewrite)!;
-      bodies.push(concat([leb(rewritten.length), rewritten]));
+      const rewritten = rewriteCode(body, params[i] ?? 0, codeRewrite);
+      bodies.push(rewritten ? concat([leb(rewritten.length), rewritten]) : concat([leb(size), body]));
     }
     // () -> i32: the virtual size.
     const sizeBody = [0x00, 0x23, ...leb(pagesGlobal), 0x0b];
@@ -420,8 +405,7 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
   replaced.set(SECTION.export, section(SECTION.export, concat([leb(exports.count + added.length), exports.entries, ...added])));
 
   // The memory, as an import with the plugin's minimum and no maximum (the engine supplies it); then
-  // the dirty map (memory 1: the module defines no memory of its own any more) and the interrupt
-  // flag (memory 2).
+  // the dirty map (memory 1: the module defines no memory of its own any more).
   const memoryImport = [...nameBytes(HOST_MODULE), ...nameBytes(MEMORY_IMPORT), KIND.memory, 0x00, ...leb(initialPages)];
   const dirtyImport = virtualGrowth
     ? [
@@ -433,15 +417,8 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
         ...leb(DIRTY_MAP_PAGES),
       ]
     : [];
-  // Limits flag 0x03: a maximum, shared (only a shared memory can be written by another thread while this one runs).
-  const interruptImport = virtualGrowth
-    ? [...nameBytes(HOST_MODULE), ...nameBytes(INTERRUPT_IMPORT), KIND.memory, 0x03, 0x01, 0x01]
-    : [];
-  const importCount = imports.count - (importedMemory ? 1 : 0) + (virtualGrowth ? 3 : 1);
-  replaced.set(
-    SECTION.import,
-    section(SECTION.import, concat([leb(importCount), importEntries, memoryImport, dirtyImport, interruptImport])),
-  );
+  const importCount = imports.count - (importedMemory ? 1 : 0) + (virtualGrowth ? 2 : 1);
+  replaced.set(SECTION.import, section(SECTION.import, concat([leb(importCount), importEntries, memoryImport, dirtyImport])));
 
   const passiveSegments = hasPassiveSegments(input, find(SECTION.data), find(SECTION.elem));
   return {
@@ -454,7 +431,6 @@ function rewrite(input: Uint8Array, virtualGrowth: boolean, options: RewriteOpti
     memoryPagesExport,
     dirtyTracking: virtualGrowth,
     tablesWrittenExport,
-    interruptible: virtualGrowth,
     initialTableElements: tableEntries.reduce((n, t) => n + t.min, 0),
     tableElementLimit: options.maxTableElements,
     passiveSegments,

@@ -14,13 +14,11 @@ import { CallFailure } from './call-failure.ts';
 import { DIRTY_CHUNK, DirtyPageMap } from './dirty-pages.ts';
 import { createExtismEnv, EXTISM_ENV, type CallState, type HostSlot } from './host-env.ts';
 import { pluginExport, runExport, startModule, startupState, type PluginExport } from './startup.ts';
-import { interruptMemory } from './interrupt.ts';
 import { createWasi, WASI_PREVIEW1 } from './wasi.ts';
 import {
   DIRTY_MAP_IMPORT,
   GLOBAL_EXPORT_PREFIX,
   HOST_MODULE,
-  INTERRUPT_IMPORT,
   MEMORY_IMPORT,
   TABLE_EXPORT_PREFIX,
   type ModuleLayout,
@@ -219,12 +217,9 @@ export class PluginInstance {
       dirty.growBudget = WASM32_MAX_PAGES;
       dirty.tableBudget = Math.max(0, this.shape.tableElementLimit - this.shape.initialTableElements);
     }
-    const host: WebAssembly.ModuleImports = { [MEMORY_IMPORT]: memory };
-    if (dirty) host[DIRTY_MAP_IMPORT] = dirty.memory;
-    if (this.shape.interruptible) host[INTERRUPT_IMPORT] = interruptMemory;
     const imports: WebAssembly.Imports = {
       [EXTISM_ENV]: (this.#env ??= createExtismEnv(this.#slot, this.shape.jspi)) as WebAssembly.ModuleImports,
-      [HOST_MODULE]: host,
+      [HOST_MODULE]: dirty ? { [MEMORY_IMPORT]: memory, [DIRTY_MAP_IMPORT]: dirty.memory } : { [MEMORY_IMPORT]: memory },
     };
     if (this.shape.wasi) {
       const written = dirty ? (start: number, length: number) => dirty.markWritten(start, length) : () => {};

@@ -25,13 +25,11 @@ import { DIRTY_CHUNK, DirtyPageMap } from './dirty-pages.ts';
 import { createExtismEnv, EXTISM_ENV, type CallState, type HostSlot } from './host-env.ts';
 import { INSTANCE_OVERHEAD_BYTES, MemorySnapshot, rebuildAbovePages, TABLE_ELEMENT_BYTES, type ModuleShape } from './instance.ts';
 import { pluginExport, runExport, startModule, startupState, type PluginExport } from './startup.ts';
-import { interruptMemory } from './interrupt.ts';
 import { createWasi, WASI_PREVIEW1 } from './wasi.ts';
 import {
   DIRTY_MAP_IMPORT,
   GLOBAL_EXPORT_PREFIX,
   HOST_MODULE,
-  INTERRUPT_IMPORT,
   MEMORY_IMPORT,
   TABLE_EXPORT_PREFIX,
 } from '../compile/wasm-rewrite.ts';
@@ -228,7 +226,6 @@ export class LinkedPlugin {
     const dirty = this.#dirty;
     add(HOST_MODULE, MEMORY_IMPORT, memory);
     if (shape.dirtyTracking) add(HOST_MODULE, DIRTY_MAP_IMPORT, dirty.memory);
-    if (shape.interruptible) add(HOST_MODULE, INTERRUPT_IMPORT, interruptMemory);
 
     for (const i of WebAssembly.Module.imports(shape.module)) {
       if (i.module === HOST_MODULE) continue;
