@@ -159,12 +159,33 @@ export interface ModuleLimits {
 /** JS heap one instance may need at the module limits, per item (measured on Node 24, rounded up). */
 const HEAP_BYTES_PER = { tableElement: 48, export: 100, global: 200, tag: 32 };
 
+/**
+ * Memory a compiled module takes, estimated from its Wasm size: measured here (RSS of 20 modules
+ * compiled eagerly, Node 24) as ~0.7 MiB for a 12 KB module and ~12x the source for a 1.1 MB one.
+ */
+export function compiledBytes(sourceBytes: number): number {
+  return COMPILED_MODULE_OVERHEAD_BYTES + COMPILED_BYTES_PER_SOURCE_BYTE * sourceBytes;
+}
+const COMPILED_MODULE_OVERHEAD_BYTES = 640 * 1024;
+const COMPILED_BYTES_PER_SOURCE_BYTE = 12;
+
+/**
+ * The largest Wasm module (bytes) whose compiled estimate a cache of `cacheBytes` holds (0: no cache,
+ * no bound). A larger one would be compiled again on every call (seconds of the preparation thread,
+ * ahead of every other upload and cache miss), so it is not accepted at all (MAX_PLUGIN_BYTES is at most this).
+ */
+export function largestCacheableModule(cacheBytes: number): number {
+  if (cacheBytes === 0) return Number.MAX_SAFE_INTEGER;
+  return Math.max(0, Math.floor((cacheBytes - COMPILED_MODULE_OVERHEAD_BYTES) / COMPILED_BYTES_PER_SOURCE_BYTE));
+}
+
 export interface Config {
   port: number;
   host: string;
   dataDir: string;
   store: StoreConfig;
   logLevel: LogLevel;
+  /** MAX_PLUGIN_BYTES, at most the largest module MODULE_CACHE_BYTES holds compiled (see largestCacheableModule). */
   maxPluginBytes: number;
   /** Uploads read, checked and compiled at once; more get 503 OVERLOADED (each may hold MAX_PLUGIN_BYTES). */
   uploadConcurrency: number;
@@ -528,15 +549,17 @@ export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
   }
   const metricsToken = env.METRICS_TOKEN?.trim() || null;
 
+  // Large enough to hold a module of the default MAX_PLUGIN_BYTES compiled (~385 MiB estimated).
+  const moduleCacheBytes = int(env, 'MODULE_CACHE_BYTES', 512 * MiB, 0);
   const rest: Omit<Config, 'connections'> = {
     port,
     host,
     dataDir,
     store: storeConfig(env),
     logLevel,
-    maxPluginBytes: int(env, 'MAX_PLUGIN_BYTES', 32 * MiB, 8),
+    maxPluginBytes: Math.min(int(env, 'MAX_PLUGIN_BYTES', 32 * MiB, 8), largestCacheableModule(moduleCacheBytes)),
     uploadConcurrency: int(env, 'UPLOAD_CONCURRENCY', 2, 1, 256),
-    moduleCacheBytes: int(env, 'MODULE_CACHE_BYTES', 256 * MiB, 0),
+    moduleCacheBytes,
     listLimit: limit(env, 'LIST_LIMIT', 100, 1000),
     requests: {
       headersTimeoutMs: int(env, 'HEADERS_TIMEOUT_MS', 10_000, 100, 600_000),

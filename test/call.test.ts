@@ -4,7 +4,7 @@ import http from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readPlugin, useServer, wat } from './helpers.ts';
+import { readPlugin, serverForTest, useServer, wat } from './helpers.ts';
 import { checkEveryResponse } from './openapi-contract.ts';
 import { startUpstream, type Upstream } from './upstream.ts';
 
@@ -855,5 +855,26 @@ describe('a module cache smaller than the stored plugins', () => {
       expect((await server.api.call('fail', { function: 'fail', input: 'x' })).status).toBe(422);
     }
     expect(server.app.moduleCache.stats().entries).toBeLessThanOrEqual(3);
+  });
+  it('refuses a module it could never hold compiled (413 PLUGIN_TOO_LARGE), storing nothing', async () => {
+    const before = (await server.api.list()).data.plugins.length;
+    const res = await server.api.upload(await readPlugin('rust_regex'), { name: 'too-large-to-cache' });
+    expect(res.status).toBe(413);
+    expect(res.error.code).toBe('PLUGIN_TOO_LARGE');
+    expect(res.error.message).toMatch(/MODULE_CACHE_BYTES/);
+    expect((await server.api.list()).data.plugins.length).toBe(before);
+  });
+
+  it('answers 422 PLUGIN_ERROR for a stored plugin it could never hold, instead of preparing it on every call', async () => {
+    const first = await serverForTest();
+    await first.api.uploaded(await readPlugin('rust_regex'), { name: 'stored-large' });
+    await first.close();
+    const small = await serverForTest({ dataDir: first.dataDir, env: { MODULE_CACHE_BYTES: String(2 * 1024 * 1024) } });
+    for (let i = 0; i < 2; i++) {
+      const res = await small.api.call('stored-large', { function: 'count_vowels', input: 'aeiou' });
+      expect(res.status).toBe(422);
+      expect(res.error).toMatchObject({ code: 'PLUGIN_ERROR' });
+      expect(res.error.message).toMatch(/MODULE_CACHE_BYTES/);
+    }
   });
 });

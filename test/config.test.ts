@@ -4,12 +4,21 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../src/config.ts';
+import { compiledBytes, ConfigError, loadConfig } from '../src/config.ts';
 import { makeTempDir, readPlugin, removeDir, repoRoot, serverForTest } from './helpers.ts';
 
 const MiB = 1024 * 1024;
 
 describe('loadConfig', () => {
+  it('holds MAX_PLUGIN_BYTES to the largest module MODULE_CACHE_BYTES holds compiled (none: one it cannot hold is prepared on every call)', () => {
+    const MiB = 1024 * 1024;
+    expect(loadConfig({}).maxPluginBytes).toBe(32 * MiB);
+    expect(loadConfig({ MODULE_CACHE_BYTES: String(256 * MiB) }).maxPluginBytes).toBe(Math.floor((256 * MiB - 640 * 1024) / 12));
+    expect(compiledBytes(loadConfig({ MODULE_CACHE_BYTES: String(100 * MiB) }).maxPluginBytes)).toBeLessThanOrEqual(100 * MiB);
+    // No cache: every call prepares its module anyway; MAX_PLUGIN_BYTES alone.
+    expect(loadConfig({ MODULE_CACHE_BYTES: '0', MAX_PLUGIN_BYTES: String(40 * MiB) }).maxPluginBytes).toBe(40 * MiB);
+  });
+
   it('gives every setting its default from an empty environment', () => {
     const config = loadConfig({});
     expect(config).toMatchObject({

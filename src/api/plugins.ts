@@ -250,7 +250,7 @@ a field over 64 KiB, a form without a boundary or cut before its end),
     ...PROTECTED_ROUTE_ERRORS,
     408: RequestTimeout,
     413: errorResponse(
-      '`PLUGIN_TOO_LARGE`: the module is larger than MAX_PLUGIN_BYTES. Refused as soon as the limit is passed (or at once from Content-Length); the rest of the body is not kept.',
+      '`PLUGIN_TOO_LARGE`: the module is larger than MAX_PLUGIN_BYTES (at most what MODULE_CACHE_BYTES holds compiled). Refused as soon as the limit is passed (or at once from Content-Length); the rest of the body is not kept.',
       ['PLUGIN_TOO_LARGE'],
     ),
     415: errorResponse('`UNSUPPORTED_MEDIA_TYPE`: the body is neither Wasm, octet-stream nor a multipart form.', [

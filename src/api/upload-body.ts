@@ -149,7 +149,10 @@ const fieldTooLong = (fieldname: string): AppError =>
   new AppError('INVALID_REQUEST', `form field "${fieldname}" is longer than ${MULTIPART_FIELD_BYTES} bytes`);
 
 export function tooLarge(maxBytes: number): AppError {
-  return new AppError('PLUGIN_TOO_LARGE', `the plugin is larger than the limit of ${maxBytes} bytes (MAX_PLUGIN_BYTES)`);
+  return new AppError(
+    'PLUGIN_TOO_LARGE',
+    `the plugin is larger than the limit of ${maxBytes} bytes (MAX_PLUGIN_BYTES, and at most what MODULE_CACHE_BYTES holds compiled: ~12 bytes per byte of Wasm)`,
+  );
 }
 
 function parseManifestText(text: string): unknown {

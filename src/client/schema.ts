@@ -1028,7 +1028,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `PLUGIN_TOO_LARGE`: the module is larger than MAX_PLUGIN_BYTES. Refused as soon as the limit is passed (or at once from Content-Length); the rest of the body is not kept. */
+            /** @description `PLUGIN_TOO_LARGE`: the module is larger than MAX_PLUGIN_BYTES (at most what MODULE_CACHE_BYTES holds compiled). Refused as soon as the limit is passed (or at once from Content-Length); the rest of the body is not kept. */
             413: {
                 headers: {
                     [name: string]: unknown;

@@ -147,6 +147,13 @@ export class CallEngine {
     // Bytes damaged on disk throw StoredBytesCorruptError, a STORE_ERROR.
     const bytes = await this.#deps.store.getBytes(id);
     if (!bytes) throw new AppError('PLUGIN_NOT_FOUND', `no plugin with id "${id}"`);
+    // Stored under a larger MODULE_CACHE_BYTES: it would be compiled again on every call.
+    if (!this.#deps.moduleCache.holds(bytes.length)) {
+      throw new AppError(
+        'PLUGIN_ERROR',
+        `the plugin cannot be run: its module (${bytes.length} bytes) would not stay compiled within MODULE_CACHE_BYTES (${this.#config.moduleCacheBytes} bytes, ~12 bytes per byte of Wasm) and would be compiled again on every call`,
+      );
+    }
     let prepared: PreparedModule;
     try {
       prepared = await this.#deps.prepare(bytes, { linking });

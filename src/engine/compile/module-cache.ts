@@ -3,17 +3,10 @@
 // The upload fills it; the engine reads it, so a stored plugin is compiled once, not once per call.
 // A module it lets go is let go by the workers too (onEvict), so the bound holds for the process.
 import { LRUCache } from 'lru-cache';
+import { compiledBytes, largestCacheableModule } from '../../config.ts';
 import type { PreparedModule } from './prepare.ts';
 
-/**
- * Memory a compiled module takes, estimated from its Wasm size: measured here (RSS of 20 modules
- * compiled eagerly, Node 24) as ~0.7 MiB for a 12 KB module and ~12x the source for a 1.1 MB one.
- */
-export function compiledBytes(sourceBytes: number): number {
-  return COMPILED_MODULE_OVERHEAD_BYTES + COMPILED_BYTES_PER_SOURCE_BYTE * sourceBytes;
-}
-const COMPILED_MODULE_OVERHEAD_BYTES = 640 * 1024;
-const COMPILED_BYTES_PER_SOURCE_BYTE = 12;
+export { compiledBytes } from '../../config.ts';
 
 export interface ModuleCacheStats {
   entries: number;
@@ -55,6 +48,11 @@ export class ModuleCache {
     if (module) this.#hits++;
     else this.#misses++;
     return module;
+  }
+
+  /** A module of `sourceBytes` stays once compiled (always, with the cache disabled: nothing stays, by choice). */
+  holds(sourceBytes: number): boolean {
+    return sourceBytes <= largestCacheableModule(this.#maxBytes);
   }
 
   /** `sourceBytes`: size of the Wasm bytes compiled into `module`. Larger than the whole cache: not kept. */
