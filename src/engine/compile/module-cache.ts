@@ -50,7 +50,10 @@ export class ModuleCache {
     return module;
   }
 
-  /** A module of `sourceBytes` stays once compiled (always, with the cache disabled: nothing stays, by choice). */
+  /**
+   * Whether a module of `sourceBytes` fits the cache once compiled. True with the cache disabled
+   * (MODULE_CACHE_BYTES=0), where every call prepares its module by the operator's choice.
+   */
   holds(sourceBytes: number): boolean {
     return sourceBytes <= largestCacheableModule(this.#maxBytes);
   }
