@@ -12,6 +12,7 @@ import { sampleValue } from './prom-text.ts';
 import { loadConfig } from '../src/config.ts';
 import type { Plugin } from './test-client.ts';
 import { RATE_WINDOW_MS } from '../src/api/slow-clients.ts';
+import { clientOf } from '../src/api/connection-limits.ts';
 import { readPlugin, sendStreaming, tinyPluginWat, wat } from './helpers.ts';
 
 const MiB = 1024 * 1024;
@@ -749,5 +750,20 @@ describe('requests from other sites (the service runs open on 127.0.0.1)', () =>
 describe('after the battery', () => {
   it("logged no unhandled error: every request above was answered as the client's fault or cut", () => {
     expect(server.output()).not.toContain('unhandled error');
+  });
+});
+
+describe('MAX_CONNECTIONS_PER_ADDRESS counts clients', () => {
+  it('as an IPv4 address (IPv4-mapped IPv6 too) or an IPv6 /64, whose every address a client may own', () => {
+    // Classification only: no connection is opened to any of these.
+    expect(clientOf('127.0.0.1')).toBe('127.0.0.1');
+    expect(clientOf('::ffff:127.0.0.1')).toBe('127.0.0.1');
+    expect(clientOf('::ffff:7f00:1')).toBe('127.0.0.1');
+    expect(clientOf('::1')).toBe('0:0:0:0::/64');
+    const [a, b, c] = ['2001:db8:1:2::1', '2001:db8:1:2:ffff:ffff:ffff:fffe', '2001:db8:1:3::1'].map(clientOf);
+    expect(a).toBe('2001:db8:1:2::/64');
+    expect(b).toBe(a);
+    expect(c).not.toBe(a);
+    expect(clientOf('')).toBe('');
   });
 });

@@ -1,10 +1,11 @@
 // Client connections are capped, so the process keeps descriptors for its own work: one past the
 // open-files limit made every descriptor-using call fail (EMFILE), and one of those, in a timer, ended
 // the process. Past MAX_CONNECTIONS (Node's server.maxConnections) or MAX_CONNECTIONS_PER_ADDRESS from
-// one address, a new connection is closed as it comes, before any byte of it is read.
+// one client (an IPv4 address, an IPv6 /64: clientOf), a new connection is closed as it comes, before any byte of it is read.
 import type { Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
+import ipaddr from 'ipaddr.js';
 import { DESCRIPTORS_PER_CONNECTION, type Config } from '../config.ts';
 import type { ServiceMetrics } from '../metrics.ts';
 
@@ -41,7 +42,7 @@ async function connectionLimits(
   if (perAddress > 0) {
     const open = new Map<string, number>();
     server.on('connection', (socket: Socket) => {
-      const address = socket.remoteAddress ?? '';
+      const address = clientOf(socket.remoteAddress ?? '');
       const count = open.get(address) ?? 0;
       if (count >= perAddress) {
         refused('per_address', address);
@@ -62,6 +63,19 @@ async function connectionLimits(
   server.on('error', (err: NodeJS.ErrnoException) => {
     if (server.listening) app.log.error({ err }, 'accepting a connection failed');
   });
+}
+
+/**
+ * The client a connection's address stands for, as MAX_CONNECTIONS_PER_ADDRESS counts it: an IPv4
+ * address (an IPv4-mapped IPv6 one too), or an IPv6 address's /64, which one host or network is given
+ * whole (every address in it may be its own; counting them one by one would cap nothing).
+ */
+export function clientOf(remoteAddress: string): string {
+  if (!remoteAddress.includes(':') || !ipaddr.isValid(remoteAddress)) return remoteAddress;
+  const address = ipaddr.process(remoteAddress);
+  if (address.kind() === 'ipv4') return address.toString();
+  const parts = (address as ipaddr.IPv6).parts.slice(0, 4);
+  return `${parts.map((part) => part.toString(16)).join(':')}::/64`;
 }
 
 export const connectionLimitsPlugin = fp(connectionLimits, { name: 'connection-limits' });
