@@ -72,6 +72,26 @@ describe('limits shared through Redis by two replicas', () => {
   });
 });
 
+describe('a replica whose Redis is down when it starts', () => {
+  it('starts and serves without it (it exited: ECONNREFUSED), the rate limit not enforced meanwhile, and says why in its log', async () => {
+    // A loopback port with nothing listening: a proxy closed before the server starts.
+    const proxy = await startTcpProxy(1, '127.0.0.1');
+    const port = proxy.port;
+    await proxy.close();
+    const log = logCapture();
+    const server = await serverForTest({
+      env: { REDIS_URL: `redis://127.0.0.1:${port}`, LOG_LEVEL: 'info', RATE_LIMIT_MAX: '2' },
+      appOptions: { logStream: log.stream },
+    });
+    expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+    const statuses: number[] = [];
+    for (let i = 0; i < 3; i++) statuses.push((await fetch(`${server.url}/plugins`)).status);
+    // README: while Redis is unreachable the rate limit is not enforced (calls are not refused for it).
+    expect(statuses).toEqual([200, 200, 200]);
+    expect(log.lines().some((line) => String(line.msg).startsWith('redis: unavailable'))).toBe(true);
+  });
+});
+
 describe('a replica whose Redis goes away', () => {
   it("logs why (the client's message), not [object Object]", async () => {
     const redis = new URL(REDIS_URL);

@@ -1,7 +1,6 @@
 // Failed-token counters shared by every replica through Redis (REDIS_URL), so guessing tokens across
 // replicas is as slow as against one. Fixed windows, like the in-process AuthFailureLimiter, which
 // stays the fallback while Redis cannot answer (a guesser then meets each replica's own limit).
-import { once } from 'node:events';
 import { Redis } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
 
@@ -32,9 +31,17 @@ export async function connectRedis(url: string, keyPrefix: string, log: FastifyB
     if (reported) log.info('redis: connected again; limits are shared');
     reported = false;
   });
-  const timer = setTimeout(() => redis.emit('wait-timeout'), REDIS_READY_WAIT_MS);
-  await Promise.race([once(redis, 'ready'), once(redis, 'wait-timeout')]);
-  clearTimeout(timer);
+  // Not events.once: it rejects on the client's first 'error', which ended the process when Redis
+  // was down at start; the service starts without it and counts per process until it is back.
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(done, REDIS_READY_WAIT_MS);
+    function done(): void {
+      clearTimeout(timer);
+      redis.off('ready', done);
+      resolve();
+    }
+    redis.once('ready', done);
+  });
   return redis;
 }
 
