@@ -865,6 +865,39 @@ describe('a module cache smaller than the stored plugins', () => {
     expect((await server.api.list()).data.plugins.length).toBe(before);
   });
 
+  it('refuses a manifest whose modules fit one by one but not together (413 PLUGIN_TOO_LARGE), and answers 422 for one stored under a larger cache', async () => {
+    // Two modules of ~70 KB each: each fits this 2 MiB cache compiled (~1.5 MiB), both together do not.
+    const big = (name: string) =>
+      wat(
+        `(module (memory 2) (data (i32.const 0) "${'a'.repeat(70_000)}") (func (export "${name}") (result i32) (i32.const 0)))`,
+      );
+    const [lib, main] = [await big('lib_fn'), await big('run')];
+    const manifest = {
+      wasm: [
+        { data: Buffer.from(lib).toString('base64'), name: 'lib' },
+        { data: Buffer.from(main).toString('base64'), name: 'main' },
+      ],
+    };
+    const before = (await server.api.list()).data.plugins.length;
+    const refused = await server.api.uploadManifest(manifest, undefined, { name: 'set-too-large' });
+    expect(refused.status).toBe(413);
+    expect(refused.error.message).toMatch(/MODULE_CACHE_BYTES/);
+    expect((await server.api.list()).data.plugins.length).toBe(before);
+
+    const first = await serverForTest();
+    expect((await first.api.uploadManifest(manifest, undefined, { name: 'set-stored' })).status).toBe(201);
+    await first.close();
+    const small = await serverForTest({ dataDir: first.dataDir, env: { MODULE_CACHE_BYTES: String(2 * 1024 * 1024) } });
+    for (let i = 0; i < 2; i++) {
+      const res = await small.api.call('set-stored', { function: 'run' });
+      expect(res.status).toBe(422);
+      expect(res.error.message).toMatch(/MODULE_CACHE_BYTES/);
+    }
+    expect(small.app.moduleCache.stats().misses).toBe(2 * 2);
+    const compiled = await fetch(`${small.url}/metrics`).then((r) => r.text());
+    expect(compiled).toMatch(/^wasmhost_compile_duration_seconds_count 0$/m);
+  });
+
   it('answers 422 PLUGIN_ERROR for a stored plugin it could never hold, instead of preparing it on every call', async () => {
     const first = await serverForTest();
     await first.api.uploaded(await readPlugin('rust_regex'), { name: 'stored-large' });

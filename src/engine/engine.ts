@@ -127,12 +127,10 @@ export class CallEngine {
     this.#observers.push(observer);
   }
 
-  /** `id`: the stored module's (a manifest plugin runs its main module). `linking`: one of a linked manifest's. */
-  async #prepare(id: string, linking = false): Promise<PreparedModule> {
-    return this.#deps.moduleCache.get(id) ?? this.#prepareMissing(id, linking);
-  }
-
-  /** Not in the module cache: one preparation per module, however many calls wait for it. */
+  /**
+   * Not in the module cache: one preparation per module, however many calls wait for it. `id`: the
+   * stored module's (a manifest plugin runs its main module); `linking`: one of a linked manifest's.
+   */
   #prepareMissing(id: string, linking: boolean): Promise<PreparedModule> {
     let pending = this.#preparing.get(id);
     if (!pending) {
@@ -216,7 +214,9 @@ export class CallEngine {
   }
 
   async #linkedModulesOf(plugin: PluginMeta, modules: NonNullable<PluginMeta['manifest']>['modules']): Promise<PluginModules> {
-    const prepared = await Promise.all(modules.map((m) => this.#prepare(m.id, true)));
+    const cached = modules.map((m) => this.#deps.moduleCache.get(m.id));
+    if (cached.includes(undefined)) await this.#checkSetFits(modules);
+    const prepared = await Promise.all(modules.map((m, i) => cached[i] ?? this.#prepareMissing(m.id, true)));
     const mainAt = mainIndex(modules);
     return {
       http: prepared.some((p) => p.imports.some(isHttpImport)),
@@ -235,6 +235,16 @@ export class CallEngine {
         },
       },
     };
+  }
+
+  /** Stored under a larger MODULE_CACHE_BYTES: preparing the set would evict part of it, on every call. */
+  async #checkSetFits(modules: NonNullable<PluginMeta['manifest']>['modules']): Promise<void> {
+    const metas = await Promise.all(modules.map((m) => this.#deps.store.get(m.id)));
+    if (this.#deps.moduleCache.holdsTogether(metas.map((meta) => meta?.size ?? 0))) return;
+    throw new AppError(
+      'PLUGIN_ERROR',
+      `the plugin cannot be run: its manifest's modules would not stay compiled together within MODULE_CACHE_BYTES (${this.#config.moduleCacheBytes} bytes) and would be prepared again on every call`,
+    );
   }
 
   #isDefault(limits: CallLimits): boolean {

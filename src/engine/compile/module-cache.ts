@@ -58,6 +58,14 @@ export class ModuleCache {
     return sourceBytes <= largestCacheableModule(this.#maxBytes);
   }
 
+  /**
+   * Whether modules of these sizes fit the cache together once compiled (a linked manifest's: its call
+   * needs them all, and one evicting another would prepare it again on every call). True when disabled.
+   */
+  holdsTogether(sourceBytes: readonly number[]): boolean {
+    return this.#maxBytes === 0 || sourceBytes.reduce((n, bytes) => n + compiledBytes(bytes), 0) <= this.#maxBytes;
+  }
+
   /** `sourceBytes`: size of the Wasm bytes compiled into `module`. Larger than the whole cache: not kept. */
   set(id: string, module: PreparedModule, sourceBytes: number): void {
     const size = compiledBytes(sourceBytes);
