@@ -418,6 +418,34 @@ describe('stored plugin config', () => {
     expect(JSON.parse(called.data.output!)).toMatchObject({ count: 6, vowels: 'xyz' });
   });
 
+  it("redacts a manifest's config values in its download for invoke tokens (they read it whole), and no shared cache may keep it", async () => {
+    const server = await serverForTest({ env: TOKENS_ENV });
+    const manifest = { wasm: [{ data: (await readPlugin('count_vowels')).toString('base64') }], config: SECRET_CONFIG };
+    const stored = await server.api.as(ADMIN).uploadManifest(manifest, undefined, { name: 'configured-manifest' });
+    expect(stored.status).toBe(201);
+    const download = (token: string, path: string) => fetch(`${server.url}${path}`, { headers: bearer(token) });
+
+    const byAdmin = await download(ADMIN, `/plugins/${stored.data.id}/wasm`);
+    expect(byAdmin.status).toBe(200);
+    expect((JSON.parse(await byAdmin.text()) as { config: unknown }).config).toEqual(SECRET_CONFIG);
+    expect(byAdmin.headers.get('cache-control')).toBe('private, max-age=31536000, immutable');
+
+    for (const path of [`/plugins/${stored.data.id}/wasm`, '/plugins/configured-manifest/wasm']) {
+      const byInvoke = await download(INVOKE, path);
+      expect(byInvoke.status, path).toBe(200);
+      const text = await byInvoke.text();
+      expect(text, path).not.toContain('secret-api-key-value-77');
+      expect((JSON.parse(text) as { config: unknown }).config).toEqual({ apiKey: '[REDACTED]', vowels: '[REDACTED]' });
+      expect(byInvoke.headers.get('etag')).toBe(`"${stored.data.id}.redacted"`);
+      expect(byInvoke.headers.get('cache-control')).not.toMatch(/public/);
+    }
+    // The admin's ETag does not revalidate the redacted body, nor the other way round.
+    const revalidated = await fetch(`${server.url}/plugins/${stored.data.id}/wasm`, {
+      headers: { ...bearer(INVOKE), 'if-none-match': `"${stored.data.id}"` },
+    });
+    expect(revalidated.status).toBe(200);
+  });
+
   it('shows its values to anyone while the service runs open (anyone may then upload and delete too)', async () => {
     const server = await serverForTest();
     const id = await storeConfigured(server);

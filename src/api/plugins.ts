@@ -57,6 +57,13 @@ function lingerOnUnreadBody(request: FastifyRequest, reply: FastifyReply): void 
   raw.on('data', () => {}).resume();
 }
 
+/** A stored manifest's canonical text with its config as `redact` shows it (its key order kept). */
+function redactManifestConfig(text: string, redact: (config: Record<string, string>) => Record<string, string>): string {
+  const manifest = JSON.parse(text) as { config?: Record<string, string> };
+  if (manifest.config) manifest.config = redact(manifest.config);
+  return JSON.stringify(manifest);
+}
+
 function ifNoneMatchHits(header: string | undefined, etag: string): boolean {
   if (!header) return false;
   return header.split(',').some((tag) => {
@@ -339,12 +346,17 @@ const DOWNLOAD_SCHEMA = {
   response: {
     200: {
       description:
-        "The module as uploaded, streamed (a manifest plugin: its canonical manifest, JSON). The bytes are checked against the id as they are read: bytes damaged on disk end the response before its last chunk (short of Content-Length), so a client never gets them whole under the id's ETag.",
+        "The module as uploaded, streamed (a manifest plugin: its canonical manifest, JSON, its config values `[REDACTED]` for a caller who may not read them, as in GET /plugins/{id}). The bytes are checked against the id as they are read: bytes damaged on disk end the response before its last chunk (short of Content-Length), so a client never gets them whole under the id's ETag.",
       headers: {
-        ETag: { type: 'string', description: 'The id, quoted.' },
+        ETag: {
+          type: 'string',
+          description:
+            'The id, quoted (a manifest whose config values this caller may not read: the id followed by `.redacted`).',
+        },
         'Cache-Control': {
           type: 'string',
-          description: '`immutable` when asked by id; `no-cache` when asked by name (a name can move).',
+          description:
+            "`immutable` when asked by id (`private` when asked with a token: the answer is that caller's); `no-cache` when asked by name (a name can move).",
         },
       },
       content: { 'application/wasm': { schema: wasmBody }, 'application/json': { schema: ref(ExtismManifestSchema) } },
@@ -664,21 +676,27 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
 
   app.get('/plugins/:id/wasm', { schema: DOWNLOAD_SCHEMA, config: { policy: ROUTE_POLICIES.read } }, async (request, reply) => {
     const meta = await resolve(request.params.id);
-    const etag = `"${meta.id}"`;
-    // By id the bytes never change; by name they may move to another upload.
+    // A manifest's config values are secrets (configForCaller): a caller who may not read them gets
+    // them redacted, under an ETag of its own, so no cache mixes the two bodies.
+    const redacted = Boolean(meta.manifest) && !request.readsConfigValues && Object.keys(meta.config).length > 0;
+    const etag = redacted ? `"${meta.id}.redacted"` : `"${meta.id}"`;
+    // By id the bytes never change; by name they may move to another upload. An answer to a token is
+    // the token holder's: a shared cache must not serve it to others.
+    const scope = request.principal ? 'private' : 'public';
     void reply
       .header('etag', etag)
-      .header('cache-control', request.params.id === meta.id ? 'public, max-age=31536000, immutable' : 'no-cache');
+      .header('cache-control', request.params.id === meta.id ? `${scope}, max-age=31536000, immutable` : 'no-cache');
     if (ifNoneMatchHits(request.headers['if-none-match'], etag)) return reply.code(304).send();
     if (meta.manifest) {
       // A manifest plugin's bytes are its manifest (modules by hash, canonical JSON text), small: sent
       // whole as text (Fastify would try to serialize a stream sent as JSON).
       const manifest = await store.getBytes(meta.id);
       if (!manifest) throw notFound(request.params.id);
+      const text = Buffer.from(manifest).toString('utf8');
       return reply
         .type('application/json')
         .header('content-disposition', `attachment; filename="${meta.name ?? meta.id}.json"`)
-        .send(Buffer.from(manifest).toString('utf8'));
+        .send(redacted ? redactManifestConfig(text, (config) => configForCaller(request, config)) : text);
     }
     const blob = await store.openBytesStream(meta.id);
     if (!blob) throw notFound(request.params.id);

@@ -1334,12 +1334,12 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The module as uploaded, streamed (a manifest plugin: its canonical manifest, JSON). The bytes are checked against the id as they are read: bytes damaged on disk end the response before its last chunk (short of Content-Length), so a client never gets them whole under the id's ETag. */
+            /** @description The module as uploaded, streamed (a manifest plugin: its canonical manifest, JSON, its config values `[REDACTED]` for a caller who may not read them, as in GET /plugins/{id}). The bytes are checked against the id as they are read: bytes damaged on disk end the response before its last chunk (short of Content-Length), so a client never gets them whole under the id's ETag. */
             200: {
                 headers: {
-                    /** @description The id, quoted. */
+                    /** @description The id, quoted (a manifest whose config values this caller may not read: the id followed by `.redacted`). */
                     ETag?: string;
-                    /** @description `immutable` when asked by id; `no-cache` when asked by name (a name can move). */
+                    /** @description `immutable` when asked by id (`private` when asked with a token: the answer is that caller's); `no-cache` when asked by name (a name can move). */
                     "Cache-Control"?: string;
                     [name: string]: unknown;
                 };
