@@ -142,6 +142,11 @@ export interface ModuleLimits {
   globals: number;
   /** Exports (MODULE_MAX_EXPORTS). */
   exports: number;
+  /**
+   * Bytes of the import and export sections, names mostly (MODULE_MAX_INTERFACE_BYTES): a plugin's record
+   * carries them into every listing, describe and FUNCTION_NOT_FOUND answer.
+   */
+  interfaceBytes: number;
   /** Elements all tables may ever hold together, and entries all element segments hold (MODULE_MAX_TABLE_ELEMENTS). */
   tableElements: number;
   /** Exception tags (MODULE_MAX_TAGS). */
@@ -449,6 +454,7 @@ function moduleLimits(env: Env): ModuleLimits {
     types: int(env, 'MODULE_MAX_TYPES', 20_000, 1, 999_000),
     globals: int(env, 'MODULE_MAX_GLOBALS', 10_000, 0, 999_000),
     exports: int(env, 'MODULE_MAX_EXPORTS', 10_000, 1, 999_000),
+    interfaceBytes: int(env, 'MODULE_MAX_INTERFACE_BYTES', 256 * 1024, 1024, 16 * MiB),
     tableElements: int(env, 'MODULE_MAX_TABLE_ELEMENTS', 100_000, 0, 10_000_000),
     tags: int(env, 'MODULE_MAX_TAGS', 10_000, 0, 999_000),
     // Defaults: ~40x the largest real function measured (README, Security); at most: ~1-2 GB of compiler memory.

@@ -221,6 +221,14 @@ describe('globals, functions, exports, types, tags', () => {
     await expectRefused(buildModule({ imports: 100_001 }), 'INVALID_WASM', /100002 functions/);
   });
 
+  it('refuses exports whose names pass MODULE_MAX_INTERFACE_BYTES (256 KiB) with 400 INVALID_WASM: every listing would carry them', async () => {
+    const names = Array.from({ length: 300 }, (_, i) => `(export "${String(i).padStart(1000, 'x')}" (func $f))`).join(' ');
+    await expectRefused(await wat(`(module (func $f) ${names})`), 'INVALID_WASM', /MODULE_MAX_INTERFACE_BYTES/);
+    // Under it, the same shape is stored.
+    const fewer = Array.from({ length: 200 }, (_, i) => `(export "${String(i).padStart(1000, 'x')}" (func $f))`).join(' ');
+    expect((await server.api.upload(await wat(`(module (func $f) ${fewer})`), { name: 'long-names' })).status).toBe(201);
+  });
+
   it('refuses 900,000 exports with 400 INVALID_WASM naming MODULE_MAX_EXPORTS', async () => {
     await expectRefused(buildModule({ functions: 10, exports: 900_000 }), 'INVALID_WASM', /MODULE_MAX_EXPORTS/);
   });

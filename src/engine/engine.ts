@@ -78,6 +78,13 @@ interface PluginModules {
   http: boolean;
 }
 
+/** The first exports by name, for a message (the answer's `exports` field has them all). */
+function exportList(exports: readonly string[]): string {
+  const shown = exports.slice(0, MESSAGE_EXPORTS).join(', ');
+  return exports.length > MESSAGE_EXPORTS ? `${shown}, … (${exports.length} in all)` : shown;
+}
+const MESSAGE_EXPORTS = 20;
+
 function hasKeys(record: Record<string, string>): boolean {
   for (const _ in record) return true;
   return false;
@@ -279,7 +286,7 @@ export class CallEngine {
     if (!plugin.exports.includes(request.function)) {
       throw new AppError(
         'FUNCTION_NOT_FOUND',
-        `plugin ${plugin.name ?? plugin.id} has no function "${request.function.slice(0, 100)}"; exports: ${plugin.exports.join(', ')}`,
+        `plugin ${plugin.name ?? plugin.id} has no function "${request.function.slice(0, 100)}"; exports: ${exportList(plugin.exports)}`,
         { details: { exports: plugin.exports } },
       );
     }

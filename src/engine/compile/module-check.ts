@@ -29,6 +29,7 @@ export interface ModuleSize {
   tableElements: number;
   globals: number;
   exports: number;
+  interfaceBytes: number;
   tags: number;
   memoryPages: number;
 }
@@ -40,6 +41,7 @@ export const SIZE_NAMES: Readonly<Record<keyof ModuleSize, { what: string; env: 
   tableElements: { what: 'table elements to start with', env: 'MODULE_MAX_TABLE_ELEMENTS' },
   globals: { what: 'globals', env: 'MODULE_MAX_GLOBALS' },
   exports: { what: 'exports', env: 'MODULE_MAX_EXPORTS' },
+  interfaceBytes: { what: 'bytes of imports and exports (their names)', env: 'MODULE_MAX_INTERFACE_BYTES' },
   tags: { what: 'exception tags', env: 'MODULE_MAX_TAGS' },
   memoryPages: { what: 'pages of memory to start with', env: 'CALL_MEMORY_PAGES_CEILING' },
 };
@@ -52,6 +54,7 @@ export function moduleSize(summary: ModuleSummary, byteLength: number): ModuleSi
     tableElements: summary.tables.reduce((n, t) => n + t.min, 0),
     globals: summary.globals,
     exports: summary.exports,
+    interfaceBytes: summary.interfaceBytes,
     tags: summary.tags,
     memoryPages: summary.memory?.min ?? 0,
   };
@@ -99,6 +102,7 @@ export function checkModuleLimits(summary: ModuleSummary, size: ModuleSize, limi
     ['type definitions', summary.types, limits.types, 'MODULE_MAX_TYPES'],
     counted('globals'),
     counted('exports'),
+    counted('interfaceBytes'),
     counted('tableElements'),
     ['element segment entries', summary.elementEntries, limits.tableElements, SIZE_NAMES.tableElements.env],
     counted('tags'),

@@ -36,6 +36,8 @@ export interface ModuleSummary {
    */
   opaqueGlobal: { index: number; type: string } | null;
   exports: number;
+  /** Bytes of the import and export sections: their names, mostly (every listing and describe carries them). */
+  interfaceBytes: number;
   tags: number;
   /** Entries of all element segments together. */
   elementEntries: number;
@@ -185,6 +187,7 @@ export function summarizeModule(bytes: Uint8Array): ModuleSummary {
     globals: 0,
     opaqueGlobal: null,
     exports: 0,
+    interfaceBytes: 0,
     tags: 0,
     elementEntries: 0,
     dataSegments: 0,
@@ -203,6 +206,7 @@ export function summarizeModule(bytes: Uint8Array): ModuleSummary {
       case SECTION.import: {
         const { count, reader: r } = vector(bytes, s);
         summary.imports = count;
+        summary.interfaceBytes += s.end - s.start;
         for (let i = 0; i < count; i++) {
           r.skipName();
           r.skipName();
@@ -249,6 +253,7 @@ export function summarizeModule(bytes: Uint8Array): ModuleSummary {
       }
       case SECTION.export:
         summary.exports = vector(bytes, s).count;
+        summary.interfaceBytes += s.end - s.start;
         break;
       case SECTION.elem: {
         const { count, reader: r } = vector(bytes, s);
