@@ -256,7 +256,7 @@ export interface Config {
     maxRequestBodyBytes: number;
   };
   ops: {
-    /** token → role; empty means the service runs open. */
+    /** token → role; empty (the service runs open) only when neither AUTH_TOKENS nor AUTH_TOKENS_FILE is set. */
     authTokens: Map<string, Role>;
     metricsToken: string | null;
     forwardPluginLogs: boolean;
@@ -381,21 +381,69 @@ function isValidCidr(text: string): boolean {
   }
 }
 
-/** AUTH_TOKENS="token1:admin,token2:invoke"; AUTH_TOKENS_FILE holds the same, one per line. */
+/** Tokens shorter than this are refused: a bearer token is the whole secret. */
+const MIN_TOKEN_LENGTH = 16;
+
+/**
+ * Why `token` cannot be a token, or null. Whitespace is refused because api/auth.ts reads the token of
+ * `Authorization: Bearer <token>` up to the first whitespace: such a token could never match. The
+ * reason never holds the token (it ends up in the log and on stderr).
+ */
+function tokenProblem(token: string): string | null {
+  if (token.length < MIN_TOKEN_LENGTH) return `must be a token of ${MIN_TOKEN_LENGTH}+ chars`;
+  if (/\s/.test(token)) return 'must be a token without whitespace (a bearer header cannot carry it)';
+  return null;
+}
+
+/**
+ * AUTH_TOKENS="token1:admin,token2:invoke"; AUTH_TOKENS_FILE holds the same, one per line. Errors name
+ * an entry by its position (a line of the file), never by its text, which may hold a token.
+ */
 export function parseAuthTokens(text: string, source: string): Map<string, Role> {
   const tokens = new Map<string, Role>();
-  for (const entry of text
-    .split(/[,\n]/)
-    .map((s) => s.trim())
-    .filter((s) => s !== '' && !s.startsWith('#'))) {
-    const sep = entry.lastIndexOf(':');
-    const token = sep > 0 ? entry.slice(0, sep) : '';
-    const role = sep > 0 ? entry.slice(sep + 1) : '';
-    if (token.length < 16) throw new ConfigError(`${source}: each entry must be "<token of 16+ chars>:<role>"`);
-    if (role !== 'admin' && role !== 'invoke') throw new ConfigError(`${source}: role must be admin or invoke, got "${role}"`);
-    tokens.set(token, role);
+  const seenAt = new Map<string, string>();
+  let entryNumber = 0;
+  for (const [lineIndex, line] of text.split('\n').entries()) {
+    // A comment is a whole line, or an entry, that starts with #.
+    if (line.trim().startsWith('#')) continue;
+    for (const entry of line
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '' && !s.startsWith('#'))) {
+      entryNumber++;
+      const at = source === 'AUTH_TOKENS' ? `entry ${entryNumber}` : `line ${lineIndex + 1}`;
+      const sep = entry.lastIndexOf(':');
+      if (sep <= 0) throw new ConfigError(`${source}: ${at} must be "<token of ${MIN_TOKEN_LENGTH}+ chars>:<role>"`);
+      const token = entry.slice(0, sep);
+      const role = entry.slice(sep + 1);
+      const problem = tokenProblem(token);
+      if (problem !== null) throw new ConfigError(`${source}: ${at} ${problem}`);
+      // The role is not echoed: with token and role swapped ("admin:<token>") it would be the token.
+      if (role !== 'admin' && role !== 'invoke') throw new ConfigError(`${source}: ${at}: role must be admin or invoke`);
+      const earlier = seenAt.get(token);
+      if (earlier !== undefined) {
+        throw new ConfigError(`${source}: ${at} repeats the token of ${earlier} (one role per token)`);
+      }
+      seenAt.set(token, at);
+      tokens.set(token, role);
+    }
+  }
+  // A source that is set but holds nothing (an empty Secret, only comments) must not leave the service open.
+  if (tokens.size === 0) {
+    throw new ConfigError(`${source} is set but holds no tokens; unset it to run open (without access control)`);
   }
   return tokens;
+}
+
+/** METRICS_TOKEN: the rules of any other token, and not one of `tokensSource` (it would have two roles). */
+function metricsTokenConfig(env: Env, authTokens: ReadonlyMap<string, Role>, tokensSource: string): string | null {
+  const raw = env.METRICS_TOKEN;
+  if (raw === undefined || raw === '') return null;
+  const token = raw.trim();
+  const problem = tokenProblem(token);
+  if (problem !== null) throw new ConfigError(`METRICS_TOKEN ${problem}`);
+  if (authTokens.has(token)) throw new ConfigError(`METRICS_TOKEN repeats a token of ${tokensSource} (one role per token)`);
+  return token;
 }
 
 function storeConfig(env: Env): StoreConfig {
@@ -553,7 +601,7 @@ export function loadConfig(env: Env, sources: ConfigSources = {}): Config {
     }
     authTokens = parseAuthTokens(text, 'AUTH_TOKENS_FILE');
   }
-  const metricsToken = env.METRICS_TOKEN?.trim() || null;
+  const metricsToken = metricsTokenConfig(env, authTokens, env.AUTH_TOKENS_FILE ? 'AUTH_TOKENS_FILE' : 'AUTH_TOKENS');
 
   // Large enough to hold a module of the default MAX_PLUGIN_BYTES compiled (~385 MiB estimated).
   const moduleCacheBytes = int(env, 'MODULE_CACHE_BYTES', 512 * MiB, 0);

@@ -8,6 +8,10 @@ import { compiledBytes, ConfigError, loadConfig } from '../src/config.ts';
 import { makeTempDir, readPlugin, removeDir, repoRoot, serverForTest } from './helpers.ts';
 
 const MiB = 1024 * 1024;
+const TOKEN_A = 'config-token-a-0123456789';
+const TOKEN_B = 'config-token-b-0123456789';
+const TOKEN_C = 'config-token-c-0123456789';
+const SPACED = 'config token 0123456789';
 
 describe('loadConfig', () => {
   it('holds MAX_PLUGIN_BYTES to the largest module MODULE_CACHE_BYTES holds compiled (none: one it cannot hold is prepared on every call)', () => {
@@ -72,7 +76,54 @@ describe('loadConfig', () => {
     expect(config.ops.redis).toEqual({ url: 'redis://cache:6379', keyPrefix: 'wasmhost:' });
   });
 
-  const invalid: { env: Record<string, string>; message: RegExp }[] = [
+  it('reads AUTH_TOKENS (# entries are comments) and a METRICS_TOKEN that follow the token rules', () => {
+    const config = loadConfig({
+      AUTH_TOKENS: ` ${TOKEN_A}:admin , #retired, ${TOKEN_B}:invoke `,
+      METRICS_TOKEN: ` ${TOKEN_C}\n`,
+    });
+    expect([...config.ops.authTokens]).toEqual([
+      [TOKEN_A, 'admin'],
+      [TOKEN_B, 'invoke'],
+    ]);
+    expect(config.ops.metricsToken).toBe(TOKEN_C);
+    expect(loadConfig({ AUTH_TOKENS: '', METRICS_TOKEN: '' }).ops).toMatchObject({ authTokens: new Map(), metricsToken: null });
+  });
+
+  // Token sources that come out empty must stop the service, never leave it open; no message holds a token.
+  const invalid: { env: Record<string, string>; file?: string; message: RegExp }[] = [
+    { env: { AUTH_TOKENS: ' , ' }, message: /^AUTH_TOKENS is set but holds no tokens; unset it to run open/ },
+    { env: { AUTH_TOKENS: '# none yet' }, message: /^AUTH_TOKENS is set but holds no tokens/ },
+    { env: { AUTH_TOKENS_FILE: '/run/secrets/tokens' }, file: '', message: /^AUTH_TOKENS_FILE is set but holds no tokens/ },
+    {
+      env: { AUTH_TOKENS_FILE: '/run/secrets/tokens' },
+      file: '# operators\n\n  # none yet\n',
+      message: /^AUTH_TOKENS_FILE is set but holds no tokens/,
+    },
+    {
+      env: { AUTH_TOKENS: `${TOKEN_A}:admin,${TOKEN_A}:invoke` },
+      message: /^AUTH_TOKENS: entry 2 repeats the token of entry 1 \(one role per token\)$/,
+    },
+    {
+      env: { AUTH_TOKENS_FILE: '/run/secrets/tokens' },
+      file: `# operators\n${TOKEN_A}:admin\n${TOKEN_B}:invoke\n${TOKEN_A}:invoke\n`,
+      message: /^AUTH_TOKENS_FILE: line 4 repeats the token of line 2/,
+    },
+    {
+      env: { AUTH_TOKENS: `${TOKEN_A}:admin,${SPACED}:invoke` },
+      message: /^AUTH_TOKENS: entry 2 must be a token without whitespace/,
+    },
+    { env: { AUTH_TOKENS: `${TOKEN_A} :admin` }, message: /^AUTH_TOKENS: entry 1 must be a token without whitespace/ },
+    // Token and role swapped: the "role" is the token, so it is not echoed.
+    { env: { AUTH_TOKENS: `admin:${TOKEN_A}` }, message: /^AUTH_TOKENS: entry 1 must be a token of 16\+ chars$/ },
+    { env: { AUTH_TOKENS: `${TOKEN_A}:root` }, message: /^AUTH_TOKENS: entry 1: role must be admin or invoke$/ },
+    { env: { AUTH_TOKENS: TOKEN_A }, message: /^AUTH_TOKENS: entry 1 must be "<token of 16\+ chars>:<role>"$/ },
+    { env: { METRICS_TOKEN: 'abc' }, message: /^METRICS_TOKEN must be a token of 16\+ chars$/ },
+    { env: { METRICS_TOKEN: '  ' }, message: /^METRICS_TOKEN must be a token of 16\+ chars$/ },
+    { env: { METRICS_TOKEN: SPACED }, message: /^METRICS_TOKEN must be a token without whitespace/ },
+    {
+      env: { AUTH_TOKENS: `${TOKEN_A}:admin`, METRICS_TOKEN: TOKEN_A },
+      message: /^METRICS_TOKEN repeats a token of AUTH_TOKENS \(one role per token\)$/,
+    },
     { env: { PORT: 'abc' }, message: /^PORT must be a non-negative integer, got "abc"$/ },
     {
       env: { MODULE_MAX_CONTROL_DEPTH: '100001' },
@@ -140,12 +191,13 @@ describe('loadConfig', () => {
     it(`refuses ${JSON.stringify(c.env)} with a ConfigError naming the variable`, () => {
       let thrown: unknown;
       try {
-        loadConfig(c.env);
+        loadConfig(c.env, { readFile: c.file === undefined ? undefined : () => c.file! });
       } catch (err) {
         thrown = err;
       }
       expect(thrown).toBeInstanceOf(ConfigError);
       expect((thrown as Error).message).toMatch(c.message);
+      for (const token of [TOKEN_A, TOKEN_B, TOKEN_C, SPACED]) expect((thrown as Error).message).not.toContain(token);
     });
   }
 
@@ -207,28 +259,35 @@ describe('loadConfig', () => {
 });
 
 describe('the service process with an invalid environment', () => {
-  it('exits non-zero at start (PORT=abc) and says why on stderr', async () => {
-    const dataDir = await makeTempDir();
-    try {
-      // process.execPath is the pinned Node 24 under `npm test` (it runs src/main.ts as TypeScript).
-      const child = spawn(process.execPath, [path.join('src', 'main.ts')], {
-        cwd: repoRoot,
-        env: { PATH: process.env.PATH ?? '', PORT: 'abc', DATA_DIR: dataDir, LOG_LEVEL: 'silent' },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let stderr = '';
-      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      child.stdout.resume();
-      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-      const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
-      clearTimeout(timer);
-      expect(signal).toBeNull();
-      expect(code).not.toBe(0);
-      expect(stderr).toContain('wasmhost: invalid configuration: PORT must be a non-negative integer, got "abc"');
-    } finally {
-      await removeDir(dataDir);
-    }
-  });
+  const cases = [
+    { env: { PORT: 'abc' }, message: 'PORT must be a non-negative integer, got "abc"' },
+    // An empty token source (an empty Secret) stops the service instead of starting it open.
+    { env: { AUTH_TOKENS: ' , ' }, message: 'AUTH_TOKENS is set but holds no tokens' },
+  ];
+  for (const c of cases) {
+    it(`exits non-zero at start (${JSON.stringify(c.env)}) and says why on stderr`, async () => {
+      const dataDir = await makeTempDir();
+      try {
+        // process.execPath is the pinned Node 24 under `npm test` (it runs src/main.ts as TypeScript).
+        const child = spawn(process.execPath, [path.join('src', 'main.ts')], {
+          cwd: repoRoot,
+          env: { PATH: process.env.PATH ?? '', ...c.env, DATA_DIR: dataDir, LOG_LEVEL: 'silent' },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let stderr = '';
+        child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+        child.stdout.resume();
+        const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+        const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+        clearTimeout(timer);
+        expect(signal).toBeNull();
+        expect(code).not.toBe(0);
+        expect(stderr).toContain(`wasmhost: invalid configuration: ${c.message}`);
+      } finally {
+        await removeDir(dataDir);
+      }
+    });
+  }
 });
 
 describe('an operator-lowered ceiling (CALL_TIMEOUT_MS_CEILING=1000)', () => {

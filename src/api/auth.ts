@@ -139,7 +139,9 @@ async function accessControl(app: FastifyInstance, { config }: { config: Config 
     local && redis ? new RedisFailedTokenLimiter(redis, authFailureMax, rateLimitWindowMs, local) : local;
   const open = authTokens.size === 0;
   if (open) {
-    app.log.warn('AUTH_TOKENS is not set: the API is open, anyone who can reach it may upload, delete and call plugins');
+    app.log.warn(
+      'AUTH_TOKENS and AUTH_TOKENS_FILE are not set: the API is open, anyone who can reach it may upload, delete and call plugins',
+    );
   }
 
   app.decorateRequest('principal', null);
