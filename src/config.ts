@@ -452,6 +452,9 @@ function storeConfig(env: Env): StoreConfig {
   const url = env.DATABASE_URL?.trim();
   if (!url) throw new ConfigError('STORE=postgres needs DATABASE_URL (postgres://user:password@host:5432/database)');
   if (!/^postgres(ql)?:\/\//.test(url)) throw new ConfigError('DATABASE_URL must start with postgres:// or postgresql://');
+  // The driver parses it with URL and threw its TypeError out of the start-up; the value is not shown (a password).
+  if (!URL.canParse(url))
+    throw new ConfigError('DATABASE_URL is not a valid URL (its value is not shown: it may hold a password)');
   return {
     kind,
     url,

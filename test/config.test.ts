@@ -170,6 +170,11 @@ describe('loadConfig', () => {
     { env: { STORE: 'mysql' }, message: /^STORE must be one of filesystem, postgres, got "mysql"$/ },
     { env: { STORE: 'postgres' }, message: /^STORE=postgres needs DATABASE_URL/ },
     { env: { STORE: 'postgres', DATABASE_URL: 'mysql://x' }, message: /^DATABASE_URL must start with postgres:\/\// },
+    // It ended the process with the driver's TypeError; the password must not be in the message.
+    {
+      env: { STORE: 'postgres', DATABASE_URL: 'postgres://u:pw-secret@db:port/w' },
+      message: /^DATABASE_URL is not a valid URL \(its value is not shown/,
+    },
     {
       env: { STORE: 'postgres', DATABASE_URL: 'postgres://h/db', PG_POOL_MAX: '0' },
       message: /^PG_POOL_MAX must be between 1 and 1000, got 0$/,

@@ -284,6 +284,24 @@ describe('call logs', () => {
     expect(typeof callFacts.runMs).toBe('number');
     expect(lines.find((l) => l.reqId === 'call-log-2')).toMatchObject({ call: { outcome: 'function_not_found', function: '' } });
     expect(logs.text()).not.toContain(secret);
+
+    // A caller chooses the keys: the line names the first 20, each cut to 64 characters, and counts them.
+    const many = Object.fromEntries(
+      Array.from({ length: 200 }, (_, i) => [`${String(i).padStart(3, '0')}${'k'.repeat(200)}`, secret]),
+    );
+    const big = await server.api.call(
+      'count-vowels',
+      { function: 'count_vowels', input: 'x', config: many },
+      { headers: { 'x-request-id': 'call-log-3' } },
+    );
+    expect(big.status).toBe(200);
+    const line = logs.lines().find((l) => l.reqId === 'call-log-3')!;
+    const logged = line.call as { config: Record<string, string>; configKeys: number };
+    expect(Object.keys(logged.config)).toHaveLength(20);
+    for (const key of Object.keys(logged.config)) expect(key.length).toBeLessThanOrEqual(64);
+    expect(logged.configKeys).toBe(200);
+    expect(JSON.stringify(line).length).toBeLessThan(4096);
+    expect(logs.text()).not.toContain(secret);
   });
 
   it('keeps plugin log lines out of the server log unless FORWARD_PLUGIN_LOGS=true, then forwards them at debug', async () => {

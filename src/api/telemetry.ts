@@ -47,7 +47,13 @@ interface CallSummary {
   runMs?: number;
   egressCount: number;
   config?: Record<string, string>;
+  /** The config's keys when there are more than LOGGED_CONFIG_KEYS (config shows the first ones). */
+  configKeys?: number;
 }
+
+/** Keys of a call's config the log line names at most, each cut to LOGGED_KEY_CHARS: a caller chooses them. */
+const LOGGED_CONFIG_KEYS = 20;
+const LOGGED_KEY_CHARS = 64;
 
 const REDACTED = '[REDACTED]';
 /** Secrets never reach the log: credentials, and values of configs passed to plugins (keys stay). */
@@ -209,9 +215,20 @@ function observeCall(request: FastifyRequest, reply: FastifyReply, config: Confi
     ...(report.queueMs !== undefined ? { queueMs: round(report.queueMs) } : {}),
     ...(runMs !== undefined ? { runMs: round(runMs) } : {}),
     egressCount: report.egress?.length ?? 0,
-    // Copied: redaction rewrites the logged object.
-    ...(report.config ? { config: { ...report.config } } : {}),
+    ...(report.config ? loggedConfig(report.config) : {}),
   };
+}
+
+/**
+ * A call's config as its log line shows it (values redacted by REDACT_PATHS): its first keys, cut
+ * short, and how many there are; 255 keys of 250 characters made a 69 KB line per request. A copy:
+ * redaction rewrites the logged object.
+ */
+function loggedConfig(config: Record<string, string>): Pick<CallSummary, 'config' | 'configKeys'> {
+  const keys = Object.keys(config);
+  const shown: Record<string, string> = {};
+  for (const key of keys.slice(0, LOGGED_CONFIG_KEYS)) shown[key.slice(0, LOGGED_KEY_CHARS)] = config[key]!;
+  return keys.length > LOGGED_CONFIG_KEYS ? { config: shown, configKeys: keys.length } : { config: shown };
 }
 
 declare module 'fastify' {
