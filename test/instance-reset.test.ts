@@ -7,7 +7,7 @@ import { rewriteForEngine } from '../src/engine/compile/wasm-rewrite.ts';
 import { CallState } from '../src/engine/runtime/host-env.ts';
 import { describeModule, PluginInstance } from '../src/engine/runtime/instance.ts';
 import { LogCollector } from '../src/engine/runtime/logs.ts';
-import { readPlugin } from './helpers.ts';
+import { readPlugin, wat } from './helpers.ts';
 
 const CAP_PAGES = 1024;
 const text = 'The quick brown fox jumps over the lazy dog. Hello, World! Ünïcödé, 1234 and 5678.';
@@ -76,5 +76,36 @@ describe('a recycled instance after reset', () => {
         }
       }
     }
+  });
+});
+
+describe("host access past the plugin's own memory size on a recycled instance", () => {
+  it('fails as on a fresh instance, though the Memory still holds what an earlier call grew (WASI bounds the virtual size)', async () => {
+    const source = await wat(`(module
+      (import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "grow") (result i32) (drop (memory.grow (i32.const 10))) (i32.store (i32.const 300000) (i32.const 42)) (i32.const 0))
+      (func (export "probe") (result i32) (drop (call $random_get (i32.const 200000) (i32.const 16))) (i32.const 0)))`);
+    const { bytes, ...layout } = rewriteForEngine(source, { maxTableElements: 100_000 });
+    const shape = describeModule(await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>), layout);
+    expect(shape.virtualGrowth).toBe(true);
+    const instance = new PluginInstance(shape, 65536, CAP_PAGES);
+    const limits = { hostBytes: 64 << 20, outputBytes: 1 << 20, varBytes: 1 << 20, httpResponseBytes: 0 };
+    const call = (fn: string) => {
+      const state = new CallState(null, {}, new LogCollector('off', 0, 0), limits, null);
+      try {
+        instance.run(fn, state, CAP_PAGES);
+        return state.failure?.message ?? 'ok';
+      } catch (err) {
+        return state.failure?.message ?? String(err);
+      } finally {
+        instance.reset();
+      }
+    };
+    expect(call('probe')).toMatch(/out of bounds|Invalid typed array length/);
+    expect(call('grow')).toBe('ok');
+    expect(instance.memory.buffer.byteLength).toBeGreaterThan(200_016);
+    // Back to one page for the plugin: the next call may not reach past it, through WASI either.
+    expect(call('probe')).toMatch(/out of bounds/);
   });
 });

@@ -223,7 +223,12 @@ export class PluginInstance {
     };
     if (this.shape.wasi) {
       const written = dirty ? (start: number, length: number) => dirty.markWritten(start, length) : () => {};
-      imports[WASI_PREVIEW1] = createWasi(this.#slot, memory, written) as WebAssembly.ModuleImports;
+      // The plugin's own size (the grow shim's) once this instance runs; the Memory's while it starts.
+      const addressable = () => {
+        const live = this.#live as Live | undefined;
+        return live?.memory === memory && live.memoryPages ? (live.memoryPages.value as number) * PAGE : memory.buffer.byteLength;
+      };
+      imports[WASI_PREVIEW1] = createWasi(this.#slot, memory, written, addressable) as WebAssembly.ModuleImports;
     }
     let instance: WebAssembly.Instance;
     try {

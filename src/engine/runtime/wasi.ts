@@ -77,10 +77,23 @@ export type HostWrite = (start: number, length: number) => void;
 
 type WasiImpl = (call: CallState, ...args: never[]) => unknown;
 
-/** The WASI import object of one instance (its memory); every function is bound like the Extism ones (bindHost). */
-export function createWasi(slot: HostSlot, memory: WebAssembly.Memory, written: HostWrite): Record<string, unknown> {
-  const view = () => new DataView(memory.buffer);
-  const bytes = (ptr: number, len: number) => new Uint8Array(memory.buffer, ptr, len);
+/**
+ * The WASI import object of one instance (its memory); every function is bound like the Extism ones
+ * (bindHost). `addressable`: the bytes of memory the plugin has now, when less than the Memory holds:
+ * with the grow shim a recycled instance's Memory keeps what earlier calls grew, and a host access past
+ * the plugin's own size must fail as it would on a fresh instance.
+ */
+export function createWasi(
+  slot: HostSlot,
+  memory: WebAssembly.Memory,
+  written: HostWrite,
+  addressable: () => number = () => memory.buffer.byteLength,
+): Record<string, unknown> {
+  const view = () => new DataView(memory.buffer, 0, Math.min(addressable(), memory.buffer.byteLength));
+  const bytes = (ptr: number, len: number) => {
+    if (ptr + len > addressable()) throw new RangeError(`out of bounds memory access (${ptr} + ${len})`);
+    return new Uint8Array(memory.buffer, ptr, len);
+  };
   const writeU32 = (ptr: number, value: number) => {
     written(ptr, 4);
     view().setUint32(ptr, value, true);
