@@ -27,6 +27,7 @@ export const ERROR_CODES = [
   'FUNCTION_NOT_FOUND',
   'NOT_FOUND',
   'PLUGIN_IN_USE',
+  'PRECONDITION_FAILED',
   // calls
   'INPUT_TOO_LARGE',
   'PLUGIN_ERROR',

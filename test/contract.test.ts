@@ -149,9 +149,12 @@ describe('plugin routes', () => {
     expect((await call(server, 'DELETE', '/plugins/contract-manifest')).status).toBe(204);
   });
 
-  it('deletes a plugin (204) and answers 404 when it is gone', async () => {
+  it('deletes a plugin (204; 412 when If-Match names another) and answers 404 when it is gone', async () => {
     const uploaded = await call(server, 'POST', '/plugins?name=contract-echo', wasmBody(echo));
     expect(uploaded.status).toBe(201);
+    // If-Match naming another plugin: 412, nothing deleted.
+    const stale = await call(server, 'DELETE', '/plugins/contract-echo', { headers: { 'if-match': `"${'0'.repeat(64)}"` } });
+    expect(stale.status).toBe(412);
     expect((await call(server, 'DELETE', '/plugins/contract-echo')).status).toBe(204);
     expect((await call(server, 'DELETE', '/plugins/contract-echo')).status).toBe(404);
   });

@@ -223,6 +223,27 @@ describe('plugin upload API', () => {
     expect((await server.api.describe(meta.id)).status).toBe(200);
   });
 
+  it('deletes with If-Match only the plugin it names: 412 PRECONDITION_FAILED and nothing deleted when the name points elsewhere', async () => {
+    const server = await serverForTest();
+    const first = await server.api.uploaded(await readPlugin('count_vowels'), { name: 'moving' });
+    const download = await fetch(`${server.url}/plugins/moving/wasm`);
+    await download.arrayBuffer();
+    const etag = download.headers.get('etag')!;
+    expect(etag).toBe(`"${first.id}"`);
+    // The name moves to another upload before the delete arrives.
+    const second = await server.api.uploaded(await readPlugin('echo'), { name: 'moving' });
+    const stale = await server.api.delete('moving', { headers: { 'if-match': etag } });
+    expect(stale.status).toBe(412);
+    expect(stale.error.code).toBe('PRECONDITION_FAILED');
+    expect((await server.api.describe('moving')).data.id).toBe(second.id);
+    expect((await server.api.describe(first.id)).status).toBe(200);
+    // A list with the current ETag, a weak one alone not (If-Match compares strongly), then *.
+    expect((await server.api.delete('moving', { headers: { 'if-match': `W/"${second.id}"` } })).status).toBe(412);
+    expect((await server.api.delete('moving', { headers: { 'if-match': `"nope", "${second.id}"` } })).status).toBe(204);
+    expect((await server.api.delete(first.id, { headers: { 'if-match': '*' } })).status).toBe(204);
+    expect((await server.api.delete(first.id, { headers: { 'if-match': '*' } })).status).toBe(404);
+  });
+
   it('moves a name to the newest upload carrying it and frees it with the plugin on delete', async () => {
     const server = await serverForTest();
     const a = await server.api.uploaded(await wat(tinyPluginWat(1)), { name: 'tool' });

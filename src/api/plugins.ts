@@ -64,6 +64,14 @@ function redactManifestConfig(text: string, redact: (config: Record<string, stri
   return JSON.stringify(manifest);
 }
 
+/** An If-Match header holds this ETag (strong comparison, as RFC 9110 asks of If-Match) or `*`. */
+function ifMatchHits(header: string, etag: string): boolean {
+  return header.split(',').some((tag) => {
+    const t = tag.trim();
+    return t === '*' || t === etag;
+  });
+}
+
 function ifNoneMatchHits(header: string | undefined, etag: string): boolean {
   if (!header) return false;
   return header.split(',').some((tag) => {
@@ -382,7 +390,7 @@ const DELETE_SCHEMA = {
   operationId: 'deletePlugin',
   summary: 'Delete a plugin',
   description:
-    'Role: `admin`. Deletes the plugin an id or a name points at; its name is freed with it. A module that stored manifests name is not deleted while they are (`409 PLUGIN_IN_USE`).',
+    'Role: `admin`. Deletes the plugin an id or a name points at; its name is freed with it. A module that stored manifests name is not deleted while they are (`409 PLUGIN_IN_USE`). With `If-Match` (the ETag of its download: the id, quoted), only the plugin it names is deleted: a name that points elsewhere by then answers `412 PRECONDITION_FAILED`.',
   params: PluginRefParams,
   response: {
     204: { description: 'Deleted.', type: 'null' },
@@ -391,6 +399,9 @@ const DELETE_SCHEMA = {
       ['PLUGIN_IN_USE'],
       { properties: { referrers: { type: 'array', items: { type: 'string' } } }, required: ['referrers'] },
     ),
+    412: errorResponse('`PRECONDITION_FAILED`: the plugin the id or name points at is not the one `If-Match` names.', [
+      'PRECONDITION_FAILED',
+    ]),
     400: MalformedPath,
     404: PluginNotFound,
     ...PROTECTED_ROUTE_ERRORS,
@@ -708,7 +719,20 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
   });
 
   app.delete('/plugins/:id', { schema: DELETE_SCHEMA, config: { policy: ROUTE_POLICIES.admin } }, async (request, reply) => {
-    const deleted = await storeChange(request.params.id, 'delete', () => store.delete(request.params.id));
+    let target = request.params.id;
+    const ifMatch = request.headers['if-match'];
+    if (ifMatch !== undefined) {
+      const meta = await resolve(target);
+      if (!ifMatchHits(ifMatch, `"${meta.id}"`)) {
+        throw new AppError(
+          'PRECONDITION_FAILED',
+          `plugin "${target.slice(0, 80)}" is ${meta.id}, which If-Match does not name: nothing was deleted`,
+        );
+      }
+      // The one it matched, by id: a name moved meanwhile must not take another plugin with it.
+      target = meta.id;
+    }
+    const deleted = await storeChange(target, 'delete', () => store.delete(target));
     if (!deleted) throw notFound(request.params.id);
     moduleCache.delete(deleted.id);
     request.log.info({ plugin: deleted.id, name: deleted.name }, 'plugin deleted');

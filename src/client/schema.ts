@@ -167,7 +167,7 @@ export interface paths {
         post?: never;
         /**
          * Delete a plugin
-         * @description Role: `admin`. Deletes the plugin an id or a name points at; its name is freed with it. A module that stored manifests name is not deleted while they are (`409 PLUGIN_IN_USE`).
+         * @description Role: `admin`. Deletes the plugin an id or a name points at; its name is freed with it. A module that stored manifests name is not deleted while they are (`409 PLUGIN_IN_USE`). With `If-Match` (the ETag of its download: the id, quoted), only the plugin it names is deleted: a name that points elsewhere by then answers `412 PRECONDITION_FAILED`.
          */
         delete: operations["deletePlugin"];
         options?: never;
@@ -1274,6 +1274,18 @@ export interface operations {
                         /** @enum {unknown} */
                         code?: "PLUGIN_IN_USE";
                         referrers: string[];
+                    };
+                };
+            };
+            /** @description `PRECONDITION_FAILED`: the plugin the id or name points at is not the one `If-Match` names. */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"] & {
+                        /** @enum {unknown} */
+                        code?: "PRECONDITION_FAILED";
                     };
                 };
             };
