@@ -11,6 +11,7 @@ import { AppError } from '../src/errors.ts';
 import { logCapture, makeTempDir, readPlugin, removeDir, serverForTest, tinyPluginWat, wat, type TestServer } from './helpers.ts';
 import { parsePrometheusText, sampleValue } from './prom-text.ts';
 import type { Reply } from './test-client.ts';
+import { startUpstream } from './upstream.ts';
 
 const ADMIN = 'admin-token-0123456789abcdef';
 const INVOKE = 'invoke-token-0123456789abcdef';
@@ -444,6 +445,50 @@ describe('stored plugin config', () => {
       headers: { ...bearer(INVOKE), 'if-none-match': `"${stored.data.id}"` },
     });
     expect(revalidated.status).toBe(200);
+  });
+
+  it("keeps stored config values out of an invoke caller's egress audit and error messages (a secret in a URL)", async () => {
+    const upstream = await startUpstream('127.0.0.1');
+    try {
+      const server = await serverForTest({ env: { ...TOKENS_ENV, EGRESS_ALLOW_PRIVATE: 'true' } });
+      // hello GETs its config `route`: here a URL carrying a key in its query, stored as a secret.
+      const secretKey = 'key-5f2e9a-secret';
+      const route = `http://127.0.0.1:${upstream.port}/todo?title=t&api_key=${secretKey}`;
+      const missing = `http://127.0.0.1:${upstream.port}/missing?api_key=${secretKey}`;
+      const hello = await readPlugin('hello');
+      const stored = await server.api
+        .as(ADMIN)
+        .upload(hello, { name: 'hello-secret', config: { route, key: secretKey }, allowedHosts: ['127.0.0.1'] });
+      expect(stored.status).toBe(201);
+      const call = (token: string) => server.api.as(token).call('hello-secret', { function: 'say_hello', input: 'x' });
+
+      const byAdmin = await call(ADMIN);
+      expect(byAdmin.status, JSON.stringify(byAdmin.body)).toBe(200);
+      expect(byAdmin.data.egress[0]!.url).toContain(secretKey);
+      const byInvoke = await call(INVOKE);
+      expect(byInvoke.status).toBe(200);
+      expect(JSON.stringify(byInvoke.data.egress)).not.toContain(secretKey);
+      expect(byInvoke.data.egress[0]!.url).toContain('[REDACTED]');
+      // A failure names the URL in its message, details and audit: redacted for the invoke caller too.
+      // The same module with a custom section appended: another plugin.
+      const failing = await server.api.as(ADMIN).upload(new Uint8Array([...hello, 0, 2, 1, 0x61]), {
+        name: 'hello-failing',
+        config: { route: missing, key: secretKey },
+        allowedHosts: ['127.0.0.1'],
+      });
+      expect(failing.status).toBe(201);
+      const failed = await server.api.as(INVOKE).call('hello-failing', { function: 'say_hello', input: 'x' });
+      expect(failed.status).toBeGreaterThanOrEqual(400);
+      expect(failed.text).not.toContain(secretKey);
+      // The caller's own config is its own: a value it passes itself is not hidden from it.
+      const own = await server.api
+        .as(INVOKE)
+        .call('hello-secret', { function: 'say_hello', input: 'x', config: { route, key: secretKey } });
+      expect(own.status).toBe(200);
+      expect(own.data.egress[0]!.url).toContain(secretKey);
+    } finally {
+      await upstream.close();
+    }
   });
 
   it('shows its values to anyone while the service runs open (anyone may then upload and delete too)', async () => {

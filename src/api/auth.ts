@@ -115,6 +115,36 @@ export function configForCaller(request: FastifyRequest, config: Readonly<Record
   return Object.fromEntries(Object.keys(config).map((key) => [key, REDACTED_VALUE]));
 }
 
+/**
+ * The stored config values a call's answer must not show this caller (configForCaller hides them from
+ * it): those the call does not override itself, long enough to be secrets (shorter ones would redact
+ * ordinary text). Empty for a caller who reads them.
+ */
+export function hiddenConfigValues(
+  request: FastifyRequest,
+  stored: Readonly<Record<string, string>>,
+  overrides: Readonly<Record<string, string>> | undefined,
+): string[] {
+  if (request.readsConfigValues) return [];
+  const values = Object.entries(stored)
+    .filter(([key, value]) => value.length >= MIN_HIDDEN_VALUE_CHARS && !(overrides && key in overrides))
+    .map(([, value]) => value);
+  // Longest first: a value inside another is replaced after it.
+  return [...new Set(values)].sort((a, b) => b.length - a.length);
+}
+const MIN_HIDDEN_VALUE_CHARS = 4;
+
+/** `text` with every occurrence of `values` (as they are, and as a URL encodes them) replaced by "[REDACTED]". */
+export function redactValues(text: string, values: readonly string[]): string {
+  let redacted = text;
+  for (const value of values) {
+    for (const form of new Set([value, encodeURIComponent(value), new URLSearchParams({ v: value }).toString().slice(2)])) {
+      redacted = redacted.replaceAll(form, REDACTED_VALUE);
+    }
+  }
+  return redacted;
+}
+
 /** The token of an `Authorization: Bearer <token>` header; undefined when absent, null when malformed. */
 function bearerToken(request: FastifyRequest): string | null | undefined {
   const header = request.headers.authorization;

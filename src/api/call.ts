@@ -6,7 +6,10 @@ import { validateHostPatterns } from '../host-patterns.ts';
 import { AppError, isAppError } from '../errors.ts';
 import type { CallEngine, CallResult } from '../engine/engine.ts';
 import { resolveLimits } from '../engine/limits.ts';
+import { hiddenConfigValues, redactValues } from './auth.ts';
 import { checkConfigSize } from './config-size.ts';
+import type { EgressAuditEntry } from '../egress/fetch.ts';
+import type { LogEntry } from '../engine/runtime/logs.ts';
 import {
   CallRequestSchema,
   CallResponseSchema,
@@ -207,6 +210,10 @@ export async function callRoutes(root: FastifyInstance, opts: CallRoutesOptions)
         }
       };
       reply.raw.once('close', onClose);
+      // A stored secret (a key in a URL's query, say) must not reach a caller who may not read the config
+      // (configForCaller) through what the service reports of the call: its egress audit, its failure,
+      // the plugin's log lines. The output is the plugin's answer and stays as it is.
+      const hidden = hiddenConfigValues(request, plugin.config, body.config);
       let result: CallResult;
       try {
         result = await engine.call({
@@ -224,6 +231,7 @@ export async function callRoutes(root: FastifyInstance, opts: CallRoutesOptions)
         });
       } catch (err) {
         if (isAppError(err)) {
+          if (hidden.length > 0) redactError(err, hidden);
           Object.assign(report, reportFromDetails(err.details));
           report.engineMs = performance.now() - engineStarted;
         }
@@ -233,6 +241,10 @@ export async function callRoutes(root: FastifyInstance, opts: CallRoutesOptions)
       }
       report.queueMs = result.queueMs;
       report.runMs = result.runMs;
+      if (hidden.length > 0) {
+        result.egress = redactAudit(result.egress, hidden);
+        result.logs = redactLogs(result.logs, hidden);
+      }
       report.egress = result.egress;
       report.logs = result.logs;
       report.logsTruncated = result.logsTruncated;
@@ -247,4 +259,22 @@ export async function callRoutes(root: FastifyInstance, opts: CallRoutesOptions)
       };
     },
   );
+}
+
+function redactAudit(audit: readonly EgressAuditEntry[], hidden: readonly string[]): EgressAuditEntry[] {
+  return audit.map((entry) => ({ ...entry, url: redactValues(entry.url, hidden) }));
+}
+
+/** A call's failure as a caller who may not read the config sees it: its message, URL and audit. */
+function redactError(err: AppError, hidden: readonly string[]): void {
+  err.message = redactValues(err.message, hidden);
+  const details = err.details;
+  if (typeof details.url === 'string') details.url = redactValues(details.url, hidden);
+  if (typeof details.host === 'string') details.host = redactValues(details.host, hidden);
+  if (Array.isArray(details.egress)) details.egress = redactAudit(details.egress as EgressAuditEntry[], hidden);
+  if (Array.isArray(details.logs)) details.logs = redactLogs(details.logs as LogEntry[], hidden);
+}
+
+function redactLogs(logs: readonly LogEntry[], hidden: readonly string[]): LogEntry[] {
+  return logs.map((entry) => ({ ...entry, message: redactValues(entry.message, hidden) }));
 }
