@@ -629,7 +629,7 @@ export async function pluginRoutes(root: FastifyInstance, opts: PluginRoutesOpti
       modules.map((m) => ({ name: m.name, interface: m.prepared.interface })),
       mainAt,
     );
-    if (!moduleCache.holdsTogether(modules.map((m) => m.prepared.size.bytes))) {
+    if (!moduleCache.holds(modules.map((m) => m.prepared.size.bytes))) {
       throw new AppError(
         'PLUGIN_TOO_LARGE',
         `the manifest's modules would not stay compiled together within MODULE_CACHE_BYTES (${opts.config.moduleCacheBytes} bytes, ~12 bytes per byte of Wasm each, plus 640 KiB): they would be prepared again on every call`,

@@ -153,7 +153,7 @@ export class CallEngine {
     const bytes = await this.#deps.store.getBytes(id);
     if (!bytes) throw new AppError('PLUGIN_NOT_FOUND', `no plugin with id "${id}"`);
     // Stored under a larger MODULE_CACHE_BYTES: it would be compiled again on every call.
-    if (!this.#deps.moduleCache.holds(bytes.length)) {
+    if (!this.#deps.moduleCache.holds([bytes.length])) {
       throw new AppError(
         'PLUGIN_ERROR',
         `the plugin cannot be run: its module (${bytes.length} bytes) would not stay compiled within MODULE_CACHE_BYTES (${this.#config.moduleCacheBytes} bytes, ~12 bytes per byte of Wasm) and would be compiled again on every call`,
@@ -247,7 +247,7 @@ export class CallEngine {
   /** Stored under a larger MODULE_CACHE_BYTES: preparing the set would evict part of it, on every call. */
   async #checkSetFits(modules: NonNullable<PluginMeta['manifest']>['modules']): Promise<void> {
     const metas = await Promise.all(modules.map((m) => this.#deps.store.get(m.id)));
-    if (this.#deps.moduleCache.holdsTogether(metas.map((meta) => meta?.size ?? 0))) return;
+    if (this.#deps.moduleCache.holds(metas.map((meta) => meta?.size ?? 0))) return;
     throw new AppError(
       'PLUGIN_ERROR',
       `the plugin cannot be run: its manifest's modules would not stay compiled together within MODULE_CACHE_BYTES (${this.#config.moduleCacheBytes} bytes) and would be prepared again on every call`,

@@ -3,7 +3,7 @@
 // The upload fills it; the engine reads it, so a stored plugin is compiled once, not once per call.
 // A module it lets go is let go by the workers too (onEvict), so the bound holds for the process.
 import { LRUCache } from 'lru-cache';
-import { compiledBytes, largestCacheableModule } from '../../config.ts';
+import { compiledBytes } from '../../config.ts';
 import type { PreparedModule } from './prepare.ts';
 
 export { compiledBytes } from '../../config.ts';
@@ -51,18 +51,12 @@ export class ModuleCache {
   }
 
   /**
-   * Whether a module of `sourceBytes` fits the cache once compiled. True with the cache disabled
-   * (MODULE_CACHE_BYTES=0), where every call prepares its module by the operator's choice.
+   * Whether modules of these Wasm sizes fit the cache together once compiled: one module, or a linked
+   * manifest's (its call needs them all, and one evicting another would prepare it again on every
+   * call). True with the cache disabled (MODULE_CACHE_BYTES=0), where every call prepares its modules
+   * by the operator's choice.
    */
-  holds(sourceBytes: number): boolean {
-    return sourceBytes <= largestCacheableModule(this.#maxBytes);
-  }
-
-  /**
-   * Whether modules of these sizes fit the cache together once compiled (a linked manifest's: its call
-   * needs them all, and one evicting another would prepare it again on every call). True when disabled.
-   */
-  holdsTogether(sourceBytes: readonly number[]): boolean {
+  holds(sourceBytes: readonly number[]): boolean {
     return this.#maxBytes === 0 || sourceBytes.reduce((n, bytes) => n + compiledBytes(bytes), 0) <= this.#maxBytes;
   }
 
