@@ -224,10 +224,9 @@ export class PluginInstance {
     if (this.shape.wasi) {
       const written = dirty ? (start: number, length: number) => dirty.markWritten(start, length) : () => {};
       // The plugin's own size (the grow shim's) once this instance runs; the Memory's while it starts.
-      const addressable = () => {
-        const live = this.#live as Live | undefined;
-        return live?.memory === memory && live.memoryPages ? (live.memoryPages.value as number) * PAGE : memory.buffer.byteLength;
-      };
+      // (#live is unset while the first instantiation runs a start function, and the old one during a rebuild.)
+      const addressable = () =>
+        (this.#live as Live | undefined)?.memory === memory ? this.memoryPages() * PAGE : memory.buffer.byteLength;
       imports[WASI_PREVIEW1] = createWasi(this.#slot, memory, written, addressable) as WebAssembly.ModuleImports;
     }
     let instance: WebAssembly.Instance;
