@@ -4,7 +4,7 @@ import http from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readPlugin, serverForTest, useServer, wat } from './helpers.ts';
+import { readPlugin, serverForTest, useServer, wat, type TestServer } from './helpers.ts';
 import { checkEveryResponse } from './openapi-contract.ts';
 import { startUpstream, type Upstream } from './upstream.ts';
 
@@ -836,7 +836,16 @@ describe('calls waiting on HTTP (one worker, BURST_WORKERS=0)', () => {
 });
 
 describe('a module cache smaller than the stored plugins', () => {
-  const server = useServer({ env: { WORKERS: '2', MODULE_CACHE_BYTES: String(2 * 1024 * 1024) } });
+  const SMALL_CACHE = String(2 * 1024 * 1024);
+  const server = useServer({ env: { WORKERS: '2', MODULE_CACHE_BYTES: SMALL_CACHE } });
+
+  /** A server on the default cache stores a plugin with `store`, then starts again on the same data with SMALL_CACHE. */
+  async function restartedUnderSmallCache(store: (server: TestServer) => Promise<unknown>): Promise<TestServer> {
+    const first = await serverForTest();
+    await store(first);
+    await first.close();
+    return serverForTest({ dataDir: first.dataDir, env: { MODULE_CACHE_BYTES: SMALL_CACHE } });
+  }
   beforeAll(async () => {
     // Room for about two small compiled modules: every upload and call evicts one, and workers let it go too.
   });
@@ -884,10 +893,9 @@ describe('a module cache smaller than the stored plugins', () => {
     expect(refused.error.message).toMatch(/MODULE_CACHE_BYTES/);
     expect((await server.api.list()).data.plugins.length).toBe(before);
 
-    const first = await serverForTest();
-    expect((await first.api.uploadManifest(manifest, undefined, { name: 'set-stored' })).status).toBe(201);
-    await first.close();
-    const small = await serverForTest({ dataDir: first.dataDir, env: { MODULE_CACHE_BYTES: String(2 * 1024 * 1024) } });
+    const small = await restartedUnderSmallCache(async (first) =>
+      expect((await first.api.uploadManifest(manifest, undefined, { name: 'set-stored' })).status).toBe(201),
+    );
     for (let i = 0; i < 2; i++) {
       const res = await small.api.call('set-stored', { function: 'run' });
       expect(res.status).toBe(422);
@@ -899,10 +907,9 @@ describe('a module cache smaller than the stored plugins', () => {
   });
 
   it('answers 422 PLUGIN_ERROR for a stored plugin it could never hold, instead of preparing it on every call', async () => {
-    const first = await serverForTest();
-    await first.api.uploaded(await readPlugin('rust_regex'), { name: 'stored-large' });
-    await first.close();
-    const small = await serverForTest({ dataDir: first.dataDir, env: { MODULE_CACHE_BYTES: String(2 * 1024 * 1024) } });
+    const small = await restartedUnderSmallCache(async (first) =>
+      first.api.uploaded(await readPlugin('rust_regex'), { name: 'stored-large' }),
+    );
     for (let i = 0; i < 2; i++) {
       const res = await small.api.call('stored-large', { function: 'count_vowels', input: 'aeiou' });
       expect(res.status).toBe(422);
